@@ -1,0 +1,164 @@
+"""The command line: parse arguments, dispatch to one function per subcommand, map errors to
+exit codes. No logic lives here.
+
+Exit codes: 0 success; 1 a step failed or the run was stopped (401, no credits, budget);
+2 invalid recipe or usage; 3 --frozen would need a paid submission; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from runner import __version__
+from runner.errors import RecipeError, SunoflowError, UsageError
+
+EPILOG = """\
+examples:
+  sunoflow validate examples/album.yaml          check a recipe before spending anything
+  sunoflow plan examples/album.yaml              what would run, what it waits for, what it costs
+  sunoflow run examples/album.yaml               make the album (local provider: free, offline)
+  sunoflow run album.yaml --provider sunoapi     the same recipe against sunoapi.org
+  sunoflow graph examples/album.yaml --format mermaid
+  sunoflow schema > recipe.schema.json
+
+exit codes: 0 ok, 1 a step failed or the run was stopped, 2 invalid recipe or usage,
+            3 --frozen would need a paid submission, 130 interrupted
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 itself; keep one error path
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _recipe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", choices=["local", "sunoapi", "newapi"],
+                   help="override the recipe's provider")
+    p.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
+    p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a var (value read as YAML); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sunoflow", description="Album recipes for Suno-style music APIs.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sunoflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("validate", help="check recipes; exit 2 if any is invalid")
+    p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    _recipe_options(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="show each step instance, what it waits for and its cost")
+    p.add_argument("recipe", metavar="RECIPE")
+    _recipe_options(p)
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("graph", help="print the step graph")
+    p.add_argument("recipe", metavar="RECIPE")
+    _recipe_options(p)
+    p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    p.add_argument("--instances", action="store_true", help="one node per for_each instance")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("schema", help="print the recipe JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    _add_run(sub)
+    return parser
+
+
+def _add_run(sub: Any) -> None:
+    try:
+        from runner import run_cli
+    except ImportError:  # the engine is optional while it is being built
+        return
+    run_cli.add(sub, _recipe_options)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from runner.recipe import parse_var
+
+    return {"provider": args.provider, "base_url": args.base_url,
+            "vars": dict(parse_var(v) for v in args.var)}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from runner import plan as planner
+    from runner import recipe
+
+    failed = False
+    for path in args.recipes:
+        try:
+            r = recipe.load(path, overrides=overrides(args))
+            p = planner.build(r)
+        except RecipeError as exc:
+            failed = True
+            print(exc, file=sys.stderr)
+            continue
+        print(f"{path}: ok ({len(r.steps)} steps, {len(p.instances)} instances, "
+              f"provider {r.provider.kind})")
+    return 2 if failed else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from runner import plan as planner
+    from runner import recipe, report
+
+    r = recipe.load(args.recipe, overrides=overrides(args))
+    p = planner.build(r)
+    state = Path(args.state_dir) if args.state_dir else None
+    report.print_plan(p, state_dir=state, as_json=args.json)
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from runner import graph
+    from runner import plan as planner
+    from runner import recipe
+
+    p = planner.build(recipe.load(args.recipe, overrides=overrides(args)))
+    fn = graph.mermaid if args.format == "mermaid" else graph.dot
+    sys.stdout.write(fn(p, instances=args.instances))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from runner.schema import published_text
+
+    sys.stdout.write(published_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except SunoflowError as exc:
+        print(f"sunoflow: {exc}" if not isinstance(exc, RecipeError) else str(exc),
+              file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sunoflow: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:  # noqa: BLE001 - the one place a bug becomes a message and a log
+        log = Path(tempfile.gettempdir()) / f"sunoflow-crash-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        print(f"sunoflow: internal error (a bug); the traceback is in {log}", file=sys.stderr)
+        return 1

@@ -1,0 +1,116 @@
+"""The errors sunoflow shows to people, and the exit code each maps to.
+
+Every user-facing failure is a :class:`SunoflowError`; the CLI's one top-level handler
+prints it as one clean message and exits with its ``exit_code``. Anything else that
+escapes is a bug: the CLI prints one line pointing at the log with the traceback.
+
+::
+
+    SunoflowError                  exit 1 unless stated
+    ├── RecipeError                exit 2  loader, schema, templates, plan: a list of
+    │                                      positioned Diagnostics, sorted by position
+    ├── UsageError                 exit 2  bad command-line arguments (cli)
+    ├── FrozenError                exit 3  --frozen would need a paid submission (engine)
+    ├── Interrupted                exit 130 Ctrl-C / SIGTERM (engine)
+    ├── StoreError                 exit 1  the state directory is unreadable or from a
+    │                                      newer sunoflow (store)
+    └── ProviderError              exit 1  raised by providers, translated at the HTTP
+        │                                  boundary, carrying the step id
+        ├── AuthError                      401: stop every new submission
+        ├── CreditsError                   insufficient credits: stop every new submission
+        ├── TransientError                 the request did not create a task, or a poll or
+        │                                  download failed: retry with backoff
+        ├── PossiblySubmitted              a submit may have created a task whose id we
+        │                                  never saw (gateway 502/503/504, read timeout)
+        ├── TaskFailed                     the service ran the task and failed it
+        └── StepError                      a step's inputs or local work failed (ffmpeg,
+                                           a render error at run time)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One positioned problem in a recipe. Ordered by file, then position."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.file}:{self.line}:{self.col}: {self.message}"
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+
+class SunoflowError(Exception):
+    exit_code = 1
+
+
+class RecipeError(SunoflowError):
+    exit_code = 2
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(set(diagnostics))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class UsageError(SunoflowError):
+    exit_code = 2
+
+
+class FrozenError(SunoflowError):
+    exit_code = 3
+
+
+class Interrupted(SunoflowError):
+    exit_code = 130
+
+
+class StoreError(SunoflowError):
+    pass
+
+
+class ProviderError(SunoflowError):
+    def __init__(self, message: str, *, step: str | None = None, code: int | None = None) -> None:
+        self.step = step
+        self.code = code
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{self.step}: {base}" if self.step else base
+
+
+class AuthError(ProviderError):
+    pass
+
+
+class CreditsError(ProviderError):
+    pass
+
+
+class TransientError(ProviderError):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class PossiblySubmitted(ProviderError):
+    pass
+
+
+class TaskFailed(ProviderError):
+    def __init__(self, message: str, *, refunded: bool = False, **kw: object) -> None:
+        self.refunded = refunded
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class StepError(ProviderError):
+    pass

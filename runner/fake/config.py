@@ -1,0 +1,278 @@
+"""The fake's configuration: defaults, validation, merging, prices and latency draws.
+
+A configuration is a plain JSON object (it arrives from `--config`, from keyword arguments
+of `FakeServer` and from `POST /_fake/config`), so it stays a dict; `validate` is the one
+place that checks it, and every other module may then index it without checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from typing import Any
+
+# Integer credits per operation. The real services publish prices only on billing pages;
+# these follow third-party figures (REFERENCE 1.3) rounded to integers.
+PRICES: dict[str, int] = {
+    "generate": 12,
+    "extend": 12,
+    "upload_cover": 12,
+    "upload_extend": 12,
+    "add_vocals": 12,
+    "add_instrumental": 12,
+    "replace_section": 5,
+    "lyrics": 1,
+    "separate_vocal": 10,
+    "split_stem": 50,
+    "split_stem_advanced": 20,
+    "wav": 1,
+    "mp4": 2,
+    "cover": 1,
+    "style": 1,
+    "persona": 0,
+    "timestamped_lyrics": 0,
+    "recovery": 0,
+    "concat": 0,
+    "upload": 0,
+}
+
+# Model time in seconds; `latency_scale` turns it into wall time. Music takes 2-3 minutes
+# (REFERENCE 1.3), the derived products less.
+LATENCY: dict[str, dict[str, Any]] = {
+    "generate": {"dist": "lognormal", "median": 150.0, "sigma": 0.25, "min": 60.0, "max": 400.0},
+    "lyrics": {"dist": "uniform", "low": 5.0, "high": 15.0},
+    "separate_vocal": {"dist": "uniform", "low": 30.0, "high": 90.0},
+    "split_stem": {"dist": "uniform", "low": 60.0, "high": 180.0},
+    "split_stem_advanced": {"dist": "uniform", "low": 60.0, "high": 180.0},
+    "wav": {"dist": "uniform", "low": 10.0, "high": 40.0},
+    "mp4": {"dist": "uniform", "low": 30.0, "high": 90.0},
+    "cover": {"dist": "uniform", "low": 10.0, "high": 30.0},
+    "recovery": {"dist": "fixed", "value": 4.0},
+    "concat": {"dist": "uniform", "low": 10.0, "high": 30.0},
+    "upload": {"dist": "uniform", "low": 5.0, "high": 15.0},
+}
+# Operations that default to the music latency when not configured.
+MUSIC_OPS = frozenset(
+    {"generate", "extend", "upload_cover", "upload_extend", "add_vocals", "add_instrumental",
+     "replace_section"}
+)
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "latency_scale": 0.0,
+    "latency": {},
+    "faults": [],
+    "rate_limit": None,
+    "api_key": None,
+    "credits": 1_000_000,
+    "prices": {},
+    "clip_duration": 30.0,
+    "continuation_duration": 30.0,
+    "upload_duration": None,
+    "clips_per_task": 2,
+    "lyrics_variants": 2,
+    "extend_returns": None,
+    "relay_extras": True,
+}
+
+MATCH_KEYS = frozenset({"path", "method", "op", "json"})
+ACTION_KEYS = frozenset(
+    {"envelope_code", "http_status", "after_create", "delay", "reset", "fail_task", "code",
+     "message", "truncate_download", "slow_download", "expired", "status"}
+)
+# At least one of these makes an action do something.
+MAIN_ACTIONS = ACTION_KEYS - {"after_create", "code", "message", "status"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+def _number(value: Any, where: str, *, low: float | None = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if low is not None and value < low:
+        raise ConfigError(f"{where}: must be >= {low}, got {value!r}")
+    return float(value)
+
+
+def _validate_dist(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected an object like {{'dist': 'fixed', 'value': 1}}")
+    dist = spec.get("dist")
+    allowed = {"dist", "min", "max"}
+    if dist == "fixed":
+        allowed |= {"value"}
+        _number(spec.get("value"), f"{where}.value")
+    elif dist == "uniform":
+        allowed |= {"low", "high"}
+        low = _number(spec.get("low"), f"{where}.low")
+        if _number(spec.get("high"), f"{where}.high") < low:
+            raise ConfigError(f"{where}: high must be >= low")
+    elif dist == "lognormal":
+        allowed |= {"mu", "median", "sigma"}
+        if ("mu" in spec) == ("median" in spec):
+            raise ConfigError(f"{where}: lognormal takes exactly one of 'mu' or 'median'")
+        if "mu" in spec:
+            _number(spec["mu"], f"{where}.mu", low=None)
+        else:
+            if _number(spec["median"], f"{where}.median") <= 0:
+                raise ConfigError(f"{where}.median: must be > 0")
+        _number(spec.get("sigma"), f"{where}.sigma")
+    else:
+        raise ConfigError(f"{where}.dist: expected fixed, uniform or lognormal, got {dist!r}")
+    for key in ("min", "max"):
+        if key in spec:
+            _number(spec[key], f"{where}.{key}")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} for dist {dist!r}")
+
+
+def _validate_fault(rule: Any, where: str) -> None:
+    if not isinstance(rule, dict):
+        raise ConfigError(f"{where}: expected an object with 'match' and 'action'")
+    unknown = set(rule) - {"match", "action", "times", "probability"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    match = rule.get("match", {})
+    if not isinstance(match, dict) or set(match) - MATCH_KEYS:
+        raise ConfigError(f"{where}.match: expected an object with keys from {sorted(MATCH_KEYS)}")
+    for key in ("path", "method", "op"):
+        if key in match and not isinstance(match[key], str):
+            raise ConfigError(f"{where}.match.{key}: expected a string")
+    if "json" in match and not isinstance(match["json"], dict):
+        raise ConfigError(f"{where}.match.json: expected an object (a subset of the body)")
+    action = rule.get("action")
+    if not isinstance(action, dict) or not action:
+        raise ConfigError(f"{where}.action: expected an object")
+    unknown = set(action) - ACTION_KEYS
+    if unknown:
+        raise ConfigError(f"{where}.action: unknown key(s) {sorted(unknown)}")
+    if not set(action) & MAIN_ACTIONS:
+        raise ConfigError(f"{where}.action: needs one of {sorted(MAIN_ACTIONS)}")
+    if "http_status" in action and not (
+        isinstance(action["http_status"], int) and 100 <= action["http_status"] < 600
+    ):
+        raise ConfigError(f"{where}.action.http_status: expected an HTTP status code")
+    if "envelope_code" in action and not isinstance(action["envelope_code"], int | str):
+        raise ConfigError(f"{where}.action.envelope_code: expected an integer or a string")
+    if "fail_task" in action and not isinstance(action["fail_task"], str):
+        raise ConfigError(f"{where}.action.fail_task: expected a status name")
+    for key in ("delay", "slow_download"):
+        if key in action:
+            _number(action[key], f"{where}.action.{key}")
+    if action.get("slow_download") == 0:
+        raise ConfigError(f"{where}.action.slow_download: must be > 0 bytes per second")
+    times = rule.get("times")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
+        raise ConfigError(f"{where}.times: expected a non-negative integer or null")
+    if "probability" in rule:
+        p = _number(rule["probability"], f"{where}.probability")
+        if p > 1:
+            raise ConfigError(f"{where}.probability: must be between 0 and 1")
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Return `config` completed with defaults, or raise ConfigError naming the bad key."""
+    if not isinstance(config, dict):
+        raise ConfigError("the configuration must be a JSON object")
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s) {sorted(unknown)}; known: "
+                          f"{sorted(DEFAULTS)}")
+    full = copy.deepcopy(DEFAULTS)
+    full.update(copy.deepcopy(config))
+    if isinstance(full["seed"], bool) or not isinstance(full["seed"], int):
+        raise ConfigError("seed: expected an integer")
+    _number(full["latency_scale"], "latency_scale")
+    if not isinstance(full["latency"], dict):
+        raise ConfigError("latency: expected an object mapping operation to distribution")
+    for op, spec in full["latency"].items():
+        _validate_dist(spec, f"latency.{op}")
+    if not isinstance(full["faults"], list):
+        raise ConfigError("faults: expected a list of rules")
+    for i, rule in enumerate(full["faults"]):
+        _validate_fault(rule, f"faults[{i}]")
+    rate = full["rate_limit"]
+    if rate is not None:
+        if not isinstance(rate, dict) or set(rate) != {"requests", "per_seconds"}:
+            raise ConfigError("rate_limit: expected {'requests': N, 'per_seconds': S} or null")
+        if _number(rate["requests"], "rate_limit.requests") < 1:
+            raise ConfigError("rate_limit.requests: must be >= 1")
+        if _number(rate["per_seconds"], "rate_limit.per_seconds") <= 0:
+            raise ConfigError("rate_limit.per_seconds: must be > 0")
+    if full["api_key"] is not None and not (isinstance(full["api_key"], str) and full["api_key"]):
+        raise ConfigError("api_key: expected a non-empty string or null")
+    if isinstance(full["credits"], bool) or not isinstance(full["credits"], int):
+        raise ConfigError("credits: expected an integer")
+    if not isinstance(full["prices"], dict):
+        raise ConfigError("prices: expected an object mapping operation to credits")
+    for op, price in full["prices"].items():
+        if isinstance(price, bool) or not isinstance(price, int) or price < 0:
+            raise ConfigError(f"prices.{op}: expected a non-negative integer")
+    for key in ("clip_duration", "continuation_duration"):
+        if _number(full[key], key) <= 0:
+            raise ConfigError(f"{key}: must be > 0")
+    if full["upload_duration"] is not None and _number(full["upload_duration"],
+                                                       "upload_duration") <= 0:
+        raise ConfigError("upload_duration: must be > 0")
+    for key in ("clips_per_task", "lyrics_variants"):
+        if isinstance(full[key], bool) or not isinstance(full[key], int) or full[key] < 1:
+            raise ConfigError(f"{key}: expected a positive integer")
+    if full["extend_returns"] not in (None, "whole", "continuation"):
+        raise ConfigError("extend_returns: expected 'whole', 'continuation' or null")
+    if not isinstance(full["relay_extras"], bool):
+        raise ConfigError("relay_extras: expected true or false")
+    return full
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Merge `patch` into a copy of `base`: objects merge key by key, anything else replaces.
+
+    So `{"latency": {"wav": ...}}` keeps the other operations' latencies, while `faults`
+    (a list) is replaced as a whole.
+    """
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def price(config: dict[str, Any], op: str) -> int:
+    prices: dict[str, int] = config["prices"]
+    return prices.get(op, PRICES.get(op, 0))
+
+
+def latency_spec(config: dict[str, Any], op: str) -> dict[str, Any]:
+    configured: dict[str, Any] = config["latency"]
+    if op in configured:
+        return dict(configured[op])
+    if op in MUSIC_OPS and "generate" in configured:
+        return dict(configured["generate"])
+    if "*" in configured:
+        return dict(configured["*"])
+    if op in LATENCY:
+        return dict(LATENCY[op])
+    return dict(LATENCY["generate"] if op in MUSIC_OPS else LATENCY["lyrics"])
+
+
+def draw_latency(rng: random.Random, spec: dict[str, Any]) -> float:
+    """Draw model seconds from a validated distribution, clamped to its min/max."""
+    dist = spec["dist"]
+    if dist == "fixed":
+        value = float(spec["value"])
+    elif dist == "uniform":
+        value = rng.uniform(spec["low"], spec["high"])
+    else:
+        mu = spec["mu"] if "mu" in spec else math.log(spec["median"])
+        value = rng.lognormvariate(mu, spec["sigma"])
+    if "min" in spec:
+        value = max(value, float(spec["min"]))
+    if "max" in spec:
+        value = min(value, float(spec["max"]))
+    return round(value, 3)

@@ -1,0 +1,82 @@
+"""The service's models and the limits each imposes (shared/api/REFERENCE.md section 1.4).
+
+Where sources disagree the sunoapi.org documentation wins: a non-custom prompt is at most
+500 characters and a lyrics prompt at most 200 words. These limits are checked before any
+request is sent: a 413 found after paying is a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODELS = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
+DEFAULT_MODEL = "V4_5"
+
+# The service's internal model names, as record-info reports them in `modelName`.
+MODEL_NAMES = {
+    "V4": "chirp-v4", "V4_5": "chirp-v4-5", "V4_5PLUS": "chirp-v4-5-plus",
+    "V4_5ALL": "chirp-v4-5-all", "V5": "chirp-v5", "V5_5": "chirp-v5-5",
+}
+
+PROMPT_CUSTOM = {"V4": 3000}  # others 5000
+PROMPT_NON_CUSTOM = 500
+STYLE = {"V4": 200}  # others 1000
+TITLE = {"V4": 80, "V4_5ALL": 80}  # others 100
+UPLOAD_SECONDS = {"V4_5ALL": 60}  # others 480
+LYRICS_WORDS = 200
+SHORT_TEXT = {"author": 50, "domain_name": 50, "content": 500}
+ADD_MODELS = ("V4_5PLUS", "V5", "V5_5")  # add_vocals and add_instrumental
+
+
+def custom_mode(inputs: dict[str, Any]) -> bool:
+    explicit = inputs.get("custom_mode")
+    if isinstance(explicit, bool):
+        return explicit
+    return bool(inputs.get("style") or inputs.get("title"))
+
+
+def check(step_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """Problems with rendered inputs: (field, message, hint). Non-string values that are still
+    templates are skipped by the caller."""
+    out: list[tuple[str, str, str | None]] = []
+    model = inputs.get("model") if isinstance(inputs.get("model"), str) else None
+    m = model or DEFAULT_MODEL
+
+    def too_long(fld: str, limit: int, why: str) -> None:
+        v = inputs.get(fld)
+        if isinstance(v, str) and len(v) > limit:
+            out.append((fld, f"'{fld}' is {len(v)} characters; {why} allows at most {limit}",
+                        "shorten it" + ("" if model else f" (model {m} assumed)")))
+
+    if step_type == "lyrics":
+        p = inputs.get("prompt")
+        if isinstance(p, str) and len(p.split()) > LYRICS_WORDS:
+            out.append(("prompt", f"'prompt' is {len(p.split())} words; lyrics allows at most "
+                        f"{LYRICS_WORDS}", "describe the song in fewer words"))
+    if step_type in ("generate", "upload_cover", "extend", "upload_extend", "add_vocals"):
+        if step_type in ("generate", "upload_cover") and not custom_mode(inputs):
+            too_long("prompt", PROMPT_NON_CUSTOM, "a non-custom-mode prompt")
+            for fld in ("style", "title"):
+                if inputs.get(fld):
+                    out.append((fld, f"'{fld}' is only used in custom mode",
+                                "drop custom_mode: false, or drop this field"))
+        else:
+            too_long("prompt", PROMPT_CUSTOM.get(m, 5000), f"model {m}")
+        too_long("style", STYLE.get(m, 1000), f"model {m}")
+        too_long("title", TITLE.get(m, 100), f"model {m}")
+        if step_type in ("generate", "upload_cover") and custom_mode(inputs):
+            if not inputs.get("style") and "style" in inputs:
+                out.append(("style", "custom mode needs a non-empty 'style'", None))
+    if step_type == "add_instrumental":
+        too_long("tags", STYLE.get(m, 1000), f"model {m}")
+        too_long("title", TITLE.get(m, 100), f"model {m}")
+    if step_type in ("add_vocals", "add_instrumental") and model and model not in ADD_MODELS:
+        out.append(("model", f"{step_type} accepts models {', '.join(ADD_MODELS)}; got {model}",
+                    None))
+    for fld, limit in SHORT_TEXT.items():
+        too_long(fld, limit, step_type)
+    if step_type == "trim":
+        s, e = inputs.get("start"), inputs.get("end")
+        if isinstance(s, (int, float)) and isinstance(e, (int, float)) and e <= s:
+            out.append(("end", f"'end' ({e}) must be after 'start' ({s})", None))
+    return out

@@ -1,0 +1,296 @@
+"""Reading a recipe file into plain values with the position of every node.
+
+We build values from PyYAML's *event* stream rather than its composer so that we, not
+the parser, decide the limits: nesting depth (the composer recurses and dies on deep
+input), alias expansion (a "billion laughs" document is refused before it is built),
+duplicate keys (PyYAML keeps the last silently) and explicit tags (refused). Scalars
+follow the YAML 1.2 core schema: ``yes``, ``no``, ``on`` and ``NO`` stay strings.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import Diagnostic, RecipeError
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_VALUES = 500_000
+
+Path_ = tuple[str | int, ...]
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_OCT = re.compile(r"^0o[0-7]+$")
+_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+_STD_TAG = "tag:yaml.org,2002:"
+
+
+@dataclass(frozen=True)
+class Mark:
+    line: int  # 1-based
+    col: int  # 1-based
+
+
+@dataclass
+class Document:
+    """A parsed file: its values and where each one (and each mapping key) stands."""
+
+    file: str
+    data: Any
+    text: str
+    marks: dict[Path_, Mark] = field(default_factory=dict)
+    key_marks: dict[Path_, Mark] = field(default_factory=dict)
+
+    def pos(self, path: Path_, *, key: bool = False) -> Mark:
+        """Position of the value at `path` (or of its key); the nearest ancestor if unknown."""
+        p = tuple(path)
+        if key and p in self.key_marks:
+            return self.key_marks[p]
+        while p:
+            if p in self.marks:
+                return self.marks[p]
+            p = p[:-1]
+        return self.marks.get((), Mark(1, 1))
+
+    def diag(self, path: Path_, message: str, hint: str | None = None, *,
+             key: bool = False, offset: tuple[int, int] | None = None) -> Diagnostic:
+        m = self.pos(path, key=key)
+        line, col = m.line, m.col
+        if offset is not None and offset[0] > 0:
+            # A position inside a multi-line template: its own line, counted from the value.
+            line, col = line + offset[0], offset[1]
+        return Diagnostic(self.file, line, col, message, hint)
+
+
+def _scalar(value: str, tag: str | None, implicit: tuple[bool, bool], style: str | None) -> Any:
+    if tag and tag != "!":
+        if not tag.startswith(_STD_TAG):
+            raise ValueError(f"tag {tag!r} is not allowed in a recipe")
+        kind = tag[len(_STD_TAG):]
+        if kind == "str":
+            return value
+        if kind in ("int", "float", "bool", "null"):
+            v = _plain(value)
+            if kind == "null" and v is None:
+                return None
+            if kind == "bool" and isinstance(v, bool):
+                return v
+            if kind == "int" and isinstance(v, int) and not isinstance(v, bool):
+                return v
+            if kind == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+            raise ValueError(f"{value!r} is not a valid !!{kind}")
+        raise ValueError(f"tag {tag!r} is not allowed on a scalar")
+    if style or not implicit[0]:
+        return value  # quoted or block scalar: always a string
+    return _plain(value)
+
+
+def _plain(value: str) -> Any:
+    if _NULL.match(value):
+        return None
+    if value in _BOOL:
+        return _BOOL[value]
+    if _INT.match(value):
+        return int(value)
+    if _OCT.match(value):
+        return int(value[2:], 8)
+    if _HEX.match(value):
+        return int(value[2:], 16)
+    if _FLOAT.match(value):
+        return float(value)
+    if _INF.match(value):
+        return -math.inf if value.startswith("-") else math.inf
+    if _NAN.match(value):
+        return math.nan
+    return value
+
+
+def _mark(m: Any) -> Mark:
+    return Mark(m.line + 1, m.column + 1)
+
+
+def read(path: str | Path, *, display: str | None = None) -> Document:
+    """Read and parse `path`; raise RecipeError with positioned diagnostics on any problem."""
+    name = display or str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RecipeError([Diagnostic(name, 1, 1, "no such file")]) from None
+    except IsADirectoryError:
+        raise RecipeError([Diagnostic(name, 1, 1, "is a directory, not a recipe file")]) from None
+    except OSError as exc:
+        raise RecipeError([Diagnostic(name, 1, 1, f"cannot read: {exc.strerror}")]) from None
+    return parse(raw, name)
+
+
+def parse(raw: bytes, name: str) -> Document:
+    if len(raw) > MAX_BYTES:
+        raise RecipeError([Diagnostic(
+            name, 1, 1, f"recipe is {len(raw) / 1e6:.1f} MB; the limit is {MAX_BYTES // 2**20} MiB",
+            "move large text (lyrics, notes) into files next to the recipe")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        raise RecipeError([Diagnostic(
+            name, line, col, f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded",
+            "save the recipe as UTF-8")]) from None
+    if "\x00" in text:
+        i = text.index("\x00")
+        line = text.count("\n", 0, i) + 1
+        raise RecipeError([Diagnostic(name, line, i - text.rfind("\n", 0, i),
+                                      "NUL byte in recipe")])
+    return _build(text, name)
+
+
+def _build(text: str, name: str) -> Document:
+    doc = Document(name, None, text)
+    anchors: dict[str, tuple[Any, int]] = {}
+    # Stack frames: [container, path, pending_key, anchor, seen_keys, merge_sources]
+    stack: list[list[Any]] = []
+    total = 0
+    docs = 0
+    result: Any = None
+
+    def fail(m: Any, message: str, hint: str | None = None) -> RecipeError:
+        mk = _mark(m)
+        return RecipeError([Diagnostic(name, mk.line, mk.col, message, hint)])
+
+    def attach(value: Any, start: Any, anchor: str | None, size: int) -> None:
+        nonlocal result
+        if anchor:
+            anchors[anchor] = (value, size)
+        if not stack:
+            result = value
+            doc.marks[()] = _mark(start)
+            return
+        top = stack[-1]
+        container, path = top[0], top[1]
+        if isinstance(container, list):
+            p = (*path, len(container))
+            container.append(value)
+            doc.marks.setdefault(p, _mark(start))
+            return
+        if top[2] is _NO_KEY:
+            if isinstance(value, (dict, list)):
+                raise fail(start, "a mapping key must be a plain value, not a "
+                           + ("mapping" if isinstance(value, dict) else "list"))
+            top[2] = (value, start)
+            return
+        (key, key_start), top[2] = top[2], _NO_KEY
+        if key == "<<":
+            sources = value if isinstance(value, list) else [value]
+            if not all(isinstance(s, dict) for s in sources):
+                raise fail(key_start, "'<<' merges a mapping (or a list of mappings)")
+            top[5].extend(sources)
+            return
+        if not isinstance(key, str):
+            key = str(key).lower() if isinstance(key, bool) else str(key)
+        if key in top[4]:
+            first = top[4][key]
+            raise fail(key_start, f"duplicate key '{key}' (first defined at line "
+                       f"{first.line}, column {first.col})",
+                       "YAML would silently keep only the last one; remove one of them")
+        top[4][key] = _mark(key_start)
+        container[key] = value
+        doc.key_marks[(*path, key)] = _mark(key_start)
+        doc.marks[(*path, key)] = _mark(start)
+
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            if isinstance(ev, yaml.DocumentStartEvent):
+                docs += 1
+                if docs > 1:
+                    raise fail(ev.start_mark, "a recipe is one YAML document; found a second",
+                               "remove the '---' separator")
+            elif isinstance(ev, yaml.ScalarEvent):
+                total += 1
+                try:
+                    v = _scalar(ev.value, ev.tag, ev.implicit, ev.style)
+                except ValueError as exc:
+                    raise fail(ev.start_mark, str(exc)) from None
+                attach(v, ev.start_mark, ev.anchor, 1)
+            elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if ev.tag and ev.tag not in ("!", _STD_TAG + "map", _STD_TAG + "seq"):
+                    raise fail(ev.start_mark, f"tag {ev.tag!r} is not allowed in a recipe")
+                if len(stack) >= MAX_DEPTH:
+                    raise fail(ev.start_mark, f"nesting is deeper than {MAX_DEPTH} levels")
+                total += 1
+                parent_path: Path_ = stack[-1][1] if stack else ()
+                if stack:
+                    top = stack[-1]
+                    if isinstance(top[0], list):
+                        path: Path_ = (*parent_path, len(top[0]))
+                    elif top[2] is _NO_KEY:
+                        raise fail(ev.start_mark, "a mapping key must be a plain value")
+                    else:
+                        k = top[2][0]
+                        path = (*parent_path, k if isinstance(k, str) else str(k))
+                else:
+                    path = ()
+                container: Any = {} if isinstance(ev, yaml.MappingStartEvent) else []
+                doc.marks.setdefault(path, _mark(ev.start_mark))
+                stack.append([container, path, _NO_KEY, ev.anchor, {}, [], ev.start_mark, total])
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                container, _p, _k, anchor, _seen, merges, start, first = stack.pop()
+                for src in reversed(merges):
+                    for k, v in src.items():
+                        container.setdefault(k, v)
+                attach(container, start, anchor, total - first + 1)
+            elif isinstance(ev, yaml.AliasEvent):
+                if ev.anchor not in anchors:
+                    raise fail(ev.start_mark, f"unknown alias '*{ev.anchor}'")
+                value, size = anchors[ev.anchor]
+                total += size
+                if total > MAX_VALUES:
+                    raise fail(ev.start_mark, f"the document expands to more than {MAX_VALUES:,} "
+                               "values through aliases", "is this a YAML alias bomb?")
+                attach(value, ev.start_mark, None, size)
+            if total > MAX_VALUES:
+                raise fail(ev.start_mark, f"the document has more than {MAX_VALUES:,} values")
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark or exc.context_mark
+        line, col = (m.line + 1, m.column + 1) if m else (1, 1)
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        hint = None
+        lines = text.splitlines()
+        at = lines[line - 1][col - 1: col] if 0 < line <= len(lines) else ""
+        if at == "\t" or "\\t" in problem or "tab" in problem:
+            hint = "YAML does not allow tabs for indentation: use spaces"
+        elif exc.context:
+            hint = f"{exc.context.strip()}" + (
+                f" (line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+                if exc.context_mark else "")
+        raise RecipeError([Diagnostic(name, line, col, f"YAML syntax error: {problem}",
+                                      hint)]) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([Diagnostic(name, 1, 1, f"YAML error: {exc}")]) from None
+    if docs == 0 or result is None:
+        raise RecipeError([Diagnostic(name, 1, 1, "recipe is empty",
+                                      "start with 'version: 1', a 'name' and 'steps'")])
+    doc.data = result
+    return doc
+
+
+class _NoKey:
+    def __repr__(self) -> str:
+        return "<no key>"
+
+
+_NO_KEY: Any = _NoKey()
