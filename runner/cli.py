@@ -73,16 +73,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the recipe JSON Schema")
     p.set_defaults(func=cmd_schema)
-    _add_run(sub)
+
+    p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
+    p.add_argument("recipe", metavar="RECIPE")
+    _recipe_options(p)
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
+                   "recipe)")
+    p.add_argument("--concurrency", type=int, default=50, metavar="N",
+                   help="remote tasks in flight at once (default 50; local work also stays "
+                   "within the cores)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="after a failure, finish every branch that does not depend on it")
+    p.add_argument("--only", action="append", default=[], metavar="STEP",
+                   help="run only this step and what it needs; repeatable")
+    p.add_argument("--force", action="append", default=[], metavar="STEP",
+                   help="rerun this step and everything downstream, even if done")
+    p.add_argument("--frozen", action="store_true",
+                   help="never submit paid work: build only from the state store (exit 3 "
+                   "listing the steps that would need a paid submission)")
+    p.add_argument("--no-resubmit-uncertain", action="store_true",
+                   help="stop instead of resubmitting a step that may have been submitted "
+                   "without its task id being recorded")
+    p.add_argument("--max-credits", type=float, metavar="N",
+                   help="refuse to submit beyond this many credits")
+    p.add_argument("--report", metavar="FILE", help="write a JSON report")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_run)
     return parser
 
 
-def _add_run(sub: Any) -> None:
-    try:
-        from runner import run_cli
-    except ImportError:  # the engine is optional while it is being built
-        return
-    run_cli.add(sub, _recipe_options)
+def cmd_run(args: argparse.Namespace) -> int:
+    from runner import run
+
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    return run.execute(
+        args.recipe, overrides=overrides(args), state_dir=args.state_dir, out_dir=args.out,
+        report_path=args.report, quiet=args.quiet,
+        opts={"concurrency": args.concurrency, "keep_going": args.keep_going,
+              "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
+              "resubmit_uncertain": not args.no_resubmit_uncertain,
+              "max_credits": args.max_credits})
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

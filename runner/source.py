@@ -53,6 +53,9 @@ class Document:
     text: str
     marks: dict[Path_, Mark] = field(default_factory=dict)
     key_marks: dict[Path_, Mark] = field(default_factory=dict)
+    # Where each string scalar's source text lies: (start index, end index, style), so a
+    # position inside a template (a line of a block scalar) maps back to the file.
+    spans: dict[Path_, tuple[int, int, str]] = field(default_factory=dict)
 
     def pos(self, path: Path_, *, key: bool = False) -> Mark:
         """Position of the value at `path` (or of its key); the nearest ancestor if unknown."""
@@ -67,18 +70,92 @@ class Document:
 
     def diag(self, path: Path_, message: str, hint: str | None = None, *,
              key: bool = False, offset: tuple[int, int] | None = None) -> Diagnostic:
+        """A diagnostic at `path`. `offset` is (line, column) inside the string value at
+        `path`, 0-based line and 1-based column; column 1 means the line's first
+        non-blank character."""
         m = self.pos(path, key=key)
-        line, col = m.line, m.col
-        if offset is not None and offset[0] > 0:
-            # A position inside a multi-line template: its own line, counted from the value.
-            line, col = line + offset[0], offset[1]
-        return Diagnostic(self.file, line, col, message, hint)
+        if offset is not None and not key:
+            m = self.locate(path, *offset) or m
+        return Diagnostic(self.file, m.line, m.col, message, hint)
+
+    def locate(self, path: Path_, line: int, col: int) -> Mark | None:
+        """The file position of (line, col) inside the string at `path`, or None."""
+        span = self.spans.get(tuple(path))
+        value = self._value(tuple(path))
+        if span is None or not isinstance(value, str):
+            return None
+        lines = value.split("\n")
+        if not 0 <= line < len(lines):
+            return None
+        target = sum(len(x) + 1 for x in lines[:line])
+        text_line = lines[line]
+        if col <= 1:
+            target += len(text_line) - len(text_line.lstrip())
+        else:
+            target += min(col - 1, len(text_line))
+        if target >= len(value):
+            return None
+        at = _align(self.text, *span, value, target)
+        if at is None:
+            return None
+        row = self.text.count("\n", 0, at)
+        return Mark(row + 1, at - self.text.rfind("\n", 0, at))
+
+    def _value(self, path: Path_) -> Any:
+        v = self.data
+        for p in path:
+            try:
+                v = v[p]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return v
+
+
+def _align(text: str, start: int, end: int, style: str, value: str, target: int) -> int | None:
+    """Index in `text` of character `target` of the scalar `value` written at
+    text[start:end]. The value is the source minus indentation, quotes and escape
+    backslashes, with line breaks folded to spaces: walk both, matching greedily."""
+    r = start
+    if style in ("|", ">"):
+        r = text.find("\n", start, end) + 1  # content starts after the header line
+        if r == 0:
+            return None
+    elif style in ("'", '"'):
+        r = start + 1
+    for i, c in enumerate(value[: target + 1]):
+        while True:
+            if r >= end:
+                return None
+            ch = text[r]
+            if style == '"' and ch == "\\":
+                nxt = text[r + 1: r + 2]
+                if nxt in ("\n", "\r"):
+                    r += 2  # an escaped line break yields nothing
+                    continue
+                step = {"x": 4, "u": 6, "U": 10}.get(nxt, 2)
+                break
+            if ch == c or (c == " " and ch == "\n"):
+                step = 1
+                break
+            r += 1
+        if i == target:
+            return r
+        r += step
+    return None
+
+
+def _tag_error(tag: str) -> str:
+    shown = "!!" + tag[len(_STD_TAG):] if tag.startswith(_STD_TAG) else tag
+    return f"YAML tag '{shown}' is not allowed in a recipe"
+
+
+_TAG_HINT = "a recipe is plain data; remove the tag (quote the value if it must stay a string)"
 
 
 def _scalar(value: str, tag: str | None, implicit: tuple[bool, bool], style: str | None) -> Any:
     if tag and tag != "!":
         if not tag.startswith(_STD_TAG):
-            raise ValueError(f"tag {tag!r} is not allowed in a recipe")
+            raise ValueError(_tag_error(tag))
         kind = tag[len(_STD_TAG):]
         if kind == "str":
             return value
@@ -93,7 +170,7 @@ def _scalar(value: str, tag: str | None, implicit: tuple[bool, bool], style: str
             if kind == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
                 return float(v)
             raise ValueError(f"{value!r} is not a valid !!{kind}")
-        raise ValueError(f"tag {tag!r} is not allowed on a scalar")
+        raise ValueError(_tag_error(tag))
     if style or not implicit[0]:
         return value  # quoted or block scalar: always a string
     return _plain(value)
@@ -140,8 +217,10 @@ def read(path: str | Path, *, display: str | None = None) -> Document:
 def parse(raw: bytes, name: str) -> Document:
     if len(raw) > MAX_BYTES:
         raise RecipeError([Diagnostic(
-            name, 1, 1, f"recipe is {len(raw) / 1e6:.1f} MB; the limit is {MAX_BYTES // 2**20} MiB",
-            "move large text (lyrics, notes) into files next to the recipe")])
+            name, 1, 1,
+            f"recipe is {len(raw) / 2**20:.1f} MiB; the limit is {MAX_BYTES // 2**20} MiB",
+            "is this the right file? repeat steps with for_each over vars instead of "
+            "writing each one out")])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -172,7 +251,8 @@ def _build(text: str, name: str) -> Document:
         mk = _mark(m)
         return RecipeError([Diagnostic(name, mk.line, mk.col, message, hint)])
 
-    def attach(value: Any, start: Any, anchor: str | None, size: int) -> None:
+    def attach(value: Any, start: Any, anchor: str | None, size: int,
+               span: tuple[int, int, str] | None = None) -> None:
         nonlocal result
         if anchor:
             anchors[anchor] = (value, size)
@@ -186,6 +266,8 @@ def _build(text: str, name: str) -> Document:
             p = (*path, len(container))
             container.append(value)
             doc.marks.setdefault(p, _mark(start))
+            if span:
+                doc.spans[p] = span
             return
         if top[2] is _NO_KEY:
             if isinstance(value, (dict, list)):
@@ -211,6 +293,8 @@ def _build(text: str, name: str) -> Document:
         container[key] = value
         doc.key_marks[(*path, key)] = _mark(key_start)
         doc.marks[(*path, key)] = _mark(start)
+        if span:
+            doc.spans[(*path, key)] = span
 
     try:
         for ev in yaml.parse(text, Loader=_Loader):
@@ -224,11 +308,14 @@ def _build(text: str, name: str) -> Document:
                 try:
                     v = _scalar(ev.value, ev.tag, ev.implicit, ev.style)
                 except ValueError as exc:
-                    raise fail(ev.start_mark, str(exc)) from None
-                attach(v, ev.start_mark, ev.anchor, 1)
+                    raise fail(ev.start_mark, str(exc),
+                               _TAG_HINT if "tag" in str(exc) else None) from None
+                span = (ev.start_mark.index, ev.end_mark.index, ev.style or "") \
+                    if isinstance(v, str) else None
+                attach(v, ev.start_mark, ev.anchor, 1, span)
             elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if ev.tag and ev.tag not in ("!", _STD_TAG + "map", _STD_TAG + "seq"):
-                    raise fail(ev.start_mark, f"tag {ev.tag!r} is not allowed in a recipe")
+                    raise fail(ev.start_mark, _tag_error(ev.tag), _TAG_HINT)
                 if len(stack) >= MAX_DEPTH:
                     raise fail(ev.start_mark, f"nesting is deeper than {MAX_DEPTH} levels")
                 total += 1
@@ -271,8 +358,16 @@ def _build(text: str, name: str) -> Document:
         hint = None
         lines = text.splitlines()
         at = lines[line - 1][col - 1: col] if 0 < line <= len(lines) else ""
-        if at == "\t" or "\\t" in problem or "tab" in problem:
-            hint = "YAML does not allow tabs for indentation: use spaces"
+        if at == "\t":
+            if lines[line - 1][: col - 1].strip(" \t") == "":
+                problem = "a tab cannot indent YAML"
+                hint = "indent with spaces only"
+            else:
+                problem = "a tab is not allowed here"
+                hint = "replace the tab with spaces"
+        elif "mapping values are not allowed" in problem:
+            hint = "check the indentation of this line and the one above; quote a value " \
+                   "that contains ': '"
         elif exc.context:
             hint = f"{exc.context.strip()}" + (
                 f" (line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"

@@ -1,0 +1,545 @@
+"""The engine: run a plan's instances concurrently, journal every paid step, never pay twice.
+
+One anyio task group owns the run. An instance starts when every instance it depends on
+has finished; a CapacityLimiter bounds remote tasks in flight (--concurrency) and another
+bounds local ffmpeg work (the cores). The provider's rate limiter paces every request.
+
+The never-pay-twice rules, each enforced where marked below:
+
+1. A key whose journal says ``done`` is never run again (unless --force names its step).
+2. A key with a recorded task id is polled, never resubmitted (resume).
+3. ``intent`` is fsynced before a submit and the task id the moment it is returned, so the
+   only unknowable window is a submit whose answer was lost ("possibly submitted"): by
+   default resubmitted with a warning and counted, or stopped with --no-resubmit-uncertain.
+4. A submit is retried automatically only when the provider proved no task was created
+   (TransientError: a connect error, or the service's own "not created" codes).
+5. A task the service failed is resubmitted only when it refunded the credits (531) or the
+   step's ``retry`` asks for it (that costs credits).
+6. 401 and "insufficient credits" stop every new submission at once; what is already paid
+   for keeps being polled and downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from runner import download, models
+from runner.errors import (
+    AuthError,
+    CreditsError,
+    PossiblySubmitted,
+    ProviderError,
+    StepError,
+    TaskFailed,
+    TransientError,
+)
+from runner.pacing import Backoff, Clock, Poller
+from runner.plan import Instance, Plan, key, render_inputs
+from runner.providers import Fetch, Op, Produced, Provider, Result
+from runner.store import Store
+from runner.template import TemplateError, compile_template, is_template
+
+MAX_SUBMIT_RETRIES = 8
+MAX_REFUND_RETRIES = 2
+SUBMIT_GRACE = 0.8  # seconds an interrupt waits for a submit's answer (to record its task id)
+
+
+@dataclass
+class Options:
+    state_dir: Path
+    concurrency: int = 50
+    keep_going: bool = False
+    only: set[str] = field(default_factory=set)
+    force: set[str] = field(default_factory=set)
+    resubmit_uncertain: bool = True
+    frozen: bool = False
+    max_credits: float | None = None
+    clock: Clock = field(default_factory=Clock)
+    handle_signals: bool = True
+
+
+@dataclass
+class StepRecord:
+    id: str
+    status: str = "pending"  # succeeded | cached | failed | skipped
+    task_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    outputs: Any = None
+    error: str | None = None
+    key: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Counts:
+    submissions: int = 0
+    polls: int = 0
+    downloads: int = 0
+    possibly_submitted: int = 0
+
+
+class Engine:
+    def __init__(self, plan: Plan, store: Store, providers: dict[str, Provider],
+                 opts: Options, ui: Any) -> None:
+        self.plan, self.store, self.providers, self.opts, self.ui = plan, store, providers, \
+            opts, ui
+        self.recipe = plan.recipe
+        self.remote = providers.get(self.recipe.provider.kind, providers["local"])
+        self.clock = opts.clock
+        self.records: dict[str, StepRecord] = {}
+        self.counts = Counts()
+        self.results: dict[str, Any] = {}
+        self.steps_ctx: dict[str, Any] = {}
+        for sid, n in plan.fan.items():
+            self.steps_ctx[sid] = [None] * n if n is not None else None
+        self.stop_reason: str | None = None
+        self.interrupted = False
+        self.failed_paid: list[str] = []  # --frozen: steps that would need a paid submission
+        self.spent = 0.0
+        self.inflight_submits = 0
+        self.submits_idle = anyio.Event()
+        self.submits_idle.set()
+        self.remote_slots = anyio.CapacityLimiter(max(1, opts.concurrency))
+        self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
+        pc = self.recipe.provider
+        self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(pc.request_timeout, connect=10.0))
+        self.selected = self._select()
+        self.forced = plan.downstream(set(opts.force)) if opts.force else set()
+
+    # --- selection -----------------------------------------------------------------
+
+    def _select(self) -> list[Instance]:
+        if not self.opts.only:
+            return list(self.plan.instances.values())
+        keep = self.plan.upstream(set(self.opts.only))
+        return [i for i in self.plan.instances.values() if i.step.id in keep]
+
+    # --- the run -------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Run every selected instance; return succeeded | failed | interrupted."""
+        remaining: dict[str, int] = {}
+        dependents: dict[str, list[str]] = {}
+        ids = {i.id for i in self.selected}
+        for inst in self.selected:
+            deps = [d for d in inst.deps if d in ids]
+            remaining[inst.id] = len(deps)
+            for d in deps:
+                dependents.setdefault(d, []).append(inst.id)
+            self.records[inst.id] = StepRecord(inst.id)
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                if self.opts.handle_signals:
+                    tg.start_soon(self._signals, tg.cancel_scope)
+
+                async def finished(iid: str) -> None:
+                    for dep in dependents.get(iid, ()):
+                        remaining[dep] -= 1
+                        if self.records[iid].status in ("failed", "skipped"):
+                            self._skip(dep, f"needs {iid}, which {self.records[iid].status}")
+                        if remaining[dep] == 0:
+                            tg.start_soon(launch, dep)
+
+                left = len(self.selected)
+
+                async def launch(iid: str) -> None:
+                    nonlocal left
+                    rec = self.records[iid]
+                    if rec.status == "pending":
+                        await self._run_instance(self.plan.instances[iid])
+                    await finished(iid)
+                    left -= 1
+                    if left == 0:
+                        tg.cancel_scope.cancel()  # ends the signal watcher too
+
+                roots = [i.id for i in self.selected if remaining[i.id] == 0]
+                for iid in roots:
+                    tg.start_soon(launch, iid)
+                if not self.selected:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.store.sync()
+                await self.http.aclose()
+        if self.interrupted:
+            return "interrupted"
+        if any(r.status == "failed" for r in self.records.values()) or self.stop_reason:
+            return "failed"
+        return "succeeded"
+
+    def _skip(self, iid: str, why: str) -> None:
+        rec = self.records[iid]
+        if rec.status == "pending":
+            rec.status, rec.error = "skipped", why
+            self.ui.event(iid, "skipped", why)
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _sig in signals:
+                if self.interrupted:
+                    os._exit(130)  # a second Ctrl-C: leave at once; the journal is synced
+                self.interrupted = True
+                self.stop_reason = "interrupted"
+                self.ui.note("interrupted: stopping; in-flight tasks resume on the next run")
+                # Give a submit already on the wire a moment to return its task id, so the
+                # next run polls it instead of counting it as possibly submitted.
+                with anyio.move_on_after(SUBMIT_GRACE):
+                    await self.submits_idle.wait()
+                self.store.sync()
+                scope.cancel()
+                return
+
+    # --- one instance ----------------------------------------------------------------
+
+    async def _run_instance(self, inst: Instance) -> None:
+        rec = self.records[inst.id]
+        t_start = time.monotonic()
+        try:
+            outputs = await self._instance(inst, rec)
+            if outputs is None:
+                return
+            self._publish(inst, outputs)
+            rec.outputs = outputs
+        except (AuthError, CreditsError) as exc:
+            self.stop_reason = str(exc)
+            self._fail(rec, exc)
+        except ProviderError as exc:
+            self._fail(rec, exc)
+        finally:
+            rec.seconds = round(time.monotonic() - t_start, 3)
+
+    def _fail(self, rec: StepRecord, exc: Exception) -> None:
+        rec.status = "failed"
+        rec.error = str(exc) if not isinstance(exc, ProviderError) or exc.step else \
+            f"{rec.id}: {exc}"
+        self.ui.event(rec.id, "failed", rec.error)
+        if not self.opts.keep_going and not self.stop_reason:
+            self.stop_reason = f"{rec.id} failed"
+
+    def _publish(self, inst: Instance, outputs: Any) -> None:
+        view = apply_take(outputs, inst.step.take)
+        self.results[inst.id] = view
+        sid = inst.step.id
+        if inst.index is None:
+            self.steps_ctx[sid] = view
+        else:
+            self.steps_ctx[sid][inst.index] = view
+
+    def _context_item(self, inst: Instance) -> Any:
+        if inst.item_from is not None and inst.index is not None:
+            return self.results.get(f"{inst.item_from}[{inst.index}]")
+        return None
+
+    async def _instance(self, inst: Instance, rec: StepRecord) -> Any:
+        step = inst.step
+        assert step.type is not None, "reusable recipes are expanded before the engine"
+        item = self._context_item(inst)
+        ctx_steps = self.steps_ctx
+        try:
+            if is_template(step.if_):
+                ctx = {"vars": self.recipe.vars, "steps": ctx_steps}
+                if inst.index is not None:
+                    ctx.update(index=inst.index, item=item if item is not None else inst.item)
+                cond = compile_template(step.if_).render(ctx)
+            else:
+                cond = step.if_
+            if not cond or (isinstance(cond, str) and cond.strip().lower() in ("false", "0", "")):
+                rec.status, rec.error = "skipped", "if: condition is false"
+                self.ui.event(inst.id, "skipped", "if: false")
+                return None
+            inputs = render_inputs(self.recipe, inst, ctx_steps, item)
+        except TemplateError as exc:
+            raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
+        for fld, msg, _hint in models.check(step.uses, inputs):
+            raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
+        route = self._route(step.uses, inputs)
+        prov = self.providers["local"] if route == "local" else self.remote
+        extra = {"take_seconds": self.recipe.provider.take_seconds} if prov.kind == "local" \
+            else {}
+        k = key(step.uses, inputs, prov.kind,
+                self.recipe.provider.base_url if prov.kind != "local" else None, extra)
+        rec.key = k
+        st = self.store.states.get(k)
+        forced = step.id in self.forced
+        if st is not None and st.status == "done" and not forced:
+            outputs = await self._restore(inst, prov, st)
+            if outputs is not None:
+                rec.status, rec.task_ids, rec.attempts = "cached", list(st.task_ids), st.attempts
+                self.ui.event(inst.id, "cached", "")
+                return outputs
+        if self.stop_reason:
+            self._skip(inst.id, f"not run: {self.stop_reason}")
+            return None
+        workdir = self.store.scratch(k)
+        op = Op(inst.id, step.uses, inputs, k, workdir, self.recipe.path.parent.resolve())
+        if prov.kind == "local":
+            outputs = await self._local(op, rec)
+        else:
+            if self.opts.frozen and not (st is not None and st.status == "submitted"):
+                self.failed_paid.append(inst.id)
+                raise StepError("--frozen: needs a paid submission (not in the lock and "
+                                "store)", step=inst.id)
+            async with self.remote_slots:
+                outputs = await self._remote(inst, op, rec, st if not forced else None)
+        rec.status = "succeeded"
+        self.ui.event(inst.id, "succeeded", "")
+        return outputs
+
+    def _route(self, uses: str, inputs: dict[str, Any]) -> str:
+        kind = self.recipe.provider.kind
+        t = self.plan.recipe.steps  # noqa: F841 - kept for clarity of what routes
+        from runner.steps import TYPES
+
+        route = TYPES[uses].support.get(kind, "local")
+        if uses == "convert" and route == "remote":
+            # The service makes WAV of its own tracks; anything else is local ffmpeg.
+            audio = inputs.get("audio")
+            own = isinstance(audio, dict) and audio.get("id") and audio.get("task_id") and \
+                not str(audio.get("task_id", "")).startswith("local-")
+            if inputs.get("format", "wav") != "wav" or not own:
+                return "local"
+        if uses == "concat" and kind == "newapi" and self.recipe.provider.concat != "remote":
+            return "local"
+        return route
+
+    async def _local(self, op: Op, rec: StepRecord) -> Any:
+        async with self.cpu_slots:
+            self.ui.event(op.step, "running", "")
+            sub = await self.providers["local"].submit(op)
+        assert sub.result is not None
+        rec.attempts += 1
+        outputs, files = await self._materialize(sub.result, op)
+        # Local work is free and deterministic: losing this line in a crash costs nothing.
+        self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False)
+        return outputs
+
+    async def _restore(self, inst: Instance, prov: Provider, st: Any) -> Any:
+        """A finished step's outputs, re-fetching any stored file that has gone missing."""
+        missing = [f for f in st.files if not self.store.has_blob(f)]
+        if not missing:
+            return st.outputs
+        if prov.kind == "local":
+            return None  # free to make again
+        for f in missing:
+            try:
+                info = await download.fetch(self.http, f["url"], self.store)
+            except (download.LinkExpired, download.DownloadRejected, TransientError, KeyError):
+                return None
+            if info["sha256"] != f["sha256"]:
+                self.ui.note(f"{inst.id}: re-downloaded {f['url']} but its content changed")
+                return None
+        return st.outputs
+
+    # --- remote: the never-pay-twice path ------------------------------------------
+
+    async def _remote(self, inst: Instance, op: Op, rec: StepRecord, st: Any) -> Any:
+        task_id: str | None = None
+        attempts = st.attempts if st is not None else 0
+        if st is not None and st.status == "submitted":
+            task_id = st.task_id  # rule 2: resume by polling; never resubmit
+            self.ui.event(inst.id, "resumed", f"task {task_id}")
+        elif st is not None and st.status in ("intent", "uncertain"):
+            # Rule 3: the previous run may have created a task whose id it never learned.
+            self.counts.possibly_submitted += 1
+            if not self.opts.resubmit_uncertain:
+                raise StepError("possibly submitted by an earlier run (its task id was never "
+                                "recorded); not resubmitting because of "
+                                "--no-resubmit-uncertain", step=inst.id)
+            self.ui.note(f"{inst.id}: possibly submitted by an earlier run without a recorded "
+                         "task id; submitting again (the service has no way to look it up)")
+        refunds = failures = 0
+        result: Result | None = None
+        while result is None:
+            if task_id is None:
+                if self.stop_reason:
+                    raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
+                self._check_budget(inst)
+                attempts += 1
+                rec.attempts = attempts
+                self.store.record("intent", op.key, op.step, attempt=attempts)
+                sub = await self._submit(op)
+                self.counts.submissions += 1
+                self.spent += self._price(inst)
+                if sub.task_id is None:
+                    assert sub.result is not None
+                    result = sub.result
+                    break
+                task_id = sub.task_id
+                self.store.record("submitted", op.key, op.step, task_id=task_id)
+                self.ui.event(inst.id, "submitted", f"task {task_id}")
+            rec.task_ids.append(task_id)
+            try:
+                result = await self._poll(inst, op, task_id)
+            except TaskFailed as exc:
+                self.store.record("failed", op.key, op.step, error=str(exc), task_id=task_id)
+                task_id = None
+                if exc.refunded and refunds < MAX_REFUND_RETRIES:
+                    refunds += 1  # rule 5: refunded, so trying again costs nothing
+                    self.ui.note(f"{inst.id}: the service failed the task and refunded it; "
+                                 "submitting again")
+                    continue
+                if failures < inst.step.retry:
+                    failures += 1  # rule 5: the recipe asked to pay for another try
+                    self.ui.note(f"{inst.id}: {exc}; retry {failures} of {inst.step.retry} "
+                                 "(a new paid submission)")
+                    continue
+                raise
+        outputs, files = await self._materialize(result, op, task_id)
+        self.store.record("done", op.key, op.step, outputs=outputs, files=files,
+                          task_ids=rec.task_ids, credits=result.credits)
+        return outputs
+
+    def _price(self, inst: Instance) -> float:
+        from runner.report import price
+
+        return price(self.plan, inst)
+
+    def _check_budget(self, inst: Instance) -> None:
+        cap = self.opts.max_credits
+        if cap is not None and self.spent + self._price(inst) > cap:
+            self.stop_reason = f"--max-credits {cap:g} reached ({self.spent:g} spent)"
+            raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
+
+    async def _submit(self, op: Op) -> Any:
+        backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
+        tries = 0
+        while True:
+            self.inflight_submits += 1
+            self.submits_idle = anyio.Event() if self.inflight_submits == 1 else \
+                self.submits_idle
+            try:
+                return await self.remote.submit(op)
+            except PossiblySubmitted as exc:
+                self.store.record("uncertain", op.key, op.step, error=str(exc))
+                self.counts.possibly_submitted += 1
+                if not self.opts.resubmit_uncertain:
+                    raise StepError(f"possibly submitted ({exc}); not resubmitting because "
+                                    "of --no-resubmit-uncertain", step=op.step) from None
+                self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
+                self.store.record("intent", op.key, op.step, attempt=tries + 1)
+            except TransientError as exc:
+                # Rule 4: the provider proved no task was created; retrying is free.
+                tries += 1
+                if tries > MAX_SUBMIT_RETRIES:
+                    raise
+                delay = backoff.next(exc.retry_after)
+                self.ui.note(f"{op.step}: {exc}; retrying in {delay:.1f} s")
+                await self.clock.sleep(delay)
+            finally:
+                self.inflight_submits -= 1
+                if self.inflight_submits == 0:
+                    self.submits_idle.set()
+
+    async def _poll(self, inst: Instance, op: Op, task_id: str) -> Result:
+        t0 = self.clock.now()
+        timeout = inst.step.timeout
+        backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
+        n = 0
+        while True:
+            # The deadline is measured on the engine's clock, between polls; each request is
+            # bounded by request_timeout, so a step can overrun by at most one request.
+            if timeout is not None and self.clock.now() - t0 >= timeout:
+                raise StepError(f"timed out after {timeout:g} s waiting for task {task_id}; "
+                                "it stays recorded, and the next run polls it again",
+                                step=inst.id)
+            await self.poller.wait(op.type, t0, n)
+            n += 1
+            try:
+                res = await self.remote.poll(op, task_id)
+                self.counts.polls += 1
+            except TransientError as exc:
+                self.counts.polls += 1
+                await self.clock.sleep(backoff.next(exc.retry_after))
+                continue
+            if res is not None:
+                self.poller.learn(op.type, self.clock.now() - t0)
+                if not res.task_ids:
+                    res.task_ids = [task_id]
+                return res
+
+    # --- files -----------------------------------------------------------------------
+
+    async def _materialize(self, result: Result, op: Op,
+                           task_id: str | None = None) -> tuple[Any, list[dict[str, Any]]]:
+        """Replace file placeholders with stored files; refresh expired links once or
+        twice through the provider (never by paying again)."""
+        for attempt in range(3):
+            files: list[dict[str, Any]] = []
+            self._memo: dict[Any, dict[str, Any]] = {}
+            try:
+                out = await self._walk(result.outputs, op, files, ())
+                return out, files
+            except download.LinkExpired as exc:
+                if task_id is None or attempt == 2:
+                    raise StepError(f"result link expired: {exc}", step=op.step) from None
+                fresh = await self.remote.refresh(op, task_id)
+                if fresh is None:
+                    raise StepError(f"result link expired and the service could not "
+                                    f"recover it: {exc}", step=op.step) from None
+                result = fresh
+            except download.DownloadRejected as exc:
+                raise StepError(str(exc), step=op.step) from None
+        raise AssertionError("unreachable")
+
+    async def _walk(self, value: Any, op: Op, files: list[dict[str, Any]],
+                    path: tuple[Any, ...]) -> Any:
+        if isinstance(value, (Produced, Fetch)):
+            # One placeholder may stand in several places (`file` and `tracks[0].file`):
+            # store it once.
+            info = self._memo.get(value)
+            if info is None:
+                if isinstance(value, Produced):
+                    info = await anyio.to_thread.run_sync(self.store.ingest, value.path)
+                else:
+                    info = await self._fetch(value.url, op)
+                self._memo[value] = info
+                files.append({**info, "field": _dotted(path)})
+            return info["path"]
+        if isinstance(value, dict):
+            return {k: await self._walk(v, op, files, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [await self._walk(v, op, files, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    async def _fetch(self, url: str, op: Op) -> dict[str, Any]:
+        backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=20.0)
+        for n in range(6):
+            try:
+                info = await download.fetch(self.http, url, self.store)
+                self.counts.downloads += 1
+                return info
+            except TransientError as exc:
+                if n == 5:
+                    raise StepError(f"download failed: {exc}", step=op.step) from None
+                await self.clock.sleep(backoff.next())
+        raise AssertionError("unreachable")
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def apply_take(outputs: Any, take: Any) -> Any:
+    """Keep one of the two takes. Applied when reading, so a changed choice of take reruns
+    nothing paid: the key (and the journal) hold both."""
+    if take in (0, 1) and isinstance(outputs, dict) and isinstance(outputs.get("tracks"), list):
+        tracks = outputs["tracks"]
+        if len(tracks) > take:
+            chosen = tracks[take]
+            return {**outputs, "tracks": [chosen], "file": chosen.get("file")}
+    return outputs
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

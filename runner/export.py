@@ -1,0 +1,174 @@
+"""The album folder: `outputs:` entries copied from the store into --out, tagged, listed.
+
+Paths are templates rendered per entry; each path component is sanitised (no `..`, no
+separators from titles, no control characters) and the result must stay inside --out.
+Files are hard-linked from the store when possible, copied otherwise. Tags go into MP3
+(ID3), FLAC (Vorbis comments) and WAV (ID3 chunk) with mutagen. An M3U playlist lists
+the audio in order, and manifest.json holds every file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runner.errors import StepError
+from runner.recipe import OutputFile, Recipe
+from runner.template import TemplateError, compile_template, is_template, render
+
+AUDIO = (".mp3", ".flac", ".wav", ".m4a")
+_BAD = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\]")
+
+
+def safe_relpath(text: str) -> Path:
+    """A relative path whose components cannot escape the folder it is joined to."""
+    parts = []
+    for comp in re.split(r"/+", text.replace("\\", "/")):
+        comp = _BAD.sub("_", comp).strip().strip(".")
+        if comp in ("", ".", ".."):
+            continue
+        parts.append(comp[:200])
+    if not parts:
+        raise ValueError(f"output path {text!r} is empty after sanitising")
+    return Path(*parts)
+
+
+def _entries(recipe: Recipe, o: OutputFile, steps: dict[str, Any],
+             results: dict[str, Any]) -> list[dict[str, Any]]:
+    base = {"vars": recipe.vars, "steps": steps}
+    if o.for_each is None:
+        return [base]
+    fe = o.for_each
+    if isinstance(fe, list):
+        items = fe
+    else:
+        items = compile_template(fe).render(base)
+    return [{**base, "item": it, "index": i} for i, it in enumerate(items)]
+
+
+def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_dir: Path,
+           *, recipe_sha: str, lock_sha: str | None = None) -> list[dict[str, Any]]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = out_dir.resolve()
+    written: list[dict[str, Any]] = []
+    for o in recipe.outputs:
+        try:
+            contexts = _entries(recipe, o, steps, results)
+        except TemplateError as exc:
+            raise StepError(f"outputs[{o.index}].for_each: {exc}") from None
+        for ctx in contexts:
+            try:
+                if is_template(o.if_) and not compile_template(o.if_).render(ctx):
+                    continue
+                rel = render(o.path, ctx)
+                src = render(o.from_, ctx)
+                tags = {k: render(v, ctx) for k, v in o.tags.items()}
+            except TemplateError as exc:
+                raise StepError(f"outputs[{o.index}]: {exc}") from None
+            if src is None or (isinstance(src, dict) and not src.get("file")):
+                raise StepError(f"outputs[{o.index}]: 'from' gives no file (is the step "
+                                "skipped?)")
+            if isinstance(src, dict):
+                src = src["file"]
+            try:
+                relp = safe_relpath(str(rel))
+            except ValueError as exc:
+                raise StepError(f"outputs[{o.index}]: {exc}") from None
+            dest = (root / relp).resolve()
+            if root not in dest.parents:
+                raise StepError(f"outputs[{o.index}]: {rel!r} would leave the output folder")
+            _place(Path(str(src)), dest)
+            if tags and dest.suffix.lower() in AUDIO:
+                write_tags(dest, tags)
+            written.append({"path": relp.as_posix(), "sha256": _sha(dest),
+                            "size": dest.stat().st_size})
+    audio = [w["path"] for w in written if Path(w["path"]).suffix.lower() in AUDIO
+             and "/" not in w["path"]]
+    if audio:
+        (root / f"{_playlist_name(recipe.name)}.m3u").write_text(
+            "#EXTM3U\n" + "".join(f"{p}\n" for p in audio), encoding="utf-8")
+    manifest = {"format": 1, "recipe": recipe.file, "recipe_sha256": recipe_sha,
+                "lock_sha256": lock_sha, "files": sorted(written, key=lambda w: w["path"])}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def _playlist_name(name: str) -> str:
+    return str(safe_relpath(name.replace("/", "_")))
+
+
+def _place(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.unlink(missing_ok=True)
+    # A copy, not a hard link: tags are written into the album file, and must never change
+    # the blob in the store (whose name is its hash).
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _sha(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_tags(path: Path, tags: dict[str, Any]) -> None:
+    suffix = path.suffix.lower()
+    text = {k: str(v) for k, v in tags.items() if v is not None and k != "cover"}
+    cover = tags.get("cover")
+    if suffix == ".flac":
+        from mutagen.flac import FLAC, Picture
+
+        f = FLAC(path)
+        names = {"title": "TITLE", "artist": "ARTIST", "album": "ALBUM", "track": "TRACKNUMBER",
+                 "lyrics": "LYRICS", "genre": "GENRE", "year": "DATE"}
+        for k, v in text.items():
+            f[names.get(k, k.upper())] = v
+        if cover and Path(str(cover)).is_file():
+            pic = Picture()
+            pic.type, pic.mime = 3, _mime(Path(str(cover)))
+            pic.data = Path(str(cover)).read_bytes()
+            f.clear_pictures()
+            f.add_picture(pic)
+        f.save()
+        return
+    from mutagen import id3
+
+    frames = {"title": id3.TIT2, "artist": id3.TPE1, "album": id3.TALB, "track": id3.TRCK,
+              "genre": id3.TCON, "year": id3.TDRC}
+    if suffix == ".wav":
+        from mutagen.wave import WAVE
+
+        w = WAVE(path)
+        if w.tags is None:
+            w.add_tags()
+        tagset: Any = w.tags
+    else:
+        try:
+            tagset = id3.ID3(path)
+        except id3.ID3NoHeaderError:
+            tagset = id3.ID3()
+    for k, v in text.items():
+        if k in frames:
+            tagset.setall(frames[k].__name__, [frames[k](encoding=3, text=v)])
+        elif k == "lyrics":
+            tagset.setall("USLT", [id3.USLT(encoding=3, lang="eng", desc="", text=v)])
+    if cover and Path(str(cover)).is_file():
+        tagset.setall("APIC", [id3.APIC(encoding=3, mime=_mime(Path(str(cover))), type=3,
+                                        desc="cover", data=Path(str(cover)).read_bytes())])
+    if suffix == ".wav":
+        w.save()
+    else:
+        tagset.save(path, v2_version=4)
+
+
+def _mime(p: Path) -> str:
+    return "image/png" if p.suffix.lower() == ".png" else "image/jpeg"

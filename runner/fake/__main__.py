@@ -1,0 +1,66 @@
+"""`python -m runner.fake`: run a fake service until SIGTERM or SIGINT.
+
+Prints exactly one line, the base URL, once the server is listening, so a parent process
+can read it: `url = proc.stdout.readline().strip()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from runner.fake import PROTOCOLS, FakeServer
+from runner.fake.config import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runner.fake",
+                                     description="Serve a fake Suno-style API on loopback.")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="sunoapi")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--config", metavar="FILE", help="a JSON configuration file")
+    parser.add_argument("--latency-scale", type=float, help="wall seconds per model second")
+    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    parser.add_argument("--credits", type=int, help="the starting balance")
+    parser.add_argument("--seed", type=int, help="seed of the latency, id and fault draws")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config: dict[str, Any] = {}
+    try:
+        if args.config:
+            with open(args.config, encoding="utf-8") as fh:
+                config = json.load(fh)
+        flags = {"latency_scale": args.latency_scale, "api_key": args.api_key,
+                 "credits": args.credits, "seed": args.seed}
+        if not isinstance(config, dict):
+            raise ConfigError("the configuration file must hold a JSON object")
+        config.update({k: v for k, v in flags.items() if v is not None})
+        server = FakeServer(args.protocol, host=args.host, port=args.port, config=config)
+        server.start()
+    except (OSError, ValueError) as exc:  # ConfigError and JSONDecodeError are ValueErrors
+        print(f"runner.fake: error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(server.url, flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

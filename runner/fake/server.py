@@ -1,0 +1,377 @@
+"""Shared HTTP plumbing: routing, auth, rate limit, fault injection, files, control endpoints.
+
+A request goes through `App.dispatch`, in this order:
+
+1. `/_fake/...` control endpoints (never logged, never faulted, never authenticated);
+2. a request-log entry is opened (every protocol request and every file download);
+3. the first matching fault rule fires: "before" actions (an envelope code, a gateway
+   status, a reset) answer at once and no task is created;
+4. API requests count against the rate limit, then the Bearer key is checked;
+5. the protocol handler runs (it may create a task, which a `fail_task` fault marks);
+6. "after_create" actions replace the answer (the task exists but the client never hears
+   of it: the "possibly submitted" case); `delay` holds any answer back.
+
+The HTTP layer (`_Handler`) only reads requests and writes `Response`s, including the
+misbehaving ones (reset, truncated, slow).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from runner.fake.config import ConfigError
+from runner.fake.state import World
+
+
+class ApiError(Exception):
+    """Raised by a protocol handler; the protocol turns it into its error envelope."""
+
+    def __init__(self, code: int | str, msg: str, *, http_status: int | None = None,
+                 data: Any = None) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+        self.data = data
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Message
+    body: bytes
+    json: Any  # the parsed body, None when absent or not JSON
+    base: str  # scheme://host:port the client used: the prefix of every file URL we hand out
+    entry: dict[str, Any]
+    fault: dict[str, Any] | None = None  # a fired fail_task rule, for the task it creates
+
+    @property
+    def json_error(self) -> bool:
+        return bool(self.body.strip()) and self.json is None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    envelope_code: int | str | None = None
+    delay: float = 0.0
+    reset: bool = False  # close the connection with a TCP RST instead of answering
+    truncate: bool = False  # announce the full length, send half, close
+    rate: float | None = None  # bytes per second
+
+    @classmethod
+    def json_body(cls, obj: Any, status: int = 200,
+                  envelope_code: int | str | None = None) -> Response:
+        body = json.dumps(obj, ensure_ascii=False).encode()
+        return cls(status=status, body=body, envelope_code=envelope_code)
+
+
+def gateway_error(status: int) -> Response:
+    """What an nginx in front of the service answers when its upstream misbehaves."""
+    reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable",
+              504: "Gateway Time-out"}.get(status, "Error")
+    html = (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n")
+    return Response(status=status, body=html.encode(), content_type="text/html")
+
+
+@dataclass(frozen=True)
+class Route:
+    op: str  # the operation name used by the log, prices, latency and fault matching
+    handler: Callable[[Request], Response]
+    family: str = "classic"  # protocol-defined: which error-code table applies
+
+
+class Protocol:
+    """What `App` needs from a protocol module."""
+
+    name = ""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def route(self, method: str, path: str, body: Any) -> Route | None:
+        """The route for a request; `body` (parsed JSON or None) may refine the op."""
+        raise NotImplementedError
+
+    def error(self, route: Route | None, code: int | str, msg: str, *,
+              http_status: int | None = None, data: Any = None) -> Response:
+        raise NotImplementedError
+
+    def not_found(self, method: str, path: str) -> Response:
+        raise NotImplementedError
+
+    def unauthorized(self, route: Route) -> Response:
+        raise NotImplementedError
+
+    def rate_limited(self, route: Route) -> Response:
+        raise NotImplementedError
+
+    def server_error(self, route: Route | None) -> Response:
+        raise NotImplementedError
+
+
+def _authorized(headers: Message, key: str) -> bool:
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
+                                                              key.encode())
+
+
+class App:
+    def __init__(self, world: World, protocol: Protocol) -> None:
+        self.world = world
+        self.protocol = protocol
+
+    def dispatch(self, method: str, target: str, headers: Message, body: bytes) -> Response:
+        url = urlsplit(target)
+        path = unquote(url.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        if path == "/_fake" or path.startswith("/_fake/"):
+            return self._control(method, path, body)
+        try:
+            parsed = json.loads(body) if body.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        host = headers.get("Host")
+        base = f"http://{host}" if host else self.world.base_url
+        is_file = path.startswith("/files/")
+        route = None if is_file else self.protocol.route(method, path, parsed)
+        op = "download" if is_file else route.op if route else "unknown"
+        entry = self.world.begin(method, path, query, parsed, op)
+        req = Request(method, path, query, headers, body, parsed, base, entry)
+        try:
+            resp = self._process(req, route, is_file)
+        except Exception:  # a bug in the fake: answer 500 and say where
+            traceback.print_exc(file=sys.stderr)
+            entry["error"] = traceback.format_exc(limit=3)
+            resp = self.protocol.server_error(route)
+        with self.world.lock:
+            entry["status"] = None if resp.reset else resp.status
+            entry["envelope_code"] = resp.envelope_code
+        return resp
+
+    def _process(self, req: Request, route: Route | None, is_file: bool) -> Response:
+        action = self.world.pick_fault(req.method, req.path, req.entry["op"], req.json)
+        if action is not None:
+            req.entry["fault"] = action
+        after = bool(action and action.get("after_create"))
+        if action and "envelope_code" in action and not is_file:
+            code = action["envelope_code"]
+            resp = self.protocol.error(route, code, action.get("message") or f"fault {code}",
+                                       http_status=action.get("http_status"))
+        elif action and "http_status" in action and not after:
+            resp = gateway_error(action["http_status"])
+        elif action and action.get("reset") and not after:
+            resp = Response(reset=True)
+        else:
+            if action and "fail_task" in action:
+                req.fault = action
+            resp = self._serve_file(req, action) if is_file else self._api(req, route)
+            if action and after and "http_status" in action:
+                resp = gateway_error(action["http_status"])
+            elif action and after and action.get("reset"):
+                resp = Response(reset=True)
+        if action and "delay" in action:
+            resp.delay = float(action["delay"])
+        return resp
+
+    def _api(self, req: Request, route: Route | None) -> Response:
+        if route is None:
+            return self.protocol.not_found(req.method, req.path)
+        if not self.world.rate_ok():
+            return self.protocol.rate_limited(route)
+        key = self.world.config["api_key"]
+        if key is not None and not _authorized(req.headers, key):
+            return self.protocol.unauthorized(route)
+        try:
+            return route.handler(req)
+        except ApiError as exc:
+            return self.protocol.error(route, exc.code, exc.msg, http_status=exc.http_status,
+                                       data=exc.data)
+
+    def _serve_file(self, req: Request, action: dict[str, Any] | None) -> Response:
+        key = req.path[len("/files/"):]
+        resource, gen, expired = self.world.lookup(key, req.query.get("v"))
+        if resource is None:
+            return Response(404, b"Not Found", "text/plain")
+        if action and action.get("expired"):
+            self.world.expire(key, gen)
+            expired = True
+        if expired:
+            status = int(action.get("status", 403)) if action else 403
+            xml = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied"
+                   b"</Code><Message>Request has expired</Message></Error>")
+            return Response(status, xml, "application/xml")
+        resp = Response(200, resource.content(), resource.content_type())
+        if action and action.get("truncate_download"):
+            resp.truncate = True
+        if action and "slow_download" in action:
+            resp.rate = float(action["slow_download"])
+        return resp
+
+    def _control(self, method: str, path: str, body: bytes) -> Response:
+        world = self.world
+        try:
+            payload = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return Response.json_body({"error": "the body is not JSON"}, 400)
+        if (method, path) == ("GET", "/_fake/log"):
+            return Response.json_body(world.snapshot_log())
+        if (method, path) == ("GET", "/_fake/tasks"):
+            return Response.json_body(world.snapshot_tasks())
+        if (method, path) == ("GET", "/_fake/config"):
+            return Response.json_body(world.public_config())
+        if (method, path) == ("GET", "/_fake/state"):
+            return Response.json_body({"protocol": world.protocol, "credits": world.balance(),
+                                       "now": world.now(), "tasks": len(world.tasks),
+                                       "requests": len(world.log)})
+        if (method, path) == ("POST", "/_fake/config"):
+            if not isinstance(payload, dict):
+                return Response.json_body({"error": "expected a JSON object"}, 400)
+            try:
+                return Response.json_body(world.configure(payload))
+            except ConfigError as exc:
+                return Response.json_body({"error": str(exc)}, 400)
+        if (method, path) == ("POST", "/_fake/reset"):
+            world.reset()
+            return Response.json_body({"ok": True})
+        if (method, path) == ("POST", "/_fake/advance"):
+            seconds = payload.get("seconds") if isinstance(payload, dict) else None
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                return Response.json_body({"error": "expected {\"seconds\": N >= 0}"}, 400)
+            return Response.json_body({"now": world.advance(float(seconds))})
+        return Response.json_body({"error": f"no control endpoint {method} {path}"}, 404)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sunoflow-fake/1"
+    sys_version = ""
+    timeout = 60  # an idle keep-alive connection frees its thread after this
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        pass  # the request log is the record; stderr stays quiet
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        resp = self.server.app.dispatch(self.command, self.path, self.headers, body)
+        stopping = self.server.app.world.stopping
+        if resp.delay > 0 and stopping.wait(resp.delay):
+            resp = Response(reset=True)
+        try:
+            self._write(resp, stopping)
+        except OSError:  # the client went away first (a read timeout, usually)
+            self.close_connection = True
+
+    def _write(self, resp: Response, stopping: threading.Event) -> None:
+        if resp.reset:
+            self.close_connection = True
+            # SO_LINGER 0: close() sends RST, so the client sees "connection reset".
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        for name, value in resp.headers.items():
+            self.send_header(name, value)
+        if resp.truncate:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        body = resp.body[: len(resp.body) // 2] if resp.truncate else resp.body
+        if resp.rate:
+            step = max(1, int(resp.rate / 20))
+            for start in range(0, len(body), step):
+                self.wfile.write(body[start:start + step])
+                if stopping.wait(step / resp.rate):
+                    break
+        else:
+            self.wfile.write(body)
+        if resp.truncate:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        self.app = app
+        self.connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conn_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conn_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake every handler blocked on a keep-alive read so that it closes its socket."""
+        with self._conn_lock:
+            open_now = list(self.connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def make_server(app: App, host: str, port: int) -> _HTTPServer:
+    cls = _HTTPServer6 if ":" in host else _HTTPServer
+    httpd = cls((host, port), app)
+    bound_host = f"[{host}]" if ":" in host else host
+    app.world.base_url = f"http://{bound_host}:{httpd.server_address[1]}"
+    return httpd

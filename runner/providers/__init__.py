@@ -1,0 +1,91 @@
+"""Providers: one small interface, one module each, and a registry.
+
+A provider knows HTTP (or ffmpeg) and nothing of the graph. The engine hands it one
+operation at a time and does the journaling, retrying and downloading itself:
+
+- ``submit(op)`` starts the work. A remote provider returns the service's task id as soon
+  as it has one, or a result for synchronous endpoints; the local provider does the work
+  and returns the result. It raises the errors of runner.errors, translated at the HTTP
+  boundary: TransientError only when no task can have been created, PossiblySubmitted when
+  one may have been.
+- ``poll(op, task_id)`` returns None while the task runs, its result when done, and raises
+  TaskFailed when the service failed it.
+
+Results hold file placeholders: ``Fetch(url)`` for a file to download and ``Produced(path)``
+for one made on this machine. The engine replaces each with the stored file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner.recipe import Provider as ProviderConfig
+
+
+@dataclass(frozen=True)
+class Fetch:
+    url: str
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class Produced:
+    path: Path
+
+
+@dataclass
+class Op:
+    step: str  # the instance id, e.g. "song[2]", for messages
+    type: str
+    inputs: dict[str, Any]
+    key: str
+    workdir: Path
+    base_dir: Path  # the recipe's folder: local paths in inputs are relative to it
+
+
+@dataclass
+class Result:
+    outputs: dict[str, Any]
+    credits: float | None = None
+    task_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Submitted:
+    task_id: str | None = None
+    result: Result | None = None
+
+
+class Provider(Protocol):
+    kind: str
+
+    async def submit(self, op: Op) -> Submitted: ...
+
+    async def poll(self, op: Op, task_id: str) -> Result | None: ...
+
+    async def refresh(self, op: Op, task_id: str) -> Result | None:
+        """Fresh result URLs for a finished task whose links expired (never a new task)."""
+        ...
+
+    async def credits(self) -> float | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def create(config: ProviderConfig, *, env: dict[str, str], **kw: Any) -> Provider:
+    """The provider for `config.kind`. Imports lazily so `local` needs no HTTP stack."""
+    if config.kind == "local":
+        from runner.providers.local import LocalProvider
+
+        return LocalProvider(config)
+    if config.kind == "sunoapi":
+        from runner.providers.sunoapi import SunoApiProvider
+
+        return SunoApiProvider(config, env=env, **kw)
+    if config.kind == "newapi":
+        from runner.providers.newapi import NewApiProvider
+
+        return NewApiProvider(config, env=env, **kw)
+    raise ValueError(config.kind)

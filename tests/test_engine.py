@@ -1,0 +1,313 @@
+"""The engine's rules for paid work, driven through a scripted provider and a fake clock.
+
+The provider here is a fake (it keeps a ledger of the tasks it "created" and charged),
+not a mock: each test asserts on that ledger, which is what a user pays for.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runner import plan as planner
+from runner import recipe as recipes
+from runner.engine import Engine, Options
+from runner.errors import (
+    AuthError,
+    CreditsError,
+    PossiblySubmitted,
+    TaskFailed,
+    TransientError,
+)
+from runner.pacing import FakeClock
+from runner.progress import PlainProgress
+from runner.providers import Op, Produced, Result, Submitted
+from runner.store import Store
+
+RECIPE = """\
+version: 1
+name: t
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1}
+steps:
+  words:
+    uses: lyrics
+    for_each: [a, b, c]
+    with: {prompt: "about {{ item }}"}
+  song:
+    uses: generate
+    for_each: "{{ steps.words }}"
+    %s
+    with: {prompt: "{{ item.text }}", title: "T{{ index }}", style: pop}
+"""
+
+
+class Ledger:
+    """What the fake service did: every task it created (and so charged for)."""
+
+    def __init__(self) -> None:
+        self.created: list[tuple[str, str]] = []  # (step, task id)
+        self.polls = 0
+
+
+class ScriptedProvider:
+    """A fake remote provider. `script` maps an instance id to a list of behaviours, used
+    one per submit: "ok", or an exception to raise (before or after creating a task)."""
+
+    kind = "sunoapi"
+
+    def __init__(self, ledger: Ledger, script: dict[str, list[Any]] | None = None,
+                 poll_script: dict[str, list[Any]] | None = None) -> None:
+        self.ledger = ledger
+        self.script = script or {}
+        self.poll_script = poll_script or {}
+        self.n = 0
+
+    async def submit(self, op: Op) -> Submitted:
+        behaviours = self.script.get(op.step, [])
+        b = behaviours.pop(0) if behaviours else "ok"
+        if isinstance(b, TransientError):
+            raise b  # nothing created
+        self.n += 1
+        task = f"task-{op.step}-{self.n}"
+        self.ledger.created.append((op.step, task))
+        if isinstance(b, Exception):
+            raise b  # created, but the answer is lost (or auth/credits)
+        return Submitted(task)
+
+    async def poll(self, op: Op, task_id: str) -> Result | None:
+        self.ledger.polls += 1
+        behaviours = self.poll_script.get(op.step, [])
+        b = behaviours.pop(0) if behaviours else "done"
+        if isinstance(b, Exception):
+            raise b
+        if b == "running":
+            return None
+        f = op.workdir / "out.txt"
+        f.write_text(f"{op.step} {task_id}")
+        if op.type == "lyrics":
+            return Result({"texts": [{"title": "x", "text": op.inputs["prompt"]}],
+                           "text": op.inputs["prompt"], "title": "x", "task_id": task_id})
+        track = {"id": task_id + "-0", "task_id": task_id, "title": "t", "duration": 30.0,
+                 "file": Produced(f)}
+        return Result({"tracks": [track], "task_id": task_id, "file": track["file"]})
+
+    async def refresh(self, op: Op, task_id: str) -> Result | None:
+        return None
+
+    async def credits(self) -> float | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
+               **opts: Any) -> Engine:
+    path = tmp_path / "r.yaml"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path.write_text(RECIPE % step_extra)
+    plan = planner.build(recipes.load(path))
+    store = Store(tmp_path / "state").open()
+    # Every step here is remote; the local slot is never used.
+    providers = {"local": provider, "sunoapi": provider}
+    eng = Engine(plan, store, providers,  # type: ignore[dict-item]
+                 Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False,
+                         **opts), PlainProgress(quiet=True))
+    eng.status = anyio.run(eng.run)  # type: ignore[attr-defined]
+    store.close()
+    return eng
+
+
+def submitted(ledger: Ledger, step: str) -> int:
+    return sum(1 for s, _ in ledger.created if s == step)
+
+
+def test_each_instance_is_submitted_once_and_a_second_run_submits_nothing(tmp_path: Path):
+    ledger = Ledger()
+    eng = run_engine(tmp_path, ScriptedProvider(ledger))
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert len(ledger.created) == 6
+    assert eng.counts.submissions == 6
+    again = Ledger()
+    eng2 = run_engine(tmp_path, ScriptedProvider(again))
+    assert again.created == []
+    assert {r.status for r in eng2.records.values()} == {"cached"}
+
+
+def test_transient_submit_errors_are_retried_without_a_new_task(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song[1]": [TransientError("430", retry_after=7.0),
+                                                 TransientError("connect refused")]})
+    eng = run_engine(tmp_path, prov)
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert submitted(ledger, "song[1]") == 1
+    assert eng.records["song[1]"].attempts == 1
+    assert 7.0 in eng.clock.slept  # type: ignore[attr-defined]  # Retry-After honoured
+
+
+def test_possibly_submitted_is_counted_and_resubmitted_by_default(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("HTTP 504")]})
+    eng = run_engine(tmp_path, prov)
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert submitted(ledger, "song[0]") == 2  # the lost one, and the resubmission
+    assert eng.counts.possibly_submitted == 1
+
+
+def test_no_resubmit_uncertain_stops_instead(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("read timeout")]})
+    eng = run_engine(tmp_path, prov, resubmit_uncertain=False)
+    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert submitted(ledger, "song[0]") == 1
+    assert "not resubmitting" in (eng.records["song[0]"].error or "")
+
+
+def test_a_failed_task_is_not_resubmitted_without_retry(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, poll_script={
+        "song[2]": [TaskFailed("GENERATE_AUDIO_FAILED")]})
+    eng = run_engine(tmp_path, prov, keep_going=True)
+    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert submitted(ledger, "song[2]") == 1
+    assert eng.records["song[2]"].status == "failed"
+    assert eng.records["song[0]"].status == "succeeded"  # keep-going finished the others
+
+
+def test_retry_pays_for_another_try_only_when_asked(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, poll_script={
+        "song[2]": [TaskFailed("SENSITIVE_WORD_ERROR")]})
+    eng = run_engine(tmp_path, prov, step_extra="retry: 1")
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert submitted(ledger, "song[2]") == 2
+
+
+def test_a_refunded_failure_is_resubmitted_for_free(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, poll_script={
+        "song[0]": [TaskFailed("531 failed, refunded", refunded=True)]})
+    eng = run_engine(tmp_path, prov)
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert submitted(ledger, "song[0]") == 2
+
+
+@pytest.mark.parametrize("exc", [AuthError("401: check SUNO_API_KEY"),
+                                 CreditsError("insufficient credits")])
+def test_auth_and_credit_errors_stop_every_new_submission(tmp_path: Path, exc: Exception):
+    ledger = Ledger()
+    # The service answers words[0] with the error; nothing else may be submitted after it.
+    prov = ScriptedProvider(ledger, {"words[0]": [exc]})
+    eng = run_engine(tmp_path, prov, keep_going=True, concurrency=1)
+    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.stop_reason and str(exc) in eng.stop_reason
+    assert len(ledger.created) == 1
+    assert all(r.status in ("failed", "skipped") for r in eng.records.values())
+
+
+def test_fail_fast_stops_submitting_but_keep_going_finishes_branches(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, poll_script={"words[0]": [TaskFailed("failed")]})
+    eng = run_engine(tmp_path / "a", prov, concurrency=1)
+    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.records["song[0]"].status == "skipped"
+    assert submitted(ledger, "song[1]") == 0
+    ledger2 = Ledger()
+    prov2 = ScriptedProvider(ledger2, poll_script={"words[0]": [TaskFailed("failed")]})
+    eng2 = run_engine(tmp_path / "b", prov2, concurrency=1, keep_going=True)
+    assert eng2.records["song[0]"].status == "skipped"
+    assert eng2.records["song[1]"].status == "succeeded"
+    assert eng2.records["song[2]"].status == "succeeded"
+
+
+def test_resume_polls_a_recorded_task_and_never_resubmits_it(tmp_path: Path):
+    ledger = Ledger()
+    # First run: song[1] stays running until the step times out; its task id is recorded.
+    prov = ScriptedProvider(ledger, poll_script={"song[1]": ["running"] * 1000})
+    eng = run_engine(tmp_path, prov, step_extra="timeout: 30")
+    assert eng.records["song[1]"].status == "failed"
+    first = [t for s, t in ledger.created if s == "song[1]"]
+    assert len(first) == 1
+    ledger2 = Ledger()
+    prov2 = ScriptedProvider(ledger2)
+    eng2 = run_engine(tmp_path, prov2, step_extra="timeout: 30")
+    assert eng2.status == "succeeded"  # type: ignore[attr-defined]
+    assert ledger2.created == []
+    assert eng2.records["song[1]"].task_ids == first
+
+
+def test_an_intent_without_a_task_id_is_possibly_submitted_on_resume(tmp_path: Path):
+    ledger = Ledger()
+    run_engine(tmp_path, ScriptedProvider(ledger))
+    store = Store(tmp_path / "state").open()
+    key = next(k for k, s in store.states.items() if s.step == "song[0]")
+    # Simulate a kill between the intent and the service's answer for a fresh key.
+    store.record("forget", key, "song[0]")
+    store.record("intent", key, "song[0]", attempt=1)
+    store.close()
+    ledger2 = Ledger()
+    eng = run_engine(tmp_path, ScriptedProvider(ledger2))
+    assert eng.counts.possibly_submitted == 1
+    assert submitted(ledger2, "song[0]") == 1
+    ledger3 = Ledger()
+    store = Store(tmp_path / "state").open()
+    store.record("forget", key, "song[0]")
+    store.record("intent", key, "song[0]", attempt=1)
+    store.close()
+    eng3 = run_engine(tmp_path, ScriptedProvider(ledger3), resubmit_uncertain=False)
+    assert ledger3.created == []
+    assert eng3.records["song[0]"].status == "failed"
+
+
+def test_only_runs_a_step_and_what_it_needs(tmp_path: Path):
+    ledger = Ledger()
+    eng = run_engine(tmp_path, ScriptedProvider(ledger), only={"words"})
+    assert {s for s, _ in ledger.created} == {"words[0]", "words[1]", "words[2]"}
+    assert set(eng.records) == {"words[0]", "words[1]", "words[2]"}
+
+
+def test_force_reruns_the_step_and_downstream_only(tmp_path: Path):
+    run_engine(tmp_path, ScriptedProvider(Ledger()))
+    ledger = Ledger()
+    eng = run_engine(tmp_path, ScriptedProvider(ledger), force={"song"})
+    assert sorted(s for s, _ in ledger.created) == ["song[0]", "song[1]", "song[2]"]
+    assert all(eng.records[f"words[{i}]"].status == "cached" for i in range(3))
+
+
+def test_max_credits_refuses_to_submit_past_the_budget(tmp_path: Path):
+    ledger = Ledger()
+    # lyrics cost 1 credit each by default, generate 12: 3 + 12 fits, the second song not.
+    eng = run_engine(tmp_path, ScriptedProvider(ledger), max_credits=20, concurrency=1)
+    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert len(ledger.created) == 4
+    assert "--max-credits" in (eng.stop_reason or "")
+
+
+def test_journal_survives_a_torn_last_line(tmp_path: Path):
+    run_engine(tmp_path, ScriptedProvider(Ledger()))
+    journal = tmp_path / "state" / "journal.jsonl"
+    with journal.open("ab") as f:
+        f.write(b'{"v":1,"e":"intent","key":"abc","step":"song[0]"')  # killed mid-write
+    ledger = Ledger()
+    eng = run_engine(tmp_path, ScriptedProvider(ledger))
+    assert ledger.created == []
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    lines = journal.read_bytes().split(b"\n")
+    assert all(line == b"" or line.startswith(b"{") for line in lines)
+
+
+def test_newer_state_format_is_refused(tmp_path: Path):
+    from runner.errors import StoreError
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "VERSION").write_text("99\n")
+    with pytest.raises(StoreError, match="newer sunoflow"):
+        Store(tmp_path / "state").open()
+
+
+def test_recipe_text_helper_is_valid():
+    assert "for_each" in textwrap.dedent(RECIPE)
