@@ -145,18 +145,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe, report
+    from runner.run import default_state_dir
+    from runner.status import resolve
+    from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    state = Path(args.state_dir) if args.state_dir else None
-    report.print_plan(p, state_dir=state, as_json=args.json)
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
+    done = {}
+    if state.exists():
+        store = Store(state).open(create=False)
+        done = {iid: v["status"] for iid, v in resolve(p, store).items()}
+    report.print_plan(p, as_json=args.json, done=done)
     return 0
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from runner import graph
+    from runner import graph, recipe
     from runner import plan as planner
-    from runner import recipe
 
     p = planner.build(recipe.load(args.recipe, overrides=overrides(args)))
     fn = graph.mermaid if args.format == "mermaid" else graph.dot

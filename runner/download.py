@@ -96,4 +96,4 @@ async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
     finally:
         if fd >= 0:
             os.close(fd)
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup of a scratch file

@@ -45,6 +45,8 @@ from runner.errors import (
 from runner.pacing import Backoff, Clock, Poller
 from runner.plan import Instance, Plan, key, render_inputs
 from runner.providers import Fetch, Op, Produced, Provider, Result
+from runner.recipe import Provider as ProviderConfig
+from runner.steps import TYPES
 from runner.store import Store
 from runner.template import TemplateError, compile_template, is_template
 
@@ -263,12 +265,9 @@ class Engine:
             raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
         for fld, msg, _hint in models.check(step.uses, inputs):
             raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
-        route = self._route(step.uses, inputs)
+        route = route_of(self.recipe.provider, step.uses, inputs)
         prov = self.providers["local"] if route == "local" else self.remote
-        extra = {"take_seconds": self.recipe.provider.take_seconds} if prov.kind == "local" \
-            else {}
-        k = key(step.uses, inputs, prov.kind,
-                self.recipe.provider.base_url if prov.kind != "local" else None, extra)
+        k = instance_key(self.recipe.provider, step.uses, inputs, route)
         rec.key = k
         st = self.store.states.get(k)
         forced = step.id in self.forced
@@ -295,23 +294,6 @@ class Engine:
         rec.status = "succeeded"
         self.ui.event(inst.id, "succeeded", "")
         return outputs
-
-    def _route(self, uses: str, inputs: dict[str, Any]) -> str:
-        kind = self.recipe.provider.kind
-        t = self.plan.recipe.steps  # noqa: F841 - kept for clarity of what routes
-        from runner.steps import TYPES
-
-        route = TYPES[uses].support.get(kind, "local")
-        if uses == "convert" and route == "remote":
-            # The service makes WAV of its own tracks; anything else is local ffmpeg.
-            audio = inputs.get("audio")
-            own = isinstance(audio, dict) and audio.get("id") and audio.get("task_id") and \
-                not str(audio.get("task_id", "")).startswith("local-")
-            if inputs.get("format", "wav") != "wav" or not own:
-                return "local"
-        if uses == "concat" and kind == "newapi" and self.recipe.provider.concat != "remote":
-            return "local"
-        return route
 
     async def _local(self, op: Op, rec: StepRecord) -> Any:
         async with self.cpu_slots:
@@ -367,7 +349,7 @@ class Engine:
                 self._check_budget(inst)
                 attempts += 1
                 rec.attempts = attempts
-                self.store.record("intent", op.key, op.step, attempt=attempts)
+                await self._durable("intent", op.key, op.step, attempt=attempts)
                 sub = await self._submit(op)
                 self.counts.submissions += 1
                 self.spent += self._price(inst)
@@ -376,13 +358,13 @@ class Engine:
                     result = sub.result
                     break
                 task_id = sub.task_id
-                self.store.record("submitted", op.key, op.step, task_id=task_id)
+                await self._durable("submitted", op.key, op.step, task_id=task_id)
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
             rec.task_ids.append(task_id)
             try:
                 result = await self._poll(inst, op, task_id)
             except TaskFailed as exc:
-                self.store.record("failed", op.key, op.step, error=str(exc), task_id=task_id)
+                await self._durable("failed", op.key, op.step, error=str(exc), task_id=task_id)
                 task_id = None
                 if exc.refunded and refunds < MAX_REFUND_RETRIES:
                     refunds += 1  # rule 5: refunded, so trying again costs nothing
@@ -396,9 +378,15 @@ class Engine:
                     continue
                 raise
         outputs, files = await self._materialize(result, op, task_id)
-        self.store.record("done", op.key, op.step, outputs=outputs, files=files,
-                          task_ids=rec.task_ids, credits=result.credits)
+        await self._durable("done", op.key, op.step, outputs=outputs, files=files,
+                            task_ids=rec.task_ids, credits=result.credits)
         return outputs
+
+    async def _durable(self, event: str, key_: str, step: str, **data: Any) -> None:
+        """Write and fsync a journal event off the event loop. Not abandoned on
+        cancellation: an interrupt waits for the line to be on disk."""
+        await anyio.to_thread.run_sync(
+            lambda: self.store.record(event, key_, step, durable=True, **data))
 
     def _price(self, inst: Instance) -> float:
         from runner.report import price
@@ -421,13 +409,13 @@ class Engine:
             try:
                 return await self.remote.submit(op)
             except PossiblySubmitted as exc:
-                self.store.record("uncertain", op.key, op.step, error=str(exc))
+                await self._durable("uncertain", op.key, op.step, error=str(exc))
                 self.counts.possibly_submitted += 1
                 if not self.opts.resubmit_uncertain:
                     raise StepError(f"possibly submitted ({exc}); not resubmitting because "
                                     "of --no-resubmit-uncertain", step=op.step) from None
                 self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
-                self.store.record("intent", op.key, op.step, attempt=tries + 1)
+                await self._durable("intent", op.key, op.step, attempt=tries + 1)
             except TransientError as exc:
                 # Rule 4: the provider proved no task was created; retrying is free.
                 tries += 1
@@ -524,6 +512,30 @@ class Engine:
                     raise StepError(f"download failed: {exc}", step=op.step) from None
                 await self.clock.sleep(backoff.next())
         raise AssertionError("unreachable")
+
+
+def route_of(provider: ProviderConfig, uses: str, inputs: dict[str, Any]) -> str:
+    """"remote" when the provider's service performs this step, "local" for ffmpeg here."""
+    route = TYPES[uses].support.get(provider.kind, "local")
+    if uses == "convert" and route == "remote":
+        # The service makes WAV of its own tracks; anything else is local ffmpeg.
+        audio = inputs.get("audio")
+        own = isinstance(audio, dict) and audio.get("id") and audio.get("task_id") and \
+            not str(audio.get("task_id", "")).startswith("local-")
+        if inputs.get("format", "wav") != "wav" or not own:
+            return "local"
+    if uses == "concat" and provider.kind == "newapi" and provider.concat != "remote":
+        return "local"
+    return route
+
+
+def instance_key(provider: ProviderConfig, uses: str, inputs: dict[str, Any],
+                 route: str) -> str:
+    if route == "local":
+        # Local work depends on the take length, never on which service the recipe names:
+        # switching provider does not redo a free local step whose inputs are unchanged.
+        return key(uses, inputs, "local", None, {"take_seconds": provider.take_seconds})
+    return key(uses, inputs, provider.kind, provider.base_url)
 
 
 def _dotted(path: tuple[Any, ...]) -> str:

@@ -42,11 +42,11 @@ def check(step_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, str | 
     model = inputs.get("model") if isinstance(inputs.get("model"), str) else None
     m = model or DEFAULT_MODEL
 
-    def too_long(fld: str, limit: int, why: str) -> None:
+    def too_long(fld: str, limit: int, why: str, hint: str | None = None) -> None:
         v = inputs.get(fld)
         if isinstance(v, str) and len(v) > limit:
             out.append((fld, f"'{fld}' is {len(v)} characters; {why} allows at most {limit}",
-                        "shorten it" + ("" if model else f" (model {m} assumed)")))
+                        hint or "shorten it" + ("" if model else f" (model {m} assumed)")))
 
     if step_type == "lyrics":
         p = inputs.get("prompt")
@@ -55,7 +55,9 @@ def check(step_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, str | 
                         f"{LYRICS_WORDS}", "describe the song in fewer words"))
     if step_type in ("generate", "upload_cover", "extend", "upload_extend", "add_vocals"):
         if step_type in ("generate", "upload_cover") and not custom_mode(inputs):
-            too_long("prompt", PROMPT_NON_CUSTOM, "a non-custom-mode prompt")
+            too_long("prompt", PROMPT_NON_CUSTOM, "a non-custom-mode prompt",
+                     "shorten the idea, or use custom mode (give a style and a title) with "
+                     "the lyrics as the prompt")
             for fld in ("style", "title"):
                 if inputs.get(fld):
                     out.append((fld, f"'{fld}' is only used in custom mode",

@@ -21,6 +21,7 @@ from runner import source
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.source import Document
 from runner.steps import DEFAULTABLE, TYPES, StepType
+from runner.template import is_template
 
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "local": {"base_url": None, "rate_limit": None},
@@ -107,6 +108,7 @@ def _show(v: Any) -> str:
 _JSON_TYPES = {"object": "a mapping", "array": "a list", "string": "a string",
                "number": "a number", "integer": "a whole number", "boolean": "true or false",
                "null": "null"}
+_TEMPLATE_REF = "#/$defs/template"
 
 
 def _kind(v: Any) -> str:
@@ -123,110 +125,181 @@ def _kind(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> Diagnostic:
-    """Turn one jsonschema error into a positioned, human message."""
+def _got(v: Any) -> str:
+    """'a string 'x'', 'a number 3', 'a list', 'null': what the author wrote, briefly."""
+    if v is None or isinstance(v, (dict, list)):
+        return _kind(v)
+    return f"{_kind(v)} {_show(v)}"
+
+
+def _is_type(v: Any, t: str) -> bool:
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return {"object": isinstance(v, dict), "array": isinstance(v, list),
+            "string": isinstance(v, str), "boolean": isinstance(v, bool),
+            "null": v is None, "number": number,
+            "integer": number and float(v).is_integer()}.get(t, False)
+
+
+def _fits(v: Any, branch: dict[str, Any]) -> bool:
+    """Whether `v` is of the kind a schema branch is about (so that its error is the one
+    to show): a string for an enum of strings, a list for an array, and so on."""
+    if "type" in branch:
+        ts = branch["type"] if isinstance(branch["type"], list) else [branch["type"]]
+        return any(_is_type(v, t) for t in ts)
+    values = branch.get("enum", [branch["const"]] if "const" in branch else None)
+    if values is not None:
+        return any(_kind(v) == _kind(e) for e in values)
+    return True
+
+
+def _expected(branch: dict[str, Any]) -> str:
+    if branch.get("$ref") == _TEMPLATE_REF:
+        return "a {{ template }}"
+    if "enum" in branch:
+        return "one of " + ", ".join(map(str, branch["enum"]))
+    t = branch.get("type")
+    ts = t if isinstance(t, list) else [t] if t else []
+    return " or ".join(_JSON_TYPES.get(x, x) for x in ts) or "a value"
+
+
+def _either(kinds: list[str]) -> str:
+    kinds = list(dict.fromkeys(kinds))
+    if len(kinds) == 1:
+        return kinds[0]
+    if len(kinds) == 2 and not any(" or " in k for k in kinds):
+        return " or ".join(kinds)
+    return ", ".join(kinds[:-1]) + ", or " + kinds[-1]
+
+
+# What each pattern in the schema means, for people: (message, hint).
+_PATTERNS: dict[str, tuple[str, str | None]] = {
+    schemas.STEP_ID: ("is not a step id",
+                      "ids are lower case letters, digits and _, starting with a letter"),
+    schemas.DURATION: ("is not a duration", "seconds (a number), or e.g. '90s', '15m', '1h'"),
+    r"^https?://": ("is not an http(s) URL", "e.g. https://api.sunoapi.org"),
+    r"^[A-Za-z_][A-Za-z0-9_]*$": (
+        "is not an environment variable name",
+        "api_key_env names the variable that holds the key (e.g. SUNO_API_KEY); "
+        "never put the key itself in a recipe"),
+    r"^[A-Za-z0-9][A-Za-z0-9._ -]*$": (
+        "is not a valid name", "letters, digits, '.', '_', '-' and spaces, starting with a "
+        "letter or digit"),
+}
+
+_TYPE_HINTS: dict[tuple[Any, ...], str] = {
+    ("steps",): "map each step id to its step, e.g. song: {uses: generate, with: {...}}",
+    ("vars",): "map each name to a value, e.g. theme: rain",
+}
+
+_REQUIRED_HINTS = {
+    "version": "add 'version: 1' at the top",
+    "steps": "add 'steps:' with at least one step, e.g. song: {uses: generate, with: ...}",
+    "uses": "a step type (" + ", ".join(sorted(TYPES)) + ") or ./path/to/recipe.yaml",
+    "from": "the file to copy, e.g. from: \"{{ steps.song.tracks[0].file }}\"",
+    "path": "where to write it under --out, e.g. path: \"01 - Sunrise.mp3\"",
+}
+
+
+def _yaml11_hint(inst: Any, branches: list[dict[str, Any]]) -> str | None:
+    """YAML 1.1 read yes/no/on/off as booleans; recipes follow YAML 1.2, where they are
+    strings. Say so when a boolean was wanted."""
+    if isinstance(inst, str) and inst.lower() in ("yes", "no", "on", "off", "y", "n") \
+            and any(b.get("type") == "boolean" for b in branches):
+        return "write true or false: in YAML 1.2 'yes', 'no', 'on' and 'off' are strings"
+    return None
+
+
+def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> list[Diagnostic]:
+    """Turn one jsonschema error into positioned, human messages (one per problem)."""
     path = (*base, *err.absolute_path)
     where = _where(path)
     v, s = err.validator, err.schema if isinstance(err.schema, dict) else {}
     inst = err.instance
-    if v == "anyOf" and isinstance(s, dict):
-        # A field that also takes a template: report against the non-template branch.
-        branches = [b for b in s.get("anyOf", []) if b.get("$ref") != "#/$defs/template"]
-        if len(branches) == 1 and err.context:
-            inner = [e for e in err.context if e.relative_schema_path[0] == s["anyOf"].index(
-                branches[0])]
+    if v == "anyOf":
+        branches: list[dict[str, Any]] = s.get("anyOf", [])
+        fitting = [i for i, b in enumerate(branches)
+                   if b.get("$ref") != _TEMPLATE_REF and _fits(inst, b)]
+        if len(fitting) == 1:
+            # The author meant this branch (the value is of its kind): explain its errors.
+            inner = [e for e in err.context or () if e.relative_schema_path[0] == fitting[0]]
             if inner:
-                best = min(inner, key=lambda e: len(e.path))
-                d = _describe(best, base, doc)
-                if "template" not in d.message:
-                    return Diagnostic(d.file, d.line, d.col,
-                                      d.message + " (or a {{ template }})", d.hint)
-                return d
-        if "enum" in str(branches) and isinstance(inst, str):
-            enums = [x for b in branches for x in b.get("enum", [])]
-            if enums:
-                return doc.diag(path, f"{where}: unknown value {_show(inst)}; expected one of "
-                                f"{', '.join(map(str, enums))}", suggest(inst, enums))
-        kinds = " or ".join(_JSON_TYPES.get(b.get("type", ""), "") or
-                            ("one of " + ", ".join(map(str, b["enum"])) if "enum" in b else
-                             "a value") for b in s.get("anyOf", []))
-        return doc.diag(path, f"{where} must be {kinds}; got {_kind(inst)}")
+                return [d for e in inner for d in _describe(e, base, doc)]
+        kinds = [_expected(b) for b in branches]
+        return [doc.diag(path, f"{where} must be {_either(kinds)}; got {_got(inst)}",
+                         _yaml11_hint(inst, branches), key=inst is None)]
     if v == "additionalProperties" and isinstance(inst, dict):
         allowed = list(s.get("properties", {}))
-        extra = [k for k in inst if k not in allowed]
-        k = extra[0] if extra else "?"
-        hint = suggest(k, allowed) or (f"allowed here: {', '.join(allowed)}" if allowed else None)
-        return doc.diag((*path, k), f"unknown key '{k}' in {where}", hint, key=True)
+        out = []
+        for k in (k for k in inst if k not in allowed):
+            hint = suggest(k, allowed) or (f"allowed here: {', '.join(allowed)}"
+                                           if allowed else None)
+            out.append(doc.diag((*path, k), f"unknown key '{k}' in {where}", hint, key=True))
+        return out
     if v == "required":
         m = re.match(r"'(.+?)' is a required property", err.message)
         k = m.group(1) if m else str(err.validator_value)
-        return doc.diag(path, f"{where}: missing required key '{k}'")
+        return [doc.diag(path, f"{where}: missing required key '{k}'", _REQUIRED_HINTS.get(k),
+                         key=True)]
     if v == "type":
         want = s.get("type")
         wants = want if isinstance(want, list) else [want]
-        return doc.diag(path, f"{where} must be "
-                        + " or ".join(_JSON_TYPES.get(w, w) for w in wants)
-                        + f"; got {_kind(inst)} {_show(inst)}")
+        return [doc.diag(path, f"{where} must be "
+                         + " or ".join(_JSON_TYPES.get(w, w) for w in wants)
+                         + f"; got {_got(inst)}",
+                         _TYPE_HINTS.get(path) or _yaml11_hint(inst, [s]), key=inst is None)]
     if v == "enum":
-        return doc.diag(path, f"{where}: unknown value {_show(inst)}; expected one of "
-                        f"{', '.join(map(str, s['enum']))}", suggest(inst, s["enum"]))
+        enum = s["enum"]
+        hint = suggest(inst, [e for e in enum if isinstance(e, str)]) \
+            if isinstance(inst, str) else None
+        return [doc.diag(path, f"{where}: unknown value {_show(inst)}; expected one of "
+                         f"{', '.join(map(str, enum))}", hint)]
     if v == "const":
-        return doc.diag(path, f"{where} must be {_show(s['const'])}; got {_show(inst)}",
-                        "this sunoflow reads recipe language version 1"
-                        if path == ("version",) else None)
+        return [doc.diag(path, f"{where} must be {_show(s['const'])}; got {_show(inst)}",
+                         "this sunoflow reads recipe language version 1"
+                         if path == ("version",) else None)]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         word = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
                 "exclusiveMaximum": "less than"}[v]
-        return doc.diag(path, f"{where} must be {word} {s[v]}; got {_show(inst)}")
+        return [doc.diag(path, f"{where} must be {word} {s[v]}; got {_show(inst)}")]
     if v == "multipleOf":
-        return doc.diag(path, f"{where} must be a multiple of {s[v]}; got {_show(inst)}")
+        return [doc.diag(path, f"{where} must be a multiple of {s[v]}; got {_show(inst)}")]
     if v == "minProperties":
-        return doc.diag(path, f"{where} is empty", "add at least one step")
-    if v == "uniqueItems":
-        return doc.diag(path, f"{where} lists the same value twice")
+        return [doc.diag(path, f"{where} is empty", "add at least one step"
+                         if path == ("steps",) else None)]
+    if v == "uniqueItems" and isinstance(inst, list):
+        dup = next((x for i, x in enumerate(inst) if x in inst[:i]), None)
+        return [doc.diag(path, f"{where} lists {_show(dup)} twice")]
     if v == "pattern":
-        if err.absolute_path and err.relative_schema_path and \
-                "propertyNames" in err.relative_schema_path:
-            pass
-        if path and path[0] == "steps" and len(path) == 3 and path[2] == "uses":
-            return doc.diag(path, f"{where}: unknown step type {_show(inst)}",
-                            suggest(inst, TYPES) or f"step types: {', '.join(sorted(TYPES))}")
-        return doc.diag(path, f"{where}: {_show(inst)} does not match {s[v]}")
-    if v == "propertyNames":
-        return doc.diag(path, f"{where}: bad name", None)
-    return doc.diag(path, f"{where}: {err.message}")
+        what, hint = _PATTERNS.get(s[v], (f"does not match {s[v]}", s.get("description")))
+        return [doc.diag(path, f"{where}: {_show(inst)} {what}", hint)]
+    return [doc.diag(path, f"{where}: {err.message}")]
+
+
+_NAMES = {"steps": ("step id", "ids are lower case letters, digits and _, starting with a letter"),
+          "vars": ("var name", "letters, digits and _, not starting with a digit, so that "
+                               "'vars.NAME' works in a template"),
+          "inputs": ("input name", "lower case letters, digits and _, starting with a letter"),
+          "outputs": ("output name", "lower case letters, digits and _, starting with a letter")}
 
 
 def _schema_errors(doc: Document) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for err in schemas.top_validator().iter_errors(doc.data):
-        if err.validator == "propertyNames" or (
-                err.relative_schema_path and "propertyNames" in err.relative_schema_path):
-            name = err.instance
-            parent = tuple(err.absolute_path)
-            what = "step id" if parent[:1] == ("steps",) else "name"
-            hint = "ids are lower case letters, digits and _, starting with a letter" \
-                if what == "step id" else None
-            if isinstance(name, str) and parent and isinstance(doc.data, dict):
-                out.append(doc.diag((*parent, name), f"invalid {what} '{name}'", hint, key=True))
-                continue
-        if err.validator == "anyOf" and tuple(err.absolute_path)[-1:] == ("uses",):
-            path = tuple(err.absolute_path)
-            inst = err.instance
-            if isinstance(inst, str):
-                out.append(doc.diag(path, f"{_where(path)}: unknown step type {_show(inst)}",
-                                    suggest(inst, TYPES)
-                                    or "a step type or a path like ./recipes/x.yaml"))
-                continue
-        if err.validator == "anyOf" and tuple(err.absolute_path) == ("provider",):
-            inst = err.instance
-            if isinstance(inst, dict):
-                sub = schemas.PROVIDER["anyOf"][1]
-                from jsonschema import Draft202012Validator
-                for e in Draft202012Validator(sub).iter_errors(inst):
-                    out.append(_describe(e, ("provider",), doc))
-                continue
-        out.append(_describe(err, (), doc))
+        parent = tuple(err.absolute_path)
+        if err.relative_schema_path and "propertyNames" in err.relative_schema_path \
+                and isinstance(err.instance, str) and parent:
+            what, hint = _NAMES.get(str(parent[0]), ("name", None))
+            out.append(doc.diag((*parent, err.instance), f"invalid {what} '{err.instance}'",
+                                hint, key=True))
+            continue
+        if err.validator == "anyOf" and parent[-1:] == ("uses",) and len(parent) == 3 \
+                and isinstance(err.instance, str):
+            out.append(doc.diag(parent, f"{_where(parent)}: unknown step type "
+                                f"{_show(err.instance)}", suggest(err.instance, TYPES)
+                                or "a step type (" + ", ".join(sorted(TYPES))
+                                + ") or a path like ./recipes/x.yaml"))
+            continue
+        out.extend(_describe(err, (), doc))
     return out
 
 
@@ -243,7 +316,7 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
     if not isinstance(data, dict):
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
                                     "start with 'version: 1', a 'name' and 'steps'")])
-    diags = _schema_errors(doc)
+    diags = _schema_errors(doc) + _output_path_errors(data.get("outputs"), doc)
     defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     steps: dict[str, Step] = {}
     raw_steps = data.get("steps") if isinstance(data.get("steps"), dict) else {}
@@ -255,18 +328,21 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
         with_ = raw.get("with") if isinstance(raw.get("with"), dict) else {}
         if stype is not None:
             for err in schemas.with_validator(uses).iter_errors(with_):
-                diags.append(_describe(err, ("steps", sid, "with"), doc))
+                diags.extend(_describe(err, ("steps", sid, "with"), doc))
             merged = {k: v for k, v in defaults.items() if k in stype.fields and k in DEFAULTABLE}
             merged.update(with_)
             for req in stype.required:
                 if req not in merged:
                     at = ("steps", sid, "with") if "with" in raw else ("steps", sid)
                     diags.append(doc.diag(at, f"step '{sid}' ({uses}) needs '{req}' in 'with'",
-                                          _required_hint(uses, req)))
+                                          _required_hint(uses, req), key=True))
             with_ = merged
+        elif re.match(schemas.RECIPE_PATH, uses) and not (path.parent / uses).is_file():
+            diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe file "
+                                  f"'{uses}'", "the path is relative to this recipe's folder"))
         needs = raw.get("needs", ())
-        needs_t = (needs,) if isinstance(needs, str) else tuple(n for n in needs
-                                                                if isinstance(n, str))
+        needs_t = (needs,) if isinstance(needs, str) else tuple(
+            n for n in needs if isinstance(n, str)) if isinstance(needs, list) else ()
         steps[sid] = Step(
             id=sid, uses=uses, type=stype, with_=with_, needs=needs_t,
             for_each=raw.get("for_each"), if_=raw.get("if", True),
@@ -292,7 +368,8 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
     elif isinstance(outputs_raw, dict):
         exposed = dict(outputs_raw)
     if not schema_ok:
-        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_))
+        seen = {(d.line, d.col) for d in diags}
+        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, seen))
     return Recipe(
         path=path, file=doc.file, name=str(data.get("name") or path.stem),
         provider=provider_from(data.get("provider"), overrides), defaults=dict(defaults),
@@ -301,8 +378,42 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
     )
 
 
+def _escapes(path: str) -> bool:
+    p = path.replace("\\", "/")
+    return p.startswith("/") or re.match(r"^[A-Za-z]:", p) is not None \
+        or ".." in p.split("/")
+
+
+def _output_path_errors(outputs: Any, doc: Document) -> list[Diagnostic]:
+    """Album entries must not reach outside: `path` stays under --out, `from` names a file
+    output (a literal path could copy any file on the machine that builds the album into
+    it), a literal `cover` stays beside the recipe. Templated paths are checked again when
+    rendered."""
+    out: list[Diagnostic] = []
+    for i, o in enumerate(outputs if isinstance(outputs, list) else []):
+        if not isinstance(o, dict):
+            continue
+        p, frm = o.get("path"), o.get("from")
+        if isinstance(p, str) and not is_template(p) and _escapes(p):
+            out.append(doc.diag(("outputs", i, "path"), f"outputs[{i}].path: {_show(p)} "
+                                "leaves the output folder", "use a path relative to --out, "
+                                "without '..'"))
+        if isinstance(frm, str) and not is_template(frm):
+            out.append(doc.diag(("outputs", i, "from"), f"outputs[{i}].from: {_show(frm)} is "
+                                "not a step's file output",
+                                "e.g. from: \"{{ steps.song.tracks[0].file }}\""))
+        cover = o.get("tags", {}).get("cover") if isinstance(o.get("tags"), dict) else None
+        if isinstance(cover, str) and not is_template(cover) and _escapes(cover):
+            out.append(doc.diag(("outputs", i, "tags", "cover"), f"outputs[{i}].tags.cover: "
+                                f"{_show(cover)} is outside the recipe's folder",
+                                "use a step's image (e.g. \"{{ steps.art.images[0].file }}\") "
+                                "or a file beside the recipe"))
+    return out
+
+
 def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
-                       steps: dict[str, Step], vars_: dict[str, Any]) -> list[Diagnostic]:
+                       steps: dict[str, Step], vars_: dict[str, Any],
+                       seen: set[tuple[int, int]]) -> list[Diagnostic]:
     """With schema errors present, still look for reference errors in what did parse, so
     the author sees every problem in one pass. A recipe too broken to plan yields none."""
     from runner import plan
@@ -312,7 +423,8 @@ def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
                    vars=vars_, steps=steps, outputs=(), doc=doc)
         plan.build(r)
     except RecipeError as exc:
-        return exc.diagnostics
+        # One message per position: where the schema already spoke, it said it better.
+        return [d for d in exc.diagnostics if (d.line, d.col) not in seen]
     except Exception:  # noqa: BLE001 - best effort only; the schema errors stand on their own
         return []
     return []

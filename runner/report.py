@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from runner.plan import Instance, Plan
@@ -44,6 +43,8 @@ def plan_rows(plan: Plan, done: dict[str, str] | None = None) -> list[dict[str, 
     rows = []
     for inst in plan.instances.values():
         status = (done or {}).get(inst.id, "to run")
+        if status == "unknown":
+            status = "to run"
         paid = 0 if status == "done" else (1 if price(plan, inst) > 0 else 0)
         conditional = is_template(inst.step.if_) or inst.step.if_ is False
         rows.append({"id": inst.id, "uses": inst.step.uses, "needs": list(inst.deps),
@@ -53,8 +54,7 @@ def plan_rows(plan: Plan, done: dict[str, str] | None = None) -> list[dict[str, 
     return rows
 
 
-def print_plan(plan: Plan, *, state_dir: Path | None = None, as_json: bool = False,
-               done: dict[str, str] | None = None) -> None:
+def print_plan(plan: Plan, *, as_json: bool = False, done: dict[str, str] | None = None) -> None:
     rows = plan_rows(plan, done)
     total_paid = sum(r["paid_submissions"] for r in rows)
     total_credits = sum(r["credits"] for r in rows)

@@ -234,7 +234,8 @@ def parse(raw: bytes, name: str) -> Document:
         i = text.index("\x00")
         line = text.count("\n", 0, i) + 1
         raise RecipeError([Diagnostic(name, line, i - text.rfind("\n", 0, i),
-                                      "NUL byte in recipe")])
+                                      "NUL byte in recipe", "a recipe is UTF-8 text; is this a "
+                                      "binary file, or one saved as UTF-16?")])
     return _build(text, name)
 
 
@@ -342,7 +343,8 @@ def _build(text: str, name: str) -> Document:
                 attach(container, start, anchor, total - first + 1)
             elif isinstance(ev, yaml.AliasEvent):
                 if ev.anchor not in anchors:
-                    raise fail(ev.start_mark, f"unknown alias '*{ev.anchor}'")
+                    raise fail(ev.start_mark, f"unknown alias '*{ev.anchor}'",
+                               f"an alias repeats a value marked earlier with '&{ev.anchor}'")
                 value, size = anchors[ev.anchor]
                 total += size
                 if total > MAX_VALUES:
@@ -369,9 +371,17 @@ def _build(text: str, name: str) -> Document:
             hint = "check the indentation of this line and the one above; quote a value " \
                    "that contains ': '"
         elif exc.context:
-            hint = f"{exc.context.strip()}" + (
-                f" (line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
-                if exc.context_mark else "")
+            where = (f"line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+                     if exc.context_mark else "")
+            context = exc.context.strip()
+            said = next((what for key, what in _CONTEXTS.items() if key in context), None)
+            if said and where:
+                hint = said.replace("{where}", where)
+            elif exc.context_mark is not None and (exc.context_mark.line + 1,
+                                                   exc.context_mark.column + 1) != (line, col):
+                hint = f"{context} ({where})"
+        if at in ("@", "`") and hint is None:
+            hint = f"'{at}' cannot start a plain value; quote the value"
         raise RecipeError([Diagnostic(name, line, col, f"YAML syntax error: {problem}",
                                       hint)]) from None
     except yaml.YAMLError as exc:
@@ -381,6 +391,17 @@ def _build(text: str, name: str) -> Document:
                                       "start with 'version: 1', a 'name' and 'steps'")])
     doc.data = result
     return doc
+
+
+# PyYAML's "while parsing ..." contexts, said the way an author thinks of them.
+_CONTEXTS = {
+    "flow mapping": "the '{' at {where} is not closed",
+    "flow sequence": "the '[' at {where} is not closed",
+    "quoted scalar": "the quoted string at {where} is not closed",
+    "block collection": "in the list that starts at {where}: every item starts with '- ' "
+                        "at the same indentation",
+    "block mapping": "in the mapping that starts at {where}: check the indentation",
+}
 
 
 class _NoKey:

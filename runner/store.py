@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Store:
         self._lock_fd: int | None = None
         self._last_sync = 0.0
         self._dirty = False
+        self._write_lock = threading.Lock()  # records may come from worker threads
 
     # --- opening -------------------------------------------------------------------
 
@@ -156,15 +158,16 @@ class Store:
         ev = {"v": FORMAT, "e": event, "key": key, "step": step, "t": round(time.time(), 3),
               **data}
         line = (json.dumps(ev, separators=(",", ":"), default=str) + "\n").encode()
-        fd = self._open_journal()
-        os.write(fd, line)
-        self._apply(ev)
-        now = time.monotonic()
-        if durable or now - self._last_sync > SYNC_EVERY:
-            os.fsync(fd)
-            self._last_sync, self._dirty = now, False
-        else:
-            self._dirty = True
+        with self._write_lock:
+            fd = self._open_journal()
+            os.write(fd, line)
+            self._apply(ev)
+            now = time.monotonic()
+            if durable or now - self._last_sync > SYNC_EVERY:
+                os.fsync(fd)
+                self._last_sync, self._dirty = now, False
+            else:
+                self._dirty = True
 
     def sync(self) -> None:
         if self._fd is not None and self._dirty:

@@ -13,6 +13,7 @@ track object); anything else renders to a string.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,78 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SCOPE = ("vars", "steps", "item", "index", "inputs")
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                     keep_trailing_newline=True)
+# Values one expression may build. The sandbox stops escapes, not size: without this,
+# `{{ 9 ** (9 ** 9) }}` or `{{ 'a' * 10 ** 10 }}` in a pull request hangs or exhausts the
+# machine that merely validates it.
+MAX_SIZE = 1_000_000
+_PRINTF_WIDTH = re.compile(r"%[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_printf(fmt: str) -> None:
+    for m in _PRINTF_WIDTH.finditer(fmt):
+        for g in m.groups():
+            if g == "*":
+                raise SecurityError("a '*' width in a format is not allowed")
+            if g and int(g) > MAX_SIZE:
+                raise SecurityError(f"format width {g} is too large")
+
+
+def _check_format(fmt: str) -> None:
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # the render reports the malformed format itself
+    for _lit, _name, spec, _conv in fields:
+        if spec and "{" in spec:
+            raise SecurityError("a nested {} inside a format spec is not allowed")
+        if spec and any(int(n) > MAX_SIZE for n in re.findall(r"\d+", spec)):
+            raise SecurityError(f"format spec {spec!r} is too large")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 \
+                and abs(left) > 1 and right * abs(left).bit_length() > 64 * MAX_SIZE:
+            raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and _is_int(n) \
+                        and len(seq) * n > MAX_SIZE:
+                    raise SecurityError(f"a value of {len(seq) * n:,} items is too large")
+        if operator == "%" and isinstance(left, str):
+            _check_printf(left)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format(value.__self__)
+        return wrapped
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_builtin_center = _ENV.filters["center"]
+_builtin_format = _ENV.filters["format"]
+
+
+def _center(value: Any, width: int = 80) -> str:
+    if _is_int(width) and width > MAX_SIZE:
+        raise SecurityError(f"center width {width} is too large")
+    return str(_builtin_center(value, width))
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> str:
+    _check_printf(str(value))
+    return str(_builtin_format(value, *args, **kwargs))
+
+
+_ENV.filters.update(center=_center, format=_format)
 for _name in ("lipsum", "cycler", "joiner", "namespace"):
     _ENV.globals.pop(_name, None)
 GLOBALS = frozenset(_ENV.globals)
@@ -57,7 +128,7 @@ class Part:
             return f".{self.value}"
         if self.kind == "const":
             return f"[{self.value!r}]"
-        return "[…]"
+        return f"[{_expr_text(self.value)}]"
 
 
 @dataclass(frozen=True)
@@ -73,28 +144,52 @@ class Ref:
 class Compiled:
     """A parsed template: its references, and a render function."""
 
-    __slots__ = ("source", "native", "refs", "names", "_fn", "_expr")
+    __slots__ = ("source", "native", "refs", "names", "_fn", "_expr", "_ast", "_simple")
 
     def __init__(self, source: str) -> None:
         self.source = source
         m = _WHOLE.match(source)
         whole = m is not None and not _MARKERS.search(m.group("expr"))
+        self._fn: Any = None
+        self._expr: Any = None
+        self._ast: nodes.Template | None = None
+        self._simple = _simple_parse(source)
+        if self._simple is not None:
+            # Plain reference chains, the common case: no Jinja parse, no code generation.
+            self.native = whole
+            refs, line = [], 1  # a reference's line within the template, for positions
+            for c in self._simple:
+                if isinstance(c, str):
+                    line += c.count("\n")
+                elif c[0] in SCOPE:
+                    refs.append(Ref(c[0], tuple(c[1]), line))
+            self.refs = tuple(refs)
+            self.names = frozenset(c[0] for c in self._simple if isinstance(c, tuple))
+            return
         try:
-            if whole and m is not None:
-                expr = m.group("expr")
-                ast = _ENV.parse("{{" + expr + "}}")
-                self._expr = _ENV.compile_expression(expr, undefined_to_none=False)
-                self._fn = None
-            else:
-                ast = _ENV.parse(source)
-                self._fn = _ENV.from_string(source)
-                self._expr = None
+            ast = _ENV.parse(source)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
         self.native = whole
         self.refs, self.names = _analyse(ast)
+        # Code generation is the expensive half of Jinja; do it only when first rendered.
+        self._ast = ast
+
+    def _compile(self) -> None:
+        m = _WHOLE.match(self.source)
+        if self.native and m is not None:
+            self._expr = _ENV.compile_expression(m.group("expr"), undefined_to_none=False)
+        else:
+            self._fn = _ENV.from_string(self._ast if self._ast is not None else self.source)
+        self._ast = None
 
     def render(self, context: dict[str, Any]) -> Any:
+        if self._simple is not None:
+            value = _simple_render(self._simple, context, self.native)
+            if value is not _MISS:
+                return value
+        if self._fn is None and self._expr is None:
+            self._compile()
         try:
             if self._expr is not None:
                 value = self._expr(**context)
@@ -111,6 +206,93 @@ class Compiled:
             raise
         except Exception as exc:  # noqa: BLE001 - any error inside user code is the user's
             raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+# --- the fast path for plain reference chains ------------------------------------------
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_SEG = re.compile(r"\{\{\s*(" + _NAME + r"(?:\s*(?:\.\s*" + _NAME +
+                  r"|\[\s*(?:-?[0-9]+|'[^'\\]*'|\"[^\"\\]*\"|index(?:\s*[-+]\s*[0-9]+)?)\s*\]))*)"
+                  r"\s*\}\}")
+_TOKEN = re.compile(r"\.\s*(" + _NAME + r")|\[\s*(-?[0-9]+|'[^'\\]*'|\"[^\"\\]*\"|index"
+                    r"(?:\s*([-+])\s*([0-9]+))?)\s*\]")
+_MISS: Any = object()
+
+
+def _simple_parse(source: str) -> list[Any] | None:
+    """Text and `{{ name(.attr|[const]|[index±n])* }}` segments, or None if the template
+    is anything else (filters, operators, tags: Jinja handles those)."""
+    out: list[Any] = []
+    pos = 0
+    for m in _SEG.finditer(source):
+        out.append(source[pos:m.start()])
+        chain = m.group(1)
+        root = re.match(_NAME, chain)
+        assert root is not None
+        name = root.group(0)
+        if name in GLOBALS or name in ("true", "false", "none", "True", "False", "None"):
+            return None
+        parts: list[Part] = []
+        rest = chain[root.end():]
+        for t in _TOKEN.finditer(rest):
+            if t.group(1):
+                if t.group(1).startswith("_"):
+                    return None  # let Jinja's analysis refuse it with its message
+                parts.append(Part("attr", t.group(1)))
+            else:
+                raw = t.group(2)
+                if raw.startswith(("'", '"')):
+                    parts.append(Part("const", raw[1:-1]))
+                elif raw.startswith("index"):
+                    node: nodes.Expr = nodes.Name("index", "load")
+                    if t.group(3):
+                        cls = nodes.Add if t.group(3) == "+" else nodes.Sub
+                        node = cls(node, nodes.Const(int(t.group(4))))
+                    parts.append(Part("expr", node))
+                else:
+                    parts.append(Part("const", int(raw)))
+        out.append((name, parts))
+        pos = m.end()
+    out.append(source[pos:])
+    text = "".join(x for x in out if isinstance(x, str))
+    if _MARKERS.search(text) or "}}" in text:
+        return None
+    return out
+
+
+def _simple_render(segments: list[Any], ctx: dict[str, Any], native: bool) -> Any:
+    pieces: list[str] = []
+    value: Any = None
+    for seg in segments:
+        if isinstance(seg, str):
+            if seg:
+                pieces.append(seg)
+            continue
+        name, parts = seg
+        if name not in ctx:
+            return _MISS
+        value = ctx[name]
+        for p in parts:
+            if p.kind == "expr":
+                i = _arith(p.value, ctx.get("index"))
+                if i is None or not isinstance(value, list) or not -len(value) <= i < len(value):
+                    return _MISS
+                value = value[i]
+            elif isinstance(value, dict):
+                if p.value not in value:
+                    return _MISS
+                value = value[p.value]
+            elif isinstance(value, list) and isinstance(p.value, int):
+                if not -len(value) <= p.value < len(value):
+                    return _MISS
+                value = value[p.value]
+            else:
+                return _MISS  # attributes of other objects: Jinja's sandbox decides
+        if isinstance(value, Undefined):
+            return _MISS
+        if not native:
+            pieces.append(str(value))
+    return value if native else "".join(pieces)
 
 
 def _undefined_message(msg: str) -> str:
@@ -214,35 +396,52 @@ def index_value(part: Part, index: int | None) -> int | None:
             else None
     if part.kind != "expr":
         return None
-    node = part.value
-    for n in node.find_all(nodes.Name):
-        if n.name != "index":
-            return None
-    if index is None and any(True for _ in node.find_all(nodes.Name)):
-        return None
-    allowed = (nodes.Name, nodes.Const, nodes.Add, nodes.Sub, nodes.Mul, nodes.FloorDiv,
-               nodes.Mod, nodes.Neg, nodes.Pos)
-    if not isinstance(node, allowed) or any(not isinstance(n, allowed)
-                                            for n in node.find_all(nodes.Node)):
-        return None
-    try:
-        v = _ENV.compile_expression(_source_of(node), undefined_to_none=False)(index=index)
-    except Exception:  # noqa: BLE001 - unknowable before the run; the render will tell
-        return None
-    return v if isinstance(v, int) else None
+    return _arith(part.value, index)
 
 
-def _source_of(node: nodes.Node) -> str:
+_OPS: dict[type, Any] = {
+    nodes.Add: lambda a, b: a + b, nodes.Sub: lambda a, b: a - b,
+    nodes.Mul: lambda a, b: a * b,
+    nodes.FloorDiv: lambda a, b: a // b if b else None,
+    nodes.Mod: lambda a, b: a % b if b else None,
+}
+
+
+def _arith(node: nodes.Node, index: int | None) -> int | None:
+    if isinstance(node, nodes.Name):
+        return index if node.name == "index" else None
+    if isinstance(node, nodes.Const):
+        v = node.value
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+    if isinstance(node, nodes.Neg):
+        v = _arith(node.node, index)
+        return -v if v is not None else None
+    if isinstance(node, nodes.Pos):
+        return _arith(node.node, index)
+    op = _OPS.get(type(node))
+    if op is not None:
+        a = _arith(node.left, index)  # type: ignore[attr-defined]
+        b = _arith(node.right, index)  # type: ignore[attr-defined]
+        return op(a, b) if a is not None and b is not None else None
+    return None
+
+
+_OP_TEXT: dict[type, str] = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*",
+                             nodes.FloorDiv: "//", nodes.Mod: "%", nodes.Div: "/"}
+
+
+def _expr_text(node: nodes.Node, top: bool = True) -> str:
+    """An index expression as the author wrote it (near enough), for messages."""
     if isinstance(node, nodes.Name):
         return node.name
     if isinstance(node, nodes.Const):
         return repr(node.value)
     if isinstance(node, nodes.Neg):
-        return f"(-{_source_of(node.node)})"
-    if isinstance(node, nodes.Pos):
-        return f"(+{_source_of(node.node)})"
-    ops = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.FloorDiv: "//", nodes.Mod: "%"}
-    for cls, op in ops.items():
-        if isinstance(node, cls):
-            return f"({_source_of(node.left)} {op} {_source_of(node.right)})"  # type: ignore[attr-defined]
-    raise ValueError(node)
+        return "-" + _expr_text(node.node, False)
+    if isinstance(node, nodes.Getattr):
+        return f"{_expr_text(node.node, False)}.{node.attr}"
+    op = _OP_TEXT.get(type(node))
+    if op is None:
+        return "…"
+    text = f"{_expr_text(node.left, False)} {op} {_expr_text(node.right, False)}"  # type: ignore[attr-defined]
+    return text if top else f"({text})"

@@ -204,7 +204,8 @@ def test_auth_and_credit_errors_stop_every_new_submission(tmp_path: Path, exc: E
     prov = ScriptedProvider(ledger, {"words[0]": [exc]})
     eng = run_engine(tmp_path, prov, keep_going=True, concurrency=1)
     assert eng.status == "failed"  # type: ignore[attr-defined]
-    assert eng.stop_reason and str(exc) in eng.stop_reason
+    assert eng.stop_reason
+    assert str(exc) in eng.stop_reason
     assert len(ledger.created) == 1
     assert all(r.status in ("failed", "skipped") for r in eng.records.values())
 

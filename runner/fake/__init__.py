@@ -32,11 +32,19 @@ __all__ = ["PROTOCOLS", "ConfigError", "FakeServer"]
 class FakeServer:
     """A fake service in a background thread; a context manager that starts and stops it."""
 
-    def __init__(self, protocol: str = "sunoapi", *, host: str = "127.0.0.1", port: int = 0,
-                 config: dict[str, Any] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        protocol: str = "sunoapi",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
         if protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {protocol!r}; expected one of "
-                              f"{', '.join(PROTOCOLS)}")
+            raise ConfigError(
+                f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}"
+            )
         self.protocol = protocol
         self.world = World(protocol, {**(config or {}), **options})
         self.app = App(self.world, PROTOCOLS[protocol](self.world))
@@ -46,10 +54,14 @@ class FakeServer:
 
     def start(self) -> FakeServer:
         if self._httpd is None:
+            self.world.stopping.clear()
             self._httpd = make_server(self.app, *self._address)
-            self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name=f"fake-{self.protocol}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                name=f"fake-{self.protocol}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -68,8 +80,12 @@ class FakeServer:
     def __enter__(self) -> FakeServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     @property

@@ -18,8 +18,9 @@ from runner.fake.config import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runner.fake",
-                                     description="Serve a fake Suno-style API on loopback.")
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.fake", description="Serve a fake Suno-style API on loopback."
+    )
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="sunoapi")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
@@ -38,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             with open(args.config, encoding="utf-8") as fh:
                 config = json.load(fh)
-        flags = {"latency_scale": args.latency_scale, "api_key": args.api_key,
-                 "credits": args.credits, "seed": args.seed}
+        flags = {
+            "latency_scale": args.latency_scale,
+            "api_key": args.api_key,
+            "credits": args.credits,
+            "seed": args.seed,
+        }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")
         config.update({k: v for k, v in flags.items() if v is not None})

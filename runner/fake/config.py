@@ -54,8 +54,15 @@ LATENCY: dict[str, dict[str, Any]] = {
 }
 # Operations that default to the music latency when not configured.
 MUSIC_OPS = frozenset(
-    {"generate", "extend", "upload_cover", "upload_extend", "add_vocals", "add_instrumental",
-     "replace_section"}
+    {
+        "generate",
+        "extend",
+        "upload_cover",
+        "upload_extend",
+        "add_vocals",
+        "add_instrumental",
+        "replace_section",
+    }
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -78,8 +85,20 @@ DEFAULTS: dict[str, Any] = {
 
 MATCH_KEYS = frozenset({"path", "method", "op", "json"})
 ACTION_KEYS = frozenset(
-    {"envelope_code", "http_status", "after_create", "delay", "reset", "fail_task", "code",
-     "message", "truncate_download", "slow_download", "expired", "status"}
+    {
+        "envelope_code",
+        "http_status",
+        "after_create",
+        "delay",
+        "reset",
+        "fail_task",
+        "code",
+        "message",
+        "truncate_download",
+        "slow_download",
+        "expired",
+        "status",
+    }
 )
 # At least one of these makes an action do something.
 MAIN_ACTIONS = ACTION_KEYS - {"after_create", "code", "message", "status"}
@@ -180,8 +199,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("the configuration must be a JSON object")
     unknown = set(config) - set(DEFAULTS)
     if unknown:
-        raise ConfigError(f"unknown configuration key(s) {sorted(unknown)}; known: "
-                          f"{sorted(DEFAULTS)}")
+        raise ConfigError(
+            f"unknown configuration key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
     full = copy.deepcopy(DEFAULTS)
     full.update(copy.deepcopy(config))
     if isinstance(full["seed"], bool) or not isinstance(full["seed"], int):
@@ -215,8 +235,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("clip_duration", "continuation_duration"):
         if _number(full[key], key) <= 0:
             raise ConfigError(f"{key}: must be > 0")
-    if full["upload_duration"] is not None and _number(full["upload_duration"],
-                                                       "upload_duration") <= 0:
+    if (
+        full["upload_duration"] is not None
+        and _number(full["upload_duration"], "upload_duration") <= 0
+    ):
         raise ConfigError("upload_duration: must be > 0")
     for key in ("clips_per_task", "lyrics_variants"):
         if isinstance(full[key], bool) or not isinstance(full[key], int) or full[key] < 1:

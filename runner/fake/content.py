@@ -9,8 +9,16 @@ from __future__ import annotations
 import hashlib
 import re
 
-_STYLES = ["indie pop, dreamy", "lo-fi hip hop, mellow", "synthwave, retro", "folk, acoustic",
-           "surf rock, upbeat", "ambient, airy", "funk, groovy", "dream pop, shimmering"]
+_STYLES = [
+    "indie pop, dreamy",
+    "lo-fi hip hop, mellow",
+    "synthwave, retro",
+    "folk, acoustic",
+    "surf rock, upbeat",
+    "ambient, airy",
+    "funk, groovy",
+    "dream pop, shimmering",
+]
 _SECTION = re.compile(r"^\s*\[[^\]]*\]\s*$")
 
 

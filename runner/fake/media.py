@@ -1,7 +1,7 @@
 """Small, real, deterministic media files for the fake to serve, made with ffmpeg.
 
-Audio is a plain sine tone, cached per (format, duration) so that an album of same-length
-clips costs one encode; the image and the video are single constants. Bytes are
+Audio is a plain sine tone, cached per (format, whole seconds) so that an album of
+same-length clips costs one encode; the image and the video are single constants. Bytes are
 deterministic for a given ffmpeg build (`-bitexact`, no metadata), so tests can compare
 hashes within a run.
 """
@@ -43,8 +43,22 @@ def _encode(args: list[str], suffix: str) -> bytes:
         out = Path(tmp) / f"out.{suffix}"
         # A seekable output file (not a pipe) lets the muxers write their headers
         # (Xing for MP3, moov for MP4) the way a real download would have them.
-        cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args,
-               "-fflags", "+bitexact", "-flags", "+bitexact", "-map_metadata", "-1", str(out)]
+        cmd = [
+            ffmpeg(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            *args,
+            "-fflags",
+            "+bitexact",
+            "-flags",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            str(out),
+        ]
         proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise MediaError(proc.stderr.decode(errors="replace").strip() or "ffmpeg failed")
@@ -54,27 +68,52 @@ def _encode(args: list[str], suffix: str) -> bytes:
 def _make(fmt: str, duration: float) -> bytes:
     tone = f"sine=frequency=440:sample_rate=22050:duration={duration:.2f}"
     if fmt == "mp3":
-        return _encode(["-f", "lavfi", "-i", tone, "-ac", "1", "-c:a", "libmp3lame",
-                        "-b:a", "32k"], "mp3")
+        return _encode(
+            ["-f", "lavfi", "-i", tone, "-ac", "1", "-c:a", "libmp3lame", "-b:a", "32k"], "mp3"
+        )
     if fmt == "m4a":
-        return _encode(["-f", "lavfi", "-i", tone, "-ac", "1", "-c:a", "aac", "-b:a", "32k"],
-                       "m4a")
+        return _encode(["-f", "lavfi", "-i", tone, "-ac", "1", "-c:a", "aac", "-b:a", "32k"], "m4a")
     if fmt == "wav":
         return _encode(["-f", "lavfi", "-i", tone, "-ac", "1", "-c:a", "pcm_s16le"], "wav")
     if fmt == "png":
-        return _encode(["-f", "lavfi", "-i", "color=c=0x336699:s=64x64:d=1",
-                        "-frames:v", "1"], "png")
+        return _encode(
+            ["-f", "lavfi", "-i", "color=c=0x336699:s=64x64:d=1", "-frames:v", "1"], "png"
+        )
     if fmt == "mp4":
-        return _encode(["-f", "lavfi", "-i", "color=c=0x336699:s=64x64:r=2:d=2",
-                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050:duration=2",
-                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-                        "-c:a", "aac", "-b:a", "32k", "-shortest"], "mp4")
+        return _encode(
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=0x336699:s=64x64:r=2:d=2",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=22050:duration=2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "32k",
+                "-shortest",
+            ],
+            "mp4",
+        )
     raise MediaError(f"unknown media format {fmt!r}")
 
 
 def render(fmt: str, duration: float = 0.0) -> bytes:
-    """The bytes of a `fmt` file lasting `duration` seconds (ignored for png and mp4)."""
-    key = (fmt, round(duration, 2) if fmt in ("mp3", "m4a", "wav") else 0.0)
+    """The bytes of a `fmt` file lasting `duration` seconds (ignored for png and mp4).
+
+    Audio lasts `duration` rounded to whole seconds: extends at arbitrary `continueAt`
+    values would otherwise each cost an encode. The JSON answers carry the exact value.
+    """
+    key = (fmt, float(max(1, round(duration))) if fmt in ("mp3", "m4a", "wav") else 0.0)
     with _guard:
         if key in _cache:
             return _cache[key]
@@ -82,7 +121,7 @@ def render(fmt: str, duration: float = 0.0) -> bytes:
     # One encode per key even when many downloads ask for it at once.
     with lock:
         if key not in _cache:
-            data = _make(fmt, max(key[1], 0.1))
+            data = _make(fmt, key[1])
             with _guard:
                 _cache[key] = data
     return _cache[key]
@@ -96,8 +135,12 @@ def probe_duration(data: bytes) -> float | None:
     with tempfile.TemporaryDirectory(prefix="sunoflow-fake-") as tmp:
         src = Path(tmp) / "in"
         src.write_bytes(data)
-        proc = subprocess.run([ffmpeg(), "-hide_banner", "-nostdin", "-i", str(src)],
-                              capture_output=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [ffmpeg(), "-hide_banner", "-nostdin", "-i", str(src)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
     found = _DURATION.search(proc.stderr)
     if not found:
         return None

@@ -26,8 +26,13 @@ from runner.fake.state import Clip, NoCredits, Resource, Task
 DEFAULT_MV = "chirp-v3-0"  # new-api's default when `mv` is empty
 MV_PATTERN = re.compile(r"^chirp-[a-z0-9-]+$")
 MUSIC_OPS = frozenset({"generate", "extend", "concat", "upload"})
-ACTIONS = {"generate": "MUSIC", "extend": "MUSIC", "lyrics": "LYRICS", "concat": "CONCAT",
-           "upload": "UPLOAD"}
+ACTIONS = {
+    "generate": "MUSIC",
+    "extend": "MUSIC",
+    "lyrics": "LYRICS",
+    "concat": "CONCAT",
+    "upload": "UPLOAD",
+}
 
 
 def _text(body: dict[str, Any], key: str) -> str:
@@ -55,8 +60,16 @@ def _history(clips: dict[str, Clip], clip: Clip) -> list[dict[str, Any]]:
     chain: list[dict[str, Any]] = []
     current = clip
     while current.extra.get("source") in clips:
-        chain.insert(0, {"id": current.extra["source"], "continue_at": current.extra["continue_at"],
-                         "type": "gen", "source": "web", "infill": False})
+        chain.insert(
+            0,
+            {
+                "id": current.extra["source"],
+                "continue_at": current.extra["continue_at"],
+                "type": "gen",
+                "source": "web",
+                "infill": False,
+            },
+        )
         current = clips[current.extra["source"]]
     return chain
 
@@ -70,8 +83,9 @@ class NewApi(Protocol):
         if method == "POST" and path.startswith("/suno/submit/"):
             action = path.removeprefix("/suno/submit/").lower()
             if action == "music":
-                extend = isinstance(body, dict) and bool(body.get("continue_clip_id")
-                                                         or body.get("task_id"))
+                extend = isinstance(body, dict) and bool(
+                    body.get("continue_clip_id") or body.get("task_id")
+                )
                 return Route("extend" if extend else "generate", self.music)
             if action == "lyrics":
                 return Route("lyrics", self.lyrics)
@@ -88,12 +102,20 @@ class NewApi(Protocol):
 
     # -- envelopes -----------------------------------------------------------------------
 
-    def error(self, route: Route | None, code: int | str, msg: str, *,
-              http_status: int | None = None, data: Any = None) -> Response:
+    def error(
+        self,
+        route: Route | None,
+        code: int | str,
+        msg: str,
+        *,
+        http_status: int | None = None,
+        data: Any = None,
+    ) -> Response:
         if http_status is None:
             http_status = code if isinstance(code, int) and 400 <= code < 600 else 400
-        return Response.json_body({"code": str(code), "message": msg, "data": data},
-                                  http_status, envelope_code=str(code))
+        return Response.json_body(
+            {"code": str(code), "message": msg, "data": data}, http_status, envelope_code=str(code)
+        )
 
     def not_found(self, method: str, path: str) -> Response:
         # gin's answer for a route that does not exist.
@@ -110,8 +132,9 @@ class NewApi(Protocol):
 
     @staticmethod
     def success(data: Any) -> Response:
-        return Response.json_body({"code": "success", "message": "", "data": data},
-                                  envelope_code="success")
+        return Response.json_body(
+            {"code": "success", "message": "", "data": data}, envelope_code="success"
+        )
 
     # -- submits ---------------------------------------------------------------------------
 
@@ -120,21 +143,49 @@ class NewApi(Protocol):
             raise ApiError("invalid_request", "the request body must be a JSON object")
         return req.json
 
-    def _submit(self, req: Request, op: str, params: dict[str, Any],
-                data: dict[str, Any] | None = None) -> Task:
+    def _submit(
+        self, req: Request, op: str, params: dict[str, Any], data: dict[str, Any] | None = None
+    ) -> Task:
         try:
             # new-api gives the quota back for every failed task.
-            return self.world.create_task(req.entry, req.fault, task_id=self.world.new_relay_id(),
-                                          op=op, params=params, refund_on_fail="all", data=data)
+            return self.world.create_task(
+                req.entry,
+                req.fault,
+                task_id=self.world.new_relay_id(),
+                op=op,
+                params=params,
+                refund_on_fail="all",
+                data=data,
+            )
         except NoCredits as exc:
             raise ApiError("quota_not_enough", str(exc), http_status=403) from None
 
-    def _add_clip(self, task: Task, *, mv: str, title: str, tags: str, lyrics: str,
-                  instrumental: bool, duration: float, extra: dict[str, Any]) -> None:
+    def _add_clip(
+        self,
+        task: Task,
+        *,
+        mv: str,
+        title: str,
+        tags: str,
+        lyrics: str,
+        instrumental: bool,
+        duration: float,
+        extra: dict[str, Any],
+    ) -> None:
         world = self.world
-        clip = Clip(id=world.new_uuid(), task_id=task.id, title=title, tags=tags, lyrics=lyrics,
-                    model=mv, model_name=mv, duration=round(duration, 2),
-                    instrumental=instrumental, created=task.created, extra=extra)
+        clip = Clip(
+            id=world.new_uuid(),
+            task_id=task.id,
+            title=title,
+            tags=tags,
+            lyrics=lyrics,
+            model=mv,
+            model_name=mv,
+            duration=round(duration, 2),
+            instrumental=instrumental,
+            created=task.created,
+            extra=extra,
+        )
         world.add_clip(clip)
         world.add_file(f"audio/{clip.id}.mp3", Resource("mp3", clip.duration))
         world.add_file(f"image/{clip.id}.png", Resource("png"))
@@ -147,8 +198,7 @@ class NewApi(Protocol):
         body = self._body(req)
         mv = _text(body, "mv") or DEFAULT_MV
         if not MV_PATTERN.match(mv):
-            raise ApiError("invalid_request", f"mv must be a model id such as chirp-v4; "
-                                              f"got {mv!r}")
+            raise ApiError("invalid_request", f"mv must be a model id such as chirp-v4; got {mv!r}")
         instrumental = body.get("make_instrumental", False)
         if not isinstance(instrumental, bool):
             raise ApiError("invalid_request", "make_instrumental must be true or false")
@@ -156,8 +206,9 @@ class NewApi(Protocol):
         description = _text(body, "gpt_description_prompt")
         clip_id, origin_id = _text(body, "continue_clip_id"), _text(body, "task_id")
         if clip_id and not origin_id:
-            raise ApiError("invalid_request", "continue_clip_id needs task_id (the task that "
-                                              "made the clip)")
+            raise ApiError(
+                "invalid_request", "continue_clip_id needs task_id (the task that made the clip)"
+            )
         if origin_id and not clip_id:
             raise ApiError("invalid_request", "task_id needs continue_clip_id")
         config = self.world.config
@@ -167,11 +218,17 @@ class NewApi(Protocol):
             if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
                 raise ApiError("invalid_request", "continue_at (seconds) is required")
             if not 0 < at < source.duration:
-                raise ApiError("invalid_request", f"continue_at must be > 0 and < the clip's "
-                                                  f"duration {source.duration}")
+                raise ApiError(
+                    "invalid_request",
+                    f"continue_at must be > 0 and < the clip's duration {source.duration}",
+                )
             whole = (config["extend_returns"] or "continuation") == "whole"
-            extra = {"type": "gen", "source": source.id, "continue_at": float(at),
-                     "continuation_only": not whole}
+            extra = {
+                "type": "gen",
+                "source": source.id,
+                "continue_at": float(at),
+                "continuation_only": not whole,
+            }
             duration = config["continuation_duration"] + (float(at) if whole else 0.0)
             title, tags = title or source.title, tags or source.tags
             lyrics = "" if instrumental else prompt
@@ -191,8 +248,16 @@ class NewApi(Protocol):
             raise ApiError("invalid_request", "prompt_empty")
         task = self._submit(req, op, body)
         for _ in range(config["clips_per_task"]):
-            self._add_clip(task, mv=mv, title=title, tags=tags, lyrics=lyrics,
-                           instrumental=instrumental, duration=duration, extra=dict(extra))
+            self._add_clip(
+                task,
+                mv=mv,
+                title=title,
+                tags=tags,
+                lyrics=lyrics,
+                instrumental=instrumental,
+                duration=duration,
+                extra=dict(extra),
+            )
         return self.success(task.id)
 
     def _continuable(self, origin_id: str, clip_id: str) -> Clip:
@@ -211,9 +276,16 @@ class NewApi(Protocol):
         prompt = _text(body, "prompt")
         if not prompt:
             raise ApiError("invalid_request", "prompt_empty")
-        task = self._submit(req, "lyrics", body, data={
-            "id": self.world.new_uuid(), "title": content.title_from(prompt),
-            "text": content.lyrics_from(prompt)})
+        task = self._submit(
+            req,
+            "lyrics",
+            body,
+            data={
+                "id": self.world.new_uuid(),
+                "title": content.title_from(prompt),
+                "text": content.lyrics_from(prompt),
+            },
+        )
         return self.success(task.id)
 
     def concat(self, req: Request) -> Response:
@@ -232,12 +304,28 @@ class NewApi(Protocol):
         if origin is None or not origin.succeeded(self.world.now()):
             raise ApiError("invalid_request", f"clip {clip_id} has not finished successfully")
         task = self._submit(req, "concat", body)
-        self._add_clip(task, mv=clip.model, title=clip.title, tags=clip.tags, lyrics=clip.lyrics,
-                       instrumental=clip.instrumental, duration=_full_length(clips, clip),
-                       extra={"type": "concat", "concat_history": [
-                           *_history(clips, clip), {"id": clip.id, "continue_at": None,
-                                                    "type": "gen", "source": "web",
-                                                    "infill": False}]})
+        self._add_clip(
+            task,
+            mv=clip.model,
+            title=clip.title,
+            tags=clip.tags,
+            lyrics=clip.lyrics,
+            instrumental=clip.instrumental,
+            duration=_full_length(clips, clip),
+            extra={
+                "type": "concat",
+                "concat_history": [
+                    *_history(clips, clip),
+                    {
+                        "id": clip.id,
+                        "continue_at": None,
+                        "type": "gen",
+                        "source": "web",
+                        "infill": False,
+                    },
+                ],
+            },
+        )
         return self.success(task.id)
 
     def upload(self, req: Request) -> Response:
@@ -257,9 +345,16 @@ class NewApi(Protocol):
                 raise ApiError("invalid_request", f"{url} is not a readable audio file")
         name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).rsplit(".", 1)[0]
         task = self._submit(req, "upload", body)
-        self._add_clip(task, mv="chirp-upload", title=content.title_from(name or "upload"),
-                       tags="", lyrics="", instrumental=False, duration=float(duration),
-                       extra={"type": "upload"})
+        self._add_clip(
+            task,
+            mv="chirp-upload",
+            title=content.title_from(name or "upload"),
+            tags="",
+            lyrics="",
+            instrumental=False,
+            duration=float(duration),
+            extra={"type": "upload"},
+        )
         return self.success(task.id)
 
     # -- fetch -------------------------------------------------------------------------------
@@ -277,33 +372,48 @@ class NewApi(Protocol):
         world = self.world
         done = status == "SUCCESS"
         started = status in ("IN_PROGRESS", "SUCCESS")
-        clip_status = {"SUCCESS": "complete", "FAILURE": "error", "IN_PROGRESS": "streaming",
-                       "QUEUED": "queued"}.get(status, "submitted")
+        clip_status = {
+            "SUCCESS": "complete",
+            "FAILURE": "error",
+            "IN_PROGRESS": "streaming",
+            "QUEUED": "queued",
+        }.get(status, "submitted")
         audio = world.url(req.base, f"audio/{clip.id}.mp3") if started else ""
         image = world.url(req.base, f"image/{clip.id}.png") if started else ""
         task = world.task(clip.task_id)
         failure = task.fail if task is not None and status == "FAILURE" else None
         with world.lock:
-            clips = dict(world.clips)
+            history = _history(world.clips, clip)
         metadata: dict[str, Any] = {
-            "tags": clip.tags, "prompt": clip.lyrics,
+            "tags": clip.tags,
+            "prompt": clip.lyrics,
             "gpt_description_prompt": clip.extra.get("gpt_description_prompt"),
-            "audio_prompt_id": None, "type": clip.extra.get("type", "gen"),
-            "duration": clip.duration if done else None, "stream": True,
+            "audio_prompt_id": None,
+            "type": clip.extra.get("type", "gen"),
+            "duration": clip.duration if done else None,
+            "stream": True,
             "refund_credits": failure is not None,
             "error_type": "generation_error" if failure else None,
             "error_message": (failure.get("message") or failure["status"]) if failure else None,
-            "history": _history(clips, clip) or None,
+            "history": history or None,
             "concat_history": clip.extra.get("concat_history"),
         }
         created = dt.datetime.fromtimestamp(world.epoch_ms(clip.created) / 1000, dt.UTC)
-        return {"id": clip.id, "video_url": world.url(req.base, f"video/{clip.id}.mp4")
-                if done else "", "audio_url": audio, "image_url": image,
-                "image_large_url": image, "is_video_pending": not done,
-                "major_model_version": clip.model.removeprefix("chirp-"),
-                "model_name": clip.model_name, "status": clip_status, "title": clip.title,
-                "text": clip.lyrics, "metadata": metadata,
-                "created_at": created.isoformat().replace("+00:00", "Z")}
+        return {
+            "id": clip.id,
+            "video_url": world.url(req.base, f"video/{clip.id}.mp4") if done else "",
+            "audio_url": audio,
+            "image_url": image,
+            "image_large_url": image,
+            "is_video_pending": not done,
+            "major_model_version": clip.model.removeprefix("chirp-"),
+            "model_name": clip.model_name,
+            "status": clip_status,
+            "title": clip.title,
+            "text": clip.lyrics,
+            "metadata": metadata,
+            "created_at": created.isoformat().replace("+00:00", "Z"),
+        }
 
     def _dto(self, req: Request, task: Task) -> dict[str, Any]:
         world = self.world
@@ -311,9 +421,12 @@ class NewApi(Protocol):
         data: Any
         if task.op == "lyrics":
             lyric = task.data
-            data = {"id": lyric["id"], "status": {"SUCCESS": "complete", "FAILURE": "error"}
-                    .get(status, "running"), "title": lyric["title"] if status == "SUCCESS"
-                    else "", "text": lyric["text"] if status == "SUCCESS" else ""}
+            data = {
+                "id": lyric["id"],
+                "status": {"SUCCESS": "complete", "FAILURE": "error"}.get(status, "running"),
+                "title": lyric["title"] if status == "SUCCESS" else "",
+                "text": lyric["text"] if status == "SUCCESS" else "",
+            }
         else:
             with world.lock:
                 clips = [world.clips[c] for c in task.clips]
@@ -323,12 +436,17 @@ class NewApi(Protocol):
             fail_reason = task.fail.get("message") or task.fail["status"]
         started = status in ("IN_PROGRESS", "SUCCESS", "FAILURE")
         return {
-            "task_id": task.id, "action": ACTIONS[task.op], "status": status,
-            "fail_reason": fail_reason, "submit_time": world.epoch_ms(task.created),
+            "task_id": task.id,
+            "action": ACTIONS[task.op],
+            "status": status,
+            "fail_reason": fail_reason,
+            "submit_time": world.epoch_ms(task.created),
             "start_time": world.epoch_ms(task.created + 0.15 * task.wall) if started else 0,
             "finish_time": world.epoch_ms(task.created + task.wall)
-            if status in ("SUCCESS", "FAILURE") else 0,
-            "progress": "100%" if status in ("SUCCESS", "FAILURE")
+            if status in ("SUCCESS", "FAILURE")
+            else 0,
+            "progress": "100%"
+            if status in ("SUCCESS", "FAILURE")
             else f"{min(99, int(fraction * 100))}%",
             "data": data,
         }

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import json
 import socket
+import socketserver
 import struct
 import sys
 import threading
@@ -38,8 +39,9 @@ from runner.fake.state import World
 class ApiError(Exception):
     """Raised by a protocol handler; the protocol turns it into its error envelope."""
 
-    def __init__(self, code: int | str, msg: str, *, http_status: int | None = None,
-                 data: Any = None) -> None:
+    def __init__(
+        self, code: int | str, msg: str, *, http_status: int | None = None, data: Any = None
+    ) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
@@ -59,10 +61,6 @@ class Request:
     entry: dict[str, Any]
     fault: dict[str, Any] | None = None  # a fired fail_task rule, for the task it creates
 
-    @property
-    def json_error(self) -> bool:
-        return bool(self.body.strip()) and self.json is None
-
 
 @dataclass
 class Response:
@@ -77,19 +75,25 @@ class Response:
     rate: float | None = None  # bytes per second
 
     @classmethod
-    def json_body(cls, obj: Any, status: int = 200,
-                  envelope_code: int | str | None = None) -> Response:
+    def json_body(
+        cls, obj: Any, status: int = 200, envelope_code: int | str | None = None
+    ) -> Response:
         body = json.dumps(obj, ensure_ascii=False).encode()
         return cls(status=status, body=body, envelope_code=envelope_code)
 
 
 def gateway_error(status: int) -> Response:
     """What an nginx in front of the service answers when its upstream misbehaves."""
-    reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable",
-              504: "Gateway Time-out"}.get(status, "Error")
-    html = (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
-            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-            "</body>\r\n</html>\r\n")
+    reason = {
+        502: "Bad Gateway",
+        503: "Service Temporarily Unavailable",
+        504: "Gateway Time-out",
+    }.get(status, "Error")
+    html = (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
     return Response(status=status, body=html.encode(), content_type="text/html")
 
 
@@ -112,8 +116,15 @@ class Protocol:
         """The route for a request; `body` (parsed JSON or None) may refine the op."""
         raise NotImplementedError
 
-    def error(self, route: Route | None, code: int | str, msg: str, *,
-              http_status: int | None = None, data: Any = None) -> Response:
+    def error(
+        self,
+        route: Route | None,
+        code: int | str,
+        msg: str,
+        *,
+        http_status: int | None = None,
+        data: Any = None,
+    ) -> Response:
         raise NotImplementedError
 
     def not_found(self, method: str, path: str) -> Response:
@@ -131,8 +142,7 @@ class Protocol:
 
 def _authorized(headers: Message, key: str) -> bool:
     scheme, _, token = (headers.get("Authorization") or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
-                                                              key.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 class App:
@@ -175,8 +185,12 @@ class App:
         after = bool(action and action.get("after_create"))
         if action and "envelope_code" in action and not is_file:
             code = action["envelope_code"]
-            resp = self.protocol.error(route, code, action.get("message") or f"fault {code}",
-                                       http_status=action.get("http_status"))
+            resp = self.protocol.error(
+                route,
+                code,
+                action.get("message") or f"fault {code}",
+                http_status=action.get("http_status"),
+            )
         elif action and "http_status" in action and not after:
             resp = gateway_error(action["http_status"])
         elif action and action.get("reset") and not after:
@@ -204,11 +218,12 @@ class App:
         try:
             return route.handler(req)
         except ApiError as exc:
-            return self.protocol.error(route, exc.code, exc.msg, http_status=exc.http_status,
-                                       data=exc.data)
+            return self.protocol.error(
+                route, exc.code, exc.msg, http_status=exc.http_status, data=exc.data
+            )
 
     def _serve_file(self, req: Request, action: dict[str, Any] | None) -> Response:
-        key = req.path[len("/files/"):]
+        key = req.path[len("/files/") :]
         resource, gen, expired = self.world.lookup(key, req.query.get("v"))
         if resource is None:
             return Response(404, b"Not Found", "text/plain")
@@ -217,8 +232,10 @@ class App:
             expired = True
         if expired:
             status = int(action.get("status", 403)) if action else 403
-            xml = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied"
-                   b"</Code><Message>Request has expired</Message></Error>")
+            xml = (
+                b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied'
+                b"</Code><Message>Request has expired</Message></Error>"
+            )
             return Response(status, xml, "application/xml")
         resp = Response(200, resource.content(), resource.content_type())
         if action and action.get("truncate_download"):
@@ -240,9 +257,15 @@ class App:
         if (method, path) == ("GET", "/_fake/config"):
             return Response.json_body(world.public_config())
         if (method, path) == ("GET", "/_fake/state"):
-            return Response.json_body({"protocol": world.protocol, "credits": world.balance(),
-                                       "now": world.now(), "tasks": len(world.tasks),
-                                       "requests": len(world.log)})
+            return Response.json_body(
+                {
+                    "protocol": world.protocol,
+                    "credits": world.balance(),
+                    "now": world.now(),
+                    "tasks": len(world.tasks),
+                    "requests": len(world.log),
+                }
+            )
         if (method, path) == ("POST", "/_fake/config"):
             if not isinstance(payload, dict):
                 return Response.json_body({"error": "expected a JSON object"}, 400)
@@ -256,7 +279,7 @@ class App:
         if (method, path) == ("POST", "/_fake/advance"):
             seconds = payload.get("seconds") if isinstance(payload, dict) else None
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-                return Response.json_body({"error": "expected {\"seconds\": N >= 0}"}, 400)
+                return Response.json_body({"error": 'expected {"seconds": N >= 0}'}, 400)
             return Response.json_body({"now": world.advance(float(seconds))})
         return Response.json_body({"error": f"no control endpoint {method} {path}"}, 404)
 
@@ -268,6 +291,12 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60  # an idle keep-alive connection frees its thread after this
     server: _HTTPServer
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle's algorithm
+        # and the client's delayed ACK add ~40 ms to every keep-alive answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_GET(self) -> None:
         self._handle()
 
@@ -278,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -305,8 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
         if resp.reset:
             self.close_connection = True
             # SO_LINGER 0: close() sends RST, so the client sees "connection reset".
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             return
         self.send_response(resp.status)
@@ -323,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         if resp.rate:
             step = max(1, int(resp.rate / 20))
             for start in range(0, len(body), step):
-                self.wfile.write(body[start:start + step])
+                self.wfile.write(body[start : start + step])
                 if stopping.wait(step / resp.rate):
                     break
         else:
@@ -343,6 +371,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup that can take
+        # seconds; the fake never needs the server name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conn_lock:

@@ -189,9 +189,17 @@ class World:
             self.settle()
             return self.credits
 
-    def create_task(self, entry: dict[str, Any], fault: dict[str, Any] | None, *, task_id: str,
-                    op: str, params: dict[str, Any], refund_on_fail: str = "531",
-                    data: dict[str, Any] | None = None) -> Task:
+    def create_task(
+        self,
+        entry: dict[str, Any],
+        fault: dict[str, Any] | None,
+        *,
+        task_id: str,
+        op: str,
+        params: dict[str, Any],
+        refund_on_fail: str = "531",
+        data: dict[str, Any] | None = None,
+    ) -> Task:
         """Charge for `op` (or raise NoCredits), draw its latency and record the task.
 
         `refund_on_fail` says which failures give the credits back: "531" (sunoapi: only
@@ -201,16 +209,26 @@ class World:
             self.settle()
             price = cfg.price(self.config, op)
             if price > self.credits:
-                raise NoCredits(f"insufficient credits: {op} costs {price}, "
-                                f"balance {self.credits}")
+                raise NoCredits(f"insufficient credits: {op} costs {price}, balance {self.credits}")
             self.credits -= price
             latency = cfg.draw_latency(self.rng, cfg.latency_spec(self.config, op))
-            task = Task(id=task_id, op=op, protocol=self.protocol, created=self.now(),
-                        latency=latency, wall=latency * self.config["latency_scale"],
-                        params=params, price=price, data=data or {})
+            task = Task(
+                id=task_id,
+                op=op,
+                protocol=self.protocol,
+                created=self.now(),
+                latency=latency,
+                wall=latency * self.config["latency_scale"],
+                params=params,
+                price=price,
+                data=data or {},
+            )
             if fault is not None and "fail_task" in fault:
-                task.fail = {"status": fault["fail_task"], "code": fault.get("code"),
-                             "message": fault.get("message")}
+                task.fail = {
+                    "status": fault["fail_task"],
+                    "code": fault.get("code"),
+                    "message": fault.get("message"),
+                }
                 if refund_on_fail == "all" or fault.get("code") == 531:
                     self.refunds.append(task)
             self.tasks[task_id] = task
@@ -278,7 +296,7 @@ class World:
         if parts.netloc not in ours or not parts.path.startswith("/files/"):
             return False, None
         version = dict(parse_qsl(parts.query)).get("v")
-        resource, _, expired = self.lookup(unquote(parts.path)[len("/files/"):], version)
+        resource, _, expired = self.lookup(unquote(parts.path)[len("/files/") :], version)
         return True, None if expired else resource
 
     def duration_of(self, resource: Resource) -> float | None:
@@ -296,18 +314,26 @@ class World:
             self.settle()
             price = cfg.price(self.config, op)
             if price > self.credits:
-                raise NoCredits(f"insufficient credits: {op} costs {price}, "
-                                f"balance {self.credits}")
+                raise NoCredits(f"insufficient credits: {op} costs {price}, balance {self.credits}")
             self.credits -= price
             return price
 
     # -- request log, rate limit, faults ------------------------------------------------
 
-    def begin(self, method: str, path: str, query: dict[str, str], body: Any,
-              op: str) -> dict[str, Any]:
-        entry: dict[str, Any] = {"t": round(self.now(), 6), "method": method, "path": path,
-                                 "query": query, "json": sanitize(body), "status": None,
-                                 "envelope_code": None, "task_id": None, "op": op}
+    def begin(
+        self, method: str, path: str, query: dict[str, str], body: Any, op: str
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "t": round(self.now(), 6),
+            "method": method,
+            "path": path,
+            "query": query,
+            "json": sanitize(body),
+            "status": None,
+            "envelope_code": None,
+            "task_id": None,
+            "op": op,
+        }
         with self.lock:
             self.log.append(entry)
         return entry
@@ -368,12 +394,20 @@ class World:
                 state = "running"
                 if task.done(now):
                     state = "failed" if task.fail else "succeeded"
-                out.append({
-                    "task_id": task.id, "protocol": task.protocol, "op": task.op,
-                    "t_submit": round(task.created, 6), "latency": task.latency,
-                    "wall_latency": round(task.wall, 6),
-                    "t_ready": round(task.created + task.wall, 6), "state": state,
-                    "fail_status": task.fail["status"] if task.fail else None,
-                    "price": task.price, "refunded": task.refunded, "clips": list(task.clips),
-                })
+                out.append(
+                    {
+                        "task_id": task.id,
+                        "protocol": task.protocol,
+                        "op": task.op,
+                        "t_submit": round(task.created, 6),
+                        "latency": task.latency,
+                        "wall_latency": round(task.wall, 6),
+                        "t_ready": round(task.created + task.wall, 6),
+                        "state": state,
+                        "fail_status": task.fail["status"] if task.fail else None,
+                        "price": task.price,
+                        "refunded": task.refunded,
+                        "clips": list(task.clips),
+                    }
+                )
             return out

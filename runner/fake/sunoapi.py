@@ -8,211 +8,65 @@ MP4, cover art, stems, persona, replace-section, recovery) say 402 and 429.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import math
-import mimetypes
 import re
-import urllib.request
-from email.message import Message
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from runner.fake import content
+from runner.fake.config import MUSIC_OPS
 from runner.fake.server import ApiError, Protocol, Request, Response, Route
 from runner.fake.state import Clip, NoCredits, Resource, Task
+from runner.fake.uploads import UploadHost
+from runner.fake.validation import (
+    ADD_MODELS,
+    LYRICS_PROMPT_WORDS,
+    MODEL_NAMES,
+    boolean,
+    callback,
+    check_length,
+    json_object,
+    model_field,
+    number,
+    optional_fields,
+    prompt_limit,
+    required_string,
+    song_fields,
+    source_limit,
+    string,
+    style_limit,
+    title_limit,
+)
 
-MODELS = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
-ADD_MODELS = ("V4_5PLUS", "V5", "V5_5")  # add-vocals / add-instrumental
-MODEL_NAMES = {"V4": "chirp-v4", "V4_5": "chirp-v4-5", "V4_5PLUS": "chirp-v4-5-plus",
-               "V4_5ALL": "chirp-v4-5-all", "V5": "chirp-v5", "V5_5": "chirp-v5-5"}
-NON_CUSTOM_PROMPT_LIMIT = 500
-LYRICS_PROMPT_WORDS = 200
-
-
-def prompt_limit(model: str) -> int:
-    return 3000 if model == "V4" else 5000
-
-
-def style_limit(model: str) -> int:
-    return 200 if model == "V4" else 1000
-
-
-def title_limit(model: str) -> int:
-    return 80 if model in ("V4", "V4_5ALL") else 100
-
-
-def source_limit(model: str) -> float:
-    """Longest uploaded source in seconds: 8 min, 1 min for V4_5ALL."""
-    return 60.0 if model == "V4_5ALL" else 480.0
-
-
-MUSIC_OPS = frozenset({"generate", "extend", "upload_cover", "upload_extend", "add_vocals",
-                       "add_instrumental", "replace_section"})
 STEM_OPS = frozenset({"separate_vocal", "split_stem", "split_stem_advanced"})
 SEPARATE_KEYS = {"origin": "originUrl", "instrumental": "instrumentalUrl", "vocal": "vocalUrl"}
-SPLIT_KEYS = {"vocal": "vocalUrl", "backing_vocals": "backingVocalsUrl", "drums": "drumsUrl",
-              "bass": "bassUrl", "guitar": "guitarUrl", "keyboard": "keyboardUrl",
-              "percussion": "percussionUrl", "strings": "stringsUrl", "synth": "synthUrl",
-              "fx": "fxUrl", "brass": "brassUrl", "woodwinds": "woodwindsUrl"}
-ALL_STEM_KEYS = ["originUrl", "instrumentalUrl", "vocalUrl", "backingVocalsUrl", "drumsUrl",
-                 "bassUrl", "guitarUrl", "keyboardUrl", "percussionUrl", "stringsUrl",
-                 "synthUrl", "fxUrl", "brassUrl", "woodwindsUrl"]
-RECOVERY_ERRORS = {"no_audio_id_mappings", "account_missing", "get_tokens_failed",
-                   "feed_failed", "clip_error", "clip_not_complete", "mango_transfer_failed"}
-DEFAULT_FAIL_CODES = {"SENSITIVE_WORD_ERROR": 400, "GENERATE_AUDIO_FAILED": 501,
-                      "GENERATE_LYRICS_FAILED": 501}
+SPLIT_KEYS = {
+    "vocal": "vocalUrl",
+    "backing_vocals": "backingVocalsUrl",
+    "drums": "drumsUrl",
+    "bass": "bassUrl",
+    "guitar": "guitarUrl",
+    "keyboard": "keyboardUrl",
+    "percussion": "percussionUrl",
+    "strings": "stringsUrl",
+    "synth": "synthUrl",
+    "fx": "fxUrl",
+    "brass": "brassUrl",
+    "woodwinds": "woodwindsUrl",
+}
+ALL_STEM_KEYS = ["originUrl", "instrumentalUrl", *SPLIT_KEYS.values()]
+RECOVERY_ERRORS = frozenset(
+    "no_audio_id_mappings account_missing get_tokens_failed feed_failed clip_error "
+    "clip_not_complete mango_transfer_failed".split()
+)
+DEFAULT_FAIL_CODES = {
+    "SENSITIVE_WORD_ERROR": 400,
+    "GENERATE_AUDIO_FAILED": 501,
+    "GENERATE_LYRICS_FAILED": 501,
+}
 CLASSIC, NEWER, UPLOAD = "classic", "newer", "upload"
-
-
-# -- request validation -------------------------------------------------------------------
-
-def _body(req: Request) -> dict[str, Any]:
-    if not isinstance(req.json, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return req.json
-
-
-def _str(body: dict[str, Any], key: str, *, required: bool = True,
-         allow_empty: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None or (value == "" and not allow_empty):
-        if required:
-            raise ApiError(400, f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise ApiError(400, f"{key} must be a string")
-    if required and not allow_empty and not value.strip():
-        raise ApiError(400, f"{key} is required")
-    return value
-
-
-def _req_str(body: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
-    value = _str(body, key, allow_empty=allow_empty)
-    assert value is not None
-    return value
-
-
-def _bool(body: dict[str, Any], key: str, *, required: bool = True) -> bool | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{key} is required")
-        return None
-    if not isinstance(value, bool):
-        raise ApiError(400, f"{key} must be true or false")
-    return value
-
-
-def _number(body: dict[str, Any], key: str, *, required: bool = True) -> float | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{key} is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ApiError(400, f"{key} must be a number")
-    return float(value)
-
-
-def _model(body: dict[str, Any], allowed: tuple[str, ...] = MODELS,
-           default: str | None = None) -> str:
-    model = body.get("model", default)
-    if model is None:
-        raise ApiError(400, "model is required")
-    if model not in allowed:
-        raise ApiError(400, f"model must be one of {', '.join(allowed)}; got {model!r}")
-    return str(model)
-
-
-def _callback(body: dict[str, Any], *, required: bool = True) -> None:
-    url = _str(body, "callBackUrl", required=required)
-    if url is not None and not re.match(r"^https?://[^\s/]+", url):
-        raise ApiError(400, "callBackUrl must be an http(s) URL")
-
-
-def _limit(key: str, value: str | None, limit: int, model: str | None = None) -> None:
-    if value is not None and len(value) > limit:
-        scope = f" for model {model}" if model else ""
-        raise ApiError(413, f"{key} is too long: {len(value)} characters, the limit{scope} "
-                            f"is {limit}")
-
-
-def _optional(body: dict[str, Any]) -> None:
-    """The optional fields shared by the music family."""
-    gender = body.get("vocalGender")
-    if gender is not None and gender not in ("m", "f"):
-        raise ApiError(400, "vocalGender must be 'm' or 'f'")
-    for key in ("styleWeight", "weirdnessConstraint", "audioWeight"):
-        value = _number(body, key, required=False)
-        if value is None:
-            continue
-        if not 0.0 <= value <= 1.0:
-            raise ApiError(400, f"{key} must be between 0 and 1")
-        if abs(value * 100 - round(value * 100)) > 1e-6:
-            raise ApiError(400, f"{key} must be a multiple of 0.01")
-    persona_model = body.get("personaModel")
-    if persona_model is not None and persona_model not in ("style_persona", "voice_persona"):
-        raise ApiError(400, "personaModel must be style_persona or voice_persona")
-    for key in ("negativeTags", "personaId"):
-        _str(body, key, required=False, allow_empty=True)
-
-
-def _song_fields(body: dict[str, Any], custom: bool, instrumental: bool,
-                 model: str) -> tuple[str, str, str]:
-    """(title, tags, lyrics) of a generate-like request, checked against 2.1's rules."""
-    if custom:
-        style = _req_str(body, "style")
-        title = _req_str(body, "title")
-        prompt = _str(body, "prompt", required=not instrumental)
-        _limit("prompt", prompt, prompt_limit(model), model)
-        _limit("style", style, style_limit(model), model)
-        _limit("title", title, title_limit(model), model)
-        return title, style, "" if instrumental else (prompt or "")
-    prompt = _req_str(body, "prompt")
-    _limit("prompt", prompt, NON_CUSTOM_PROMPT_LIMIT)
-    lyrics = "" if instrumental else content.lyrics_from(prompt)
-    return content.title_from(prompt), content.tags_from(prompt), lyrics
-
-
-def _sniff_mime(data: bytes, name: str) -> str:
-    guessed = mimetypes.guess_type(name)[0]
-    if guessed:
-        return guessed
-    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio/mpeg"
-    if data.startswith(b"RIFF"):
-        return "audio/wav"
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data[4:8] == b"ftyp":
-        return "audio/mp4"
-    return "application/octet-stream"
-
-
-def _multipart(req: Request) -> dict[str, tuple[str | None, bytes]]:
-    """name -> (filename, bytes) of a multipart/form-data body."""
-    header = Message()
-    header["content-type"] = req.headers.get("Content-Type") or ""
-    boundary = header.get_param("boundary")
-    if header.get_content_type() != "multipart/form-data" or not isinstance(boundary, str):
-        raise ApiError(400, "expected a multipart/form-data body")
-    fields: dict[str, tuple[str | None, bytes]] = {}
-    for part in req.body.split(b"--" + boundary.encode())[1:]:
-        if part.startswith(b"--"):
-            break
-        head, _, data = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        disposition = Message()
-        for line in head.decode("utf-8", "replace").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-disposition":
-                disposition["content-disposition"] = value.strip()
-        field_name = disposition.get_param("name", header="content-disposition")
-        if isinstance(field_name, str):
-            fields[field_name] = (disposition.get_filename(), data.removesuffix(b"\r\n"))
-    return fields
 
 
 class SunoApi(Protocol):
@@ -220,6 +74,7 @@ class SunoApi(Protocol):
 
     def __init__(self, world: Any) -> None:
         super().__init__(world)
+        uploads = UploadHost(self.world)
         v1 = "/api/v1"
         post, get = "POST", "GET"
         self.routes: dict[tuple[str, str], Route] = {
@@ -228,13 +83,15 @@ class SunoApi(Protocol):
             (post, f"{v1}/generate/upload-cover"): Route("upload_cover", self.upload_cover),
             (post, f"{v1}/generate/upload-extend"): Route("upload_extend", self.upload_extend),
             (post, f"{v1}/generate/add-vocals"): Route("add_vocals", self.add_vocals),
-            (post, f"{v1}/generate/add-instrumental"):
-                Route("add_instrumental", self.add_instrumental),
+            (post, f"{v1}/generate/add-instrumental"): Route(
+                "add_instrumental", self.add_instrumental
+            ),
             (get, f"{v1}/generate/record-info"): Route("poll", self.music_record),
             (post, f"{v1}/lyrics"): Route("lyrics", self.lyrics),
             (get, f"{v1}/lyrics/record-info"): Route("poll", self.lyrics_record),
-            (post, f"{v1}/generate/get-timestamped-lyrics"):
-                Route("timestamped_lyrics", self.timestamped_lyrics),
+            (post, f"{v1}/generate/get-timestamped-lyrics"): Route(
+                "timestamped_lyrics", self.timestamped_lyrics
+            ),
             (post, f"{v1}/style/generate"): Route("style", self.style),
             (post, f"{v1}/vocal-removal/generate"): Route("separate", self.separate, NEWER),
             (get, f"{v1}/vocal-removal/record-info"): Route("poll", self.stems_record, NEWER),
@@ -245,18 +102,22 @@ class SunoApi(Protocol):
             (post, f"{v1}/suno/cover/generate"): Route("cover", self.cover, NEWER),
             (get, f"{v1}/suno/cover/record-info"): Route("poll", self.cover_record, NEWER),
             (post, f"{v1}/generate/generate-persona"): Route("persona", self.persona, NEWER),
-            (post, f"{v1}/generate/replace-section"):
-                Route("replace_section", self.replace_section, NEWER),
+            (post, f"{v1}/generate/replace-section"): Route(
+                "replace_section", self.replace_section, NEWER
+            ),
             (get, f"{v1}/generate/credit"): Route("credit", self.credit),
             (post, f"{v1}/suno/recovery"): Route("recovery", self.recovery, NEWER),
-            (get, f"{v1}/suno/recovery/record-info"):
-                Route("poll", self.recovery_record, NEWER),
-            (post, "/api/file-base64-upload"): Route("upload_base64", self.upload_base64, UPLOAD),
-            (post, "/api/file-stream-upload"): Route("upload_stream", self.upload_stream, UPLOAD),
-            (post, "/api/file-url-upload"): Route("upload_url", self.upload_url, UPLOAD),
+            (get, f"{v1}/suno/recovery/record-info"): Route("poll", self.recovery_record, NEWER),
+            (post, "/api/file-base64-upload"): Route(
+                "upload_base64", uploads.upload_base64, UPLOAD
+            ),
+            (post, "/api/file-stream-upload"): Route(
+                "upload_stream", uploads.upload_stream, UPLOAD
+            ),
+            (post, "/api/file-url-upload"): Route("upload_url", uploads.upload_url, UPLOAD),
         }
 
-    # -- envelopes -----------------------------------------------------------------------
+    # -- routing and envelopes -----------------------------------------------------------------------
 
     def route(self, method: str, path: str, body: Any) -> Route | None:
         found = self.routes.get((method, path.rstrip("/") or "/"))
@@ -266,16 +127,24 @@ class SunoApi(Protocol):
             return Route(op, found.handler, found.family)
         return found
 
-    def error(self, route: Route | None, code: int | str, msg: str, *,
-              http_status: int | None = None, data: Any = None) -> Response:
+    def error(
+        self,
+        route: Route | None,
+        code: int | str,
+        msg: str,
+        *,
+        http_status: int | None = None,
+        data: Any = None,
+    ) -> Response:
         body: dict[str, Any] = {"code": code, "msg": msg, "data": data}
         if route is not None and route.family == UPLOAD:
             body = {"success": False, **body}
         return Response.json_body(body, http_status or 200, envelope_code=code)
 
     def not_found(self, method: str, path: str) -> Response:
-        return self.error(None, 404, f"invalid request method or path: {method} {path}",
-                          http_status=404)
+        return self.error(
+            None, 404, f"invalid request method or path: {method} {path}", http_status=404
+        )
 
     def unauthorized(self, route: Route) -> Response:
         return self.error(route, 401, "You do not have access permissions")
@@ -289,16 +158,22 @@ class SunoApi(Protocol):
 
     @staticmethod
     def ok(data: Any) -> Response:
-        return Response.json_body({"code": 200, "msg": "success", "data": data},
-                                  envelope_code=200)
+        return Response.json_body({"code": 200, "msg": "success", "data": data}, envelope_code=200)
 
     # -- shared pieces -------------------------------------------------------------------
 
-    def _submit(self, req: Request, op: str, family: str, params: dict[str, Any],
-                data: dict[str, Any] | None = None) -> Task:
+    def _submit(
+        self,
+        req: Request,
+        op: str,
+        family: str,
+        params: dict[str, Any],
+        data: dict[str, Any] | None = None,
+    ) -> Task:
         try:
-            return self.world.create_task(req.entry, req.fault, task_id=self.world.new_hex(),
-                                          op=op, params=params, data=data)
+            return self.world.create_task(
+                req.entry, req.fault, task_id=self.world.new_hex(), op=op, params=params, data=data
+            )
         except NoCredits as exc:
             raise ApiError(402 if family == NEWER else 429, str(exc)) from None
 
@@ -308,22 +183,37 @@ class SunoApi(Protocol):
         except NoCredits as exc:
             raise ApiError(402 if family == NEWER else 429, str(exc)) from None
 
-    def _add_clips(self, task: Task, *, model: str, title: str, tags: str, lyrics: str,
-                   instrumental: bool, duration: float, count: int | None = None,
-                   extra: dict[str, Any] | None = None) -> None:
+    def _add_clips(
+        self,
+        task: Task,
+        *,
+        model: str,
+        title: str,
+        tags: str,
+        lyrics: str,
+        instrumental: bool,
+        duration: float,
+    ) -> None:
         world = self.world
-        for _ in range(count or world.config["clips_per_task"]):
-            clip = Clip(id=world.new_uuid(), task_id=task.id, title=title, tags=tags,
-                        lyrics=lyrics, model=model, model_name=MODEL_NAMES.get(model, model),
-                        duration=round(duration, 2), instrumental=instrumental,
-                        created=task.created, extra=dict(extra or {}))
+        for _ in range(world.config["clips_per_task"]):
+            clip = Clip(
+                id=world.new_uuid(),
+                task_id=task.id,
+                title=title,
+                tags=tags,
+                lyrics=lyrics,
+                model=model,
+                model_name=MODEL_NAMES.get(model, model),
+                duration=round(duration, 2),
+                instrumental=instrumental,
+                created=task.created,
+            )
             world.add_clip(clip)
             for key in (f"audio/{clip.id}.mp3", f"stream/{clip.id}.mp3"):
                 world.add_file(key, Resource("mp3", clip.duration))
             world.add_file(f"image/{clip.id}.png", Resource("png"))
 
-    def _finished_clip(self, audio_id: str, task_id: str | None = None,
-                       missing: int = 400) -> Clip:
+    def _finished_clip(self, audio_id: str, task_id: str | None = None, missing: int = 400) -> Clip:
         """A clip of a successful music task (of `task_id`, when given)."""
         with self.world.lock:
             clip = self.world.clips.get(audio_id)
@@ -360,8 +250,11 @@ class SunoApi(Protocol):
                 raise ApiError(400, f"uploadUrl is not a readable audio file: {url}")
             duration = probed
         if model is not None and duration > source_limit(model):
-            raise ApiError(400, f"the source audio lasts {duration:.0f} s; model {model} "
-                                f"accepts at most {source_limit(model):.0f} s")
+            raise ApiError(
+                400,
+                f"the source audio lasts {duration:.0f} s; model {model} "
+                f"accepts at most {source_limit(model):.0f} s",
+            )
         return float(duration)
 
     def _continuation(self, continue_at: float) -> float:
@@ -369,8 +262,9 @@ class SunoApi(Protocol):
         whole = (self.world.config["extend_returns"] or "whole") == "whole"
         return continue_at + extra if whole else extra
 
-    def _poll_task(self, req: Request, ops: frozenset[str], *, key: str = "taskId",
-                   missing: int = 400) -> Task:
+    def _poll_task(
+        self, req: Request, ops: frozenset[str], *, key: str = "taskId", missing: int = 400
+    ) -> Task:
         task_id = req.query.get(key)
         if not task_id:
             raise ApiError(400, f"{key} is required")
@@ -399,13 +293,13 @@ class SunoApi(Protocol):
     # -- music family ----------------------------------------------------------------------
 
     def generate(self, req: Request) -> Response:
-        body = _body(req)
-        custom = bool(_bool(body, "customMode"))
-        instrumental = bool(_bool(body, "instrumental"))
-        model = _model(body)
-        _callback(body)
-        title, tags, lyrics = _song_fields(body, custom, instrumental, model)
-        _optional(body)
+        body = json_object(req)
+        custom = bool(boolean(body, "customMode"))
+        instrumental = bool(boolean(body, "instrumental"))
+        model = model_field(body)
+        callback(body)
+        title, tags, lyrics = song_fields(body, custom, instrumental, model)
+        optional_fields(body)
         duration = float(self.world.config["clip_duration"])
         if "duration" in body:
             value = body["duration"]
@@ -414,151 +308,202 @@ class SunoApi(Protocol):
             if custom and model == "V5_5":
                 duration = float(value)
         task = self._submit(req, "generate", CLASSIC, body)
-        self._add_clips(task, model=model, title=title, tags=tags, lyrics=lyrics,
-                        instrumental=instrumental, duration=duration)
+        self._add_clips(
+            task,
+            model=model,
+            title=title,
+            tags=tags,
+            lyrics=lyrics,
+            instrumental=instrumental,
+            duration=duration,
+        )
         return self.ok({"taskId": task.id})
 
     def extend(self, req: Request) -> Response:
-        body = _body(req)
-        custom = bool(_bool(body, "defaultParamFlag"))
-        audio_id = _req_str(body, "audioId")
-        model = _model(body)
-        _callback(body)
+        body = json_object(req)
+        custom = bool(boolean(body, "defaultParamFlag"))
+        audio_id = required_string(body, "audioId")
+        model = model_field(body)
+        callback(body)
         source = self._finished_clip(audio_id)
         if source.model != model:
             raise ApiError(400, f"model must match the source track's model {source.model}")
-        instrumental = _bool(body, "instrumental", required=False)
+        instrumental = boolean(body, "instrumental", required=False)
         instrumental = source.instrumental if instrumental is None else instrumental
         if custom:
-            style = _req_str(body, "style")
-            title = _req_str(body, "title")
-            continue_at = _number(body, "continueAt")
+            style = required_string(body, "style")
+            title = required_string(body, "title")
+            continue_at = number(body, "continueAt")
             assert continue_at is not None
             if not 0 < continue_at < source.duration:
-                raise ApiError(400, f"continueAt must be > 0 and < the source duration "
-                                    f"{source.duration}")
-            prompt = _str(body, "prompt", required=not instrumental)
-            _limit("prompt", prompt, prompt_limit(model), model)
-            _limit("style", style, style_limit(model), model)
-            _limit("title", title, title_limit(model), model)
+                raise ApiError(
+                    400, f"continueAt must be > 0 and < the source duration {source.duration}"
+                )
+            prompt = string(body, "prompt", required=not instrumental)
+            check_length("prompt", prompt, prompt_limit(model), model)
+            check_length("style", style, style_limit(model), model)
+            check_length("title", title, title_limit(model), model)
         else:
             style, title, continue_at, prompt = source.tags, source.title, source.duration, ""
-        _optional(body)
+        optional_fields(body)
         task = self._submit(req, "extend", CLASSIC, body, data={"parent": audio_id})
         lyrics = "" if instrumental else f"{source.lyrics}\n{prompt or ''}".strip()
-        self._add_clips(task, model=model, title=title, tags=style, lyrics=lyrics,
-                        instrumental=instrumental, duration=self._continuation(continue_at))
+        self._add_clips(
+            task,
+            model=model,
+            title=title,
+            tags=style,
+            lyrics=lyrics,
+            instrumental=instrumental,
+            duration=self._continuation(continue_at),
+        )
         return self.ok({"taskId": task.id})
 
     def upload_cover(self, req: Request) -> Response:
-        body = _body(req)
-        url = _req_str(body, "uploadUrl")
-        custom = bool(_bool(body, "customMode"))
-        instrumental = bool(_bool(body, "instrumental"))
-        model = _model(body)
-        _callback(body)
-        title, tags, lyrics = _song_fields(body, custom, instrumental, model)
-        _optional(body)
+        body = json_object(req)
+        url = required_string(body, "uploadUrl")
+        custom = bool(boolean(body, "customMode"))
+        instrumental = bool(boolean(body, "instrumental"))
+        model = model_field(body)
+        callback(body)
+        title, tags, lyrics = song_fields(body, custom, instrumental, model)
+        optional_fields(body)
         duration = self._source_duration(req, url, model)
         task = self._submit(req, "upload_cover", CLASSIC, body)
-        self._add_clips(task, model=model, title=title, tags=tags, lyrics=lyrics,
-                        instrumental=instrumental, duration=duration)
+        self._add_clips(
+            task,
+            model=model,
+            title=title,
+            tags=tags,
+            lyrics=lyrics,
+            instrumental=instrumental,
+            duration=duration,
+        )
         return self.ok({"taskId": task.id})
 
     def upload_extend(self, req: Request) -> Response:
-        body = _body(req)
-        url = _req_str(body, "uploadUrl")
-        custom = bool(_bool(body, "defaultParamFlag"))
-        model = _model(body)
-        _callback(body)
-        instrumental = bool(_bool(body, "instrumental", required=False))
+        body = json_object(req)
+        url = required_string(body, "uploadUrl")
+        custom = bool(boolean(body, "defaultParamFlag"))
+        model = model_field(body)
+        callback(body)
+        instrumental = bool(boolean(body, "instrumental", required=False))
         source = self._source_duration(req, url, model)
         if custom:
-            style = _req_str(body, "style")
-            title = _req_str(body, "title")
-            continue_at = _number(body, "continueAt")
+            style = required_string(body, "style")
+            title = required_string(body, "title")
+            continue_at = number(body, "continueAt")
             assert continue_at is not None
             if not 0 < continue_at < source:
-                raise ApiError(400, f"continueAt must be > 0 and < the uploaded audio's "
-                                    f"duration {source}")
-            prompt = _str(body, "prompt", required=not instrumental)
-            _limit("prompt", prompt, prompt_limit(model), model)
-            _limit("style", style, style_limit(model), model)
-            _limit("title", title, title_limit(model), model)
+                raise ApiError(
+                    400, f"continueAt must be > 0 and < the uploaded audio's duration {source}"
+                )
+            prompt = string(body, "prompt", required=not instrumental)
+            check_length("prompt", prompt, prompt_limit(model), model)
+            check_length("style", style, style_limit(model), model)
+            check_length("title", title, title_limit(model), model)
         else:
-            prompt = _str(body, "prompt", required=False)
-            _limit("prompt", prompt, prompt_limit(model), model)
+            prompt = string(body, "prompt", required=False)
+            check_length("prompt", prompt, prompt_limit(model), model)
             name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).rsplit(".", 1)[0]
             style, title, continue_at = "", content.title_from(name or "upload"), source
-        _optional(body)
+        optional_fields(body)
         task = self._submit(req, "upload_extend", CLASSIC, body)
-        self._add_clips(task, model=model, title=title, tags=style,
-                        lyrics="" if instrumental else prompt or "",
-                        instrumental=instrumental, duration=self._continuation(continue_at))
+        self._add_clips(
+            task,
+            model=model,
+            title=title,
+            tags=style,
+            lyrics="" if instrumental else prompt or "",
+            instrumental=instrumental,
+            duration=self._continuation(continue_at),
+        )
         return self.ok({"taskId": task.id})
 
     def add_vocals(self, req: Request) -> Response:
-        body = _body(req)
-        url = _req_str(body, "uploadUrl")
-        _callback(body)
-        prompt = _req_str(body, "prompt")
-        title = _req_str(body, "title")
-        _req_str(body, "negativeTags", allow_empty=True)
-        style = _req_str(body, "style")
-        model = _model(body, ADD_MODELS, default="V4_5PLUS")
-        _limit("prompt", prompt, prompt_limit(model), model)
-        _limit("style", style, style_limit(model), model)
-        _limit("title", title, title_limit(model), model)
-        _optional(body)
+        body = json_object(req)
+        url = required_string(body, "uploadUrl")
+        callback(body)
+        prompt = required_string(body, "prompt")
+        title = required_string(body, "title")
+        required_string(body, "negativeTags", allow_empty=True)
+        style = required_string(body, "style")
+        model = model_field(body, ADD_MODELS, default="V4_5PLUS")
+        check_length("prompt", prompt, prompt_limit(model), model)
+        check_length("style", style, style_limit(model), model)
+        check_length("title", title, title_limit(model), model)
+        optional_fields(body)
         duration = self._source_duration(req, url, model)
         task = self._submit(req, "add_vocals", CLASSIC, body)
-        self._add_clips(task, model=model, title=title, tags=style, lyrics=prompt,
-                        instrumental=False, duration=duration)
+        self._add_clips(
+            task,
+            model=model,
+            title=title,
+            tags=style,
+            lyrics=prompt,
+            instrumental=False,
+            duration=duration,
+        )
         return self.ok({"taskId": task.id})
 
     def add_instrumental(self, req: Request) -> Response:
-        body = _body(req)
-        url = _req_str(body, "uploadUrl")
-        title = _req_str(body, "title")
-        negative = _req_str(body, "negativeTags", allow_empty=True)
-        tags = _req_str(body, "tags")
-        _callback(body)
-        model = _model(body, ADD_MODELS, default="V4_5PLUS")
-        _limit("negativeTags", negative, 200)
-        _limit("tags", tags, 1000)
-        _limit("title", title, title_limit(model), model)
-        _optional(body)
+        body = json_object(req)
+        url = required_string(body, "uploadUrl")
+        title = required_string(body, "title")
+        negative = required_string(body, "negativeTags", allow_empty=True)
+        tags = required_string(body, "tags")
+        callback(body)
+        model = model_field(body, ADD_MODELS, default="V4_5PLUS")
+        check_length("negativeTags", negative, 200)
+        check_length("tags", tags, 1000)
+        check_length("title", title, title_limit(model), model)
+        optional_fields(body)
         duration = self._source_duration(req, url, model)
         task = self._submit(req, "add_instrumental", CLASSIC, body)
-        self._add_clips(task, model=model, title=title, tags=tags, lyrics="",
-                        instrumental=True, duration=duration)
+        self._add_clips(
+            task,
+            model=model,
+            title=title,
+            tags=tags,
+            lyrics="",
+            instrumental=True,
+            duration=duration,
+        )
         return self.ok({"taskId": task.id})
 
     def replace_section(self, req: Request) -> Response:
-        body = _body(req)
-        task_id = _req_str(body, "taskId")
-        audio_id = _req_str(body, "audioId")
-        prompt = _req_str(body, "prompt")
-        tags = _req_str(body, "tags")
-        title = _req_str(body, "title")
-        start = _number(body, "infillStartS")
-        end = _number(body, "infillEndS")
+        body = json_object(req)
+        task_id = required_string(body, "taskId")
+        audio_id = required_string(body, "audioId")
+        prompt = required_string(body, "prompt")
+        tags = required_string(body, "tags")
+        title = required_string(body, "title")
+        start = number(body, "infillStartS")
+        end = number(body, "infillEndS")
         assert start is not None
         assert end is not None
-        _callback(body, required=False)
-        _str(body, "negativeTags", required=False, allow_empty=True)
+        callback(body, required=False)
+        string(body, "negativeTags", required=False, allow_empty=True)
         source = self._finished_clip(audio_id, task_id, missing=404)
         if not 0 <= start < end <= source.duration:
             raise ApiError(400, f"need 0 <= infillStartS < infillEndS <= {source.duration}")
         if not 6 <= end - start <= 60 or end - start > source.duration / 2:
-            raise ApiError(400, "the replaced section must last 6-60 s and at most half "
-                                "of the track")
-        _limit("prompt", prompt, prompt_limit(source.model), source.model)
-        _limit("tags", tags, style_limit(source.model), source.model)
-        _limit("title", title, title_limit(source.model), source.model)
+            raise ApiError(
+                400, "the replaced section must last 6-60 s and at most half of the track"
+            )
+        check_length("prompt", prompt, prompt_limit(source.model), source.model)
+        check_length("tags", tags, style_limit(source.model), source.model)
+        check_length("title", title, title_limit(source.model), source.model)
         task = self._submit(req, "replace_section", NEWER, body, data={"parent": audio_id})
-        self._add_clips(task, model=source.model, title=title, tags=tags, lyrics=prompt,
-                        instrumental=source.instrumental, duration=source.duration)
+        self._add_clips(
+            task,
+            model=source.model,
+            title=title,
+            tags=tags,
+            lyrics=prompt,
+            instrumental=source.instrumental,
+            duration=source.duration,
+        )
         return self.ok({"taskId": task.id})
 
     def _music_status(self, task: Task) -> str:
@@ -577,12 +522,21 @@ class SunoApi(Protocol):
         stream = world.url(req.base, f"stream/{clip.id}.mp3")
         image = world.url(req.base, f"image/{clip.id}.png")
         created = dt.datetime.fromtimestamp(world.epoch_ms(clip.created) / 1000)
-        return {"id": clip.id, "audioUrl": audio, "sourceAudioUrl": audio,
-                "streamAudioUrl": stream, "sourceStreamAudioUrl": stream, "imageUrl": image,
-                "sourceImageUrl": image, "prompt": clip.lyrics, "modelName": clip.model_name,
-                "title": clip.title, "tags": clip.tags,
-                "createTime": created.strftime("%Y-%m-%d %H:%M:%S"),
-                "duration": clip.duration if ready else None}
+        return {
+            "id": clip.id,
+            "audioUrl": audio,
+            "sourceAudioUrl": audio,
+            "streamAudioUrl": stream,
+            "sourceStreamAudioUrl": stream,
+            "imageUrl": image,
+            "sourceImageUrl": image,
+            "prompt": clip.lyrics,
+            "modelName": clip.model_name,
+            "title": clip.title,
+            "tags": clip.tags,
+            "createTime": created.strftime("%Y-%m-%d %H:%M:%S"),
+            "duration": clip.duration if ready else None,
+        }
 
     def music_record(self, req: Request) -> Response:
         task = self._poll_task(req, MUSIC_OPS)
@@ -593,31 +547,44 @@ class SunoApi(Protocol):
         # CALLBACK_EXCEPTION: only the callback failed; the songs exist (REFERENCE 2.22).
         if status in ("TEXT_SUCCESS", "FIRST_SUCCESS", "SUCCESS", "CALLBACK_EXCEPTION"):
             done = status in ("SUCCESS", "CALLBACK_EXCEPTION")
-            items = [self._suno_item(req, clip, done or (status == "FIRST_SUCCESS" and i == 0))
-                     for i, clip in enumerate(clips)]
+            items = [
+                self._suno_item(req, clip, done or (status == "FIRST_SUCCESS" and i == 0))
+                for i, clip in enumerate(clips)
+            ]
             response = {"taskId": task.id, "sunoData": items}
         failed = task.fail is not None and task.done(self.world.now())
         code, message = self._fail(task) if failed else (None, None)
         data: dict[str, Any] = {"taskId": task.id}
         if task.op in ("extend", "replace_section"):
             data["parentMusicId"] = task.data.get("parent", "")
-        data.update({"param": json.dumps(task.params, ensure_ascii=False),
-                     "response": response, "status": status, "type": task.op.upper(),
-                     "operationType": task.op, "errorCode": code, "errorMessage": message})
+        data.update(
+            {
+                "param": json.dumps(task.params, ensure_ascii=False),
+                "response": response,
+                "status": status,
+                "type": task.op.upper(),
+                "operationType": task.op,
+                "errorCode": code,
+                "errorMessage": message,
+            }
+        )
         return self.ok(data)
 
     # -- lyrics, timestamps, style -------------------------------------------------------
 
     def lyrics(self, req: Request) -> Response:
-        body = _body(req)
-        prompt = _req_str(body, "prompt")
-        _callback(body)
+        body = json_object(req)
+        prompt = required_string(body, "prompt")
+        callback(body)
         words = len(prompt.split())
         if words > LYRICS_PROMPT_WORDS:
-            raise ApiError(413, f"prompt is too long: {words} words, the limit is "
-                                f"{LYRICS_PROMPT_WORDS}")
-        variants = [{"title": content.title_from(prompt), "text": content.lyrics_from(prompt, i)}
-                    for i in range(self.world.config["lyrics_variants"])]
+            raise ApiError(
+                413, f"prompt is too long: {words} words, the limit is {LYRICS_PROMPT_WORDS}"
+            )
+        variants = [
+            {"title": content.title_from(prompt), "text": content.lyrics_from(prompt, i)}
+            for i in range(self.world.config["lyrics_variants"])
+        ]
         task = self._submit(req, "lyrics", CLASSIC, body, data={"variants": variants})
         return self.ok({"taskId": task.id})
 
@@ -633,62 +600,102 @@ class SunoApi(Protocol):
             code, message = self._fail(task)
         elif task.done(now):
             status = "SUCCESS"
-            response = {"taskId": task.id,
-                        "data": [{**v, "status": "complete", "errorMessage": ""}
-                                 for v in task.data["variants"]]}
-        return self.ok({"taskId": task.id, "param": json.dumps(task.params, ensure_ascii=False),
-                        "response": response, "status": status, "type": "LYRICS",
-                        "errorCode": code, "errorMessage": message})
+            response = {
+                "taskId": task.id,
+                "data": [
+                    {**v, "status": "complete", "errorMessage": ""} for v in task.data["variants"]
+                ],
+            }
+        return self.ok(
+            {
+                "taskId": task.id,
+                "param": json.dumps(task.params, ensure_ascii=False),
+                "response": response,
+                "status": status,
+                "type": "LYRICS",
+                "errorCode": code,
+                "errorMessage": message,
+            }
+        )
 
     def timestamped_lyrics(self, req: Request) -> Response:
-        body = _body(req)
-        task_id = _req_str(body, "taskId")
-        clip = self._finished_clip(_req_str(body, "audioId"), task_id)
+        body = json_object(req)
+        task_id = required_string(body, "taskId")
+        clip = self._finished_clip(required_string(body, "audioId"), task_id)
         self._charge("timestamped_lyrics", CLASSIC)
         words = [] if clip.instrumental else content.sung_words(clip.lyrics)
         # Spread the words evenly over the middle 90 % of the clip.
         step = clip.duration * 0.9 / max(len(words), 1)
-        aligned = [{"word": word, "success": True, "startS": round(0.05 * clip.duration
-                                                                   + i * step, 2),
-                    "endS": round(0.05 * clip.duration + (i + 0.9) * step, 2), "palign": 0}
-                   for i, word in enumerate(words)]
+        aligned = [
+            {
+                "word": word,
+                "success": True,
+                "startS": round(0.05 * clip.duration + i * step, 2),
+                "endS": round(0.05 * clip.duration + (i + 0.9) * step, 2),
+                "palign": 0,
+            }
+            for i, word in enumerate(words)
+        ]
         waveform = [round(abs(math.sin(i / 3)), 3) for i in range(100)]
-        return self.ok({"alignedWords": aligned, "waveformData": waveform,
-                        "hootCer": 0.0 if not words else 0.05, "isStreamed": False})
+        return self.ok(
+            {
+                "alignedWords": aligned,
+                "waveformData": waveform,
+                "hootCer": 0.0 if not words else 0.05,
+                "isStreamed": False,
+            }
+        )
 
     def style(self, req: Request) -> Response:
-        body = _body(req)
-        text = _req_str(body, "content")
+        body = json_object(req)
+        text = required_string(body, "content")
         task_id = self.world.new_hex()
         req.entry["task_id"] = task_id
         created = self.world.epoch_ms(self.world.now())
         if req.fault and "fail_task" in req.fault:
-            return self.ok({"taskId": task_id, "param": text, "result": None,
-                            "creditsConsumed": 0, "creditsRemaining": self.world.balance(),
-                            "successFlag": "2", "errorCode": req.fault.get("code") or 500,
-                            "errorMessage": req.fault.get("message") or req.fault["fail_task"],
-                            "createTime": created})
+            return self.ok(
+                {
+                    "taskId": task_id,
+                    "param": text,
+                    "result": None,
+                    "creditsConsumed": 0,
+                    "creditsRemaining": self.world.balance(),
+                    "successFlag": "2",
+                    "errorCode": req.fault.get("code") or 500,
+                    "errorMessage": req.fault.get("message") or req.fault["fail_task"],
+                    "createTime": created,
+                }
+            )
         price = self._charge("style", CLASSIC)
         result = f"{text}, {content.tags_from(text)}, polished production, wide stereo image"
-        return self.ok({"taskId": task_id, "param": text, "result": result,
-                        "creditsConsumed": price, "creditsRemaining": self.world.balance(),
-                        "successFlag": "1", "errorCode": None, "errorMessage": "",
-                        "createTime": created})
+        return self.ok(
+            {
+                "taskId": task_id,
+                "param": text,
+                "result": result,
+                "creditsConsumed": price,
+                "creditsRemaining": self.world.balance(),
+                "successFlag": "1",
+                "errorCode": None,
+                "errorMessage": "",
+                "createTime": created,
+            }
+        )
 
     # -- derived products: stems, WAV, MP4, cover art, persona --------------------------
 
     def separate(self, req: Request) -> Response:
-        body = _body(req)
+        body = json_object(req)
         kind = body.get("type", "separate_vocal")
         if kind not in STEM_OPS:
             raise ApiError(400, f"type must be one of {', '.join(sorted(STEM_OPS))}")
-        _callback(body)
+        callback(body)
         if body.get("audioUrl") and not body.get("taskId"):
-            url = _req_str(body, "audioUrl")
+            url = required_string(body, "audioUrl")
             duration, audio_id = self._source_duration(req, url, None), ""
         else:
-            task_id = _req_str(body, "taskId")
-            audio_id = _req_str(body, "audioId")
+            task_id = required_string(body, "taskId")
+            audio_id = required_string(body, "audioId")
             duration = self._finished_clip(audio_id, task_id, missing=404).duration
         if kind == "separate_vocal":
             stems = SEPARATE_KEYS
@@ -699,8 +706,9 @@ class SunoApi(Protocol):
             if stem not in SPLIT_KEYS:
                 raise ApiError(400, f"stemName must be one of {', '.join(SPLIT_KEYS)}")
             stems = {stem: SPLIT_KEYS[stem]}
-        task = self._submit(req, kind, NEWER, body,
-                            data={"audio_id": audio_id, "stems": dict(stems)})
+        task = self._submit(
+            req, kind, NEWER, body, data={"audio_id": audio_id, "stems": dict(stems)}
+        )
         for stem in stems:
             self.world.add_file(f"stems/{task.id}/{stem}.mp3", Resource("mp3", duration))
         return self.ok({"taskId": task.id})
@@ -716,13 +724,24 @@ class SunoApi(Protocol):
                 response[key] = self.world.url(req.base, f"stems/{task.id}/{stem}.mp3")
         code, message = self._fail(task) if flag not in ("PENDING", "SUCCESS") else (None, None)
         audio_id = task.data["audio_id"]
-        return self.ok({"taskId": task.id, "musicId": audio_id,
-                        "callbackUrl": task.params.get("callBackUrl"), "audioId": audio_id,
-                        "completeTime": complete, "response": response, "successFlag": flag,
-                        "createTime": created, "errorCode": code, "errorMessage": message})
+        return self.ok(
+            {
+                "taskId": task.id,
+                "musicId": audio_id,
+                "callbackUrl": task.params.get("callBackUrl"),
+                "audioId": audio_id,
+                "completeTime": complete,
+                "response": response,
+                "successFlag": flag,
+                "createTime": created,
+                "errorCode": code,
+                "errorMessage": message,
+            }
+        )
 
-    def _once(self, req: Request, op: str, owner: str, params: dict[str, Any],
-              data: dict[str, Any]) -> Task:
+    def _once(
+        self, req: Request, op: str, owner: str, params: dict[str, Any], data: dict[str, Any]
+    ) -> Task:
         """Create the one `op` record for `owner`; 409 with the existing taskId otherwise.
 
         A failed record does not count: asking again is the way to retry it.
@@ -731,17 +750,18 @@ class SunoApi(Protocol):
             existing = self.world.task(self.world.singletons.get((op, owner)))
             now = self.world.now()
             if existing is not None and not (existing.done(now) and existing.fail):
-                raise ApiError(409, f"a {op} record already exists for {owner}",
-                               data={"taskId": existing.id})
+                raise ApiError(
+                    409, f"a {op} record already exists for {owner}", data={"taskId": existing.id}
+                )
             task = self._submit(req, op, NEWER, params, data=data)
             self.world.singletons[(op, owner)] = task.id
             return task
 
     def wav(self, req: Request) -> Response:
-        body = _body(req)
-        task_id = _req_str(body, "taskId")
-        audio_id = _req_str(body, "audioId")
-        _callback(body)
+        body = json_object(req)
+        task_id = required_string(body, "taskId")
+        audio_id = required_string(body, "audioId")
+        callback(body)
         clip = self._finished_clip(audio_id, task_id, missing=404)
         task = self._once(req, "wav", audio_id, body, {"audio_id": audio_id})
         self.world.add_file(f"wav/{task.id}.wav", Resource("wav", clip.duration))
@@ -755,18 +775,27 @@ class SunoApi(Protocol):
         if flag == "SUCCESS":
             response = {"audioWavUrl": self.world.url(req.base, f"wav/{task.id}.wav")}
         code, message = self._fail(task) if flag not in ("PENDING", "SUCCESS") else (None, None)
-        return self.ok({"taskId": task.id, "musicId": task.data["audio_id"],
-                        "callbackUrl": task.params.get("callBackUrl"), "completeTime": complete,
-                        "response": response, "successFlag": flag, "createTime": created,
-                        "errorCode": code, "errorMessage": message})
+        return self.ok(
+            {
+                "taskId": task.id,
+                "musicId": task.data["audio_id"],
+                "callbackUrl": task.params.get("callBackUrl"),
+                "completeTime": complete,
+                "response": response,
+                "successFlag": flag,
+                "createTime": created,
+                "errorCode": code,
+                "errorMessage": message,
+            }
+        )
 
     def mp4(self, req: Request) -> Response:
-        body = _body(req)
-        task_id = _req_str(body, "taskId")
-        audio_id = _req_str(body, "audioId")
-        _callback(body)
+        body = json_object(req)
+        task_id = required_string(body, "taskId")
+        audio_id = required_string(body, "audioId")
+        callback(body)
         for key in ("author", "domainName"):
-            _limit(key, _str(body, key, required=False, allow_empty=True), 50)
+            check_length(key, string(body, key, required=False, allow_empty=True), 50)
         self._finished_clip(audio_id, task_id, missing=404)
         task = self._once(req, "mp4", audio_id, body, {"audio_id": audio_id})
         self.world.add_file(f"video/{task.id}.mp4", Resource("mp4"))
@@ -781,15 +810,25 @@ class SunoApi(Protocol):
             response = {"videoUrl": self.world.url(req.base, f"video/{task.id}.mp4")}
         code, message = self._fail(task) if flag not in ("PENDING", "SUCCESS") else (None, None)
         audio_id = task.data["audio_id"]
-        return self.ok({"taskId": task.id, "musicId": audio_id,
-                        "callbackUrl": task.params.get("callBackUrl"), "audioId": audio_id,
-                        "completeTime": complete, "response": response, "successFlag": flag,
-                        "createTime": created, "errorCode": code, "errorMessage": message})
+        return self.ok(
+            {
+                "taskId": task.id,
+                "musicId": audio_id,
+                "callbackUrl": task.params.get("callBackUrl"),
+                "audioId": audio_id,
+                "completeTime": complete,
+                "response": response,
+                "successFlag": flag,
+                "createTime": created,
+                "errorCode": code,
+                "errorMessage": message,
+            }
+        )
 
     def cover(self, req: Request) -> Response:
-        body = _body(req)
-        task_id = _req_str(body, "taskId")
-        _callback(body)
+        body = json_object(req)
+        task_id = required_string(body, "taskId")
+        callback(body)
         self._finished_task(task_id, missing=404)
         task = self._once(req, "cover", task_id, body, {"parent": task_id})
         for i in range(2):
@@ -808,27 +847,38 @@ class SunoApi(Protocol):
             code, message = self._fail(task)
         elif task.done(now):
             flag = 1
-            response = {"images": [self.world.url(req.base, f"covers/{task.id}/{i}.png")
-                                   for i in range(2)]}
+            response = {
+                "images": [self.world.url(req.base, f"covers/{task.id}/{i}.png") for i in range(2)]
+            }
         else:
             flag = 2 if task.fraction(now) >= 0.5 else 0
-        return self.ok({"taskId": task.id, "parentTaskId": task.data["parent"],
-                        "callbackUrl": task.params.get("callBackUrl"), "completeTime": complete,
-                        "response": response, "successFlag": flag, "createTime": created,
-                        "errorCode": code, "errorMessage": message})
+        return self.ok(
+            {
+                "taskId": task.id,
+                "parentTaskId": task.data["parent"],
+                "callbackUrl": task.params.get("callBackUrl"),
+                "completeTime": complete,
+                "response": response,
+                "successFlag": flag,
+                "createTime": created,
+                "errorCode": code,
+                "errorMessage": message,
+            }
+        )
 
     def persona(self, req: Request) -> Response:
-        body = _body(req)
-        task_id = _req_str(body, "taskId")
-        audio_id = _req_str(body, "audioId")
-        name = _req_str(body, "name")
-        description = _req_str(body, "description")
+        body = json_object(req)
+        task_id = required_string(body, "taskId")
+        audio_id = required_string(body, "audioId")
+        name = required_string(body, "name")
+        description = required_string(body, "description")
         self._finished_clip(audio_id, task_id, missing=404)
         with self.world.lock:
             existing = self.world.singletons.get(("persona", audio_id))
             if existing is not None:
-                raise ApiError(409, f"a persona already exists for {audio_id}",
-                               data={"personaId": existing})
+                raise ApiError(
+                    409, f"a persona already exists for {audio_id}", data={"personaId": existing}
+                )
             self._charge("persona", NEWER)
             persona_id = self.world.new_hex()
             self.world.singletons[("persona", audio_id)] = persona_id
@@ -840,9 +890,9 @@ class SunoApi(Protocol):
         return self.ok(self.world.balance())
 
     def recovery(self, req: Request) -> Response:
-        body = _body(req)
-        source_id = _req_str(body, "sunoTaskId")
-        _callback(body)
+        body = json_object(req)
+        source_id = required_string(body, "sunoTaskId")
+        callback(body)
         if self.world.task(source_id, MUSIC_OPS) is None:
             raise ApiError(404, f"sunoTaskId {source_id} not found")
         task = self._submit(req, "recovery", NEWER, body, data={"source": source_id})
@@ -858,8 +908,9 @@ class SunoApi(Protocol):
             raise ApiError(404, f"task_id {task_id} not found")
         now = self.world.now()
         if not task.done(now):
-            return Response.json_body({"code": 201, "task_id": task.id, "msg": "running",
-                                       "data": None}, envelope_code=201)
+            return Response.json_body(
+                {"code": 201, "task_id": task.id, "msg": "running", "data": None}, envelope_code=201
+            )
         source = self.world.task(task.data["source"], MUSIC_OPS)
         assert source is not None
         error = None
@@ -874,92 +925,16 @@ class SunoApi(Protocol):
             key = f"recovered/{clip.id}.m4a"
             if error is None:
                 self.world.add_file(key, Resource("m4a", clip.duration))
-            items.append({"id": clip.id, "title": clip.title,
-                          "audio_url": self.world.url(req.base, key) if error is None else None,
-                          "status": "failed" if error else "success", "error": error})
+            items.append(
+                {
+                    "id": clip.id,
+                    "title": clip.title,
+                    "audio_url": self.world.url(req.base, key) if error is None else None,
+                    "status": "failed" if error else "success",
+                    "error": error,
+                }
+            )
         code, msg = (500, "all tracks failed") if error else (200, "success")
-        return Response.json_body({"code": code, "task_id": task.id, "msg": msg,
-                                   "data": items}, envelope_code=code)
-
-    # -- the upload host -----------------------------------------------------------------
-
-    def _store(self, req: Request, data: bytes, upload_path: str, name: str | None,
-               mime: str | None = None) -> Response:
-        if upload_path.startswith("/") or upload_path.endswith("/"):
-            raise ApiError(400, "uploadPath must not start or end with '/'")
-        mime = mime or _sniff_mime(data, name or "")
-        if not name:
-            ext = mimetypes.guess_extension(mime) or ".bin"
-            name = f"{self.world.new_hex()[:16]}{ext}"
-        if "/" in name:
-            raise ApiError(400, "fileName must not contain '/'")
-        key = f"uploads/{upload_path}/{name}"
-        # Same name overwrites (2.20), and a new URL generation makes the change visible.
-        with self.world.lock:
-            replaced = key in self.world.resources
-            self.world.add_file(key, Resource("bytes", data=data, mime=mime))
-            if replaced:
-                self.world.expire(key, self.world.generation.get(key, 1))
-        uploaded = dt.datetime.fromtimestamp(self.world.epoch_ms(self.world.now()) / 1000,
-                                             dt.UTC)
-        return Response.json_body({"success": True, "code": 200,
-                                   "msg": "File uploaded successfully",
-                                   "data": {"fileName": name, "filePath": f"{upload_path}/{name}",
-                                            "downloadUrl": self.world.url(req.base, key),
-                                            "fileSize": len(data), "mimeType": mime,
-                                            "uploadedAt": uploaded.isoformat()}},
-                                  envelope_code=200)
-
-    def upload_base64(self, req: Request) -> Response:
-        body = _body(req)
-        raw = _req_str(body, "base64Data")
-        upload_path = _req_str(body, "uploadPath")
-        name = _str(body, "fileName", required=False)
-        mime = None
-        found = re.match(r"^data:([\w.+-]+/[\w.+-]+)?(;[^,]*)?,", raw)
-        if found:
-            mime, raw = found.group(1), raw[found.end():]
-        try:
-            data = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(400, "base64Data is not valid base64") from None
-        return self._store(req, data, upload_path, name, mime)
-
-    def upload_stream(self, req: Request) -> Response:
-        fields = _multipart(req)
-        if "file" not in fields:
-            raise ApiError(400, "file is required")
-        filename, data = fields["file"]
-        upload_path = fields.get("uploadPath", (None, b""))[1].decode()
-        if not upload_path:
-            raise ApiError(400, "uploadPath is required")
-        name = fields.get("fileName", (None, b""))[1].decode() or filename
-        return self._store(req, data, upload_path, name)
-
-    def upload_url(self, req: Request) -> Response:
-        body = _body(req)
-        url = _req_str(body, "fileUrl")
-        upload_path = _req_str(body, "uploadPath")
-        name = _str(body, "fileName", required=False)
-        if not re.match(r"^https?://[^\s/]+", url):
-            raise ApiError(400, "fileUrl must be an http(s) URL")
-        ours, resource = self.world.own_resource(url, req.base)
-        host = urlsplit(url).hostname or ""
-        if ours:
-            if resource is None:
-                raise ApiError(500, f"failed to download {url}")
-            data = resource.content()
-        elif host in ("127.0.0.1", "localhost", "::1"):
-            # Another server on this machine (a test's): fetch it, never through a proxy.
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            try:
-                with opener.open(url, timeout=30) as answer:
-                    data = answer.read()
-            except OSError as exc:
-                raise ApiError(500, f"failed to download {url}: {exc}") from None
-        else:
-            # No network: an outside URL stands for a tone of the configured length.
-            seconds = self.world.config["upload_duration"] or self.world.config["clip_duration"]
-            data = Resource("mp3", float(seconds)).content()
-        default_name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or None
-        return self._store(req, data, upload_path, name or default_name)
+        return Response.json_body(
+            {"code": code, "task_id": task.id, "msg": msg, "data": items}, envelope_code=code
+        )

@@ -1,0 +1,173 @@
+"""HTTP plumbing shared by the remote providers: the key, the client, the rate limiter and
+the translation of transport failures into runner.errors.
+
+Whether a failed request may have created a paid task decides whether the engine may
+retry it for free, so the translation is the same for every provider and lives here:
+
+- the request never reached the service (connect error or timeout, no free connection in
+  the pool): TransientError, for a submit as for a poll;
+- the request was sent and its answer lost (read timeout, connection reset or closed,
+  an HTTP 502/503/504 from a gateway, a 200 whose body we cannot read): for a submit
+  PossiblySubmitted (the task may exist and we will never learn its id), for a poll
+  TransientError (polling again is free).
+
+What an answer's JSON envelope means is protocol-specific; each provider reads it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
+from runner.pacing import Clock, RateLimiter
+from runner.recipe import Provider as ProviderConfig
+
+# The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
+# `.invalid` is reserved (RFC 2606): it never resolves, so no callback can leak results
+# to a stranger's host, and the service's failed callback changes nothing for a poller.
+PLACEHOLDER_CALLBACK = "https://localhost.invalid/sunoflow-callback"
+
+GATEWAY = (502, 503, 504)
+
+
+def api_key(config: ProviderConfig, env: dict[str, str]) -> str:
+    """The key from the variable the recipe names. Messages name the variable, never the
+    value."""
+    key = (env.get(config.api_key_env) or "").strip()
+    if not key:
+        raise AuthError(f"the environment variable {config.api_key_env} is not set; export "
+                        f"your {config.kind} API key in it (api_key_env names the variable)")
+    return key
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date), if any."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, its body parsed as JSON when it is JSON."""
+
+    method: str
+    path: str
+    status: int
+    headers: httpx.Headers
+    body: Any  # parsed JSON, or None
+    text: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def retry_after(self) -> float | None:
+        return retry_after(self.headers)
+
+
+class ApiClient:
+    """One httpx client with the bearer key, and one rate limiter shared by every API
+    request of a provider (submits, polls and uploads; file downloads never come here)."""
+
+    def __init__(self, config: ProviderConfig, *, env: dict[str, str], clock: Clock) -> None:
+        key = api_key(config, env)
+        self.kind = config.kind
+        self.base_url = (config.base_url or "").rstrip("/")
+        timeout = httpx.Timeout(config.request_timeout,
+                                connect=min(10.0, config.request_timeout))
+        # httpx masks the Authorization header in every repr; no other attribute holds it.
+        self.client = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
+                                        timeout=timeout, follow_redirects=False)
+        self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.kind}, {self.base_url!r})"
+
+    async def send(self, method: str, url: str, *, step: str | None, submit: bool,
+                   **kw: Any) -> Answer:
+        """Send one request (paced by the rate limiter); translate transport failures.
+
+        `url` is a path on the provider's base URL or an absolute URL (the upload host).
+        `submit` says whether the request may create a paid task.
+        """
+        full = url if "://" in url else self.base_url + url
+        path = urlsplit(full).path
+        where = f"{method} {path}"
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        self.requests += 1
+        try:
+            resp = await self.client.request(method, full, **kw)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Never connected: the service cannot have seen the request.
+            raise TransientError(f"{where}: cannot reach {urlsplit(full).netloc} "
+                                 f"({type(exc).__name__})", step=step) from exc
+        except (httpx.WriteError, httpx.WriteTimeout) as exc:
+            # The body was not fully sent, so the service cannot have acted on it.
+            raise TransientError(f"{where}: sending the request failed "
+                                 f"({type(exc).__name__})", step=step) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise StepError(f"{where}: not an http(s) URL: {full}", step=step) from exc
+        except httpx.TransportError as exc:
+            # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
+            # out and its answer was lost.
+            raise lost(where, type(exc).__name__, step=step, submit=submit) from exc
+        text = resp.text
+        try:
+            body = json.loads(text) if text.strip() else None
+        except ValueError:
+            body = None
+        return Answer(method, path, resp.status_code, resp.headers, body, text)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def lost(where: str, why: str, *, step: str | None, submit: bool) -> Exception:
+    """The error for a request whose answer was lost (or unreadable) after it was sent."""
+    if submit:
+        return PossiblySubmitted(f"{where}: the answer was lost ({why}); the service may "
+                                 "have created the task", step=step)
+    return TransientError(f"{where}: {why}", step=step)
+
+
+def http_failure(answer: Answer, *, step: str | None, submit: bool,
+                 key_env: str) -> Exception | None:
+    """The error for an answer that carries no readable service envelope, judged by its
+    HTTP status alone; None for a 2xx (the caller decides what an unreadable 2xx means)."""
+    status = answer.status
+    if status in GATEWAY:
+        # A gateway in front of the service answered: the service may have acted.
+        return lost(answer.where, f"HTTP {status} from a gateway", step=step, submit=submit)
+    if status == 401:
+        return AuthError(f"{answer.where}: the service refused the key (HTTP 401); check "
+                         f"the key in the environment variable {key_env}", step=step)
+    if status == 429:
+        return TransientError(f"{answer.where}: rate limited (HTTP 429)", step=step,
+                              retry_after=answer.retry_after)
+    if status >= 500:
+        return lost(answer.where, f"HTTP {status}", step=step, submit=submit)
+    if status >= 400:
+        snippet = " ".join(answer.text.split())[:200]
+        return StepError(f"{answer.where}: HTTP {status}: {snippet or 'no details'}",
+                         step=step, code=status)
+    return None
