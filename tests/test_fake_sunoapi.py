@@ -990,6 +990,7 @@ def test_expired_can_answer_404(srv, client):
         ]
     )
     assert client.get(items[0]["imageUrl"]).status_code == 404
+    assert client.get(items[0]["imageUrl"]).status_code == 404  # and stays so
 
 
 def test_faults_match_on_the_body(srv, client):

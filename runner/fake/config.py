@@ -1,8 +1,35 @@
 """The fake's configuration: defaults, validation, merging, prices and latency draws.
 
-A configuration is a plain JSON object (it arrives from `--config`, from keyword arguments
-of `FakeServer` and from `POST /_fake/config`), so it stays a dict; `validate` is the one
-place that checks it, and every other module may then index it without checks.
+A configuration is a plain JSON object (from `--config FILE`, from `FakeServer(**options)`
+and from `POST /_fake/config`, which merges objects key by key and replaces lists):
+
+    seed                   int, default 0: seeds latency draws, ids and fault probabilities
+    latency_scale          wall seconds per model second, default 0 (done on first poll)
+    latency                {op: dist}; dist is {"dist": "fixed", "value": s}
+                           | {"dist": "uniform", "low": a, "high": b}
+                           | {"dist": "lognormal", "median": m | "mu": mu, "sigma": s},
+                           each with optional "min"/"max" clamps; "generate" also covers
+                           the other music ops, "*" covers every op not listed
+    faults                 [{"match": {...}, "action": {...}, "times": N|null,
+                             "probability": p}], first matching rule wins
+                           match: path (glob), method, op, json (subset of the body)
+                           action: envelope_code [+ http_status, message] | http_status
+                           [+ after_create] | reset [+ after_create] | delay (s) |
+                           fail_task [+ code, message] | truncate_download |
+                           slow_download (bytes/s) | expired [+ status]
+    rate_limit             {"requests": N, "per_seconds": S} (wall time) or null
+    api_key                require "Authorization: Bearer KEY", or null
+    credits                starting balance, default 1_000_000
+    prices                 {op: credits} overriding PRICES
+    clip_duration          seconds of a generated clip, default 30
+    continuation_duration  seconds an extend adds, default 30
+    upload_duration        seconds assumed for URLs outside the fake (no network)
+    clips_per_task         default 2
+    lyrics_variants        default 2
+    extend_returns         "whole" | "continuation" | null (sunoapi whole, relay continuation)
+    relay_extras           relay concat and upload endpoints on (default) or off
+
+`validate` is the one place that checks it; every other module indexes it without checks.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ class NewApi(Protocol):
             return Route("poll", self.fetch_one)
         return None
 
-    # -- envelopes -----------------------------------------------------------------------
+    # -- envelopes -------------------------------------------------------------------------
 
     def error(
         self,
@@ -357,7 +357,7 @@ class NewApi(Protocol):
         )
         return self.success(task.id)
 
-    # -- fetch -------------------------------------------------------------------------------
+    # -- fetch -----------------------------------------------------------------------------
 
     def _status(self, task: Task) -> tuple[str, float]:
         now = self.world.now()

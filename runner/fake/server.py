@@ -171,17 +171,16 @@ class App:
             resp = self._process(req, route, is_file)
         except Exception:  # a bug in the fake: answer 500 and say where
             traceback.print_exc(file=sys.stderr)
-            entry["error"] = traceback.format_exc(limit=3)
+            self.world.annotate(entry, error=traceback.format_exc(limit=3))
             resp = self.protocol.server_error(route)
-        with self.world.lock:
-            entry["status"] = None if resp.reset else resp.status
-            entry["envelope_code"] = resp.envelope_code
+        status = None if resp.reset else resp.status
+        self.world.annotate(entry, status=status, envelope_code=resp.envelope_code)
         return resp
 
     def _process(self, req: Request, route: Route | None, is_file: bool) -> Response:
         action = self.world.pick_fault(req.method, req.path, req.entry["op"], req.json)
         if action is not None:
-            req.entry["fault"] = action
+            self.world.annotate(req.entry, fault=action)
         after = bool(action and action.get("after_create"))
         if action and "envelope_code" in action and not is_file:
             code = action["envelope_code"]
@@ -228,15 +227,14 @@ class App:
         if resource is None:
             return Response(404, b"Not Found", "text/plain")
         if action and action.get("expired"):
-            self.world.expire(key, gen)
-            expired = True
-        if expired:
-            status = int(action.get("status", 403)) if action else 403
+            expired = int(action.get("status", 403))
+            self.world.expire(key, gen, expired)
+        if expired is not None:
             xml = (
                 b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied'
                 b"</Code><Message>Request has expired</Message></Error>"
             )
-            return Response(status, xml, "application/xml")
+            return Response(expired, xml, "application/xml")
         resp = Response(200, resource.content(), resource.content_type())
         if action and action.get("truncate_download"):
             resp.truncate = True
@@ -365,6 +363,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a client opening dozens of connections
+    # at once (a benchmark) would see resets that no real service sends.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
@@ -388,6 +389,11 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._conn_lock:
             self.connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client hung up (or timed out); nothing the fake did wrong
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """Wake every handler blocked on a keep-alive read so that it closes its socket."""

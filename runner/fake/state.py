@@ -103,7 +103,7 @@ class World:
         self.base_url = "http://127.0.0.1"
         self.reset()
 
-    # -- configuration -------------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------------------
 
     def reset(self) -> None:
         """Forget every task, file and log entry, and return to the startup config."""
@@ -118,7 +118,7 @@ class World:
             self.clips: dict[str, Clip] = {}
             self.resources: dict[str, Resource] = {}
             self.generation: dict[str, int] = {}
-            self.expired: set[tuple[str, int]] = set()
+            self.expired: dict[tuple[str, int], int] = {}  # dead URL -> its status
             self.credits: int = self.config["credits"]
             self.fault_left: list[int | None] = [r.get("times") for r in self.config["faults"]]
             self.window: deque[float] = deque()
@@ -152,7 +152,7 @@ class World:
             out["api_key"] = "***"
         return out
 
-    # -- time and ids --------------------------------------------------------------------
+    # -- time and ids ----------------------------------------------------------------------
 
     def now(self) -> float:
         return time.monotonic() - self._t0 + self._offset
@@ -178,7 +178,7 @@ class World:
         with self.lock:
             return "task_" + "".join(self.id_rng.choice(alphabet) for _ in range(24))
 
-    # -- credits, tasks, clips -----------------------------------------------------------
+    # -- credits, tasks, clips -------------------------------------------------------------
 
     def price(self, op: str) -> int:
         with self.lock:
@@ -258,7 +258,7 @@ class World:
             return None
         return task
 
-    # -- files ---------------------------------------------------------------------------
+    # -- files -----------------------------------------------------------------------------
 
     def add_file(self, key: str, resource: Resource) -> None:
         with self.lock:
@@ -269,23 +269,23 @@ class World:
             gen = self.generation.get(key, 1)
         return f"{base}/files/{key}?v={gen}"
 
-    def lookup(self, key: str, version: str | None) -> tuple[Resource | None, int, bool]:
-        """(resource, generation asked for, whether that generation has expired)."""
+    def lookup(self, key: str, version: str | None) -> tuple[Resource | None, int, int | None]:
+        """(resource, generation asked for, the HTTP status if that generation expired)."""
         with self.lock:
             resource = self.resources.get(key)
             current = self.generation.get(key, 1)
             try:
                 gen = int(version) if version is not None else current
             except ValueError:
-                return None, current, False
+                return None, current, None
             if resource is None or not 1 <= gen <= current:
-                return None, gen, False
-            return resource, gen, (key, gen) in self.expired
+                return None, gen, None
+            return resource, gen, self.expired.get((key, gen))
 
-    def expire(self, key: str, gen: int) -> None:
+    def expire(self, key: str, gen: int, status: int = 403) -> None:
         """Make this URL generation dead (as a CDN link past its date); mint a fresh one."""
         with self.lock:
-            self.expired.add((key, gen))
+            self.expired[(key, gen)] = status
             if self.generation.get(key, 1) == gen:
                 self.generation[key] = gen + 1
 
@@ -297,7 +297,7 @@ class World:
             return False, None
         version = dict(parse_qsl(parts.query)).get("v")
         resource, _, expired = self.lookup(unquote(parts.path)[len("/files/") :], version)
-        return True, None if expired else resource
+        return True, None if expired is not None else resource
 
     def duration_of(self, resource: Resource) -> float | None:
         """Seconds of audio in a resource; uploaded bytes are probed once with ffmpeg."""
@@ -318,7 +318,7 @@ class World:
             self.credits -= price
             return price
 
-    # -- request log, rate limit, faults ------------------------------------------------
+    # -- request log, rate limit, faults ---------------------------------------------------
 
     def begin(
         self, method: str, path: str, query: dict[str, str], body: Any, op: str
@@ -337,6 +337,11 @@ class World:
         with self.lock:
             self.log.append(entry)
         return entry
+
+    def annotate(self, entry: dict[str, Any], **fields: Any) -> None:
+        """Add to a log entry; under the lock, since GET /_fake/log may be copying it."""
+        with self.lock:
+            entry.update(fields)
 
     def rate_ok(self) -> bool:
         """Count one API request against the sliding window; False when it is full."""
@@ -379,7 +384,7 @@ class World:
                 return dict(rule["action"])
             return None
 
-    # -- snapshots for the control endpoints ---------------------------------------------
+    # -- snapshots for the control endpoints -----------------------------------------------
 
     def snapshot_log(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -117,7 +117,7 @@ class SunoApi(Protocol):
             (post, "/api/file-url-upload"): Route("upload_url", uploads.upload_url, UPLOAD),
         }
 
-    # -- routing and envelopes -----------------------------------------------------------------------
+    # -- routing and envelopes -------------------------------------------------------------
 
     def route(self, method: str, path: str, body: Any) -> Route | None:
         found = self.routes.get((method, path.rstrip("/") or "/"))
@@ -160,7 +160,7 @@ class SunoApi(Protocol):
     def ok(data: Any) -> Response:
         return Response.json_body({"code": 200, "msg": "success", "data": data}, envelope_code=200)
 
-    # -- shared pieces -------------------------------------------------------------------
+    # -- shared pieces ---------------------------------------------------------------------
 
     def _submit(
         self,
@@ -570,7 +570,7 @@ class SunoApi(Protocol):
         )
         return self.ok(data)
 
-    # -- lyrics, timestamps, style -------------------------------------------------------
+    # -- lyrics, timestamps, style ---------------------------------------------------------
 
     def lyrics(self, req: Request) -> Response:
         body = json_object(req)
@@ -650,7 +650,7 @@ class SunoApi(Protocol):
         body = json_object(req)
         text = required_string(body, "content")
         task_id = self.world.new_hex()
-        req.entry["task_id"] = task_id
+        self.world.annotate(req.entry, task_id=task_id)  # synchronous: no task to poll
         created = self.world.epoch_ms(self.world.now())
         if req.fault and "fail_task" in req.fault:
             return self.ok(
@@ -682,7 +682,7 @@ class SunoApi(Protocol):
             }
         )
 
-    # -- derived products: stems, WAV, MP4, cover art, persona --------------------------
+    # -- derived products: stems, WAV, MP4, cover art, persona -----------------------------
 
     def separate(self, req: Request) -> Response:
         body = json_object(req)
@@ -884,7 +884,7 @@ class SunoApi(Protocol):
             self.world.singletons[("persona", audio_id)] = persona_id
         return self.ok({"personaId": persona_id, "name": name, "description": description})
 
-    # -- credits and recovery ------------------------------------------------------------
+    # -- credits and recovery --------------------------------------------------------------
 
     def credit(self, req: Request) -> Response:
         return self.ok(self.world.balance())
