@@ -464,9 +464,9 @@ class Engine:
         twice through the provider (never by paying again)."""
         for attempt in range(3):
             files: list[dict[str, Any]] = []
-            self._memo: dict[Any, dict[str, Any]] = {}
+            memo: dict[Any, dict[str, Any]] = {}
             try:
-                out = await self._walk(result.outputs, op, files, ())
+                out = await self._walk(result.outputs, op, files, (), memo)
                 return out, files
             except download.LinkExpired as exc:
                 if task_id is None or attempt == 2:
@@ -481,23 +481,25 @@ class Engine:
         raise AssertionError("unreachable")
 
     async def _walk(self, value: Any, op: Op, files: list[dict[str, Any]],
-                    path: tuple[Any, ...]) -> Any:
+                    path: tuple[Any, ...], memo: dict[Any, dict[str, Any]]) -> Any:
         if isinstance(value, (Produced, Fetch)):
             # One placeholder may stand in several places (`file` and `tracks[0].file`):
             # store it once.
-            info = self._memo.get(value)
+            info = memo.get(value)
             if info is None:
                 if isinstance(value, Produced):
                     info = await anyio.to_thread.run_sync(self.store.ingest, value.path)
                 else:
                     info = await self._fetch(value.url, op)
-                self._memo[value] = info
+                memo[value] = info
                 files.append({**info, "field": _dotted(path)})
             return info["path"]
         if isinstance(value, dict):
-            return {k: await self._walk(v, op, files, (*path, k)) for k, v in value.items()}
+            return {k: await self._walk(v, op, files, (*path, k), memo)
+                    for k, v in value.items()}
         if isinstance(value, list):
-            return [await self._walk(v, op, files, (*path, i)) for i, v in enumerate(value)]
+            return [await self._walk(v, op, files, (*path, i), memo)
+                    for i, v in enumerate(value)]
         return value
 
     async def _fetch(self, url: str, op: Op) -> dict[str, Any]:

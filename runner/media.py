@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import math
 import os
 import re
@@ -216,11 +215,18 @@ _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.
             "6.1": 7, "7.1": 8}
 
 
-def _container(names: str) -> str:
+# Still images: ffmpeg reads them as one-frame streams through these demuxers.
+_IMAGE_DEMUXERS = re.compile(r"^(image2|\w+_pipe)$")
+_IMAGE_FORMATS = {"mjpeg": "jpeg", "png": "png", "webp": "webp", "bmp": "bmp", "gif": "gif"}
+
+
+def _container(names: str, video_codec: str | None) -> str:
     parts = names.split(",")
     if "mp4" in parts:
         return "mp4"
-    return parts[0].removesuffix("_pipe")
+    if _IMAGE_DEMUXERS.match(names) and video_codec:
+        return _IMAGE_FORMATS.get(video_codec, video_codec)
+    return parts[0]
 
 
 def _channels(fields: list[str]) -> int | None:
@@ -298,10 +304,12 @@ def probe(path: Path) -> MediaInfo:
     if audio_codec is not None and sample_rate:
         samples = _count_samples(path)
         duration = samples / sample_rate
+    elif _IMAGE_DEMUXERS.match(head.group(1)):
+        duration = 0.0
     else:
         m = _DURATION_RE.search(header)
         duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else 0.0
-    return MediaInfo(duration=duration, format=_container(head.group(1)),
+    return MediaInfo(duration=duration, format=_container(head.group(1), video_codec),
                      audio_codec=audio_codec, sample_rate=sample_rate, channels=channels,
                      video_codec=video_codec, width=width, height=height, bitrate_kbps=bitrate)
 
@@ -516,13 +524,14 @@ def _plan(seed: str, style: str) -> _Plan:
         base = 36 + (root + scale[chord % 7]) % 12
         bass += [(bar * 16 + on, length, base + iv) for on, length, iv in bass_rhythm]
 
-    # Keyboard: a music-box arpeggio of the chord in MIDI 96-108 (2.1-4.2 kHz).
+    # Keyboard: a music-box arpeggio of the chord in MIDI 98-110 (2.3-4.7 kHz), clear of
+    # the vocal band.
     order: Sequence[int] = dice.choice(_KEYS_ORDERS)  # type: ignore[assignment]
     sparse = dice.chance(0.35)
     keys: list[_Note] = []
     for bar, chord in enumerate(chords):
         pcs = {(root + scale[(chord + k) % 7]) % 12 for k in (0, 2, 4)}
-        tones = sorted(m for m in range(96, 109) if m % 12 in pcs)[:5]
+        tones = sorted(m for m in range(98, 111) if m % 12 in pcs)[:5]
         for n, which in enumerate(order):
             if sparse and n % 2 == 0:
                 continue
@@ -639,7 +648,7 @@ def _voice_graph(plan: _Plan, voice: str, total: int, label: str) -> list[str]:
             expr = (f"({_num(1 / (1 + h))}*sin({_num(w)}*t)+{_num(h / (1 + h))}"
                     f"*sin({_num(2 * w)}*t))*min(min(1,300*t),40*(D-t))*exp(-2*t)")
             events.append((onset, length, expr))
-        return _looped(label, 64, events, step, 11025, total, "lowpass=f=250")
+        return _looped(label, 64, events, step, 11025, total, "lowpass=f=250,lowpass=f=250")
     if voice == "keyboard":
         for onset, length, midi in plan.keys:
             w = 2 * math.pi * _midi_hz(midi)
@@ -647,10 +656,11 @@ def _voice_graph(plan: _Plan, voice: str, total: int, label: str) -> list[str]:
             events.append((onset, length, expr))
         return _looped(label, 64, events, step, 22050, total, "")
     if voice == "kick":
-        # A sine swept from 345 Hz down to 45 Hz: the phase is the integral of
-        # 45 + 300*exp(-25 t) Hz.
-        expr = "sin(282.743*t+75.398*(1-exp(-25*t)))*exp(-11*t)*min(1,60*(D-t))"
-        return _looped(label, 32, [(s, 1, expr) for s in plan.kicks], step, 11025, total, "")
+        # A sine swept from 200 Hz down to 45 Hz: the phase is the integral of
+        # 45 + 155*exp(-25 t) Hz. The low-pass keeps its click out of the vocal band.
+        expr = "sin(282.743*t+38.956*(1-exp(-25*t)))*exp(-11*t)*min(1,60*(D-t))"
+        return _looped(label, 32, [(s, 1, expr) for s in plan.kicks], step, 11025, total,
+                       "lowpass=f=250,lowpass=f=250")
     by_step: dict[int, list[tuple[float, float]]] = {}
     for s, g, d in plan.noise:
         by_step.setdefault(s, []).append((g, d))
@@ -732,7 +742,7 @@ def synth(out: Path, *, seed: str, duration: float, style: str = "",
     words also steer tempo (``punk``, ``ballad`` ...) and mode (``sad``, ``happy`` ...).
     The take has four layers in their own bands: ``bass`` (< 250 Hz), ``drums`` (a swept
     sine kick < 200 Hz and noise bursts > 5 kHz), ``keyboard`` (a music-box arpeggio,
-    2-4.2 kHz) and, unless ``instrumental``, ``vocals`` (a lead line, 300-2000 Hz).
+    2.3-4.7 kHz) and, unless ``instrumental``, ``vocals`` (a lead line, 300-2000 Hz).
     With ``stems_dir``, each layer is also written there as ``<layer><suffix of out>``,
     the same length as the take; before encoding the stems add up to the take exactly.
     """
@@ -747,8 +757,7 @@ def synth(out: Path, *, seed: str, duration: float, style: str = "",
     outs = [out]
     maps = [mix_label]
     for layer, label in stems.items():
-        assert stems_dir is not None
-        outs.append(Path(stems_dir) / f"{layer}{out.suffix}")
+        outs.append(Path(stems_dir or ".") / f"{layer}{out.suffix}")
         maps.append(label)
     _render("synth", outs, maps, lines, [], fmt, fast=True)
 
@@ -815,10 +824,11 @@ def mix(base: Path, out: Path, *, seed: str, layer: str) -> None:
     layers = ("vocals",) if layer == "vocals" else _INSTRUMENTAL_LAYERS
     fade_in, fade_out = _fade_lengths(total)
     lines, layer_mix, _ = _take(plan, layers, total, "l_", fade_in=fade_in, fade_out=fade_out)
-    lines.append(f"[0:a]{_NORMALISE},volume=0.8[base]")
-    lines.append(f"[base][{layer_mix}]amix=inputs=2:normalize=0,"
-                 f"alimiter=limit=0.97:level=0:latency=1,apad=whole_len={total},"
-                 f"atrim=end_sample={total}[mix]")
+    lines.append(f"[0:a]{_NORMALISE}[base]")
+    # amerge + pan is an exact weighted sum (amix would rescale its inputs).
+    lines.append(f"[base][{layer_mix}]amerge=inputs=2,pan=stereo|c0=0.8*c0+c2|c1=0.8*c1+c3,"
+                 "aformat=sample_fmts=fltp,alimiter=limit=0.97:level=0:latency=1,"
+                 f"apad=whole_len={total},atrim=end_sample={total}[mix]")
     _render("mix", [out], ["mix"], lines, ["-i", _url(base)], fmt, fast=True)
 
 
@@ -865,11 +875,15 @@ def separate(src: Path, out_dir: Path, *, mode: str) -> dict[str, Path]:
     copies = [f"in{i}" for i in range(len(bands) + 1)]
     lines = [f"[0:a]{_NORMALISE},asplit={len(copies)}{''.join(f'[{c}]' for c in copies)}"]
     for i, name in enumerate(bands):
-        lines.append(f"[in{i}]{_band(*_BANDS[name])},asplit=2[{name}][{name}_r]")
-    weights = " ".join(["1"] + ["-1"] * len(bands))
+        lines.append(f"[in{i}]{_band(*_BANDS[name])},aformat=sample_fmts=fltp,"
+                     f"asplit=2[{name}][{name}_r]")
+    # The residual is the source minus every band, in one pan over the merged channels:
+    # amerge puts the source in channels 0-1 and band k in channels 2k+2, 2k+3.
+    left = "c0" + "".join(f"-c{2 * k + 2}" for k in range(len(bands)))
+    right = "c1" + "".join(f"-c{2 * k + 3}" for k in range(len(bands)))
     inputs = f"[in{len(bands)}]" + "".join(f"[{name}_r]" for name in bands)
-    lines.append(f"{inputs}amix=inputs={len(bands) + 1}:weights={weights}:normalize=0"
-                 f"[{residual}]")
+    lines.append(f"{inputs}amerge=inputs={len(bands) + 1},pan=stereo|c0={left}|c1={right},"
+                 f"aformat=sample_fmts=fltp[{residual}]")
     outs = {name: out_dir / f"{name}.wav" for name in names}
     _render("separate", list(outs.values()), list(names), lines, ["-i", _url(src)], "wav")
     return outs
@@ -949,53 +963,60 @@ def fade(src: Path, out: Path, *, fade_in: float = 0.0, fade_out: float = 0.0) -
     _edit("fade", src, out, ",".join(chain))
 
 
-_LOUDNORM_KEYS = ("input_i", "input_tp", "input_lra", "input_thresh", "target_offset")
+_TRUE_PEAK_CEILING = -1.0  # dBTP, the usual streaming ceiling
+
+
+def _ebur128(op: str, path: Path, *, true_peak: bool) -> tuple[float, float]:
+    """(integrated loudness in LUFS, true peak in dBTP or -inf) of ``path``."""
+    _check_input(op, path)
+    peak = "true" if true_peak else "none"
+    stderr = _run(op, path, ["-i", _url(path), "-map", "0:a:0",
+                             "-af", f"ebur128=framelog=quiet:peak={peak}", "-f", "null", "-"],
+                  level="info").decode("utf-8", "replace")
+    found = re.findall(r"I:\s+(-?\d+(?:\.\d+)?|-inf) LUFS", stderr)
+    if not found:
+        raise MediaError(f"{op} {path}: ffmpeg printed no loudness summary")
+    peaks = re.findall(r"Peak:\s+(-?\d+(?:\.\d+)?|-inf) dBFS", stderr)
+    return max(-70.0, float(found[-1])), float(peaks[-1]) if peaks else -math.inf
 
 
 def normalize(src: Path, out: Path, *, lufs: float = -14.0) -> None:
-    """Bring ``src`` to ``lufs`` integrated loudness (EBU R128) with two-pass loudnorm:
-    a measuring pass, then a linear gain when the true peak allows it (dynamic otherwise),
-    with peaks held under -1 dBTP. Silence cannot be normalised and is copied as is."""
+    """Bring ``src`` to ``lufs`` integrated loudness (EBU R128).
+
+    A linear gain from the ebur128 measurement, exact when the true peak stays under
+    -1 dBTP; otherwise a limiter holds the peaks at -1 dBFS and, since limiting lowers
+    the loudness a little, the gain is corrected once from a measurement of the result.
+    (ffmpeg's loudnorm would do the same at 192 kHz, ten times slower.) Silence cannot be
+    normalised and is copied as is.
+    """
     src, out = Path(src), Path(out)
     fmt = _audio_format("normalize", out)
-    _check_input("normalize", src)
     if not math.isfinite(lufs) or not -70 <= lufs <= -5:
         raise MediaError(f"normalize {out}: lufs {lufs} must be between -70 and -5")
-    target = f"I={_num(lufs)}:TP=-1:LRA=20"
-    stderr = _run("normalize", src, ["-i", _url(src), "-map", "0:a:0",
-                                     "-af", f"loudnorm={target}:print_format=json",
-                                     "-f", "null", "-"], level="info")
-    text = stderr.decode("utf-8", "replace")
-    start = text.rfind("{")
-    try:
-        stats = json.loads(text[start:text.rfind("}") + 1])
-        measured = {k: float(stats[k]) for k in _LOUDNORM_KEYS}
-    except (ValueError, KeyError) as exc:
-        raise MediaError(f"normalize {src}: cannot read the loudness measurement") from exc
-    if not math.isfinite(measured["input_i"]) or measured["input_i"] <= -70:
+    measured, peak = _ebur128("normalize", src, true_peak=True)
+    if measured <= -70:
         _edit("normalize", src, out, "", fmt=fmt)
         return
-    second = (f"loudnorm={target}:measured_I={_num(measured['input_i'])}"
-              f":measured_TP={_num(measured['input_tp'])}"
-              f":measured_LRA={_num(measured['input_lra'])}"
-              f":measured_thresh={_num(measured['input_thresh'])}"
-              f":offset={_num(measured['target_offset'])}:linear=true")
-    # loudnorm works at 192 kHz; _encode_args brings it back to 44.1 kHz.
-    _edit("normalize", src, out, second, fmt=fmt)
+    gain = lufs - measured
+    limit = peak + gain > _TRUE_PEAK_CEILING
+    ceiling = _num(10 ** (_TRUE_PEAK_CEILING / 20))
+    for _attempt in range(2):
+        chain = f"volume={_num(gain)}dB"
+        if limit:
+            chain += f",alimiter=limit={ceiling}:level=0:latency=1"
+        _edit("normalize", src, out, chain, fmt=fmt)
+        if not limit:
+            break
+        got, _ = _ebur128("normalize", out, true_peak=False)
+        if abs(got - lufs) <= 0.3:
+            break
+        gain += lufs - got
 
 
 def loudness(path: Path) -> float:
-    """Integrated loudness of ``path`` in LUFS (EBU R128 via the ebur128 filter);
-    -70.0 for silence."""
-    path = Path(path)
-    _check_input("loudness", path)
-    stderr = _run("loudness", path, ["-i", _url(path), "-map", "0:a:0",
-                                     "-af", "ebur128=framelog=quiet", "-f", "null", "-"],
-                  level="info")
-    found = re.findall(r"I:\s+(-?\d+(?:\.\d+)?|-inf) LUFS", stderr.decode("utf-8", "replace"))
-    if not found:
-        raise MediaError(f"loudness {path}: ffmpeg printed no loudness summary")
-    return max(-70.0, float(found[-1]))
+    """Integrated loudness of ``path`` in LUFS (EBU R128 via the ebur128 filter, to
+    0.1 LU); -70.0 for silence."""
+    return _ebur128("loudness", Path(path), true_peak=False)[0]
 
 
 # --------------------------------------------------------------------------- pictures

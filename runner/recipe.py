@@ -21,7 +21,7 @@ from runner import source
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.source import Document
 from runner.steps import DEFAULTABLE, TYPES, StepType
-from runner.template import is_template
+from runner.template import TemplateError, compile_template, is_template
 
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "local": {"base_url": None, "rate_limit": None},
@@ -340,6 +340,14 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
         elif re.match(schemas.RECIPE_PATH, uses) and not (path.parent / uses).is_file():
             diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe file "
                                   f"'{uses}'", "the path is relative to this recipe's folder"))
+        fe = raw.get("for_each")
+        if isinstance(fe, str) and is_template(fe):
+            # Checked here because plan.build would recompile a broken for_each unguarded.
+            try:
+                compile_template(fe)
+            except TemplateError as exc:
+                diags.append(doc.diag(("steps", sid, "for_each"), str(exc),
+                                      offset=(exc.line - 1, 1) if exc.line > 1 else None))
         needs = raw.get("needs", ())
         needs_t = (needs,) if isinstance(needs, str) else tuple(
             n for n in needs if isinstance(n, str)) if isinstance(needs, list) else ()

@@ -359,6 +359,11 @@ def _build(text: str, name: str) -> Document:
         problem = (exc.problem or exc.context or "invalid YAML").strip()
         hint = None
         lines = text.splitlines()
+        if line > len(lines):
+            # The end of a file with no final newline: the parser counts one line too
+            # many. Point at the end of the last line instead.
+            line = max(len(lines), 1)
+            col = len(lines[-1]) + 1 if lines else 1
         at = lines[line - 1][col - 1: col] if 0 < line <= len(lines) else ""
         if at == "\t":
             if lines[line - 1][: col - 1].strip(" \t") == "":

@@ -1,0 +1,761 @@
+"""The sunoapi provider against the sunoapi fake: real HTTP on loopback, no network.
+
+Each test drives the provider the way the engine does (submit, poll until a result,
+download every file placeholder) and asserts on what a user sees and pays for: the
+outputs, the exception raised, and the fake's request log and task list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from runner.errors import (
+    AuthError,
+    CreditsError,
+    PossiblySubmitted,
+    ProviderError,
+    StepError,
+    TaskFailed,
+    TransientError,
+)
+from runner.fake import FakeServer
+from runner.pacing import FakeClock
+from runner.providers import Fetch, Op, Produced, Result
+from runner.providers.http import PLACEHOLDER_CALLBACK
+from runner.providers.sunoapi import UPLOAD_MAX_AGE, SunoApiProvider
+from runner.recipe import Provider as ProviderConfig
+from runner.steps import TYPES
+from runner.store import Store
+
+KEY = "sk-live-7Hq2mZ9xTestKey0042"
+V1 = "/api/v1"
+
+
+@pytest.fixture
+def srv() -> Iterator[FakeServer]:
+    with FakeServer("sunoapi", api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state").open()
+
+
+def make(srv: FakeServer, store: Store | None = None, *, env: dict[str, str] | None = None,
+         clock: FakeClock | None = None, **config: Any) -> SunoApiProvider:
+    cfg = ProviderConfig(**{"kind": "sunoapi", "base_url": srv.url, "upload_base_url": srv.url,
+                            "request_timeout": 5.0, **config})
+    return SunoApiProvider(cfg, env={"SUNO_API_KEY": KEY} if env is None else env,
+                           store=store, clock=clock or FakeClock())
+
+
+def op_of(tmp: Path, type_: str, **inputs: Any) -> Op:
+    work = tmp / "work" / f"{type_}-{time.monotonic_ns()}"
+    work.mkdir(parents=True)
+    return Op(f"{type_}[0]", type_, inputs, f"key-{type_}", work, tmp)
+
+
+async def drive(prov: SunoApiProvider, op: Op, polls: int = 5) -> Result:
+    sub = await prov.submit(op)
+    if sub.task_id is None:
+        assert sub.result is not None
+        return sub.result
+    for _ in range(polls):
+        res = await prov.poll(op, sub.task_id)
+        if res is not None:
+            return res
+    raise AssertionError(f"task {sub.task_id} did not finish in {polls} polls")
+
+
+def run(fn: Any, *args: Any) -> Any:
+    return anyio.run(fn, *args)
+
+
+def placeholders(value: Any) -> list[Fetch | Produced]:
+    if isinstance(value, (Fetch, Produced)):
+        return [value]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in placeholders(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in placeholders(v)]
+    return []
+
+
+def assert_files_download(outputs: dict[str, Any]) -> None:
+    """Every file placeholder downloads from the fake (or exists, for local ones)."""
+    files = placeholders(outputs)
+    assert files
+    with httpx.Client(timeout=10) as client:
+        for f in files:
+            if isinstance(f, Produced):
+                assert f.path.stat().st_size > 0
+                continue
+            answer = client.get(f.url)
+            assert answer.status_code == 200, f.url
+            assert len(answer.content) > 0
+
+
+def submits(srv: FakeServer, path: str) -> list[dict[str, Any]]:
+    return [e for e in srv.log if e["method"] == "POST" and e["path"] == f"{V1}{path}"]
+
+
+def generated(srv: FakeServer, tmp: Path, **inputs: Any) -> dict[str, Any]:
+    """A finished song's first track, as the engine would pass it on (file downloaded)."""
+    async def go() -> dict[str, Any]:
+        prov = make(srv)
+        try:
+            res = await drive(prov, op_of(tmp, "generate", **({"prompt": "la la la",
+                                                               "style": "folk",
+                                                               "title": "Dawn"} | inputs)))
+        finally:
+            await prov.aclose()
+        return dict(res.outputs["tracks"][0])
+
+    track: dict[str, Any] = run(go)
+    local = tmp / f"{track['id']}.mp3"
+    local.write_bytes(httpx.get(track["audio_url"]).content)
+    return {**track, "file": str(local), "image_file": None}
+
+
+# -- every remote step type, end to end ------------------------------------------------
+
+
+def test_generate_outputs_two_takes_with_fetchable_files(srv, store, tmp_path):
+    async def go() -> Result:
+        prov = make(srv, store)
+        try:
+            return await drive(prov, op_of(tmp_path, "generate", prompt="first light",
+                                           style="indie folk", title="Sunrise"))
+        finally:
+            await prov.aclose()
+
+    res = run(go)
+    tracks = res.outputs["tracks"]
+    assert len(tracks) == 2
+    assert set(tracks[0]) == set(TYPES["generate"].outputs["tracks"][1])
+    t = tracks[0]
+    assert (t["title"], t["tags"], t["model"], t["model_name"]) == (
+        "Sunrise", "indie folk", "V4_5", "chirp-v4-5")
+    assert t["duration"] == 30.0
+    assert t["file"] == Fetch(t["audio_url"], ".mp3")
+    assert res.outputs["file"] is t["file"]
+    assert res.outputs["task_id"] == t["task_id"]
+    assert_files_download(res.outputs)
+    body = submits(srv, "/generate")[0]["json"]
+    assert body == {"customMode": True, "instrumental": False, "model": "V4_5",
+                    "callBackUrl": PLACEHOLDER_CALLBACK, "prompt": "first light",
+                    "style": "indie folk", "title": "Sunrise"}
+
+
+def test_generate_without_style_or_title_is_non_custom(srv, tmp_path):
+    async def go() -> None:
+        prov = make(srv, callback_url="https://example.test/hook")
+        try:
+            await drive(prov, op_of(tmp_path, "generate", prompt="a song about rain",
+                                    instrumental=True, model="V5", negative_tags="metal",
+                                    style_weight=0.5))
+        finally:
+            await prov.aclose()
+
+    run(go)
+    body = submits(srv, "/generate")[0]["json"]
+    assert body == {"customMode": False, "instrumental": True, "model": "V5",
+                    "callBackUrl": "https://example.test/hook", "prompt": "a song about rain",
+                    "negativeTags": "metal", "styleWeight": 0.5}
+
+
+def _expected_keys(type_: str) -> set[str]:
+    return set(TYPES[type_].outputs)
+
+
+@pytest.mark.parametrize(("type_", "inputs", "path"), [
+    ("extend", {"continue_at": 12, "prompt": "a final chorus"}, "/generate/extend"),
+    ("upload_cover", {"style": "jazz", "title": "Redux", "prompt": "words"},
+     "/generate/upload-cover"),
+    ("upload_extend", {"continue_at": 10, "prompt": "more", "style": "rock", "title": "Up"},
+     "/generate/upload-extend"),
+    ("add_vocals", {"prompt": "sing this", "style": "soul", "title": "Voice"},
+     "/generate/add-vocals"),
+    ("add_instrumental", {"tags": "piano, strings", "title": "Bed"},
+     "/generate/add-instrumental"),
+    ("cover", {}, "/suno/cover/generate"),
+    ("timestamped_lyrics", {}, "/generate/get-timestamped-lyrics"),
+    ("separate", {"type": "split_stem"}, "/vocal-removal/generate"),
+    ("convert", {"format": "wav"}, "/wav/generate"),
+    ("video", {"author": "The Band", "domain_name": "band.test"}, "/mp4/generate"),
+])
+def test_audio_step_types_end_to_end(srv, store, tmp_path, type_, inputs, path):
+    track = generated(srv, tmp_path)
+
+    async def go() -> Result:
+        prov = make(srv, store)
+        try:
+            return await drive(prov, op_of(tmp_path, type_, audio=track, **inputs))
+        finally:
+            await prov.aclose()
+
+    res = run(go)
+    assert set(res.outputs) == _expected_keys(type_)
+    assert_files_download(res.outputs)
+    assert len(submits(srv, path)) == 1
+    body = submits(srv, path)[0]["json"]
+    if type_ == "extend":
+        assert body == {"audioId": track["id"], "defaultParamFlag": True, "model": "V4_5",
+                        "callBackUrl": PLACEHOLDER_CALLBACK, "continueAt": 12,
+                        "style": "folk", "title": "Dawn", "prompt": "a final chorus"}
+        assert res.outputs["tracks"][0]["duration"] == 12 + 30  # the whole song
+    if type_ == "add_instrumental":
+        assert body["tags"] == "piano, strings"
+        assert "style" not in body
+        assert body["negativeTags"] == ""
+        assert res.outputs["tracks"][0]["model"] == "V4_5PLUS"
+    if type_ in ("upload_cover", "upload_extend", "add_vocals", "add_instrumental"):
+        # The track's stored file went through the upload host, not its old CDN link.
+        assert "/files/uploads/sunoflow/" in body["uploadUrl"]
+    if type_ == "separate":
+        assert set(res.outputs["stems"]) == {"vocals", "backing_vocals", "drums", "bass",
+                                             "guitar", "keyboard", "percussion", "strings",
+                                             "synth", "fx", "brass", "woodwinds"}
+    if type_ == "convert":
+        t = res.outputs["tracks"][0]
+        assert (t["id"], t["task_id"]) == (track["id"], track["task_id"])
+        assert res.outputs["url"].split("?")[0].endswith(".wav")
+        assert body == {"taskId": track["task_id"], "audioId": track["id"],
+                        "callBackUrl": PLACEHOLDER_CALLBACK}
+    if type_ == "video":
+        assert (body["author"], body["domainName"]) == ("The Band", "band.test")
+    if type_ == "timestamped_lyrics":
+        words = res.outputs["words"]
+        assert words
+        assert all(set(w) == {"word", "start", "end"} and w["end"] > w["start"] for w in words)
+        text = res.outputs["lrc"].path.read_text()
+        assert text.startswith("[00:")
+        assert words[0]["word"] in text
+
+
+def test_separate_vocal_returns_the_two_stems(srv, tmp_path):
+    track = generated(srv, tmp_path)
+
+    async def go() -> Result:
+        prov = make(srv)
+        try:
+            return await drive(prov, op_of(tmp_path, "separate", audio=track))
+        finally:
+            await prov.aclose()
+
+    res = run(go)
+    assert set(res.outputs["stems"]) == {"vocals", "instrumental"}
+    assert submits(srv, "/vocal-removal/generate")[0]["json"]["type"] == "separate_vocal"
+
+
+@pytest.mark.parametrize(("type_", "inputs", "check"), [
+    ("lyrics", {"prompt": "a song about the sea"},
+     lambda o: o["text"] == o["texts"][0]["text"] and len(o["texts"]) == 2 and o["title"]),
+    ("boost_style", {"content": "Pop, Mysterious"},
+     lambda o: o["text"].startswith("Pop, Mysterious")),
+])
+def test_text_step_types(srv, tmp_path, type_, inputs, check):
+    async def go() -> Result:
+        prov = make(srv)
+        try:
+            return await drive(prov, op_of(tmp_path, type_, **inputs))
+        finally:
+            await prov.aclose()
+
+    res = run(go)
+    assert set(res.outputs) == _expected_keys(type_)
+    assert check(res.outputs)
+
+
+def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
+    async def go() -> None:
+        prov = make(srv)
+        try:
+            await prov.submit(op_of(tmp_path, "extend", continue_at=5, audio={
+                "id": "local-x-0", "task_id": "local-x", "file": "a.mp3"}))
+        finally:
+            await prov.aclose()
+
+    with pytest.raises(StepError, match="made on this machine"):
+        run(go)
+    assert srv.log == []
+
+
+def test_unknown_statuses_mean_still_running(tmp_path):
+    with FakeServer("sunoapi", api_key=KEY, latency_scale=1.0,
+                    latency={"generate": {"dist": "fixed", "value": 100}}) as srv:
+        async def go() -> None:
+            prov = make(srv)
+            op = op_of(tmp_path, "generate", prompt="x", style="pop", title="T")
+            try:
+                sub = await prov.submit(op)
+                assert sub.task_id is not None
+                assert await prov.poll(op, sub.task_id) is None  # PENDING
+                srv.advance(30)
+                assert await prov.poll(op, sub.task_id) is None  # TEXT_SUCCESS
+                srv.advance(50)
+                assert await prov.poll(op, sub.task_id) is None  # FIRST_SUCCESS
+                srv.advance(30)
+                assert await prov.poll(op, sub.task_id) is not None
+            finally:
+                await prov.aclose()
+
+        run(go)
+
+
+# -- uploads --------------------------------------------------------------------------
+
+
+def test_a_local_file_is_uploaded_once_for_two_uses_and_again_when_old(srv, store, tmp_path):
+    track = generated(srv, tmp_path)
+    demo = tmp_path / "demo.mp3"
+    demo.write_bytes(Path(track["file"]).read_bytes())
+
+    async def use(type_: str, prov: SunoApiProvider | None = None, **inputs: Any) -> None:
+        mine = prov or make(srv, store)
+        try:
+            await drive(mine, op_of(tmp_path, type_, audio="demo.mp3", **inputs))
+        finally:
+            if prov is None:
+                await mine.aclose()
+
+    # Two steps at once with the same file share one upload; a second run (a new
+    # provider on the same state directory) finds it in the cache.
+    async def both() -> None:
+        prov = make(srv, store)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: use("upload_cover", prov, style="jazz", title="A",
+                                          prompt="p"))
+                tg.start_soon(lambda: use("add_instrumental", prov, tags="piano", title="B"))
+        finally:
+            await prov.aclose()
+
+    run(both)
+    run(lambda: use("add_vocals", prompt="sing", style="soul", title="C"))
+    uploads = [e for e in srv.log if e["path"] == "/api/file-stream-upload"]
+    assert len(uploads) == 1
+    cache = json.loads((store.root / "uploads.json").read_text())
+    assert cache["version"] == 1
+    [(sha, entry)] = cache["uploads"].items()
+    assert entry["url"] in submits(srv, "/generate/add-vocals")[0]["json"]["uploadUrl"]
+    # Uploads live three days: an entry older than the margin is uploaded again.
+    entry["uploaded_at"] -= UPLOAD_MAX_AGE + 60
+    (store.root / "uploads.json").write_text(json.dumps(cache))
+    run(lambda: use("add_vocals", prompt="again", style="soul", title="D"))
+    assert len([e for e in srv.log if e["path"] == "/api/file-stream-upload"]) == 2
+
+
+def test_a_missing_local_file_is_a_step_error(srv, tmp_path):
+    async def go() -> None:
+        prov = make(srv)
+        try:
+            await prov.submit(op_of(tmp_path, "upload_cover", audio="nope.mp3", style="x",
+                                    title="y"))
+        finally:
+            await prov.aclose()
+
+    with pytest.raises(StepError, match="audio file not found: nope.mp3"):
+        run(go)
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def submit_error(srv: FakeServer, tmp: Path, type_: str, inputs: dict[str, Any],
+                 **config: Any) -> ProviderError:
+    async def go() -> ProviderError:
+        prov = make(srv, **config)
+        try:
+            with pytest.raises(ProviderError) as info:
+                await drive(prov, op_of(tmp, type_, **inputs))
+            return info.value
+        finally:
+            await prov.aclose()
+
+    exc: ProviderError = run(go)
+    assert exc.step == f"{type_}[0]"
+    return exc
+
+
+SONG = {"prompt": "words", "style": "pop", "title": "T"}
+
+
+@pytest.mark.parametrize(("path", "type_", "code", "expected", "words"), [
+    ("/generate", "generate", 401, AuthError, "SUNO_API_KEY"),
+    ("/generate", "generate", 429, CreditsError, "top up"),
+    ("/lyrics", "lyrics", 429, CreditsError, "top up"),
+    ("/generate", "generate", 402, CreditsError, "top up"),
+    ("/generate", "generate", 405, TransientError, "rate limited"),
+    ("/generate", "generate", 430, TransientError, "rate limited"),
+    ("/generate", "generate", 455, TransientError, "maintenance"),
+    ("/generate", "generate", 500, TransientError, "service error"),
+    ("/generate", "generate", 400, StepError, "fault 400"),
+    ("/generate", "generate", 413, StepError, "fault 413"),
+    ("/generate", "generate", 422, StepError, "fault 422"),
+])
+def test_envelope_codes_on_the_generate_family(srv, tmp_path, path, type_, code, expected,
+                                              words):
+    srv.configure(faults=[{"match": {"path": f"{V1}{path}", "method": "POST"},
+                           "action": {"envelope_code": code}}])
+    inputs = SONG if type_ == "generate" else {"prompt": "sea"}
+    exc = submit_error(srv, tmp_path, type_, inputs)
+    assert type(exc) is expected
+    assert words in str(exc)
+    assert exc.code == code
+    assert srv.tasks == []
+
+
+@pytest.mark.parametrize(("type_", "path"), [("convert", "/wav/generate"),
+                                             ("video", "/mp4/generate"),
+                                             ("cover", "/suno/cover/generate"),
+                                             ("separate", "/vocal-removal/generate")])
+@pytest.mark.parametrize(("code", "expected"), [(402, CreditsError), (429, TransientError)])
+def test_newer_endpoints_say_402_for_credits_and_429_for_rate(srv, tmp_path, type_, path,
+                                                              code, expected):
+    track = generated(srv, tmp_path)
+    srv.configure(faults=[{"match": {"path": f"{V1}{path}"}, "action": {"envelope_code": code}}])
+    exc = submit_error(srv, tmp_path, type_, {"audio": track})
+    assert type(exc) is expected
+
+
+def test_real_credit_exhaustion(srv, tmp_path):
+    track = generated(srv, tmp_path)
+    srv.configure(credits=0)
+    assert isinstance(submit_error(srv, tmp_path, "generate", SONG), CreditsError)
+    assert isinstance(submit_error(srv, tmp_path, "convert", {"audio": track}), CreditsError)
+
+
+def test_a_wrong_key_is_an_auth_error_naming_the_variable(srv, tmp_path):
+    exc = submit_error(srv, tmp_path, "generate", SONG,
+                       env={"MY_SUNO": "sk-wrong-key-123"}, api_key_env="MY_SUNO")
+    assert isinstance(exc, AuthError)
+    assert "MY_SUNO" in str(exc)
+    assert "sk-wrong-key-123" not in str(exc) + repr(exc)
+
+
+def test_a_missing_key_names_the_variable():
+    cfg = ProviderConfig(kind="sunoapi", base_url="http://127.0.0.1:9",
+                         api_key_env="SUNO_KEY_FOR_TEST")
+    with pytest.raises(AuthError, match="SUNO_KEY_FOR_TEST is not set"):
+        SunoApiProvider(cfg, env={"SUNO_API_KEY": KEY})
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_errors_may_hide_a_task_on_submit_and_are_transient_on_poll(srv, tmp_path,
+                                                                           status):
+    srv.configure(faults=[{"match": {"path": f"{V1}/generate"}, "times": 1,
+                           "action": {"http_status": status, "after_create": True}}])
+    exc = submit_error(srv, tmp_path, "generate", SONG)
+    assert isinstance(exc, PossiblySubmitted)
+    assert len(srv.tasks) == 1  # it did exist: that is why this is not a free retry
+
+    srv.configure(faults=[{"match": {"path": f"{V1}/generate/record-info"}, "times": 1,
+                           "action": {"http_status": status}}])
+
+    async def go() -> None:
+        prov = make(srv)
+        op = op_of(tmp_path, "generate", **SONG)
+        try:
+            with pytest.raises(TransientError):
+                await prov.poll(op, srv.tasks[0]["task_id"])
+            assert await prov.poll(op, srv.tasks[0]["task_id"]) is not None
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+@pytest.mark.parametrize("after_create", [False, True])
+def test_a_reset_connection_on_submit_is_possibly_submitted(srv, tmp_path, after_create):
+    srv.configure(faults=[{"match": {"path": f"{V1}/generate"}, "times": 1,
+                           "action": {"reset": True, "after_create": after_create}}])
+    assert isinstance(submit_error(srv, tmp_path, "generate", SONG), PossiblySubmitted)
+
+
+def test_a_read_timeout_is_possibly_submitted_on_submit_and_transient_on_poll(srv, tmp_path):
+    srv.configure(faults=[{"match": {"path": f"{V1}/generate"}, "times": 1,
+                           "action": {"delay": 5}}])
+    exc = submit_error(srv, tmp_path, "generate", SONG, request_timeout=0.3)
+    assert isinstance(exc, PossiblySubmitted)
+    assert "ReadTimeout" in str(exc)
+    srv.configure(faults=[{"match": {"path": f"{V1}/generate/record-info"}, "times": 1,
+                           "action": {"delay": 5}}])
+
+    async def go() -> None:
+        prov = make(srv, request_timeout=0.3)
+        try:
+            with pytest.raises(TransientError, match="ReadTimeout"):
+                await prov.poll(op_of(tmp_path, "generate"), srv.tasks[0]["task_id"])
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+def test_a_connect_error_is_transient_even_on_submit(tmp_path):
+    with FakeServer("sunoapi") as dead:
+        url = dead.url
+    cfg = ProviderConfig(kind="sunoapi", base_url=url, request_timeout=2.0)
+
+    async def go() -> None:
+        prov = SunoApiProvider(cfg, env={"SUNO_API_KEY": KEY}, clock=FakeClock())
+        try:
+            with pytest.raises(TransientError, match="cannot reach"):
+                await prov.submit(op_of(tmp_path, "generate", **SONG))
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+def test_retry_after_is_honoured(srv, tmp_path):
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/generate"):
+            return httpx.Response(200, json={"code": 430, "msg": "slow down", "data": None},
+                                  headers={"Retry-After": "7"})
+        return httpx.Response(429, text="Too Many Requests", headers={"Retry-After": "3"})
+
+    async def go() -> None:
+        prov = make(srv)
+        await prov.api.client.aclose()
+        prov.api.client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        try:
+            with pytest.raises(TransientError) as first:
+                await prov.submit(op_of(tmp_path, "generate", **SONG))
+            assert first.value.retry_after == 7
+            with pytest.raises(TransientError) as second:
+                await prov.poll(op_of(tmp_path, "generate"), "t1")
+            assert second.value.retry_after == 3
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+@pytest.mark.parametrize(("type_", "path"), [("convert", "/wav/generate"),
+                                             ("video", "/mp4/generate"),
+                                             ("cover", "/suno/cover/generate")])
+def test_409_reuses_the_existing_record(srv, tmp_path, type_, path):
+    track = generated(srv, tmp_path)
+
+    async def go() -> list[Any]:
+        prov = make(srv)
+        try:
+            return [await drive(prov, op_of(tmp_path, type_, audio=track)) for _ in range(2)]
+        finally:
+            await prov.aclose()
+
+    first, second = run(go)
+    assert [e["envelope_code"] for e in submits(srv, path)] == [200, 409]
+    assert first.outputs == second.outputs
+    assert len([t for t in srv.tasks if t["op"] != "generate"]) == 1
+
+
+@pytest.mark.parametrize(("type_", "fault", "code", "refunded"), [
+    ("generate", "GENERATE_AUDIO_FAILED", 531, True),
+    ("generate", "SENSITIVE_WORD_ERROR", None, False),
+    ("generate", "CREATE_TASK_FAILED", 500, False),
+    ("lyrics", "GENERATE_LYRICS_FAILED", None, False),
+    ("convert", "GENERATE_WAV_FAILED", 500, False),
+    ("video", "GENERATE_MP4_FAILED", 500, False),
+    ("separate", "GENERATE_AUDIO_FAILED", 500, False),
+    ("cover", "GENERATE_COVER_FAILED", 500, False),
+])
+def test_failure_statuses_raise_task_failed(srv, tmp_path, type_, fault, code, refunded):
+    inputs: dict[str, Any] = SONG if type_ == "generate" else {"prompt": "sea"}
+    if type_ not in ("generate", "lyrics"):
+        inputs = {"audio": generated(srv, tmp_path)}
+    action: dict[str, Any] = {"fail_task": fault}
+    if code is not None:
+        action["code"] = code
+    op_name = {"convert": "wav", "video": "mp4", "separate": "separate_vocal"}.get(type_, type_)
+    srv.configure(faults=[{"match": {"op": op_name}, "times": 1, "action": action}])
+    exc = submit_error(srv, tmp_path, type_, inputs)
+    assert isinstance(exc, TaskFailed)
+    assert exc.refunded is refunded
+    assert (fault in str(exc)) or type_ == "cover"
+
+
+def test_callback_exception_with_songs_is_a_success(srv, tmp_path):
+    srv.configure(faults=[{"match": {"op": "generate"}, "times": 1,
+                           "action": {"fail_task": "CALLBACK_EXCEPTION"}}])
+
+    async def go() -> Result:
+        prov = make(srv)
+        try:
+            return await drive(prov, op_of(tmp_path, "generate", **SONG))
+        finally:
+            await prov.aclose()
+
+    assert len(run(go).outputs["tracks"]) == 2
+
+
+def test_the_key_never_leaks(srv, tmp_path, caplog):
+    """Not in any exception message or repr, nor in a request body the fake logged."""
+    track = generated(srv, tmp_path)
+    seen: list[str] = []
+    cases = [
+        ([{"match": {"path": f"{V1}/generate"}, "action": {"envelope_code": 401}}], "generate",
+         SONG),
+        ([{"match": {"path": f"{V1}/generate"}, "action": {"http_status": 502}}], "generate",
+         SONG),
+        ([{"match": {"path": f"{V1}/wav/generate"}, "action": {"envelope_code": 402}}],
+         "convert", {"audio": track}),
+        ([{"match": {"op": "lyrics"}, "action": {"fail_task": "SENSITIVE_WORD_ERROR"}}],
+         "lyrics", {"prompt": "x"}),
+        ([{"match": {"path": f"{V1}/generate"}, "action": {"envelope_code": 413}}], "generate",
+         SONG),
+    ]
+    for faults, type_, inputs in cases:
+        srv.configure(faults=faults)
+        exc = submit_error(srv, tmp_path, type_, inputs)
+        seen += [str(exc), repr(exc), repr(exc.__cause__)]
+    srv.configure(faults=[])
+    demo = tmp_path / "demo.mp3"
+    demo.write_bytes(Path(track["file"]).read_bytes())
+
+    async def go() -> None:
+        prov = make(srv)
+        seen.extend([repr(prov), repr(prov.api), repr(prov.api.client.headers)])
+        try:
+            await drive(prov, op_of(tmp_path, "add_instrumental", audio="demo.mp3",
+                                    tags="x", title="y"))
+        finally:
+            await prov.aclose()
+
+    run(go)
+    seen.append(caplog.text)
+    assert all(KEY not in s for s in seen)
+    assert KEY not in json.dumps(srv.log)
+
+
+# -- refresh ------------------------------------------------------------------------------
+
+
+def test_refresh_reads_fresh_links_from_record_info(srv, tmp_path):
+    async def go() -> Result:
+        prov = make(srv)
+        op = op_of(tmp_path, "generate", **SONG)
+        try:
+            first = await drive(prov, op)
+            old = first.outputs["tracks"][0]["audio_url"]
+            srv.configure(faults=[{"match": {"path": "/files/audio/*"}, "times": 1,
+                                   "action": {"expired": True}}])
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(old)).status_code == 403
+            fresh = await prov.refresh(op, first.outputs["task_id"])
+            assert fresh is not None
+            assert fresh.outputs["tracks"][0]["audio_url"] != old
+            return fresh
+        finally:
+            await prov.aclose()
+
+    assert_files_download(run(go).outputs)
+    assert [e for e in srv.log if "recovery" in e["path"]] == []
+    assert len(submits(srv, "/generate")) == 1
+
+
+def test_refresh_falls_back_to_recovery_when_fresh_links_are_dead_too(srv, tmp_path):
+    async def go() -> Result:
+        prov = make(srv)
+        op = op_of(tmp_path, "generate", **SONG)
+        try:
+            first = await drive(prov, op)
+            # Every audio and image link is dead from now on, fresh or not.
+            srv.configure(faults=[{"match": {"path": "/files/audio/*"},
+                                   "action": {"expired": True}},
+                                  {"match": {"path": "/files/image/*"},
+                                   "action": {"expired": True}}])
+            fresh = await prov.refresh(op, first.outputs["task_id"])
+            assert fresh is not None
+            tracks = fresh.outputs["tracks"]
+            assert [t["id"] for t in tracks] == [t["id"] for t in first.outputs["tracks"]]
+            assert all(t["audio_url"].split("?")[0].endswith(".m4a") for t in tracks)
+            assert all(t["file"] == Fetch(t["audio_url"], ".m4a") for t in tracks)
+            assert all(t["image_file"] is None for t in tracks)  # artwork is not recovered
+            assert fresh.outputs["file"] == tracks[0]["file"]
+            return fresh
+        finally:
+            await prov.aclose()
+
+    assert_files_download(run(go).outputs)
+    recovery = submits(srv, "/suno/recovery")
+    assert len(recovery) == 1
+    assert recovery[0]["json"]["sunoTaskId"] == srv.tasks[0]["task_id"]
+    polls = [e for e in srv.log if e["path"] == f"{V1}/suno/recovery/record-info"]
+    assert polls
+    assert all("task_id" in e["query"] for e in polls)
+    assert len(submits(srv, "/generate")) == 1  # never a new paid generation
+
+
+def test_refresh_gives_up_when_recovery_fails(srv, tmp_path):
+    async def go() -> None:
+        prov = make(srv)
+        op = op_of(tmp_path, "generate", **SONG)
+        try:
+            first = await drive(prov, op)
+            srv.configure(faults=[{"match": {"path": "/files/audio/*"},
+                                   "action": {"expired": True}},
+                                  {"match": {"op": "recovery"},
+                                   "action": {"fail_task": "feed_failed"}}])
+            assert await prov.refresh(op, first.outputs["task_id"]) is None
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+# -- pacing and credits ------------------------------------------------------------------
+
+
+def test_every_api_request_goes_through_one_rate_limiter(srv, store, tmp_path):
+    clock = FakeClock()
+    sent: list[float] = []
+
+    async def go() -> None:
+        prov = make(srv, store, clock=clock, rate_limit=(3, 10.0))
+
+        async def stamp(request: httpx.Request) -> None:
+            sent.append(clock.now())
+
+        prov.api.client.event_hooks["request"].append(stamp)
+        try:
+            song = await drive(prov, op_of(tmp_path, "generate", **SONG))
+            track = {**song.outputs["tracks"][0], "file": None}
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(drive, prov, op_of(tmp_path, "lyrics", prompt="x"))
+                tg.start_soon(drive, prov, op_of(tmp_path, "convert", audio=track))
+            assert await prov.credits() is not None
+        finally:
+            await prov.aclose()
+
+    run(go)
+    api = [e for e in srv.log if e["op"] != "download"]
+    assert len(sent) == len(api) >= 11
+    for t in sent:
+        assert sum(1 for u in sent if t <= u < t + 10.0) <= 3
+    assert clock.slept  # it really had to wait
+
+
+def test_credits_reads_the_balance(srv):
+    srv.configure(credits=4321)
+
+    async def go() -> float | None:
+        prov = make(srv)
+        try:
+            return await prov.credits()
+        finally:
+            await prov.aclose()
+
+    assert run(go) == 4321.0
