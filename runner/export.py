@@ -19,7 +19,7 @@ from typing import Any
 
 from runner.errors import StepError
 from runner.recipe import OutputFile, Recipe
-from runner.template import TemplateError, compile_template, is_template, render
+from runner.template import TemplateError, compile_template, is_template, render, render_path
 
 AUDIO = (".mp3", ".flac", ".wav", ".m4a")
 _BAD = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\]")
@@ -29,7 +29,7 @@ def safe_relpath(text: str) -> Path:
     """A relative path whose components cannot escape the folder it is joined to."""
     parts = []
     for comp in re.split(r"/+", text.replace("\\", "/")):
-        comp = _BAD.sub("_", comp).strip().strip(".")
+        comp = _BAD.sub("_", comp).strip(" .")
         if comp in ("", ".", ".."):
             continue
         parts.append(comp[:200])
@@ -65,7 +65,7 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
             try:
                 if is_template(o.if_) and not compile_template(o.if_).render(ctx):
                     continue
-                rel = render(o.path, ctx)
+                rel = render_path(o.path, ctx)
                 src = render(o.from_, ctx)
                 tags = {k: render(v, ctx) for k, v in o.tags.items()}
             except TemplateError as exc:

@@ -22,8 +22,10 @@ Invariants that callers rely on:
 
 Errors: every failure raises :class:`MediaError`, whose message is one line naming the
 operation and the file, followed by ``: `` and either the reason (a bad argument) or the
-last lines of ffmpeg's stderr joined with `` | ``, e.g.
-``probe /x/a.mp3: ffmpeg: /x/a.mp3: Invalid data found when processing input``.
+last informative lines of ffmpeg's stderr joined with `` | ``, e.g.
+``transcode /x/out.wav: ffmpeg: Error opening input: Invalid data found when processing
+input | Error opening input file file:/x/in.mp3. | ...``, or
+``extend /x/in.mp3: continue_at 31.0 must be inside the source (0 < continue_at < 30.000)``.
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ import hashlib
 import math
 import os
 import re
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 RATE = 44100
 CHANNELS = 2
@@ -51,9 +57,6 @@ SEPARATE_VOCAL_STEMS = ("vocals", "instrumental")
 SPLIT_STEMS = ("vocals", "bass", "keyboard", "drums", "fx")
 
 _TAIL_LINES = 3
-# Outputs get the usual permissions (mkstemp would leave them 0600).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class MediaError(Exception):
@@ -127,12 +130,13 @@ def _atomic(outs: Sequence[Path]) -> Iterator[list[Path]]:
     try:
         for out in outs:
             out.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".part", dir=out.parent)
-            os.close(fd)
-            tmps.append(Path(name))
+            tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.part"
+            # Created here, with O_EXCL, so that the name is ours; mode 0666 minus the
+            # umask, as any file the user makes (mkstemp would give 0600).
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            tmps.append(tmp)
         yield tmps
         for tmp in tmps:
-            os.chmod(tmp, 0o666 & ~_UMASK)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         for tmp, out in zip(tmps, outs, strict=True):
@@ -145,7 +149,8 @@ def _atomic(outs: Sequence[Path]) -> Iterator[list[Path]]:
 def _audio_format(op: str, out: Path) -> str:
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in AUDIO_FORMATS:
-        raise MediaError(f"{op} {out}: unsupported audio suffix {out.suffix!r} (use .wav, .flac or .mp3)")
+        raise MediaError(f"{op} {out}: unsupported audio suffix {out.suffix!r} "
+                         "(use .wav, .flac or .mp3)")
     return fmt
 
 
@@ -367,7 +372,7 @@ class _Dice:
     def uniform(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * self.random()
 
-    def choice(self, items: Sequence[object]) -> object:
+    def choice(self, items: Sequence[_T]) -> _T:
         return items[int(self.random() * len(items))]
 
     def chance(self, p: float) -> bool:
@@ -465,7 +470,7 @@ def _plan(seed: str, style: str) -> _Plan:
         minor = dice.chance(0.4)
     scale = _SCALES[minor]
     root = dice.randint(0, 11)
-    chords: tuple[int, ...] = dice.choice(_PROGRESSIONS[minor])  # type: ignore[assignment]
+    chords = dice.choice(_PROGRESSIONS[minor])
 
     def pitch(tonic: int, degree: int) -> int:
         return tonic + 12 * (degree // 7) + scale[degree % 7]
@@ -487,10 +492,10 @@ def _plan(seed: str, style: str) -> _Plan:
                 move = dice.choice((-2, -1, -1, 1, 1, 2))
                 # Lean back towards the middle of the range.
                 if idx < len(degrees) // 3:
-                    move = abs(move)  # type: ignore[arg-type]
+                    move = abs(move)
                 elif idx > 2 * len(degrees) // 3:
-                    move = -abs(move)  # type: ignore[arg-type]
-                idx = min(max(idx + move, 0), len(degrees) - 1)  # type: ignore[operator]
+                    move = -abs(move)
+                idx = min(max(idx + move, 0), len(degrees) - 1)
             out.append(idx)
         return out
 
@@ -498,7 +503,7 @@ def _plan(seed: str, style: str) -> _Plan:
     idx = len(degrees) // 2
     phrase_a: list[list[int]] = []
     for bar in range(4):
-        pitches = bar_pitches(rhythms[bar], chords[bar], idx)  # type: ignore[arg-type]
+        pitches = bar_pitches(rhythms[bar], chords[bar], idx)
         phrase_a.append(pitches)
         idx = pitches[-1]
     # Phrase B opens like phrase A (the motif), then varies and resolves to the tonic.
@@ -506,7 +511,7 @@ def _plan(seed: str, style: str) -> _Plan:
     phrase_b = [phrase_a[0], phrase_a[1]]
     idx = phrase_a[1][-1]
     for bar in (2, 3):
-        pitches = bar_pitches(rhythms_b[bar], chords[bar], idx)  # type: ignore[arg-type]
+        pitches = bar_pitches(rhythms_b[bar], chords[bar], idx)
         phrase_b.append(pitches)
         idx = pitches[-1]
     tonics = [i for i, d in enumerate(degrees) if d % 7 == 0]
@@ -514,11 +519,11 @@ def _plan(seed: str, style: str) -> _Plan:
     lead: list[_Note] = []
     for bar, (rhythm, pitches) in enumerate(zip(rhythms + rhythms_b, phrase_a + phrase_b,
                                                 strict=True)):
-        for (onset, length), i in zip(rhythm, pitches, strict=True):  # type: ignore[misc]
+        for (onset, length), i in zip(rhythm, pitches, strict=True):
             lead.append((bar * 16 + onset, length, pitch(tonic, degrees[i])))
 
     # Bass: chord roots in MIDI 36-47 (65-123 Hz); fifths and octaves stay under 250 Hz.
-    bass_rhythm: Sequence[tuple[int, int, int]] = dice.choice(_BASS_RHYTHMS)  # type: ignore[assignment]
+    bass_rhythm = dice.choice(_BASS_RHYTHMS)
     bass: list[_Note] = []
     for bar, chord in enumerate(chords):
         base = 36 + (root + scale[chord % 7]) % 12
@@ -526,7 +531,7 @@ def _plan(seed: str, style: str) -> _Plan:
 
     # Keyboard: a music-box arpeggio of the chord in MIDI 98-110 (2.3-4.7 kHz), clear of
     # the vocal band.
-    order: Sequence[int] = dice.choice(_KEYS_ORDERS)  # type: ignore[assignment]
+    order = dice.choice(_KEYS_ORDERS)
     sparse = dice.chance(0.35)
     keys: list[_Note] = []
     for bar, chord in enumerate(chords):
@@ -539,7 +544,7 @@ def _plan(seed: str, style: str) -> _Plan:
 
     # Drums, two bars: kick pattern, claps on 2 and 4, hats on 8ths or 16ths.
     fast = bool(words & _FAST)
-    kicks: tuple[int, ...] = _KICKS[0] if fast and dice.chance(0.6) else dice.choice(_KICKS)  # type: ignore[assignment]
+    kicks = _KICKS[0] if fast and dice.chance(0.6) else dice.choice(_KICKS)
     sixteenths = dice.chance(0.5 if fast else 0.25)
     open_hat = dice.chance(0.5)
     hits: dict[int, list[tuple[float, float]]] = {}
@@ -863,6 +868,7 @@ def separate(src: Path, out_dir: Path, *, mode: str) -> dict[str, Path]:
     """
     src, out_dir = Path(src), Path(out_dir)
     _check_input("separate", src)
+    names: tuple[str, ...]
     if mode == "separate_vocal":
         names = SEPARATE_VOCAL_STEMS
     elif mode == "split_stem":

@@ -158,7 +158,7 @@ def _expected(branch: dict[str, Any]) -> str:
     if "enum" in branch:
         return "one of " + ", ".join(map(str, branch["enum"]))
     t = branch.get("type")
-    ts = t if isinstance(t, list) else [t] if t else []
+    ts: list[str] = t if isinstance(t, list) else [t] if t else []
     return " or ".join(_JSON_TYPES.get(x, x) for x in ts) or "a value"
 
 
@@ -242,7 +242,7 @@ def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> lis
                          key=True)]
     if v == "type":
         want = s.get("type")
-        wants = want if isinstance(want, list) else [want]
+        wants: list[str] = want if isinstance(want, list) else [str(want)]
         return [doc.diag(path, f"{where} must be "
                          + " or ".join(_JSON_TYPES.get(w, w) for w in wants)
                          + f"; got {_got(inst)}",
@@ -317,15 +317,15 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
                                     "start with 'version: 1', a 'name' and 'steps'")])
     diags = _schema_errors(doc) + _output_path_errors(data.get("outputs"), doc)
-    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     steps: dict[str, Step] = {}
-    raw_steps = data.get("steps") if isinstance(data.get("steps"), dict) else {}
+    raw_steps: dict[str, Any] = data["steps"] if isinstance(data.get("steps"), dict) else {}
     for sid, raw in raw_steps.items():
         if not isinstance(raw, dict) or not isinstance(raw.get("uses"), str):
             continue
         uses = raw["uses"]
         stype = TYPES.get(uses)
-        with_ = raw.get("with") if isinstance(raw.get("with"), dict) else {}
+        with_: dict[str, Any] = raw["with"] if isinstance(raw.get("with"), dict) else {}
         if stype is not None:
             for err in schemas.with_validator(uses).iter_errors(with_):
                 diags.extend(_describe(err, ("steps", sid, "with"), doc))

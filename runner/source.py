@@ -311,8 +311,9 @@ def _build(text: str, name: str) -> Document:
                 except ValueError as exc:
                     raise fail(ev.start_mark, str(exc),
                                _TAG_HINT if "tag" in str(exc) else None) from None
-                span = (ev.start_mark.index, ev.end_mark.index, ev.style or "") \
-                    if isinstance(v, str) else None
+                start_m, end_m = ev.start_mark, ev.end_mark
+                span = (start_m.index, end_m.index, ev.style or "") \
+                    if isinstance(v, str) and start_m is not None and end_m is not None else None
                 attach(v, ev.start_mark, ev.anchor, 1, span)
             elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if ev.tag and ev.tag not in ("!", _STD_TAG + "map", _STD_TAG + "seq"):

@@ -58,12 +58,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and _is_int(left) and _is_int(right) and right > 0 \
                 and abs(left) > 1 and right * abs(left).bit_length() > 64 * MAX_SIZE:
-            raise SecurityError(f"{left} ** {right} is too large")
+            raise SecurityError(f"{left} ** {right} is too large a number")
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and _is_int(n) \
                         and len(seq) * n > MAX_SIZE:
-                    raise SecurityError(f"a value of {len(seq) * n:,} items is too large")
+                    unit = "characters" if isinstance(seq, str) else "items"
+                    raise SecurityError(f"the result would have {len(seq) * n:,} {unit} "
+                                        f"(at most {MAX_SIZE:,})")
         if operator == "%" and isinstance(left, str):
             _check_printf(left)
         return super().call_binop(context, operator, left, right)
@@ -99,6 +101,17 @@ _ENV.filters.update(center=_center, format=_format)
 for _name in ("lipsum", "cycler", "joiner", "namespace"):
     _ENV.globals.pop(_name, None)
 GLOBALS = frozenset(_ENV.globals)
+
+def _path_value(value: Any) -> str:
+    """A value inserted into an output path: one file name's worth, never a separator."""
+    text = "" if value is None else str(value)
+    return text.replace("/", "_").replace("\\", "_").replace("\x00", "")
+
+
+_PATH_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                          finalize=_path_value)
+for _name in ("lipsum", "cycler", "joiner", "namespace"):
+    _PATH_ENV.globals.pop(_name, None)
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 _MARKERS = re.compile(r"\{\{|\{%|\{#")
@@ -330,6 +343,21 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
+def render_path(source: str, context: dict[str, Any]) -> str:
+    """Render an output path: slashes written in the template separate folders; slashes
+    inside inserted values (a title like 'a/b' or '../../x') do not."""
+    if not is_template(source):
+        return source
+    try:
+        return _PATH_ENV.from_string(source).render(context)
+    except UndefinedError as exc:
+        raise TemplateError(_undefined_message(str(exc))) from None
+    except SecurityError as exc:
+        raise TemplateError(f"not allowed in a template: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any error inside user code is the user's
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
 def templates_in(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
     """Every template string in `value`, with its path."""
     if isinstance(value, str):
@@ -382,9 +410,10 @@ def _analyse(ast: nodes.Template) -> tuple[tuple[Ref, ...], frozenset[str]]:
             walk(child)
 
     walk(ast)
-    for n in ast.find_all(nodes.Getattr):
-        if n.attr.startswith("_"):
-            raise TemplateError(f"templates may not use the attribute '{n.attr}'", n.lineno)
+    for attr in ast.find_all(nodes.Getattr):
+        if attr.attr.startswith("_"):
+            raise TemplateError(f"templates may not use the attribute '{attr.attr}'",
+                                attr.lineno)
     return tuple(refs), frozenset(names - GLOBALS)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 MAX_STYLE_CHARS = 1000
 MAX_TITLE_CHARS = 60
@@ -111,6 +112,14 @@ _PRODUCTION = ("polished modern mix", "analog tape warmth", "wide stereo image",
                "lush reverb tails", "dry, punchy production", "vintage room sound")
 _KEYS = ("C major", "G major", "D major", "A minor", "E minor", "F major", "B-flat major",
          "D minor")
+
+
+class Word(TypedDict):
+    """One sung word and when it is sung, in seconds from the start of the audio."""
+
+    word: str
+    start: float
+    end: float
 
 
 def _digest(*parts: str) -> bytes:
@@ -248,7 +257,7 @@ def _lyric_lines(text: str) -> list[list[str]]:
     return lines
 
 
-def align_words(text: str, duration: float, *, start: float = 0.0) -> list[dict[str, object]]:
+def align_words(text: str, duration: float, *, start: float = 0.0) -> list[Word]:
     """Spread the sung words of ``text`` over [start, duration] seconds.
 
     Section tags such as ``[Chorus]`` are not words. Each word gets time in proportion to
@@ -271,14 +280,15 @@ def align_words(text: str, duration: float, *, start: float = 0.0) -> list[dict[
     breath = 0.6  # in weight units, after each line
     weight += breath * len(lines)
     unit = (duration - start) / weight
-    out: list[dict[str, object]] = []
+    out: list[Word] = []
     t = start
     for word, w, last in plan:
-        begin = round(t, 3)
+        # Rounding is monotonic, and the clamps keep rounded times inside the span.
+        begin = min(max(round(t, 3), start), duration)
+        # Words are sung for 90% of their slot, so an end never passes the next start.
+        end = min(max(round(t + 0.9 * w * unit, 3), begin), duration)
         t += w * unit
-        # Words are sung for 90% of their slot; the end never passes the next start.
-        end = round(min(begin + 0.9 * w * unit, duration), 3)
-        out.append({"word": word, "start": begin, "end": max(end, begin)})
+        out.append({"word": word, "start": begin, "end": end})
         if last:
             t += breath * unit
     return out
@@ -294,12 +304,12 @@ def _stamp(seconds: float) -> str:
     return f"[{minutes:02d}:{centis // 100:02d}.{centis % 100:02d}]"
 
 
-def lrc(words: Sequence[dict[str, object]], text: str) -> str:
+def lrc(words: Sequence[Mapping[str, Any]], text: str) -> str:
     """LRC lyrics: one ``[mm:ss.xx] line`` per sung line of ``text``, timed by the start of
     its first word in ``words`` (as :func:`align_words` returns, or a service's aligned
     words: they are matched to the text in order, ignoring case and punctuation).
     A line whose words cannot be found takes the time of the line before it."""
-    stream = [(_norm(str(w["word"])), float(w["start"])) for w in words  # type: ignore[arg-type]
+    stream = [(_norm(str(w["word"])), float(w["start"])) for w in words
               if _norm(str(w["word"]))]
     pos = 0
     last = 0.0

@@ -196,7 +196,7 @@ def test_synth_stems_have_the_take_length_and_add_up_to_it(take6: tuple[Path, Pa
     mix = pcm(take)
     parts = [pcm(stems / name) for name in names]
     assert all(len(p) == len(mix) for p in parts)
-    diff = [m - sum(p[i] for p in parts) for i, m in enumerate(mix)]
+    diff = [m - a - b - c - d for m, a, b, c, d in zip(mix, *parts, strict=True)]
     # Each stem is rounded to 16 bits on its own: at most 4 x 0.5 LSB apart.
     assert max(map(abs, diff)) <= 2
     assert rms(mix) > 1000
@@ -205,10 +205,14 @@ def test_synth_stems_have_the_take_length_and_add_up_to_it(take6: tuple[Path, Pa
 def test_synth_instrumental_has_no_vocals(tmp_path: Path) -> None:
     media.synth(tmp_path / "i.wav", seed="inst", duration=2.0, instrumental=True,
                 stems_dir=tmp_path / "stems")
+    media.synth(tmp_path / "v.wav", seed="inst", duration=2.0)
     assert sorted(p.stem for p in (tmp_path / "stems").iterdir()) == [
         "bass", "drums", "keyboard"]
-    # The vocal band (here 400-1600 Hz, clear of the other layers' filter skirts) is empty.
-    assert 1 - outside(tmp_path / "i.wav", 400, 1600) < 0.02
+    # The vocal band (measured at 400-1600 Hz, where the filters' skirts let little of the
+    # other layers through) holds a few per cent of the instrumental, a third of the song.
+    instrumental = 1 - outside(tmp_path / "i.wav", 400, 1600)
+    sung = 1 - outside(tmp_path / "v.wav", 400, 1600)
+    assert instrumental < 0.1 < 0.2 < sung
 
 
 def test_synth_layers_sit_in_their_bands(take6: tuple[Path, Path]) -> None:
@@ -324,7 +328,8 @@ def test_mix_adds_a_vocal_layer(tmp_path: Path) -> None:
     media.mix(base, tmp_path / "sung.flac", seed="voice", layer="vocals")
     assert media.probe(tmp_path / "sung.flac").duration == 4.0
     before, after = 1 - outside(base, 400, 1600), 1 - outside(tmp_path / "sung.flac", 400, 1600)
-    assert after > 0.1 > 0.02 > before
+    assert before < 0.1
+    assert after > max(0.12, 3 * before)
 
 
 def test_mix_adds_an_instrumental_layer(tmp_path: Path) -> None:
@@ -355,7 +360,7 @@ def test_separate_stems_mix_back_to_the_source(take6: tuple[Path, Path], tmp_pat
     src = pcm(take)
     parts = [pcm(p) for p in stems.values()]
     assert all(len(p) == len(src) for p in parts)
-    diff = [s - sum(p[i] for p in parts) for i, s in enumerate(src)]
+    diff = [s - sum(p) for s, *p in zip(src, *parts, strict=True)]
     assert rms(diff) < 0.01 * rms(src)
     assert all(rms(p) > 0 for p in parts)
 
@@ -365,11 +370,11 @@ def test_separate_finds_the_lead_in_the_vocal_stem(take6: tuple[Path, Path],
     take, stems = take6
     sung = media.separate(take, tmp_path / "sung", mode="separate_vocal")["vocals"]
     # The band's filters shift phases, so compare levels, not waveforms.
-    assert rms(pcm(sung)) == pytest.approx(rms(pcm(stems / "vocals.wav")), rel=0.25)
+    assert rms(pcm(sung)) == pytest.approx(rms(pcm(stems / "vocals.wav")), rel=0.2)
     bed = tmp_path / "bed.wav"
     media.synth(bed, seed="take6", duration=2.0, style="synth pop", instrumental=True)
     unsung = media.separate(bed, tmp_path / "unsung", mode="separate_vocal")["vocals"]
-    assert rms(pcm(unsung)) < 0.1 * rms(pcm(bed))
+    assert rms(pcm(unsung)) < 0.15 * rms(pcm(bed))
 
 
 def test_separate_rejects_unknown_modes(tmp_path: Path) -> None:

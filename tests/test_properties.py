@@ -97,14 +97,17 @@ def check(workdir: Path, raw: bytes) -> None:
     try:
         plan.build(recipe.load(path, display="recipe.yaml"))
     except RecipeError as exc:
-        assert exc.diagnostics
-        lines = raw.count(b"\n") + 1
-        for d in exc.diagnostics:
-            assert d.file == "recipe.yaml"
-            assert 1 <= d.line <= lines, str(d)
-            assert d.col >= 1, str(d)
-            assert d.message.strip(), str(d)
-            assert "Traceback" not in str(d)
+        diagnostics = exc.diagnostics
+    else:
+        return
+    assert diagnostics
+    lines = raw.count(b"\n") + 1
+    for d in diagnostics:
+        assert d.file == "recipe.yaml"
+        assert 1 <= d.line <= lines, str(d)
+        assert d.col >= 1, str(d)
+        assert d.message.strip(), str(d)
+        assert "Traceback" not in str(d)
 
 
 # --- mutations of the parsed values ---------------------------------------------------

@@ -139,7 +139,22 @@ class ApiClient:
         return Answer(method, path, resp.status_code, resp.headers, body, text)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await close(self.client)
+
+
+async def close(client: httpx.AsyncClient) -> None:
+    """Close a client, tolerating connections left behind by an event loop that is gone.
+
+    run.py calls `aclose()` in a second `anyio.run` after the engine's loop has closed;
+    pooled connections of the first loop cannot be closed gracefully from the second (the
+    OS reclaims them with the loop's sockets), and that must not turn a finished run into a
+    crash.
+    """
+    try:
+        await client.aclose()
+    except RuntimeError as exc:
+        if "Event loop is closed" not in str(exc):
+            raise
 
 
 def lost(where: str, why: str, *, step: str | None, submit: bool) -> Exception:

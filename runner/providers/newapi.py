@@ -38,7 +38,7 @@ from runner.errors import (
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
 from runner.providers import Fetch, Op, Produced, Result, Submitted
-from runner.providers.http import GATEWAY, Answer, ApiClient, http_failure, lost
+from runner.providers.http import GATEWAY, Answer, ApiClient, close, http_failure, lost
 from runner.providers.sunoapi import _suffix
 from runner.recipe import Provider as ProviderConfig
 from runner.store import Store
@@ -136,7 +136,7 @@ class NewApiProvider:
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        await self.files.aclose()
+        await close(self.files)
 
     # --- requests --------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from runner.providers.http import (
     PLACEHOLDER_CALLBACK,
     Answer,
     ApiClient,
+    close,
     http_failure,
     lost,
 )
@@ -247,7 +248,7 @@ class SunoApiProvider:
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        await self.files.aclose()
+        await close(self.files)
 
     # --- requests and the code tables ------------------------------------------------
 

@@ -1,0 +1,58 @@
+"""The loader's own rules: positions inside multi-line values, the template size limits,
+and values that must load unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner import source
+from runner.template import TemplateError, compile_template
+
+BLOCKS = {
+    "literal": "k: |\n  one\n    two {{ x }}\n  three\n",
+    "folded": "k: >\n  one\n\n    two {{ x }}\n  three\n",
+    "plain": "k: one\n\n  two {{ x }}\n  three\n",
+    "double": 'k: "one\\n\\ttab\n\n  two {{ x }}\n  three"\n',
+    "single": "k: 'it''s\n\n  two {{ x }}\n  three'\n",
+}
+
+
+@pytest.mark.parametrize("style", sorted(BLOCKS))
+def test_line_inside_a_value_maps_to_the_file(style: str) -> None:
+    """Line N of a template is where the author sees it, whatever the scalar style."""
+    text = BLOCKS[style]
+    doc = source.parse(text.encode(), "f.yaml")
+    value = doc.data["k"]
+    line = next(i for i, x in enumerate(value.split("\n")) if "two" in x)
+    d = doc.diag(("k",), "m", offset=(line, 1))
+    assert text.splitlines()[d.line - 1][d.col - 1:].startswith("two")
+
+
+def test_position_falls_back_to_the_value() -> None:
+    """An alias has no text of its own, and line 3 of a one-line value does not exist."""
+    doc = source.parse(b"a: &x 'v'\nb: *x\n", "f.yaml")
+    d = doc.diag(("b",), "m", offset=(3, 1))
+    assert (d.line, d.col) == (2, 4)
+    d = doc.diag(("a",), "m", offset=(3, 1))
+    assert (d.line, d.col) == (1, 4)
+
+
+@pytest.mark.parametrize("expr", ["9 ** (9 ** 9)", "'ab' * 10 ** 9", "[0] * 10 ** 9",
+                                  "'%9999999999d' % 1", "'%*d' % (10 ** 9, 1)",
+                                  "'{:>9999999999}'.format(1)", "'{:{}}'.format(1, 10 ** 9)",
+                                  "'x' | center(10 ** 10)", "'%0999999999d' | format(1)"])
+def test_templates_cannot_build_huge_values(expr: str) -> None:
+    with pytest.raises(TemplateError, match="not allowed in a template"):
+        compile_template("{{ " + expr + " }}").render({})
+
+
+@pytest.mark.parametrize(("expr", "value"), [("2 ** 10", 1024), ("'ab' * 3", "ababab"),
+                                             ("'%03d' % 7", "007"), ("'{:>3}'.format(1)", "  1"),
+                                             ("'x' | center(3)", " x "), ("7 % 3", 1)])
+def test_ordinary_arithmetic_still_works(expr: str, value: object) -> None:
+    assert compile_template("{{ " + expr + " }}").render({}) == value
+
+
+def test_yaml_1_2_scalars() -> None:
+    doc = source.parse(b"a: yes\nb: on\nc: 0o17\nd: 1e3\ne: ~\nf: !!str 5\n", "f.yaml")
+    assert doc.data == {"a": "yes", "b": "on", "c": 15, "d": 1000.0, "e": None, "f": "5"}

@@ -1,0 +1,108 @@
+"""`sunoflow run` against the sunoapi fake, as a user runs it: a subprocess, a recipe file,
+the key in an environment variable, the album on disk, and the fake's request log as the
+record of what was paid for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runner.fake import FakeServer
+
+KEY = "sk-remote-run-Key-9d2"
+
+RECIPE = """\
+version: 1
+name: remote-ep
+provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+vars:
+  tracks:
+    - {title: Sunrise, style: indie folk, theme: first light}
+    - {title: Noon, style: surf rock, theme: heat}
+steps:
+  words:
+    uses: lyrics
+    for_each: "{{ vars.tracks }}"
+    with: {prompt: "A song about {{ item.theme }}"}
+  song:
+    uses: generate
+    for_each: "{{ vars.tracks }}"
+    with:
+      title: "{{ item.title }}"
+      style: "{{ item.style }}"
+      prompt: "{{ steps.words[index].text }}"
+  long:
+    uses: extend
+    for_each: "{{ steps.song }}"
+    with:
+      audio: "{{ item.tracks[0] }}"
+      continue_at: "{{ item.tracks[0].duration - 10 }}"
+      prompt: a final chorus
+  master:
+    uses: convert
+    for_each: "{{ steps.long }}"
+    with: {audio: "{{ item.tracks[0] }}", format: wav}
+  art:
+    uses: cover
+    with: {audio: "{{ steps.song[0].tracks[0] }}"}
+outputs:
+  - for_each: "{{ steps.master }}"
+    path: "{{ '%02d' % (index + 1) }} - {{ vars.tracks[index].title }}.wav"
+    from: "{{ item.file }}"
+    tags: {title: "{{ vars.tracks[index].title }}", album: Remote EP, track: "{{ index + 1 }}"}
+  - path: cover.png
+    from: "{{ steps.art.images[0].file }}"
+"""
+
+# The paid endpoints and how many instances of each step the recipe has.
+PAID = {"/api/v1/lyrics": 2, "/api/v1/generate": 2, "/api/v1/generate/extend": 2,
+        "/api/v1/wav/generate": 2, "/api/v1/suno/cover/generate": 1}
+
+
+@pytest.fixture
+def srv() -> Iterator[FakeServer]:
+    with FakeServer("sunoapi", api_key=KEY) as server:
+        yield server
+
+
+def sunoflow(tmp: Path, url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SUNO_API_KEY"}
+    env["SUNO_API_KEY"] = KEY
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(tmp / "ep.yaml"), "--provider", "sunoapi",
+         "--base-url", url, "--out", str(tmp / "out"), "--state-dir", str(tmp / "state"),
+         "--report", str(tmp / "report.json"), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=90, check=False)
+
+
+def paid_submits(srv: FakeServer) -> Counter[str]:
+    return Counter(e["path"] for e in srv.log if e["method"] == "POST")
+
+
+def test_a_remote_album_pays_once_per_step_and_nothing_on_the_second_run(srv, tmp_path):
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    first = sunoflow(tmp_path, srv.url)
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) >= [
+        "01 - Sunrise.wav", "02 - Noon.wav", "cover.png"]
+    for name in ("01 - Sunrise.wav", "02 - Noon.wav"):
+        assert (out / name).read_bytes()[:4] == b"RIFF"
+    assert (out / "cover.png").read_bytes()[:4] == b"\x89PNG"
+    assert paid_submits(srv) == Counter(PAID)
+    assert KEY not in first.stdout + first.stderr
+    state_text = "".join(p.read_text(errors="replace") for p in (tmp_path / "state").rglob("*")
+                         if p.is_file() and p.suffix in (".jsonl", ".json", ""))
+    assert KEY not in state_text + (tmp_path / "report.json").read_text()
+
+    before = len(srv.log)
+    second = sunoflow(tmp_path, srv.url)
+    assert second.returncode == 0, second.stderr
+    assert paid_submits(srv) == Counter(PAID)  # nothing new submitted
+    assert [e for e in srv.log[before:] if e["method"] == "POST"] == []
