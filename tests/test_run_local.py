@@ -48,9 +48,9 @@ outputs:
 """
 
 
-def sunoflow(*args: str, cwd: Path, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+def sunoflow(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+                          capture_output=True, timeout=timeout)
 
 
 @pytest.fixture
