@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import deque
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 
-from runner import download, models
+from runner import models
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -114,8 +114,9 @@ class Engine:
         self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
         pc = self.recipe.provider
         self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock)
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(pc.request_timeout, connect=10.0))
+        self._http: Any = None
         self.selected = self._select()
+        self.base_dir = self.recipe.path.parent.resolve()
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
 
     # --- selection -----------------------------------------------------------------
@@ -129,7 +130,12 @@ class Engine:
     # --- the run -------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Run every selected instance; return succeeded | failed | interrupted."""
+        """Run every selected instance; return succeeded | failed | interrupted.
+
+        Scheduling is a ready queue drained synchronously: an instance that is cached or
+        skipped finishes inline, so resuming a finished run spawns no task at all; only
+        real work (ffmpeg, a service call) becomes a task in the group.
+        """
         remaining: dict[str, int] = {}
         dependents: dict[str, list[str]] = {}
         ids = {i.id for i in self.selected}
@@ -139,46 +145,65 @@ class Engine:
             for d in deps:
                 dependents.setdefault(d, []).append(inst.id)
             self.records[inst.id] = StepRecord(inst.id)
+        ready = deque(i.id for i in self.selected if remaining[i.id] == 0)
+        left = len(self.selected)
         try:
             async with anyio.create_task_group() as tg:
-                self.tg = tg
                 if self.opts.handle_signals:
                     tg.start_soon(self._signals, tg.cancel_scope)
 
-                async def finished(iid: str) -> None:
+                def release(iid: str) -> None:
+                    nonlocal left
+                    status = self.records[iid].status
                     for dep in dependents.get(iid, ()):
                         remaining[dep] -= 1
-                        if self.records[iid].status in ("failed", "skipped"):
-                            self._skip(dep, f"needs {iid}, which {self.records[iid].status}")
+                        if status in ("failed", "skipped"):
+                            self._skip(dep, f"needs {iid}, which {status}")
                         if remaining[dep] == 0:
-                            tg.start_soon(launch, dep)
-
-                left = len(self.selected)
-
-                async def launch(iid: str) -> None:
-                    nonlocal left
-                    rec = self.records[iid]
-                    if rec.status == "pending":
-                        await self._run_instance(self.plan.instances[iid])
-                    await finished(iid)
+                            ready.append(dep)
                     left -= 1
                     if left == 0:
                         tg.cancel_scope.cancel()  # ends the signal watcher too
 
-                roots = [i.id for i in self.selected if remaining[i.id] == 0]
-                for iid in roots:
-                    tg.start_soon(launch, iid)
-                if not self.selected:
+                def drain() -> None:
+                    while ready:
+                        iid = ready.popleft()
+                        inst = self.plan.instances[iid]
+                        work = self._prepare(inst) if self.records[iid].status == "pending" \
+                            else None
+                        if work is None:
+                            release(iid)
+                        else:
+                            tg.start_soon(execute, inst, work)
+
+                async def execute(inst: Instance, work: Any) -> None:
+                    await self._run_work(inst, work)
+                    release(inst.id)
+                    drain()
+
+                drain()
+                if left == 0:
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 self.store.sync()
-                await self.http.aclose()
+                if self._http is not None:
+                    await self._http.aclose()
         if self.interrupted:
             return "interrupted"
         if any(r.status == "failed" for r in self.records.values()) or self.stop_reason:
             return "failed"
         return "succeeded"
+
+    @property
+    def http(self) -> Any:
+        """The download client, made on first use: a local-only run never imports httpx."""
+        if self._http is None:
+            import httpx
+
+            t = self.recipe.provider.request_timeout
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(t, connect=10.0))
+        return self._http
 
     def _skip(self, iid: str, why: str) -> None:
         rec = self.records[iid]
@@ -204,11 +229,22 @@ class Engine:
 
     # --- one instance ----------------------------------------------------------------
 
-    async def _run_instance(self, inst: Instance) -> None:
+    def _prepare(self, inst: Instance) -> Any:
+        """The synchronous half of an instance: render, key, cache lookup. Returns None when
+        the instance is finished already (cached, skipped, failed before any work), or the
+        work to do."""
+        rec = self.records[inst.id]
+        try:
+            return self._lookup(inst, rec)
+        except ProviderError as exc:
+            self._fail(rec, exc)
+            return None
+
+    async def _run_work(self, inst: Instance, work: Any) -> None:
         rec = self.records[inst.id]
         t_start = time.monotonic()
         try:
-            outputs = await self._instance(inst, rec)
+            outputs = await self._work(inst, rec, work)
             if outputs is None:
                 return
             self._publish(inst, outputs)
@@ -243,7 +279,7 @@ class Engine:
             return self.results.get(f"{inst.item_from}[{inst.index}]")
         return None
 
-    async def _instance(self, inst: Instance, rec: StepRecord) -> Any:
+    def _lookup(self, inst: Instance, rec: StepRecord) -> Any:
         step = inst.step
         assert step.type is not None, "reusable recipes are expanded before the engine"
         item = self._context_item(inst)
@@ -271,17 +307,32 @@ class Engine:
         rec.key = k
         st = self.store.states.get(k)
         forced = step.id in self.forced
-        if st is not None and st.status == "done" and not forced:
-            outputs = await self._restore(inst, prov, st)
-            if outputs is not None:
-                rec.status, rec.task_ids, rec.attempts = "cached", list(st.task_ids), st.attempts
-                self.ui.event(inst.id, "cached", "")
-                return outputs
+        if st is not None and st.status == "done" and not forced and \
+                all(self.store.has_blob(f) for f in st.files):
+            self._cached(inst, rec, st, st.outputs)
+            return None
         if self.stop_reason:
             self._skip(inst.id, f"not run: {self.stop_reason}")
             return None
+        return (prov, inputs, k, st, forced)
+
+    def _cached(self, inst: Instance, rec: StepRecord, st: Any, outputs: Any) -> None:
+        rec.status, rec.task_ids, rec.attempts = "cached", list(st.task_ids), st.attempts
+        rec.outputs = outputs
+        self._publish(inst, outputs)
+        self.ui.event(inst.id, "cached", "")
+
+    async def _work(self, inst: Instance, rec: StepRecord, work: Any) -> Any:
+        prov, inputs, k, st, forced = work
+        step = inst.step
+        if st is not None and st.status == "done" and not forced:
+            outputs = await self._restore(inst, prov, st)  # some stored file went missing
+            if outputs is not None:
+                self._cached(inst, rec, st, outputs)
+                return None
+            st = None
         workdir = self.store.scratch(k)
-        op = Op(inst.id, step.uses, inputs, k, workdir, self.recipe.path.parent.resolve())
+        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir)
         if prov.kind == "local":
             outputs = await self._local(op, rec)
         else:
@@ -313,6 +364,8 @@ class Engine:
             return st.outputs
         if prov.kind == "local":
             return None  # free to make again
+        from runner import download
+
         for f in missing:
             try:
                 info = await download.fetch(self.http, f["url"], self.store)
@@ -462,6 +515,8 @@ class Engine:
                            task_id: str | None = None) -> tuple[Any, list[dict[str, Any]]]:
         """Replace file placeholders with stored files; refresh expired links once or
         twice through the provider (never by paying again)."""
+        from runner import download
+
         for attempt in range(3):
             files: list[dict[str, Any]] = []
             memo: dict[Any, dict[str, Any]] = {}
@@ -503,6 +558,8 @@ class Engine:
         return value
 
     async def _fetch(self, url: str, op: Op) -> dict[str, Any]:
+        from runner import download
+
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=20.0)
         for n in range(6):
             try:

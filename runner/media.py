@@ -761,9 +761,10 @@ def synth(out: Path, *, seed: str, duration: float, style: str = "",
                                     fade_out=fade_out, stems=stems_dir is not None)
     outs = [out]
     maps = [mix_label]
-    for layer, label in stems.items():
-        outs.append(Path(stems_dir or ".") / f"{layer}{out.suffix}")
-        maps.append(label)
+    if stems_dir is not None:
+        for layer, label in stems.items():
+            outs.append(Path(stems_dir) / f"{layer}{out.suffix}")
+            maps.append(label)
     _render("synth", outs, maps, lines, [], fmt, fast=True)
 
 
@@ -1101,14 +1102,13 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
     wave_colour = _hsv(dice.random(), dice.uniform(0.2, 0.6), 1.0)
     w, h, fps = _VIDEO_W, _VIDEO_H, _VIDEO_FPS
     thumb = 240
+    inputs = ["-i", _url(audio)]
     if image is None:
-        picture = f"{_artwork(seed, thumb * 2)}"
-        inputs = ["-i", _url(audio)]
-        audio_in = "0:a"
+        picture = _artwork(seed, thumb * 2)
     else:
-        picture = "[1:v]format=gbrp"
-        inputs = ["-i", _url(audio), "-i", _url(Path(image))]
-        audio_in = "0:a"
+        # The first frame only, should the "image" be an animation.
+        picture = "[1:v]trim=end_frame=1,format=gbrp"
+        inputs += ["-i", _url(Path(image))]
     top = (h - thumb) // 2
     lines = [
         f"{picture},split=2[pic_a][pic_b]",
@@ -1120,11 +1120,11 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
         # per-frame overlay below works in yuv420 without converting whole frames.
         f"[bg][thumb]overlay=40:{top},format=yuv420p,loop=loop=-1:size=1:start=0,"
         f"fps={fps}[still]",
-        f"[{audio_in}]{_NORMALISE},asplit=2[snd][wav_in]",
-        # At 8 kHz a frame's worth of audio is one sample per pixel column: all the
-        # waveform can show, at a fifth of the cost.
-        f"[wav_in]aresample=8000,showwaves=s=320x{thumb}:mode=cline:rate={fps}:colors={wave_colour}"
-        ":draw=full,format=yuva420p[waves]",
+        f"[0:a]{_NORMALISE},asplit=2[snd][wav_in]",
+        # At 8 kHz a frame's worth of audio (400 samples) is about one sample per pixel
+        # column: all the waveform can show, at a fifth of the cost.
+        f"[wav_in]aresample=8000,showwaves=s=320x{thumb}:mode=cline:rate={fps}"
+        f":colors={wave_colour}:draw=full,format=yuva420p[waves]",
         f"[still][waves]overlay=300:{top}:shortest=1:format=yuv420[v]",
     ]
     with _atomic([out]) as (tmp,):
@@ -1137,6 +1137,7 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
             # The native AAC encoder's defaults cost ten times real time here; these
             # switches bring it to about 40x at no audible cost for a teaser.
             "-c:a", "aac", "-aac_coder", "fast", "-aac_pns", "0", "-aac_tns", "0",
-            "-aac_is", "0", "-aac_ms", "0", "-b:a", "192k", "-ar", str(RATE), "-ac", str(CHANNELS),
+            "-aac_is", "0", "-aac_ms", "0", "-b:a", "192k", "-ar", str(RATE),
+            "-ac", str(CHANNELS),
             "-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact",
             "-movflags", "+faststart", "-f", "mp4", "-y", _url(tmp)])

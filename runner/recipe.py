@@ -271,6 +271,8 @@ def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> lis
         return [doc.diag(path, f"{where} lists {_show(dup)} twice")]
     if v == "pattern":
         what, hint = _PATTERNS.get(s[v], (f"does not match {s[v]}", s.get("description")))
+        if "needs" in path and isinstance(doc.data.get("steps"), dict):
+            hint = suggest(inst, doc.data["steps"]) or hint  # most likely a misspelt step
         return [doc.diag(path, f"{where}: {_show(inst)} {what}", hint)]
     return [doc.diag(path, f"{where}: {err.message}")]
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
-MAX_STYLE_CHARS = 1000
+MAX_STYLE_CHARS = 999  # the services take fewer than 1000
 MAX_TITLE_CHARS = 60
 
 # A lyric line that is only a section tag, e.g. "[Chorus]" or "[Verse 2]".

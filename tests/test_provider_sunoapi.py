@@ -371,6 +371,14 @@ def test_a_missing_local_file_is_a_step_error(srv, tmp_path):
 # -- errors ----------------------------------------------------------------------------
 
 
+async def mock(prov: SunoApiProvider, handler: Any) -> None:
+    """Answer the provider's API requests with `handler` (for answers the fake never
+    gives: headers, echoes, garbage), keeping its headers."""
+    headers = prov.api.client.headers
+    await prov.api.client.aclose()
+    prov.api.client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers)
+
+
 def submit_error(srv: FakeServer, tmp: Path, type_: str, inputs: dict[str, Any],
                  **config: Any) -> ProviderError:
     async def go() -> ProviderError:
@@ -527,8 +535,7 @@ def test_retry_after_is_honoured(srv, tmp_path):
 
     async def go() -> None:
         prov = make(srv)
-        await prov.api.client.aclose()
-        prov.api.client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        await mock(prov, answer)
         try:
             with pytest.raises(TransientError) as first:
                 await prov.submit(op_of(tmp_path, "generate", **SONG))
@@ -536,6 +543,58 @@ def test_retry_after_is_honoured(srv, tmp_path):
             with pytest.raises(TransientError) as second:
                 await prov.poll(op_of(tmp_path, "generate"), "t1")
             assert second.value.retry_after == 3
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+def test_an_answer_echoing_the_key_is_redacted_and_a_redirect_is_not_followed(srv, tmp_path):
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"code": 400, "msg": "bad header "
+                                             + request.headers["authorization"]})
+        return httpx.Response(301, headers={"Location": "https://api.example/v1"})
+
+    async def go() -> None:
+        prov = make(srv)
+        await mock(prov, answer)
+        try:
+            with pytest.raises(StepError) as info:
+                await prov.submit(op_of(tmp_path, "generate", **SONG))
+            assert "bad header Bearer [redacted]" in str(info.value)
+            assert KEY not in str(info.value)
+            with pytest.raises(StepError, match="redirects .* https://api.example/v1"):
+                await prov.poll(op_of(tmp_path, "generate"), "t1")
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it():
+    cfg = ProviderConfig(kind="sunoapi", base_url="http://127.0.0.1:9")
+    with pytest.raises(AuthError, match="SUNO_API_KEY contains characters") as info:
+        SunoApiProvider(cfg, env={"SUNO_API_KEY": "sk-caf\u00e9-key"})
+    assert "caf" not in str(info.value)
+
+
+@pytest.mark.parametrize(("status", "text"), [(200, "<html>oops</html>"),
+                                              (200, '{"code": 200, "msg": "ok"}'),
+                                              (500, "Internal Server Error")])
+def test_an_unreadable_answer_to_a_submit_may_hide_a_task(srv, tmp_path, status, text):
+    """A 200 we cannot read (or a bare 500) may stand for a created task: not a free retry."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, text=text)
+
+    async def go() -> None:
+        prov = make(srv)
+        await mock(prov, answer)
+        try:
+            with pytest.raises(PossiblySubmitted):
+                await prov.submit(op_of(tmp_path, "generate", **SONG))
+            with pytest.raises(TransientError):
+                await prov.poll(op_of(tmp_path, "generate"), "t1")
         finally:
             await prov.aclose()
 

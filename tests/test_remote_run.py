@@ -106,3 +106,29 @@ def test_a_remote_album_pays_once_per_step_and_nothing_on_the_second_run(srv, tm
     assert second.returncode == 0, second.stderr
     assert paid_submits(srv) == Counter(PAID)  # nothing new submitted
     assert [e for e in srv.log[before:] if e["method"] == "POST"] == []
+
+
+ONE_SONG = """\
+version: 1
+name: one
+provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  song:
+    uses: generate
+    with: {prompt: "la la", style: pop, title: One}
+outputs:
+  - path: one.mp3
+    from: "{{ steps.song.tracks[0].file }}"
+"""
+
+
+def test_an_expired_link_is_refreshed_without_paying_again(srv, tmp_path):
+    (tmp_path / "ep.yaml").write_text(ONE_SONG)
+    srv.configure(faults=[{"match": {"path": "/files/audio/*"}, "times": 1,
+                           "action": {"expired": True}}])
+    done = sunoflow(tmp_path, srv.url)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "one.mp3").stat().st_size > 0
+    assert paid_submits(srv) == Counter({"/api/v1/generate": 1})
+    polls = [e for e in srv.log if e["path"] == "/api/v1/generate/record-info"]
+    assert len(polls) == 2  # the result, then the fresh links

@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +45,18 @@ def api_key(config: ProviderConfig, env: dict[str, str]) -> str:
     if not key:
         raise AuthError(f"the environment variable {config.api_key_env} is not set; export "
                         f"your {config.kind} API key in it (api_key_env names the variable)")
+    if not key.isascii() or not key.isprintable():
+        raise AuthError(f"the key in {config.api_key_env} contains characters that cannot "
+                        "be sent in an HTTP header; check what was pasted into it")
     return key
+
+
+def _redactor(key: str) -> Callable[[str], str]:
+    """Replaces the key in text we may quote in a message (an answer that echoes it)."""
+    def redact(text: str) -> str:
+        return text.replace(key, "[redacted]") if key in text else text
+
+    return redact
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
@@ -96,6 +108,7 @@ class ApiClient:
         # httpx masks the Authorization header in every repr; no other attribute holds it.
         self.client = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
                                         timeout=timeout, follow_redirects=False)
+        self.redact = _redactor(key)
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
         self.requests = 0
 
@@ -131,7 +144,7 @@ class ApiClient:
             # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
             # out and its answer was lost.
             raise lost(where, type(exc).__name__, step=step, submit=submit) from exc
-        text = resp.text
+        text = self.redact(resp.text)
         try:
             body = json.loads(text) if text.strip() else None
         except ValueError:
@@ -181,6 +194,12 @@ def http_failure(answer: Answer, *, step: str | None, submit: bool,
                               retry_after=answer.retry_after)
     if status >= 500:
         return lost(answer.where, f"HTTP {status}", step=step, submit=submit)
+    if 300 <= status < 400:
+        # A redirect (http -> https, a moved host) is never followed for an API request:
+        # nothing was created, and the base URL needs fixing.
+        return StepError(f"{answer.where}: the service redirects (HTTP {status}) to "
+                         f"{answer.headers.get('location') or 'elsewhere'}; set base_url to "
+                         "the address it names", step=step, code=status)
     if status >= 400:
         snippet = " ".join(answer.text.split())[:200]
         return StepError(f"{answer.where}: HTTP {status}: {snippet or 'no details'}",

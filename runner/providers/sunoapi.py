@@ -332,9 +332,10 @@ class SunoApiProvider:
             raise StepError(f"{what} needs a track made by the service as 'audio' (a track "
                             "object with id and task_id)", step=op.step)
         if str(audio["task_id"]).startswith("local-"):
-            raise StepError(f"{what} needs a track made by the service; this one was made "
-                            "on this machine (upload it with upload_cover / upload_extend)",
-                            step=op.step)
+            hint = "use upload_extend for audio made elsewhere" if what == "extend" else \
+                "give it a track from a step the service ran (generate, extend, ...)"
+            raise StepError(f"{what} needs a track made by the service, and this one was "
+                            f"made on this machine; {hint}", step=op.step)
         return audio
 
     async def _body_generate(self, op: Op) -> dict[str, Any]:
