@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections import deque
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
