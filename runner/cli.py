@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the recipe JSON Schema")
     p.set_defaults(func=cmd_schema)
 
+    p = sub.add_parser("status", help="what the state store holds for each step: done, "
+                       "stale (inputs changed), missing (files gone), to run")
+    p.add_argument("recipe", metavar="RECIPE")
+    _recipe_options(p)
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("clean", help="delete stored files that the lock does not reference")
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.set_defaults(func=cmd_clean)
+
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
@@ -101,6 +114,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
     return parser
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from runner import plan as planner
+    from runner import recipe
+    from runner.run import default_state_dir
+    from runner.status import resolve
+    from runner.store import Store
+
+    r = recipe.load(args.recipe, overrides=overrides(args))
+    p = planner.build(r)
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
+    store = Store(state).open(create=False)
+    rows = resolve(p, store)
+    width = max(len(i) for i in rows)
+    counts: dict[str, int] = {}
+    for iid, row in rows.items():
+        status = "to run" if row["status"] == "unknown" else row["status"]
+        counts[status] = counts.get(status, 0) + 1
+        print(f"{iid:<{width}}  {status}")
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from runner import lock
+    from runner.run import default_state_dir
+
+    recipe_path = Path(args.recipe)
+    lock_path = lock.path_for(recipe_path)
+    if not lock_path.exists():
+        raise UsageError(f"no lock file {lock_path}: run the recipe first (clean keeps what "
+                         "the lock references)")
+    keep = lock.referenced(lock.read(lock_path))
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(recipe_path)
+    blobs = state / "blobs" / "sha256"
+    removed = freed = 0
+    for f in sorted(blobs.rglob("*")) if blobs.exists() else []:
+        if f.is_file() and f.name[:64] not in keep:
+            removed += 1
+            freed += f.stat().st_size
+            if args.dry_run:
+                print(f"would delete {f}")
+            else:
+                f.unlink()
+    print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
+          f"({freed / 1e6:.1f} MB) not referenced by {lock_path.name}")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

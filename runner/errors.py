@@ -12,6 +12,7 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── UsageError                 exit 2  bad command-line arguments (cli)
     ├── FrozenError                exit 3  --frozen would need a paid submission (engine)
     ├── Interrupted                exit 130 Ctrl-C / SIGTERM (engine)
+    ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
     │                                      newer sunoflow (store)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
@@ -74,6 +75,10 @@ class Interrupted(SunoflowError):
 
 
 class StoreError(SunoflowError):
+    pass
+
+
+class BudgetError(SunoflowError):
     pass
 
 

@@ -22,6 +22,7 @@ from runner.recipe import OutputFile, Recipe
 from runner.template import TemplateError, compile_template, is_template, render, render_path
 
 AUDIO = (".mp3", ".flac", ".wav", ".m4a")
+MEDIA = (*AUDIO, ".mp4", ".png", ".jpg", ".jpeg", ".lrc")
 _BAD = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\]")
 
 
@@ -79,6 +80,11 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                 relp = safe_relpath(str(rel))
             except ValueError as exc:
                 raise StepError(f"outputs[{o.index}]: {exc}") from None
+            src_ext, dest_ext = Path(str(src)).suffix.lower(), relp.suffix.lower()
+            if src_ext and dest_ext != src_ext and src_ext in MEDIA and dest_ext in MEDIA:
+                raise StepError(f"outputs[{o.index}]: '{relp.as_posix()}' ends in {dest_ext}, "
+                                f"but the file is {src_ext}; name it {relp.stem}{src_ext}, or "
+                                f"add a transcode step to make {dest_ext}")
             dest = (root / relp).resolve()
             if root not in dest.parents:
                 raise StepError(f"outputs[{o.index}]: {rel!r} would leave the output folder")

@@ -89,9 +89,11 @@ def _url(path: Path) -> str:
 
 
 # ffmpeg's closing lines that only say that an earlier error stopped it.
-_NOISE_RE = re.compile(r"Task finished with error|Terminating thread with return code|"
-                       r"Nothing was written into output file|Could not open encoder before EOF|"
-                       r"Conversion failed|Exiting with exit code")
+_NOISE_RE = re.compile(
+    r"Task finished with error|Terminating thread with return code|"
+    r"Nothing was written into output file|Could not open encoder before EOF|"
+    r"Conversion failed|Exiting with exit code"
+)
 # "[fc#0 @ 0x55d1c0ffee00] " prefixes: addresses that differ at each run.
 _PREFIX_RE = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\] ")
 
@@ -149,33 +151,66 @@ def _atomic(outs: Sequence[Path]) -> Iterator[list[Path]]:
 def _audio_format(op: str, out: Path) -> str:
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in AUDIO_FORMATS:
-        raise MediaError(f"{op} {out}: unsupported audio suffix {out.suffix!r} "
-                         "(use .wav, .flac or .mp3)")
+        raise MediaError(
+            f"{op} {out}: unsupported audio suffix {out.suffix!r} (use .wav, .flac or .mp3)"
+        )
     return fmt
 
 
-def _encode_args(op: str, out: Path, fmt: str, bitrate_kbps: int | None = None,
-                 *, fast: bool = False) -> list[str]:
+def _encode_args(
+    op: str, out: Path, fmt: str, bitrate_kbps: int | None = None, *, fast: bool = False
+) -> list[str]:
     """Output options that make ``fmt`` at 44.1 kHz stereo, byte for byte reproducibly.
 
     ``fast`` picks LAME's quicker psychoacoustics (-q 7, half the CPU of -q 5) for music
     this module synthesises itself: a 30 s take then stays well under a second of CPU.
     Audio from elsewhere (transcode and the edits) gets -q 5."""
-    args = ["-ar", str(RATE), "-ac", str(CHANNELS), "-map_metadata", "-1",
-            "-fflags", "+bitexact", "-flags:a", "+bitexact"]
+    args = [
+        "-ar",
+        str(RATE),
+        "-ac",
+        str(CHANNELS),
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+    ]
     if fmt == "wav":
         return [*args, "-c:a", "pcm_s16le", "-f", "wav"]
     if fmt == "flac":
-        return [*args, "-c:a", "flac", "-sample_fmt", "s16", "-compression_level", "5",
-                "-f", "flac"]
+        return [
+            *args,
+            "-c:a",
+            "flac",
+            "-sample_fmt",
+            "s16",
+            "-compression_level",
+            "5",
+            "-f",
+            "flac",
+        ]
     kbps = DEFAULT_MP3_KBPS if bitrate_kbps is None else bitrate_kbps
     if kbps not in MP3_BITRATES:
         allowed = ", ".join(map(str, MP3_BITRATES))
         raise MediaError(f"{op} {out}: mp3 bitrate {kbps} kb/s is not one of {allowed}")
     # No ID3 tag: the exporter writes tags itself; the LAME/Info frame (gapless) stays.
-    return [*args, "-c:a", "libmp3lame", "-b:a", f"{kbps}k",
-            "-compression_level", "7" if fast else "5",
-            "-id3v2_version", "0", "-write_id3v1", "0", "-f", "mp3"]
+    return [
+        *args,
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        f"{kbps}k",
+        "-compression_level",
+        "7" if fast else "5",
+        "-id3v2_version",
+        "0",
+        "-write_id3v1",
+        "0",
+        "-f",
+        "mp3",
+    ]
 
 
 # Every decoded input is brought to this shape before filtering.
@@ -216,8 +251,17 @@ _INPUT_RE = re.compile(r"^Input #0, (.+?), from ", re.M)
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _CONTAINER_KBPS_RE = re.compile(r"Duration: .*?bitrate: (\d+) kb/s")
 _STREAM_RE = re.compile(r"^\s*Stream #0:\d+\S*: (Audio|Video): (.*)$", re.M)
-_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6,
-            "6.1": 7, "7.1": 8}
+_LAYOUTS = {
+    "mono": 1,
+    "stereo": 2,
+    "2.1": 3,
+    "quad": 4,
+    "4.0": 4,
+    "5.0": 5,
+    "5.1": 6,
+    "6.1": 7,
+    "7.1": 8,
+}
 
 
 # Still images: ffmpeg reads them as one-frame streams through these demuxers.
@@ -251,8 +295,25 @@ def _count_samples(path: Path) -> int:
     Counting decoded samples is the only exact duration without ffprobe; the mp3
     demuxer honours the LAME gapless header, so encoder delay and padding are not counted.
     """
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-           "-i", _url(path), "-map", "0:a:0", "-ac", "1", "-c:a", "pcm_u8", "-f", "u8", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-i",
+        _url(path),
+        "-map",
+        "0:a:0",
+        "-ac",
+        "1",
+        "-c:a",
+        "pcm_u8",
+        "-f",
+        "u8",
+        "-",
+    ]
     total = 0
     # stderr goes to a file: a damaged file can log more than a pipe buffer holds.
     with tempfile.TemporaryFile() as err:
@@ -285,7 +346,7 @@ def probe(path: Path) -> MediaInfo:
     head = _INPUT_RE.search(text)
     if head is None:
         raise MediaError(f"probe {path}: ffmpeg: {_tail(proc.stderr)}")
-    header = text[head.start():]
+    header = text[head.start() :]
     audio_codec = video_codec = None
     sample_rate = channels = width = height = stream_kbps = None
     for kind, desc in _STREAM_RE.findall(header):
@@ -304,8 +365,11 @@ def probe(path: Path) -> MediaInfo:
             if size:
                 width, height = int(size.group(1)), int(size.group(2))
     container_kbps = _CONTAINER_KBPS_RE.search(header)
-    bitrate = stream_kbps if stream_kbps is not None else (
-        int(container_kbps.group(1)) if container_kbps else None)
+    bitrate = (
+        stream_kbps
+        if stream_kbps is not None
+        else (int(container_kbps.group(1)) if container_kbps else None)
+    )
     if audio_codec is not None and sample_rate:
         samples = _count_samples(path)
         duration = samples / sample_rate
@@ -314,9 +378,17 @@ def probe(path: Path) -> MediaInfo:
     else:
         m = _DURATION_RE.search(header)
         duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else 0.0
-    return MediaInfo(duration=duration, format=_container(head.group(1), video_codec),
-                     audio_codec=audio_codec, sample_rate=sample_rate, channels=channels,
-                     video_codec=video_codec, width=width, height=height, bitrate_kbps=bitrate)
+    return MediaInfo(
+        duration=duration,
+        format=_container(head.group(1), video_codec),
+        audio_codec=audio_codec,
+        sample_rate=sample_rate,
+        channels=channels,
+        video_codec=video_codec,
+        width=width,
+        height=height,
+        bitrate_kbps=bitrate,
+    )
 
 
 def _samples(op: str, path: Path) -> int:
@@ -335,9 +407,27 @@ def read_pcm(path: Path, sample_rate: int = 44100, channels: int = 2) -> bytes:
     """Decode the first audio stream of ``path`` to interleaved signed 16-bit little-endian."""
     path = Path(path)
     _check_input("read_pcm", path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-           "-i", _url(path), "-map", "0:a:0", "-ar", str(sample_rate), "-ac", str(channels),
-           "-c:a", "pcm_s16le", "-f", "s16le", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-i",
+        _url(path),
+        "-map",
+        "0:a:0",
+        "-ar",
+        str(sample_rate),
+        "-ac",
+        str(channels),
+        "-c:a",
+        "pcm_s16le",
+        "-f",
+        "s16le",
+        "-",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, check=False)
     except OSError as exc:
@@ -402,20 +492,69 @@ _BASS_RHYTHMS = (
     ((0, 3, 0), (3, 3, 0), (6, 2, 7), (8, 6, 0), (14, 2, 12)),
     ((0, 4, 0), (4, 4, 12), (8, 4, 7), (12, 4, 12)),
 )
-_KEYS_ORDERS = ((0, 1, 2, 3, 4, 3, 2, 1), (0, 2, 1, 2, 0, 2, 1, 2), (4, 3, 2, 1, 0, 1, 2, 3),
-                (0, 1, 2, 1, 3, 2, 4, 2))
+_KEYS_ORDERS = (
+    (0, 1, 2, 3, 4, 3, 2, 1),
+    (0, 2, 1, 2, 0, 2, 1, 2),
+    (4, 3, 2, 1, 0, 1, 2, 3),
+    (0, 1, 2, 1, 3, 2, 4, 2),
+)
 _KICKS = (
     (0, 4, 8, 12, 16, 20, 24, 28),
     (0, 8, 10, 16, 24, 26),
     (0, 10, 16, 26, 30),
     (0, 6, 8, 16, 22, 24),
 )
-_FAST = {"punk", "metal", "techno", "house", "edm", "dance", "trance", "dnb", "hardcore",
-         "fast", "upbeat", "energetic", "rock", "disco", "electro", "drum", "hyperpop"}
-_SLOW = {"ballad", "slow", "ambient", "chill", "lofi", "lo", "downtempo", "acoustic", "folk",
-         "soul", "jazz", "lullaby", "calm", "dreamy", "blues"}
-_MINOR = {"sad", "dark", "melancholic", "melancholy", "minor", "moody", "gothic", "blues",
-          "noir", "somber", "sombre", "haunting", "melancholia"}
+_FAST = {
+    "punk",
+    "metal",
+    "techno",
+    "house",
+    "edm",
+    "dance",
+    "trance",
+    "dnb",
+    "hardcore",
+    "fast",
+    "upbeat",
+    "energetic",
+    "rock",
+    "disco",
+    "electro",
+    "drum",
+    "hyperpop",
+}
+_SLOW = {
+    "ballad",
+    "slow",
+    "ambient",
+    "chill",
+    "lofi",
+    "lo",
+    "downtempo",
+    "acoustic",
+    "folk",
+    "soul",
+    "jazz",
+    "lullaby",
+    "calm",
+    "dreamy",
+    "blues",
+}
+_MINOR = {
+    "sad",
+    "dark",
+    "melancholic",
+    "melancholy",
+    "minor",
+    "moody",
+    "gothic",
+    "blues",
+    "noir",
+    "somber",
+    "sombre",
+    "haunting",
+    "melancholia",
+}
 _MAJOR = {"happy", "bright", "sunny", "joyful", "major", "cheerful", "summer", "uplifting"}
 
 _LAYERS = ("vocals", "bass", "keyboard", "drums")
@@ -517,8 +656,9 @@ def _plan(seed: str, style: str) -> _Plan:
     tonics = [i for i, d in enumerate(degrees) if d % 7 == 0]
     phrase_b[3][-1] = min(tonics, key=lambda i: abs(i - phrase_b[3][-1]))
     lead: list[_Note] = []
-    for bar, (rhythm, pitches) in enumerate(zip(rhythms + rhythms_b, phrase_a + phrase_b,
-                                                strict=True)):
+    for bar, (rhythm, pitches) in enumerate(
+        zip(rhythms + rhythms_b, phrase_a + phrase_b, strict=True)
+    ):
         for (onset, length), i in zip(rhythm, pitches, strict=True):
             lead.append((bar * 16 + onset, length, pitch(tonic, degrees[i])))
 
@@ -561,10 +701,18 @@ def _plan(seed: str, style: str) -> _Plan:
 
     h2, h3 = dice.uniform(0.2, 0.6), dice.uniform(0.05, 0.3)
     return _Plan(
-        step=step, minor=minor, root=root, chords=chords, lead=tuple(lead), bass=tuple(bass),
-        keys=tuple(keys), kicks=kicks, noise=noise,
+        step=step,
+        minor=minor,
+        root=root,
+        chords=chords,
+        lead=tuple(lead),
+        bass=tuple(bass),
+        keys=tuple(keys),
+        kicks=kicks,
+        noise=noise,
         lead_harmonics=(1.0 / (1 + h2 + h3), h2 / (1 + h2 + h3), h3 / (1 + h2 + h3)),
-        lead_decay=dice.uniform(0.3, 1.5), bass_harmonic=dice.uniform(0.1, 0.5),
+        lead_decay=dice.uniform(0.3, 1.5),
+        bass_harmonic=dice.uniform(0.1, 0.5),
         keys_decay=dice.uniform(4.0, 9.0),
     )
 
@@ -581,8 +729,9 @@ _VOICES = {
 }
 
 
-def _sequence(label: str, cycle_steps: int, events: Sequence[tuple[int, int, str]],
-              step: int, rate: int) -> list[str]:
+def _sequence(
+    label: str, cycle_steps: int, events: Sequence[tuple[int, int, str]], step: int, rate: int
+) -> list[str]:
     """aevalsrc segments, one per event (rests are silent segments), concatenated.
 
     Each segment has its own local ``t`` from 0, so an event's expression needs no lookup
@@ -611,21 +760,35 @@ def _sequence(label: str, cycle_steps: int, events: Sequence[tuple[int, int, str
     return lines
 
 
-def _looped(label: str, cycle_steps: int, events: Sequence[tuple[int, int, str]], step: int,
-            rate: int, total: int, fx: str) -> list[str]:
+def _looped(
+    label: str,
+    cycle_steps: int,
+    events: Sequence[tuple[int, int, str]],
+    step: int,
+    rate: int,
+    total: int,
+    fx: str,
+) -> list[str]:
     """One voice: render its cycle at ``rate``, loop it and leave ``total`` mono samples
     at 44.1 kHz in ``[label]``."""
     lines = _sequence(f"{label}_s", cycle_steps, events, step, rate)
     cycle = cycle_steps * step * rate // RATE
     need = -(-total * rate // RATE) + 64  # a little extra for the resampler's edges
     chain = [fx] if fx else []
-    chain += [f"apad=whole_len={cycle}", f"atrim=end_sample={cycle}",
-              f"aloop=loop=-1:size={cycle}", f"atrim=end_sample={need}"]
+    chain += [
+        f"apad=whole_len={cycle}",
+        f"atrim=end_sample={cycle}",
+        f"aloop=loop=-1:size={cycle}",
+        f"atrim=end_sample={need}",
+    ]
     if rate != RATE:
         chain.append(f"aresample={RATE}")
     # amerge wants one sample format from all its inputs.
-    chain += [f"apad=whole_len={total}", f"atrim=end_sample={total}",
-              "aformat=sample_fmts=fltp:channel_layouts=mono"]
+    chain += [
+        f"apad=whole_len={total}",
+        f"atrim=end_sample={total}",
+        "aformat=sample_fmts=fltp:channel_layouts=mono",
+    ]
     lines.append(f"[{label}_s]{','.join(chain)}[{label}]")
     return lines
 
@@ -638,20 +801,26 @@ def _voice_graph(plan: _Plan, voice: str, total: int, label: str) -> list[str]:
         a1, a2, a3 = plan.lead_harmonics
         for onset, length, midi in plan.lead:
             w = 2 * math.pi * _midi_hz(midi)
-            expr = (f"({_num(a1)}*sin({_num(w)}*t)+{_num(a2)}*sin({_num(2 * w)}*t)"
-                    f"+{_num(a3)}*sin({_num(3 * w)}*t))"
-                    f"*min(min(1,90*t),40*(D-t))*exp(-{_num(plan.lead_decay)}*t)")
+            expr = (
+                f"({_num(a1)}*sin({_num(w)}*t)+{_num(a2)}*sin({_num(2 * w)}*t)"
+                f"+{_num(a3)}*sin({_num(3 * w)}*t))"
+                f"*min(min(1,90*t),40*(D-t))*exp(-{_num(plan.lead_decay)}*t)"
+            )
             events.append((onset, length, expr))
         # Vibrato and a beat-long echo make it sing; the band-pass keeps it in 300-2000 Hz.
-        fx = (f"vibrato=f=5.5:d=0.12,aecho=0.8:0.7:{_num(1000 * 4 * step / RATE)}:0.22,"
-              "highpass=f=300,lowpass=f=2000")
+        fx = (
+            f"vibrato=f=5.5:d=0.12,aecho=0.8:0.7:{_num(1000 * 4 * step / RATE)}:0.22,"
+            "highpass=f=300,lowpass=f=2000"
+        )
         return _looped(label, 128, events, step, 22050, total, fx)
     if voice == "bass":
         h = plan.bass_harmonic
         for onset, length, midi in plan.bass:
             w = 2 * math.pi * _midi_hz(midi)
-            expr = (f"({_num(1 / (1 + h))}*sin({_num(w)}*t)+{_num(h / (1 + h))}"
-                    f"*sin({_num(2 * w)}*t))*min(min(1,300*t),40*(D-t))*exp(-2*t)")
+            expr = (
+                f"({_num(1 / (1 + h))}*sin({_num(w)}*t)+{_num(h / (1 + h))}"
+                f"*sin({_num(2 * w)}*t))*min(min(1,300*t),40*(D-t))*exp(-2*t)"
+            )
             events.append((onset, length, expr))
         return _looped(label, 64, events, step, 11025, total, "lowpass=f=250,lowpass=f=250")
     if voice == "keyboard":
@@ -664,8 +833,15 @@ def _voice_graph(plan: _Plan, voice: str, total: int, label: str) -> list[str]:
         # A sine swept from 200 Hz down to 45 Hz: the phase is the integral of
         # 45 + 155*exp(-25 t) Hz. The low-pass keeps its click out of the vocal band.
         expr = "sin(282.743*t+38.956*(1-exp(-25*t)))*exp(-11*t)*min(1,60*(D-t))"
-        return _looped(label, 32, [(s, 1, expr) for s in plan.kicks], step, 11025, total,
-                       "lowpass=f=250,lowpass=f=250")
+        return _looped(
+            label,
+            32,
+            [(s, 1, expr) for s in plan.kicks],
+            step,
+            11025,
+            total,
+            "lowpass=f=250,lowpass=f=250",
+        )
     by_step: dict[int, list[tuple[float, float]]] = {}
     for s, g, d in plan.noise:
         by_step.setdefault(s, []).append((g, d))
@@ -684,8 +860,7 @@ def _pan(labels: Sequence[str], voices: Sequence[str], out: str, tail: str = "")
     merge = f"amerge=inputs={len(labels)}," if len(labels) > 1 else ""
     # Keep pan in floating point: with a 16-bit output it would negotiate s16 and mix in
     # fixed point, where we measured stray samples off by 100 LSB.
-    return (f"{inputs}{merge}pan=stereo|c0={left}|c1={right},aformat=sample_fmts=fltp"
-            f"{tail}[{out}]")
+    return f"{inputs}{merge}pan=stereo|c0={left}|c1={right},aformat=sample_fmts=fltp{tail}[{out}]"
 
 
 def _fades(total: int, fade_in: int, fade_out: int) -> str:
@@ -697,8 +872,16 @@ def _fades(total: int, fade_in: int, fade_out: int) -> str:
     return chain
 
 
-def _take(plan: _Plan, layers: Sequence[str], total: int, prefix: str, *, fade_in: int,
-          fade_out: int, stems: bool = False) -> tuple[list[str], str, dict[str, str]]:
+def _take(
+    plan: _Plan,
+    layers: Sequence[str],
+    total: int,
+    prefix: str,
+    *,
+    fade_in: int,
+    fade_out: int,
+    stems: bool = False,
+) -> tuple[list[str], str, dict[str, str]]:
     """Graph lines for a take of ``total`` samples made of ``layers``.
 
     Returns the lines, the label of the stereo mix (``prefix`` + "mix") and, with
@@ -739,8 +922,15 @@ def _samples_of(op: str, out: Path, seconds: float, what: str) -> int:
     return samples
 
 
-def synth(out: Path, *, seed: str, duration: float, style: str = "",
-          instrumental: bool = False, stems_dir: Path | None = None) -> None:
+def synth(
+    out: Path,
+    *,
+    seed: str,
+    duration: float,
+    style: str = "",
+    instrumental: bool = False,
+    stems_dir: Path | None = None,
+) -> None:
     """Compose and render a take of ``duration`` seconds into ``out``.
 
     Tempo, key, chords, melody and timbres derive from sha256(seed, style); ``style``
@@ -757,8 +947,9 @@ def synth(out: Path, *, seed: str, duration: float, style: str = "",
     plan = _plan(seed, style)
     layers = _INSTRUMENTAL_LAYERS if instrumental else _LAYERS
     fade_in, fade_out = _fade_lengths(total)
-    lines, mix_label, stems = _take(plan, layers, total, "", fade_in=fade_in,
-                                    fade_out=fade_out, stems=stems_dir is not None)
+    lines, mix_label, stems = _take(
+        plan, layers, total, "", fade_in=fade_in, fade_out=fade_out, stems=stems_dir is not None
+    )
     outs = [out]
     maps = [mix_label]
     if stems_dir is not None:
@@ -768,20 +959,41 @@ def synth(out: Path, *, seed: str, duration: float, style: str = "",
     _render("synth", outs, maps, lines, [], fmt, fast=True)
 
 
-def _render(op: str, outs: Sequence[Path], maps: Sequence[str], lines: Sequence[str],
-            inputs: Sequence[str], fmt: str, bitrate_kbps: int | None = None,
-            *, fast: bool = False) -> None:
+def _render(
+    op: str,
+    outs: Sequence[Path],
+    maps: Sequence[str],
+    lines: Sequence[str],
+    inputs: Sequence[str],
+    fmt: str,
+    bitrate_kbps: int | None = None,
+    *,
+    fast: bool = False,
+) -> None:
     """Run one ffmpeg graph writing ``outs`` (one per mapped label), atomically."""
     with _atomic(outs) as tmps:
         args = [*inputs, "-filter_complex_threads", "1", "-filter_complex", ";".join(lines)]
         for label, tmp in zip(maps, tmps, strict=True):
-            args += ["-map", f"[{label}]",
-                     *_encode_args(op, outs[0], fmt, bitrate_kbps, fast=fast), "-y", _url(tmp)]
+            args += [
+                "-map",
+                f"[{label}]",
+                *_encode_args(op, outs[0], fmt, bitrate_kbps, fast=fast),
+                "-y",
+                _url(tmp),
+            ]
         _run(op, outs[0], args)
 
 
-def extend(src: Path, out: Path, *, continue_at: float, seed: str, duration: float,
-           style: str = "", instrumental: bool = False) -> None:
+def extend(
+    src: Path,
+    out: Path,
+    *,
+    continue_at: float,
+    seed: str,
+    duration: float,
+    style: str = "",
+    instrumental: bool = False,
+) -> None:
     """Write the whole extended song: ``src`` up to ``continue_at``, then a new take of
     ``duration`` seconds; the result lasts exactly ``continue_at + duration``.
 
@@ -794,8 +1006,10 @@ def extend(src: Path, out: Path, *, continue_at: float, seed: str, duration: flo
     src_total = _samples("extend", src)
     src_seconds = src_total / RATE
     if not math.isfinite(continue_at) or not 0 < continue_at < src_seconds:
-        raise MediaError(f"extend {src}: continue_at {continue_at} must be inside the source "
-                         f"(0 < continue_at < {src_seconds:.3f})")
+        raise MediaError(
+            f"extend {src}: continue_at {continue_at} must be inside the source "
+            f"(0 < continue_at < {src_seconds:.3f})"
+        )
     head = round(continue_at * RATE)
     tail = _samples_of("extend", out, duration, "duration")
     xfade = min(round(0.25 * RATE), src_total - head, tail // 2)
@@ -806,15 +1020,20 @@ def extend(src: Path, out: Path, *, continue_at: float, seed: str, duration: flo
     total = head + tail
     if xfade >= 64:
         lines.append(f"[0:a]{_NORMALISE},atrim=end_sample={head + xfade}[head]")
-        lines.append(f"[head][{cont}]acrossfade=ns={xfade}:c1=tri:c2=tri,"
-                     f"apad=whole_len={total},atrim=end_sample={total}[mix]")
+        lines.append(
+            f"[head][{cont}]acrossfade=ns={xfade}:c1=tri:c2=tri,"
+            f"apad=whole_len={total},atrim=end_sample={total}[mix]"
+        )
     else:
         # Too little source left after the cut for a crossfade: a 10 ms fade-out instead.
         short = min(441, head)
-        lines.append(f"[0:a]{_NORMALISE},atrim=end_sample={head},"
-                     f"afade=t=out:ss={head - short}:ns={short}[head]")
-        lines.append(f"[head][{cont}]concat=n=2:v=0:a=1,apad=whole_len={total},"
-                     f"atrim=end_sample={total}[mix]")
+        lines.append(
+            f"[0:a]{_NORMALISE},atrim=end_sample={head},"
+            f"afade=t=out:ss={head - short}:ns={short}[head]"
+        )
+        lines.append(
+            f"[head][{cont}]concat=n=2:v=0:a=1,apad=whole_len={total},atrim=end_sample={total}[mix]"
+        )
     _render("extend", [out], ["mix"], lines, ["-i", _url(src)], fmt, fast=True)
 
 
@@ -832,9 +1051,11 @@ def mix(base: Path, out: Path, *, seed: str, layer: str) -> None:
     lines, layer_mix, _ = _take(plan, layers, total, "l_", fade_in=fade_in, fade_out=fade_out)
     lines.append(f"[0:a]{_NORMALISE}[base]")
     # amerge + pan is an exact weighted sum (amix would rescale its inputs).
-    lines.append(f"[base][{layer_mix}]amerge=inputs=2,pan=stereo|c0=0.8*c0+c2|c1=0.8*c1+c3,"
-                 "aformat=sample_fmts=fltp,alimiter=limit=0.97:level=0:latency=1,"
-                 f"apad=whole_len={total},atrim=end_sample={total}[mix]")
+    lines.append(
+        f"[base][{layer_mix}]amerge=inputs=2,pan=stereo|c0=0.8*c0+c2|c1=0.8*c1+c3,"
+        "aformat=sample_fmts=fltp,alimiter=limit=0.97:level=0:latency=1,"
+        f"apad=whole_len={total},atrim=end_sample={total}[mix]"
+    )
     _render("mix", [out], ["mix"], lines, ["-i", _url(base)], fmt, fast=True)
 
 
@@ -875,22 +1096,26 @@ def separate(src: Path, out_dir: Path, *, mode: str) -> dict[str, Path]:
     elif mode == "split_stem":
         names = SPLIT_STEMS
     else:
-        raise MediaError(f"separate {src}: mode must be 'separate_vocal' or 'split_stem', "
-                         f"not {mode!r}")
+        raise MediaError(
+            f"separate {src}: mode must be 'separate_vocal' or 'split_stem', not {mode!r}"
+        )
     bands = names[:-1]
     residual = names[-1]
     copies = [f"in{i}" for i in range(len(bands) + 1)]
     lines = [f"[0:a]{_NORMALISE},asplit={len(copies)}{''.join(f'[{c}]' for c in copies)}"]
     for i, name in enumerate(bands):
-        lines.append(f"[in{i}]{_band(*_BANDS[name])},aformat=sample_fmts=fltp,"
-                     f"asplit=2[{name}][{name}_r]")
+        lines.append(
+            f"[in{i}]{_band(*_BANDS[name])},aformat=sample_fmts=fltp,asplit=2[{name}][{name}_r]"
+        )
     # The residual is the source minus every band, in one pan over the merged channels:
     # amerge puts the source in channels 0-1 and band k in channels 2k+2, 2k+3.
     left = "c0" + "".join(f"-c{2 * k + 2}" for k in range(len(bands)))
     right = "c1" + "".join(f"-c{2 * k + 3}" for k in range(len(bands)))
     inputs = f"[in{len(bands)}]" + "".join(f"[{name}_r]" for name in bands)
-    lines.append(f"{inputs}amerge=inputs={len(bands) + 1},pan=stereo|c0={left}|c1={right},"
-                 f"aformat=sample_fmts=fltp[{residual}]")
+    lines.append(
+        f"{inputs}amerge=inputs={len(bands) + 1},pan=stereo|c0={left}|c1={right},"
+        f"aformat=sample_fmts=fltp[{residual}]"
+    )
     outs = {name: out_dir / f"{name}.wav" for name in names}
     _render("separate", list(outs.values()), list(names), lines, ["-i", _url(src)], "wav")
     return outs
@@ -899,8 +1124,15 @@ def separate(src: Path, out_dir: Path, *, mode: str) -> dict[str, Path]:
 # --------------------------------------------------------------------------- editing
 
 
-def _edit(op: str, src: Path, out: Path, chain: str, *, fmt: str | None = None,
-          bitrate_kbps: int | None = None) -> None:
+def _edit(
+    op: str,
+    src: Path,
+    out: Path,
+    chain: str,
+    *,
+    fmt: str | None = None,
+    bitrate_kbps: int | None = None,
+) -> None:
     fmt = fmt or _audio_format(op, out)
     lines = [f"[0:a]{_NORMALISE}{',' + chain if chain else ''}[out]"]
     _render(op, [out], ["out"], lines, ["-i", _url(src)], fmt, bitrate_kbps)
@@ -916,8 +1148,7 @@ def transcode(src: Path, out: Path, *, fmt: str, bitrate_kbps: int | None = None
         raise MediaError(f"transcode {out}: format must be wav, flac or mp3, not {fmt!r}")
     if _audio_format("transcode", out) != fmt:
         raise MediaError(f"transcode {out}: suffix {out.suffix!r} does not match format {fmt!r}")
-    _edit("transcode", src, out, "", fmt=fmt,
-          bitrate_kbps=bitrate_kbps if fmt == "mp3" else None)
+    _edit("transcode", src, out, "", fmt=fmt, bitrate_kbps=bitrate_kbps if fmt == "mp3" else None)
 
 
 def concat(srcs: list[Path], out: Path) -> None:
@@ -931,8 +1162,9 @@ def concat(srcs: list[Path], out: Path) -> None:
         _check_input("concat", Path(src))
         inputs += ["-i", _url(Path(src))]
     lines = [f"[{i}:a]{_NORMALISE}[a{i}]" for i in range(len(srcs))]
-    lines.append("".join(f"[a{i}]" for i in range(len(srcs)))
-                 + f"concat=n={len(srcs)}:v=0:a=1[out]")
+    lines.append(
+        "".join(f"[a{i}]" for i in range(len(srcs))) + f"concat=n={len(srcs)}:v=0:a=1[out]"
+    )
     _render("concat", [out], ["out"], lines, inputs, fmt)
 
 
@@ -943,8 +1175,9 @@ def trim(src: Path, out: Path, *, start: float = 0.0, end: float | None = None) 
     src, out = Path(src), Path(out)
     total = _samples("trim", src)
     if not math.isfinite(start) or not 0 <= start < total / RATE:
-        raise MediaError(f"trim {src}: start {start} must be inside the source "
-                         f"(0 <= start < {total / RATE:.3f})")
+        raise MediaError(
+            f"trim {src}: start {start} must be inside the source (0 <= start < {total / RATE:.3f})"
+        )
     first = round(start * RATE)
     last = total if end is None else min(total, round(end * RATE))
     if end is not None and (not math.isfinite(end) or last <= first):
@@ -960,8 +1193,10 @@ def fade(src: Path, out: Path, *, fade_in: float = 0.0, fade_out: float = 0.0) -
     chain = []
     for name, seconds in (("fade_in", fade_in), ("fade_out", fade_out)):
         if not math.isfinite(seconds) or not 0 <= seconds <= total / RATE:
-            raise MediaError(f"fade {src}: {name} {seconds} must be between 0 and the length "
-                             f"of the source ({total / RATE:.3f})")
+            raise MediaError(
+                f"fade {src}: {name} {seconds} must be between 0 and the length "
+                f"of the source ({total / RATE:.3f})"
+            )
     n_in, n_out = round(fade_in * RATE), round(fade_out * RATE)
     if n_in:
         chain.append(f"afade=t=in:ss=0:ns={n_in}")
@@ -977,9 +1212,22 @@ def _ebur128(op: str, path: Path, *, true_peak: bool) -> tuple[float, float]:
     """(integrated loudness in LUFS, true peak in dBTP or -inf) of ``path``."""
     _check_input(op, path)
     peak = "true" if true_peak else "none"
-    stderr = _run(op, path, ["-i", _url(path), "-map", "0:a:0",
-                             "-af", f"ebur128=framelog=quiet:peak={peak}", "-f", "null", "-"],
-                  level="info").decode("utf-8", "replace")
+    stderr = _run(
+        op,
+        path,
+        [
+            "-i",
+            _url(path),
+            "-map",
+            "0:a:0",
+            "-af",
+            f"ebur128=framelog=quiet:peak={peak}",
+            "-f",
+            "null",
+            "-",
+        ],
+        level="info",
+    ).decode("utf-8", "replace")
     found = re.findall(r"I:\s+(-?\d+(?:\.\d+)?|-inf) LUFS", stderr)
     if not found:
         raise MediaError(f"{op} {path}: ffmpeg printed no loudness summary")
@@ -1028,9 +1276,11 @@ def loudness(path: Path) -> float:
 
 # --------------------------------------------------------------------------- pictures
 
-_IMAGE_CODECS = {".png": ["-c:v", "png", "-pix_fmt", "rgb24"],
-                 ".jpg": ["-c:v", "mjpeg", "-pix_fmt", "yuvj444p", "-q:v", "3"],
-                 ".jpeg": ["-c:v", "mjpeg", "-pix_fmt", "yuvj444p", "-q:v", "3"]}
+_IMAGE_CODECS = {
+    ".png": ["-c:v", "png", "-pix_fmt", "rgb24"],
+    ".jpg": ["-c:v", "mjpeg", "-pix_fmt", "yuvj444p", "-q:v", "3"],
+    ".jpeg": ["-c:v", "mjpeg", "-pix_fmt", "yuvj444p", "-q:v", "3"],
+}
 
 
 def _hsv(h: float, s: float, v: float) -> str:
@@ -1047,8 +1297,10 @@ def _artwork(seed: str, size: int) -> str:
     dice = _Dice("sunoflow-cover-v1", seed)
     hue = dice.random()
     spread = dice.uniform(0.06, 0.4)
-    colors = [_hsv((hue + k * spread) % 1.0, dice.uniform(0.45, 0.9), dice.uniform(0.35, 1.0))
-              for k in range(4)]
+    colors = [
+        _hsv((hue + k * spread) % 1.0, dice.uniform(0.45, 0.9), dice.uniform(0.35, 1.0))
+        for k in range(4)
+    ]
     kind = dice.choice(("linear", "radial", "square"))
     pts = [dice.randint(0, size - 1) for _ in range(4)]
     cx, cy = dice.randint(size // 5, 4 * size // 5), dice.randint(size // 5, 4 * size // 5)
@@ -1056,15 +1308,20 @@ def _artwork(seed: str, size: int) -> str:
     petals = dice.randint(0, 7)
     wobble = _num(dice.uniform(0.0, 2.5))
     opacity = _num(dice.uniform(0.35, 0.7))
-    rings = (f"128+110*sin(hypot(X-{cx},Y-{cy})/{wave}"
-             f"+{wobble}*sin({petals}*atan2(Y-{cy},X-{cx})))").replace(",", "\\,")
-    grad = (f"gradients=s={size}x{size}:c0={colors[0]}:c1={colors[1]}:c2={colors[2]}"
-            f":c3={colors[3]}:nb_colors=4:x0={pts[0]}:y0={pts[1]}:x1={pts[2]}:y1={pts[3]}"
-            f":type={kind}:seed={dice.randint(0, 2**31 - 1)}:speed=0:d=1:r=1")
-    return (f"{grad},format=gbrp[art_g];"
-            f"color=c=gray:s={size}x{size}:d=1:r=1,format=gray,geq=lum={rings},"
-            f"format=gbrp[art_p];"
-            f"[art_g][art_p]blend=all_mode=softlight:all_opacity={opacity},vignette=PI/5")
+    rings = (
+        f"128+110*sin(hypot(X-{cx},Y-{cy})/{wave}+{wobble}*sin({petals}*atan2(Y-{cy},X-{cx})))"
+    ).replace(",", "\\,")
+    grad = (
+        f"gradients=s={size}x{size}:c0={colors[0]}:c1={colors[1]}:c2={colors[2]}"
+        f":c3={colors[3]}:nb_colors=4:x0={pts[0]}:y0={pts[1]}:x1={pts[2]}:y1={pts[3]}"
+        f":type={kind}:seed={dice.randint(0, 2**31 - 1)}:speed=0:d=1:r=1"
+    )
+    return (
+        f"{grad},format=gbrp[art_g];"
+        f"color=c=gray:s={size}x{size}:d=1:r=1,format=gray,geq=lum={rings},"
+        f"format=gbrp[art_p];"
+        f"[art_g][art_p]blend=all_mode=softlight:all_opacity={opacity},vignette=PI/5"
+    )
 
 
 def cover_image(out: Path, *, seed: str, size: int = 512) -> None:
@@ -1072,17 +1329,40 @@ def cover_image(out: Path, *, seed: str, size: int = 512) -> None:
     out = Path(out)
     codec = _IMAGE_CODECS.get(out.suffix.lower())
     if codec is None:
-        raise MediaError(f"cover_image {out}: unsupported image suffix {out.suffix!r} "
-                         "(use .png or .jpg)")
+        raise MediaError(
+            f"cover_image {out}: unsupported image suffix {out.suffix!r} (use .png or .jpg)"
+        )
     if not 16 <= size <= 4096:
         raise MediaError(f"cover_image {out}: size {size} must be between 16 and 4096")
     graph = f"{_artwork(seed, size)}[art]"
     with _atomic([out]) as (tmp,):
-        _run("cover_image", out, ["-filter_complex_threads", "1", "-filter_complex", graph,
-                                  "-map", "[art]", "-frames:v", "1", *codec,
-                                  "-map_metadata", "-1", "-fflags", "+bitexact",
-                                  "-flags:v", "+bitexact", "-f", "image2", "-update", "1",
-                                  "-y", _url(tmp)])
+        _run(
+            "cover_image",
+            out,
+            [
+                "-filter_complex_threads",
+                "1",
+                "-filter_complex",
+                graph,
+                "-map",
+                "[art]",
+                "-frames:v",
+                "1",
+                *codec,
+                "-map_metadata",
+                "-1",
+                "-fflags",
+                "+bitexact",
+                "-flags:v",
+                "+bitexact",
+                "-f",
+                "image2",
+                "-update",
+                "1",
+                "-y",
+                _url(tmp),
+            ],
+        )
 
 
 _VIDEO_W, _VIDEO_H, _VIDEO_FPS = 640, 360, 20
@@ -1118,8 +1398,7 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
         f"crop={thumb}:{thumb}[thumb]",
         # Composed and converted once, then repeated: the still costs one frame, and the
         # per-frame overlay below works in yuv420 without converting whole frames.
-        f"[bg][thumb]overlay=40:{top},format=yuv420p,loop=loop=-1:size=1:start=0,"
-        f"fps={fps}[still]",
+        f"[bg][thumb]overlay=40:{top},format=yuv420p,loop=loop=-1:size=1:start=0,fps={fps}[still]",
         f"[0:a]{_NORMALISE},asplit=2[snd][wav_in]",
         # At 8 kHz a frame's worth of audio (400 samples) is about one sample per pixel
         # column: all the waveform can show, at a fifth of the cost.
@@ -1128,16 +1407,65 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
         f"[still][waves]overlay=300:{top}:shortest=1:format=yuv420[v]",
     ]
     with _atomic([out]) as (tmp,):
-        _run("video", out, [
-            *inputs, "-filter_complex_threads", "1", "-filter_complex", ";".join(lines),
-            "-map", "[v]", "-map", "[snd]",
-            # x264's output depends on its thread count: pin it to one.
-            "-c:v", "libx264", "-preset", "superfast", "-crf", "26",
-            "-threads", "1", "-pix_fmt", "yuv420p", "-g", str(fps * 10), "-r", str(fps),
-            # The native AAC encoder's defaults cost ten times real time here; these
-            # switches bring it to about 40x at no audible cost for a teaser.
-            "-c:a", "aac", "-aac_coder", "fast", "-aac_pns", "0", "-aac_tns", "0",
-            "-aac_is", "0", "-aac_ms", "0", "-b:a", "192k", "-ar", str(RATE),
-            "-ac", str(CHANNELS),
-            "-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact",
-            "-movflags", "+faststart", "-f", "mp4", "-y", _url(tmp)])
+        _run(
+            "video",
+            out,
+            [
+                *inputs,
+                "-filter_complex_threads",
+                "1",
+                "-filter_complex",
+                ";".join(lines),
+                "-map",
+                "[v]",
+                "-map",
+                "[snd]",
+                # x264's output depends on its thread count: pin it to one.
+                "-c:v",
+                "libx264",
+                "-preset",
+                "superfast",
+                "-crf",
+                "26",
+                "-threads",
+                "1",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                str(fps * 10),
+                "-r",
+                str(fps),
+                # The native AAC encoder's defaults cost ten times real time here; these
+                # switches bring it to about 40x at no audible cost for a teaser.
+                "-c:a",
+                "aac",
+                "-aac_coder",
+                "fast",
+                "-aac_pns",
+                "0",
+                "-aac_tns",
+                "0",
+                "-aac_is",
+                "0",
+                "-aac_ms",
+                "0",
+                "-b:a",
+                "192k",
+                "-ar",
+                str(RATE),
+                "-ac",
+                str(CHANNELS),
+                "-map_metadata",
+                "-1",
+                "-fflags",
+                "+bitexact",
+                "-flags",
+                "+bitexact",
+                "-movflags",
+                "+faststart",
+                "-f",
+                "mp4",
+                "-y",
+                _url(tmp),
+            ],
+        )

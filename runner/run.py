@@ -12,11 +12,17 @@ from typing import Any
 
 import anyio
 
-from runner import export, progress, providers
+from runner import export, lock, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.engine import Engine, Options
-from runner.errors import FrozenError, Interrupted, StepError, SunoflowError, UsageError
+from runner.errors import (
+    BudgetError,
+    FrozenError,
+    Interrupted,
+    SunoflowError,
+    UsageError,
+)
 from runner.store import Store
 
 
@@ -37,6 +43,14 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
     store = Store(sdir).open()
     store.lock()
+    lock_path = lock.path_for(r.path)
+    if opts.get("frozen"):
+        if lock_path.exists():
+            lock.seed(store, lock.read(lock_path))
+        elif not store.states:
+            raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
+                              "directory: nothing to build from")
+    _check_budget(p, store, opts.get("max_credits"))
     provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
     if r.provider.kind != "local":
@@ -45,32 +59,75 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     ui = progress.make(quiet)
     engine = Engine(p, store, provs, Options(state_dir=sdir, **opts), ui)
     status = "failed"
+    remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
+    credits: dict[str, Any] = {"before": None, "after": None}
     ui.start(len(engine.selected))
     try:
+        if remote is not None and not opts.get("frozen"):
+            credits["before"] = _credits(remote)
         status = anyio.run(engine.run)
+        if remote is not None and engine.counts.submissions:
+            credits["after"] = _credits(remote)
     finally:
         ui.stop()
         for prov in provs.values():
             anyio.run(prov.aclose)
+        if status == "succeeded" and not opts.get("only"):
+            data = lock.build(p, engine.records, store)
+            if lock.write(lock_path, data):
+                ui.note(f"lock written: {lock_path.name}")
         store.close()
     exported: list[dict[str, Any]] = []
     error: str | None = None
     if status == "succeeded" and not opts.get("only") and r.outputs:
         try:
             exported = export.export(r, engine.steps_ctx, engine.results, odir,
-                                     recipe_sha=_sha(r.path))
+                                     recipe_sha=_sha(r.path),
+                                     lock_sha=_sha(lock_path) if lock_path.exists() else None)
         except SunoflowError as exc:
             status, error = "failed", str(exc)
     report = build_report(engine, status, exported, error)
+    report["credits"].update(credits)
     if report_path:
         Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
     summary(engine, status, odir if exported else None, error, ui)
     if engine.failed_paid:
+        later = [rec.id for rec in engine.records.values() if rec.status == "skipped"
+                 and _paid(p, rec.id)]
         raise FrozenError("--frozen: these steps would need a paid submission: "
-                          + ", ".join(engine.failed_paid))
+                          + ", ".join(engine.failed_paid)
+                          + (f"; and after them: {', '.join(later)}" if later else ""))
     if status == "interrupted":
         raise Interrupted("interrupted; run the same command again to resume")
     return 0 if status == "succeeded" else 1
+
+
+def _credits(prov: Any) -> Any:
+    try:
+        return anyio.run(prov.credits)
+    except SunoflowError:
+        return None
+
+
+def _paid(p: planner.Plan, iid: str) -> bool:
+    from runner.report import price
+
+    return price(p, p.instances[iid]) > 0
+
+
+def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
+    if cap is None:
+        return
+    from runner.report import price
+    from runner.status import resolve
+
+    known = resolve(p, store)
+    estimate = sum(price(p, inst) for iid, inst in p.instances.items()
+                   if known[iid]["status"] not in ("done", "missing", "skipped"))
+    if estimate > cap:
+        raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
+                          "credits (see `sunoflow plan`); nothing was submitted")
 
 
 def _sha(p: Path) -> str:
@@ -112,6 +169,3 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
     if out is not None:
         ui.note(f"album written to {out}")
 
-
-def raise_step(exc: StepError) -> None:
-    raise exc

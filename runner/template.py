@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes, pass_eval_context
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SCOPE = ("vars", "steps", "item", "index", "inputs")
@@ -70,11 +71,35 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             _check_printf(left)
         return super().call_binop(context, operator, left, right)
 
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        # Every {% for %} iterates through a counter, so that nested loops cannot keep the
+        # machine that validates a recipe busy for hours.
+        for loop in source.find_all(nodes.For):
+            if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == _LOOP_FILTER):
+                loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None,
+                                         lineno=loop.lineno)
+        return str(super()._generate(source, name, filename, defer_init))
+
     def wrap_str_format(self, value: Any) -> Any:
         wrapped = super().wrap_str_format(value)
         if wrapped is not None:
             _check_format(value.__self__)
         return wrapped
+
+
+_LOOP_FILTER = "_sunoflow_counted"
+
+
+@pass_eval_context
+def _counted(eval_ctx: EvalContext, iterable: Any) -> Iterator[Any]:
+    """Iterate, counting every turn of every loop in one render (one EvalContext)."""
+    for x in iterable:
+        done: int = getattr(eval_ctx, "_sunoflow_turns", 0) + 1
+        if done > MAX_SIZE:
+            raise SecurityError(f"the template's loops run more than {MAX_SIZE:,} times")
+        eval_ctx._sunoflow_turns = done  # type: ignore[attr-defined]
+        yield x
 
 
 def _is_int(v: Any) -> bool:
@@ -97,7 +122,7 @@ def _format(value: Any, *args: Any, **kwargs: Any) -> str:
     return str(_builtin_format(value, *args, **kwargs))
 
 
-_ENV.filters.update(center=_center, format=_format)
+_ENV.filters.update({"center": _center, "format": _format, _LOOP_FILTER: _counted})
 for _name in ("lipsum", "cycler", "joiner", "namespace"):
     _ENV.globals.pop(_name, None)
 GLOBALS = frozenset(_ENV.globals)
@@ -108,8 +133,8 @@ def _path_value(value: Any) -> str:
     return text.replace("/", "_").replace("\\", "_").replace("\x00", "")
 
 
-_PATH_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                          finalize=_path_value)
+_PATH_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, finalize=_path_value)
+_PATH_ENV.filters.update({"center": _center, "format": _format, _LOOP_FILTER: _counted})
 for _name in ("lipsum", "cycler", "joiner", "namespace"):
     _PATH_ENV.globals.pop(_name, None)
 

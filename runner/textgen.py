@@ -21,7 +21,8 @@ _TAG_RE = re.compile(r"^\s*\[[^\]]*\]\s*$")
 # Words as sung: letters and digits, with inner apostrophes or hyphens ("don't", "x-ray").
 _WORD_RE = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
-_STOPWORDS = frozenset("""
+_STOPWORDS = frozenset(
+    """
 a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further
 had has have having he her here hers herself him himself his how i if in into is it its
@@ -30,7 +31,8 @@ ourselves out over own same she should so some song songs such than that the the
 them themselves then there these they this those through to too under until up very was we
 were what when where which while who whom why will with would you your yours yourself
 yourselves lyrics lyric write track tune music make made let lets us
-""".split())
+""".split()
+)
 
 _FALLBACK_WORDS = ("night", "light", "road", "heart", "sky", "river", "home", "fire")
 
@@ -63,55 +65,117 @@ _BRIDGE_LINES = (
     "Every {a} whispers that the {b} is near",
 )
 
-_TITLE_PATTERNS = ("{A}", "{A} {B}", "The {A}", "{A} in the {B}", "Songs of {A}",
-                   "{A} and {B}", "Chasing {A}", "{A} Tonight")
+_TITLE_PATTERNS = (
+    "{A}",
+    "{A} {B}",
+    "The {A}",
+    "{A} in the {B}",
+    "Songs of {A}",
+    "{A} and {B}",
+    "Chasing {A}",
+    "{A} Tonight",
+)
 
 _GENRES: dict[str, tuple[tuple[int, int], str, str]] = {
     # keyword: ((bpm low, bpm high), instrumentation, mood)
-    "folk": ((84, 104), "fingerpicked acoustic guitar, upright bass, soft brushed drums",
-             "warm, intimate, nostalgic"),
-    "rock": ((112, 140), "driving electric guitars, punchy live drums, overdriven bass",
-             "energetic, anthemic"),
-    "surf": ((140, 168), "reverb-drenched twangy guitar, fast snare, walking bass",
-             "sunny, carefree"),
-    "pop": ((100, 124), "glossy synths, tight programmed drums, sub bass, layered vocals",
-            "catchy, bright"),
-    "jazz": ((88, 132), "brushed kit, upright bass, Rhodes piano, muted trumpet",
-             "smoky, late-night"),
-    "lofi": ((70, 90), "dusty vinyl crackle, mellow keys, swung boom-bap drums",
-             "relaxed, hazy"),
-    "hip": ((84, 98), "hard-hitting 808s, crisp hi-hats, sampled soul chops",
-            "confident, streetwise"),
-    "edm": ((124, 130), "supersaw leads, sidechained pads, four-on-the-floor kick",
-            "euphoric, festival"),
-    "house": ((120, 126), "four-on-the-floor kick, offbeat hi-hats, piano stabs",
-              "groovy, uplifting"),
-    "techno": ((128, 140), "pounding kick, hypnotic synth sequences, industrial textures",
-               "dark, relentless"),
-    "ambient": ((60, 80), "evolving pads, granular textures, distant piano",
-                "spacious, meditative"),
-    "metal": ((140, 180), "down-tuned distorted guitars, double-kick drums",
-              "aggressive, intense"),
-    "punk": ((160, 190), "buzzsaw guitars, fast snare, shouted gang vocals",
-             "raw, rebellious"),
-    "country": ((90, 116), "steel guitar, banjo, fiddle, shuffling drums",
-                "heartfelt, storytelling"),
-    "soul": ((70, 100), "Hammond organ, horn section, tight rhythm section",
-             "soulful, tender"),
-    "ballad": ((64, 80), "grand piano, swelling strings, gentle percussion",
-               "emotional, cinematic"),
-    "reggae": ((70, 90), "offbeat guitar skank, deep dub bass, one-drop drums",
-               "laid-back, sunny"),
+    "folk": (
+        (84, 104),
+        "fingerpicked acoustic guitar, upright bass, soft brushed drums",
+        "warm, intimate, nostalgic",
+    ),
+    "rock": (
+        (112, 140),
+        "driving electric guitars, punchy live drums, overdriven bass",
+        "energetic, anthemic",
+    ),
+    "surf": (
+        (140, 168),
+        "reverb-drenched twangy guitar, fast snare, walking bass",
+        "sunny, carefree",
+    ),
+    "pop": (
+        (100, 124),
+        "glossy synths, tight programmed drums, sub bass, layered vocals",
+        "catchy, bright",
+    ),
+    "jazz": (
+        (88, 132),
+        "brushed kit, upright bass, Rhodes piano, muted trumpet",
+        "smoky, late-night",
+    ),
+    "lofi": ((70, 90), "dusty vinyl crackle, mellow keys, swung boom-bap drums", "relaxed, hazy"),
+    "hip": (
+        (84, 98),
+        "hard-hitting 808s, crisp hi-hats, sampled soul chops",
+        "confident, streetwise",
+    ),
+    "edm": (
+        (124, 130),
+        "supersaw leads, sidechained pads, four-on-the-floor kick",
+        "euphoric, festival",
+    ),
+    "house": (
+        (120, 126),
+        "four-on-the-floor kick, offbeat hi-hats, piano stabs",
+        "groovy, uplifting",
+    ),
+    "techno": (
+        (128, 140),
+        "pounding kick, hypnotic synth sequences, industrial textures",
+        "dark, relentless",
+    ),
+    "ambient": (
+        (60, 80),
+        "evolving pads, granular textures, distant piano",
+        "spacious, meditative",
+    ),
+    "metal": ((140, 180), "down-tuned distorted guitars, double-kick drums", "aggressive, intense"),
+    "punk": ((160, 190), "buzzsaw guitars, fast snare, shouted gang vocals", "raw, rebellious"),
+    "country": (
+        (90, 116),
+        "steel guitar, banjo, fiddle, shuffling drums",
+        "heartfelt, storytelling",
+    ),
+    "soul": ((70, 100), "Hammond organ, horn section, tight rhythm section", "soulful, tender"),
+    "ballad": (
+        (64, 80),
+        "grand piano, swelling strings, gentle percussion",
+        "emotional, cinematic",
+    ),
+    "reggae": ((70, 90), "offbeat guitar skank, deep dub bass, one-drop drums", "laid-back, sunny"),
     "classical": ((60, 110), "string quartet, piano, woodwinds", "elegant, dramatic"),
 }
-_DEFAULT_GENRE = ((92, 118), "acoustic and electric guitars, bass, live drums, warm keys",
-                  "hopeful, melodic")
-_VOCALS = ("soaring female vocals", "warm male vocals", "breathy female vocals",
-           "raspy male vocals", "layered harmonies", "intimate close-mic vocals")
-_PRODUCTION = ("polished modern mix", "analog tape warmth", "wide stereo image",
-               "lush reverb tails", "dry, punchy production", "vintage room sound")
-_KEYS = ("C major", "G major", "D major", "A minor", "E minor", "F major", "B-flat major",
-         "D minor")
+_DEFAULT_GENRE = (
+    (92, 118),
+    "acoustic and electric guitars, bass, live drums, warm keys",
+    "hopeful, melodic",
+)
+_VOCALS = (
+    "soaring female vocals",
+    "warm male vocals",
+    "breathy female vocals",
+    "raspy male vocals",
+    "layered harmonies",
+    "intimate close-mic vocals",
+)
+_PRODUCTION = (
+    "polished modern mix",
+    "analog tape warmth",
+    "wide stereo image",
+    "lush reverb tails",
+    "dry, punchy production",
+    "vintage room sound",
+)
+_KEYS = (
+    "C major",
+    "G major",
+    "D major",
+    "A minor",
+    "E minor",
+    "F major",
+    "B-flat major",
+    "D minor",
+)
 
 
 class Word(TypedDict):
@@ -151,7 +215,7 @@ def _keywords(prompt: str) -> list[str]:
 
     def flush() -> None:
         for i in range(0, len(run), 2):
-            seen.setdefault(" ".join(run[i:i + 2]), None)
+            seen.setdefault(" ".join(run[i : i + 2]), None)
         run.clear()
 
     for word in _WORD_RE.findall(prompt.lower()):
@@ -177,8 +241,10 @@ def title_from(prompt: str) -> str:
         b = pick.pick([w for w in _FALLBACK_WORDS if w != a])
     pattern = pick.pick(_TITLE_PATTERNS)
     words_ = pattern.format(A=a, B=b).split()
-    title = " ".join(w if k and w in ("in", "the", "and", "of") else w[:1].upper() + w[1:]
-                     for k, w in enumerate(words_))
+    title = " ".join(
+        w if k and w in ("in", "the", "and", "of") else w[:1].upper() + w[1:]
+        for k, w in enumerate(words_)
+    )
     return title[:MAX_TITLE_CHARS].rstrip()
 
 
@@ -198,8 +264,9 @@ def lyrics(prompt: str, *, variants: int = 2) -> list[dict[str, str]]:
         def word(pick: _Picker = pick) -> str:
             return pick.pick(words)
 
-        def section(pool: Sequence[str], n: int, first: str | None = None,
-                    pick: _Picker = pick) -> list[str]:
+        def section(
+            pool: Sequence[str], n: int, first: str | None = None, pick: _Picker = pick
+        ) -> list[str]:
             chosen: list[str] = []
             # Distinct templates within a section; pools are larger than n.
             available = list(pool)
@@ -213,8 +280,19 @@ def lyrics(prompt: str, *, variants: int = 2) -> list[dict[str, str]]:
         chorus = section(_CHORUS_LINES, 4, first=words[variant % len(words)])
         verse1 = section(_VERSE_LINES, 4)
         verse2 = section(_VERSE_LINES, 4)
-        parts = ["[Verse 1]", *verse1, "", "[Chorus]", *chorus, "", "[Verse 2]", *verse2,
-                 "", "[Chorus]", *chorus]
+        parts = [
+            "[Verse 1]",
+            *verse1,
+            "",
+            "[Chorus]",
+            *chorus,
+            "",
+            "[Verse 2]",
+            *verse2,
+            "",
+            "[Chorus]",
+            *chorus,
+        ]
         if variant % 2 == 1:
             parts += ["", "[Bridge]", *section(_BRIDGE_LINES, 2), "", "[Chorus]", *chorus]
         title = title_from(prompt) if variant == 0 else title_from(f"{prompt} {variant}")
@@ -229,19 +307,25 @@ def boost_style(content: str) -> str:
     low = base.lower()
     pick = _Picker("style", base)
     tokens = set(_WORD_RE.findall(low))
-    genre = next((g for g in _GENRES if g in tokens or (g == "hip" and "hip-hop" in low)),
-                 None)
+    genre = next((g for g in _GENRES if g in tokens or (g == "hip" and "hip-hop" in low)), None)
     (lo, hi), instruments, mood = _GENRES[genre] if genre else _DEFAULT_GENRE
     bpm = lo + pick.index(hi - lo + 1)
     described = base or "modern song"
-    parts = [described, f"{bpm} BPM", pick.pick(_KEYS), instruments, pick.pick(_VOCALS),
-             f"{mood} mood", pick.pick(_PRODUCTION)]
+    parts = [
+        described,
+        f"{bpm} BPM",
+        pick.pick(_KEYS),
+        instruments,
+        pick.pick(_VOCALS),
+        f"{mood} mood",
+        pick.pick(_PRODUCTION),
+    ]
     text = ", ".join(parts)
     if len(text) > MAX_STYLE_CHARS:
         # Only a very long input gets here: keep the expansion, shorten what was given.
         tail = ", ".join(parts[1:])
         keep = MAX_STYLE_CHARS - len(tail) - 5
-        text = f"{described[:max(keep, 0)].rstrip()}..., {tail}"[:MAX_STYLE_CHARS]
+        text = f"{described[: max(keep, 0)].rstrip()}..., {tail}"[:MAX_STYLE_CHARS]
     return text
 
 
@@ -309,8 +393,7 @@ def lrc(words: Sequence[Mapping[str, Any]], text: str) -> str:
     its first word in ``words`` (as :func:`align_words` returns, or a service's aligned
     words: they are matched to the text in order, ignoring case and punctuation).
     A line whose words cannot be found takes the time of the line before it."""
-    stream = [(_norm(str(w["word"])), float(w["start"])) for w in words
-              if _norm(str(w["word"]))]
+    stream = [(_norm(str(w["word"])), float(w["start"])) for w in words if _norm(str(w["word"]))]
     pos = 0
     last = 0.0
     out = []

@@ -40,7 +40,9 @@ def test_position_falls_back_to_the_value() -> None:
 @pytest.mark.parametrize("expr", ["9 ** (9 ** 9)", "'ab' * 10 ** 9", "[0] * 10 ** 9",
                                   "'%9999999999d' % 1", "'%*d' % (10 ** 9, 1)",
                                   "'{:>9999999999}'.format(1)", "'{:{}}'.format(1, 10 ** 9)",
-                                  "'x' | center(10 ** 10)", "'%0999999999d' | format(1)"])
+                                  "'x' | center(10 ** 10)", "'%0999999999d' | format(1)",
+                                  "1 }}{% for a in range(10 ** 5) %}{% for b in range(10 ** 5) "
+                                  "%}{% endfor %}{% endfor %}{{ 1"])
 def test_templates_cannot_build_huge_values(expr: str) -> None:
     with pytest.raises(TemplateError, match="not allowed in a template"):
         compile_template("{{ " + expr + " }}").render({})

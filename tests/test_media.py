@@ -29,8 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- helpers
 
 
-def write_wav(path: Path, seconds: float, *, rate: int = 44100, channels: int = 2,
-              freq: float = 440.0, amplitude: float = 0.3) -> Path:
+def write_wav(
+    path: Path,
+    seconds: float,
+    *,
+    rate: int = 44100,
+    channels: int = 2,
+    freq: float = 440.0,
+    amplitude: float = 0.3,
+) -> Path:
     """A sine of exactly round(seconds * rate) frames, written by the standard library."""
     frames = round(seconds * rate)
     samples = array.array("h")
@@ -55,9 +62,27 @@ def rms(samples: array.array[int] | list[int]) -> float:
 
 def filtered(path: Path, afilter: str, rate: int = 44100) -> array.array[int]:
     """``path`` through an ffmpeg audio filter, decoded to mono s16."""
-    out = subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i",
-                          str(path), "-af", afilter, "-ac", "1", "-ar", str(rate),
-                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [
+            media.ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-af",
+            afilter,
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "s16le",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return array.array("h", out)
 
 
@@ -77,10 +102,24 @@ def outside(path: Path, lo: float, hi: float) -> float:
 def flatness(path: Path) -> float:
     """Mean spectral flatness (0 = pure tones, 1 = white noise) over 2048-sample frames."""
     with_file = path.with_suffix(".flatness.txt")
-    subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
-                    "-af", "aspectralstats=win_size=2048:measure=flatness,"
-                    f"ametadata=mode=print:file={with_file.name}", "-f", "null", "-"],
-                   cwd=path.parent, check=True)
+    subprocess.run(
+        [
+            media.ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-af",
+            "aspectralstats=win_size=2048:measure=flatness,"
+            f"ametadata=mode=print:file={with_file.name}",
+            "-f",
+            "null",
+            "-",
+        ],
+        cwd=path.parent,
+        check=True,
+    )
     values = [float(v) for v in re.findall(r"flatness=([0-9.e+-]+)", with_file.read_text())]
     return sum(values) / len(values)
 
@@ -96,8 +135,11 @@ def pitch(samples: array.array[int] | list[int], rate: int) -> float:
         score[lag] = sum(x * y for x, y in zip(a, b, strict=True)) / den if den else 0.0
     lags = sorted(score)[1:-1]
     best = max(score[k] for k in lags)
-    lag = next(k for k in lags if score[k] >= 0.9 * best
-               and score[k] >= score[k - 1] and score[k] >= score[k + 1])
+    lag = next(
+        k
+        for k in lags
+        if score[k] >= 0.9 * best and score[k] >= score[k - 1] and score[k] >= score[k + 1]
+    )
     left, mid, right = score[lag - 1], score[lag], score[lag + 1]
     curve = left - 2 * mid + right
     shift = 0.5 * (left - right) / curve if curve else 0.0
@@ -134,9 +176,17 @@ def take6(studio: Path) -> tuple[Path, Path]:
 
 def test_probe_wav_of_known_length(tmp_path: Path) -> None:
     info = media.probe(write_wav(tmp_path / "a.wav", 1.5))
-    assert info == media.MediaInfo(duration=1.5, format="wav", audio_codec="pcm_s16le",
-                                   sample_rate=44100, channels=2, video_codec=None,
-                                   width=None, height=None, bitrate_kbps=1411)
+    assert info == media.MediaInfo(
+        duration=1.5,
+        format="wav",
+        audio_codec="pcm_s16le",
+        sample_rate=44100,
+        channels=2,
+        video_codec=None,
+        width=None,
+        height=None,
+        bitrate_kbps=1411,
+    )
 
 
 def test_probe_mono_wav_at_another_rate_is_exact(tmp_path: Path) -> None:
@@ -175,18 +225,26 @@ def test_probe_rejects_a_file_that_is_not_media(tmp_path: Path) -> None:
 def test_synth_30s_mp3(take30: Path) -> None:
     info = media.probe(take30)
     assert abs(info.duration - 30.0) <= MP3_FRAME
-    assert (info.format, info.audio_codec, info.sample_rate, info.channels,
-            info.bitrate_kbps) == ("mp3", "mp3", 44100, 2, 192)
+    assert (info.format, info.audio_codec, info.sample_rate, info.channels, info.bitrate_kbps) == (
+        "mp3",
+        "mp3",
+        44100,
+        2,
+        192,
+    )
 
 
 @pytest.mark.parametrize(("suffix", "codec"), [(".wav", "pcm_s16le"), (".flac", "flac")])
-def test_synth_lossless_formats_are_sample_exact(tmp_path: Path, suffix: str,
-                                                 codec: str) -> None:
+def test_synth_lossless_formats_are_sample_exact(tmp_path: Path, suffix: str, codec: str) -> None:
     out = tmp_path / f"t{suffix}"
     media.synth(out, seed="fmt", duration=3.25)
     info = media.probe(out)
     assert (info.duration, info.audio_codec, info.sample_rate, info.channels) == (
-        3.25, codec, 44100, 2)
+        3.25,
+        codec,
+        44100,
+        2,
+    )
 
 
 def test_synth_stems_have_the_take_length_and_add_up_to_it(take6: tuple[Path, Path]) -> None:
@@ -203,11 +261,15 @@ def test_synth_stems_have_the_take_length_and_add_up_to_it(take6: tuple[Path, Pa
 
 
 def test_synth_instrumental_has_no_vocals(tmp_path: Path) -> None:
-    media.synth(tmp_path / "i.wav", seed="inst", duration=2.0, instrumental=True,
-                stems_dir=tmp_path / "stems")
+    media.synth(
+        tmp_path / "i.wav",
+        seed="inst",
+        duration=2.0,
+        instrumental=True,
+        stems_dir=tmp_path / "stems",
+    )
     media.synth(tmp_path / "v.wav", seed="inst", duration=2.0)
-    assert sorted(p.stem for p in (tmp_path / "stems").iterdir()) == [
-        "bass", "drums", "keyboard"]
+    assert sorted(p.stem for p in (tmp_path / "stems").iterdir()) == ["bass", "drums", "keyboard"]
     # The vocal band (measured at 400-1600 Hz, where the filters' skirts let little of the
     # other layers through) holds a few per cent of the instrumental, a third of the song.
     instrumental = 1 - outside(tmp_path / "i.wav", 400, 1600)
@@ -227,8 +289,20 @@ def test_synth_layers_sit_in_their_bands(take6: tuple[Path, Path]) -> None:
 def test_synth_sounds_like_music_not_noise(take6: tuple[Path, Path], tmp_path: Path) -> None:
     take, _ = take6
     noise = tmp_path / "noise.wav"
-    subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-                    "-i", "anoisesrc=d=3:a=0.3:seed=1", str(noise)], check=True)
+    subprocess.run(
+        [
+            media.ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "anoisesrc=d=3:a=0.3:seed=1",
+            str(noise),
+        ],
+        check=True,
+    )
     # Tonal: the spectrum is peaks, not a plateau.
     assert flatness(take) < 0.3 < flatness(noise)
 
@@ -245,7 +319,7 @@ def test_synth_lead_sings_the_planned_melody(take6: tuple[Path, Path]) -> None:
             continue
         expected = 440.0 * 2 ** ((midi - 69) / 12)
         checked += 1
-        hits += abs(pitch(lead[start:start + 1024], rate) / expected - 1) < 0.03
+        hits += abs(pitch(lead[start : start + 1024], rate) / expected - 1) < 0.03
         if checked == 6:
             break
     assert checked >= 3
@@ -282,8 +356,11 @@ def test_synth_rejects_bad_durations(tmp_path: Path, bad: float) -> None:
 
 
 def test_unsupported_suffix(tmp_path: Path) -> None:
-    with pytest.raises(MediaError, match=r"^synth .*x\.ogg: unsupported audio suffix '\.ogg' "
-                                         r"\(use \.wav, \.flac or \.mp3\)$"):
+    with pytest.raises(
+        MediaError,
+        match=r"^synth .*x\.ogg: unsupported audio suffix '\.ogg' "
+        r"\(use \.wav, \.flac or \.mp3\)$",
+    ):
         media.synth(tmp_path / "x.ogg", seed="s", duration=1.0)
 
 
@@ -299,8 +376,7 @@ def test_extend_gives_the_whole_song(take30: Path, studio: Path) -> None:
     # The first 19.5 s are the source (re-encoded), the rest is new.
     src, ext = pcm(take30, rate=8000, channels=1), pcm(out, rate=8000, channels=1)
     head = 8000 * 195 // 10
-    assert rms([a - b for a, b in zip(src[:head], ext[:head], strict=True)]) < 0.1 * rms(
-        src[:head])
+    assert rms([a - b for a, b in zip(src[:head], ext[:head], strict=True)]) < 0.1 * rms(src[:head])
     late = slice(8000 * 21, 8000 * 29)
     assert rms([a - b for a, b in zip(src[late], ext[late], strict=True)]) > 0.5 * rms(src[late])
 
@@ -314,8 +390,7 @@ def test_extend_is_exact_in_wav_even_at_the_very_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize("at", [0.0, -2.0, 3.0, 31.0])
 def test_extend_rejects_continue_at_outside_the_source(tmp_path: Path, at: float) -> None:
     src = write_wav(tmp_path / "s.wav", 3.0)
-    expected = (f"extend {src}: continue_at {at} must be inside the source "
-                "(0 < continue_at < 3.000)")
+    expected = f"extend {src}: continue_at {at} must be inside the source (0 < continue_at < 3.000)"
     with pytest.raises(MediaError) as err:
         media.extend(src, tmp_path / "e.wav", continue_at=at, seed="x", duration=1.0)
     assert str(err.value) == expected
@@ -347,12 +422,16 @@ def test_mix_rejects_unknown_layers(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- separate
 
 
-@pytest.mark.parametrize(("mode", "names"), [
-    ("separate_vocal", ["vocals", "instrumental"]),
-    ("split_stem", ["vocals", "bass", "keyboard", "drums", "fx"]),
-])
-def test_separate_stems_mix_back_to_the_source(take6: tuple[Path, Path], tmp_path: Path,
-                                               mode: str, names: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("mode", "names"),
+    [
+        ("separate_vocal", ["vocals", "instrumental"]),
+        ("split_stem", ["vocals", "bass", "keyboard", "drums", "fx"]),
+    ],
+)
+def test_separate_stems_mix_back_to_the_source(
+    take6: tuple[Path, Path], tmp_path: Path, mode: str, names: list[str]
+) -> None:
     take, _ = take6
     stems = media.separate(take, tmp_path / mode, mode=mode)
     assert list(stems) == names
@@ -365,8 +444,9 @@ def test_separate_stems_mix_back_to_the_source(take6: tuple[Path, Path], tmp_pat
     assert all(rms(p) > 0 for p in parts)
 
 
-def test_separate_finds_the_lead_in_the_vocal_stem(take6: tuple[Path, Path],
-                                                   tmp_path: Path) -> None:
+def test_separate_finds_the_lead_in_the_vocal_stem(
+    take6: tuple[Path, Path], tmp_path: Path
+) -> None:
     take, stems = take6
     sung = media.separate(take, tmp_path / "sung", mode="separate_vocal")["vocals"]
     # The band's filters shift phases, so compare levels, not waveforms.
@@ -379,43 +459,63 @@ def test_separate_finds_the_lead_in_the_vocal_stem(take6: tuple[Path, Path],
 
 def test_separate_rejects_unknown_modes(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "s.wav", 0.5)
-    with pytest.raises(MediaError, match=r"^separate .*s\.wav: mode must be 'separate_vocal' "
-                                         r"or 'split_stem', not 'karaoke'$"):
+    with pytest.raises(
+        MediaError,
+        match=r"^separate .*s\.wav: mode must be 'separate_vocal' "
+        r"or 'split_stem', not 'karaoke'$",
+    ):
         media.separate(src, tmp_path / "out", mode="karaoke")
 
 
 # ----------------------------------------------------------------------------- transcode etc.
 
 
-@pytest.mark.parametrize(("fmt", "kbps", "codec", "bitrate"), [
-    ("wav", None, "pcm_s16le", 1411),
-    ("flac", None, "flac", None),
-    ("mp3", None, "mp3", 192),
-    ("mp3", 320, "mp3", 320),
-    ("mp3", 128, "mp3", 128),
-])
-def test_transcode_formats(tmp_path: Path, fmt: str, kbps: int | None, codec: str,
-                           bitrate: int | None) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "kbps", "codec", "bitrate"),
+    [
+        ("wav", None, "pcm_s16le", 1411),
+        ("flac", None, "flac", None),
+        ("mp3", None, "mp3", 192),
+        ("mp3", 320, "mp3", 320),
+        ("mp3", 128, "mp3", 128),
+    ],
+)
+def test_transcode_formats(
+    tmp_path: Path, fmt: str, kbps: int | None, codec: str, bitrate: int | None
+) -> None:
     # Mono 48 kHz in: every output is 44.1 kHz stereo.
     src = write_wav(tmp_path / "in.wav", 1.5, rate=48000, channels=1)
     out = tmp_path / f"out.{fmt}"
     media.transcode(src, out, fmt=fmt, bitrate_kbps=kbps)
     info = media.probe(out)
     assert (info.format, info.audio_codec, info.sample_rate, info.channels) == (
-        fmt, codec, 44100, 2)
+        fmt,
+        codec,
+        44100,
+        2,
+    )
     if bitrate is not None:
         assert info.bitrate_kbps == bitrate
     assert abs(info.duration - 1.5) <= (MP3_FRAME if fmt == "mp3" else 1 / 44100)
 
 
-@pytest.mark.parametrize(("name", "fmt", "kbps", "message"), [
-    ("o.ogg", "ogg", None, "format must be wav, flac or mp3, not 'ogg'"),
-    ("o.wav", "mp3", None, "suffix '.wav' does not match format 'mp3'"),
-    ("o.mp3", "mp3", 200, "mp3 bitrate 200 kb/s is not one of 32, 40, 48, 56, 64, 80, 96, "
-                          "112, 128, 160, 192, 224, 256, 320"),
-])
-def test_transcode_rejects_bad_arguments(tmp_path: Path, name: str, fmt: str,
-                                         kbps: int | None, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "fmt", "kbps", "message"),
+    [
+        ("o.ogg", "ogg", None, "format must be wav, flac or mp3, not 'ogg'"),
+        ("o.wav", "mp3", None, "suffix '.wav' does not match format 'mp3'"),
+        (
+            "o.mp3",
+            "mp3",
+            200,
+            "mp3 bitrate 200 kb/s is not one of 32, 40, 48, 56, 64, 80, 96, "
+            "112, 128, 160, 192, 224, 256, 320",
+        ),
+    ],
+)
+def test_transcode_rejects_bad_arguments(
+    tmp_path: Path, name: str, fmt: str, kbps: int | None, message: str
+) -> None:
     src = write_wav(tmp_path / "in.wav", 0.2)
     with pytest.raises(MediaError) as err:
         media.transcode(src, tmp_path / name, fmt=fmt, bitrate_kbps=kbps)
@@ -478,15 +578,28 @@ def test_loudness_of_a_known_sine(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("target", "gain_db"), [(-14.0, 0.0), (-20.0, 0.0), (-14.0, -12.0)])
-def test_normalize_hits_the_target(take6: tuple[Path, Path], tmp_path: Path, target: float,
-                                   gain_db: float) -> None:
+def test_normalize_hits_the_target(
+    take6: tuple[Path, Path], tmp_path: Path, target: float, gain_db: float
+) -> None:
     take, _ = take6
     src = take
     if gain_db:
         # A quiet master: reaching the target needs the limiter and its correction.
         src = tmp_path / "quiet.wav"
-        subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i",
-                        str(take), "-af", f"volume={gain_db}dB", str(src)], check=True)
+        subprocess.run(
+            [
+                media.ffmpeg_exe(),
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-i",
+                str(take),
+                "-af",
+                f"volume={gain_db}dB",
+                str(src),
+            ],
+            check=True,
+        )
     out = tmp_path / "n.mp3"
     media.normalize(src, out, lufs=target)
     assert abs(media.loudness(out) - target) <= 1.0
@@ -503,13 +616,19 @@ def test_normalize_copies_silence(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- pictures
 
 
-@pytest.mark.parametrize(("name", "fmt", "codec"), [("c.png", "png", "png"),
-                                                    ("c.jpg", "jpeg", "mjpeg")])
+@pytest.mark.parametrize(
+    ("name", "fmt", "codec"), [("c.png", "png", "png"), ("c.jpg", "jpeg", "mjpeg")]
+)
 def test_cover_image(tmp_path: Path, name: str, fmt: str, codec: str) -> None:
     media.cover_image(tmp_path / name, seed="art", size=200)
     info = media.probe(tmp_path / name)
     assert (info.format, info.video_codec, info.width, info.height, info.duration) == (
-        fmt, codec, 200, 200, 0.0)
+        fmt,
+        codec,
+        200,
+        200,
+        0.0,
+    )
     media.cover_image(tmp_path / f"other_{name}", seed="other art", size=200)
     assert (tmp_path / name).read_bytes() != (tmp_path / f"other_{name}").read_bytes()
 
@@ -526,13 +645,31 @@ def test_video_is_h264_and_aac_as_long_as_the_audio(tmp_path: Path, with_image: 
     image = None
     if with_image:
         image = tmp_path / "wide.jpg"
-        subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f",
-                        "lavfi", "-i", "testsrc2=s=320x180:d=1", "-frames:v", "1",
-                        str(image)], check=True)
+        subprocess.run(
+            [
+                media.ffmpeg_exe(),
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=s=320x180:d=1",
+                "-frames:v",
+                "1",
+                str(image),
+            ],
+            check=True,
+        )
     media.video(audio, tmp_path / "v.mp4", seed="clip", image=image)
     info = media.probe(tmp_path / "v.mp4")
     assert (info.format, info.video_codec, info.audio_codec, info.width, info.height) == (
-        "mp4", "h264", "aac", 640, 360)
+        "mp4",
+        "h264",
+        "aac",
+        640,
+        360,
+    )
     assert abs(info.duration - media.probe(audio).duration) <= AAC_FRAME
 
 

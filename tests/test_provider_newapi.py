@@ -28,6 +28,7 @@ from runner.pacing import FakeClock
 from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.newapi import NewApiProvider
 from runner.recipe import Provider as ProviderConfig
+from runner.steps import TYPES
 
 KEY = "sk-relay-Zq81TestKey"
 
@@ -90,6 +91,19 @@ def song(srv: FakeServer, tmp: Path) -> dict[str, Any]:
 
 
 # -- generate, lyrics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_", sorted(t for t, st in TYPES.items()
+                                          if st.support.get("newapi") == "remote"))
+def test_every_step_type_the_relay_runs_is_submitted(srv, tmp_path, type_):
+    source = song(srv, tmp_path)
+    inputs: dict[str, Any] = {
+        "generate": {"prompt": "x"}, "lyrics": {"prompt": "x"},
+        "extend": {"audio": source, "continue_at": 5},
+        "upload_extend": {"audio": source["audio_url"], "continue_at": 5},
+    }[type_]
+    res = with_provider(srv, lambda p: drive(p, op_of(tmp_path, type_, **inputs)))
+    assert set(res.outputs) == set(TYPES[type_].outputs)
 
 
 def test_generate_custom_maps_fields_and_model(srv, tmp_path):
@@ -310,6 +324,7 @@ def test_a_wrong_key_is_an_auth_error(srv, tmp_path):
     ({"http_status": 504, "after_create": True}, PossiblySubmitted),
     ({"envelope_code": "rate_limit_exceeded", "http_status": 429}, TransientError),
     ({"envelope_code": "internal_error", "http_status": 500}, TransientError),
+    ({"envelope_code": "do_request_failed", "http_status": 500}, PossiblySubmitted),
     ({"envelope_code": "invalid_request", "message": "prompt_empty"}, StepError),
     ({"envelope_code": "quota_not_enough", "http_status": 403}, CreditsError),
 ])

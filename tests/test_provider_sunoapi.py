@@ -30,7 +30,7 @@ from runner.fake import FakeServer
 from runner.pacing import FakeClock
 from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.http import PLACEHOLDER_CALLBACK
-from runner.providers.sunoapi import UPLOAD_MAX_AGE, SunoApiProvider
+from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
 from runner.recipe import Provider as ProviderConfig
 from runner.steps import TYPES
 from runner.store import Store
@@ -127,6 +127,11 @@ def generated(srv: FakeServer, tmp: Path, **inputs: Any) -> dict[str, Any]:
 
 
 # -- every remote step type, end to end ------------------------------------------------
+
+
+def test_every_step_type_that_sunoapi_runs_remotely_has_an_endpoint():
+    remote = {name for name, t in TYPES.items() if t.support.get("sunoapi") == "remote"}
+    assert set(ENDPOINTS) == remote
 
 
 def test_generate_outputs_two_takes_with_fetchable_files(srv, store, tmp_path):

@@ -46,15 +46,24 @@ def test_lyrics_variants_and_fallback() -> None:
 
 
 def test_lyrics_are_deterministic_across_processes() -> None:
-    code = ("import json; from runner import textgen; "
-            "print(json.dumps([textgen.lyrics('neon rain in Tokyo'), "
-            "textgen.boost_style('surf rock'), textgen.title_from('neon rain')]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO, env={"PYTHONHASHSEED": "12345",
-                                                    "PYTHONPATH": str(REPO)}).stdout
-    assert json.loads(out) == [textgen.lyrics("neon rain in Tokyo"),
-                               textgen.boost_style("surf rock"),
-                               textgen.title_from("neon rain")]
+    code = (
+        "import json; from runner import textgen; "
+        "print(json.dumps([textgen.lyrics('neon rain in Tokyo'), "
+        "textgen.boost_style('surf rock'), textgen.title_from('neon rain')]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={"PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)},
+    ).stdout
+    assert json.loads(out) == [
+        textgen.lyrics("neon rain in Tokyo"),
+        textgen.boost_style("surf rock"),
+        textgen.title_from("neon rain"),
+    ]
 
 
 def test_title_from() -> None:
@@ -84,8 +93,7 @@ def test_boost_style_stays_under_1000_characters(content: str) -> None:
 def test_align_words_skips_tags_and_spans_the_audio() -> None:
     text = "[Verse 1]\nHello bright world\n\n[Chorus]\nSing it, don't stop"
     words = textgen.align_words(text, 10.0, start=2.0)
-    assert [w["word"] for w in words] == ["Hello", "bright", "world", "Sing", "it", "don't",
-                                          "stop"]
+    assert [w["word"] for w in words] == ["Hello", "bright", "world", "Sing", "it", "don't", "stop"]
     assert words[0]["start"] == 2.0
     assert 9.0 < words[-1]["end"] <= 10.0
 
@@ -130,11 +138,13 @@ def test_lrc_has_one_line_per_lyric_line() -> None:
 
 def test_lrc_matches_a_services_own_word_split() -> None:
     text = "[Verse]\nHello there\nGood-bye now"
-    words = [{"word": "Hel", "start": 1.0, "end": 1.2}, {"word": "lo ", "start": 1.2,
-                                                          "end": 1.4},
-             {"word": "there\n", "start": 1.5, "end": 2.0},
-             {"word": "Good-bye ", "start": 65.25, "end": 66.0},
-             {"word": "now", "start": 66.0, "end": 67.0}]
+    words = [
+        {"word": "Hel", "start": 1.0, "end": 1.2},
+        {"word": "lo ", "start": 1.2, "end": 1.4},
+        {"word": "there\n", "start": 1.5, "end": 2.0},
+        {"word": "Good-bye ", "start": 65.25, "end": 66.0},
+        {"word": "now", "start": 66.0, "end": 67.0},
+    ]
     assert textgen.lrc(words, text) == "[00:01.00]Hello there\n[01:05.25]Good-bye now\n"
 
 

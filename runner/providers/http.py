@@ -17,7 +17,10 @@ What an answer's JSON envelope means is protocol-specific; each provider reads i
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
+import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +60,25 @@ def _redactor(key: str) -> Callable[[str], str]:
         return text.replace(key, "[redacted]") if key in text else text
 
     return redact
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client of the process: building one (loading the CA
+    bundle) costs far more than a request on loopback."""
+    return httpx.create_ssl_context()
+
+
+def files_client(config: ProviderConfig) -> httpx.AsyncClient:
+    """A client for result files on CDNs: no key (it is not theirs), no rate limit."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout),
+                             follow_redirects=True, verify=ssl_context())
+
+
+def suffix(url: str, default: str) -> str:
+    """The file suffix a result URL names, or `default` (for Fetch placeholders)."""
+    ext = os.path.splitext(urlsplit(url).path)[1].lower()
+    return ext if ext and len(ext) <= 6 and ext[1:].isalnum() else default
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
@@ -107,7 +129,8 @@ class ApiClient:
                                 connect=min(10.0, config.request_timeout))
         # httpx masks the Authorization header in every repr; no other attribute holds it.
         self.client = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
-                                        timeout=timeout, follow_redirects=False)
+                                        timeout=timeout, follow_redirects=False,
+                                        verify=ssl_context())
         self.redact = _redactor(key)
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
         self.requests = 0

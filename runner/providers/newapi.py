@@ -38,8 +38,16 @@ from runner.errors import (
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
 from runner.providers import Fetch, Op, Produced, Result, Submitted
-from runner.providers.http import GATEWAY, Answer, ApiClient, close, http_failure, lost
-from runner.providers.sunoapi import _suffix
+from runner.providers.http import (
+    GATEWAY,
+    Answer,
+    ApiClient,
+    close,
+    files_client,
+    http_failure,
+    lost,
+    suffix,
+)
 from runner.recipe import Provider as ProviderConfig
 from runner.store import Store
 
@@ -49,6 +57,8 @@ log = logging.getLogger("sunoflow")
 MV: dict[str, str] = dict(MODEL_NAMES)
 MODEL_OF_MV = {mv: model for model, mv in MV.items()}
 RUNNING = frozenset({"NOT_START", "SUBMITTED", "QUEUED", "IN_PROGRESS"})
+UPSTREAM_LOST = frozenset({"do_request_failed", "read_response_body_failed",
+                           "unmarshal_response_body_failed"})
 UPLOAD_POLLS = 120  # polls of an audio-url import before giving up (it takes seconds)
 MISSING_LIMIT = 10  # fetches in a row that do not know a task before it is an error
 
@@ -86,13 +96,19 @@ class NewApiProvider:
         self.clock = clock or Clock()
         self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
-        self.files = httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout),
-                                       follow_redirects=True)
+        self._files: httpx.AsyncClient | None = None  # made when first needed
         self.remote_concat = config.concat == "remote"
         self.notes: list[str] = []
         self._batch: _Batch | None = None
         self._concat: dict[str, list[str]] = {}  # extend task -> its concat tasks
         self._missing: dict[str, int] = {}
+
+    @property
+    def files(self) -> httpx.AsyncClient:
+        """Result files live on CDNs: fetched without our key and outside the rate limit."""
+        if self._files is None:
+            self._files = files_client(self.config)
+        return self._files
 
     def __repr__(self) -> str:
         return f"NewApiProvider({self.config.base_url!r})"
@@ -121,7 +137,7 @@ class NewApiProvider:
         if done is None:
             return None
         if op.type == "lyrics":
-            return self._lyrics(task_id, dto)
+            return self._lyrics(op, task_id, dto)
         tracks = self._tracks(op, task_id, done)
         if op.type in ("extend", "upload_extend"):
             return await self._whole(op, task_id, tracks)
@@ -136,7 +152,8 @@ class NewApiProvider:
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        await close(self.files)
+        if self._files is not None:
+            await close(self._files)
 
     # --- requests --------------------------------------------------------------------
 
@@ -167,6 +184,10 @@ class NewApiProvider:
         if answer.status == 429 or "rate_limit" in code:
             return TransientError(f"{where}: rate limited ({detail})", step=step,
                                   code=answer.status, retry_after=answer.retry_after)
+        if code in UPSTREAM_LOST:
+            # new-api's words for "the request to the upstream went out and its answer was
+            # lost": the upstream may have created (and charged for) the task.
+            return lost(where, detail, step=step, submit=submit)
         if answer.status >= 500:
             # The relay's own error answer: no task was recorded.
             return TransientError(f"{where}: relay error ({detail})", step=step,
@@ -339,13 +360,13 @@ class NewApiProvider:
                              step=op.step, refunded=refunded)
         return None  # NOT_START, SUBMITTED, QUEUED, IN_PROGRESS and anything unknown
 
-    def _lyrics(self, task_id: str, dto: dict[str, Any]) -> Result:
+    def _lyrics(self, op: Op, task_id: str, dto: dict[str, Any]) -> Result:
         data = dto.get("data")
         items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
         texts = [{"title": str(d.get("title") or ""), "text": str(d.get("text") or "")}
                  for d in items if d.get("text")]
         if not texts:
-            raise TaskFailed(f"the relay returned no lyrics for task {task_id}")
+            raise TaskFailed(f"the relay returned no lyrics for task {task_id}", step=op.step)
         return Result({"texts": texts, "text": texts[0]["text"], "title": texts[0]["title"],
                        "task_id": task_id})
 
@@ -365,8 +386,8 @@ class NewApiProvider:
                 "duration": float(duration) if isinstance(duration, (int, float)) else None,
                 "tags": meta.get("tags") or "", "prompt": meta.get("prompt") or
                 c.get("text") or "", "model": model, "model_name": c.get("model_name") or mv,
-                "audio_url": url, "image_url": image, "file": Fetch(url, _suffix(url, ".mp3")),
-                "image_file": Fetch(image, _suffix(image, ".jpeg")) if image else None,
+                "audio_url": url, "image_url": image, "file": Fetch(url, suffix(url, ".mp3")),
+                "image_file": Fetch(image, suffix(image, ".jpeg")) if image else None,
             })
         return tracks
 
@@ -421,7 +442,7 @@ class NewApiProvider:
         try:
             await anyio.to_thread.run_sync(lambda: media.trim(src, head, start=0.0, end=at))
             for n, part in enumerate(parts):
-                cont = work / f"continuation{n}{_suffix(part['audio_url'], '.mp3')}"
+                cont = work / f"continuation{n}{suffix(part['audio_url'], '.mp3')}"
                 await self._download(op, part["audio_url"], cont)
                 out = work / f"whole{n}.mp3"
                 await anyio.to_thread.run_sync(media.concat, [head, cont], out)
@@ -447,7 +468,7 @@ class NewApiProvider:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise StepError("the source of the extension has neither a file nor a URL",
                             step=op.step)
-        dest = work / f"source{_suffix(url, '.mp3')}"
+        dest = work / f"source{suffix(url, '.mp3')}"
         await self._download(op, url, dest)
         return dest
 

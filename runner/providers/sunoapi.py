@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -47,8 +46,10 @@ from runner.providers.http import (
     Answer,
     ApiClient,
     close,
+    files_client,
     http_failure,
     lost,
+    suffix,
 )
 from runner.recipe import Provider as ProviderConfig
 from runner.store import Store
@@ -112,11 +113,6 @@ ENDPOINTS: dict[str, Endpoint] = {
     "cover": Endpoint(f"{V1}/suno/cover/generate", f"{V1}/suno/cover/record-info", NEWER,
                       "cover", existing_ok=True),
 }
-
-
-def _suffix(url: str, default: str) -> str:
-    ext = os.path.splitext(urlsplit(url).path)[1].lower()
-    return ext if ext and len(ext) <= 6 and ext[1:].isalnum() else default
 
 
 def _failed(status: str) -> bool:
@@ -183,12 +179,17 @@ class SunoApiProvider:
         self.api = ApiClient(config, env=env, clock=self.clock)
         self.upload_base = (config.upload_base_url or config.base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
-        # Result files live on CDNs: probe them without our key.
-        self.files = httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout),
-                                       follow_redirects=True)
+        self._files: httpx.AsyncClient | None = None  # made when first needed
         self._uploads: dict[str, dict[str, Any]] | None = None
         self._upload_locks: dict[str, anyio.Lock] = {}
         self.wall = time.time  # upload ages are wall-clock: they outlive the process
+
+    @property
+    def files(self) -> httpx.AsyncClient:
+        """Result files live on CDNs: fetched without our key and outside the rate limit."""
+        if self._files is None:
+            self._files = files_client(self.config)
+        return self._files
 
     def __repr__(self) -> str:
         return f"SunoApiProvider({self.config.base_url!r})"
@@ -248,7 +249,8 @@ class SunoApiProvider:
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        await close(self.files)
+        if self._files is not None:
+            await close(self._files)
 
     # --- requests and the code tables ------------------------------------------------
 
@@ -497,18 +499,18 @@ class SunoApiProvider:
                 "duration": float(duration) if isinstance(duration, (int, float)) else None,
                 "tags": it.get("tags") or "", "prompt": it.get("prompt") or "",
                 "model": model, "model_name": it.get("modelName") or MODEL_NAMES.get(model, model),
-                "audio_url": url, "image_url": image, "file": Fetch(url, _suffix(url, ".mp3")),
-                "image_file": Fetch(image, _suffix(image, ".jpeg")) if image else None,
+                "audio_url": url, "image_url": image, "file": Fetch(url, suffix(url, ".mp3")),
+                "image_file": Fetch(image, suffix(image, ".jpeg")) if image else None,
             })
         return {"tracks": tracks, "task_id": tid, "file": tracks[0]["file"]}
 
     def _read_lyrics(self, op: Op, task_id: str, data: dict[str, Any]) -> Result | None:
         status = str(data.get("status") or "").upper()
-        if status == "SUCCESS":
-            items = (data.get("response") or {}).get("data") or []
-            texts = [{"title": it.get("title") or "", "text": it.get("text") or ""}
-                     for it in items if str(it.get("status", "complete")).lower() != "failed"
-                     and it.get("text")]
+        items = (data.get("response") or {}).get("data") or []
+        texts = [{"title": it.get("title") or "", "text": it.get("text") or ""}
+                 for it in items if str(it.get("status", "complete")).lower() != "failed"
+                 and it.get("text")]
+        if status == "SUCCESS" or (status == "CALLBACK_EXCEPTION" and texts):
             if not texts:
                 raise TaskFailed(f"the service returned no lyrics for task {task_id}",
                                  step=op.step)
@@ -532,19 +534,19 @@ class SunoApiProvider:
                       ) -> dict[str, Any] | None:
         if op.type == "separate":
             stems = {name: {"url": response[key], "file": Fetch(response[key],
-                                                                 _suffix(response[key], ".mp3"))}
+                                                                 suffix(response[key], ".mp3"))}
                      for key, name in STEMS.items() if response.get(key)}
             return {"stems": stems, "task_id": task_id} if stems else None
         if op.type == "video":
             url = response.get("videoUrl")
-            return {"url": url, "file": Fetch(url, _suffix(url, ".mp4")),
+            return {"url": url, "file": Fetch(url, suffix(url, ".mp4")),
                     "task_id": task_id} if url else None
         url = response.get("audioWavUrl")
         if not url:
             return None
         audio = op.inputs.get("audio")
         source: dict[str, Any] = audio if isinstance(audio, dict) else {}
-        wav = Fetch(url, _suffix(url, ".wav"))
+        wav = Fetch(url, suffix(url, ".wav"))
         # The WAV is the same song: it keeps the source's ids (so later steps can still
         # name it to the service) and its artwork, with the new audio file.
         track = {**{k: source.get(k) for k in ("id", "task_id", "title", "duration", "tags",
@@ -559,7 +561,7 @@ class SunoApiProvider:
             images = (data.get("response") or {}).get("images") or []
             if not images:
                 return None
-            return Result({"images": [{"url": u, "file": Fetch(u, _suffix(u, ".png"))}
+            return Result({"images": [{"url": u, "file": Fetch(u, suffix(u, ".png"))}
                                       for u in images], "task_id": task_id})
         if flag == 3:
             raise self._fail(op, task_id, "cover art failed", data)
@@ -652,7 +654,9 @@ class SunoApiProvider:
         async with lock:  # two steps with the same file: one upload
             cache = await anyio.to_thread.run_sync(self._load_uploads)
             hit = cache.get(sha)
-            if hit and self.wall() - float(hit.get("uploaded_at", 0)) < UPLOAD_MAX_AGE:
+            # A hit must come from this upload host and be young enough to outlive the task.
+            if hit and hit.get("host") == self.upload_base and \
+                    self.wall() - float(hit.get("uploaded_at", 0)) < UPLOAD_MAX_AGE:
                 return str(hit["url"])
             name = f"{sha[:16]}{path.suffix.lower()}"
             # Free, so every failure is retryable: submit=False.
@@ -666,12 +670,13 @@ class SunoApiProvider:
                 failure = http_failure(answer, step=op.step, submit=False,
                                        key_env=self.config.api_key_env)
                 if failure is None and env is not None and isinstance(env.get("code"), int):
+                    # An upload is never charged: its 429 is a rate limit (NEWER table).
                     failure = self._code_error(answer, env["code"], str(env.get("msg") or ""),
-                                               step=op.step, family=CLASSIC)
+                                               step=op.step, family=NEWER)
                 raise failure or TransientError(f"{answer.where}: the upload host gave no "
                                                 "download URL", step=op.step)
-            cache[sha] = {"url": str(url), "uploaded_at": self.wall(), "size": len(data),
-                          "name": path.name}
+            cache[sha] = {"url": str(url), "host": self.upload_base,
+                          "uploaded_at": self.wall(), "size": len(data), "name": path.name}
             await anyio.to_thread.run_sync(self._save_uploads)
             return str(url)
 
@@ -715,7 +720,7 @@ class SunoApiProvider:
                     url = urls.get(t["id"])
                     if url is None:
                         return None
-                    t["audio_url"], t["file"] = url, Fetch(url, _suffix(url, ".m4a"))
+                    t["audio_url"], t["file"] = url, Fetch(url, suffix(url, ".m4a"))
         for t in tracks:
             if isinstance(t["image_file"], Fetch) and t["image_file"].url in dead:
                 t["image_url"], t["image_file"] = None, None

@@ -1,0 +1,159 @@
+"""The lock file, `NAME.lock` beside `NAME.yaml`: the record that makes an album rebuildable.
+
+The music service is not deterministic, so reproducibility comes from a record: for every
+step instance, its key (what was asked), the provider and model, the task ids that
+answered, the result ids and durations, the take kept, the credits reported, and the
+sha256, size and source URL of every file. Outputs are stored with file paths replaced by
+``sha256:<hash><ext>``, so the lock is independent of where the state directory lives.
+
+The lock is deterministic: instances in plan order, keys in a fixed order, no timestamps;
+two runs that did the same work write the same bytes. `--frozen` seeds the state store
+from it (store.record "done"), so a fresh checkout re-downloads or re-makes every file and
+checks it against the recorded hash, without submitting anything paid.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import StoreError
+from runner.plan import Plan
+from runner.store import Store
+
+FORMAT = 1
+HEADER = ("# sunoflow lock file: what every step's work answered, and the hash of every file.\n"
+          "# Written by `sunoflow run`; commit it. `sunoflow run --frozen` rebuilds the album\n"
+          "# from it without paying for anything.\n")
+
+
+def path_for(recipe_path: Path) -> Path:
+    return recipe_path.with_suffix(".lock")
+
+
+def _ref(value: Any, by_path: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _ref(v, by_path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ref(v, by_path) for v in value]
+    if isinstance(value, str) and value in by_path:
+        return by_path[value]
+    return value
+
+
+def _unref(value: Any, store: Store) -> Any:
+    if isinstance(value, dict):
+        return {k: _unref(v, store) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unref(v, store) for v in value]
+    if isinstance(value, str) and value.startswith("sha256:") and len(value) >= 71:
+        sha, ext = value[7:71], value[71:]
+        return str(store.blob_path(sha, ext))
+    return value
+
+
+def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
+    steps: dict[str, Any] = {}
+    for iid in plan.instances:
+        rec = records.get(iid)
+        if rec is None or rec.key is None or rec.status not in ("succeeded", "cached"):
+            continue
+        st = store.states.get(rec.key)
+        if st is None or st.status != "done":
+            continue
+        inst = plan.instances[iid]
+        by_path = {f["path"]: f"sha256:{f['sha256']}{Path(f['path']).suffix}" for f in st.files}
+        outputs = st.outputs
+        remote = bool(st.task_ids) and not str(st.task_ids[0]).startswith("local-")
+        entry: dict[str, Any] = {
+            "key": rec.key,
+            "uses": inst.step.uses,
+            "provider": plan.recipe.provider.kind if remote else "local",
+        }
+        model = inst.step.with_.get("model")
+        tracks = outputs.get("tracks") if isinstance(outputs, dict) else None
+        if isinstance(tracks, list) and tracks and isinstance(tracks[0], dict):
+            model = tracks[0].get("model") or model
+            entry["results"] = [{"id": t.get("id"), "duration": t.get("duration")}
+                                for t in tracks if isinstance(t, dict)]
+        if isinstance(model, str):
+            entry["model"] = model
+        if st.task_ids and remote:
+            entry["task_ids"] = list(st.task_ids)
+        if inst.step.take != "both":
+            entry["take"] = inst.step.take
+        if st.credits is not None:
+            entry["credits"] = st.credits
+        entry["files"] = [{"field": f.get("field", ""), "sha256": f["sha256"], "size": f["size"],
+                           "ext": Path(f["path"]).suffix,
+                           **({"url": f["url"]} if f.get("url") else {})}
+                          for f in sorted(st.files, key=lambda f: f.get("field", ""))]
+        entry["outputs"] = _ref(outputs, by_path)
+        steps[iid] = entry
+    return {"version": FORMAT, "recipe": plan.recipe.path.name,
+            "provider": {"kind": plan.recipe.provider.kind,
+                         "base_url": plan.recipe.provider.base_url},
+            "steps": steps}
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100,
+                                   default_flow_style=False)
+
+
+def write(path: Path, data: dict[str, Any]) -> bool:
+    """Write atomically; return True when the content changed."""
+    text = dumps(data)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return True
+
+
+def read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise StoreError(f"{path}: cannot read the lock file: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        raise StoreError(f"{path}: not a sunoflow lock file")
+    if int(data.get("version", 0)) > FORMAT:
+        raise StoreError(f"{path}: written by a newer sunoflow (lock format "
+                         f"{data.get('version')})")
+    return data
+
+
+def seed(store: Store, data: dict[str, Any]) -> int:
+    """Make the store know every locked result; return how many were added. Files are not
+    fetched here: the engine re-downloads (by URL, or through the provider by task id) or
+    re-makes whatever is missing, and checks each against its recorded sha256."""
+    added = 0
+    for iid, entry in data["steps"].items():
+        k = entry.get("key")
+        if not k:
+            continue
+        st = store.states.get(k)
+        if st is not None and st.status == "done":
+            continue
+        files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
+                  "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
+                  **({"url": f["url"]} if f.get("url") else {})}
+                 for f in entry.get("files", [])]
+        task_ids = entry.get("task_ids") or []
+        store.record("done", k, iid, durable=False, outputs=_unref(entry.get("outputs"), store),
+                     files=files, task_ids=task_ids, credits=entry.get("credits"))
+        added += 1
+    store.sync()
+    return added
+
+
+def referenced(data: dict[str, Any]) -> set[str]:
+    return {f["sha256"] for e in data["steps"].values() for f in e.get("files", [])}
