@@ -39,8 +39,12 @@ def _ref(value: Any, by_path: dict[str, str]) -> Any:
         return {k: _ref(v, by_path) for k, v in value.items()}
     if isinstance(value, list):
         return [_ref(v, by_path) for v in value]
-    if isinstance(value, str) and value in by_path:
-        return by_path[value]
+    if isinstance(value, str):
+        if value in by_path:
+            return by_path[value]
+        if "/blobs/sha256/" in value:
+            # A stored file this step carries from upstream (a source track's artwork).
+            return "sha256:" + value.rsplit("/", 1)[-1]
     return value
 
 

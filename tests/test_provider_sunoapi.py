@@ -378,10 +378,9 @@ def test_a_missing_local_file_is_a_step_error(srv, tmp_path):
 
 async def mock(prov: SunoApiProvider, handler: Any) -> None:
     """Answer the provider's API requests with `handler` (for answers the fake never
-    gives: headers, echoes, garbage), keeping its headers."""
-    headers = prov.api.client.headers
-    await prov.api.client.aclose()
-    prov.api.client = httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers)
+    gives: headers, echoes, garbage)."""
+    await prov.api.aclose()
+    prov.api.transport = httpx.MockTransport(handler)
 
 
 def submit_error(srv: FakeServer, tmp: Path, type_: str, inputs: dict[str, Any],
@@ -823,3 +822,14 @@ def test_credits_reads_the_balance(srv):
             await prov.aclose()
 
     assert run(go) == 4321.0
+
+
+def test_one_provider_serves_several_event_loops(srv, tmp_path):
+    """run.py asks for the balance, runs the engine and closes the provider in separate
+    `anyio.run` calls; pooled connections must not leak from one loop into the next."""
+    prov = make(srv)
+    assert run(prov.credits) is not None
+    res = run(drive, prov, op_of(tmp_path, "generate", **SONG))
+    assert run(prov.credits) is not None
+    run(prov.aclose)
+    assert len(res.outputs["tracks"]) == 2

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from anyio.lowlevel import RunVar
 
 from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
 from runner.pacing import Clock, RateLimiter
@@ -69,10 +70,38 @@ def ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def files_client(config: ProviderConfig) -> httpx.AsyncClient:
-    """A client for result files on CDNs: no key (it is not theirs), no rate limit."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout),
-                             follow_redirects=True, verify=ssl_context())
+class PerLoop:
+    """An httpx.AsyncClient per event loop, made when first needed.
+
+    run.py drives a provider from several `anyio.run` calls (the balance before, the run,
+    the balance after, the close). Pooled connections belong to the loop that opened them
+    and fail in the next one, so each loop gets its own client; a finished loop's client
+    goes with the loop.
+    """
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+        self.make = make
+        self._var: RunVar[httpx.AsyncClient | None] = RunVar("sunoflow-http-client",
+                                                             default=None)
+
+    def get(self) -> httpx.AsyncClient:
+        client = self._var.get()
+        if client is None or client.is_closed:
+            client = self.make()
+            self._var.set(client)
+        return client
+
+    async def aclose(self) -> None:
+        client = self._var.get()
+        if client is not None:
+            self._var.set(None)
+            await client.aclose()
+
+
+def files_client(config: ProviderConfig) -> PerLoop:
+    """Clients for result files on CDNs: no key (it is not theirs), no rate limit."""
+    return PerLoop(lambda: httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout),
+                                             follow_redirects=True, verify=ssl_context()))
 
 
 def suffix(url: str, default: str) -> str:
@@ -127,16 +156,25 @@ class ApiClient:
         self.base_url = (config.base_url or "").rstrip("/")
         timeout = httpx.Timeout(config.request_timeout,
                                 connect=min(10.0, config.request_timeout))
-        # httpx masks the Authorization header in every repr; no other attribute holds it.
-        self.client = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
-                                        timeout=timeout, follow_redirects=False,
-                                        verify=ssl_context())
+        # Tests may put an httpx.MockTransport here (for answers no fake gives).
+        self.transport: httpx.AsyncBaseTransport | None = None
+        # httpx masks the Authorization header in every repr; the key lives only there
+        # and in the closures below.
+        headers = {"Authorization": f"Bearer {key}"}
+        self.clients = PerLoop(lambda: httpx.AsyncClient(
+            headers=headers, timeout=timeout, follow_redirects=False, verify=ssl_context(),
+            transport=self.transport))
         self.redact = _redactor(key)
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
         self.requests = 0
 
     def __repr__(self) -> str:
         return f"ApiClient({self.kind}, {self.base_url!r})"
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """This event loop's client."""
+        return self.clients.get()
 
     async def send(self, method: str, url: str, *, step: str | None, submit: bool,
                    **kw: Any) -> Answer:
@@ -175,22 +213,7 @@ class ApiClient:
         return Answer(method, path, resp.status_code, resp.headers, body, text)
 
     async def aclose(self) -> None:
-        await close(self.client)
-
-
-async def close(client: httpx.AsyncClient) -> None:
-    """Close a client, tolerating connections left behind by an event loop that is gone.
-
-    run.py calls `aclose()` in a second `anyio.run` after the engine's loop has closed;
-    pooled connections of the first loop cannot be closed gracefully from the second (the
-    OS reclaims them with the loop's sockets), and that must not turn a finished run into a
-    crash.
-    """
-    try:
-        await client.aclose()
-    except RuntimeError as exc:
-        if "Event loop is closed" not in str(exc):
-            raise
+        await self.clients.aclose()
 
 
 def lost(where: str, why: str, *, step: str | None, submit: bool) -> Exception:

@@ -42,7 +42,6 @@ from runner.providers.http import (
     GATEWAY,
     Answer,
     ApiClient,
-    close,
     files_client,
     http_failure,
     lost,
@@ -96,7 +95,7 @@ class NewApiProvider:
         self.clock = clock or Clock()
         self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
-        self._files: httpx.AsyncClient | None = None  # made when first needed
+        self._files = files_client(config)
         self.remote_concat = config.concat == "remote"
         self.notes: list[str] = []
         self._batch: _Batch | None = None
@@ -106,9 +105,7 @@ class NewApiProvider:
     @property
     def files(self) -> httpx.AsyncClient:
         """Result files live on CDNs: fetched without our key and outside the rate limit."""
-        if self._files is None:
-            self._files = files_client(self.config)
-        return self._files
+        return self._files.get()
 
     def __repr__(self) -> str:
         return f"NewApiProvider({self.config.base_url!r})"
@@ -152,8 +149,7 @@ class NewApiProvider:
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        if self._files is not None:
-            await close(self._files)
+        await self._files.aclose()
 
     # --- requests --------------------------------------------------------------------
 

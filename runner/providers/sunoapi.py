@@ -45,7 +45,6 @@ from runner.providers.http import (
     PLACEHOLDER_CALLBACK,
     Answer,
     ApiClient,
-    close,
     files_client,
     http_failure,
     lost,
@@ -179,7 +178,7 @@ class SunoApiProvider:
         self.api = ApiClient(config, env=env, clock=self.clock)
         self.upload_base = (config.upload_base_url or config.base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
-        self._files: httpx.AsyncClient | None = None  # made when first needed
+        self._files = files_client(config)
         self._uploads: dict[str, dict[str, Any]] | None = None
         self._upload_locks: dict[str, anyio.Lock] = {}
         self.wall = time.time  # upload ages are wall-clock: they outlive the process
@@ -187,9 +186,7 @@ class SunoApiProvider:
     @property
     def files(self) -> httpx.AsyncClient:
         """Result files live on CDNs: fetched without our key and outside the rate limit."""
-        if self._files is None:
-            self._files = files_client(self.config)
-        return self._files
+        return self._files.get()
 
     def __repr__(self) -> str:
         return f"SunoApiProvider({self.config.base_url!r})"
@@ -249,8 +246,7 @@ class SunoApiProvider:
 
     async def aclose(self) -> None:
         await self.api.aclose()
-        if self._files is not None:
-            await close(self._files)
+        await self._files.aclose()
 
     # --- requests and the code tables ------------------------------------------------
 

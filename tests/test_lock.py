@@ -1,0 +1,112 @@
+"""The lock file, `--frozen`, `status` and `clean`, through real `sunoflow` processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+RECIPE = """\
+version: 1
+name: locked
+provider: {kind: local, take_seconds: 5}
+steps:
+  song:
+    uses: generate
+    take: 1
+    with: {title: Locked, style: ambient, prompt: "la la"}
+  short:
+    uses: trim
+    with: {audio: "{{ steps.song.tracks[0] }}", start: 1, end: 4}
+outputs:
+  - path: "Locked.mp3"
+    from: "{{ steps.short.file }}"
+    tags: {title: Locked}
+"""
+
+
+def sunoflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    (tmp_path / "locked.yaml").write_text(RECIPE)
+    r = sunoflow("run", "locked.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return tmp_path
+
+
+def test_a_run_writes_a_deterministic_lock(built: Path, tmp_path_factory: pytest.TempPathFactory):
+    lock = built / "locked.lock"
+    data = yaml.safe_load(lock.read_text())
+    assert data["version"] == 1
+    assert list(data["steps"]) == ["song", "short"]
+    song = data["steps"]["song"]
+    assert song["take"] == 1
+    assert song["uses"] == "generate"
+    assert len(song["results"]) == 2  # both takes are recorded; the take kept is a choice
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in song["files"])
+    assert str(built) not in lock.read_text()  # no machine-specific paths
+    other = tmp_path_factory.mktemp("again")
+    (other / "locked.yaml").write_text(RECIPE)
+    assert sunoflow("run", "locked.yaml", cwd=other).returncode == 0
+    assert (other / "locked.lock").read_bytes() == lock.read_bytes()
+
+
+def test_frozen_rebuilds_from_the_lock_byte_for_byte(built: Path):
+    manifest = json.loads((built / "out" / "manifest.json").read_text())
+    shutil.rmtree(built / "out")
+    shutil.rmtree(built / ".sunoflow")
+    r = sunoflow("run", "locked.yaml", "--frozen", "--report", "r.json", cwd=built)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((built / "out" / "manifest.json").read_text())
+    assert again["files"] == manifest["files"]
+    rep = json.loads((built / "r.json").read_text())
+    assert rep["counts"]["submissions"] == 0
+
+
+def test_frozen_without_a_lock_or_state_exits_3(tmp_path: Path):
+    (tmp_path / "locked.yaml").write_text(RECIPE)
+    r = sunoflow("run", "locked.yaml", "--frozen", cwd=tmp_path)
+    assert r.returncode == 3
+    assert "no lock file (locked.lock)" in r.stderr
+
+
+def test_status_reports_done_and_stale(built: Path):
+    r = sunoflow("status", "locked.yaml", cwd=built)
+    assert r.returncode == 0, r.stderr
+    assert "song   done" in r.stdout
+    assert "short  done" in r.stdout
+    (built / "locked.yaml").write_text(RECIPE.replace("end: 4", "end: 3"))
+    r = sunoflow("status", "locked.yaml", cwd=built)
+    assert "song   done" in r.stdout
+    assert "short  stale" in r.stdout
+
+
+def test_clean_deletes_only_what_the_lock_does_not_reference(built: Path):
+    (built / "locked.yaml").write_text(RECIPE.replace("end: 4", "end: 3"))
+    assert sunoflow("run", "locked.yaml", cwd=built).returncode == 0
+    blobs = sorted(p for p in (built / ".sunoflow" / "blobs").rglob("*") if p.is_file())
+    dry = sunoflow("clean", "locked.yaml", "--dry-run", cwd=built)
+    assert "would delete 1 files" in dry.stdout
+    assert sorted(p for p in (built / ".sunoflow" / "blobs").rglob("*") if p.is_file()) == blobs
+    r = sunoflow("clean", "locked.yaml", cwd=built)
+    assert r.returncode == 0
+    assert "deleted 1 files" in r.stdout
+    assert sunoflow("run", "locked.yaml", "--frozen", cwd=built).returncode == 0
+
+
+def test_changing_the_take_reruns_nothing_paid(built: Path):
+    (built / "locked.yaml").write_text(RECIPE.replace("take: 1", "take: 0"))
+    r = sunoflow("run", "locked.yaml", "--report", "r.json", cwd=built)
+    assert r.returncode == 0, r.stderr
+    status = {s["id"]: s["status"] for s in json.loads((built / "r.json").read_text())["steps"]}
+    assert status["song"] == "cached"  # same key: the take is applied when reading
+    assert status["short"] == "succeeded"  # its input (the other take) changed
