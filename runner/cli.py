@@ -35,7 +35,7 @@ exit codes: 0 ok, 1 a step failed or the run was stopped, 2 invalid recipe or us
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse exits 2 itself; keep one error path
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _recipe_options(p: argparse.ArgumentParser) -> None:
@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
+                       "what reruns downstream and its cost first")
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("step", metavar="STEP")
+    _recipe_options(p)
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_reroll)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
     p.add_argument("recipe", metavar="RECIPE")
@@ -162,6 +171,31 @@ def cmd_clean(args: argparse.Namespace) -> int:
     print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
           f"({freed / 1e6:.1f} MB) not referenced by {lock_path.name}")
     return 0
+
+
+def cmd_reroll(args: argparse.Namespace) -> int:
+    from runner import plan as planner
+    from runner import recipe, report, run
+
+    r = recipe.load(args.recipe, overrides=overrides(args))
+    p = planner.build(r)
+    if args.step not in r.steps:
+        raise UsageError(f"no step '{args.step}' in {args.recipe}"
+                         + (f"; {s}" if (s := recipe.suggest(args.step, r.steps)) else ""))
+    again = p.downstream({args.step})
+    rows = [i for i in p.instances.values() if i.step.id in again]
+    cost = sum(report.price(p, i) for i in rows)
+    print(f"reroll {args.step}: {len(rows)} step instances run again "
+          f"({', '.join(sorted({i.step.id for i in rows}))}), about {cost:g} credits")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("reroll spends credits: confirm with --yes")
+        if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing done")
+            return 0
+    return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
+                       out_dir=None, report_path=None,
+                       opts={"force": {args.step}})
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -110,3 +110,14 @@ def test_changing_the_take_reruns_nothing_paid(built: Path):
     status = {s["id"]: s["status"] for s in json.loads((built / "r.json").read_text())["steps"]}
     assert status["song"] == "cached"  # same key: the take is applied when reading
     assert status["short"] == "succeeded"  # its input (the other take) changed
+
+
+def test_reroll_says_what_reruns_and_needs_confirmation(built: Path):
+    r = sunoflow("reroll", "locked.yaml", "song", cwd=built)
+    assert r.returncode == 2
+    assert "reroll song: 2 step instances run again (short, song)" in r.stdout
+    assert "confirm with --yes" in r.stderr
+    r = sunoflow("reroll", "locked.yaml", "song", "--yes", cwd=built)
+    assert r.returncode == 0, r.stderr
+    assert "song             succeeded" in r.stderr
+    assert "short            succeeded" in r.stderr
