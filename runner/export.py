@@ -52,9 +52,25 @@ def _entries(recipe: Recipe, o: OutputFile, steps: dict[str, Any],
     return [{**base, "item": it, "index": i} for i, it in enumerate(items)]
 
 
+def _confined(value: Any, roots: list[Path], what: str, index: int) -> Path:
+    """A file an output entry reads: it must be a stored result (or, for artwork, a file in
+    the recipe's folder). Templates are decided at run time, so this is checked here: a
+    recipe from a pull request cannot copy the runner's files into the album."""
+    p = Path(str(value)).resolve()
+    if not any(p == r or r in p.parents for r in roots):
+        raise StepError(f"outputs[{index}]: {what} {str(value)!r} is not a step's output; "
+                        "only files made by the recipe's steps can go into the album")
+    if not p.is_file():
+        raise StepError(f"outputs[{index}]: {what} {str(value)!r} does not exist")
+    return p
+
+
 def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_dir: Path,
-           *, recipe_sha: str, lock_sha: str | None = None) -> list[dict[str, Any]]:
+           *, recipe_sha: str, lock_sha: str | None = None,
+           store_root: Path | None = None) -> list[dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    stored = [store_root.resolve()] if store_root else []
+    recipe_dir = recipe.path.resolve().parent
     root = out_dir.resolve()
     written: list[dict[str, Any]] = []
     for o in recipe.outputs:
@@ -76,6 +92,11 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                                 "skipped?)")
             if isinstance(src, dict):
                 src = src["file"]
+            if stored:
+                src = _confined(src, stored, "from", o.index)
+                if tags.get("cover"):
+                    tags["cover"] = _confined(tags["cover"], [*stored, recipe_dir], "cover",
+                                              o.index)
             try:
                 relp = safe_relpath(str(rel))
             except ValueError as exc:

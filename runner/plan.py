@@ -21,7 +21,7 @@ from typing import Any
 
 from runner import models
 from runner.errors import Diagnostic, RecipeError
-from runner.recipe import Recipe, Step, suggest
+from runner.recipe import Recipe, Step, _kind, _show, suggest
 from runner.steps import TYPES
 from runner.template import (
     SCOPE,
@@ -141,8 +141,9 @@ class _Checker:
             n = self.fan_out(x, visiting)
             if n is None:
                 self.err(path, f"for_each over steps.{x}, but '{x}' is a single step, not a "
-                         "fan-out", f"loop over a list, e.g. for_each: \"{{{{ steps.{x}"
-                         ".tracks }}\" is not allowed; fan out over vars instead")
+                         "fan-out", "for_each takes a list, vars, or '{{ steps.X }}' of a "
+                         f"fan-out step; use {x}'s outputs in 'with' instead, e.g. "
+                         f"audio: \"{{{{ steps.{x}.tracks[0] }}}}\"")
                 return 0, [], None
             return n, None, x
         if roots - {"vars"}:
@@ -162,8 +163,8 @@ class _Checker:
             self.broken.add(path[1] if path[0] == "steps" else "")
             return 0, [], None
         if not isinstance(value, list):
-            self.err(path, f"for_each must give a list; '{fe}' gives "
-                     f"{type(value).__name__}")
+            self.err(path, f"for_each must give a list; '{fe}' gives {_kind(value)} "
+                     f"{_show(value)}")
             return 0, [], None
         return len(value), value, None
 
@@ -237,7 +238,9 @@ class _Checker:
             rest = rest[1:]
         elif rest and rest[0].kind in ("const", "expr") and not isinstance(rest[0].value, str):
             self.err(path, f"steps.{x} is a single step, not a list; it cannot be indexed",
-                     f"steps.{x}.<output>", ref.line)
+                     f"name one of its outputs, e.g. steps.{x}."
+                     f"{next(iter(self.r.steps[x].type.outputs)) if self.r.steps[x].type else 'x'}",
+                     ref.line)
             return
         self._check_outputs(path, ref, x, rest, f"steps.{x}")
 
@@ -309,7 +312,10 @@ def build(recipe: Recipe) -> Plan:
         if ck.item_from.get(sid):
             step_deps[sid].add(ck.item_from[sid])  # type: ignore[arg-type]
         elif isinstance(step.for_each, str):
-            c = compile_template(step.for_each) if is_template(step.for_each) else None
+            try:
+                c = compile_template(step.for_each) if is_template(step.for_each) else None
+            except TemplateError:
+                c = None  # already reported by fan_out()
             if c is not None:
                 for ref in c.refs:
                     if ref.root == "steps" and ref.parts and str(ref.parts[0].value) in \
@@ -421,8 +427,7 @@ def _check_provider(ck: _Checker, step: Step) -> None:
     if step.type is not None and kind not in step.type.support:
         can = [k for k in step.type.support]
         ck.err(("steps", step.id, "uses"), f"step '{step.id}': provider '{kind}' cannot "
-               f"perform '{step.uses}'",
-               f"providers that can: {', '.join(can)}; or run with --provider local")
+               f"perform '{step.uses}'", f"providers that can: {', '.join(can)}")
 
 
 def _static_limits(ck: _Checker, recipe: Recipe, inst: Instance) -> None:

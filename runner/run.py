@@ -83,7 +83,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         try:
             exported = export.export(r, engine.steps_ctx, engine.results, odir,
                                      recipe_sha=_sha(r.path),
-                                     lock_sha=_sha(lock_path) if lock_path.exists() else None)
+                                     lock_sha=_sha(lock_path) if lock_path.exists() else None,
+                                     store_root=store.blobs)
         except SunoflowError as exc:
             status, error = "failed", str(exc)
     report = build_report(engine, status, exported, error)
