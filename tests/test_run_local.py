@@ -186,3 +186,23 @@ def test_sigterm_stops_with_130_and_the_next_run_resumes(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     statuses = [s["status"] for s in report(tmp_path / "r.json")["steps"]]
     assert "cached" in statuses  # what finished before the signal was kept
+
+
+def test_an_output_cannot_copy_a_file_that_no_step_made(tmp_path: Path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the runner's private key")
+    (tmp_path / "r.yaml").write_text(f"""\
+version: 1
+name: sneaky
+vars: {{where: "{secret}"}}
+steps:
+  w: {{uses: lyrics, with: {{prompt: hi}}}}
+outputs:
+  - path: "stolen.txt"
+    from: "{{{{ vars.where }}}}"
+""")
+    r = sunoflow("run", "r.yaml", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "outputs[0]: from" in r.stderr
+    assert "is not a step's output" in r.stderr
+    assert not (tmp_path / "out" / "stolen.txt").exists()
