@@ -1,0 +1,140 @@
+"""kill -9 at random moments, then resume: nothing recorded is ever paid for twice, and no
+file is lost or corrupt.
+
+`sunoflow run` runs as a real process against the sunoapi fake (real HTTP on loopback,
+tasks taking a few tenths of a second), and is SIGKILLed again and again at random
+moments: between submits, in the middle of a submit, while polling, while downloading,
+while writing the album. Then it is run until it succeeds. The fake's request log says
+which tasks were created (paid); the journal says which task ids sunoflow recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from runner.fake import FakeServer
+
+KEY = "sk-kill-test-0f3c"
+SONGS = 5
+KILLS = 22
+
+RECIPE = f"""\
+version: 1
+name: kill-ep
+provider: {{kind: sunoapi, poll_interval: 0.05, max_poll_interval: 0.2}}
+vars:
+  n: {list(range(SONGS))}
+steps:
+  words:
+    uses: lyrics
+    for_each: "{{{{ vars.n }}}}"
+    with: {{prompt: "song number {{{{ item }}}}"}}
+  song:
+    uses: generate
+    for_each: "{{{{ steps.words }}}}"
+    with: {{title: "Track {{{{ index }}}}", style: synthwave, prompt: "{{{{ item.text }}}}"}}
+  long:
+    uses: extend
+    for_each: "{{{{ steps.song }}}}"
+    with: {{audio: "{{{{ item.tracks[0] }}}}", continue_at: 20, prompt: outro}}
+  master:
+    uses: convert
+    for_each: "{{{{ steps.long }}}}"
+    with: {{audio: "{{{{ item.tracks[0] }}}}", format: wav}}
+outputs:
+  - for_each: "{{{{ steps.master }}}}"
+    path: "{{{{ index }}}}.wav"
+    from: "{{{{ item.file }}}}"
+"""
+
+SUBMITS = {"/api/v1/lyrics", "/api/v1/generate", "/api/v1/generate/extend",
+           "/api/v1/wav/generate"}
+
+
+def start(tmp: Path, url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SUNO_API_KEY": KEY}
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(tmp / "ep.yaml"), "--base-url", url,
+         "--out", str(tmp / "out"), "--state-dir", str(tmp / "state"), "--quiet",
+         "--report", str(tmp / "report.json")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def journal(tmp: Path) -> list[dict]:
+    events = []
+    for raw in (tmp / "state" / "journal.jsonl").read_bytes().split(b"\n"):
+        if raw.strip():
+            try:
+                events.append(json.loads(raw))
+            except ValueError:
+                pass  # a torn line, which the store ignores too
+    return events
+
+
+def test_kill_9_at_random_moments_never_pays_twice_for_a_recorded_task(tmp_path: Path):
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    rng = random.Random(20261123)
+    config = {"latency": {"*": {"dist": "uniform", "low": 100, "high": 200}},
+              "latency_scale": 0.01, "seed": 7}
+    with FakeServer("sunoapi", api_key=KEY, **config) as srv:
+        kills = 0
+        while kills < KILLS:
+            proc = start(tmp_path, srv.url)
+            time.sleep(rng.uniform(0.3, 1.5))
+            if proc.poll() is not None:
+                break  # it finished before we could kill it again
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        final = None
+        for _ in range(5):
+            p = start(tmp_path, srv.url)
+            final = p.wait(timeout=120)
+            if final == 0:
+                break
+        assert final == 0
+        log = srv.log
+
+    created = [e for e in log if e["method"] == "POST" and e["path"] in SUBMITS
+               and e.get("task_id")]
+    events = journal(tmp_path)
+    recorded: dict[str, set[str]] = {}
+    for ev in events:
+        if ev["e"] == "submitted":
+            recorded.setdefault(ev["key"], set()).add(ev["task_id"])
+    # 1. Every step key that reached the service has exactly one recorded task: a recorded
+    #    task id is polled on resume, never submitted again.
+    assert len(recorded) == SONGS * 4
+    assert all(len(tasks) == 1 for tasks in recorded.values()), recorded
+    # 2. Every created task is either the recorded one, or was lost in the window between
+    #    sending a submit and recording its answer (an intent with no task id after it).
+    recorded_ids = {t for tasks in recorded.values() for t in tasks}
+    orphans = [e["task_id"] for e in created if e["task_id"] not in recorded_ids]
+    open_intents = 0
+    last: dict[str, str] = {}
+    for ev in events:
+        if ev["e"] == "intent" and last.get(ev["key"]) == "intent":
+            open_intents += 1
+        if ev["e"] in ("intent", "submitted", "done"):
+            last[ev["key"]] = ev["e"]
+    assert len(orphans) <= open_intents, (orphans, open_intents)
+    assert Counter(e["task_id"] for e in created).most_common(1)[0][1] == 1
+    # 3. No lost or corrupt file: every stored blob hashes to its name, the album is whole.
+    for blob in (tmp_path / "state" / "blobs").rglob("*"):
+        if blob.is_file():
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name[:64]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(f["path"] for f in manifest["files"]) == [f"{i}.wav" for i in range(SONGS)]
+    for f in manifest["files"]:
+        data = (tmp_path / "out" / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"]
+    assert kills >= 20
