@@ -286,7 +286,7 @@ class Engine:
         ctx_steps = self.steps_ctx
         try:
             if is_template(step.if_):
-                ctx = {"vars": self.recipe.vars, "steps": ctx_steps}
+                ctx: dict[str, Any] = {"vars": self.recipe.vars, "steps": ctx_steps}
                 if inst.index is not None:
                     ctx.update(index=inst.index, item=item if item is not None else inst.item)
                 cond = compile_template(step.if_).render(ctx)

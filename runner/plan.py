@@ -238,8 +238,7 @@ class _Checker:
             rest = rest[1:]
         elif rest and rest[0].kind in ("const", "expr") and not isinstance(rest[0].value, str):
             self.err(path, f"steps.{x} is a single step, not a list; it cannot be indexed",
-                     f"name one of its outputs, e.g. steps.{x}."
-                     f"{next(iter(self.r.steps[x].type.outputs)) if self.r.steps[x].type else 'x'}",
+                     f"name one of its outputs, e.g. steps.{x}.{_first_output(self.r.steps[x])}",
                      ref.line)
             return
         self._check_outputs(path, ref, x, rest, f"steps.{x}")
@@ -288,6 +287,10 @@ class _Checker:
                 yield (*base, key), val
 
 
+def _first_output(step: Step) -> str:
+    return next(iter(step.type.outputs)) if step.type is not None else "<output>"
+
+
 def build(recipe: Recipe) -> Plan:
     """Check and expand the recipe. Raises RecipeError with every problem found."""
     ck = _Checker(recipe)
@@ -297,8 +300,8 @@ def build(recipe: Recipe) -> Plan:
     step_deps: dict[str, set[str]] = {sid: set() for sid in recipe.steps}
     for sid, step in recipe.steps.items():
         lst: list[tuple[tuple[Any, ...], Compiled]] = []
-        for path, src in ck.step_templates(step):
-            c = ck.compile(path, src)
+        for path, text in ck.step_templates(step):
+            c = ck.compile(path, text)
             if c is None:
                 continue
             ck.check_refs(path, c, sid)
@@ -321,9 +324,9 @@ def build(recipe: Recipe) -> Plan:
                     if ref.root == "steps" and ref.parts and str(ref.parts[0].value) in \
                             recipe.steps:
                         step_deps[sid].add(str(ref.parts[0].value))
-        for i, n in enumerate(step.needs):
+        for ni, n in enumerate(step.needs):
             npath = ("steps", sid, "needs") if isinstance(
-                recipe.doc.data["steps"][sid].get("needs"), str) else ("steps", sid, "needs", i)
+                recipe.doc.data["steps"][sid].get("needs"), str) else ("steps", sid, "needs", ni)
             if n not in recipe.steps:
                 ck.err(npath, f"needs: unknown step '{n}'", suggest(n, recipe.steps))
             elif n == sid:
@@ -333,7 +336,7 @@ def build(recipe: Recipe) -> Plan:
         _check_provider(ck, step)
     for o in recipe.outputs:
         base = ("outputs", o.index)
-        n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        _n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
         for key, val in (("path", o.path), ("from", o.from_)):
             if is_template(val):
                 c = ck.compile((*base, key), val)
@@ -358,21 +361,22 @@ def build(recipe: Recipe) -> Plan:
     instances: dict[str, Instance] = {}
     for sid in order:
         step = recipe.steps[sid]
-        n = ck.fan[sid]
-        for i in ([None] if n is None else range(n)):
+        fan = ck.fan[sid]
+        indexes: list[int | None] = [None] if fan is None else list(range(fan))
+        for i in indexes:
             iid = sid if i is None else f"{sid}[{i}]"
             deps: list[str] = []
             for path, c in compiled[sid]:
                 for ref in c.refs:
                     if ref.root == "steps":
                         deps.extend(_ref_deps(ck, path, ref, i, iid))
-            src = ck.item_from.get(sid)
+            src: str | None = ck.item_from.get(sid)
             if src is not None and i is not None:
                 deps.append(f"{src}[{i}]")
             for nd in step.needs:
                 deps.extend(_all(ck, nd))
-            item = ck.items[sid][i] if (i is not None and ck.items.get(sid) is not None) \
-                else None  # type: ignore[index]
+            loop_items = ck.items.get(sid)
+            item = loop_items[i] if (i is not None and loop_items is not None) else None
             inst = Instance(iid, step, i, item, src, tuple(dict.fromkeys(deps)))
             instances[iid] = inst
             _static_limits(ck, recipe, inst)

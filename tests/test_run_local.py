@@ -157,9 +157,12 @@ def test_a_failing_local_step_fails_the_run_and_names_the_step(small: Path):
     (small / "small.yaml").write_text(bad)
     r = sunoflow("run", "small.yaml", "--report", "r.json", cwd=small)
     assert r.returncode == 1
-    assert "long[0]: continue_at must be inside the source track" in r.stderr
     status = {s["id"]: s["status"] for s in report(small / "r.json")["steps"]}
-    assert status["master[0]"] == "skipped"
+    failed = [i for i in ("long[0]", "long[1]") if status[i] == "failed"]
+    assert failed  # which one fails first depends on scheduling; at least one must
+    for iid in failed:
+        assert f"{iid}: continue_at must be inside the source track" in r.stderr
+        assert status[iid.replace("long", "master")] == "skipped"
     assert report(small / "r.json")["status"] == "failed"
 
 

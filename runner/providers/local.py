@@ -130,7 +130,8 @@ class LocalProvider:
     def _extend(self, op: Op) -> dict[str, Any]:
         i = op.inputs
         src = self._audio(op)
-        source = i.get("audio") if isinstance(i.get("audio"), dict) else {}
+        audio = i.get("audio")
+        source: dict[str, Any] = audio if isinstance(audio, dict) else {}
         at = i.get("continue_at")
         dur = media.probe(src).duration
         if not isinstance(at, (int, float)) or not 0 < at < dur:
