@@ -325,14 +325,22 @@ class Engine:
     async def _work(self, inst: Instance, rec: StepRecord, work: Any) -> Any:
         prov, inputs, k, st, forced = work
         step = inst.step
+        workdir = self.store.scratch(k)
+        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir)
         if st is not None and st.status == "done" and not forced:
-            outputs = await self._restore(inst, prov, st)  # some stored file went missing
+            # Some stored file went missing. Rule 1 holds here too: a finished remote task
+            # is re-fetched (its URL, then the service's fresh links for the same task id),
+            # never paid for again; only free local work is simply redone.
+            outputs = await self._restore(inst, op, prov, st)
             if outputs is not None:
                 self._cached(inst, rec, st, outputs)
                 return None
+            if prov.kind != "local":
+                raise StepError("a stored result is missing and could not be fetched again "
+                                f"(task {', '.join(st.task_ids) or 'unknown'}); not paying for "
+                                "a new one: use --force or `sunoflow reroll` to do that on "
+                                "purpose", step=inst.id)
             st = None
-        workdir = self.store.scratch(k)
-        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir)
         if prov.kind == "local":
             outputs = await self._local(op, rec)
         else:
@@ -357,24 +365,57 @@ class Engine:
         self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False)
         return outputs
 
-    async def _restore(self, inst: Instance, prov: Provider, st: Any) -> Any:
-        """A finished step's outputs, re-fetching any stored file that has gone missing."""
+    async def _restore(self, inst: Instance, op: Op, prov: Provider, st: Any) -> Any:
+        """A finished step's outputs, re-fetching any stored file that has gone missing:
+        by its recorded URL, or else through the provider's fresh links for the same task.
+        Each file must hash to what was recorded."""
         missing = [f for f in st.files if not self.store.has_blob(f)]
         if not missing:
             return st.outputs
         if prov.kind == "local":
-            return None  # free to make again
+            return None  # free and deterministic: make it again
         from runner import download
 
         for f in missing:
             try:
                 info = await download.fetch(self.http, f["url"], self.store)
             except (download.LinkExpired, download.DownloadRejected, TransientError, KeyError):
-                return None
+                break
             if info["sha256"] != f["sha256"]:
                 self.ui.note(f"{inst.id}: re-downloaded {f['url']} but its content changed")
                 return None
-        return st.outputs
+        else:
+            return st.outputs
+        if not st.task_ids:
+            return None
+        task_id = st.task_ids[-1]
+        try:
+            fresh = await self._refresh(op, task_id)
+        except ProviderError:
+            return None
+        if fresh is None:
+            return None
+        outputs, files = await self._materialize(fresh, op, task_id)
+        want = {f["field"]: f["sha256"] for f in st.files}
+        got = {f["field"]: f["sha256"] for f in files}
+        if any(got.get(fld) not in (None, sha) for fld, sha in want.items()):
+            self.ui.note(f"{inst.id}: the service's files for task {task_id} differ from the "
+                         "recorded ones")
+        await self._durable("done", op.key, op.step, outputs=outputs, files=files,
+                            task_ids=list(st.task_ids), credits=st.credits)
+        return outputs
+
+    async def _refresh(self, op: Op, task_id: str) -> Result | None:
+        """Fresh result links for a finished task, retrying transient failures (free)."""
+        backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=20.0)
+        for n in range(5):
+            try:
+                return await self.remote.refresh(op, task_id)
+            except TransientError:
+                if n == 4:
+                    raise
+                await self.clock.sleep(backoff.next())
+        return None
 
     # --- remote: the never-pay-twice path ------------------------------------------
 
@@ -526,7 +567,7 @@ class Engine:
             except download.LinkExpired as exc:
                 if task_id is None or attempt == 2:
                     raise StepError(f"result link expired: {exc}", step=op.step) from None
-                fresh = await self.remote.refresh(op, task_id)
+                fresh = await self._refresh(op, task_id)
                 if fresh is None:
                     raise StepError(f"result link expired and the service could not "
                                     f"recover it: {exc}", step=op.step) from None

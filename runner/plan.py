@@ -426,7 +426,45 @@ def _order(ck: _Checker, deps: dict[str, set[str]]) -> list[str]:
         return []
 
 
+# Remote operations that address a track by the service's own ids (taskId + audioId): they
+# cannot take a file made on this machine.
+NEEDS_SERVICE_TRACK = frozenset({"extend", "cover", "video", "separate", "timestamped_lyrics"})
+
+
+def _made_locally(step: Step, kind: str) -> bool:
+    if step.type is None:
+        return False
+    if step.type.support.get(kind) == "local":
+        return True
+    return step.uses == "convert" and step.with_.get("format", "wav") != "wav"
+
+
+def _check_service_tracks(ck: _Checker, step: Step) -> None:
+    kind = ck.r.provider.kind
+    if step.type is None or step.uses not in NEEDS_SERVICE_TRACK or \
+            step.type.support.get(kind) != "remote" or not is_template(step.with_.get("audio")):
+        return
+    try:
+        c = compile_template(step.with_["audio"])
+    except TemplateError:
+        return
+    sources = [str(r.parts[0].value) for r in c.refs if r.root == "steps" and r.parts
+               and r.parts[0].kind != "expr"]
+    if any(r.root == "item" for r in c.refs) and ck.item_from.get(step.id):
+        sources.append(ck.item_from[step.id])  # type: ignore[arg-type]
+    for x in sources:
+        src = ck.r.steps.get(x)
+        if src is not None and _made_locally(src, kind):
+            hint = ("to extend a file, use upload_extend" if step.uses == "extend" else
+                    "take the audio from a step the service ran (generate, extend, ...)")
+            ck.err(("steps", step.id, "with", "audio"), f"step '{step.id}': {step.uses} on "
+                   f"{kind} needs a track the service made, but '{x}' ({src.uses}) is made "
+                   "on this machine", hint)
+            return
+
+
 def _check_provider(ck: _Checker, step: Step) -> None:
+    _check_service_tracks(ck, step)
     kind = ck.r.provider.kind
     if step.type is not None and kind not in step.type.support:
         can = [k for k in step.type.support]

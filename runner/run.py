@@ -51,27 +51,37 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
                               "directory: nothing to build from")
     _check_budget(p, store, opts.get("max_credits"))
+    engine_opts = Options(state_dir=sdir, **opts)
     provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
     if r.provider.kind != "local":
         provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
-                                                  store=store)
+                                                  store=store, clock=engine_opts.clock)
     ui = progress.make(quiet)
-    engine = Engine(p, store, provs, Options(state_dir=sdir, **opts), ui)
+    engine = Engine(p, store, provs, engine_opts, ui)
     status = "failed"
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
     credits: dict[str, Any] = {"before": None, "after": None}
+
+    async def session() -> str:
+        # One event loop for the whole run: the providers' HTTP clients belong to it.
+        try:
+            if remote is not None and not opts.get("frozen"):
+                credits["before"] = await _credits(remote)
+            result = await engine.run()
+            if remote is not None and engine.counts.submissions:
+                credits["after"] = await _credits(remote)
+            return result
+        finally:
+            with anyio.CancelScope(shield=True):
+                for prov in provs.values():
+                    await prov.aclose()
+
     ui.start(len(engine.selected))
     try:
-        if remote is not None and not opts.get("frozen"):
-            credits["before"] = _credits(remote)
-        status = anyio.run(engine.run)
-        if remote is not None and engine.counts.submissions:
-            credits["after"] = _credits(remote)
+        status = anyio.run(session)
     finally:
         ui.stop()
-        for prov in provs.values():
-            anyio.run(prov.aclose)
         if status == "succeeded" and not opts.get("only"):
             data = lock.build(p, engine.records, store)
             if lock.write(lock_path, data):
@@ -103,9 +113,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     return 0 if status == "succeeded" else 1
 
 
-def _credits(prov: Any) -> Any:
+async def _credits(prov: Any) -> Any:
     try:
-        return anyio.run(prov.credits)
+        return await prov.credits()
     except SunoflowError:
         return None
 

@@ -79,6 +79,7 @@ GENERATE_IN = {
     "persona_id": text("a persona id from generate-persona (custom mode only)"),
     "persona_model": choice("which kind of persona persona_id names", "style_persona",
                             "voice_persona"),
+    "mv": text("newapi only: the relay's model id (e.g. chirp-v4-5); wins over model"),
 }
 EXTEND_IN = {
     "continue_at": number("seconds into the source where the extension starts",
@@ -93,6 +94,7 @@ EXTEND_IN = {
     **WEIGHTS,
     "persona_id": text("persona id"),
     "persona_model": GENERATE_IN["persona_model"],
+    "mv": GENERATE_IN["mv"],
 }
 FORMAT = choice("output format", "wav", "flac", "mp3")
 BITRATE = choice("MP3 bitrate in kbps", 64, 96, 128, 160, 192, 256, 320)

@@ -1,0 +1,57 @@
+"""A finished remote step whose stored files are gone and whose links have expired is
+fetched again through the service's fresh links for the same task: never paid again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from runner.fake import FakeServer
+
+KEY = "sk-restore-test-77"
+RECIPE = """\
+version: 1
+name: restore
+provider: {kind: sunoapi, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  song:
+    uses: generate
+    with: {title: Kept, style: dub, prompt: "la la la"}
+outputs:
+  - path: kept.mp3
+    from: "{{ steps.song.file }}"
+"""
+SUBMITS = ("/api/v1/generate",)
+
+
+def run(tmp: Path, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SUNO_API_KEY": KEY}
+    return subprocess.run([sys.executable, "-m", "runner", "run", "r.yaml", "--base-url", url,
+                           "--report", "report.json"], cwd=tmp, env=env, text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_expired_links_are_recovered_without_a_new_submission(tmp_path: Path):
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        first = run(tmp_path, srv.url)
+        assert first.returncode == 0, first.stderr
+        album = (tmp_path / "out" / "kept.mp3").read_bytes()
+        shutil.rmtree(tmp_path / ".sunoflow" / "blobs")
+        shutil.rmtree(tmp_path / "out")
+        # The recorded link is dead now (as after ~15 days): only fresh links work.
+        srv.configure(faults=[{"match": {"method": "GET", "op": "download"}, "times": 1,
+                               "action": {"expired": True}}])
+        before = len(srv.log)
+        second = run(tmp_path, srv.url)
+        assert second.returncode == 0, second.stderr
+        after = srv.log[before:]
+    assert [e for e in after if e["method"] == "POST" and e["path"] in SUBMITS] == []
+    assert any(e["path"] == "/api/v1/generate/record-info" for e in after)
+    assert (tmp_path / "out" / "kept.mp3").read_bytes() == album
+    steps = json.loads((tmp_path / "report.json").read_text())["steps"]
+    assert [s["status"] for s in steps] == ["cached"]
