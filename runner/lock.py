@@ -103,9 +103,12 @@ def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
             "steps": steps}
 
 
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~10x faster on big locks
+
+
 def dumps(data: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100,
-                                   default_flow_style=False)
+    return HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                              width=100, default_flow_style=False)
 
 
 def write(path: Path, data: dict[str, Any]) -> bool:
@@ -124,7 +127,8 @@ def write(path: Path, data: dict[str, Any]) -> bool:
 
 def read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"),
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise StoreError(f"{path}: cannot read the lock file: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):

@@ -82,7 +82,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         status = anyio.run(session)
     finally:
         ui.stop()
-        if status == "succeeded" and not opts.get("only"):
+        if status == "succeeded" and not opts.get("only") and \
+                not _lock_current(lock_path, r.path, store, engine):
             data = lock.build(p, engine.records, store)
             if lock.write(lock_path, data):
                 ui.note(f"lock written: {lock_path.name}")
@@ -111,6 +112,16 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if status == "interrupted":
         raise Interrupted("interrupted; run the same command again to resume")
     return 0 if status == "succeeded" else 1
+
+
+def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:
+    """True when a rerun changed nothing the lock records: every instance was cached and the
+    lock is newer than both the journal and the recipe (the lock is derived from them)."""
+    if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()):
+        return False
+    newest = max(recipe_path.stat().st_mtime,
+                 store.journal_path.stat().st_mtime if store.journal_path.exists() else 0.0)
+    return lock_path.stat().st_mtime >= newest
 
 
 async def _credits(prov: Any) -> Any:

@@ -186,9 +186,8 @@ class Store:
     # --- blobs ---------------------------------------------------------------------
 
     def scratch(self, name: str) -> Path:
-        d = self.tmp / name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        """A scratch folder for one step's work (created by whoever writes into it)."""
+        return self.tmp / name
 
     def blob_path(self, sha: str, suffix: str) -> Path:
         return self.blobs / sha[:2] / f"{sha}{suffix}"

@@ -41,8 +41,13 @@ class Op:
     type: str
     inputs: dict[str, Any]
     key: str
-    workdir: Path
+    scratch: Path  # where this operation may write files; made on first use of `workdir`
     base_dir: Path  # the recipe's folder: local paths in inputs are relative to it
+
+    @property
+    def workdir(self) -> Path:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        return self.scratch
 
 
 @dataclass
