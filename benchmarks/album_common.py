@@ -271,6 +271,7 @@ class Analysis:
     rate_bound: float  # wall seconds
     span: float  # first to last request the fake saw, wall seconds
     per_op: dict[str, int] = field(default_factory=dict)
+    chains: dict[int, dict[str, float]] = field(default_factory=dict)  # model s, per song
 
     @property
     def min_requests(self) -> int:
@@ -333,8 +334,8 @@ def analyse(
         t = by_id.get(tid)
         if t is None or t["state"] == "failed":
             continue
-        chains[i][t["op"]] = t["latency"] * scale
-    critical = max(
+        chains[i][t["op"]] = t["latency"]
+    critical = scale * max(
         (
             c.get("lyrics", 0.0)
             + c.get("generate", 0.0)
@@ -362,4 +363,5 @@ def analyse(
         rate_bound=rate_bound(2 * n_tasks, scale),
         span=(max(times) - min(times)) if times else 0.0,
         per_op=dict(Counter(e["op"] for e in entries)),
+        chains=dict(chains),
     )

@@ -72,7 +72,7 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
     stored = [store_root.resolve()] if store_root else []
     recipe_dir = recipe.path.resolve().parent
     root = out_dir.resolve()
-    written: list[dict[str, Any]] = []
+    planned: list[tuple[Path, Path, Path, dict[str, Any]]] = []
     for o in recipe.outputs:
         try:
             contexts = _entries(recipe, o, steps, results)
@@ -109,11 +109,16 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
             dest = (root / relp).resolve()
             if root not in dest.parents:
                 raise StepError(f"outputs[{o.index}]: {rel!r} would leave the output folder")
-            _place(Path(str(src)), dest)
-            if tags and dest.suffix.lower() in AUDIO:
-                write_tags(dest, tags)
-            written.append({"path": relp.as_posix(), "sha256": _sha(dest),
-                            "size": dest.stat().st_size})
+            planned.append((Path(str(src)), dest, relp, tags))
+    # Every entry is rendered and checked before the first file is written: a mistake in
+    # the last entry leaves the previous album untouched, not half replaced.
+    written: list[dict[str, Any]] = []
+    for src_path, dest, relp, tags in planned:
+        _place(src_path, dest)
+        if tags and dest.suffix.lower() in AUDIO:
+            write_tags(dest, tags)
+        written.append({"path": relp.as_posix(), "sha256": _sha(dest),
+                        "size": dest.stat().st_size})
     audio = [w["path"] for w in written if Path(w["path"]).suffix.lower() in AUDIO
              and "/" not in w["path"]]
     if audio:

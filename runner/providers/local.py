@@ -195,10 +195,16 @@ class LocalProvider:
 
     def _separate(self, op: Op) -> dict[str, Any]:
         src = self._audio(op)
-        stems = media.separate(src, op.workdir, mode=str(op.inputs.get("type")
-                                                         or "separate_vocal"))
-        return {"stems": {k: {"url": None, "file": Produced(p)} for k, p in stems.items()},
-                "task_id": f"local-{op.key[:12]}"}
+        raw = op.workdir / "stems"
+        raw.mkdir(exist_ok=True)
+        stems = media.separate(src, raw, mode=str(op.inputs.get("type") or "separate_vocal"))
+        # The service hands out MP3 stems; so do we, so a recipe can switch provider as is.
+        out: dict[str, Any] = {}
+        for name, path in stems.items():
+            mp3 = op.workdir / f"{name}.mp3"
+            media.transcode(path, mp3, fmt="mp3", bitrate_kbps=192)
+            out[name] = {"url": None, "file": Produced(mp3)}
+        return {"stems": out, "task_id": f"local-{op.key[:12]}"}
 
     def _convert(self, op: Op) -> dict[str, Any]:
         out = self._transcode(op)
