@@ -41,6 +41,11 @@ def test_the_example_album_has_the_same_layout_on_local_and_sunoapi(tmp_path: Pa
         r = run(remote, "--provider", "sunoapi", "--base-url", srv.url)
         assert r.returncode == 0, r.stderr
         log = srv.log
+    assert KEY not in r.stdout + r.stderr
+    # Every byte the run left behind: journal, uploads cache, blobs, lock, report, album.
+    files = [f for f in remote.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".lock" for f in files)
+    assert [f for f in files if KEY.encode() in f.read_bytes()] == []
     assert layout(local) == layout(remote)
     assert "01 - Sunrise.mp3" in layout(remote)
     assert "stems/Sunrise - vocals.mp3" in layout(remote)
