@@ -1,0 +1,169 @@
+"""`sunoflow` with the changes proposed in docs/BENCHMARKS-album.md applied as patches at
+import time, so the benchmark can measure them without editing runner/.
+
+    python benchmarks/album_patched.py PATCHES run RECIPE ...   # PATCHES: limiter,poller
+
+- limiter: a request holds its rate-limit slot from the moment it is granted until its
+  answer arrives (the slot's timestamp moves to the answer), so the client's window is never
+  ahead of the server's, which counts a request when it arrives (runner/pacing.RateLimiter,
+  runner/providers/http.ApiClient.send).
+- poller: the poll time is taken when the request is sent (after the limiter), not when its
+  answer comes back; extend and the other music operations share generate's estimate; the
+  first-poll target tracks the median duration by stochastic approximation (a task found
+  done at its first poll moves the target earlier, one found running moves it later),
+  instead of the median of "first poll found it done" times, which only ever drift upward
+  (runner/pacing.Poller, runner/engine.Engine._poll).
+
+This is a measuring device, not the fix: the fix belongs in runner/, with tests.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import sys
+from collections import deque
+from typing import Any
+
+import anyio
+
+from runner import engine as engine_mod
+from runner import pacing
+from runner.errors import StepError, TransientError
+from runner.providers import http as http_mod
+
+SENT: contextvars.ContextVar[float] = contextvars.ContextVar("sent", default=0.0)
+STAMP = False  # set by the "limiter" patch
+
+
+class StampLimiter(pacing.RateLimiter):
+    """A slot's time is the later of its grant and its answer (see `answered`)."""
+
+    async def acquire(self) -> Any:  # type: ignore[override]
+        async with self.lock:
+            while True:
+                now = self.clock.now()
+                live = [s for s in self.sent if now - s[0] < self.per]
+                self.sent = deque(live)
+                if len(live) < self.requests:
+                    stamp = [now]
+                    self.sent.append(stamp)
+                    return stamp
+                wait = self.per - (now - min(s[0] for s in live))
+                self.waited += wait
+                await self.clock.sleep(wait)
+
+
+async def send(
+    self: http_mod.ApiClient, method: str, url: str, *, step: str | None, submit: bool, **kw: Any
+) -> http_mod.Answer:
+    """ApiClient.send, recording when the request left and (with STAMP) when it came back."""
+    import httpx
+
+    full = url if "://" in url else self.base_url + url
+    path = http_mod.urlsplit(full).path
+    where = f"{method} {path}"
+    stamp = None
+    if self.limiter is not None:
+        stamp = await self.limiter.acquire()
+    clock = self.limiter.clock if self.limiter is not None else pacing.Clock()
+    SENT.set(clock.now())
+    self.requests += 1
+    try:
+        resp = await self.client.request(method, full, **kw)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise TransientError(f"{where}: cannot reach ({type(exc).__name__})", step=step) from exc
+    except (httpx.WriteError, httpx.WriteTimeout) as exc:
+        raise TransientError(f"{where}: sending failed ({type(exc).__name__})", step=step) from exc
+    except httpx.TransportError as exc:
+        raise http_mod.lost(where, type(exc).__name__, step=step, submit=submit) from exc
+    finally:
+        if STAMP and isinstance(stamp, list):
+            stamp[0] = clock.now()
+    text = self.redact(resp.text)
+    try:
+        body = http_mod.json.loads(text) if text.strip() else None
+    except ValueError:
+        body = None
+    return http_mod.Answer(method, path, resp.status_code, resp.headers, body, text)
+
+
+MUSIC = {"extend", "upload_cover", "upload_extend", "add_vocals", "add_instrumental"}
+GAIN = 0.2  # per finished task, the target moves by exp(+-GAIN/2)
+
+
+def family(op: str) -> str:
+    return "generate" if op in MUSIC else op
+
+
+class Poller(pacing.Poller):
+    def __init__(self, interval: float, max_interval: float, clock: pacing.Clock) -> None:
+        super().__init__(interval, max_interval, clock)
+        self.target: dict[str, float] = {}
+
+    def estimate(self, op: str) -> float | None:
+        return self.target.get(family(op))
+
+    def observe(self, op: str, lo: float | None, hi: float) -> None:
+        """A task of `op` was running at `lo` (None: never seen running) and done at `hi`,
+        seconds after its submission, both taken when the poll was sent."""
+        fam = family(op)
+        if fam not in self.target:
+            self.target[fam] = (lo + hi) / 2 if lo is not None else hi
+        else:
+            # Robbins-Monro for the median: done at the first poll -> earlier, else later.
+            self.target[fam] *= math.exp(-GAIN / 2 if lo is None else GAIN / 2)
+        self.learned.setdefault(fam, anyio.Event()).set()
+
+    async def wait(self, op: str, t0: float, n: int) -> None:
+        await super().wait(family(op), t0, n)
+
+
+async def _poll(self: engine_mod.Engine, inst: Any, op: Any, task_id: str) -> Any:
+    t0 = self.clock.now()
+    timeout = inst.step.timeout
+    backoff = pacing.Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
+    n = 0
+    lo: float | None = None
+    while True:
+        if timeout is not None and self.clock.now() - t0 >= timeout:
+            raise StepError(f"timed out after {timeout:g} s waiting for task {task_id}", step=inst.id)
+        await self.poller.wait(op.type, t0, n)
+        n += 1
+        try:
+            res = await self.remote.poll(op, task_id)
+            self.counts.polls += 1
+        except TransientError as exc:
+            self.counts.polls += 1
+            await self.clock.sleep(backoff.next(exc.retry_after))
+            continue
+        sent = SENT.get() - t0
+        if res is None:
+            lo = sent
+            continue
+        self.poller.observe(op.type, lo, sent)  # type: ignore[attr-defined]
+        if not res.task_ids:
+            res.task_ids = [task_id]
+        return res
+
+
+def apply(patches: set[str]) -> None:
+    global STAMP
+    http_mod.ApiClient.send = send  # type: ignore[method-assign]
+    if "limiter" in patches:
+        STAMP = True
+        http_mod.RateLimiter = StampLimiter  # type: ignore[misc]
+    if "poller" in patches:
+        engine_mod.Poller = Poller  # type: ignore[misc]
+        engine_mod.Engine._poll = _poll  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> int:
+    apply({p for p in argv[0].split(",") if p})
+    from runner.cli import main as cli
+
+    return cli(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
