@@ -52,6 +52,7 @@ from runner.template import TemplateError, compile_template, is_template
 
 MAX_SUBMIT_RETRIES = 8
 MAX_REFUND_RETRIES = 2
+MAX_UNCERTAIN_RESUBMITS = 2  # each may have created a paid task: give up after this many
 SUBMIT_GRACE = 0.8  # seconds an interrupt waits for a submit's answer (to record its task id)
 
 
@@ -495,7 +496,7 @@ class Engine:
 
     async def _submit(self, op: Op) -> Any:
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
-        tries = 0
+        tries = uncertain = 0
         while True:
             self.inflight_submits += 1
             self.submits_idle = anyio.Event() if self.inflight_submits == 1 else \
@@ -508,8 +509,15 @@ class Engine:
                 if not self.opts.resubmit_uncertain:
                     raise StepError(f"possibly submitted ({exc}); not resubmitting because "
                                     "of --no-resubmit-uncertain", step=op.step) from None
+                uncertain += 1
+                if uncertain > MAX_UNCERTAIN_RESUBMITS:
+                    # Every unanswered submit may have been a paid task: stop before a
+                    # service that never answers costs us without bound.
+                    raise StepError(f"{uncertain} submits got no answer ({exc}); stopping so "
+                                    "as not to pay again; check the service's dashboard, "
+                                    "then run again", step=op.step) from None
                 self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
-                await self._durable("intent", op.key, op.step, attempt=tries + 1)
+                await self._durable("intent", op.key, op.step, attempt=tries + uncertain + 1)
             except TransientError as exc:
                 # Rule 4: the provider proved no task was created; retrying is free.
                 tries += 1

@@ -312,3 +312,13 @@ def test_newer_state_format_is_refused(tmp_path: Path):
 
 def test_recipe_text_helper_is_valid():
     assert "for_each" in textwrap.dedent(RECIPE)
+
+
+def test_a_service_that_never_answers_a_submit_is_not_paid_without_bound(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("HTTP 502")] * 50})
+    eng = run_engine(tmp_path, prov, keep_going=True)
+    assert eng.records["song[0]"].status == "failed"
+    assert "got no answer" in (eng.records["song[0]"].error or "")
+    assert submitted(ledger, "song[0]") == 3  # the first and two resubmissions, no more
+    assert eng.counts.possibly_submitted == 3
