@@ -8,11 +8,11 @@ import time, so the benchmark can measure them without editing runner/.
   ahead of the server's, which counts a request when it arrives (runner/pacing.RateLimiter,
   runner/providers/http.ApiClient.send).
 - poller: the poll time is taken when the request is sent (after the limiter), not when its
-  answer comes back; extend and the other music operations share generate's estimate; the
-  first-poll target tracks the median duration by stochastic approximation (a task found
-  done at its first poll moves the target earlier, one found running moves it later),
-  instead of the median of "first poll found it done" times, which only ever drift upward
-  (runner/pacing.Poller, runner/engine.Engine._poll).
+  answer comes back; extend and the other music operations share generate's estimate; a
+  task seen running records the midpoint of its last running and first done polls, one
+  found done at its first poll records a little less than that poll's time, so the median
+  settles on the median duration instead of only ever drifting upward (runner/pacing.Poller,
+  runner/engine.Engine._poll).
 
 This is a measuring device, not the fix: the fix belongs in runner/, with tests.
 """
@@ -20,7 +20,7 @@ This is a measuring device, not the fix: the fix belongs in runner/, with tests.
 from __future__ import annotations
 
 import contextvars
-import math
+import os
 import sys
 from collections import deque
 from typing import Any
@@ -89,7 +89,7 @@ async def send(
 
 
 MUSIC = {"extend", "upload_cover", "upload_extend", "add_vocals", "add_instrumental"}
-GAIN = 0.2  # per finished task, the target moves by exp(+-GAIN/2)
+DONE_AT_FIRST = 0.85  # what a task found done at its first poll says: "a bit before that"
 
 
 def family(op: str) -> str:
@@ -97,22 +97,28 @@ def family(op: str) -> str:
 
 
 class Poller(pacing.Poller):
-    def __init__(self, interval: float, max_interval: float, clock: pacing.Clock) -> None:
-        super().__init__(interval, max_interval, clock)
-        self.target: dict[str, float] = {}
+    quantile = float(os.environ.get("ALBUM_POLL_QUANTILE", "0.5"))
 
     def estimate(self, op: str) -> float | None:
-        return self.target.get(family(op))
+        """The first-poll target: this quantile of the recorded durations (median: 0.5)."""
+        d = self.seen.get(family(op))
+        if not d:
+            return None
+        ranked = sorted(d)
+        return ranked[min(len(ranked) - 1, int(self.quantile * len(ranked)))]
 
     def observe(self, op: str, lo: float | None, hi: float) -> None:
         """A task of `op` was running at `lo` (None: never seen running) and done at `hi`,
-        seconds after its submission, both taken when the poll was sent."""
+        seconds after its submission, both taken when the poll was sent.
+
+        A task seen running has its duration known to within one poll spacing: record the
+        midpoint. One found done at its first poll says only "at most hi": record a little
+        less, so that the median settles where half the tasks are done at their first poll
+        (the median duration) instead of creeping upward with every poll that was late.
+        """
         fam = family(op)
-        if fam not in self.target:
-            self.target[fam] = (lo + hi) / 2 if lo is not None else hi
-        else:
-            # Robbins-Monro for the median: done at the first poll -> earlier, else later.
-            self.target[fam] *= math.exp(-GAIN / 2 if lo is None else GAIN / 2)
+        guess = (lo + hi) / 2 if lo is not None else hi * DONE_AT_FIRST
+        self.seen.setdefault(fam, deque(maxlen=50)).append(guess)
         self.learned.setdefault(fam, anyio.Event()).set()
 
     async def wait(self, op: str, t0: float, n: int) -> None:
@@ -127,7 +133,9 @@ async def _poll(self: engine_mod.Engine, inst: Any, op: Any, task_id: str) -> An
     lo: float | None = None
     while True:
         if timeout is not None and self.clock.now() - t0 >= timeout:
-            raise StepError(f"timed out after {timeout:g} s waiting for task {task_id}", step=inst.id)
+            raise StepError(
+                f"timed out after {timeout:g} s waiting for task {task_id}", step=inst.id
+            )
         await self.poller.wait(op.type, t0, n)
         n += 1
         try:

@@ -336,7 +336,7 @@ class Engine:
             if outputs is not None:
                 self._cached(inst, rec, st, outputs)
                 return None
-            if prov.kind != "local":
+            if prov.kind != "local" and self._price(inst) > 0:
                 raise StepError("a stored result is missing and could not be fetched again "
                                 f"(task {', '.join(st.task_ids) or 'unknown'}); not paying for "
                                 "a new one: use --force or `sunoflow reroll` to do that on "
@@ -345,7 +345,8 @@ class Engine:
         if prov.kind == "local":
             outputs = await self._local(op, rec)
         else:
-            if self.opts.frozen and not (st is not None and st.status == "submitted"):
+            if self.opts.frozen and self._price(inst) > 0 and \
+                    not (st is not None and st.status == "submitted"):
                 self.failed_paid.append(inst.id)
                 raise StepError("--frozen: needs a paid submission (not in the lock and "
                                 "store)", step=inst.id)

@@ -85,6 +85,7 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                 rel = render_path(o.path, ctx)
                 src = render(o.from_, ctx)
                 tags = {k: render(v, ctx) for k, v in o.tags.items()}
+                lrc = render(o.lrc, ctx) if o.lrc else None
             except TemplateError as exc:
                 raise StepError(f"outputs[{o.index}]: {exc}") from None
             if src is None or (isinstance(src, dict) and not src.get("file")):
@@ -110,6 +111,10 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
             if root not in dest.parents:
                 raise StepError(f"outputs[{o.index}]: {rel!r} would leave the output folder")
             planned.append((Path(str(src)), dest, relp, tags))
+            if lrc:
+                lrc_src = _confined(lrc, stored, "lrc", o.index) if stored else Path(str(lrc))
+                lrc_rel = relp.with_suffix(".lrc")
+                planned.append((lrc_src, (root / lrc_rel).resolve(), lrc_rel, {}))
     # Every entry is rendered and checked before the first file is written: a mistake in
     # the last entry leaves the previous album untouched, not half replaced.
     written: list[dict[str, Any]] = []

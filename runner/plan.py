@@ -337,8 +337,8 @@ def build(recipe: Recipe) -> Plan:
     for o in recipe.outputs:
         base = ("outputs", o.index)
         _n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
-        for key, val in (("path", o.path), ("from", o.from_)):
-            if is_template(val):
+        for key, val in (("path", o.path), ("from", o.from_), ("lrc", o.lrc)):
+            if val is not None and is_template(val):
                 c = ck.compile((*base, key), val)
                 if c is not None:
                     ck.item_from["\0out"] = frm

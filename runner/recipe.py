@@ -71,6 +71,7 @@ class OutputFile:
     for_each: Any = None
     if_: Any = True
     tags: dict[str, Any] = field(default_factory=dict)
+    lrc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,8 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
     if isinstance(outputs_raw, list) and schema_ok:
         for i, o in enumerate(outputs_raw):
             outputs.append(OutputFile(i, o["path"], o["from"], o.get("for_each"),
-                                      o.get("if", True), dict(o.get("tags") or {})))
+                                      o.get("if", True), dict(o.get("tags") or {}),
+                                      o.get("lrc")))
     elif isinstance(outputs_raw, dict):
         exposed = dict(outputs_raw)
     if not schema_ok:

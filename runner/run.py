@@ -51,6 +51,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
                               "directory: nothing to build from")
     _check_budget(p, store, opts.get("max_credits"))
+    if opts.get("frozen"):
+        # Nothing is paid in frozen mode, so go on past a missing step: the error then
+        # lists every step that would need a paid submission, not just the first.
+        opts = {**opts, "keep_going": True}
     engine_opts = Options(state_dir=sdir, **opts)
     provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
@@ -104,8 +108,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
     summary(engine, status, odir if exported else None, error, ui)
     if engine.failed_paid:
-        later = [rec.id for rec in engine.records.values() if rec.status == "skipped"
-                 and _paid(p, rec.id)]
+        later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
+                 for rec in engine.records.values() if rec.status == "skipped"
+                 and rec.error and rec.error.startswith("needs ")]
         raise FrozenError("--frozen: these steps would need a paid submission: "
                           + ", ".join(engine.failed_paid)
                           + (f"; and after them: {', '.join(later)}" if later else ""))

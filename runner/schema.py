@@ -129,6 +129,8 @@ OUTPUT_FILE = {
         "for_each": STEP["properties"]["for_each"],  # type: ignore[index]
         "if": STEP["properties"]["if"],  # type: ignore[index]
         "tags": TAGS,
+        "lrc": {"type": "string", "description": "an LRC file (timestamped_lyrics' lrc) to "
+                "write beside the track, with the track's name"},
     },
 }
 
