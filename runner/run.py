@@ -178,8 +178,35 @@ def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
     }
 
 
+def summary_table(engine: Engine) -> list[str]:
+    """One row per step: its type and how its instances ended."""
+    cols = ("succeeded", "cached", "failed", "skipped")
+    rows: dict[str, dict[str, Any]] = {}
+    for rec in engine.records.values():
+        inst = engine.plan.instances[rec.id]
+        row = rows.setdefault(inst.step.id, {"uses": inst.step.uses, "n": 0, "seconds": 0.0,
+                                             **{c: 0 for c in cols}})
+        row["n"] += 1
+        row["seconds"] = max(row["seconds"], rec.seconds)
+        if rec.status in cols:
+            row[rec.status] += 1
+    if not rows:
+        return []
+    w = max(4, *(len(k) for k in rows))
+    t = max(4, *(len(r["uses"]) for r in rows.values()))
+    lines = [f"{'STEP':<{w}}  {'TYPE':<{t}}  {'N':>4}  {'DONE':>4}  {'CACHED':>6}  "
+             f"{'FAILED':>6}  {'SKIPPED':>7}  {'LONGEST':>8}"]
+    for sid, r in rows.items():
+        lines.append(f"{sid:<{w}}  {r['uses']:<{t}}  {r['n']:>4}  {r['succeeded']:>4}  "
+                     f"{r['cached']:>6}  {r['failed']:>6}  {r['skipped']:>7}  "
+                     f"{r['seconds']:>7.1f}s")
+    return lines
+
+
 def summary(engine: Engine, status: str, out: Path | None, error: str | None,
             ui: Any) -> None:
+    for line in summary_table(engine):
+        ui.note(line)
     by: dict[str, int] = {}
     for rec in engine.records.values():
         by[rec.status] = by.get(rec.status, 0) + 1
