@@ -12,7 +12,10 @@ import time, so the benchmark can measure them without editing runner/.
   task seen running records the midpoint of its last running and first done polls, one
   found done at its first poll records a little less than that poll's time, so the median
   settles on the median duration instead of only ever drifting upward (runner/pacing.Poller,
-  runner/engine.Engine._poll).
+  runner/engine.Engine._poll). The first-poll target is the ALBUM_POLL_QUANTILE (default
+  0.5) of those records.
+- hold (implies poller): while nothing is known about an operation, only its scout polls;
+  the other tasks wait for what it learns instead of polling every max_interval.
 
 This is a measuring device, not the fix: the fix belongs in runner/, with tests.
 """
@@ -34,6 +37,7 @@ from runner.providers import http as http_mod
 
 SENT: contextvars.ContextVar[float] = contextvars.ContextVar("sent", default=0.0)
 STAMP = False  # set by the "limiter" patch
+HOLD = False  # set by the "hold" patch
 
 
 class StampLimiter(pacing.RateLimiter):
@@ -122,7 +126,24 @@ class Poller(pacing.Poller):
         self.learned.setdefault(fam, anyio.Event()).set()
 
     async def wait(self, op: str, t0: float, n: int) -> None:
-        await super().wait(family(op), t0, n)
+        fam = family(op)
+        if HOLD:
+            await self._hold(fam, t0)
+        await super().wait(fam, t0, n)
+
+    async def _hold(self, fam: str, t0: float) -> None:
+        """While nothing is known about `fam`, only one task (the scout) polls; the others
+        wait for what it learns instead of polling every max_interval. A scout that stops
+        asking (its task failed) is replaced after two max_intervals."""
+        scouts: dict[str, tuple[float, float]] = self.__dict__.setdefault("scouts", {})
+        while self.estimate(fam) is None:
+            now = self.clock.now()
+            scout, seen = scouts.get(fam, (t0, now))
+            if scout == t0 or now - seen > 2 * self.max_interval:
+                scouts[fam] = (t0, now)
+                return
+            with anyio.move_on_after(self.max_interval):
+                await self.learned.setdefault(fam, anyio.Event()).wait()
 
 
 async def _poll(self: engine_mod.Engine, inst: Any, op: Any, task_id: str) -> Any:
@@ -156,12 +177,14 @@ async def _poll(self: engine_mod.Engine, inst: Any, op: Any, task_id: str) -> An
 
 
 def apply(patches: set[str]) -> None:
-    global STAMP
+    global STAMP, HOLD
     http_mod.ApiClient.send = send  # type: ignore[method-assign]
     if "limiter" in patches:
         STAMP = True
         http_mod.RateLimiter = StampLimiter  # type: ignore[misc]
-    if "poller" in patches:
+    if "hold" in patches:
+        HOLD = True
+    if "poller" in patches or "hold" in patches:
         engine_mod.Poller = Poller  # type: ignore[misc]
         engine_mod.Engine._poll = _poll  # type: ignore[method-assign]
 

@@ -2,13 +2,13 @@
 two plain clients, and resume after a finished run and after kill -9.
 
     python benchmarks/bench_album.py [--songs 10,100,1000] [--scale S] [--resume-songs 100]
+                                     [--sunoflow 'default;1000;1000+limiter,poller']
 
 The album: N songs, each lyrics -> generate -> extend -> WAV, a video of the first song and
 the vocals separated from every 10th. The fake draws each task's latency (model seconds:
 lyrics ~10 s, a song or an extension ~150 s, WAV ~30 s, video ~60 s, stems ~90 s; see
-album_common.LATENCY) and runs the clock `scale` times faster. The rate limit (20 requests
-per 10 s) and sunoflow's poll intervals are scaled by the same factor, so every figure in
-model seconds is what the real service would show; ratios do not depend on the scale.
+album_common.LATENCY) and runs its clock `scale` wall seconds per model second. The rate
+limit (20 requests per 10 s) and sunoflow's poll intervals are scaled by the same factor.
 
 Three ways, each against a fresh fake with the same seed:
 
@@ -17,15 +17,21 @@ Three ways, each against a fresh fake with the same seed:
 2. sequential: a song at a time, submit, sleep 30 s, poll (album_baselines.py);
 3. a pool of 20 threads, a song's chain per worker, polling every 10 s.
 
+Makespan in model seconds: the time from the process's start to its first request and from
+its last request to its exit is local work (startup, the lock, copying the album out) that
+takes the same wall time at any scale, so it counts unscaled; the rest is divided by the
+scale. That is what the run would take against the real service.
+
 The lower bound of a run is the larger of (a) the critical path under the latencies the
 fake actually drew (per song: lyrics + generate + extend + the longest of its WAV, video,
 stems; the max over songs) and (b) the rate limit: request k (0-based) of the 2 per task
 that any client needs (a submit, a final poll) cannot leave before floor(k / 20) windows.
-Downloads are not rate limited and not in the bound.
+Downloads are not rate limited and not in the bound. The oracle (album_oracle.py) is what
+a client that knew every latency in advance could reach with the same draws.
 
 The baselines are slow by design (sequential takes ~7 model minutes a song), so they run on
 at most 10 (sequential) and 100 (pool) songs, at a smaller scale when the scale is chosen
-automatically, and larger albums are extrapolated linearly; the tables say so.
+automatically; larger albums are extrapolated linearly, and the tables say so.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from album_common import (  # noqa: E402 (a script beside its helper)
+from album_common import (  # noqa: E402 (scripts beside their helpers)
+    RATE_REQUESTS,
+    RATE_SECONDS,
     Analysis,
     Fake,
     Usage,
@@ -52,6 +60,7 @@ from album_common import (  # noqa: E402 (a script beside its helper)
     recipe,
     run_child,
 )
+from album_oracle import oracle  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEQ_MAX, POOL_MAX = 10, 100  # songs the baselines really run; more are extrapolated
@@ -59,12 +68,15 @@ CHAIN = 420.0  # model seconds of a song's chain with a plain client's polling, 
 
 
 def auto_scale(n: int) -> float:
-    """About a minute per sunoflow run; for big albums the rate limit sets the makespan
-    (n * 4.1 tasks * 2 requests / 2 per s) and the fake's throughput (~300 requests/s on two
-    cores, downloads included) sets a floor: keep the run under ~2.5 minutes."""
-    if n <= 150:
+    """About a minute per sunoflow run at 10 and 100 songs. At 1000 songs the rate limit
+    alone is 4,100 model seconds; 0.02 keeps the run near 4 minutes as sunoflow stands
+    (its default --concurrency makes it ~3x the bound) and the fake under its ~300 requests
+    per second on two cores."""
+    if n <= 10:
         return 0.1
-    return round(min(0.1, max(0.03, 150.0 / (4.11 * n))), 3)
+    if n <= 100:
+        return 0.06
+    return round(max(0.01, min(0.06, 80.0 / (4.1 * n))), 3)
 
 
 def baseline_scale(mode: str, k: int, scale: float | None, main: float) -> float:
@@ -83,24 +95,36 @@ class Row:
     scale: float
     usage: Usage
     a: Analysis
+    local: float  # wall seconds before the first and after the last request
     extrapolate: float = 1.0  # N / songs_run
-    bound: float | None = None  # wall seconds at `scale`, when not the run's own
+    bound: float | None = None  # model seconds, when not the run's own
+    oracle_ref: float | None = None  # model seconds, when not the run's own
     note: str = ""
 
     @property
     def makespan_model(self) -> float:
-        return self.usage.wall / self.scale * self.extrapolate
+        service = max(0.0, self.usage.wall - self.local)
+        return (service / self.scale + self.local) * self.extrapolate
 
     @property
     def bound_model(self) -> float:
         return self.bound if self.bound is not None else self.a.bound / self.scale
 
+    @property
+    def oracle_model(self) -> float:
+        if self.oracle_ref is not None:
+            return self.oracle_ref
+        return oracle(self.a.chains, RATE_REQUESTS, RATE_SECONDS)
 
-def sunoflow_cmd(work: Path, url: str) -> list[str]:
+
+def sunoflow_cmd(work: Path, url: str, patched: str = "") -> list[str]:
+    head = (
+        [sys.executable, str(HERE / "album_patched.py"), patched]
+        if patched
+        else [sys.executable, "-m", "runner"]
+    )
     return [
-        sys.executable,
-        "-m",
-        "runner",
+        *head,
         "run",
         str(work / "album.yaml"),
         "--provider",
@@ -123,68 +147,80 @@ def save(work: Path, fake: Fake) -> tuple[list[dict[str, Any]], list[dict[str, A
     return tasks, log
 
 
+def timed(fake: Fake, cmd: list[str], **kw: Any) -> tuple[Usage, float, float]:
+    """Run `cmd`; (its usage, its start and end on the fake's clock)."""
+    t0 = fake.now()
+    usage = run_child(cmd, **kw)
+    return usage, t0, fake.now()
+
+
+def local_time(log: list[dict[str, Any]], t0: float, t1: float) -> float:
+    mine = [e["t"] for e in log if t0 <= e["t"] <= t1]
+    return (min(mine) - t0) + (t1 - max(mine)) if mine else t1 - t0
+
+
 def run_sunoflow(
-    n: int, scale: float, root: Path, *, rerun: bool = False
+    n: int, scale: float, root: Path, *, concurrency: str, patched: str, rerun: bool
 ) -> tuple[Row, str | None]:
     """One sunoflow run on a fresh fake; with `rerun`, the same command again on the same
     fake (the same base URL, so the same step keys): the resume of a finished run."""
-    work = root / f"sunoflow-{n}"
+    label = "sunoflow" + (f" --concurrency {concurrency}" if concurrency != "default" else "")
+    label += f" + patches ({patched})" if patched else ""
+    work = root / f"sunoflow-{n}-{concurrency}{'-' + patched if patched else ''}"
     work.mkdir(parents=True)
     (work / "album.yaml").write_text(recipe(n, scale))
+    extra = [] if concurrency == "default" else ["--concurrency", concurrency]
     with Fake(scale, work) as fake:
-        usage = run_child(sunoflow_cmd(work, fake.url))
+        usage, t0, t1 = timed(fake, sunoflow_cmd(work, fake.url, patched) + extra)
         tasks, log = save(work, fake)
         report = json.loads((work / "report.json").read_text())
         if usage.returncode != 0 or report["status"] != "succeeded":
             raise SystemExit(f"sunoflow failed on {n} songs: see {work}")
         line = None
         if rerun:
-            again = run_child(sunoflow_cmd(work, fake.url))
+            again = run_child(sunoflow_cmd(work, fake.url, patched) + extra)
             report = json.loads((work / "report.json").read_text())
             statuses = {s["status"] for s in report["steps"]}
-            extra = fake.log()[len(log) :]
+            new = fake.log()[len(log) :]
             line = (
-                f"| finished run, all cached | {again.wall:.2f} s | {len(extra)} "
-                f"({', '.join(sorted({e['op'] for e in extra})) or 'none'}) | "
-                f"{sum(1 for e in extra if e['method'] == 'POST')} | "
+                f"| finished run, all cached | {again.wall:.2f} s | {len(new)} "
+                f"({', '.join(sorted({e['op'] for e in new})) or 'none'}) | "
+                f"{sum(1 for e in new if e['method'] == 'POST')} | "
                 f"steps: {'/'.join(sorted(statuses))}, status {report['status']} | "
                 f"{again.maxrss_mb:.0f} MB |"
             )
-    return Row("sunoflow", n, scale, usage, analyse(tasks, log, scale)), line
+    row = Row(label, n, scale, usage, analyse(tasks, log, scale), local_time(log, t0, t1))
+    return row, line
 
 
 def run_baseline(mode: str, k: int, scale: float, root: Path) -> Row:
     work = root / f"{mode}-{k}-{scale:g}"
     work.mkdir(parents=True)
+    cmd = [sys.executable, str(HERE / "album_baselines.py"), mode]
     with Fake(scale, work) as fake, open(work / "result.json", "w") as out:
-        usage = run_child(
-            [
-                sys.executable,
-                str(HERE / "album_baselines.py"),
-                mode,
-                fake.url,
-                str(k),
-                str(scale),
-                str(work / "files"),
-            ],
-            stdout=out,
+        usage, t0, t1 = timed(
+            fake, [*cmd, fake.url, str(k), str(scale), str(work / "files")], stdout=out
         )
         tasks, log = save(work, fake)
     if usage.returncode != 0:
         raise SystemExit(f"the {mode} baseline failed: see {work}")
     name = "sequential, poll 30 s" if mode == "sequential" else "pool of 20, poll 10 s"
-    return Row(name, k, scale, usage, analyse(tasks, log, scale))
+    return Row(name, k, scale, usage, analyse(tasks, log, scale), local_time(log, t0, t1))
 
 
-def killed(n: int, scale: float, root: Path, makespan: float) -> str:
+def killed(
+    n: int, scale: float, root: Path, makespan: float, concurrency: str, patched: str
+) -> str:
     """kill -9 a fresh run at half its makespan, then run the same command again."""
+    extra = [] if concurrency == "default" else ["--concurrency", concurrency]
     with Fake(scale, root) as fake:
         work = root / f"killed-{n}"
         work.mkdir()
         (work / "album.yaml").write_text(recipe(n, scale))
-        first = run_child(sunoflow_cmd(work, fake.url), kill_after=makespan / 2)
+        cmd = sunoflow_cmd(work, fake.url, patched) + extra
+        first = run_child(cmd, kill_after=makespan / 2)
         restart_t = fake.now()
-        usage = run_child(sunoflow_cmd(work, fake.url))
+        usage = run_child(cmd)
         tasks, log = save(work, fake)
     report = json.loads((work / "report.json").read_text())
     after = analyse(tasks, log, scale, since=restart_t)
@@ -205,30 +241,31 @@ def table(n: int, rows: list[Row]) -> list[str]:
     out = [
         f"### {n} songs",
         "",
-        "| run | scale | songs run | makespan (wall) | makespan (model) | vs lower bound | "
-        "HTTP requests / task (min) | ratio to min | polls / task | rate-limited | "
+        "| run | scale | songs run | wall | local | makespan (model s) | vs lower bound | "
+        "vs oracle | HTTP requests / task (min) | vs min | polls / task | rate-limited | "
         "peak RSS | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = r.a
-        ext = f" (x{r.extrapolate:g}: extrapolated)" if r.extrapolate != 1 else ""
-        ratio = r.makespan_model / r.bound_model
+        ext = f" (x{r.extrapolate:g})" if r.extrapolate != 1 else ""
         out.append(
-            f"| {r.name} | {r.scale:g} | {r.songs_run} | {r.usage.wall * r.extrapolate:.1f} s"
-            f"{ext} | {r.makespan_model:,.0f} s | {ratio:.3f}{r.note} | "
+            f"| {r.name} | {r.scale:g} | {r.songs_run} | {r.usage.wall:.1f} s{ext} | "
+            f"{r.local:.1f} s | {r.makespan_model:,.0f}{r.note} | "
+            f"{r.makespan_model / r.bound_model:.3f} | "
+            f"{r.makespan_model / r.oracle_model:.3f} | "
             f"{a.requests / a.tasks:.2f} ({a.min_requests / a.tasks:.2f}) | "
             f"{a.requests / a.min_requests:.2f} | {a.per_op.get('poll', 0) / a.tasks:.2f} | "
             f"{a.rate_limited} | {r.usage.maxrss_mb:.0f} MB | {r.usage.cpu:.1f} s |"
         )
-    a = rows[0].a
-    s = rows[0].scale
+    r = rows[0]
+    a, s = r.a, r.scale
     out += [
         "",
-        f"Lower bound ({n} songs, sunoflow's draws): critical path "
+        f"Lower bound ({n} songs, the draws of the first run): critical path "
         f"{a.critical_path / s:,.0f} model s, rate limit {a.rate_bound / s:,.0f} model s "
-        f"({2 * a.tasks:,} requests for {a.tasks:,} tasks); the {a.binds} binds. "
-        f"sunoflow: {a.api_requests:,} API requests "
+        f"({2 * a.tasks:,} requests for {a.tasks:,} tasks): the {a.binds} binds; "
+        f"oracle {r.oracle_model:,.0f} model s. {r.name}: {a.api_requests:,} API requests "
         f"({a.rate_limited} answered 'rate limit exceeded'), {a.downloads:,} downloads "
         f"(minimum {a.min_downloads:,}), {a.submits:,} submits, {a.duplicates} duplicate "
         f"tasks; first to last request {a.span / s:,.0f} model s.",
@@ -242,12 +279,13 @@ def uptime() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--songs", default="10,100,1000", help="album sizes (default 10,100,1000)")
     p.add_argument(
         "--scale",
         type=float,
-        help="wall seconds per model second (default: per size, ~1 minute per sunoflow run)",
+        help="wall seconds per model second "
+        "(default: per size: 0.1, 0.06, 0.02 for 10, 100, 1000 songs)",
     )
     p.add_argument(
         "--resume-songs",
@@ -255,65 +293,80 @@ def main(argv: list[str] | None = None) -> int:
         default=100,
         help="album size of the resume figures (0: skip; default 100)",
     )
+    p.add_argument(
+        "--sunoflow",
+        default="default",
+        metavar="VARIANTS",
+        help="sunoflow rows, ';'-separated: a --concurrency value ('default': not given), "
+        "optionally '+PATCHES' to run through album_patched.py (e.g. '1000+limiter,poller')",
+    )
     p.add_argument("--no-baselines", action="store_true", help="sunoflow only")
     p.add_argument("--keep", metavar="DIR", help="keep every run's files and fake records")
     args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
     sizes = [int(s) for s in args.songs.split(",") if s.strip()]
-    lines = [
+    variants = [tuple(v.strip().partition("+")[::2]) for v in args.sunoflow.split(";")]
+    head = [
         f"machine: {os.cpu_count()} cores, {platform.platform()}, "
         f"Python {platform.python_version()}",
         f"load before: {uptime()}",
+        f"command: python benchmarks/bench_album.py {' '.join(given)}",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    print("\n".join(head), flush=True)
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-album-"))
     root.mkdir(parents=True, exist_ok=True)
     baselines: dict[tuple[str, int, float], Row] = {}
     resume_lines: list[str] = []
+    rows_name = ""
     t_start = time.perf_counter()
     for n in sizes:
         scale = args.scale or auto_scale(n)
-        print(
-            f"{n} songs: scale {scale:g} (wall seconds per model second)",
-            file=sys.stderr,
-            flush=True,
-        )
-        row, cached = run_sunoflow(n, scale, root, rerun=n == args.resume_songs)
-        rows = [row]
-        if not args.no_baselines:
-            for mode, cap in (("pool", POOL_MAX), ("sequential", SEQ_MAX)):
-                k = min(n, cap)
-                bscale = baseline_scale(mode, k, args.scale, scale)
-                key = (mode, k, bscale)
-                if key not in baselines:
-                    baselines[key] = run_baseline(mode, k, bscale, root)
-                b = baselines[key]
-                rows.append(
-                    Row(
-                        b.name,
-                        k,
-                        bscale,
-                        b.usage,
-                        b.a,
-                        extrapolate=n / k,
-                        bound=None if k == n else row.bound_model,
-                        note="" if k == n else "*",
-                    )
+        print(f"{n} songs: scale {scale:g} wall seconds per model second", flush=True)
+        rows: list[Row] = []
+        for i, (conc, patched) in enumerate(variants):
+            rerun = i == 0 and n == args.resume_songs
+            row, cached = run_sunoflow(
+                n, scale, root, concurrency=conc, patched=patched, rerun=rerun
+            )
+            rows.append(row)
+            if cached is not None:
+                rows_name = row.name
+                resume_lines = [cached, killed(n, scale, root, row.usage.wall, conc, patched)]
+        first = rows[0]
+        for mode, cap in (("pool", POOL_MAX), ("sequential", SEQ_MAX)):
+            if args.no_baselines:
+                break
+            k = min(n, cap)
+            bscale = baseline_scale(mode, k, args.scale, scale)
+            if (mode, k, bscale) not in baselines:
+                baselines[(mode, k, bscale)] = run_baseline(mode, k, bscale, root)
+            b = baselines[(mode, k, bscale)]
+            rows.append(
+                Row(
+                    b.name,
+                    k,
+                    bscale,
+                    b.usage,
+                    b.a,
+                    b.local,
+                    extrapolate=n / k,
+                    bound=None if k == n else first.bound_model,
+                    oracle_ref=None if k == n else first.oracle_model,
+                    note="" if k == n else "*",
                 )
+            )
         block = table(n, rows)
         if any(r.note for r in rows):
-            block.append(
-                "\\* extrapolated from the songs run, against the lower bound of "
-                "sunoflow's run of the whole album."
-            )
-            block.append("")
+            block += [
+                "\\* extrapolated linearly from the songs run, and compared with the lower bound "
+                "and the oracle of the first run (the whole album).",
+                "",
+            ]
         print("\n".join(block), flush=True)
-        lines += block
-        if cached is not None:
-            resume_lines = [cached, killed(n, scale, root, row.usage.wall)]
     if resume_lines:
         block = [
-            f"### Resume ({args.resume_songs} songs)",
+            f"### Resume ({args.resume_songs} songs, {rows_name})",
             "",
             "| case | time to completion | requests | submits | check | peak RSS |",
             "|---|---|---|---|---|---|",

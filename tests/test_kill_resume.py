@@ -83,18 +83,25 @@ def journal(tmp: Path) -> list[dict]:
 def test_kill_9_at_random_moments_never_pays_twice_for_a_recorded_task(tmp_path: Path):
     (tmp_path / "ep.yaml").write_text(RECIPE)
     rng = random.Random(20261123)
-    config = {"latency": {"*": {"dist": "uniform", "low": 100, "high": 200}},
-              "latency_scale": 0.01, "seed": 7}
+    # Each task takes 100 s on the fake's clock, which the test moves 15 s after every
+    # kill (plus the second or so of real time a run lives). A song's chain is four tasks,
+    # so the album needs over 400 s of fake time and 22 kills give it at most ~370 s: every
+    # kill lands while there is work in flight, whatever the speed of the machine.
+    config = {"latency": {"*": {"dist": "fixed", "value": 100}}, "latency_scale": 1.0,
+              "seed": 7}
     with FakeServer("sunoapi", api_key=KEY, **config) as srv:
         kills = 0
         while kills < KILLS:
             proc = start(tmp_path, srv.url)
-            time.sleep(rng.uniform(0.3, 1.5))
-            if proc.poll() is not None:
-                break  # it finished before we could kill it again
+            time.sleep(rng.uniform(0.3, 1.2))
+            assert proc.poll() is None, "the album finished during the kill phase"
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
+            srv.advance(15)
+        # Let every task finish: those in flight now, and new ones at once.
+        srv.configure(latency_scale=0)
+        srv.advance(10_000)
         final = None
         for _ in range(5):
             p = start(tmp_path, srv.url)
@@ -137,4 +144,5 @@ def test_kill_9_at_random_moments_never_pays_twice_for_a_recorded_task(tmp_path:
     for f in manifest["files"]:
         data = (tmp_path / "out" / f["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == f["sha256"]
-    assert kills >= 20
+    assert kills == KILLS
+    assert len(created) > SONGS  # the kills reached past the first step of the chain
