@@ -14,8 +14,14 @@ import time, so the benchmark can measure them without editing runner/.
   settles on the median duration instead of only ever drifting upward (runner/pacing.Poller,
   runner/engine.Engine._poll). The first-poll target is the ALBUM_POLL_QUANTILE (default
   0.5) of those records.
+- priority (implies limiter): when requests queue for the window, the one whose instance
+  has the longest chain of steps left goes first (a submit before a poll of the same
+  depth), instead of first come, first served.
 - hold (implies poller): while nothing is known about an operation, only its scout polls;
   the other tasks wait for what it learns instead of polling every max_interval.
+- ladder (implies poller): once durations are known, poll at their quantiles p, then
+  halfway from there to 1 (p = ALBUM_POLL_QUANTILE: 0.5 -> q50, q75, q87.5, ...), instead
+  of sleeping to the median and then polling every 4 % of it.
 
 This is a measuring device, not the fix: the fix belongs in runner/, with tests.
 """
@@ -23,6 +29,8 @@ This is a measuring device, not the fix: the fix belongs in runner/, with tests.
 from __future__ import annotations
 
 import contextvars
+import heapq
+import itertools
 import os
 import sys
 from collections import deque
@@ -38,6 +46,7 @@ from runner.providers import http as http_mod
 SENT: contextvars.ContextVar[float] = contextvars.ContextVar("sent", default=0.0)
 STAMP = False  # set by the "limiter" patch
 HOLD = False  # set by the "hold" patch
+LADDER = False  # set by the "ladder" patch
 
 
 class StampLimiter(pacing.RateLimiter):
@@ -58,6 +67,50 @@ class StampLimiter(pacing.RateLimiter):
                 await self.clock.sleep(wait)
 
 
+class Waiter:
+    def __init__(self, priority: int, seq: int) -> None:
+        self.key = (-priority, seq)
+        self.turn = anyio.Event()
+
+    def __lt__(self, other: Waiter) -> bool:
+        return self.key < other.key
+
+
+class PriorityLimiter(StampLimiter):
+    """The same window, but when requests queue for it the one with the highest priority
+    goes first (ties: first come, first served)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.queue: list[Waiter] = []
+        self.seq = itertools.count()
+
+    async def acquire(self, priority: int = 0) -> Any:  # type: ignore[override]
+        me = Waiter(priority, next(self.seq))
+        heapq.heappush(self.queue, me)
+        while True:
+            if self.queue[0] is not me:
+                await me.turn.wait()
+                me.turn = anyio.Event()
+                continue
+            now = self.clock.now()
+            live = [s for s in self.sent if now - s[0] < self.per]
+            self.sent = deque(live)
+            if len(live) < self.requests:
+                heapq.heappop(self.queue)
+                if self.queue:
+                    self.queue[0].turn.set()
+                stamp = [now]
+                self.sent.append(stamp)
+                return stamp
+            wait = self.per - (now - min(s[0] for s in live))
+            self.waited += wait
+            await self.clock.sleep(wait)
+
+
+PRIO: contextvars.ContextVar[int] = contextvars.ContextVar("prio", default=0)
+
+
 async def send(
     self: http_mod.ApiClient, method: str, url: str, *, step: str | None, submit: bool, **kw: Any
 ) -> http_mod.Answer:
@@ -68,7 +121,10 @@ async def send(
     path = http_mod.urlsplit(full).path
     where = f"{method} {path}"
     stamp = None
-    if self.limiter is not None:
+    if isinstance(self.limiter, PriorityLimiter):
+        # Deeper remaining chains first; a submit before a poll of the same depth.
+        stamp = await self.limiter.acquire(2 * PRIO.get() + (1 if submit else 0))
+    elif self.limiter is not None:
         stamp = await self.limiter.acquire()
     clock = self.limiter.clock if self.limiter is not None else pacing.Clock()
     SENT.set(clock.now())
@@ -129,7 +185,25 @@ class Poller(pacing.Poller):
         fam = family(op)
         if HOLD:
             await self._hold(fam, t0)
-        await super().wait(fam, t0, n)
+        seen = sorted(self.seen.get(fam, ()))
+        if not LADDER or not seen:
+            await super().wait(fam, t0, n)
+            return
+        # Poll at the quantiles p, then halfway to 1 each time (p = 0.5: the median, q75,
+        # q87.5, ...): each poll finds the task done with probability 1 - p, about, so a
+        # task needs 1 / (1 - p) ... polls on average, and a slow one is polled at most
+        # log2(window) times before the longest duration seen.
+        elapsed, level = self.clock.now() - t0, self.quantile
+        while level < 1.0:
+            at = seen[min(len(seen) - 1, int(level * len(seen)))]
+            if at > elapsed + 1e-6:
+                await self.clock.sleep(at - elapsed)
+                return
+            if int(level * len(seen)) >= len(seen) - 1:
+                break
+            level = 1 - (1 - level) / 2
+        spacing = min(self.max_interval, max(self.interval / 5, 0.1 * seen[len(seen) // 2]))
+        await self.clock.sleep(spacing)
 
     async def _hold(self, fam: str, t0: float) -> None:
         """While nothing is known about `fam`, only one task (the scout) polls; the others
@@ -176,15 +250,51 @@ async def _poll(self: engine_mod.Engine, inst: Any, op: Any, task_id: str) -> An
         return res
 
 
+_run_work = engine_mod.Engine._run_work
+
+
+async def run_work(self: engine_mod.Engine, inst: Any, work: Any) -> None:
+    """Engine._run_work with the instance's depth (steps left on its longest downstream
+    chain, itself included) in PRIO for the limiter."""
+    depth: dict[str, int] = self.__dict__.get("depth") or self.__dict__.setdefault(
+        "depth", depths(self.plan)
+    )
+    PRIO.set(depth.get(inst.id, 1))
+    await _run_work(self, inst, work)
+
+
+def depths(plan: Any) -> dict[str, int]:
+    dependents: dict[str, list[str]] = {}
+    for i in plan.instances.values():
+        for d in i.deps:
+            dependents.setdefault(d, []).append(i.id)
+    out: dict[str, int] = {}
+
+    def depth(iid: str) -> int:
+        if iid not in out:
+            out[iid] = 1 + max((depth(d) for d in dependents.get(iid, ())), default=0)
+        return out[iid]
+
+    for iid in plan.instances:
+        depth(iid)
+    return out
+
+
 def apply(patches: set[str]) -> None:
-    global STAMP, HOLD
+    global STAMP, HOLD, LADDER
     http_mod.ApiClient.send = send  # type: ignore[method-assign]
     if "limiter" in patches:
         STAMP = True
         http_mod.RateLimiter = StampLimiter  # type: ignore[misc]
+    if "priority" in patches:
+        STAMP = True
+        http_mod.RateLimiter = PriorityLimiter  # type: ignore[misc]
+        engine_mod.Engine._run_work = run_work  # type: ignore[method-assign]
     if "hold" in patches:
         HOLD = True
-    if "poller" in patches or "hold" in patches:
+    if "ladder" in patches:
+        LADDER = True
+    if patches & {"poller", "hold", "ladder"}:
         engine_mod.Poller = Poller  # type: ignore[misc]
         engine_mod.Engine._poll = _poll  # type: ignore[method-assign]
 
