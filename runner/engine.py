@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -661,6 +660,3 @@ def apply_take(outputs: Any, take: Any) -> Any:
             return {**outputs, "tracks": [chosen], "file": chosen.get("file")}
     return outputs
 
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

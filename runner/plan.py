@@ -22,7 +22,6 @@ from typing import Any
 from runner import models
 from runner.errors import Diagnostic, RecipeError
 from runner.recipe import Recipe, Step, _kind, _show, suggest
-from runner.steps import TYPES
 from runner.template import (
     SCOPE,
     Compiled,
@@ -537,6 +536,3 @@ def canonical(value: Any) -> Any:
         return "blob:" + value.rsplit("/", 1)[-1]
     return value
 
-
-def types_list() -> list[str]:
-    return sorted(TYPES)

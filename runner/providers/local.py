@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +277,3 @@ class LocalProvider:
         ext = self._audio(op).suffix.lower()
         return ext if ext in (".mp3", ".wav", ".flac") else ".mp3"
 
-
-def copy_into(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
