@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
                    "recipe)")
     p.add_argument("--concurrency", type=int, default=50, metavar="N",
-                   help="remote tasks in flight at once (default 50; local work also stays "
-                   "within the cores)")
+                   help="submits and downloads at once (default 50); tasks being polled at "
+                   "the service hold no slot; local work also stays within the cores")
     p.add_argument("--keep-going", action="store_true",
                    help="after a failure, finish every branch that does not depend on it")
     p.add_argument("--only", action="append", default=[], metavar="STEP",

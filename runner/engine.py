@@ -349,8 +349,7 @@ class Engine:
                 self.failed_paid.append(inst.id)
                 raise StepError("--frozen: needs a paid submission (not in the lock and "
                                 "store)", step=inst.id)
-            async with self.remote_slots:
-                outputs = await self._remote(inst, op, rec, st if not forced else None)
+            outputs = await self._remote(inst, op, rec, st if not forced else None)
         rec.status = "succeeded"
         self.ui.event(inst.id, "succeeded", "")
         return outputs
@@ -439,15 +438,20 @@ class Engine:
         result: Result | None = None
         while result is None:
             if task_id is None:
-                if self.stop_reason:
-                    raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
-                self._check_budget(inst)
-                attempts += 1
-                rec.attempts = attempts
-                await self._durable("intent", op.key, op.step, attempt=attempts)
-                sub = await self._submit(op)
-                self.counts.submissions += 1
-                self.spent += self._price(inst)
+                # The --concurrency slots bound work on this machine (submits, downloads),
+                # not tasks running at the service: a task being polled holds no slot.
+                # Stop and budget are checked inside the slot, so a task that waited for
+                # one cannot submit past a stop decided meanwhile.
+                async with self.remote_slots:
+                    if self.stop_reason:
+                        raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
+                    self._check_budget(inst)
+                    attempts += 1
+                    rec.attempts = attempts
+                    await self._durable("intent", op.key, op.step, attempt=attempts)
+                    sub = await self._submit(op)
+                    self.counts.submissions += 1
+                    self.spent += self._price(inst)
                 if sub.task_id is None:
                     assert sub.result is not None
                     result = sub.result
@@ -472,7 +476,8 @@ class Engine:
                                  "(a new paid submission)")
                     continue
                 raise
-        outputs, files = await self._materialize(result, op, task_id)
+        async with self.remote_slots:
+            outputs, files = await self._materialize(result, op, task_id)
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits)
         return outputs

@@ -65,6 +65,7 @@ class ScriptedProvider:
         self.script = script or {}
         self.poll_script = poll_script or {}
         self.n = 0
+        self.events: list[tuple[str, str]] = []  # ("submit" | "done", step), in order
 
     async def submit(self, op: Op) -> Submitted:
         behaviours = self.script.get(op.step, [])
@@ -74,6 +75,7 @@ class ScriptedProvider:
         self.n += 1
         task = f"task-{op.step}-{self.n}"
         self.ledger.created.append((op.step, task))
+        self.events.append(("submit", op.step))
         if isinstance(b, Exception):
             raise b  # created, but the answer is lost (or auth/credits)
         return Submitted(task)
@@ -86,6 +88,13 @@ class ScriptedProvider:
             raise b
         if b == "running":
             return None
+        if b == "until_all_submitted":
+            # Running until every words[i] was submitted (or 20,000 polls, to end the test).
+            subs = {st for kind, st in self.events if kind == "submit"}
+            if not {"words[0]", "words[1]", "words[2]"} <= subs and self.ledger.polls < 20_000:
+                behaviours.insert(0, b)
+                return None
+        self.events.append(("done", op.step))
         f = op.workdir / "out.txt"
         f.write_text(f"{op.step} {task_id}")
         if op.type == "lyrics":
@@ -322,3 +331,17 @@ def test_a_service_that_never_answers_a_submit_is_not_paid_without_bound(tmp_pat
     assert "got no answer" in (eng.records["song[0]"].error or "")
     assert submitted(ledger, "song[0]") == 3  # the first and two resubmissions, no more
     assert eng.counts.possibly_submitted == 3
+
+
+def test_concurrency_bounds_submits_not_tasks_running_at_the_service(tmp_path: Path):
+    # With one slot, a task being polled must not hold it: each lyrics task keeps running
+    # until all three were submitted, which only happens if polling holds no slot.
+    prov = ScriptedProvider(Ledger(), poll_script={
+        f"words[{i}]": ["until_all_submitted"] for i in range(3)})
+    eng = run_engine(tmp_path, prov, concurrency=1)
+    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    in_flight = peak = 0
+    for kind, _step in prov.events:
+        in_flight += 1 if kind == "submit" else -1
+        peak = max(peak, in_flight)
+    assert peak == 3
