@@ -41,7 +41,7 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import Backoff, Clock, Poller
+from runner.pacing import SENT_AT, Backoff, Clock, Poller
 from runner.plan import Instance, Plan, key, render_inputs
 from runner.providers import Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
@@ -113,7 +113,7 @@ class Engine:
         self.remote_slots = anyio.CapacityLimiter(max(1, opts.concurrency))
         self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
         pc = self.recipe.provider
-        self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock)
+        self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
         self._http: Any = None
         self.selected = self._select()
         self.base_dir = self.recipe.path.parent.resolve()
@@ -541,15 +541,23 @@ class Engine:
         timeout = inst.step.timeout
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         n = 0
+        running: float | None = None  # when a poll last found the task running
+        planned = True  # the first poll was placed by what the poller knew
         while True:
-            # The deadline is measured on the engine's clock, between polls; each request is
-            # bounded by request_timeout, so a step can overrun by at most one request.
+            # The deadline is measured on the engine's clock, between polls; each
+            # request is bounded by request_timeout, so a step can overrun by at most
+            # one request.
             if timeout is not None and self.clock.now() - t0 >= timeout:
-                raise StepError(f"timed out after {timeout:g} s waiting for task {task_id}; "
-                                "it stays recorded, and the next run polls it again",
-                                step=inst.id)
-            await self.poller.wait(op.type, t0, n)
+                raise StepError(f"timed out after {timeout:g} s waiting for task "
+                                f"{task_id}; it stays recorded, and the next run polls it "
+                                "again", step=inst.id)
+            placed = await self.poller.wait(op.type, t0, n)
+            planned = placed if n == 0 else planned
             n += 1
+            # The poll's answer tells how the task was when the request left (after the
+            # rate limiter's queue), not when the answer came back.
+            before = self.clock.now()
+            SENT_AT.set(None)
             try:
                 res = await self.remote.poll(op, task_id)
                 self.counts.polls += 1
@@ -557,11 +565,14 @@ class Engine:
                 self.counts.polls += 1
                 await self.clock.sleep(backoff.next(exc.retry_after))
                 continue
-            if res is not None:
-                self.poller.learn(op.type, self.clock.now() - t0)
-                if not res.task_ids:
-                    res.task_ids = [task_id]
-                return res
+            sent = (SENT_AT.get() or before) - t0
+            if res is None:
+                running = sent
+                continue
+            self.poller.learn(op.type, running, sent, planned)
+            if not res.task_ids:
+                res.task_ids = [task_id]
+            return res
 
     # --- files -----------------------------------------------------------------------
 
@@ -625,6 +636,12 @@ class Engine:
                     raise StepError(f"download failed: {exc}", step=op.step) from None
                 await self.clock.sleep(backoff.next())
         raise AssertionError("unreachable")
+
+
+def _pace(op: str) -> str:
+    """The family whose durations a step type shares (extend learns from generate)."""
+    t = TYPES.get(op)
+    return (t.pace or t.name) if t is not None else op
 
 
 def route_of(provider: ProviderConfig, uses: str, inputs: dict[str, Any]) -> str:

@@ -5,10 +5,12 @@ Everything takes a Clock so tests can run the whole schedule without real sleeps
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import random
-import statistics
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
@@ -37,28 +39,62 @@ class FakeClock(Clock):
         await anyio.lowlevel.checkpoint()
 
 
+class Slot:
+    """One request's place in the rate window.
+
+    A server counts a request when it arrives, somewhere between our grant and its answer.
+    So a slot counts from its grant while the request is in flight, and from the arrival of
+    its answer once it is back: our window never reopens before the server's does.
+    """
+
+    __slots__ = ("t", "flying")
+
+    def __init__(self, t: float) -> None:
+        self.t, self.flying = t, True
+
+
+# When the request of the current task was sent (granted by the limiter), for the poller:
+# a poll's answer says how the task was at that moment, not when the answer came back.
+SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at", default=None)
+
+
 class RateLimiter:
     """At most `requests` per `per_seconds`, sliding window, first come first served.
     One limiter per provider is shared by every request: submits and polls alike."""
 
     def __init__(self, requests: int, per_seconds: float, clock: Clock) -> None:
         self.requests, self.per, self.clock = requests, per_seconds, clock
-        self.sent: deque[float] = deque()
+        self.slots: list[Slot] = []
         self.lock = anyio.Lock()
         self.waited = 0.0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Slot:
+        """Wait for room in the window; the caller must `release` the slot it gets."""
         async with self.lock:
             while True:
                 now = self.clock.now()
-                while self.sent and now - self.sent[0] >= self.per:
-                    self.sent.popleft()
-                if len(self.sent) < self.requests:
-                    self.sent.append(now)
-                    return
-                wait = self.per - (now - self.sent[0])
+                self.slots = [s for s in self.slots if s.flying or now - s.t < self.per]
+                if len(self.slots) < self.requests:
+                    slot = Slot(now)
+                    self.slots.append(slot)
+                    return slot
+                landed = [s.t for s in self.slots if not s.flying]
+                # Every slot in flight: it frees `per` after its answer, which has not come.
+                wait = self.per - (now - min(landed)) if landed else self.per / 20
                 self.waited += wait
                 await self.clock.sleep(wait)
+
+    def release(self, slot: Slot) -> None:
+        """The answer (or the error) is back: the slot now counts from this moment."""
+        slot.t, slot.flying = max(slot.t, self.clock.now()), False
+
+    @contextlib.asynccontextmanager
+    async def request(self) -> AsyncIterator[Slot]:
+        slot = await self.acquire()
+        try:
+            yield slot
+        finally:
+            self.release(slot)
 
 
 class Backoff:
@@ -77,49 +113,116 @@ class Backoff:
         return max(delay, retry_after or 0.0)
 
 
+DONE_AT_FIRST = 0.85  # a task found done at its first poll took "at most that": a bit less
+WINDOW = 64  # the durations remembered per family: the recent ones
+PROBE_GROWTH = 1.0  # each probe of an unknown family waits this much longer than the last
+
+
 class Poller:
     """When to poll a task, learning how long each operation takes in this run.
 
-    Before anything is known about an operation, one task (the scout) polls on a growing
-    interval from `interval` to `max_interval`; the others wait for it to learn. Once a
-    duration is known, a task sleeps until it is expected to finish and then polls at a
-    short spacing (4% of the expected duration), so most tasks need one or two polls.
+    Operations that take about as long share what is learned (`family`: extend learns from
+    generate). A duration is taken from the times the polls were *sent*: a task seen running
+    at `lo` and done at `hi` took about `(lo + hi) / 2`; one found done at its first poll
+    took "at most `hi`", recorded as a little less, so the estimate settles where about half
+    the tasks are done at their first poll instead of only ever drifting upward.
+
+    Before anything is known about a family, its tasks take turns: one of them is polled
+    at a time (not each of them), first `interval` after the first submission, then at
+    intervals growing by a fifth up to `max_interval`, so a cohort of a hundred tasks costs
+    what one task costs until the first of them is found done. Once durations are
+    known, a task polls first at their median, then at rising quantiles (75 %, 87.5 %, ...),
+    never more than a tenth of the median (or `max_interval`) apart: one or two polls for
+    most tasks, and a late one is found late by a small fraction of the usual duration.
     """
 
-    def __init__(self, interval: float, max_interval: float, clock: Clock) -> None:
+    def __init__(self, interval: float, max_interval: float, clock: Clock, *,
+                 family: Callable[[str], str] = lambda op: op) -> None:
         self.interval, self.max_interval, self.clock = interval, max_interval, clock
+        self.family = family
         self.seen: dict[str, deque[float]] = {}
-        self.scouting: set[str] = set()
+        self.turn: dict[str, float] = {}  # family -> when its next probe is due
+        self.probes: dict[str, int] = {}
+        self.line: dict[str, deque[object]] = {}  # family -> tasks waiting for a turn
         self.learned: dict[str, anyio.Event] = {}
 
-    def estimate(self, op: str) -> float | None:
-        d = self.seen.get(op)
-        return statistics.median(d) if d else None
+    def durations(self, op: str) -> list[float]:
+        return sorted(self.seen.get(self.family(op), ()))
 
-    def learn(self, op: str, duration: float) -> None:
-        self.seen.setdefault(op, deque(maxlen=50)).append(duration)
-        self.learned.setdefault(op, anyio.Event()).set()
+    def estimate(self, op: str, q: float = 0.5) -> float | None:
+        d = self.durations(op)
+        return d[min(len(d) - 1, int(q * len(d)))] if d else None
 
-    async def wait(self, op: str, t0: float, n: int) -> None:
-        """Sleep before poll number `n` (0-based) of a task submitted at `t0`."""
-        est = self.estimate(op)
-        if est is None and op not in self.scouting:
-            self.scouting.add(op)
+    def learn(self, op: str, lo: float | None, hi: float, planned: bool = True) -> None:
+        """A task of `op` was last seen running `lo` seconds after its submission (None:
+        never) and found done at `hi`, both measured when the polls were sent. A task found
+        done at a first poll that was not `planned` (it waited for others to learn, or it
+        was resumed late) could have taken any time up to `hi`: it teaches nothing."""
+        fam = self.family(op)
+        if lo is None and not planned:
+            self.learned.setdefault(fam, anyio.Event()).set()
+            return
+        # Known to within (lo, hi]: the midpoint when the polls were close, but never less
+        # than what a task found done at its first poll would say (lo may be a probe sent
+        # long before, while nothing was known).
+        guess = hi * DONE_AT_FIRST if lo is None else max((lo + hi) / 2, hi * DONE_AT_FIRST)
+        self.seen.setdefault(fam, deque(maxlen=WINDOW)).append(guess)
+        self.learned.setdefault(fam, anyio.Event()).set()
+
+    async def wait(self, op: str, t0: float, n: int) -> bool:
+        """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return
+        whether a first poll was placed by what is known (at the median): only then does
+        finding the task done at once say something about how long it took."""
+        fam = self.family(op)
+        if not self.seen.get(fam):
+            # Nothing known: the family's tasks take turns, first come first served, and a
+            # task that was just probed goes to the back of the line. The first probe is one
+            # interval after the first submission; each probe moves the turn on.
+            me = object()
+            line = self.line.setdefault(fam, deque())
+            line.append(me)
             try:
-                await self.clock.sleep(min(self.max_interval, self.interval * 1.5 ** n))
+                while not self.seen.get(fam):
+                    now = self.clock.now()
+                    due = self.turn.setdefault(fam, t0 + self.interval)
+                    if now >= due and line[0] is me:
+                        probes = self.probes[fam] = self.probes.get(fam, 0) + 1
+                        self.turn[fam] = now + min(self.max_interval,
+                                                   self.interval * PROBE_GROWTH ** probes)
+                        return True
+                    await self._sleep_or(self.learned.setdefault(fam, anyio.Event()),
+                                         max(due - now, self.interval / 5))
             finally:
-                self.scouting.discard(op)
-            return
-        if est is None:
-            ev = self.learned.setdefault(op, anyio.Event())
-            with anyio.move_on_after(self.max_interval):
-                await ev.wait()
-            est = self.estimate(op)
-            if est is None:
-                return
-        due = t0 + est - self.clock.now()
-        if due > 0:
-            await self.clock.sleep(due)
-            return
-        spacing = min(self.max_interval, max(self.interval / 5, 0.04 * est))
-        await self.clock.sleep(spacing)
+                line.remove(me)
+        d = self.durations(op)
+        elapsed = self.clock.now() - t0
+        gap = min(self.max_interval, max(self.interval / 5, 0.1 * d[len(d) // 2]))
+        level = 0.5
+        while True:
+            at = d[min(len(d) - 1, int(level * len(d)))]
+            if at > elapsed or int(level * len(d)) >= len(d) - 1:
+                break
+            level = 1 - (1 - level) / 2
+        if n == 0:
+            due = at  # the first poll: at the median (at once for a task resumed late)
+            planned = at > elapsed
+        elif at > elapsed:
+            due = min(at, elapsed + gap)
+        else:
+            due = elapsed + gap  # later than every duration seen: poll every `gap`
+        await self.clock.sleep(max(due - elapsed, self.interval / 5 if n else 0.0))
+        return n > 0 or planned
+
+    async def _sleep_or(self, event: anyio.Event, seconds: float) -> None:
+        """Sleep on the engine's clock until `seconds` pass or `event` is set."""
+        async with anyio.create_task_group() as tg:
+            async def timer() -> None:
+                await self.clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            async def waiter() -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            tg.start_soon(waiter)

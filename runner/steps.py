@@ -115,6 +115,9 @@ class StepType:
     support: dict[str, str] = field(default_factory=lambda: dict(REMOTE_FAMILY))
     price: int = 0  # default credits per remote submission; the provider block may override
     takes_audio: bool = True
+    # Operations with the same `pace` take about as long at the service: the poller shares
+    # what it learns about them in a run (extend learns from generate).
+    pace: str = ""
 
     @property
     def fields(self) -> dict[str, dict[str, Any]]:
@@ -129,26 +132,30 @@ def _t(name: str, summary: str, inputs: dict[str, Any], outputs: dict[str, Any],
     return StepType(name, summary, inputs, outputs, **kw)
 
 
+# A song takes the service 2-3 minutes to make (REFERENCE 1.3); every music operation does.
+MUSIC: dict[str, Any] = {"pace": "music"}
+
+
 TYPES: dict[str, StepType] = {t.name: t for t in [
     _t("generate", "make a song (two takes) from a prompt, or lyrics, style and title",
        GENERATE_IN, AUDIO_OUT, takes_audio=False, price=12,
-       support={"local": "local", "sunoapi": "remote", "newapi": "remote"}),
+       support={"local": "local", "sunoapi": "remote", "newapi": "remote"}, **MUSIC),
     _t("extend", "continue a track from continue_at; the output is the whole song",
        EXTEND_IN, AUDIO_OUT, required=("audio",), price=12,
-       support={"local": "local", "sunoapi": "remote", "newapi": "remote"}),
+       support={"local": "local", "sunoapi": "remote", "newapi": "remote"}, **MUSIC),
     _t("upload_cover", "re-imagine an uploaded track in a new style", GENERATE_IN, AUDIO_OUT,
-       required=("audio",), price=12),
+       required=("audio",), price=12, **MUSIC),
     _t("upload_extend", "extend an uploaded track", EXTEND_IN, AUDIO_OUT, required=("audio",),
-       price=12, support={"local": "local", "sunoapi": "remote", "newapi": "remote"}),
+       price=12, support={"local": "local", "sunoapi": "remote", "newapi": "remote"}, **MUSIC),
     _t("add_vocals", "sing over an instrumental",
        {k: GENERATE_IN[k] for k in ("prompt", "style", "title", "negative_tags", "model",
                                     "vocal_gender", *WEIGHTS)},
-       AUDIO_OUT, required=("audio", "prompt", "style", "title"), price=12),
+       AUDIO_OUT, required=("audio", "prompt", "style", "title"), price=12, **MUSIC),
     _t("add_instrumental", "build an accompaniment under a vocal or melody",
        {"tags": text("style tags of the accompaniment"),
         **{k: GENERATE_IN[k] for k in ("title", "negative_tags", "model", "vocal_gender",
                                        *WEIGHTS)}},
-       AUDIO_OUT, required=("audio", "tags", "title"), price=12),
+       AUDIO_OUT, required=("audio", "tags", "title"), price=12, **MUSIC),
     _t("cover", "cover artwork for a generated track (usually two images)", {},
        {"images": ("list", URL_FILE), "task_id": "str"}, required=("audio",), price=1),
     _t("lyrics", "write lyrics (several variants)",

@@ -31,7 +31,7 @@ import httpx
 from anyio.lowlevel import RunVar
 
 from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
-from runner.pacing import Clock, RateLimiter
+from runner.pacing import SENT_AT, Clock, RateLimiter
 from runner.recipe import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
@@ -166,6 +166,7 @@ class ApiClient:
             transport=self.transport))
         self.redact = _redactor(key)
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
+        self.clock = clock
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -186,8 +187,8 @@ class ApiClient:
         full = url if "://" in url else self.base_url + url
         path = urlsplit(full).path
         where = f"{method} {path}"
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        slot = await self.limiter.acquire() if self.limiter is not None else None
+        SENT_AT.set(self.clock.now())
         self.requests += 1
         try:
             resp = await self.client.request(method, full, **kw)
@@ -205,6 +206,11 @@ class ApiClient:
             # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
             # out and its answer was lost.
             raise lost(where, type(exc).__name__, step=step, submit=submit) from exc
+        finally:
+            if self.limiter is not None and slot is not None:
+                # The server counted the request on arrival, before this moment: from now
+                # on our window cannot reopen ahead of its window.
+                self.limiter.release(slot)
         text = self.redact(resp.text)
         try:
             body = json.loads(text) if text.strip() else None

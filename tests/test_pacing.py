@@ -1,0 +1,181 @@
+"""The rate limiter and the adaptive poller, on a fake clock: no real sleeps, no timing."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from typing import Any
+
+import anyio
+import pytest
+
+from runner.engine import _pace
+from runner.pacing import FakeClock, Poller, RateLimiter
+
+
+def run(fn: Any, *args: Any) -> Any:
+    return anyio.run(fn, *args)
+
+
+# -- rate limiter ---------------------------------------------------------------------------
+
+
+def test_a_slot_counts_from_its_answer_so_the_window_never_reopens_before_the_servers():
+    """The server counts a request when it arrives, after our grant: a window counted from
+    the grant reopens early and the next burst is rejected."""
+    clock = FakeClock()
+    lim = RateLimiter(2, 10.0, clock)
+
+    async def go() -> float:
+        a, b = await lim.acquire(), await lim.acquire()
+        clock.t = 3.0
+        lim.release(a)  # its answer arrived at 3 s
+        clock.t = 4.0
+        lim.release(b)
+        await lim.acquire()
+        return clock.now()
+
+    assert run(go) == pytest.approx(13.0)  # 10 s after the first answer, not after the grant
+
+
+def test_a_request_in_flight_holds_its_slot_however_long_it_takes():
+    clock = FakeClock()
+    lim = RateLimiter(1, 10.0, clock)
+    granted: list[float] = []
+
+    async def go() -> None:
+        slow = await lim.acquire()
+
+        async def answer_late() -> None:
+            while clock.now() < 50.0:
+                await anyio.lowlevel.checkpoint()
+            lim.release(slow)
+
+        async def next_request() -> None:
+            await lim.acquire()
+            granted.append(clock.now())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer_late)
+            tg.start_soon(next_request)
+
+    run(go)
+    assert granted
+    assert granted[0] >= 60.0
+
+
+def test_the_window_admits_its_full_rate_when_answers_are_instant():
+    clock = FakeClock()
+    lim = RateLimiter(20, 10.0, clock)
+    sent: list[float] = []
+
+    async def go() -> None:
+        for _ in range(100):
+            async with lim.request():
+                sent.append(clock.now())
+
+    run(go)
+    for t in sent:
+        assert sum(1 for u in sent if t <= u < t + 10.0) <= 20
+    assert sent[-1] == pytest.approx(40.0)  # 100 requests: windows at 0, 10, 20, 30, 40
+
+
+# -- poller -----------------------------------------------------------------------------
+
+
+def simulate(poller: Poller, clock: FakeClock, op: str, durations: list[float]) -> dict[str, Any]:
+    """Run tasks of `op` one after another through the poller's schedule; a poll sent at
+    or after a task's duration finds it done."""
+    polls, late = 0, []
+
+    async def go() -> None:
+        nonlocal polls
+        for _i, d in enumerate(durations):
+            t0, n, running = clock.now(), 0, None
+            while True:
+                await poller.wait(op, t0, n)
+                n += 1
+                polls += 1
+                sent = clock.now() - t0
+                if sent >= d:
+                    poller.learn(op, running, sent)
+                    late.append(sent - d)
+                    break
+                running = sent
+
+    run(go)
+    return {"polls": polls / len(durations), "late": statistics.mean(late)}
+
+
+def test_the_estimate_settles_on_the_median_duration_instead_of_drifting_upward():
+    """Learning `now - t0` after each answer only ever drifts up (every task is found at
+    or after the estimate); learning from send times and midpoints does not."""
+    rng = random.Random(3)
+    durations = [60.0 * rng.lognormvariate(0, 0.2) for _ in range(300)]
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    got = simulate(poller, clock, "lyrics", durations)
+    true_median = statistics.median(durations)
+    est = poller.estimate("lyrics")
+    assert est is not None
+    assert abs(est - true_median) / true_median < 0.12
+    assert got["polls"] < 3.0  # two or three polls per task
+    assert got["late"] < 0.1 * true_median  # found done within a tenth of the usual duration
+
+
+def test_polls_start_at_the_median_and_then_rise_no_more_than_a_tenth_of_it_apart():
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    for d in range(100, 200, 5):  # 20 durations, median 150
+        poller.learn("wav", None, d / 0.85)
+    median = poller.estimate("wav")
+    assert median is not None
+
+    async def go() -> None:
+        for n in range(8):
+            await poller.wait("wav", 0.0, n)
+
+    run(go)
+    assert clock.slept[0] == pytest.approx(median)
+    assert all(0 < s <= 0.1 * median + 1e-9 for s in clock.slept[1:])
+
+
+def test_extend_learns_from_generate():
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock, family=_pace)
+    assert poller.estimate("extend") is None
+    for _ in range(20):
+        poller.learn("generate", 90.0, 100.0)
+    assert poller.estimate("extend") == 95.0
+    assert poller.estimate("add_vocals") == 95.0
+    assert poller.estimate("wav") is None  # a WAV takes its own time
+
+
+def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
+    """A cohort of 50 tasks with no duration known yet costs one poll per interval, not
+    one per task per interval; once one is found done, the others are told at once."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    probes: list[float] = []
+    done_at = 95.0
+
+    async def task() -> None:
+        n, running = 0, None
+        while True:
+            await poller.wait("lyrics", 0.0, n)
+            n += 1
+            probes.append(clock.now())
+            if clock.now() >= done_at:
+                poller.learn("lyrics", running, clock.now())
+                return
+            running = clock.now()
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(task)
+
+    run(go)
+    before = [t for t in probes if t < done_at]
+    assert len(before) <= done_at / 10.0 + 1  # one probe per interval while unknown
+    assert poller.estimate("lyrics") is not None
