@@ -2,7 +2,7 @@
 two plain clients, and resume after a finished run and after kill -9.
 
     python benchmarks/bench_album.py [--songs 10,100,1000] [--scale S] [--resume-songs 100]
-                                     [--sunoflow 'default;1000;1000+limiter,poller']
+                                     [--sunoflow 'default;1000'] [--baseline-songs 10,100]
 
 The album: N songs, each lyrics -> generate -> extend -> WAV, a video of the first song and
 the vocals separated from every 10th. The fake draws each task's latency (model seconds:
@@ -117,14 +117,11 @@ class Row:
         return oracle(self.a.chains, RATE_REQUESTS, RATE_SECONDS)
 
 
-def sunoflow_cmd(work: Path, url: str, patched: str = "") -> list[str]:
-    head = (
-        [sys.executable, str(HERE / "album_patched.py"), patched]
-        if patched
-        else [sys.executable, "-m", "runner"]
-    )
+def sunoflow_cmd(work: Path, url: str) -> list[str]:
     return [
-        *head,
+        sys.executable,
+        "-m",
+        "runner",
         "run",
         str(work / "album.yaml"),
         "--provider",
@@ -160,25 +157,24 @@ def local_time(log: list[dict[str, Any]], t0: float, t1: float) -> float:
 
 
 def run_sunoflow(
-    n: int, scale: float, root: Path, *, concurrency: str, patched: str, rerun: bool
+    n: int, scale: float, root: Path, *, concurrency: str, rerun: bool
 ) -> tuple[Row, str | None]:
     """One sunoflow run on a fresh fake; with `rerun`, the same command again on the same
     fake (the same base URL, so the same step keys): the resume of a finished run."""
     label = "sunoflow" + (f" --concurrency {concurrency}" if concurrency != "default" else "")
-    label += f" + patches ({patched})" if patched else ""
-    work = root / f"sunoflow-{n}-{concurrency}{'-' + patched if patched else ''}"
+    work = root / f"sunoflow-{n}-{concurrency}"
     work.mkdir(parents=True)
     (work / "album.yaml").write_text(recipe(n, scale))
     extra = [] if concurrency == "default" else ["--concurrency", concurrency]
     with Fake(scale, work) as fake:
-        usage, t0, t1 = timed(fake, sunoflow_cmd(work, fake.url, patched) + extra)
+        usage, t0, t1 = timed(fake, sunoflow_cmd(work, fake.url) + extra)
         tasks, log = save(work, fake)
         report = json.loads((work / "report.json").read_text())
         if usage.returncode != 0 or report["status"] != "succeeded":
             raise SystemExit(f"sunoflow failed on {n} songs: see {work}")
         line = None
         if rerun:
-            again = run_child(sunoflow_cmd(work, fake.url, patched) + extra)
+            again = run_child(sunoflow_cmd(work, fake.url) + extra)
             report = json.loads((work / "report.json").read_text())
             statuses = {s["status"] for s in report["steps"]}
             new = fake.log()[len(log) :]
@@ -209,7 +205,7 @@ def run_baseline(mode: str, k: int, scale: float, root: Path) -> Row:
 
 
 def killed(
-    n: int, scale: float, root: Path, makespan: float, concurrency: str, patched: str
+    n: int, scale: float, root: Path, makespan: float, concurrency: str
 ) -> str:
     """kill -9 a fresh run at half its makespan, then run the same command again."""
     extra = [] if concurrency == "default" else ["--concurrency", concurrency]
@@ -217,7 +213,7 @@ def killed(
         work = root / f"killed-{n}"
         work.mkdir()
         (work / "album.yaml").write_text(recipe(n, scale))
-        cmd = sunoflow_cmd(work, fake.url, patched) + extra
+        cmd = sunoflow_cmd(work, fake.url) + extra
         first = run_child(cmd, kill_after=makespan / 2)
         restart_t = fake.now()
         usage = run_child(cmd)
@@ -297,15 +293,22 @@ def main(argv: list[str] | None = None) -> int:
         "--sunoflow",
         default="default",
         metavar="VARIANTS",
-        help="sunoflow rows, ';'-separated: a --concurrency value ('default': not given), "
-        "optionally '+PATCHES' to run through album_patched.py (e.g. '1000+limiter,poller')",
+        help="sunoflow rows, ';'-separated --concurrency values ('default': not given)",
+    )
+    p.add_argument(
+        "--baseline-songs",
+        default=f"{SEQ_MAX},{POOL_MAX}",
+        metavar="SEQ,POOL",
+        help=f"the most songs each baseline really runs; larger albums are extrapolated "
+        f"(default {SEQ_MAX},{POOL_MAX})",
     )
     p.add_argument("--no-baselines", action="store_true", help="sunoflow only")
     p.add_argument("--keep", metavar="DIR", help="keep every run's files and fake records")
     args = p.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     sizes = [int(s) for s in args.songs.split(",") if s.strip()]
-    variants = [tuple(v.strip().partition("+")[::2]) for v in args.sunoflow.split(";")]
+    variants = [v.strip() for v in args.sunoflow.split(";") if v.strip()]
+    seq_max, pool_max = (int(x) for x in args.baseline_songs.split(","))
     head = [
         f"machine: {os.cpu_count()} cores, {platform.platform()}, "
         f"Python {platform.python_version()}",
@@ -324,17 +327,17 @@ def main(argv: list[str] | None = None) -> int:
         scale = args.scale or auto_scale(n)
         print(f"{n} songs: scale {scale:g} wall seconds per model second", flush=True)
         rows: list[Row] = []
-        for i, (conc, patched) in enumerate(variants):
+        for i, conc in enumerate(variants):
             rerun = i == 0 and n == args.resume_songs
             row, cached = run_sunoflow(
-                n, scale, root, concurrency=conc, patched=patched, rerun=rerun
+                n, scale, root, concurrency=conc, rerun=rerun
             )
             rows.append(row)
             if cached is not None:
                 rows_name = row.name
-                resume_lines = [cached, killed(n, scale, root, row.usage.wall, conc, patched)]
+                resume_lines = [cached, killed(n, scale, root, row.usage.wall, conc)]
         first = rows[0]
-        for mode, cap in (("pool", POOL_MAX), ("sequential", SEQ_MAX)):
+        for mode, cap in (("pool", pool_max), ("sequential", seq_max)):
             if args.no_baselines:
                 break
             k = min(n, cap)
