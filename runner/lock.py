@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from runner import yamlout
 from runner.errors import StoreError
 from runner.plan import Plan
 from runner.store import Store
@@ -103,12 +104,8 @@ def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
             "steps": steps}
 
 
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~10x faster on big locks
-
-
 def dumps(data: dict[str, Any]) -> str:
-    return HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                              width=100, default_flow_style=False)
+    return HEADER + yamlout.dumps(data)
 
 
 def write(path: Path, data: dict[str, Any]) -> bool:

@@ -7,9 +7,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner import yamlout
 
 RECIPE = """\
 version: 1
@@ -121,3 +126,27 @@ def test_reroll_says_what_reruns_and_needs_confirmation(built: Path):
     assert r.returncode == 0, r.stderr
     assert "song             succeeded" in r.stderr
     assert "short            succeeded" in r.stderr
+
+
+# -- the lock's YAML writer -----------------------------------------------------------------
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSONISH)
+def test_the_lock_writer_round_trips_through_a_yaml_reader(value: Any):
+    """Whatever a step outputs (titles in any script, strings that look like numbers or
+    booleans, control characters), the lock reads back as exactly what was written."""
+    text = yamlout.dumps({"v": value})
+    assert yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == {"v": value}
+
+
+def test_the_lock_writer_leaves_plain_names_bare_and_quotes_what_could_be_misread():
+    text = yamlout.dumps({"ok": "album.yaml", "b": "no", "n": "1e3", "e": [], "f": 2.0,
+                          "big": 1e16})
+    assert text == ('ok: album.yaml\nb: "no"\n"n": "1e3"\ne: []\nf: 2.0\nbig: 1.0e+16\n')

@@ -38,6 +38,10 @@ def _identity(value: Any) -> Any:
     return value
 
 
+# Steps that only compute text in memory (no file, no ffmpeg): run on the event loop.
+TEXT_ONLY = frozenset({"lyrics", "boost_style"})
+
+
 class LocalProvider:
     kind = "local"
 
@@ -50,7 +54,10 @@ class LocalProvider:
         if fn is None:
             raise StepError(f"the local provider cannot perform '{op.type}'", step=op.step)
         try:
-            outputs = await anyio.to_thread.run_sync(fn, op, abandon_on_cancel=True)
+            if op.type in TEXT_ONLY:
+                outputs = fn(op)  # microseconds of string work: a thread hop costs more
+            else:
+                outputs = await anyio.to_thread.run_sync(fn, op, abandon_on_cancel=True)
         except media.MediaError as exc:
             raise StepError(str(exc), step=op.step) from None
         return Submitted(None, Result(outputs))
