@@ -565,7 +565,10 @@ class Engine:
                 self.counts.polls += 1
                 await self.clock.sleep(backoff.next(exc.retry_after))
                 continue
-            sent = (SENT_AT.get() or before) - t0
+            sent_at = SENT_AT.get()
+            sent = (sent_at or before) - t0
+            if sent_at is not None:
+                self.poller.queued(sent_at - before)
             if res is None:
                 running = sent
                 continue

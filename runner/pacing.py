@@ -144,6 +144,7 @@ class Poller:
         self.turn: dict[str, float] = {}  # family -> when its next probe is due
         self.probes: dict[str, int] = {}
         self.line: dict[str, deque[object]] = {}  # family -> tasks waiting for a turn
+        self.backlog = 0.0  # seconds polls recently waited for the rate limiter
         self.learned: dict[str, anyio.Event] = {}
 
     def durations(self, op: str) -> list[float]:
@@ -168,6 +169,12 @@ class Poller:
         guess = hi * DONE_AT_FIRST if lo is None else max((lo + hi) / 2, hi * DONE_AT_FIRST)
         self.seen.setdefault(fam, deque(maxlen=WINDOW)).append(guess)
         self.learned.setdefault(fam, anyio.Event()).set()
+
+    def queued(self, seconds: float) -> None:
+        """A poll waited this long for the rate limiter. While requests queue, a poll that
+        finds a task still running takes a submission's place: later polls of a task that
+        was not done when expected are spread by twice the recent wait."""
+        self.backlog = 0.8 * self.backlog + 0.2 * max(0.0, seconds)
 
     async def wait(self, op: str, t0: float, n: int) -> bool:
         """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return
@@ -196,7 +203,8 @@ class Poller:
                 line.remove(me)
         d = self.durations(op)
         elapsed = self.clock.now() - t0
-        gap = min(self.max_interval, max(self.interval / 5, 0.1 * d[len(d) // 2]))
+        gap = min(self.max_interval, max(self.interval / 5, 0.1 * d[len(d) // 2],
+                                         2 * self.backlog))
         level = 0.5
         while True:
             at = d[min(len(d) - 1, int(level * len(d)))]

@@ -179,3 +179,23 @@ def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
     before = [t for t in probes if t < done_at]
     assert len(before) <= done_at / 10.0 + 1  # one probe per interval while unknown
     assert poller.estimate("lyrics") is not None
+
+
+def test_while_polls_queue_for_the_rate_limit_a_late_task_is_polled_less_often():
+    def later_polls(backlog: float) -> list[float]:
+        clock = FakeClock()
+        poller = Poller(10.0, 60.0, clock)
+        for d in range(100, 200, 5):
+            poller.learn("wav", None, d / 0.85)
+        for _ in range(30):
+            poller.queued(backlog)
+
+        async def go() -> None:
+            for n in range(6):
+                await poller.wait("wav", 0.0, n)
+
+        run(go)
+        return clock.slept[1:]
+
+    assert max(later_polls(0.0)) <= 15.0 + 1e-9  # a tenth of the median
+    assert min(later_polls(20.0)[-2:]) >= 39.0  # twice the recent wait in the queue
