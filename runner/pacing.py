@@ -203,8 +203,7 @@ class Poller:
                 line.remove(me)
         d = self.durations(op)
         elapsed = self.clock.now() - t0
-        gap = min(self.max_interval, max(self.interval / 5, 0.1 * d[len(d) // 2],
-                                         2 * self.backlog))
+        gap = min(self.max_interval, max(self.interval / 5, 0.1 * d[len(d) // 2]))
         level = 0.5
         while True:
             at = d[min(len(d) - 1, int(level * len(d)))]
@@ -218,7 +217,8 @@ class Poller:
             due = min(at, elapsed + gap)
         else:
             due = elapsed + gap  # later than every duration seen: poll every `gap`
-        await self.clock.sleep(max(due - elapsed, self.interval / 5 if n else 0.0))
+        least = max(self.interval / 5, min(self.max_interval, 2 * self.backlog)) if n else 0.0
+        await self.clock.sleep(max(due - elapsed, least))
         return n > 0 or planned
 
     async def _sleep_or(self, event: anyio.Event, seconds: float) -> None:
