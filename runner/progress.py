@@ -32,6 +32,11 @@ class PlainProgress:
     def note(self, text: str) -> None:
         self._line(text)
 
+    def always(self, text: str) -> None:
+        """A line that --quiet does not silence (where the callback listener listens)."""
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {text}", file=self.stream, flush=True)
+
     def start(self, total: int) -> None:
         self._line(f"running {total} step instances")
 

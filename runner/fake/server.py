@@ -252,6 +252,8 @@ class App:
             return Response.json_body(world.snapshot_log())
         if (method, path) == ("GET", "/_fake/tasks"):
             return Response.json_body(world.snapshot_tasks())
+        if (method, path) == ("GET", "/_fake/callbacks"):
+            return Response.json_body(world.snapshot_deliveries())
         if (method, path) == ("GET", "/_fake/config"):
             return Response.json_body(world.public_config())
         if (method, path) == ("GET", "/_fake/state"):
