@@ -76,7 +76,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         from runner.listen import Listener
 
         callbacks = Callbacks(remote.callback_task_id, r.provider.max_poll_interval)
-        listener = Listener(callbacks, ui.note)
+        listener = Listener(callbacks, ui.always)
     engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts)
     engine = Engine(p, store, provs, engine_opts, ui)
     status = "failed"

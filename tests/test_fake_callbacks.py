@@ -95,12 +95,12 @@ def stages(srv: FakeServer) -> list[str]:
 def test_music_calls_back_text_then_first_then_complete_on_the_fakes_clock(srv, client, rx):
     tid = generate(client, rx.url)
     srv.advance(30)  # a quarter of the task's 100 s
-    until(lambda: len(rx.bodies) == 1, "the text stage")
+    until(lambda: len(srv.callbacks) == 1, "the text stage")
     srv.advance(50)
-    until(lambda: len(rx.bodies) == 2, "the first stage")
+    until(lambda: len(srv.callbacks) == 2, "the first stage")
     assert stages(srv) == ["text", "first"]
     srv.advance(30)
-    until(lambda: len(rx.bodies) == 3, "the complete stage")
+    until(lambda: len(srv.callbacks) == 3, "the complete stage")
     text, first, done = rx.bodies
     for body, stage in ((text, "text"), (first, "first"), (done, "complete")):
         assert body["code"] == 200
@@ -122,8 +122,9 @@ def test_music_calls_back_text_then_first_then_complete_on_the_fakes_clock(srv, 
 def test_other_families_call_back_once_in_their_documented_shapes(srv, client, rx):
     srv.configure(latency_scale=0)
     tid = generate(client, rx.url)
-    until(lambda: len(rx.bodies) == 3, "the song's stages")
-    audio = rx.bodies[-1]["data"]["data"][0]["id"]
+    until(lambda: len(srv.callbacks) == 3, "the song's stages")
+    audio = next(b for b in rx.bodies if b["data"]["callbackType"] == "complete")[
+        "data"]["data"][0]["id"]
     pair = {"taskId": tid, "audioId": audio, "callBackUrl": rx.url}
     posts = {"lyrics": ("/lyrics", {"prompt": "rain", "callBackUrl": rx.url}),
              "wav": ("/wav/generate", pair), "mp4": ("/mp4/generate", pair),
@@ -131,8 +132,8 @@ def test_other_families_call_back_once_in_their_documented_shapes(srv, client, r
              "cover": ("/suno/cover/generate", {"taskId": tid, "callBackUrl": rx.url})}
     ids = {name: client.post(V1 + path, json=body).json()["data"]["taskId"]
            for name, (path, body) in posts.items()}
-    until(lambda: len(rx.bodies) == 8, "one callback per task")
-    by = {str(b["data"].get("task_id") or b["data"].get("taskId")): b for b in rx.bodies[3:]}
+    until(lambda: len(srv.callbacks) == 8, "one callback per task")
+    by = {str(b["data"].get("task_id") or b["data"].get("taskId")): b for b in rx.bodies}
     lyrics = by[ids["lyrics"]]["data"]
     assert lyrics["callbackType"] == "complete"
     assert lyrics["taskId"] == ids["lyrics"]
@@ -148,7 +149,7 @@ def test_a_failed_task_sends_the_error_shape_with_its_code(srv, client, rx):
     srv.configure(latency_scale=0, faults=[{"match": {"path": f"{V1}/generate"}, "action": {
         "fail_task": "GENERATE_AUDIO_FAILED", "code": 531, "message": "refunded"}}])
     tid = generate(client, rx.url)
-    until(lambda: len(rx.bodies) == 2, "text and error")
+    until(lambda: len(srv.callbacks) == 2, "text and error")
     error = next(b for b in rx.bodies if b["data"]["callbackType"] == "error")
     assert error == {"code": 531, "msg": "refunded",
                      "data": {"callbackType": "error", "task_id": tid, "data": None}}
@@ -157,7 +158,7 @@ def test_a_failed_task_sends_the_error_shape_with_its_code(srv, client, rx):
 def test_duplicates_and_jitter_deliver_every_stage_twice(srv, client, rx):
     srv.configure(latency_scale=0, callbacks={"duplicate": 1.0, "jitter": 0.05})
     generate(client, rx.url)
-    until(lambda: len(rx.bodies) == 6, "two copies of three stages")
+    until(lambda: len(srv.callbacks) == 6, "two copies of three stages")
     assert sorted(stages(srv)) == ["complete"] * 2 + ["first"] * 2 + ["text"] * 2
     assert sorted(d["copy"] for d in srv.callbacks) == [0, 0, 0, 1, 1, 1]
 

@@ -183,7 +183,8 @@ class SunoApi(Protocol):
             raise ApiError(402 if family == NEWER else 429, str(exc)) from None
         url = params.get("callBackUrl")
         if isinstance(url, str) and self.world.config["callbacks"] is not None:
-            self.courier.schedule(task, url, req.base, sunoapi_callbacks.stages(task))
+            stages = sunoapi_callbacks.stages(task)
+            req.after.append(lambda: self.courier.schedule(task, url, req.base, stages))
         return task
 
     def _charge(self, op: str, family: str) -> int:
