@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.errors import TaskFailed
+from runner.errors import ProviderError, TaskFailed
 from runner.fake import FakeServer
 from runner.fake import sunoapi_callbacks as fake_bodies
 from runner.pacing import FakeClock
@@ -168,3 +169,25 @@ def test_no_body_makes_the_provider_raise_anything_but_task_failed(tmp_path_fact
     except TaskFailed:
         return
     assert res is None or isinstance(res.outputs, dict)
+
+
+def test_an_answer_that_quotes_the_callback_url_does_not_leak_the_token(tmp_path):
+    prov = make()
+    token = "tok-" + "Z" * 40
+    prov.use_callback_url(f"https://hooks.example.net/cb/{token}")
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        sent = request.read().decode()
+        return httpx.Response(200, json={"code": 400, "msg": f"bad request: {sent}"})
+
+    async def main() -> ProviderError:
+        await prov.api.aclose()
+        prov.api.transport = httpx.MockTransport(echo)
+        with pytest.raises(ProviderError) as info:
+            await prov.submit(op_of(tmp_path, "lyrics", prompt="rain"))
+        await prov.aclose()
+        return info.value
+
+    exc = anyio.run(main)
+    assert "hooks.example.net/cb/[redacted]" in str(exc)
+    assert token not in str(exc)

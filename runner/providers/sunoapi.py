@@ -241,8 +241,13 @@ class SunoApiProvider:
     # --- callbacks (runner.providers.CallbackProvider) -----------------------------------
 
     def use_callback_url(self, url: str) -> None:
-        """Send `url` as callBackUrl on every submit from now on (the run's listener)."""
+        """Send `url` as callBackUrl on every submit from now on (the run's listener).
+        Its last segment is the run's secret token: an answer that quotes it (an error
+        message echoing the request) is redacted like the key."""
         self.callback = url
+        token = url.rstrip("/").rsplit("/", 1)[-1]
+        redact = self.api.redact
+        self.api.redact = lambda text: redact(text).replace(token, "[redacted]")
 
     def callback_task_id(self, body: Any) -> str | None:
         return sunoapi_callback.task_id(body)
