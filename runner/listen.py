@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -40,6 +40,7 @@ WRITE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 64
 LOG_MAX = 20
 SEGMENT = b"/cb/"
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,6 +81,24 @@ class Listener:
         assert self._listener is not None, "bind() first"
         async with self._listener:
             await self._listener.serve(self.handle)
+
+    async def serving(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` while serving; stop serving when it ends."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.serve)
+                try:
+                    return await work()
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Only `work` can fail here (handle() answers or swallows every error of a
+            # connection): let its exception leave as it would without a listener, so a
+            # user-facing error still reaches the CLI's handler.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        raise AssertionError("unreachable: the task group returns or raises")
 
     async def handle(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:

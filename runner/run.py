@@ -82,30 +82,28 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
+    async def work() -> str:
+        if remote is not None and not opts.get("frozen"):
+            credits["before"] = await _credits(remote)
+        result = await engine.run()
+        if remote is not None and engine.counts.submissions:
+            credits["after"] = await _credits(remote)
+        return result
+
     async def session() -> str:
         # One event loop for the whole run: the providers' HTTP clients belong to it.
-        result = "failed"
         try:
-            async with anyio.create_task_group() as tg:
-                if listener is not None and callbacks is not None and listen is not None:
-                    assert remote is not None
-                    base = await listener.bind(*listen)
-                    ui.always(f"listening for callbacks on {base}")
-                    public = r.provider.callback_url or base
-                    if r.provider.callback_url:
-                        ui.note(f"the service calls back through {public.rstrip('/')}/cb/"
-                                "<token> (a new secret token every run)")
-                    remote.use_callback_url(callbacks.url(public))
-                    tg.start_soon(listener.serve)
-                try:
-                    if remote is not None and not opts.get("frozen"):
-                        credits["before"] = await _credits(remote)
-                    result = await engine.run()
-                    if remote is not None and engine.counts.submissions:
-                        credits["after"] = await _credits(remote)
-                finally:
-                    tg.cancel_scope.cancel()  # stops the listener
-            return result
+            if listener is None or callbacks is None or listen is None:
+                return await work()
+            assert remote is not None
+            base = await listener.bind(*listen)
+            ui.always(f"listening for callbacks on {base}")
+            public = r.provider.callback_url or base
+            if r.provider.callback_url:
+                ui.note(f"the service calls back through {public.rstrip('/')}/cb/<token> "
+                        "(a new secret token every run)")
+            remote.use_callback_url(callbacks.url(public))
+            return await listener.serving(work)
         finally:
             with anyio.CancelScope(shield=True):
                 for prov in provs.values():

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,3 +266,45 @@ def test_listen_usage_errors_exit_2(tmp_path, args, message):
     assert run.returncode == 2, run.stderr
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_resumed_task_is_polled_and_new_ones_are_called_back(tmp_path):
+    config = {"latency_scale": 1.0, "latency": {"*": {"dist": "fixed", "value": 60}},
+              "callbacks": {}}
+    write(tmp_path, 0.2)
+    with FakeServer("sunoapi", api_key=KEY, **config) as srv:
+        with subprocess.Popen(command(tmp_path, srv.url, "resume", "--listen", "127.0.0.1:0"),
+                              env=env(), stderr=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL) as proc:
+            try:
+                until(lambda: any(e.get("task_id") for e in srv.log), "the first submit")
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(timeout=30) == 130
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        srv.configure(latency_scale=0)  # the lyrics task is done; new tasks finish at once
+        srv.advance(120)
+        again = sunoflow(tmp_path, srv.url, "resume", "--listen", "127.0.0.1:0")
+        assert again.returncode == 0, again.stderr
+        log = srv.log
+    assert paid(log) == Counter(PAID)  # the recorded lyrics task was not submitted again
+    counts = report(tmp_path, "resume")["counts"]
+    # Its callback went to the first run's token: the resumed task is polled, the three
+    # new ones are called back.
+    assert counts["callbacks"] == 3
+    assert sum(1 for e in log if e["path"] == "/api/v1/lyrics/record-info") >= 1
+    assert polls(log) == sum(1 for e in log if e["path"] == "/api/v1/lyrics/record-info")
+
+
+def test_a_listen_address_in_use_is_a_usage_error(tmp_path):
+    (tmp_path / "cb.yaml").write_text(ONE)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(command(tmp_path, "http://127.0.0.1:9", "busy", "--listen",
+                                     f"127.0.0.1:{port}"), env=env(), capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert run.returncode == 2, run.stderr
+    assert f"--listen 127.0.0.1:{port}: cannot listen there" in run.stderr
