@@ -39,14 +39,17 @@ import anyio
 
 from runner.pacing import Clock
 
-EARLY_MAX = 256  # bodies held for tasks whose submit has not answered yet
 INBOX_MAX = 16  # bodies queued for one task (stages and duplicates); more are dropped
+# Bodies held at once, over every task and the early buffer. The engine takes a task's
+# bodies as soon as they arrive, so real traffic holds a handful; the cap bounds what a
+# sender holding the token could make us keep (at most HELD_MAX x the listener's 1 MiB).
+HELD_MAX = 256
 UNKNOWN_FIRST = 3.0  # first fallback poll, in max_interval units, before anything is learned
 
 
 @dataclass
 class _Task:
-    inbox: deque[Any] = field(default_factory=lambda: deque(maxlen=INBOX_MAX))
+    inbox: deque[Any] = field(default_factory=deque)
     arrived: anyio.Event = field(default_factory=anyio.Event)
     open: bool = True
 
@@ -67,6 +70,7 @@ class Callbacks:
         self.token = secrets.token_urlsafe(32)
         self.tasks: dict[str, _Task] = {}
         self.early: OrderedDict[str, list[Any]] = OrderedDict()
+        self.held = 0  # bodies in inboxes and the early buffer
         self.submits = 0
         self.seen: dict[str, deque[float]] = {}
         self.stats = Stats()
@@ -87,7 +91,9 @@ class Callbacks:
             if self.submits == 0 and self.early:
                 # Every submit on the wire has claimed its task: the rest name no task of
                 # this run.
-                self.reject("unknown task", sum(len(v) for v in self.early.values()))
+                dropped = sum(len(v) for v in self.early.values())
+                self.reject("unknown task", dropped)
+                self.held -= dropped
                 self.early.clear()
 
     def expect(self, task_id: str) -> None:
@@ -104,6 +110,7 @@ class Callbacks:
         task = self.tasks.get(task_id)
         if task is not None:
             task.open = False
+            self.held -= len(task.inbox)
             task.inbox.clear()
 
     async def wait(self, task_id: str, seconds: float, clock: Clock) -> list[Any]:
@@ -120,6 +127,7 @@ class Callbacks:
                 await task.arrived.wait()
                 tg.cancel_scope.cancel()
         bodies = list(task.inbox)
+        self.held -= len(bodies)
         task.inbox.clear()
         task.arrived = anyio.Event()
         return bodies
@@ -146,24 +154,24 @@ class Callbacks:
             self.reject("no task id")
             return 400
         task = self.tasks.get(task_id)
-        if task is None:
-            if self.submits == 0:
-                self.reject("unknown task")
-                return 404
-            held = self.early.setdefault(task_id, [])
-            self.early.move_to_end(task_id)
-            if len(held) < INBOX_MAX:
-                held.append(body)
-            while len(self.early) > EARLY_MAX:
-                _, dropped = self.early.popitem(last=False)
-                self.reject("unknown task", len(dropped))
-            return 200
-        if not task.open:
+        if task is not None and not task.open:
             self.stats.ignored += 1
             return 200
-        task.inbox.append(body)
-        task.arrived.set()
-        self.stats.received += 1
+        if task is None and self.submits == 0:
+            self.reject("unknown task")
+            return 404
+        queue = task.inbox if task is not None else self.early.setdefault(task_id, [])
+        if len(queue) >= INBOX_MAX or self.held >= HELD_MAX:
+            # Answered 503 so a real sender tries again later; the fallback poll remains.
+            self.reject("too many held")
+            return 503
+        queue.append(body)
+        self.held += 1
+        if task is not None:
+            task.arrived.set()
+            self.stats.received += 1
+        else:
+            self.early.move_to_end(task_id)
         return 200
 
     def reject(self, reason: str, n: int = 1) -> None:

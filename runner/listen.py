@@ -40,6 +40,8 @@ WRITE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 64
 LOG_MAX = 20
 SEGMENT = b"/cb/"
+# The registry's refusals (it counts them itself), by the status it answered.
+FILED = {400: "no task id", 404: "unknown task", 503: "too many held"}
 T = TypeVar("T")
 
 
@@ -119,6 +121,8 @@ class Listener:
                         await stream.send(_response(conn, answer.status))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 pass  # the client went away; nothing was filed unless it was complete
+            except Exception as exc:  # noqa: BLE001 - a defect here must not end a paid run
+                self._rejected("listener error", stream, f"{type(exc).__name__}: {exc}")
             finally:
                 self.active -= 1
 
@@ -165,18 +169,16 @@ class Listener:
         if not isinstance(body, dict):
             return Answer(400, "malformed JSON")
         status = self.callbacks.deliver(body)
-        reasons = {400: "no task id", 404: "unknown task"}
-        return Answer(status, reasons.get(status))
+        return Answer(status, FILED.get(status))
 
-    def _rejected(self, reason: str, stream: anyio.abc.SocketStream) -> None:
-        if reason not in ("no task id", "unknown task"):
+    def _rejected(self, reason: str, stream: anyio.abc.SocketStream, detail: str = "") -> None:
+        if reason not in FILED.values():
             self.callbacks.reject(reason)  # the registry counted those itself
         if self.logged < LOG_MAX:
             self.logged += 1
-            peer = _peer(stream)
             more = "; further rejections are only counted" if self.logged == LOG_MAX else ""
-            self.note(f"callback rejected ({reason}) from {peer}{more}")
-
+            why = f"{reason}: {detail}" if detail else reason
+            self.note(f"callback rejected ({why}) from {_peer(stream)}{more}")
 
 def _response(conn: h11.Connection, status: int) -> bytes:
     data = json.dumps({"code": status, "msg": "ok" if status == 200 else "rejected"}).encode()

@@ -13,7 +13,8 @@ import pytest
 
 from runner.callbacks import Callbacks
 from runner.errors import UsageError
-from runner.listen import MAX_BODY, Listener, parse_address
+from runner.listen import LOG_MAX, MAX_BODY, Listener, parse_address
+from runner.pacing import Clock
 from runner.providers.sunoapi_callback import task_id
 
 Test = Callable[["Rig"], Awaitable[None]]
@@ -289,3 +290,32 @@ def test_listen_addresses(text: str, expected: tuple[str, int]):
 def test_bad_listen_addresses(text: str):
     with pytest.raises(UsageError, match="--listen"):
         parse_address(text)
+
+
+def test_what_is_held_is_bounded_and_the_excess_is_503(monkeypatch):
+    monkeypatch.setattr("runner.callbacks.HELD_MAX", 5)
+
+    async def test(rig: Rig) -> None:
+        rig.callbacks.expect("t2")
+        codes = [(await rig.http.post(rig.url, json=complete("t1" if i % 2 else "t2"))
+                  ).status_code for i in range(7)]
+        assert codes == [200] * 5 + [503] * 2
+        assert len(rig.inbox("t1")) + len(rig.inbox("t2")) == 5
+        # Taking a task's bodies makes room again.
+        assert len(await rig.callbacks.wait("t1", 0, Clock())) == 2
+        assert (await rig.http.post(rig.url, json=complete())).status_code == 200
+
+    rig = serve(test)
+    assert rig.callbacks.stats.rejected == {"too many held": 2}
+    assert rig.callbacks.held == 4
+
+
+def test_rejections_are_logged_up_to_a_limit_then_counted():
+    async def test(rig: Rig) -> None:
+        for _ in range(LOG_MAX + 5):
+            assert (await rig.http.post(f"{rig.base}/cb/nope", json={})).status_code == 404
+
+    rig = serve(test)
+    assert len(rig.notes) == LOG_MAX
+    assert rig.notes[-1].endswith("further rejections are only counted")
+    assert rig.callbacks.stats.rejected == {"wrong path or token": LOG_MAX + 5}
