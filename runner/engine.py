@@ -602,7 +602,9 @@ class Engine:
                         deadline: float | None) -> Result | None:
         """Wait for a callback that ends the task, until fallback poll `n` is due: its
         Result, or None when it is time to poll. Bodies are taken in arrival order and the
-        first that completes the task wins; text and first stages only wake us."""
+        first that completes the task wins. Text and first stages only wake us: starting
+        the steps that use only `tracks[0]` on `first` would key them on a partial result
+        that a resumed run could not reproduce, and so risk paying for them twice."""
         due = t0 + cb.fallback_after(op.type, n)
         if deadline is not None:
             due = min(due, deadline)
