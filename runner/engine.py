@@ -582,11 +582,10 @@ class Engine:
                         self.poller.learn(op.type, self.clock.now() - t0)
                         return res
                 n += 1
+                self.counts.polls += 1  # a request, whatever it answers (a failure too)
                 try:
                     res = await self.remote.poll(op, task_id)
-                    self.counts.polls += 1
                 except TransientError as exc:
-                    self.counts.polls += 1
                     await self.clock.sleep(backoff.next(exc.retry_after))
                     continue
                 if res is not None:

@@ -182,7 +182,9 @@ def test_an_error_callback_is_confirmed_by_a_poll_and_classified_like_one(srv, t
     assert [d["stage"] for d in srv.callbacks].count("error") == 1
     generate_polls = [e for e in srv.log if e["path"] == "/api/v1/generate/record-info"]
     assert len(generate_polls) == 1  # the confirmation of the error; the retry came by callback
-    assert report(tmp_path, "err")["counts"]["callbacks"] == 4
+    counts = report(tmp_path, "err")["counts"]
+    assert counts["callbacks"] == 4
+    assert counts["polls"] == 1
 
 
 ONE = """\
