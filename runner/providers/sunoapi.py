@@ -180,6 +180,7 @@ class SunoApiProvider:
         self.api = ApiClient(config, env=env, clock=self.clock)
         self.upload_base = (config.upload_base_url or config.base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
+        self.recovery_callback = self.callback
         self._files = files_client(config)
         self._uploads: dict[str, dict[str, Any]] | None = None
         self._upload_locks: dict[str, anyio.Lock] = {}
@@ -245,6 +246,9 @@ class SunoApiProvider:
         Its last segment is the run's secret token: an answer that quotes it (an error
         message echoing the request) is redacted like the key."""
         self.callback = url
+        # Recovery tasks are polled here, never waited for by the engine: their callbacks
+        # would only reach the listener as unknown tasks.
+        self.recovery_callback = PLACEHOLDER_CALLBACK
         token = url.rstrip("/").rsplit("/", 1)[-1]
         redact = self.api.redact
         self.api.redact = lambda text: redact(text).replace(token, "[redacted]")
@@ -734,7 +738,8 @@ class SunoApiProvider:
         if any(t["file"].url in dead for t in tracks):
             env = await self._call(op.step, "POST", f"{V1}/suno/recovery", family=NEWER,
                                    submit=False,
-                                   json={"sunoTaskId": task_id, "callBackUrl": self.callback})
+                                   json={"sunoTaskId": task_id,
+                                         "callBackUrl": self.recovery_callback})
             data = env.get("data") or {}
             rid = data.get("task_id") or data.get("taskId")  # snake_case here (REFERENCE 2.19)
             if not rid:
