@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import secrets
 import statistics
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,7 +69,7 @@ class Callbacks:
         # The secret part of the callback URL: 256 bits, new for every run, never logged.
         self.token = secrets.token_urlsafe(32)
         self.tasks: dict[str, _Task] = {}
-        self.early: OrderedDict[str, list[Any]] = OrderedDict()
+        self.early: dict[str, list[Any]] = {}  # task id -> bodies that overtook its submit
         self.held = 0  # bodies in inboxes and the early buffer
         self.submits = 0
         self.seen: dict[str, deque[float]] = {}
@@ -170,8 +170,6 @@ class Callbacks:
         if task is not None:
             task.arrived.set()
             self.stats.received += 1
-        else:
-            self.early.move_to_end(task_id)
         return 200
 
     def reject(self, reason: str, n: int = 1) -> None:

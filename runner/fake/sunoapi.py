@@ -4,6 +4,9 @@ Envelopes are `{code, msg, data}` at HTTP 200; the upload host adds `success`. T
 tables apply (REFERENCE 1.1 / 1.2): the "classic" family (generate, lyrics, style ...)
 says 429 for insufficient credits and 405 for the rate limit; the "newer" endpoints (WAV,
 MP4, cover art, stems, persona, replace-section, recovery) say 402 and 429.
+
+With the `callbacks` configuration key set, every task whose submit names a callBackUrl
+is called back in stages (bodies in sunoapi_callbacks.py, delivery in courier.py).
 """
 
 from __future__ import annotations
