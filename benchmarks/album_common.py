@@ -164,10 +164,10 @@ class Fake:
     """`python -m runner.fake` in its own process (its CPU is not the client's), with the
     control endpoints as methods."""
 
-    def __init__(self, scale: float, workdir: Path) -> None:
+    def __init__(self, scale: float, workdir: Path, extra: dict[str, Any] | None = None) -> None:
         self.scale = scale
         cfg = workdir / f"fake-{time.monotonic_ns()}.json"
-        cfg.write_text(json.dumps(fake_config(scale)))
+        cfg.write_text(json.dumps({**fake_config(scale), **(extra or {})}))
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-credits", type=float, metavar="N",
                    help="refuse to submit beyond this many credits")
     p.add_argument("--report", metavar="FILE", help="write a JSON report")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="sunoapi: take the service's callbacks on this address (port 0: any "
+                   "free one) instead of mostly polling; the service reaches it through the "
+                   "provider's callback_url (default http://HOST:PORT)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
     return parser
@@ -203,13 +207,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    listen = None
+    if args.listen is not None:
+        from runner.listen import parse_address
+
+        listen = parse_address(args.listen)
     return run.execute(
         args.recipe, overrides=overrides(args), state_dir=args.state_dir, out_dir=args.out,
         report_path=args.report, quiet=args.quiet,
         opts={"concurrency": args.concurrency, "keep_going": args.keep_going,
               "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
               "resubmit_uncertain": not args.no_resubmit_uncertain,
-              "max_credits": args.max_credits})
+              "max_credits": args.max_credits}, listen=listen)
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

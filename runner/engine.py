@@ -17,6 +17,12 @@ The never-pay-twice rules, each enforced where marked below:
    step's ``retry`` asks for it (that costs credits).
 6. 401 and "insufficient credits" stop every new submission at once; what is already paid
    for keeps being polled and downloaded.
+
+With callbacks (`--listen`, Options.callbacks), a task this run submitted waits for its
+callback or its next fallback poll, whichever comes first (`_callback`); a callback that
+completes the task gives the same Result a poll would, and everything after it (the
+journal's ``done``, the downloads) is unchanged. A reported failure is confirmed by a poll
+first, since it decides rule 5.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
 from runner import models
+from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -43,7 +50,7 @@ from runner.errors import (
 )
 from runner.pacing import SENT_AT, Backoff, Clock, Poller
 from runner.plan import Instance, Plan, key, render_inputs
-from runner.providers import Fetch, Op, Produced, Provider, Result
+from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
 from runner.steps import TYPES
 from runner.store import Store
@@ -67,6 +74,7 @@ class Options:
     max_credits: float | None = None
     clock: Clock = field(default_factory=Clock)
     handle_signals: bool = True
+    callbacks: Callbacks | None = None  # --listen: the run's callback registry
 
 
 @dataclass
@@ -87,6 +95,7 @@ class Counts:
     polls: int = 0
     downloads: int = 0
     possibly_submitted: int = 0
+    callbacks: int = 0  # tasks completed by a callback rather than a poll
 
 
 class Engine:
@@ -114,6 +123,7 @@ class Engine:
         self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
         pc = self.recipe.provider
         self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
+        self.callbacks = opts.callbacks
         self._http: Any = None
         self.selected = self._select()
         self.base_dir = self.recipe.path.parent.resolve()
@@ -507,7 +517,15 @@ class Engine:
             self.submits_idle = anyio.Event() if self.inflight_submits == 1 else \
                 self.submits_idle
             try:
-                return await self.remote.submit(op)
+                if self.callbacks is None:
+                    return await self.remote.submit(op)
+                with self.callbacks.submitting():
+                    sub: Any = await self.remote.submit(op)
+                    if sub.task_id is not None:
+                        # Claimed while the submit still counts as on the wire, so a
+                        # callback that overtook this answer is waiting for it.
+                        self.callbacks.expect(sub.task_id)
+                    return sub
             except PossiblySubmitted as exc:
                 await self._durable("uncertain", op.key, op.step, error=str(exc))
                 self.counts.possibly_submitted += 1
@@ -541,41 +559,86 @@ class Engine:
         timeout = inst.step.timeout
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         n = 0
+        # Only a task this run submitted can be called back (the URL's token is per run):
+        # a resumed one is polled on the usual schedule.
+        cb = self.callbacks if self.callbacks is not None and \
+            self.callbacks.expects(task_id) else None
         running: float | None = None  # when a poll last found the task running
         planned = True  # the first poll was placed by what the poller knew
-        while True:
-            # The deadline is measured on the engine's clock, between polls; each
-            # request is bounded by request_timeout, so a step can overrun by at most
-            # one request.
-            if timeout is not None and self.clock.now() - t0 >= timeout:
-                raise StepError(f"timed out after {timeout:g} s waiting for task "
-                                f"{task_id}; it stays recorded, and the next run polls it "
-                                "again", step=inst.id)
-            placed = await self.poller.wait(op.type, t0, n)
-            planned = placed if n == 0 else planned
-            n += 1
-            # The poll's answer tells how the task was when the request left (after the
-            # rate limiter's queue), not when the answer came back.
-            before = self.clock.now()
-            SENT_AT.set(None)
-            try:
-                res = await self.remote.poll(op, task_id)
-                self.counts.polls += 1
-            except TransientError as exc:
-                self.counts.polls += 1
-                await self.clock.sleep(backoff.next(exc.retry_after))
-                continue
-            sent_at = SENT_AT.get()
-            sent = (sent_at or before) - t0
-            if sent_at is not None:
-                self.poller.queued(sent_at - before)
-            if res is None:
-                running = sent
-                continue
-            self.poller.learn(op.type, running, sent, planned)
-            if not res.task_ids:
-                res.task_ids = [task_id]
-            return res
+        try:
+            while True:
+                # The deadline is measured on the engine's clock, between polls; each
+                # request is bounded by request_timeout, so a step can overrun by at most
+                # one request.
+                if timeout is not None and self.clock.now() - t0 >= timeout:
+                    raise StepError(f"timed out after {timeout:g} s waiting for task "
+                                    f"{task_id}; it stays recorded, and the next run polls "
+                                    "it again", step=inst.id)
+                if cb is None:
+                    placed = await self.poller.wait(op.type, t0, n)
+                    planned = placed if n == 0 else planned
+                else:
+                    res = await self._callback(
+                        op, task_id, cb, t0, n, None if timeout is None else t0 + timeout)
+                    if res is not None:
+                        took = self.clock.now() - t0  # a callback comes when the task ends
+                        cb.learn(op.type, took)
+                        self.poller.learn(op.type, took, took)
+                        return res
+                n += 1
+                self.counts.polls += 1  # a request, whatever it answers (a failure too)
+                # The poll's answer tells how the task was when the request left (after
+                # the rate limiter's queue), not when the answer came back.
+                before = self.clock.now()
+                SENT_AT.set(None)
+                try:
+                    res = await self.remote.poll(op, task_id)
+                except TransientError as exc:
+                    await self.clock.sleep(backoff.next(exc.retry_after))
+                    continue
+                sent_at = SENT_AT.get()
+                sent = (sent_at or before) - t0
+                if sent_at is not None:
+                    self.poller.queued(sent_at - before)
+                if res is None:
+                    running = sent
+                    continue
+                # A fallback poll (callbacks on) is not placed by the poller: it teaches
+                # only with a "running" answer before it.
+                self.poller.learn(op.type, running, sent, planned and cb is None)
+                if not res.task_ids:
+                    res.task_ids = [task_id]
+                return res
+        finally:
+            if cb is not None:
+                cb.finish(task_id)  # later callbacks for it are duplicates: ignored
+
+    async def _callback(self, op: Op, task_id: str, cb: Callbacks, t0: float, n: int,
+                        deadline: float | None) -> Result | None:
+        """Wait for a callback that ends the task, until fallback poll `n` is due: its
+        Result, or None when it is time to poll. Bodies are taken in arrival order and the
+        first that completes the task wins. Text and first stages only wake us: starting
+        the steps that use only `tracks[0]` on `first` would key them on a partial result
+        that a resumed run could not reproduce, and so risk paying for them twice."""
+        due = t0 + cb.fallback_after(op.type, n)
+        if deadline is not None:
+            due = min(due, deadline)
+        prov = cast(CallbackProvider, self.remote)
+        while (left := due - self.clock.now()) > 0:
+            for body in await cb.wait(task_id, left, self.clock):
+                try:
+                    res = prov.from_callback(op, task_id, body)
+                except TaskFailed:
+                    # Whether to pay again (rule 5) is decided on the service's own
+                    # record, never on a pushed message alone: poll now.
+                    return None
+                if res is not None:
+                    cb.used()
+                    self.counts.callbacks += 1
+                    if not res.task_ids:
+                        res.task_ids = [task_id]
+                    return res
+        return None
 
     # --- files -----------------------------------------------------------------------
 

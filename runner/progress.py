@@ -32,6 +32,12 @@ class PlainProgress:
     def note(self, text: str) -> None:
         self._line(text)
 
+    def always(self, text: str) -> None:
+        """A line that --quiet does not silence: where the callback listener listens, and
+        the callbacks it rejects."""
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {text}", file=self.stream, flush=True)
+
     def start(self, total: int) -> None:
         self._line(f"running {total} step instances")
 
@@ -74,6 +80,9 @@ class LiveProgress(PlainProgress):
         self._refresh()
 
     def note(self, text: str) -> None:
+        self.console.print(text)
+
+    def always(self, text: str) -> None:
         self.console.print(text)
 
     def _refresh(self) -> None:

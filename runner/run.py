@@ -8,13 +8,14 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from runner import export, lock, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
+from runner.callbacks import Callbacks
 from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
@@ -23,7 +24,11 @@ from runner.errors import (
     SunoflowError,
     UsageError,
 )
+from runner.pacing import Clock
 from runner.store import Store
+
+if TYPE_CHECKING:
+    from runner.listen import Listener
 
 
 def default_state_dir(recipe_path: Path) -> Path:
@@ -32,9 +37,11 @@ def default_state_dir(recipe_path: Path) -> Path:
 
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
-            quiet: bool = False) -> int:
+            quiet: bool = False, listen: tuple[str, int] | None = None) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
     p = planner.build(r)
+    if listen is not None:
+        _check_listen(r.provider, listen)
     for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
         if sid not in r.steps:
             raise UsageError(f"no step '{sid}' in {recipe_path}"
@@ -55,27 +62,48 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
         opts = {**opts, "keep_going": True}
-    engine_opts = Options(state_dir=sdir, **opts)
     provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
+    clock = Clock()
     if r.provider.kind != "local":
         provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
-                                                  store=store, clock=engine_opts.clock)
+                                                  store=store, clock=clock)
+    remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
     ui = progress.make(quiet)
+    callbacks: Callbacks | None = None
+    listener: Listener | None = None
+    if listen is not None and remote is not None:
+        from runner.listen import Listener
+
+        callbacks = Callbacks(remote.callback_task_id, r.provider.max_poll_interval)
+        listener = Listener(callbacks, ui.always)
+    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts)
     engine = Engine(p, store, provs, engine_opts, ui)
     status = "failed"
-    remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
     credits: dict[str, Any] = {"before": None, "after": None}
+
+    async def work() -> str:
+        if remote is not None and not opts.get("frozen"):
+            credits["before"] = await _credits(remote)
+        result = await engine.run()
+        if remote is not None and engine.counts.submissions:
+            credits["after"] = await _credits(remote)
+        return result
 
     async def session() -> str:
         # One event loop for the whole run: the providers' HTTP clients belong to it.
         try:
-            if remote is not None and not opts.get("frozen"):
-                credits["before"] = await _credits(remote)
-            result = await engine.run()
-            if remote is not None and engine.counts.submissions:
-                credits["after"] = await _credits(remote)
-            return result
+            if listener is None or callbacks is None or listen is None:
+                return await work()
+            assert remote is not None
+            base = await listener.bind(*listen)
+            ui.always(f"listening for callbacks on {base}")
+            public = r.provider.callback_url or base
+            if r.provider.callback_url:
+                ui.note(f"the service calls back through {public.rstrip('/')}/cb/<token> "
+                        "(a new secret token every run)")
+            remote.use_callback_url(callbacks.url(public))
+            return await listener.serving(work)
         finally:
             with anyio.CancelScope(shield=True):
                 for prov in provs.values():
@@ -104,6 +132,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             status, error = "failed", str(exc)
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
+    if callbacks is not None:
+        report["callbacks"] = asdict(callbacks.stats)
+        _callback_summary(callbacks, ui)
     if report_path:
         Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
     summary(engine, status, odir if exported else None, error, ui)
@@ -117,6 +148,32 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if status == "interrupted":
         raise Interrupted("interrupted; run the same command again to resume")
     return 0 if status == "succeeded" else 1
+
+
+def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
+    if provider.kind == "newapi":
+        raise UsageError("--listen: callbacks are a sunoapi feature; the newapi relay format "
+                         "has no callback sunoflow could rely on (relays' notify_hook is "
+                         "undocumented by new-api itself), so a newapi run polls; drop "
+                         "--listen")
+    if provider.kind != "sunoapi":
+        raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
+                         "back; callbacks need provider sunoapi")
+    host = listen[0]
+    if host in ("", "0.0.0.0", "::") and not provider.callback_url:
+        raise UsageError(f"--listen {host or '*'}:{listen[1]} listens on every address, so "
+                         "sunoflow cannot tell the service where to call back: set "
+                         "callback_url in the provider block to the public address that "
+                         "forwards to the listener")
+
+
+def _callback_summary(callbacks: Callbacks, ui: Any) -> None:
+    st = callbacks.stats
+    rejected = sum(st.rejected.values())
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(st.rejected.items()))
+    ui.note(f"callbacks: {st.received} received, {st.used} completed a task, {st.ignored} "
+            f"ignored (duplicates or late)"
+            + (f", {rejected} rejected ({reasons})" if rejected else ""))
 
 
 def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:

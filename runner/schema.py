@@ -65,7 +65,9 @@ PROVIDER = {
                 "api_key_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
                                 "description": "the NAME of the environment variable that "
                                                "holds the key (default SUNO_API_KEY)"},
-                "callback_url": {"type": "string", "pattern": "^https?://"},
+                "callback_url": {"type": "string", "pattern": "^https?://",
+                                 "description": "sunoapi with `run --listen`: the public "
+                                                "address that forwards to the listener"},
                 "rate_limit": {
                     "type": "object", "additionalProperties": False,
                     "required": ["requests", "per_seconds"],

@@ -6,6 +6,7 @@
         srv.url                      # http://127.0.0.1:PORT
         srv.configure(faults=[...])  # same keys as POST /_fake/config
         srv.log                      # the request log (list of dicts)
+        srv.callbacks                # callbacks delivered (config key `callbacks`)
 
 Keyword options are configuration keys (see `runner.fake.config.DEFAULTS`); `config`
 takes a whole configuration dict (a parsed `--config` file) that the keywords override.
@@ -70,6 +71,7 @@ class FakeServer:
         if self._httpd is None:
             return
         self.world.stopping.set()
+        self.world.wake()  # the callback courier, if any
         self._httpd.shutdown()
         self._httpd.close_connections()
         self._httpd.server_close()
@@ -97,6 +99,11 @@ class FakeServer:
     @property
     def log(self) -> list[dict[str, Any]]:
         return self.world.snapshot_log()
+
+    @property
+    def callbacks(self) -> list[dict[str, Any]]:
+        """The callbacks sent (or not) so far: task_id, stage, url, status, error."""
+        return self.world.snapshot_deliveries()
 
     @property
     def tasks(self) -> list[dict[str, Any]]:

@@ -28,6 +28,16 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
     lyrics_variants        default 2
     extend_returns         "whole" | "continuation" | null (sunoapi whole, relay continuation)
     relay_extras           relay concat and upload endpoints on (default) or off
+    callbacks              null (default: no callbacks are sent) or {"delay": s,
+                           "jitter": s, "duplicate": p, "loss": p, "timeout": s}: sunoapi
+                           POSTs each stage (text, first, complete; error for a failed task)
+                           to the submit's callBackUrl, `delay` fake seconds after the stage
+                           is reached plus a uniform draw from [0, jitter] (so stages and
+                           copies may arrive out of order); `duplicate`: probability of a
+                           second copy; `loss`: probability a delivery is dropped; `timeout`
+                           (default 15): how long it waits for the answer. Only loopback
+                           URLs are called; any other counts as a failed delivery, and a
+                           failed last stage makes record-info say CALLBACK_EXCEPTION.
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -108,7 +118,9 @@ DEFAULTS: dict[str, Any] = {
     "lyrics_variants": 2,
     "extend_returns": None,
     "relay_extras": True,
+    "callbacks": None,
 }
+CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
 
 MATCH_KEYS = frozenset({"path", "method", "op", "json"})
 ACTION_KEYS = frozenset(
@@ -274,7 +286,27 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("extend_returns: expected 'whole', 'continuation' or null")
     if not isinstance(full["relay_extras"], bool):
         raise ConfigError("relay_extras: expected true or false")
+    if full["callbacks"] is not None:
+        full["callbacks"] = _validate_callbacks(full["callbacks"])
     return full
+
+
+def _validate_callbacks(spec: Any) -> dict[str, float]:
+    if not isinstance(spec, dict):
+        raise ConfigError("callbacks: expected null or an object like {'delay': 1}")
+    unknown = set(spec) - set(CALLBACK_KEYS)
+    if unknown:
+        raise ConfigError(f"callbacks: unknown key(s) {sorted(unknown)}; known: "
+                          f"{sorted(CALLBACK_KEYS)}")
+    out = {**CALLBACK_KEYS, **spec}
+    for key in CALLBACK_KEYS:
+        out[key] = _number(out[key], f"callbacks.{key}")
+    for key in ("duplicate", "loss"):
+        if out[key] > 1:
+            raise ConfigError(f"callbacks.{key}: must be between 0 and 1")
+    if out["timeout"] <= 0:
+        raise ConfigError("callbacks.timeout: must be > 0")
+    return out
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class Request:
     base: str  # scheme://host:port the client used: the prefix of every file URL we hand out
     entry: dict[str, Any]
     fault: dict[str, Any] | None = None  # a fired fail_task rule, for the task it creates
+    # Run once the handler has answered without error: work that needs the whole task
+    # (its clips), such as scheduling its callbacks.
+    after: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -215,7 +218,10 @@ class App:
         if key is not None and not _authorized(req.headers, key):
             return self.protocol.unauthorized(route)
         try:
-            return route.handler(req)
+            resp = route.handler(req)
+            for fn in req.after:
+                fn()
+            return resp
         except ApiError as exc:
             return self.protocol.error(
                 route, exc.code, exc.msg, http_status=exc.http_status, data=exc.data
@@ -252,6 +258,8 @@ class App:
             return Response.json_body(world.snapshot_log())
         if (method, path) == ("GET", "/_fake/tasks"):
             return Response.json_body(world.snapshot_tasks())
+        if (method, path) == ("GET", "/_fake/callbacks"):
+            return Response.json_body(world.snapshot_deliveries())
         if (method, path) == ("GET", "/_fake/config"):
             return Response.json_body(world.public_config())
         if (method, path) == ("GET", "/_fake/state"):

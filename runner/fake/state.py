@@ -57,6 +57,7 @@ class Task:
     clips: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     refunded: bool = False
+    callback_failed: bool = False  # the last stage's callback was not delivered
 
     def fraction(self, now: float) -> float:
         if self.wall <= 0:
@@ -98,6 +99,9 @@ class World:
     def __init__(self, protocol: str, config: dict[str, Any]) -> None:
         self.protocol = protocol
         self.lock = threading.RLock()
+        # Notified when the clock jumps, the configuration changes or the server stops:
+        # the callback courier waits on it for its next delivery.
+        self.changed = threading.Condition(self.lock)
         self.stopping = threading.Event()  # set on shutdown; every sleep waits on it
         self.initial = cfg.validate(config)
         self.base_url = "http://127.0.0.1"
@@ -125,6 +129,11 @@ class World:
             self.refunds: list[Task] = []
             # Records that exist at most once: ("wav", audioId) -> task id, and so on.
             self.singletons: dict[tuple[str, str], str] = {}
+            # Callbacks waiting for their time (a heap of (due, seq, delivery)) and what
+            # became of those sent.
+            self.outbox: list[tuple[float, int, Any]] = []
+            self.deliveries: list[dict[str, Any]] = []
+            self.changed.notify_all()
 
     def configure(self, patch: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -136,6 +145,7 @@ class World:
                 self._seed(full["seed"])
             if "credits" in patch:
                 self.credits = full["credits"]
+            self.changed.notify_all()
             return self.public_config()
 
     def _seed(self, seed: int) -> None:
@@ -144,6 +154,7 @@ class World:
         self.rng = random.Random(f"{seed}-latency")
         self.id_rng = random.Random(f"{seed}-ids")
         self.fault_rng = random.Random(f"{seed}-faults")
+        self.callback_rng = random.Random(f"{seed}-callbacks")
 
     def public_config(self) -> dict[str, Any]:
         with self.lock:
@@ -160,7 +171,13 @@ class World:
     def advance(self, seconds: float) -> float:
         with self.lock:
             self._offset += seconds
+            self.changed.notify_all()
             return self.now()
+
+    def wake(self) -> None:
+        """Wake whatever waits on `changed` (on shutdown)."""
+        with self.lock:
+            self.changed.notify_all()
 
     def epoch_ms(self, t: float) -> int:
         return int((self._epoch + t) * 1000)
@@ -390,6 +407,10 @@ class World:
         with self.lock:
             return copy.deepcopy(self.log)
 
+    def snapshot_deliveries(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self.deliveries)
+
     def snapshot_tasks(self) -> list[dict[str, Any]]:
         with self.lock:
             self.settle()
@@ -412,6 +433,7 @@ class World:
                         "fail_status": task.fail["status"] if task.fail else None,
                         "price": task.price,
                         "refunded": task.refunded,
+                        "callback_failed": task.callback_failed,
                         "clips": list(task.clips),
                     }
                 )

@@ -4,6 +4,9 @@ Envelopes are `{code, msg, data}` at HTTP 200; the upload host adds `success`. T
 tables apply (REFERENCE 1.1 / 1.2): the "classic" family (generate, lyrics, style ...)
 says 429 for insufficient credits and 405 for the rate limit; the "newer" endpoints (WAV,
 MP4, cover art, stems, persona, replace-section, recovery) say 402 and 429.
+
+With the `callbacks` configuration key set, every task whose submit names a callBackUrl
+is called back in stages (bodies in sunoapi_callbacks.py, delivery in courier.py).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from runner.fake import content
+from runner.fake import content, sunoapi_callbacks
 from runner.fake.config import MUSIC_OPS
+from runner.fake.courier import Courier
 from runner.fake.server import ApiError, Protocol, Request, Response, Route
 from runner.fake.state import Clip, NoCredits, Resource, Task
 from runner.fake.uploads import UploadHost
@@ -67,6 +71,7 @@ DEFAULT_FAIL_CODES = {
     "GENERATE_LYRICS_FAILED": 501,
 }
 CLASSIC, NEWER, UPLOAD = "classic", "newer", "upload"
+DONE_FLAGS = frozenset({"SUCCESS", "CALLBACK_EXCEPTION"})  # the work exists in both
 
 
 class SunoApi(Protocol):
@@ -75,6 +80,9 @@ class SunoApi(Protocol):
     def __init__(self, world: Any) -> None:
         super().__init__(world)
         uploads = UploadHost(self.world)
+        self.courier = Courier(
+            self.world, lambda task, stage, base: sunoapi_callbacks.body(self, task, stage, base)
+        )
         v1 = "/api/v1"
         post, get = "POST", "GET"
         self.routes: dict[tuple[str, str], Route] = {
@@ -171,11 +179,16 @@ class SunoApi(Protocol):
         data: dict[str, Any] | None = None,
     ) -> Task:
         try:
-            return self.world.create_task(
+            task = self.world.create_task(
                 req.entry, req.fault, task_id=self.world.new_hex(), op=op, params=params, data=data
             )
         except NoCredits as exc:
             raise ApiError(402 if family == NEWER else 429, str(exc)) from None
+        url = params.get("callBackUrl")
+        if isinstance(url, str) and self.world.config["callbacks"] is not None:
+            stages = sunoapi_callbacks.stages(task)
+            req.after.append(lambda: self.courier.schedule(task, url, req.base, stages))
+        return task
 
     def _charge(self, op: str, family: str) -> int:
         try:
@@ -288,7 +301,12 @@ class SunoApi(Protocol):
         """successFlag of the string-flag families (stems, WAV, MP4)."""
         if not task.done(self.world.now()):
             return "PENDING"
-        return task.fail["status"] if task.fail else "SUCCESS"
+        return task.fail["status"] if task.fail else self._success(task)
+
+    @staticmethod
+    def _success(task: Task) -> str:
+        # The work is done, but the callback to the client failed (REFERENCE 2.22).
+        return "CALLBACK_EXCEPTION" if task.callback_failed else "SUCCESS"
 
     # -- music family ----------------------------------------------------------------------
 
@@ -509,18 +527,18 @@ class SunoApi(Protocol):
     def _music_status(self, task: Task) -> str:
         now = self.world.now()
         if task.done(now):
-            return task.fail["status"] if task.fail else "SUCCESS"
+            return task.fail["status"] if task.fail else self._success(task)
         fraction = task.fraction(now)
         # Stream URLs come at about a quarter of the run (30-40 s of 2-3 min, REFERENCE 1.3).
         if fraction >= 0.75:
             return "FIRST_SUCCESS"
         return "TEXT_SUCCESS" if fraction >= 0.25 else "PENDING"
 
-    def _suno_item(self, req: Request, clip: Clip, ready: bool) -> dict[str, Any]:
+    def _suno_item(self, base: str, clip: Clip, ready: bool) -> dict[str, Any]:
         world = self.world
-        audio = world.url(req.base, f"audio/{clip.id}.mp3") if ready else ""
-        stream = world.url(req.base, f"stream/{clip.id}.mp3")
-        image = world.url(req.base, f"image/{clip.id}.png")
+        audio = world.url(base, f"audio/{clip.id}.mp3") if ready else ""
+        stream = world.url(base, f"stream/{clip.id}.mp3")
+        image = world.url(base, f"image/{clip.id}.png")
         created = dt.datetime.fromtimestamp(world.epoch_ms(clip.created) / 1000)
         return {
             "id": clip.id,
@@ -548,7 +566,7 @@ class SunoApi(Protocol):
         if status in ("TEXT_SUCCESS", "FIRST_SUCCESS", "SUCCESS", "CALLBACK_EXCEPTION"):
             done = status in ("SUCCESS", "CALLBACK_EXCEPTION")
             items = [
-                self._suno_item(req, clip, done or (status == "FIRST_SUCCESS" and i == 0))
+                self._suno_item(req.base, clip, done or (status == "FIRST_SUCCESS" and i == 0))
                 for i, clip in enumerate(clips)
             ]
             response = {"taskId": task.id, "sunoData": items}
@@ -599,7 +617,7 @@ class SunoApi(Protocol):
             status = task.fail["status"]
             code, message = self._fail(task)
         elif task.done(now):
-            status = "SUCCESS"
+            status = self._success(task)
             response = {
                 "taskId": task.id,
                 "data": [
@@ -718,11 +736,11 @@ class SunoApi(Protocol):
         created, complete = self._times(task)
         flag = self._flag(task)
         response = None
-        if flag == "SUCCESS":
+        if flag in DONE_FLAGS:
             response = dict.fromkeys(ALL_STEM_KEYS)
             for stem, key in task.data["stems"].items():
                 response[key] = self.world.url(req.base, f"stems/{task.id}/{stem}.mp3")
-        code, message = self._fail(task) if flag not in ("PENDING", "SUCCESS") else (None, None)
+        code, message = self._fail(task) if task.fail and flag != "PENDING" else (None, None)
         audio_id = task.data["audio_id"]
         return self.ok(
             {
@@ -772,9 +790,9 @@ class SunoApi(Protocol):
         created, complete = self._times(task)
         flag = self._flag(task)
         response = None
-        if flag == "SUCCESS":
+        if flag in DONE_FLAGS:
             response = {"audioWavUrl": self.world.url(req.base, f"wav/{task.id}.wav")}
-        code, message = self._fail(task) if flag not in ("PENDING", "SUCCESS") else (None, None)
+        code, message = self._fail(task) if task.fail and flag != "PENDING" else (None, None)
         return self.ok(
             {
                 "taskId": task.id,
@@ -806,9 +824,9 @@ class SunoApi(Protocol):
         created, complete = self._times(task)
         flag = self._flag(task)
         response = None
-        if flag == "SUCCESS":
+        if flag in DONE_FLAGS:
             response = {"videoUrl": self.world.url(req.base, f"video/{task.id}.mp4")}
-        code, message = self._fail(task) if flag not in ("PENDING", "SUCCESS") else (None, None)
+        code, message = self._fail(task) if task.fail and flag != "PENDING" else (None, None)
         audio_id = task.data["audio_id"]
         return self.ok(
             {

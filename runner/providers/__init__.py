@@ -11,6 +11,10 @@ operation at a time and does the journaling, retrying and downloading itself:
 - ``poll(op, task_id)`` returns None while the task runs, its result when done, and raises
   TaskFailed when the service failed it.
 
+A provider whose service can push results (sunoapi's `callBackUrl`) is also a
+``CallbackProvider``: it sends the run's listener URL on every submit, names the task a
+callback body is about, and reads a body into the same Result a poll would give.
+
 Results hold file placeholders: ``Fetch(url)`` for a file to download and ``Produced(path)``
 for one made on this machine. The engine replaces each with the stored file.
 """
@@ -77,6 +81,17 @@ class Provider(Protocol):
     async def credits(self) -> float | None: ...
 
     async def aclose(self) -> None: ...
+
+
+class CallbackProvider(Provider, Protocol):
+    def use_callback_url(self, url: str) -> None: ...
+
+    def callback_task_id(self, body: Any) -> str | None: ...
+
+    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        """None while the task runs, its Result when done; raises TaskFailed when the
+        body reports a failure. Never raises anything else, whatever the body holds."""
+        ...
 
 
 def create(config: ProviderConfig, *, env: dict[str, str], **kw: Any) -> Provider:

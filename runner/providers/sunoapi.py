@@ -14,6 +14,8 @@ Shapes and codes follow shared/api/REFERENCE.md section 2. What this module must
   by content (uploads live three days).
 - `refresh` re-reads the details for fresh URLs; when those are dead too, it asks the
   recovery endpoint for new links to the same songs. Neither is a paid generation.
+- A callback (`sunoflow run --listen`) is read by the same readers as a poll: it is first
+  rewritten into the record-info shape (sunoapi_callback.py).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted
+from runner.providers import Fetch, Op, Produced, Result, Submitted, sunoapi_callback
 from runner.providers.http import (
     GATEWAY,
     PLACEHOLDER_CALLBACK,
@@ -178,6 +180,7 @@ class SunoApiProvider:
         self.api = ApiClient(config, env=env, clock=self.clock)
         self.upload_base = (config.upload_base_url or config.base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
+        self.recovery_callback = self.callback
         self._files = files_client(config)
         self._uploads: dict[str, dict[str, Any]] | None = None
         self._upload_locks: dict[str, anyio.Lock] = {}
@@ -235,6 +238,38 @@ class SunoApiProvider:
         if not dead:
             return fresh
         return await self._recover(op, task_id, fresh, dead)
+
+    # --- callbacks (runner.providers.CallbackProvider) -----------------------------------
+
+    def use_callback_url(self, url: str) -> None:
+        """Send `url` as callBackUrl on every submit from now on (the run's listener).
+        Its last segment is the run's secret token: an answer that quotes it (an error
+        message echoing the request) is redacted like the key."""
+        self.callback = url
+        # Recovery tasks are polled here, never waited for by the engine: their callbacks
+        # would only reach the listener as unknown tasks.
+        self.recovery_callback = PLACEHOLDER_CALLBACK
+        token = url.rstrip("/").rsplit("/", 1)[-1]
+        redact = self.api.redact
+        self.api.redact = lambda text: redact(text).replace(token, "[redacted]")
+
+    def callback_task_id(self, body: Any) -> str | None:
+        return sunoapi_callback.task_id(body)
+
+    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        """A callback's result, read exactly as a poll answer with the same content would
+        be: None while the task runs (text and first stages, or a body with nothing
+        usable), a Result when complete; TaskFailed when it reports a failure."""
+        ep = ENDPOINTS.get(op.type)
+        if ep is None or ep.details is None:
+            return None
+        data = sunoapi_callback.details(ep.reader, op.type, body)
+        if not data:
+            return None
+        data["taskId"] = task_id
+        read = getattr(self, f"_read_{ep.reader}")
+        result: Result | None = read(op, task_id, data)
+        return result
 
     async def credits(self) -> float | None:
         env = await self._call(None, "GET", f"{V1}/generate/credit", family=CLASSIC,
@@ -703,7 +738,8 @@ class SunoApiProvider:
         if any(t["file"].url in dead for t in tracks):
             env = await self._call(op.step, "POST", f"{V1}/suno/recovery", family=NEWER,
                                    submit=False,
-                                   json={"sunoTaskId": task_id, "callBackUrl": self.callback})
+                                   json={"sunoTaskId": task_id,
+                                         "callBackUrl": self.recovery_callback})
             data = env.get("data") or {}
             rid = data.get("task_id") or data.get("taskId")  # snake_case here (REFERENCE 2.19)
             if not rid:

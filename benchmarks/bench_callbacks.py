@@ -1,0 +1,102 @@
+"""Callbacks against polling on the same album: requests per task and makespan.
+
+    python benchmarks/bench_callbacks.py [--songs 10] [--scale 0.05] [--loss 0.1]
+
+The album and the fake are those of bench_album.py (album_common: lyrics -> generate ->
+extend -> WAV per song, a video of the first, stems of every 10th; the service's latency
+model and its rate limit, 20 requests per 10 s, both scaled to wall time). The fake runs as
+its own process with callbacks on, and each run gets a fresh fake with the same seed:
+
+1. polling: `sunoflow run` as it stands without --listen (the fake cannot reach the
+   placeholder callback URL, so record-info says CALLBACK_EXCEPTION, which is a success);
+2. callbacks: the same with `--listen 127.0.0.1:0`; the fake POSTs every stage to the
+   listener;
+3. callbacks with a share `--loss` of the deliveries dropped (0 skips it): what the
+   fallback polls cost when callbacks go missing.
+
+Makespan is in the service's model seconds, computed as in bench_album.py (local time
+before the first and after the last request counts unscaled). Requests per task count
+every API request the fake saw plus downloads; the minimum is a submit and a final poll
+per task plus the files, which a run with callbacks can beat: its final poll is the
+callback, which does not touch the rate limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from album_common import Analysis, Fake, Usage, analyse, recipe  # noqa: E402
+from bench_album import local_time, save, sunoflow_cmd, timed, uptime  # noqa: E402
+
+
+def run(n: int, scale: float, root: Path, name: str, callbacks: dict[str, Any],
+        listen: bool) -> tuple[str, Usage, Analysis, float, dict[str, Any]]:
+    work = root / name
+    work.mkdir(parents=True)
+    (work / "album.yaml").write_text(recipe(n, scale))
+    extra = ["--listen", "127.0.0.1:0"] if listen else []
+    with Fake(scale, work, {"callbacks": callbacks}) as fake:
+        usage, t0, t1 = timed(fake, sunoflow_cmd(work, fake.url) + extra)
+        tasks, log = save(work, fake)
+        deliveries = fake.get("callbacks")
+    report = json.loads((work / "report.json").read_text())
+    if usage.returncode != 0 or report["status"] != "succeeded":
+        raise SystemExit(f"{name}: sunoflow failed; see {work}")
+    report["deliveries"] = deliveries
+    return name, usage, analyse(tasks, log, scale), local_time(log, t0, t1), report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--songs", type=int, default=10)
+    p.add_argument("--scale", type=float, default=0.05, help="wall seconds per model second")
+    p.add_argument("--loss", type=float, default=0.1,
+                   help="share of callbacks lost in the third run (0: skip it)")
+    p.add_argument("--keep", metavar="DIR", help="keep every run's files and fake records")
+    args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    print(f"machine: {os.cpu_count()} cores, {platform.platform()}, "
+          f"Python {platform.python_version()}")
+    print(f"load before: {uptime()}")
+    print(f"command: python benchmarks/bench_callbacks.py {' '.join(given)}\n", flush=True)
+    root = Path(args.keep or tempfile.mkdtemp(prefix="bench-callbacks-"))
+    root.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    n, scale = args.songs, args.scale
+    runs = [run(n, scale, root, "polling", {}, False),
+            run(n, scale, root, "callbacks", {}, True)]
+    if args.loss > 0:
+        runs.append(run(n, scale, root, f"callbacks, {args.loss:.0%} lost",
+                        {"loss": args.loss}, True))
+    print(f"### {n} songs, scale {scale:g}\n")
+    print("| run | tasks | makespan (model s) | vs lower bound | API requests / task | "
+          "polls / task | requests / task incl. downloads (min) | rate-limited | "
+          "callbacks used / sent | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, usage, a, local, report in runs:
+        makespan = max(0.0, usage.wall - local) / scale + local
+        sent = len(report["deliveries"])
+        used = report.get("callbacks", {}).get("used", 0)
+        print(f"| {name} | {a.tasks} | {makespan:,.0f} | {makespan / (a.bound / scale):.3f} | "
+              f"{a.api_requests / a.tasks:.2f} | {a.per_op.get('poll', 0) / a.tasks:.2f} | "
+              f"{a.requests / a.tasks:.2f} ({a.min_requests / a.tasks:.2f}) | "
+              f"{a.rate_limited} | {used} / {sent} | {usage.wall:.1f} s |")
+    a = runs[0][2]
+    print(f"\nLower bound (the polling run's draws): critical path {a.critical_path / scale:,.0f}"
+          f" model s, rate limit {a.rate_bound / scale:,.0f} model s: the {a.binds} binds.")
+    print(f"load after: {uptime()}")
+    print(f"total benchmark time: {time.perf_counter() - t_start:.0f} s; files in {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
