@@ -833,3 +833,13 @@ def test_one_provider_serves_several_event_loops(srv, tmp_path):
     assert run(prov.credits) is not None
     run(prov.aclose)
     assert len(res.outputs["tracks"]) == 2
+
+
+def test_a_short_key_is_redacted_as_a_token_without_corrupting_answers():
+    from runner.providers.http import _redactor
+
+    short = _redactor("k")
+    got = short('{"taskId": "k1", "msg": "bad key k"}')
+    assert got == '{"taskId": "k1", "msg": "bad key [redacted]"}'
+    long_key = "sk-0123456789abcdef"
+    assert _redactor(long_key)(f"x{long_key}y") == "x[redacted]y"

@@ -20,6 +20,7 @@ import email.utils
 import functools
 import json
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -56,11 +57,21 @@ def api_key(config: ProviderConfig, env: dict[str, str]) -> str:
 
 
 def _redactor(key: str) -> Callable[[str], str]:
-    """Replaces the key in text we may quote in a message (an answer that echoes it)."""
-    def redact(text: str) -> str:
-        return text.replace(key, "[redacted]") if key in text else text
+    """Replaces the key in text we may quote in a message (an answer that echoes it).
 
-    return redact
+    A real key is long and cannot occur by chance; a short one (a test relay's `k`) would
+    also match inside ordinary words (`taskId`) and corrupt every answer, so it is
+    replaced only where it stands as a token of its own."""
+    if len(key) >= 12:
+        def redact(text: str) -> str:
+            return text.replace(key, "[redacted]") if key in text else text
+        return redact
+    token = re.compile(rf"(?<![A-Za-z0-9_\-]){re.escape(key)}(?![A-Za-z0-9_\-])")
+
+    def redact_token(text: str) -> str:
+        return token.sub("[redacted]", text) if key in text else text
+
+    return redact_token
 
 
 @functools.cache
