@@ -195,7 +195,7 @@ class Poller:
                     if now >= due and line[0] is me:
                         probes = self.probes[fam] = self.probes.get(fam, 0) + 1
                         self.turn[fam] = now + min(self.max_interval,
-                                                   self.interval * PROBE_GROWTH ** probes)
+                                                   self.interval * PROBE_GROWTH ** min(probes, 50))
                         return True
                     await self._sleep_or(self.learned.setdefault(fam, anyio.Event()),
                                          max(due - now, self.interval / 5))
