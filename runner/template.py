@@ -213,6 +213,13 @@ class Compiled:
         # Code generation is the expensive half of Jinja; do it only when first rendered.
         self._ast = ast
 
+    @property
+    def is_ref(self) -> bool:
+        """Whether the template is exactly one reference chain, `{{ steps.x.tracks[0] }}`,
+        so that its value is that of the thing it names."""
+        return self._simple is not None and self.native and len(self.refs) == 1 \
+            and sum(1 for c in self._simple if not isinstance(c, str)) == 1
+
     def _compile(self) -> None:
         m = _WHOLE.match(self.source)
         if self.native and m is not None:
