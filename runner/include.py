@@ -76,6 +76,7 @@ class Includes:
     loaded: dict[Path, Recipe] = field(default_factory=dict)
     failed: dict[Path, list[Diagnostic]] = field(default_factory=dict)
     stack: list[_Frame] = field(default_factory=list)
+    cycles: set[Diagnostic] = field(default_factory=set)  # the recursions found
 
     def load(self, doc: Document, path: Path, sid: str, uses: str) -> tuple[Recipe | None,
                                                                                list[Diagnostic]]:
@@ -87,7 +88,9 @@ class Includes:
         chain = [*self.stack, me]
         for k, frame in enumerate(chain):
             if frame.path == target:
-                return None, [_cycle(chain[k:], uses)]
+                cycle = _cycle(chain[k:], uses)
+                self.cycles.add(cycle)
+                return None, [cycle]
         if target in self.loaded:
             return self.loaded[target], []
         if target in self.failed:

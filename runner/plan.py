@@ -139,7 +139,7 @@ class Plan:
         """The instances `inst` waits for, as people see them: a call's entry stands for
         what it waits for itself."""
         out: list[str] = []
-        for d in inst.deps:
+        for d in _direct(self.instances, inst):
             dep = self.instances[d]
             out.extend(self.waits_for(dep) if dep.kind == "enter" else [d])
         return list(dict.fromkeys(out))
@@ -688,10 +688,24 @@ class _Expander:
             if inst.kind == "enter":
                 continue
             s = out.setdefault(inst.path, set())
-            for d in inst.deps:
+            for d in _direct(self.instances, inst):
                 s |= paths_of(d)
             s.discard(inst.path)
         return out
+
+
+def _direct(instances: dict[str, Instance], inst: Instance) -> tuple[str, ...]:
+    """`inst`'s dependencies, without its call's entry when it waits for another instance
+    of the call too (which waits for the entry itself)."""
+    if inst.kind == "leave":
+        enter = inst.id + ENTER
+    elif inst.kind == "step" and inst.scope:
+        enter = inst.scope[:-1] + ENTER
+    else:
+        return inst.deps
+    if len(inst.deps) < 2 or enter not in inst.deps:
+        return inst.deps
+    return tuple(d for d in inst.deps if d != enter)
 
 
 def _static(c: Compiled, inst: Instance, known: dict[str, Any]) -> bool:

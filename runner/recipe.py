@@ -378,6 +378,16 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
             else:
                 callee, found = includes.load(doc, path, sid, uses)
                 diags.extend(found)
+                # Point from here to problems shown in other files (a loop of inclusions
+                # is shown here already, with both positions).
+                others = [d for d in found if d.file != doc.file and d not in includes.cycles]
+                elsewhere = sorted({d.file for d in others})
+                if elsewhere:
+                    n = len(others)
+                    diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: "
+                                          f"{', '.join(elsewhere)}: {n} problem"
+                                          f"{'s' if n != 1 else ''}, shown at "
+                                          f"{'their positions' if n != 1 else 'its position'}"))
             diags.extend(_call_errors(doc, sid, raw, callee))
         fe = raw.get("for_each")
         if isinstance(fe, str) and is_template(fe):
