@@ -78,6 +78,7 @@ class Scope:
     recipe: Recipe
     fan: dict[str, int | None]
     enter: str | None = None  # the call's enter instance; None at the top
+    known: dict[str, Any] = field(default_factory=dict)  # inputs known before the run
 
 
 @dataclass
@@ -143,6 +144,22 @@ class Plan:
             dep = self.instances[d]
             out.extend(self.waits_for(dep) if dep.kind == "enter" else [d])
         return list(dict.fromkeys(out))
+
+    def static_value(self, inst: Instance, name: str, default: Any = None) -> Any:
+        """A `with` value of `inst` as known before the run (rendered when it needs no
+        step's outputs), or `default` when it cannot be known yet."""
+        v = inst.step.with_.get(name, default)
+        if not is_template(v):
+            return v
+        scope = self.scopes.get(inst.scope)
+        known = scope.known if scope is not None else {}
+        c = compile_template(v)
+        if not _static(c, inst, known):
+            return default
+        try:
+            return c.render(context(scope.recipe if scope else self.recipe, inst, None, known))
+        except TemplateError:
+            return default
 
     def steps(self) -> list[Instance]:
         """The instances that do work (no call ends)."""
@@ -212,6 +229,11 @@ class _Checker:
                          f"audio: \"{{{{ steps.{x}.tracks[0] }}}}\"")
                 return 0, [], None
             return n, None, x
+        if roots - {"vars"} and path[0] == "outputs" and roots <= {"vars", "steps"}:
+            # An album entry is written after the run, so its list may come from outputs
+            # (e.g. a folder per stem: "{{ steps.stems.stems | dictsort }}").
+            self.check_refs(path, c, None, looped=False)
+            return None, None, None
         if roots - {"vars"}:
             self.err(path, "for_each may use vars, a literal list, or exactly "
                      "'{{ steps.X }}' of a fan-out step X; its length must be known before "
@@ -593,7 +615,7 @@ class _Expander:
         """The instances of unit `u` under `prefix`. `known`: the inputs whose values are
         known before the run (for the static checks)."""
         ck, r = u.ck, u.recipe
-        self.scopes[prefix] = Scope(prefix, r, ck.fan, enter)
+        self.scopes[prefix] = Scope(prefix, r, ck.fan, enter, known)
         for sid in u.order:
             step = r.steps[sid]
             fan = ck.fan[sid]

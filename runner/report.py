@@ -17,10 +17,10 @@ def price(plan: Plan, inst: Instance) -> float:
     if t is None or not t.paid(kind):
         return 0.0
     prices = plan.recipe.provider.prices
-    if t.name == "convert" and inst.step.with_.get("format", "wav") != "wav":
+    if t.name == "convert" and plan.static_value(inst, "format", "wav") != "wav":
         return 0.0  # only WAV is made by the service; other formats are local ffmpeg
     if t.name == "separate":
-        mode = inst.step.with_.get("type", "separate_vocal")
+        mode = plan.static_value(inst, "type", "separate_vocal")
         if mode == "split_stem":
             return float(prices.get("split_stem", 50))
     return float(prices.get(t.name, t.price))
