@@ -674,8 +674,8 @@ class _Expander:
                         and not (self.top.path.parent / v).is_file():
                     self.diags.append(ck.doc.diag(
                         ("steps", step.id, "with", name), f"steps.{step.id}.with.{name}: no "
-                        f"file '{v}' in {self.top.path.parent}", "a file input is a path "
-                        "relative to the recipe that is run"))
+                        f"file '{v}' beside {self.top.file}", "a file input is a path "
+                        "relative to the folder of the recipe that is run"))
                 continue  # literal types were checked with the recipe
             if not all(_static(compile_template(t), start, known) for t in texts):
                 continue
