@@ -23,9 +23,11 @@ from runner.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
 CASES = sorted(p.stem for p in CORPUS.glob("*.yaml"))  # not callees/: recipes cases use
-# Recipes only: examples/ci/ holds a CI workflow, which is not a recipe.
+# Recipes only: examples/ci/ holds a CI workflow, which is not a recipe. The stock
+# reusable recipes in recipes/ validate on their own too.
 EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.y*ml")
-                  if "ci" not in p.relative_to(ROOT / "examples").parts[:-1])
+                  if "ci" not in p.relative_to(ROOT / "examples").parts[:-1]) \
+    + sorted((ROOT / "recipes").glob("*.yaml"))
 
 
 def expected(name: str) -> str:
@@ -100,7 +102,7 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert (code, err) == (2, "nope.yaml:1:1: no such file\n")
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_example_validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = validate(capsys, str(path))
     assert (code, err) == (0, "")
@@ -117,7 +119,7 @@ def test_published_schema_is_current() -> None:
         "regenerate it: sunoflow schema > schemas/recipe.schema.json"
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_example_matches_published_schema(path: Path) -> None:
     published = json.loads((ROOT / "schemas" / "recipe.schema.json").read_text())
     Draft202012Validator.check_schema(published)
