@@ -279,8 +279,7 @@ class Engine:
             if inst.kind == "enter":
                 if not self.scopes.enter(inst, self._context_item(inst)):
                     rec.status, rec.error = "skipped", "if: condition is false"
-                    self.ui.event(inst.call, "skipped", "if: false")
-                    return
+                    return  # its steps say they are skipped, each in its turn
             else:
                 rec.outputs = self.results[inst.id] = self.scopes.leave(inst)
         except TemplateError as exc:

@@ -283,6 +283,15 @@ def test_nested_calls_fan_out_and_run_as_ordinary_steps(nested: Path):
     assert "duo[1]/each[0]/words  done" in status.stdout
     assert status.stdout.strip().endswith("9 done")
 
+    # The lock names every inner instance; a frozen rebuild from it alone makes the same.
+    lock = (nested / "nested.lock").read_text()
+    assert all(f"\n  {iid}:\n" in lock for iid in ALL_IDS)
+    shutil.rmtree(nested / ".sunoflow")
+    frozen = sunoflow("run", "nested.yaml", "--frozen", "--report", "z.json", cwd=nested)
+    assert frozen.returncode == 0, frozen.stderr
+    again = {s["id"]: s["outputs"] for s in report(nested / "z.json")["steps"]}
+    assert {k: again[k] for k in ALL_IDS} == {k: outputs[k] for k in ALL_IDS}
+
     graph = sunoflow("graph", "nested.yaml", cwd=nested)
     assert 'duo__each__words["duo/each/words: lyrics x4"]' in graph.stdout
     assert "duo__each__words --> duo__each" in graph.stdout
