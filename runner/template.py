@@ -3,8 +3,8 @@
 Why a sandbox: recipes come from pull requests, so a template is untrusted code. The
 immutable sandbox refuses attribute access to dunders and mutation of values, the
 environment has no loader (no ``{% include %}`` of files), the context holds only
-``vars``, ``steps``, ``item`` and ``index`` (never ``os.environ``), and undefined names
-fail loudly instead of rendering as empty strings.
+``vars``, ``steps``, ``item``, ``index`` and, in a reusable recipe, ``inputs`` (never
+``os.environ``), and undefined names fail loudly instead of rendering as empty strings.
 
 A value that is exactly one ``{{ expr }}`` keeps its native type (a number, a list, a
 track object); anything else renders to a string.
