@@ -128,7 +128,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
 def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:
     """True when a rerun changed nothing the lock records: every instance was cached and the
     lock is newer than both the journal and the recipe (the lock is derived from them)."""
-    if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()):
+    if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()
+                                     if engine.plan.instances[rec.id].kind == "step"):
         return False
     newest = max(recipe_path.stat().st_mtime,
                  store.journal_path.stat().st_mtime if store.journal_path.exists() else 0.0)

@@ -221,6 +221,10 @@ steps:
   joined:
     uses: boost_style
     with: {content: "{{ steps.each[0].title }}, {{ steps.each[1].title }}"}
+  again:
+    uses: lyrics
+    for_each: "{{ steps.each }}"
+    with: {prompt: "{{ item.title }}, once more"}
 outputs:
   style: "{{ steps.joined.text }}"
   titles: "{{ steps.each }}"
@@ -255,7 +259,9 @@ def nested(tmp_path: Path) -> Path:
 
 
 INNER_IDS = [f"duo[{i}]/each[{j}]/words" for i in range(2) for j in range(2)]
-ALL_IDS = {*INNER_IDS, "duo[0]/joined", "duo[1]/joined", "final[0]", "final[1]", "other"}
+AGAIN_IDS = [f"duo[{i}]/again[{j}]" for i in range(2) for j in range(2)]
+ALL_IDS = {*INNER_IDS, *AGAIN_IDS, "duo[0]/joined", "duo[1]/joined", "final[0]", "final[1]",
+           "other"}
 
 
 def test_nested_calls_fan_out_and_run_as_ordinary_steps(nested: Path):
@@ -266,6 +272,7 @@ def test_nested_calls_fan_out_and_run_as_ordinary_steps(nested: Path):
     assert rows["duo[1]/joined"]["needs"] == ["duo[1]/each[0]", "duo[1]/each[1]"]  # calls
     assert rows["final[0]"]["needs"] == ["duo[0]"]
     assert rows["duo[0]/each[1]/words"]["needs"] == []
+    assert rows["duo[1]/again[0]"]["needs"] == ["duo[1]/each[0]"]  # item from a call
 
     r = sunoflow("run", "nested.yaml", "--report", "r.json", cwd=nested)
     assert r.returncode == 0, r.stderr
@@ -275,13 +282,14 @@ def test_nested_calls_fan_out_and_run_as_ordinary_steps(nested: Path):
     # A call's outputs are the callee's, rendered in the call's own scope.
     assert outputs["duo[1]"]["style"] == outputs["duo[1]/joined"]["text"]
     assert outputs["final[1]"]["texts"]
+    assert outputs["duo[1]/again[1]"]["text"]
     prompts = {s["id"]: s for s in report(nested / "r.json")["steps"]}
     assert prompts["duo[1]/each[0]/words"]["key"] != prompts["duo[0]/each[0]/words"]["key"]
 
     status = sunoflow("status", "nested.yaml", cwd=nested)
     assert status.returncode == 0, status.stderr
     assert "duo[1]/each[0]/words  done" in status.stdout
-    assert status.stdout.strip().endswith("9 done")
+    assert status.stdout.strip().endswith("13 done")
 
     # The lock names every inner instance; a frozen rebuild from it alone makes the same.
     lock = (nested / "nested.lock").read_text()
@@ -323,7 +331,9 @@ def test_force_and_only_take_calls_and_inner_steps(nested: Path):
     r = sunoflow("run", "nested.yaml", "--only", "final", "--report", "p.json", cwd=nested)
     assert r.returncode == 0, r.stderr
     st = statuses(nested / "p.json")
-    assert {k for k in st if k in ALL_IDS} == ALL_IDS - {"other"}
+    # final needs the calls' style, hence joined, hence each; not `again`, which no output
+    # of the callee names.
+    assert {k for k in st if k in ALL_IDS} == ALL_IDS - {"other", *AGAIN_IDS}
     assert {st[k] for k in INNER_IDS} == {"cached"}
 
     bad = sunoflow("run", "nested.yaml", "--only", "duo/joind", cwd=nested)
@@ -340,7 +350,7 @@ def test_editing_a_callee_reruns_its_changed_step_and_what_follows(nested: Path)
     st = statuses(nested / "r.json")
     assert {k for k, v in st.items() if v == "succeeded" and k in ALL_IDS} == {
         "duo[0]/joined", "duo[1]/joined", "final[0]", "final[1]"}
-    assert {st[k] for k in INNER_IDS} == {"cached"}
+    assert {st[k] for k in INNER_IDS + AGAIN_IDS} == {"cached"}
 
 
 # --- what only the run can check -------------------------------------------------------
