@@ -14,8 +14,9 @@ say `steps.words[index]`, so one slow track does not hold up the others.
 A step that uses a reusable recipe is expanded here, per instance, into the callee's own
 instances, `song[2]/long` (`song/long` with no fan-out), between two ends that do no work:
 `song[2]:inputs` renders the call's `with` once its dependencies are done (every inner
-instance waits for it), and `song[2]` renders the callee's `outputs` once the inner
-instances they name are done (what the caller's templates wait for). Inner instances are
+instance waits for it), and `song[2]` renders the callee's `outputs` once every inner
+instance is done (the call is one step: what the caller's templates and `needs` wait
+for). Inner instances are
 ordinary instances with ordinary keys, so caching, the journal and resume need nothing
 more.
 """
@@ -234,6 +235,11 @@ class _Checker:
             # (e.g. a folder per stem: "{{ steps.stems.stems | dictsort }}").
             self.check_refs(path, c, None, looped=False)
             return None, None, None
+        if "inputs" in roots:
+            self.err(path, "for_each in a reusable recipe cannot use inputs yet: its length "
+                     "must be known before the run", "loop in the caller instead: for_each on "
+                     "the step that uses this recipe")
+            return 0, [], None
         if roots - {"vars"}:
             self.err(path, "for_each may use vars, a literal list, or exactly "
                      "'{{ steps.X }}' of a fan-out step X; its length must be known before "
@@ -445,7 +451,6 @@ class _Unit:
     step_deps: dict[str, set[str]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     exposed: dict[str, Compiled] = field(default_factory=dict)  # its outputs, compiled
-    exit_deps: list[str] = field(default_factory=list)  # what its outputs wait for
     _types: dict[str, Any] | None = None
 
     def output_types(self) -> dict[str, Any]:
@@ -534,11 +539,6 @@ def _check_unit(recipe: Recipe, provider: Provider, units: dict[Path, _Unit]) ->
     if ck.diags:
         return unit
     unit.order = _order(ck, step_deps)
-    for name, c in unit.exposed.items():
-        for ref in c.refs:
-            if ref.root == "steps":
-                unit.exit_deps.extend(_ref_deps(ck, ("outputs", name), ref, None, name))
-    unit.exit_deps = list(dict.fromkeys(unit.exit_deps))
     return unit
 
 
@@ -611,10 +611,12 @@ class _Expander:
         self.diags: list[Diagnostic] = []
 
     def unit(self, u: _Unit, prefix: str, enter: str | None, known: dict[str, Any],
-             path: str) -> None:
-        """The instances of unit `u` under `prefix`. `known`: the inputs whose values are
-        known before the run (for the static checks)."""
+             path: str) -> list[str]:
+        """Make the instances of unit `u` under `prefix`, and return the ids of those at
+        this level (steps and calls, not their insides). `known`: the inputs whose values
+        are known before the run (for the static checks)."""
         ck, r = u.ck, u.recipe
+        mine: list[str] = []
         self.scopes[prefix] = Scope(prefix, r, ck.fan, enter, known)
         for sid in u.order:
             step = r.steps[sid]
@@ -641,6 +643,7 @@ class _Expander:
                 inst = Instance(prefix + local, step, i, item,
                                 prefix + src if src is not None else None,
                                 tuple(dict.fromkeys(deps)), prefix, path + sid)
+                mine.append(inst.id)
                 if step.callee is None:
                     self.instances[inst.id] = inst
                     _static_limits(ck, r, inst, known, self)
@@ -649,9 +652,12 @@ class _Expander:
                 self.instances[start.id] = start
                 inner = u.ck.calls[sid]
                 inner_known = self.call_inputs(ck, start, known)
-                self.unit(inner, inst.id + "/", start.id, inner_known, path + sid + "/")
-                ends = [inst.id + "/" + d for d in inner.exit_deps] + [start.id]
-                self.instances[inst.id] = replace(inst, deps=tuple(ends), kind="leave")
+                # A call is one step: it ends when every step of it has (a nested call's
+                # end stands for the steps inside it).
+                inside = self.unit(inner, inst.id + "/", start.id, inner_known,
+                                   path + sid + "/")
+                self.instances[inst.id] = replace(inst, deps=(*inside, start.id), kind="leave")
+        return mine
 
     def call_inputs(self, ck: _Checker, start: Instance, known: dict[str, Any]) -> dict[str, Any]:
         """The inputs of one call whose values are known before the run: defaults, and
