@@ -894,14 +894,6 @@ def context(recipe: Recipe, inst: Instance, steps: Any,
     return ctx
 
 
-def render_inputs(recipe: Recipe, inst: Instance, steps: Any, item: Any = None,
-                  inputs: dict[str, Any] | None = None) -> dict[str, Any]:
-    ctx = context(recipe, inst, steps, inputs)
-    if item is not None:
-        ctx["item"] = item
-    return {k: render(v, ctx) for k, v in inst.step.with_.items()}
-
-
 def key(step_type: str, inputs: dict[str, Any], provider_kind: str, base_url: str | None,
         extra: dict[str, Any] | None = None) -> str:
     """The identity of a piece of paid work. Equal keys are the same work and are never run
