@@ -102,6 +102,7 @@ class Engine:
         self.counts = Counts()
         self.results: dict[str, Any] = {}
         self.scopes = Scopes(plan)  # what templates see, per call of a reusable recipe
+        self.claims: dict[str, anyio.Event] = {}  # key -> set when its one worker is done
         self.steps_ctx: dict[str, Any] = self.scopes.steps[""]
         self.stop_reason: str | None = None
         self.interrupted = False
@@ -247,7 +248,7 @@ class Engine:
         rec = self.records[inst.id]
         t_start = time.monotonic()
         try:
-            outputs = await self._work(inst, rec, work)
+            outputs = await self._claimed(inst, rec, work)
             if outputs is None:
                 return
             self._publish(inst, outputs)
@@ -259,6 +260,28 @@ class Engine:
             self._fail(rec, exc)
         finally:
             rec.seconds = round(time.monotonic() - t_start, 3)
+
+    async def _claimed(self, inst: Instance, rec: StepRecord, work: Any) -> Any:
+        """Rule 1 within one run: two instances whose inputs render the same (the same step
+        of two calls of one reusable recipe, say) are the same work. The first does it; the
+        others wait for it and take its stored result, so equal keys are never in flight
+        twice. A waiter only reads the store: it can never submit."""
+        k = work[2]
+        first = self.claims.get(k)
+        if first is None:
+            self.claims[k] = done = anyio.Event()
+            try:
+                return await self._work(inst, rec, work)
+            finally:
+                done.set()
+        await first.wait()
+        st = self.store.states.get(k)
+        if st is not None and st.status == "done" and \
+                all(self.store.has_blob(f) for f in st.files):
+            self._cached(inst, rec, st, st.outputs)
+            return None
+        raise StepError("another step with the same inputs did this work, and it did not "
+                        "finish", step=inst.id)
 
     def _fail(self, rec: StepRecord, exc: Exception) -> None:
         rec.status = "failed"

@@ -454,10 +454,12 @@ class _Unit:
     _types: dict[str, Any] | None = None
 
     def output_types(self) -> dict[str, Any]:
+        """Each output's type where it names a step's output directly, else "any" (not
+        checked further). Outputs that did not compile were reported; they count as any."""
         if self._types is None:
-            self._types = {}  # a guard; recursion was refused when loading
-            self._types = {name: self.ck.ref_type(c) or "any" for name, c in self.exposed.items()}
-            self._types.update({n: "any" for n in self.recipe.exposed if n not in self._types})
+            self._types = {n: "any" for n in self.recipe.exposed}
+            self._types.update({n: self.ck.ref_type(c) or "any"
+                                for n, c in self.exposed.items()})
         return self._types
 
 

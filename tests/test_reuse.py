@@ -9,6 +9,7 @@ Every test runs `python -m runner` on real recipe files laid out as in the repos
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -404,3 +405,33 @@ steps:
     assert r.returncode == 0, r.stderr
     st = statuses(tmp_path / "r.json")
     assert (st["maybe:inputs"], st["maybe/words"], st["after"]) == ("skipped",) * 3
+
+
+def test_the_same_step_of_two_calls_with_the_same_inputs_is_paid_once(tmp_path: Path):
+    """Two calls that render the same inputs for a step have the same key: one paid task,
+    the other call takes its result, even when both are ready at the same moment."""
+    from runner.fake import FakeServer
+
+    write(tmp_path, "lib/one.yaml", INNER)
+    write(tmp_path, "t.yaml", """\
+version: 1
+provider: {kind: sunoapi, poll_interval: 0.05}
+steps:
+  a:
+    uses: ./lib/one.yaml
+    with: {theme: rain}
+  b:
+    uses: ./lib/one.yaml
+    with: {theme: rain}
+""")
+    key = "sk-reuse-twice-7f2"
+    with FakeServer("sunoapi", api_key=key) as srv:
+        r = subprocess.run([sys.executable, "-m", "runner", "run", "t.yaml", "--base-url",
+                            srv.url, "--report", "r.json"], cwd=tmp_path, text=True,
+                           capture_output=True, timeout=120,
+                           env={**os.environ, "SUNO_API_KEY": key})
+        assert r.returncode == 0, r.stderr
+        posts = [e for e in srv.log if e["method"] == "POST" and e["path"] == "/api/v1/lyrics"]
+    assert len(posts) == 1
+    st = statuses(tmp_path / "r.json")
+    assert sorted([st["a/words"], st["b/words"]]) == ["cached", "succeeded"]
