@@ -183,14 +183,14 @@ def cmd_reroll(args: argparse.Namespace) -> int:
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    if args.step not in r.steps:
+    if args.step not in p.paths:
         raise UsageError(f"no step '{args.step}' in {args.recipe}"
-                         + (f"; {s}" if (s := recipe.suggest(args.step, r.steps)) else ""))
+                         + (f"; {s}" if (s := recipe.suggest(args.step, p.paths)) else ""))
     again = p.downstream({args.step})
-    rows = [i for i in p.instances.values() if i.step.id in again]
+    rows = [i for i in p.steps() if i.path in again]
     cost = sum(report.price(p, i) for i in rows)
     print(f"reroll {args.step}: {len(rows)} step instances run again "
-          f"({', '.join(sorted({i.step.id for i in rows}))}), about {cost:g} credits")
+          f"({', '.join(sorted({i.path for i in rows}))}), about {cost:g} credits")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("reroll spends credits: confirm with --yes")

@@ -49,12 +49,13 @@ from runner.errors import (
     TransientError,
 )
 from runner.pacing import SENT_AT, Backoff, Clock, Poller
-from runner.plan import Instance, Plan, key, render_inputs
+from runner.plan import Instance, Plan, key
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
+from runner.scopes import Scopes
 from runner.steps import TYPES
 from runner.store import Store
-from runner.template import TemplateError, compile_template, is_template
+from runner.template import TemplateError, render
 
 MAX_SUBMIT_RETRIES = 8
 MAX_REFUND_RETRIES = 2
@@ -109,9 +110,9 @@ class Engine:
         self.records: dict[str, StepRecord] = {}
         self.counts = Counts()
         self.results: dict[str, Any] = {}
-        self.steps_ctx: dict[str, Any] = {}
-        for sid, n in plan.fan.items():
-            self.steps_ctx[sid] = [None] * n if n is not None else None
+        self.scopes = Scopes(plan)  # what templates see, per call of a reusable recipe
+        self.claims: dict[str, anyio.Event] = {}  # key -> set when its one worker is done
+        self.steps_ctx: dict[str, Any] = self.scopes.steps[""]
         self.stop_reason: str | None = None
         self.interrupted = False
         self.failed_paid: list[str] = []  # --frozen: steps that would need a paid submission
@@ -134,8 +135,8 @@ class Engine:
     def _select(self) -> list[Instance]:
         if not self.opts.only:
             return list(self.plan.instances.values())
-        keep = self.plan.upstream(set(self.opts.only))
-        return [i for i in self.plan.instances.values() if i.step.id in keep]
+        keep = self.plan.select(set(self.opts.only))
+        return [i for i in self.plan.instances.values() if i.id in keep]
 
     # --- the run -------------------------------------------------------------------
 
@@ -245,6 +246,9 @@ class Engine:
         work to do."""
         rec = self.records[inst.id]
         try:
+            if inst.kind != "step":
+                self._call_end(inst, rec)
+                return None
             return self._lookup(inst, rec)
         except ProviderError as exc:
             self._fail(rec, exc)
@@ -254,7 +258,7 @@ class Engine:
         rec = self.records[inst.id]
         t_start = time.monotonic()
         try:
-            outputs = await self._work(inst, rec, work)
+            outputs = await self._claimed(inst, rec, work)
             if outputs is None:
                 return
             self._publish(inst, outputs)
@@ -267,6 +271,28 @@ class Engine:
         finally:
             rec.seconds = round(time.monotonic() - t_start, 3)
 
+    async def _claimed(self, inst: Instance, rec: StepRecord, work: Any) -> Any:
+        """Rule 1 within one run: two instances whose inputs render the same (the same step
+        of two calls of one reusable recipe, say) are the same work. The first does it; the
+        others wait for it and take its stored result, so equal keys are never in flight
+        twice. A waiter only reads the store: it can never submit."""
+        k = work[2]
+        first = self.claims.get(k)
+        if first is None:
+            self.claims[k] = done = anyio.Event()
+            try:
+                return await self._work(inst, rec, work)
+            finally:
+                done.set()
+        await first.wait()
+        st = self.store.states.get(k)
+        if st is not None and st.status == "done" and \
+                all(self.store.has_blob(f) for f in st.files):
+            self._cached(inst, rec, st, st.outputs)
+            return None
+        raise StepError("another step with the same inputs did this work, and it did not "
+                        "finish", step=inst.id)
+
     def _fail(self, rec: StepRecord, exc: Exception) -> None:
         rec.status = "failed"
         rec.error = str(exc) if not isinstance(exc, ProviderError) or exc.step else \
@@ -278,11 +304,20 @@ class Engine:
     def _publish(self, inst: Instance, outputs: Any) -> None:
         view = apply_take(outputs, inst.step.take)
         self.results[inst.id] = view
-        sid = inst.step.id
-        if inst.index is None:
-            self.steps_ctx[sid] = view
-        else:
-            self.steps_ctx[sid][inst.index] = view
+        self.scopes.publish(inst, view)
+
+    def _call_end(self, inst: Instance, rec: StepRecord) -> None:
+        """Enter or leave a call of a reusable recipe: no work, nothing paid."""
+        try:
+            if inst.kind == "enter":
+                if not self.scopes.enter(inst, self._context_item(inst)):
+                    rec.status, rec.error = "skipped", "if: condition is false"
+                    return  # its steps say they are skipped, each in its turn
+            else:
+                rec.outputs = self.results[inst.id] = self.scopes.leave(inst)
+        except TemplateError as exc:
+            raise StepError(f"cannot render: {exc}", step=inst.call) from None
+        rec.status = "succeeded"
 
     def _context_item(self, inst: Instance) -> Any:
         if inst.item_from is not None and inst.index is not None:
@@ -293,20 +328,13 @@ class Engine:
         step = inst.step
         assert step.type is not None, "reusable recipes are expanded before the engine"
         item = self._context_item(inst)
-        ctx_steps = self.steps_ctx
         try:
-            if is_template(step.if_):
-                ctx: dict[str, Any] = {"vars": self.recipe.vars, "steps": ctx_steps}
-                if inst.index is not None:
-                    ctx.update(index=inst.index, item=item if item is not None else inst.item)
-                cond = compile_template(step.if_).render(ctx)
-            else:
-                cond = step.if_
-            if not cond or (isinstance(cond, str) and cond.strip().lower() in ("false", "0", "")):
+            ctx = self.scopes.context(inst, item)
+            if not self.scopes.condition(inst, ctx):
                 rec.status, rec.error = "skipped", "if: condition is false"
                 self.ui.event(inst.id, "skipped", "if: false")
                 return None
-            inputs = render_inputs(self.recipe, inst, ctx_steps, item)
+            inputs = {k: render(v, ctx) for k, v in step.with_.items()}
         except TemplateError as exc:
             raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
         for fld, msg, _hint in models.check(step.uses, inputs):
@@ -316,7 +344,7 @@ class Engine:
         k = instance_key(self.recipe.provider, step.uses, inputs, route)
         rec.key = k
         st = self.store.states.get(k)
-        forced = step.id in self.forced
+        forced = inst.path in self.forced
         if st is not None and st.status == "done" and not forced and \
                 all(self.store.has_blob(f) for f in st.files):
             self._cached(inst, rec, st, st.outputs)

@@ -5,26 +5,32 @@ from __future__ import annotations
 from runner.plan import Plan
 
 
-def _label(plan: Plan, sid: str) -> str:
-    step = plan.recipe.steps[sid]
-    n = plan.fan[sid]
+def _label(plan: Plan, path: str, uses: str, count: int) -> str:
+    n = plan.fan[path] if path in plan.fan else (count if count > 1 else None)
     fan = f" x{n}" if n is not None else ""
-    return f"{sid}: {step.uses}{fan}"
+    return f"{path}: {uses}{fan}"
 
 
 def _edges(plan: Plan, instances: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Nodes and edges; a call of a reusable recipe is a node for the call (its outputs)
+    and one per step inside it, named `call/step`."""
+    shown = [i for i in plan.instances.values() if i.kind != "enter"]
     if instances:
-        nodes = [(i.id, f"{i.id}: {i.step.uses}") for i in plan.instances.values()]
-        edges = [(d, i.id) for i in plan.instances.values() for d in i.deps]
+        nodes = [(i.id, f"{i.id}: {i.step.uses}") for i in shown]
+        edges = [(d, i.id) for i in shown for d in plan.waits_for(i)]
     else:
-        order = list(dict.fromkeys(i.step.id for i in plan.instances.values()))
-        nodes = [(s, _label(plan, s)) for s in order]
-        edges = [(d, s) for s in order for d in sorted(plan.step_deps[s])]
+        counts: dict[str, int] = {}
+        uses: dict[str, str] = {}
+        for i in shown:
+            counts[i.path] = counts.get(i.path, 0) + 1
+            uses[i.path] = i.step.uses
+        nodes = [(p, _label(plan, p, uses[p], counts[p])) for p in counts]
+        edges = [(d, p) for p in counts for d in sorted(plan.step_deps[p])]
     return nodes, edges
 
 
 def _ident(name: str) -> str:
-    return name.replace("[", "_").replace("]", "")
+    return name.replace("[", "_").replace("]", "").replace("/", "__")
 
 
 def mermaid(plan: Plan, *, instances: bool = False) -> str:

@@ -78,7 +78,7 @@ def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
             "uses": inst.step.uses,
             "provider": plan.recipe.provider.kind if remote else "local",
         }
-        model = inst.step.with_.get("model")
+        model = plan.static_value(inst, "model")
         tracks = outputs.get("tracks") if isinstance(outputs, dict) else None
         if isinstance(tracks, list) and tracks and isinstance(tracks[0], dict):
             model = tracks[0].get("model") or model

@@ -1,13 +1,24 @@
 """The plan: expand `for_each` into instances, check every reference, find dependencies,
 order the graph, and compute each instance's key.
 
-Checks made here, before anything runs: template syntax and names, references to unknown
-steps, vars or outputs (with a suggestion), indexes out of range for fan-outs of known
-length, `item`/`index` outside a `for_each`, `needs` on a missing step, cycles, a step type
-the provider cannot perform, and model limits on inputs whose values are known already.
+Checks made here (and, for what a template may refer to, in runner.refs), before
+anything runs: template syntax and names, references to unknown steps, vars, inputs or
+outputs (with a suggestion), indexes out of range for fan-outs of known length,
+`item`/`index` outside a `for_each`, `needs` on a missing step, cycles, a step type the
+provider cannot perform, model limits on inputs whose values are known already, and each
+use of a reusable recipe against what it declares (inputs, their types, its outputs).
 
 Dependencies are per instance: `song[2]` waits for `words[2]` only when its templates
 say `steps.words[index]`, so one slow track does not hold up the others.
+
+A step that uses a reusable recipe is expanded here, per instance, into the callee's own
+instances, `song[2]/long` (`song/long` with no fan-out), between two ends that do no work:
+`song[2]:inputs` renders the call's `with` once its dependencies are done (every inner
+instance waits for it), and `song[2]` renders the callee's `outputs` once every inner
+instance is done (the call is one step: what the caller's templates and `needs` wait
+for). Inner instances are
+ordinary instances with ordinary keys, so caching, the journal and resume need nothing
+more.
 """
 
 from __future__ import annotations
@@ -15,17 +26,17 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from runner import models
 from runner.errors import Diagnostic, RecipeError
-from runner.recipe import Recipe, Step, _kind, _show, suggest
+from runner.include import INPUT_TYPES, at, fits
+from runner.recipe import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
+from runner.refs import Checker
 from runner.template import (
-    SCOPE,
     Compiled,
-    Part,
     Ref,
     TemplateError,
     compile_template,
@@ -36,6 +47,7 @@ from runner.template import (
 )
 
 KEY_VERSION = "sunoflow-key-1"
+ENTER = ":inputs"  # suffix of a call's first end: `song[2]:inputs`
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,28 @@ class Instance:
     step: Step
     index: int | None
     item: Any = None  # the loop value, when it is known before the run
-    item_from: str | None = None  # for `for_each: steps.X`: the step whose outputs are items
+    item_from: str | None = None  # for `for_each: steps.X`: X's id (with its call prefix)
     deps: tuple[str, ...] = ()
+    scope: str = ""  # "" at the top; "song[2]/" for the instances of that call
+    path: str = ""  # the step's path, without indexes: "song/long"; the step id at the top
+    kind: str = "step"  # "step", or a call's two ends: "enter" (`with`), "leave" (outputs)
+
+    @property
+    def call(self) -> str:
+        """The call an end belongs to, as people name it (`song[2]`)."""
+        return self.id[:-len(ENTER)] if self.kind == "enter" else self.id
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The recipe whose templates an instance renders: the top one (prefix ""), or one call
+    of a reusable recipe (prefix "song[2]/")."""
+
+    prefix: str
+    recipe: Recipe
+    fan: dict[str, int | None]
+    enter: str | None = None  # the call's enter instance; None at the top
+    known: dict[str, Any] = field(default_factory=dict)  # inputs known before the run
 
 
 @dataclass
@@ -53,7 +85,8 @@ class Plan:
     recipe: Recipe
     instances: dict[str, Instance]  # in a topological order
     fan: dict[str, int | None]  # step id -> number of instances, None for a single step
-    step_deps: dict[str, set[str]] = field(default_factory=dict)
+    step_deps: dict[str, set[str]] = field(default_factory=dict)  # by step path
+    scopes: dict[str, Scope] = field(default_factory=dict)
 
     def of_step(self, sid: str) -> list[Instance]:
         n = self.fan[sid]
@@ -61,9 +94,19 @@ class Plan:
             return [self.instances[sid]]
         return [self.instances[f"{sid}[{i}]"] for i in range(n)]
 
+    @property
+    def paths(self) -> set[str]:
+        """What --only and --force accept: step ids, and `call/inner` paths."""
+        return set(self.step_deps)
+
+    def _under(self, paths: set[str]) -> set[str]:
+        """Every path inside the calls named (a call stands for all of its steps)."""
+        return {p for p in self.step_deps if any(p.startswith(q + "/") for q in paths)}
+
     def downstream(self, sids: set[str]) -> set[str]:
-        """Step ids that depend on any of `sids`, transitively, including them."""
-        out = set(sids)
+        """Step paths that depend on any of `sids`, transitively, including them and
+        everything inside a call they name."""
+        out = set(sids) | self._under(sids)
         changed = True
         while changed:
             changed = False
@@ -74,8 +117,8 @@ class Plan:
         return out
 
     def upstream(self, sids: set[str]) -> set[str]:
-        out = set(sids)
-        stack = list(sids)
+        out = set(sids) | self._under(sids)
+        stack = list(out)
         while stack:
             for d in self.step_deps.get(stack.pop(), ()):
                 if d not in out:
@@ -83,220 +126,99 @@ class Plan:
                     stack.append(d)
         return out
 
+    def select(self, only: set[str]) -> set[str]:
+        """Instance ids that `--only` keeps: the paths named, what they need, and the
+        entry of every call they reach into."""
+        keep = self.upstream(only)
+        return {i.id for i in self.instances.values()
+                if i.path in keep and i.kind != "enter"
+                or i.kind == "enter" and any(k == i.path or k.startswith(i.path + "/")
+                                             for k in keep)}
 
-class _Checker:
-    def __init__(self, recipe: Recipe) -> None:
-        self.r = recipe
-        self.doc = recipe.doc
-        self.diags: list[Diagnostic] = []
-        self.fan: dict[str, int | None] = {}
-        self.items: dict[str, list[Any] | None] = {}
-        self.item_from: dict[str, str | None] = {}
-        self.broken: set[str] = set()  # steps whose for_each failed: their length is unknown
+    def waits_for(self, inst: Instance) -> list[str]:
+        """The instances `inst` waits for, as people see them: a call's entry stands for
+        what it waits for itself."""
+        out: list[str] = []
+        for d in _direct(self.instances, inst):
+            dep = self.instances[d]
+            out.extend(self.waits_for(dep) if dep.kind == "enter" else [d])
+        return list(dict.fromkeys(out))
 
-    def err(self, path: tuple[Any, ...], msg: str, hint: str | None = None,
-            line: int = 1, key: bool = False) -> None:
-        self.diags.append(self.doc.diag(path, msg, hint, key=key,
-                                        offset=(line - 1, 1) if line > 1 else None))
-
-    def compile(self, path: tuple[Any, ...], src: str) -> Compiled | None:
+    def static_value(self, inst: Instance, name: str, default: Any = None) -> Any:
+        """A `with` value of `inst` as known before the run (rendered when it needs no
+        step's outputs), or `default` when it cannot be known yet."""
+        v = inst.step.with_.get(name, default)
+        if not is_template(v):
+            return v
+        scope = self.scopes.get(inst.scope)
+        known = scope.known if scope is not None else {}
+        c = compile_template(v)
+        if not _static(c, inst, known):
+            return default
         try:
-            return compile_template(src)
-        except TemplateError as exc:
-            self.err(path, str(exc), None, exc.line)
-            return None
+            return c.render(context(scope.recipe if scope else self.recipe, inst, None, known))
+        except TemplateError:
+            return default
 
-    # --- for_each lengths ------------------------------------------------------------
-
-    def fan_out(self, sid: str, visiting: frozenset[str] = frozenset()) -> int | None:
-        if sid in self.fan:
-            return self.fan[sid]
-        step = self.r.steps[sid]
-        path = ("steps", sid, "for_each")
-        n, items, frm = self._loop(step.for_each, path, visiting | {sid})
-        self.fan[sid], self.items[sid], self.item_from[sid] = n, items, frm
-        return n
-
-    def _loop(self, fe: Any, path: tuple[Any, ...],
-              visiting: frozenset[str]) -> tuple[int | None, list[Any] | None, str | None]:
-        if fe is None:
-            return None, None, None
-        if isinstance(fe, list):
-            return len(fe), fe, None
-        c = self.compile(path, fe)
-        if c is None:
-            return 0, [], None
-        roots = {r.root for r in c.refs}
-        if roots == {"steps"} and c.native and len(c.refs) == 1 and len(c.refs[0].parts) == 1 \
-                and c.refs[0].parts[0].kind in ("attr", "const"):
-            x = str(c.refs[0].parts[0].value)
-            if x not in self.r.steps:
-                self.err(path, f"for_each refers to unknown step '{x}'",
-                         suggest(x, self.r.steps))
-                return 0, [], None
-            if x in visiting:
-                self.err(path, f"for_each over steps.{x} loops back to this step")
-                return 0, [], None
-            n = self.fan_out(x, visiting)
-            if n is None:
-                self.err(path, f"for_each over steps.{x}, but '{x}' is a single step, not a "
-                         "fan-out", "for_each takes a list, vars, or '{{ steps.X }}' of a "
-                         f"fan-out step; use {x}'s outputs in 'with' instead, e.g. "
-                         f"audio: \"{{{{ steps.{x}.tracks[0] }}}}\"")
-                return 0, [], None
-            return n, None, x
-        if roots - {"vars"}:
-            self.err(path, "for_each may use vars, a literal list, or exactly "
-                     "'{{ steps.X }}' of a fan-out step X; its length must be known before "
-                     "the run")
-            return 0, [], None
-        before = len(self.diags)
-        self.check_refs(path, c, None)
-        if len(self.diags) > before:
-            self.broken.add(path[1] if path[0] == "steps" else "")
-            return 0, [], None
-        try:
-            value = c.render({"vars": self.r.vars})
-        except TemplateError as exc:
-            self.err(path, f"for_each: {exc}")
-            self.broken.add(path[1] if path[0] == "steps" else "")
-            return 0, [], None
-        if not isinstance(value, list):
-            self.err(path, f"for_each must give a list; '{fe}' gives {_kind(value)} "
-                     f"{_show(value)}")
-            return 0, [], None
-        return len(value), value, None
-
-    # --- references ------------------------------------------------------------------
-
-    def check_refs(self, path: tuple[Any, ...], c: Compiled, sid: str | None,
-                   *, looped: bool | None = None) -> None:
-        looped = (sid is not None and self.r.steps[sid].for_each is not None) \
-            if looped is None else looped
-        for name in sorted(c.names - set(SCOPE)):
-            self.err(path, f"unknown name '{name}' in template",
-                     suggest(name, SCOPE) or "templates can use vars, steps, item and index "
-                     "(never the environment)")
-        for ref in c.refs:
-            if ref.root == "vars":
-                self._check_var(path, ref)
-            elif ref.root == "steps":
-                self._check_step_ref(path, ref, sid)
-            elif ref.root in ("item", "index"):
-                if not looped:
-                    self.err(path, f"'{ref.root}' is only defined inside a for_each",
-                             None, ref.line)
-                elif ref.root == "item" and sid is not None and self.item_from.get(sid):
-                    src = self.item_from[sid]
-                    assert src is not None
-                    self._check_outputs(path, ref, src, list(ref.parts), "item")
-            elif ref.root == "inputs" and not self.r.inputs:
-                self.err(path, "'inputs' is only defined in a reusable recipe that declares "
-                         "inputs", None, ref.line)
-
-    def _check_var(self, path: tuple[Any, ...], ref: Ref) -> None:
-        if not ref.parts:
-            return
-        p = ref.parts[0]
-        if p.kind in ("attr", "const") and str(p.value) not in self.r.vars:
-            self.err(path, f"unknown var '{p.value}'",
-                     suggest(str(p.value), self.r.vars)
-                     or f"vars: {', '.join(self.r.vars) or 'none are defined'}", ref.line)
-
-    def _check_step_ref(self, path: tuple[Any, ...], ref: Ref, sid: str | None) -> None:
-        if not ref.parts:
-            self.err(path, "'steps' must name a step, e.g. steps.song", None, ref.line)
-            return
-        p0 = ref.parts[0]
-        if p0.kind == "expr":
-            return
-        x = str(p0.value)
-        if x not in self.r.steps:
-            self.err(path, f"unknown step '{x}' in {ref.text()}",
-                     suggest(x, self.r.steps) or f"steps: {', '.join(self.r.steps)}", ref.line)
-            return
-        if x == sid:
-            self.err(path, f"step '{x}' refers to its own outputs", None, ref.line)
-            return
-        n = self.fan_out(x)
-        rest = list(ref.parts[1:])
-        if x in self.broken:
-            return
-        if n is not None:
-            if not rest:
-                return  # the whole list of instances' outputs
-            if rest[0].kind == "attr":
-                self.err(path, f"steps.{x} is a fan-out of {n}; index it before naming an "
-                         f"output", f"e.g. steps.{x}[index].{rest[0].value} or "
-                         f"steps.{x}[0].{rest[0].value}", ref.line)
-                return
-            v = index_value(rest[0], None)
-            if v is not None and not -n <= v < n:
-                self.err(path, f"{ref.text(2)}: '{x}' has {n} instance"
-                         f"{'s' if n != 1 else ''} (0-{n - 1})", None, ref.line)
-            rest = rest[1:]
-        elif rest and rest[0].kind in ("const", "expr") and not isinstance(rest[0].value, str):
-            self.err(path, f"steps.{x} is a single step, not a list; it cannot be indexed",
-                     f"name one of its outputs, e.g. steps.{x}.{_first_output(self.r.steps[x])}",
-                     ref.line)
-            return
-        self._check_outputs(path, ref, x, rest, f"steps.{x}")
-
-    def _check_outputs(self, path: tuple[Any, ...], ref: Ref, x: str, parts: list[Part],
-                       shown: str) -> None:
-        step = self.r.steps[x]
-        if step.type is None:
-            return  # a reusable recipe: checked when recipes are loaded (issue 7)
-        typ: Any = step.type.outputs
-        trail = shown
-        for part in parts:
-            if part.kind == "expr":
-                if isinstance(typ, tuple):
-                    typ = typ[1]
-                    trail += "[…]"
-                    continue
-                return
-            if isinstance(typ, dict):
-                name = str(part.value)
-                if name not in typ:
-                    what = "output" if trail == shown else "field"
-                    self.err(path, f"{trail} has no {what} '{name}' ({step.uses} outputs: "
-                             f"{', '.join(typ)})" if what == "output" else
-                             f"{trail} has no field '{name}' (fields: {', '.join(typ)})",
-                             suggest(name, typ), ref.line)
-                    return
-                typ = typ[name]
-                trail += f".{name}"
-            elif isinstance(typ, tuple):
-                if part.kind == "attr":
-                    return  # a filter-like attribute of a list; let the render judge
-                typ = typ[1]
-                trail += f"[{part.value}]"
-            else:
-                return
-
-    # --- dependencies ----------------------------------------------------------------
-
-    def step_templates(self, step: Step) -> Iterator[tuple[tuple[Any, ...], str]]:
-        base = ("steps", step.id)
-        for p, src in templates_in(step.with_):
-            yield (*base, "with", *p), src
-        for key, val in (("if", step.if_), ("take", step.take)):
-            if is_template(val):
-                yield (*base, key), val
+    def steps(self) -> list[Instance]:
+        """The instances that do work (no call ends)."""
+        return [i for i in self.instances.values() if i.kind == "step"]
 
 
-def _first_output(step: Step) -> str:
-    return next(iter(step.type.outputs)) if step.type is not None else "<output>"
+@dataclass
+class _Unit:
+    """One recipe file, checked once however often it is used: its fan-outs, compiled
+    templates, order, and the checked recipes its steps use."""
+
+    recipe: Recipe
+    ck: Checker
+    compiled: dict[str, list[tuple[tuple[Any, ...], Compiled]]] = field(default_factory=dict)
+    step_deps: dict[str, set[str]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    exposed: dict[str, Compiled] = field(default_factory=dict)  # its outputs, compiled
+    _types: dict[str, Any] | None = None
+
+    def output_types(self) -> dict[str, Any]:
+        """Each output's type where it names a step's output directly, else "any" (not
+        checked further). Outputs that did not compile were reported; they count as any."""
+        if self._types is None:
+            self._types = {n: "any" for n in self.recipe.exposed}
+            self._types.update({n: self.ck.ref_type(c) or "any"
+                                for n, c in self.exposed.items()})
+        return self._types
 
 
 def build(recipe: Recipe) -> Plan:
     """Check and expand the recipe. Raises RecipeError with every problem found."""
-    ck = _Checker(recipe)
+    units: dict[Path, _Unit] = {}
+    top = _check_unit(recipe, recipe.provider, units)
+    diags = [d for u in units.values() for d in u.ck.diags]
+    if diags:
+        raise RecipeError(diags)
+    ex = _Expander(recipe)
+    ex.unit(top, "", None, recipe.input_defaults(), "")
+    diags = [d for u in units.values() for d in u.ck.diags] + ex.diags
+    if diags:
+        raise RecipeError(diags)
+    return Plan(recipe, ex.instances, top.ck.fan, ex.path_deps(), ex.scopes)
+
+
+def _check_unit(recipe: Recipe, provider: Provider, units: dict[Path, _Unit]) -> _Unit:
+    """Check one recipe and, first, every recipe it uses (each file once)."""
+    ident = recipe.path.resolve()
+    if ident in units:
+        return units[ident]
+    ck = Checker(recipe, provider)
+    unit = _Unit(recipe, ck)
+    units[ident] = unit
+    for sid, step in recipe.steps.items():
+        if step.callee is not None:
+            ck.calls[sid] = _check_unit(step.callee, provider, units)
     for sid in recipe.steps:
         ck.fan_out(sid)
-    compiled: dict[str, list[tuple[tuple[Any, ...], Compiled]]] = {}
-    step_deps: dict[str, set[str]] = {sid: set() for sid in recipe.steps}
+    compiled = unit.compiled
+    step_deps = unit.step_deps
+    step_deps.update({sid: set() for sid in recipe.steps})
     for sid, step in recipe.steps.items():
         lst: list[tuple[tuple[Any, ...], Compiled]] = []
         for path, text in ck.step_templates(step):
@@ -333,7 +255,23 @@ def build(recipe: Recipe) -> Plan:
             else:
                 step_deps[sid].add(n)
         _check_provider(ck, step)
-    for o in recipe.outputs:
+        if step.callee is not None:
+            _check_call(ck, step)
+    for name, src in recipe.exposed.items():
+        c = ck.compile(("outputs", name), src)
+        if c is not None:
+            ck.check_refs(("outputs", name), c, None, looped=False)
+            unit.exposed[name] = c
+    _check_album(ck)
+    if ck.diags:
+        return unit
+    unit.order = _order(ck, step_deps)
+    return unit
+
+
+def _check_album(ck: Checker) -> None:
+    """The `outputs:` entries of the recipe that is run (the album)."""
+    for o in ck.r.outputs:
         base = ("outputs", o.index)
         _n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
         for key, val in (("path", o.path), ("from", o.from_), ("lrc", o.lrc)):
@@ -351,45 +289,197 @@ def build(recipe: Recipe) -> Plan:
                     ck.check_refs((*base, "tags", tk), c, "\0out" if frm else None,
                                   looped=o.for_each is not None)
     ck.item_from.pop("\0out", None)
-    if ck.diags:
-        raise RecipeError(ck.diags)
 
-    order = _order(ck, step_deps)
-    if ck.diags:
-        raise RecipeError(ck.diags)
-    instances: dict[str, Instance] = {}
-    for sid in order:
-        step = recipe.steps[sid]
-        fan = ck.fan[sid]
-        indexes: list[int | None] = [None] if fan is None else list(range(fan))
-        for i in indexes:
-            iid = sid if i is None else f"{sid}[{i}]"
-            deps: list[str] = []
-            for path, c in compiled[sid]:
-                for ref in c.refs:
-                    if ref.root == "steps":
-                        deps.extend(_ref_deps(ck, path, ref, i, iid))
-            src: str | None = ck.item_from.get(sid)
-            if src is not None and i is not None:
-                deps.append(f"{src}[{i}]")
-            for nd in step.needs:
-                deps.extend(_all(ck, nd))
+
+def _check_call(ck: Checker, step: Step) -> None:
+    """A call's `with` against what its recipe declares: no unknown input, no required
+    one missing, and every literal value of the declared type. Each message gives the
+    position in the caller and the declaration's in the callee."""
+    callee = step.callee
+    assert callee is not None
+    sid = step.id
+    declared = at(callee.doc, ("inputs",), key=True) if callee.inputs else None
+    for k, v in step.with_.items():
+        spec = callee.inputs.get(k)
+        if spec is None:
+            ck.err(("steps", sid, "with", k), f"steps.{sid}.with: unknown input '{k}' for "
+                   f"{callee.file} " + (f"(inputs declared at {declared})" if declared else
+                                        f"(it declares no inputs; see {at(callee.doc, ())})"),
+                   suggest(k, callee.inputs) or (f"inputs: {', '.join(callee.inputs)}"
+                                                 if callee.inputs else None), key=True)
+        elif not any(True for _ in templates_in(v)) and v is not None \
+                and not fits(spec.type, v):
+            ck.err(("steps", sid, "with", k), _type_message(step, k, v))
+    raw = ck.doc.data["steps"][sid]
+    for name, spec in callee.inputs.items():
+        if spec.required and spec.default is NO_DEFAULT and name not in step.with_:
+            where = ("steps", sid, "with") if "with" in raw else ("steps", sid)
+            ck.err(where, f"step '{sid}' ({step.uses}) needs input '{name}' in 'with' "
+                   f"(declared at {at(callee.doc, ('inputs', name), key=True)})",
+                   f"{name}: {spec.description}" if spec.description else None, key=True)
+
+
+def _type_message(step: Step, name: str, value: Any, prefix: str = "") -> str:
+    callee = step.callee
+    assert callee is not None
+    spec = callee.inputs[name]
+    return (f"{prefix}steps.{step.id}.with.{name}: input '{name}' of {callee.file} must be "
+            f"{INPUT_TYPES.get(spec.type, spec.type)}; got {_got(value)} (declared at "
+            f"{at(callee.doc, ('inputs', name), key=True)})")
+
+
+class _Expander:
+    """Makes the instances of a checked recipe, and of every call in it, in order."""
+
+    def __init__(self, top: Recipe) -> None:
+        self.top = top
+        self.instances: dict[str, Instance] = {}
+        self.scopes: dict[str, Scope] = {}
+        self.diags: list[Diagnostic] = []
+
+    def unit(self, u: _Unit, prefix: str, enter: str | None, known: dict[str, Any],
+             path: str) -> list[str]:
+        """Make the instances of unit `u` under `prefix`, and return the ids of those at
+        this level (steps and calls, not their insides). `known`: the inputs whose values
+        are known before the run (for the static checks)."""
+        ck, r = u.ck, u.recipe
+        mine: list[str] = []
+        self.scopes[prefix] = Scope(prefix, r, ck.fan, enter, known)
+        for sid in u.order:
+            step = r.steps[sid]
+            fan = ck.fan[sid]
+            src = ck.item_from.get(sid)
             loop_items = ck.items.get(sid)
-            item = loop_items[i] if (i is not None and loop_items is not None) else None
-            inst = Instance(iid, step, i, item, src, tuple(dict.fromkeys(deps)))
-            instances[iid] = inst
-            _static_limits(ck, recipe, inst)
-    if ck.diags:
-        raise RecipeError(ck.diags)
-    return Plan(recipe, instances, ck.fan, step_deps)
+            indexes: list[int | None] = [None] if fan is None else list(range(fan))
+            for i in indexes:
+                local = sid if i is None else f"{sid}[{i}]"
+                deps: list[str] = []
+                for tpath, c in u.compiled[sid]:
+                    for ref in c.refs:
+                        if ref.root == "steps":
+                            deps.extend(_ref_deps(ck, tpath, ref, i, local))
+                if src is not None and i is not None:
+                    deps.append(f"{src}[{i}]")
+                for nd in step.needs:
+                    deps.extend(_all(ck, nd))
+                if prefix:
+                    deps = [prefix + d for d in deps]
+                if enter is not None:
+                    deps.append(enter)  # every inner instance waits for its call's inputs
+                item = loop_items[i] if (i is not None and loop_items is not None) else None
+                inst = Instance(prefix + local, step, i, item,
+                                prefix + src if src is not None else None,
+                                tuple(dict.fromkeys(deps)), prefix, path + sid)
+                mine.append(inst.id)
+                if step.callee is None:
+                    self.instances[inst.id] = inst
+                    _static_limits(ck, r, inst, known, self)
+                    continue
+                start = replace(inst, id=inst.id + ENTER, kind="enter")
+                self.instances[start.id] = start
+                inner = u.ck.calls[sid]
+                inner_known = self.call_inputs(ck, start, known)
+                # A call is one step: it ends when every step of it has (a nested call's
+                # end stands for the steps inside it).
+                inside = self.unit(inner, inst.id + "/", start.id, inner_known,
+                                   path + sid + "/")
+                self.instances[inst.id] = replace(inst, deps=(*inside, start.id), kind="leave")
+        return mine
+
+    def call_inputs(self, ck: Checker, start: Instance, known: dict[str, Any]) -> dict[str, Any]:
+        """The inputs of one call whose values are known before the run: defaults, and
+        `with` values that need no step's outputs. Their types are checked here."""
+        step = start.step
+        callee = step.callee
+        assert callee is not None
+        ctx = context(ck.r, start, None, known)
+        out: dict[str, Any] = {}
+        for name, spec in callee.inputs.items():
+            if name not in step.with_:
+                if spec.default is not NO_DEFAULT or not spec.required:
+                    out[name] = None if spec.default is NO_DEFAULT else spec.default
+                continue
+            v = step.with_[name]
+            texts = [t for _p, t in templates_in(v)]
+            if not texts:
+                out[name] = v
+                if spec.type == "file" and isinstance(v, str) and not start.scope \
+                        and not (self.top.path.parent / v).is_file():
+                    self.diags.append(ck.doc.diag(
+                        ("steps", step.id, "with", name), f"steps.{step.id}.with.{name}: no "
+                        f"file '{v}' beside {self.top.file}", "a file input is a path "
+                        "relative to the folder of the recipe that is run"))
+                continue  # literal types were checked with the recipe
+            if not all(_static(compile_template(t), start, known) for t in texts):
+                continue
+            try:
+                value = render(v, ctx)
+            except TemplateError as exc:
+                self.diags.append(ck.doc.diag(("steps", step.id, "with", name),
+                                              f"{start.call}: {exc}"))
+                continue
+            if value is not None and not fits(spec.type, value):
+                self.diags.append(ck.doc.diag(("steps", step.id, "with", name),
+                                              _type_message(step, name, value,
+                                                            f"{start.call}: ")))
+                continue
+            out[name] = value
+        return out
+
+    def path_deps(self) -> dict[str, set[str]]:
+        """Step path -> the step paths it waits for (a call's entry is transparent)."""
+        out: dict[str, set[str]] = {}
+        seen: dict[str, set[str]] = {}  # entry id -> the paths it stands for
+
+        def paths_of(iid: str) -> set[str]:
+            dep = self.instances[iid]
+            if dep.kind != "enter":
+                return {dep.path}
+            if iid not in seen:
+                seen[iid] = {p for d in dep.deps for p in paths_of(d)}
+            return seen[iid]
+
+        for inst in self.instances.values():
+            if inst.kind == "enter":
+                continue
+            s = out.setdefault(inst.path, set())
+            for d in _direct(self.instances, inst):
+                s |= paths_of(d)
+            s.discard(inst.path)
+        return out
 
 
-def _all(ck: _Checker, sid: str) -> list[str]:
+def _direct(instances: dict[str, Instance], inst: Instance) -> tuple[str, ...]:
+    """`inst`'s dependencies, without its call's entry when it waits for another instance
+    of the call too (which waits for the entry itself)."""
+    if inst.kind == "leave":
+        enter = inst.id + ENTER
+    elif inst.kind == "step" and inst.scope:
+        enter = inst.scope[:-1] + ENTER
+    else:
+        return inst.deps
+    if len(inst.deps) < 2 or enter not in inst.deps:
+        return inst.deps
+    return tuple(d for d in inst.deps if d != enter)
+
+
+def _static(c: Compiled, inst: Instance, known: dict[str, Any]) -> bool:
+    """Whether a template can be rendered before the run: no step outputs, no item that
+    comes from one, no input whose value is not known yet."""
+    for ref in c.refs:
+        if ref.root == "steps" or (ref.root == "item" and inst.item_from):
+            return False
+        if ref.root == "inputs" and (not ref.parts or str(ref.parts[0].value) not in known):
+            return False
+    return True
+
+
+def _all(ck: Checker, sid: str) -> list[str]:
     n = ck.fan.get(sid)
     return [sid] if n is None else [f"{sid}[{j}]" for j in range(n)]
 
 
-def _ref_deps(ck: _Checker, path: tuple[Any, ...], ref: Ref, i: int | None,
+def _ref_deps(ck: Checker, path: tuple[Any, ...], ref: Ref, i: int | None,
               iid: str) -> list[str]:
     if not ref.parts or ref.parts[0].kind == "expr":
         return [d for s in ck.r.steps for d in _all(ck, s) if s != path[1]]
@@ -413,7 +503,7 @@ def _ref_deps(ck: _Checker, path: tuple[Any, ...], ref: Ref, i: int | None,
     return [f"{x}[{v % n}]"]
 
 
-def _order(ck: _Checker, deps: dict[str, set[str]]) -> list[str]:
+def _order(ck: Checker, deps: dict[str, set[str]]) -> list[str]:
     ts = graphlib.TopologicalSorter({k: sorted(v) for k, v in deps.items()})
     try:
         return list(ts.static_order())
@@ -438,8 +528,8 @@ def _made_locally(step: Step, kind: str) -> bool:
     return step.uses == "convert" and step.with_.get("format", "wav") != "wav"
 
 
-def _check_service_tracks(ck: _Checker, step: Step) -> None:
-    kind = ck.r.provider.kind
+def _check_service_tracks(ck: Checker, step: Step) -> None:
+    kind = ck.provider.kind
     if step.type is None or step.uses not in NEEDS_SERVICE_TRACK or \
             step.type.support.get(kind) != "remote" or not is_template(step.with_.get("audio")):
         return
@@ -462,27 +552,28 @@ def _check_service_tracks(ck: _Checker, step: Step) -> None:
             return
 
 
-def _check_provider(ck: _Checker, step: Step) -> None:
+def _check_provider(ck: Checker, step: Step) -> None:
     _check_service_tracks(ck, step)
-    kind = ck.r.provider.kind
+    kind = ck.provider.kind
     if step.type is not None and kind not in step.type.support:
         can = [k for k in step.type.support]
         ck.err(("steps", step.id, "uses"), f"step '{step.id}': provider '{kind}' cannot "
                f"perform '{step.uses}'", f"providers that can: {', '.join(can)}")
 
 
-def _static_limits(ck: _Checker, recipe: Recipe, inst: Instance) -> None:
-    """Model limits on inputs that can be rendered before the run (no step outputs)."""
+def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str, Any],
+                   ex: _Expander) -> None:
+    """Model limits on inputs that can be rendered before the run (no step outputs, no
+    input of a call whose value is not known yet)."""
     step = inst.step
     if step.type is None or (inst.index not in (None, 0) and inst.item is None):
         return
-    ctx = context(recipe, inst, steps=None)
+    ctx = context(recipe, inst, None, known)
     values: dict[str, Any] = {}
     for k, v in step.with_.items():
         if is_template(v):
             c = compile_template(v)
-            if any(r.root == "steps" for r in c.refs) or (
-                    inst.item_from and any(r.root == "item" for r in c.refs)):
+            if not _static(c, inst, known):
                 continue
             try:
                 values[k] = c.render(ctx)
@@ -493,23 +584,41 @@ def _static_limits(ck: _Checker, recipe: Recipe, inst: Instance) -> None:
             values[k] = v
     for fld, msg, hint in models.check(step.uses, values):
         where = ("steps", step.id, "with", fld)
-        prefix = f"{inst.id}: " if inst.index is not None else ""
-        ck.err(where if fld in step.with_ else ("steps", step.id), prefix + msg, hint)
+        prefix = f"{inst.id}: " if inst.index is not None or inst.scope else ""
+        src = step.with_.get(fld)
+        via = _from_input(ex, inst, src) if inst.scope else None
+        if via is not None:
+            # The value came from the caller: say so where the caller wrote it.
+            doc, cpath = via
+            ex.diags.append(doc.diag(cpath, f"{prefix}{msg} ({at(ck.doc, where)} uses it as "
+                                     f"{fld})", hint))
+        else:
+            ck.err(where if fld in step.with_ else ("steps", step.id), prefix + msg, hint)
 
 
-def context(recipe: Recipe, inst: Instance, steps: Any) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"vars": recipe.vars, "steps": steps if steps is not None else {}}
+def _from_input(ex: _Expander, inst: Instance, src: Any) -> tuple[Any, tuple[Any, ...]] | None:
+    """Where the caller wrote the value of a callee's field that is `{{ inputs.NAME }}`."""
+    if not isinstance(src, str) or not is_template(src):
+        return None
+    c = compile_template(src)
+    if not c.is_ref or c.refs[0].root != "inputs" or not c.refs[0].parts:
+        return None
+    name = str(c.refs[0].parts[0].value)
+    enter = ex.instances.get(ex.scopes[inst.scope].enter or "")
+    if enter is None or name not in enter.step.with_:
+        return None
+    caller = ex.scopes[enter.scope].recipe
+    return caller.doc, ("steps", enter.step.id, "with", name)
+
+
+def context(recipe: Recipe, inst: Instance, steps: Any,
+            inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"vars": recipe.vars, "steps": steps if steps is not None else {},
+                           "inputs": inputs if inputs is not None else {}}
     if inst.index is not None:
         ctx["index"] = inst.index
         ctx["item"] = inst.item
     return ctx
-
-
-def render_inputs(recipe: Recipe, inst: Instance, steps: Any, item: Any = None) -> dict[str, Any]:
-    ctx = context(recipe, inst, steps)
-    if item is not None:
-        ctx["item"] = item
-    return {k: render(v, ctx) for k, v in inst.step.with_.items()}
 
 
 def key(step_type: str, inputs: dict[str, Any], provider_kind: str, base_url: str | None,

@@ -19,6 +19,7 @@ from jsonschema import ValidationError
 from runner import schema as schemas
 from runner import source
 from runner.errors import Diagnostic, RecipeError, UsageError
+from runner.include import INPUT_TYPES, Includes, at, fits
 from runner.source import Document
 from runner.steps import DEFAULTABLE, TYPES, StepType
 from runner.template import TemplateError, compile_template, is_template
@@ -61,6 +62,26 @@ class Step:
     timeout: float | None = None
     take: Any = "both"
     name: str | None = None
+    callee: Recipe | None = None  # the recipe `uses` names, once it loaded without error
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _Missing()  # "no default" differs from `default: null`
+
+
+@dataclass(frozen=True)
+class Input:
+    """One declared input of a reusable recipe."""
+
+    name: str
+    type: str = "any"
+    default: Any = NO_DEFAULT
+    description: str | None = None
+    required: bool = True  # without a default, unless the recipe says `required: false`
 
 
 @dataclass(frozen=True)
@@ -85,8 +106,13 @@ class Recipe:
     steps: dict[str, Step]
     outputs: tuple[OutputFile, ...]
     doc: Document
-    inputs: dict[str, Any] = field(default_factory=dict)
-    exposed: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Input] = field(default_factory=dict)
+    exposed: dict[str, str] = field(default_factory=dict)  # a reusable recipe's outputs
+
+    def input_defaults(self) -> dict[str, Any]:
+        """Each input's value when the caller gives none (null for an optional one)."""
+        return {k: (None if i.default is NO_DEFAULT else i.default)
+                for k, i in self.inputs.items() if not (i.required and i.default is NO_DEFAULT)}
 
 
 def suggest(word: str, choices: Any) -> str | None:
@@ -307,14 +333,17 @@ def _schema_errors(doc: Document) -> list[Diagnostic]:
 
 
 def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
-         display: str | None = None) -> Recipe:
-    """Read, validate and freeze. Raises RecipeError listing every problem found."""
+         display: str | None = None, includes: Includes | None = None) -> Recipe:
+    """Read, validate and freeze, with every recipe it uses. Raises RecipeError listing
+    every problem found."""
     p = Path(path)
     doc = source.read(p, display=display or str(path))
-    return from_document(doc, p, overrides or {})
+    return from_document(doc, p, overrides or {}, includes)
 
 
-def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recipe:
+def from_document(doc: Document, path: Path, overrides: dict[str, Any],
+                  includes: Includes | None = None) -> Recipe:
+    includes = includes if includes is not None else Includes()
     data = doc.data
     if not isinstance(data, dict):
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
@@ -340,9 +369,26 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
                     diags.append(doc.diag(at, f"step '{sid}' ({uses}) needs '{req}' in 'with'",
                                           _required_hint(uses, req), key=True))
             with_ = merged
-        elif re.match(schemas.RECIPE_PATH, uses) and not (path.parent / uses).is_file():
-            diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe file "
-                                  f"'{uses}'", "the path is relative to this recipe's folder"))
+        callee: Recipe | None = None
+        if stype is None and re.match(schemas.RECIPE_PATH, uses):
+            if not (path.parent / uses).is_file():
+                diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe "
+                                      f"file '{uses}'", "the path is relative to this "
+                                      "recipe's folder"))
+            else:
+                callee, found = includes.load(doc, path, sid, uses)
+                diags.extend(found)
+                # Point from here to problems shown in other files (a loop of inclusions
+                # is shown here already, with both positions).
+                others = [d for d in found if d.file != doc.file and d not in includes.cycles]
+                elsewhere = sorted({d.file for d in others})
+                if elsewhere:
+                    n = len(others)
+                    diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: "
+                                          f"{', '.join(elsewhere)}: {n} problem"
+                                          f"{'s' if n != 1 else ''}, shown at "
+                                          f"{'their positions' if n != 1 else 'its position'}"))
+            diags.extend(_call_errors(doc, sid, raw, callee))
         fe = raw.get("for_each")
         if isinstance(fe, str) and is_template(fe):
             # Checked here because plan.build would recompile a broken for_each unguarded.
@@ -360,6 +406,7 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
             retry=raw.get("retry", 0) if isinstance(raw.get("retry"), int) else 0,
             timeout=parse_duration(raw.get("timeout")), take=raw.get("take", "both"),
             name=raw.get("name") if isinstance(raw.get("name"), str) else None,
+            callee=callee,
         )
     schema_ok = not diags
     vars_ = dict(data.get("vars") or {}) if isinstance(data.get("vars"), dict) else {}
@@ -379,15 +426,52 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
                                       o.get("lrc")))
     elif isinstance(outputs_raw, dict):
         exposed = dict(outputs_raw)
-    if not schema_ok:
-        seen = {(d.line, d.col) for d in diags}
-        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, seen))
+    inputs = _inputs(data.get("inputs"), doc, diags)
+    if diags:
+        seen = {(d.file, d.line, d.col) for d in diags}
+        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, inputs,
+                                                     exposed, seen))
     return Recipe(
         path=path, file=doc.file, name=str(data.get("name") or path.stem),
         provider=provider_from(data.get("provider"), overrides), defaults=dict(defaults),
         vars=vars_, steps=steps, outputs=tuple(outputs), doc=doc,
-        inputs=dict(data.get("inputs") or {}), exposed=exposed,
+        inputs=inputs, exposed=exposed,
     )
+
+
+def _inputs(raw: Any, doc: Document, diags: list[Diagnostic]) -> dict[str, Input]:
+    """The declared inputs; a default must be of the declared type."""
+    out: dict[str, Input] = {}
+    for name, spec in (raw.items() if isinstance(raw, dict) else ()):
+        if not isinstance(spec, dict):
+            continue
+        kind = spec.get("type", "any")
+        default = spec.get("default", NO_DEFAULT)
+        if default is not NO_DEFAULT and default is not None and not fits(kind, default):
+            diags.append(doc.diag(("inputs", name, "default"), f"inputs.{name}.default must "
+                                  f"be {INPUT_TYPES.get(kind, kind)}; got {_got(default)}"))
+        out[name] = Input(name, kind, default, spec.get("description"),
+                          bool(spec.get("required", default is NO_DEFAULT)))
+    return out
+
+
+def _call_errors(doc: Document, sid: str, raw: dict[str, Any],
+                 callee: Recipe | None) -> list[Diagnostic]:
+    """What a call step may not say: the settings of one service task, and a callee that
+    writes album files (only the recipe that is run writes the album)."""
+    out: list[Diagnostic] = []
+    for k in ("take", "retry", "timeout"):
+        if k in raw:
+            out.append(doc.diag(("steps", sid, k), f"steps.{sid}.{k}: applies to a step type, "
+                                f"not to a reusable recipe ({raw['uses']})", "set it on the "
+                                "steps inside the reusable recipe", key=True))
+    if callee is not None and isinstance(callee.doc.data.get("outputs"), list):
+        out.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: {callee.file} writes "
+                            f"album files (its outputs at {at(callee.doc, ('outputs',), key=True)}"
+                            " are a list); a reusable recipe exposes values instead",
+                            "give it outputs: {name: \"{{ steps.x.file }}\"} and write the album "
+                            "in the recipe you run"))
+    return out
 
 
 def _escapes(path: str) -> bool:
@@ -424,19 +508,21 @@ def _output_path_errors(outputs: Any, doc: Document) -> list[Diagnostic]:
 
 
 def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
-                       steps: dict[str, Step], vars_: dict[str, Any],
-                       seen: set[tuple[int, int]]) -> list[Diagnostic]:
+                       steps: dict[str, Step], vars_: dict[str, Any], inputs: dict[str, Input],
+                       exposed: dict[str, str],
+                       seen: set[tuple[str, int, int]]) -> list[Diagnostic]:
     """With schema errors present, still look for reference errors in what did parse, so
     the author sees every problem in one pass. A recipe too broken to plan yields none."""
     from runner import plan
 
     try:
         r = Recipe(path=path, file=doc.file, name="", provider=Provider(), defaults={},
-                   vars=vars_, steps=steps, outputs=(), doc=doc)
+                   vars=vars_, steps=steps, outputs=(), doc=doc, inputs=inputs,
+                   exposed=exposed)
         plan.build(r)
     except RecipeError as exc:
         # One message per position: where the schema already spoke, it said it better.
-        return [d for d in exc.diagnostics if (d.line, d.col) not in seen]
+        return [d for d in exc.diagnostics if (d.file, d.line, d.col) not in seen]
     except Exception:  # noqa: BLE001 - best effort only; the schema errors stand on their own
         return []
     return []

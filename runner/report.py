@@ -17,37 +17,41 @@ def price(plan: Plan, inst: Instance) -> float:
     if t is None or not t.paid(kind):
         return 0.0
     prices = plan.recipe.provider.prices
-    if t.name == "convert" and inst.step.with_.get("format", "wav") != "wav":
+    if t.name == "convert" and plan.static_value(inst, "format", "wav") != "wav":
         return 0.0  # only WAV is made by the service; other formats are local ffmpeg
     if t.name == "separate":
-        mode = inst.step.with_.get("type", "separate_vocal")
+        mode = plan.static_value(inst, "type", "separate_vocal")
         if mode == "split_stem":
             return float(prices.get("split_stem", 50))
     return float(prices.get(t.name, t.price))
 
 
 def _deps_text(plan: Plan, inst: Instance) -> str:
-    if not inst.deps:
+    deps = plan.waits_for(inst)
+    if not deps:
         return "-"
-    by_step: dict[str, list[str]] = {}
-    for d in inst.deps:
-        by_step.setdefault(d.split("[", 1)[0], []).append(d)
+    by_step: dict[tuple[str, str], list[str]] = {}
+    for d in deps:
+        dep = plan.instances[d]
+        by_step.setdefault((dep.scope, dep.step.id), []).append(d)
     parts = []
-    for sid, ds in by_step.items():
-        n = plan.fan.get(sid)
-        parts.append(f"{sid}[*]" if n is not None and n > 1 and len(ds) == n else ", ".join(ds))
+    for (scope, sid), ds in by_step.items():
+        n = plan.scopes[scope].fan.get(sid) if scope in plan.scopes else plan.fan.get(sid)
+        parts.append(f"{scope}{sid}[*]" if n is not None and n > 1 and len(ds) == n
+                     else ", ".join(ds))
     return ", ".join(parts)
 
 
 def plan_rows(plan: Plan, done: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per instance that does work (a call's steps, not its two ends)."""
     rows = []
-    for inst in plan.instances.values():
+    for inst in plan.steps():
         status = (done or {}).get(inst.id, "to run")
         if status == "unknown":
             status = "to run"
         paid = 0 if status == "done" else (1 if price(plan, inst) > 0 else 0)
         conditional = is_template(inst.step.if_) or inst.step.if_ is False
-        rows.append({"id": inst.id, "uses": inst.step.uses, "needs": list(inst.deps),
+        rows.append({"id": inst.id, "uses": inst.step.uses, "needs": plan.waits_for(inst),
                      "waits_for": _deps_text(plan, inst), "status": status,
                      "paid_submissions": paid, "credits": price(plan, inst) if paid else 0.0,
                      "conditional": conditional})

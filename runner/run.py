@@ -43,9 +43,14 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if listen is not None:
         _check_listen(r.provider, listen)
     for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
-        if sid not in r.steps:
+        if sid not in p.paths:
             raise UsageError(f"no step '{sid}' in {recipe_path}"
-                             + (f"; {s}" if (s := recipes.suggest(sid, r.steps)) else ""))
+                             + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
+    unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
+    if unset:
+        raise UsageError(f"{recipe_path} is a reusable recipe: input '{unset[0]}' has no "
+                         "default; use it from another recipe (uses: ./path/to/it.yaml, "
+                         "with: {...})")
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
     odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
     store = Store(sdir).open()
@@ -109,7 +114,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 for prov in provs.values():
                     await prov.aclose()
 
-    ui.start(len(engine.selected))
+    ui.start(sum(1 for i in engine.selected if i.kind == "step"))
     try:
         status = anyio.run(session)
     finally:
@@ -141,7 +146,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
-                 and rec.error and rec.error.startswith("needs ")]
+                 and rec.error and rec.error.startswith("needs ")
+                 and p.instances[rec.id].kind == "step"]
         raise FrozenError("--frozen: these steps would need a paid submission: "
                           + ", ".join(engine.failed_paid)
                           + (f"; and after them: {', '.join(later)}" if later else ""))
@@ -179,7 +185,8 @@ def _callback_summary(callbacks: Callbacks, ui: Any) -> None:
 def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:
     """True when a rerun changed nothing the lock records: every instance was cached and the
     lock is newer than both the journal and the recipe (the lock is derived from them)."""
-    if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()):
+    if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()
+                                     if engine.plan.instances[rec.id].kind == "step"):
         return False
     newest = max(recipe_path.stat().st_mtime,
                  store.journal_path.stat().st_mtime if store.journal_path.exists() else 0.0)
@@ -218,6 +225,13 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def _reported(engine: Engine, rec: Any) -> bool:
+    """Every step instance; of a call's two ends, the call itself (its outputs), and its
+    entry only when it did not start (why its steps did not run)."""
+    kind = engine.plan.instances[rec.id].kind
+    return kind != "enter" or rec.status not in ("succeeded", "pending")
+
+
 def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
                  error: str | None) -> dict[str, Any]:
     return {
@@ -227,7 +241,7 @@ def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
         "steps": [{"id": rec.id, "status": rec.status if rec.status != "pending" else "skipped",
                    "task_ids": rec.task_ids, "attempts": rec.attempts, "outputs": rec.outputs,
                    "error": rec.error, "key": rec.key, "seconds": rec.seconds}
-                  for rec in engine.records.values()],
+                  for rec in engine.records.values() if _reported(engine, rec)],
         "counts": asdict(engine.counts),
         "credits": {"before": None, "after": None, "estimated_spent": engine.spent},
         "outputs": exported,
@@ -241,7 +255,9 @@ def summary_table(engine: Engine) -> list[str]:
     rows: dict[str, dict[str, Any]] = {}
     for rec in engine.records.values():
         inst = engine.plan.instances[rec.id]
-        row = rows.setdefault(inst.step.id, {"uses": inst.step.uses, "n": 0, "seconds": 0.0,
+        if inst.kind != "step":
+            continue
+        row = rows.setdefault(inst.path, {"uses": inst.step.uses, "n": 0, "seconds": 0.0,
                                              **{c: 0 for c in cols}})
         row["n"] += 1
         row["seconds"] = max(row["seconds"], rec.seconds)
@@ -266,7 +282,8 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
         ui.note(line)
     by: dict[str, int] = {}
     for rec in engine.records.values():
-        by[rec.status] = by.get(rec.status, 0) + 1
+        if engine.plan.instances[rec.id].kind == "step":
+            by[rec.status] = by.get(rec.status, 0) + 1
     c = engine.counts
     parts = ", ".join(f"{n} {s}" for s, n in sorted(by.items()))
     ui.note(f"{status}: {parts}; {c.submissions} submissions, {c.polls} polls, "

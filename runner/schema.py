@@ -16,6 +16,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from runner.include import INPUT_TYPES
 from runner.steps import DEFAULTABLE, PROVIDER_KINDS, TYPES
 
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%",
@@ -138,10 +139,15 @@ OUTPUT_FILE = {
 
 INPUT = {
     "type": "object", "additionalProperties": False,
-    "properties": {"type": {"enum": ["string", "number", "integer", "boolean", "list", "object",
-                                     "track", "any"]},
-                   "default": {}, "description": {"type": "string"},
-                   "required": {"type": "boolean"}},
+    "properties": {"type": {"enum": list(INPUT_TYPES),
+                            "description": "checked against the caller's value: literal "
+                                           "values before the run, templates once rendered"},
+                   "default": {"description": "the value when the caller gives none; an "
+                                              "input without one is required"},
+                   "description": {"type": "string"},
+                   "required": {"type": "boolean",
+                                "description": "default: true when there is no default; "
+                                               "false with no default gives null"}},
 }
 
 
@@ -167,7 +173,10 @@ def _top(step: dict[str, Any]) -> dict[str, Any]:
                          "properties": defaults_props},
             "vars": {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}},
             "inputs": {"type": "object", "propertyNames": {"pattern": STEP_ID},
-                       "additionalProperties": INPUT},
+                       "additionalProperties": INPUT,
+                       "description": "a reusable recipe's inputs, filled by the `with` of "
+                                      "a step that uses it; templates read them as "
+                                      "inputs.NAME"},
             "steps": {"type": "object", "minProperties": 1,
                       "propertyNames": {"pattern": STEP_ID}, "additionalProperties": step},
             "outputs": {"anyOf": [
@@ -175,7 +184,8 @@ def _top(step: dict[str, Any]) -> dict[str, Any]:
                 {"type": "object", "propertyNames": {"pattern": STEP_ID},
                  "additionalProperties": {"type": "string"}},
             ], "description": "album files (a list), or a reusable recipe's outputs "
-                              "(a mapping of name to template)"},
+                              "(a mapping of name to a template over its own steps and "
+                              "inputs; a caller reads them as steps.CALL.NAME)"},
         },
         "$defs": {"template": TEMPLATE},
     }

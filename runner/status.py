@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from runner.engine import apply_take, instance_key, route_of
-from runner.plan import Plan, render_inputs
+from runner.errors import StepError
+from runner.plan import Plan
+from runner.scopes import Scopes
 from runner.store import Store
-from runner.template import TemplateError, compile_template, is_template
+from runner.template import TemplateError, render
 
 
 def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
@@ -20,27 +22,35 @@ def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
 
     `stale`: this step ran before (the journal has a finished run of it) but its inputs
     changed since, so it would run again. `unknown`: it waits for a step not done yet,
-    so its inputs (and key) cannot be known before the run.
+    so its inputs (and key) cannot be known before the run. The two ends of a call of a
+    reusable recipe are walked too (their rendering is what the inner steps see) but not
+    listed.
     """
-    ctx: dict[str, Any] = {sid: ([None] * n if n is not None else None)
-                           for sid, n in plan.fan.items()}
+    scopes = Scopes(plan)
     results: dict[str, Any] = {}
     finished_steps = {st.step for st in store.states.values() if st.status == "done"}
     out: dict[str, dict[str, Any]] = {}
     for iid, inst in plan.instances.items():
         if any(results.get(d) is None for d in inst.deps):
-            out[iid] = {"status": "unknown", "key": None, "route": None}
+            if inst.kind == "step":
+                out[iid] = {"status": "unknown", "key": None, "route": None}
             continue
         item = results.get(f"{inst.item_from}[{inst.index}]") if inst.item_from else None
+        if inst.kind != "step":
+            try:
+                if inst.kind == "leave":
+                    results[iid] = scopes.leave(inst)
+                elif scopes.enter(inst, item):
+                    results[iid] = True
+            except (TemplateError, StepError):
+                pass  # a call that cannot start: its steps stay unknown
+            continue
         try:
-            if is_template(inst.step.if_):
-                c: dict[str, Any] = {"vars": plan.recipe.vars, "steps": ctx}
-                if inst.index is not None:
-                    c.update(index=inst.index, item=item if item is not None else inst.item)
-                if not compile_template(inst.step.if_).render(c):
-                    out[iid] = {"status": "skipped", "key": None, "route": None}
-                    continue
-            inputs = render_inputs(plan.recipe, inst, ctx, item)
+            ctx = scopes.context(inst, item)
+            if not scopes.condition(inst, ctx):
+                out[iid] = {"status": "skipped", "key": None, "route": None}
+                continue
+            inputs = {k: render(v, ctx) for k, v in inst.step.with_.items()}
         except TemplateError:
             out[iid] = {"status": "unknown", "key": None, "route": None}
             continue
@@ -50,10 +60,7 @@ def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
         if st is not None and st.status == "done":
             view = apply_take(st.outputs, inst.step.take)
             results[iid] = view
-            if inst.index is None:
-                ctx[inst.step.id] = view
-            else:
-                ctx[inst.step.id][inst.index] = view
+            scopes.publish(inst, view)
             missing = [f for f in st.files if not store.has_blob(f)]
             out[iid] = {"status": "missing" if missing else "done", "key": k, "route": route}
         else:

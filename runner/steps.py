@@ -199,7 +199,18 @@ TYPES: dict[str, StepType] = {t.name: t for t in [
     _t("transcode", "convert a track's format on this machine (never a service call)",
        {"format": FORMAT, "bitrate": BITRATE},
        LOCAL_AUDIO_OUT, required=("audio",), support=dict(LOCAL_EVERYWHERE)),
+    _t("tag", "write tags (title, artist, album, track, genre, year, lyrics) into a copy of "
+       "an MP3, FLAC or WAV track",
+       {"title": text("the title"), "artist": text("the artist"), "album": text("the album"),
+        "track": {"type": ["integer", "string"], "description": "track number, e.g. 3 or "
+                  "'3/12'"},
+        "genre": text("the genre"),
+        "year": {"type": ["integer", "string"], "description": "the year, e.g. 2025"},
+        "lyrics": text("unsynchronised lyrics")},
+       LOCAL_AUDIO_OUT, required=("audio",), support=dict(LOCAL_EVERYWHERE)),
 ]}
+
+TAG_FIELDS = ("title", "artist", "album", "track", "genre", "year", "lyrics")
 
 PROVIDER_KINDS = ("local", "sunoapi", "newapi")
 

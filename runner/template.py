@@ -3,8 +3,8 @@
 Why a sandbox: recipes come from pull requests, so a template is untrusted code. The
 immutable sandbox refuses attribute access to dunders and mutation of values, the
 environment has no loader (no ``{% include %}`` of files), the context holds only
-``vars``, ``steps``, ``item`` and ``index`` (never ``os.environ``), and undefined names
-fail loudly instead of rendering as empty strings.
+``vars``, ``steps``, ``item``, ``index`` and, in a reusable recipe, ``inputs`` (never
+``os.environ``), and undefined names fail loudly instead of rendering as empty strings.
 
 A value that is exactly one ``{{ expr }}`` keeps its native type (a number, a list, a
 track object); anything else renders to a string.
@@ -212,6 +212,13 @@ class Compiled:
         self.refs, self.names = _analyse(ast)
         # Code generation is the expensive half of Jinja; do it only when first rendered.
         self._ast = ast
+
+    @property
+    def is_ref(self) -> bool:
+        """Whether the template is exactly one reference chain, `{{ steps.x.tracks[0] }}`,
+        so that its value is that of the thing it names."""
+        return self._simple is not None and self.native and len(self.refs) == 1 \
+            and sum(1 for c in self._simple if not isinstance(c, str)) == 1
 
     def _compile(self) -> None:
         m = _WHOLE.match(self.source)

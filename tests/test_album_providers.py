@@ -31,10 +31,11 @@ def layout(cwd: Path) -> list[str]:
 
 
 def test_the_example_album_has_the_same_layout_on_local_and_sunoapi(tmp_path: Path):
-    local, remote = tmp_path / "local", tmp_path / "remote"
+    local, remote = tmp_path / "local" / "examples", tmp_path / "remote" / "examples"
     for d in (local, remote):
-        d.mkdir()
+        d.mkdir(parents=True)
         shutil.copy(ROOT / "examples" / "album.yaml", d)
+        shutil.copytree(ROOT / "recipes", d.parent / "recipes")  # the album uses ../recipes/
     r = run(local)
     assert r.returncode == 0, r.stderr
     with FakeServer("sunoapi", api_key=KEY) as srv:
@@ -43,7 +44,7 @@ def test_the_example_album_has_the_same_layout_on_local_and_sunoapi(tmp_path: Pa
         log = srv.log
     assert KEY not in r.stdout + r.stderr
     # Every byte the run left behind: journal, uploads cache, blobs, lock, report, album.
-    files = [f for f in remote.rglob("*") if f.is_file()]
+    files = [f for f in remote.parent.rglob("*") if f.is_file()]
     assert any(f.suffix == ".lock" for f in files)
     assert [f for f in files if KEY.encode() in f.read_bytes()] == []
     assert layout(local) == layout(remote)

@@ -146,3 +146,93 @@ def test_kill_9_at_random_moments_never_pays_twice_for_a_recorded_task(tmp_path:
         assert hashlib.sha256(data).hexdigest() == f["sha256"]
     assert kills == KILLS
     assert len(created) > SONGS  # the kills reached past the first step of the chain
+
+
+# --- a kill inside a reusable recipe ---------------------------------------------------
+
+CALLEE = """\
+version: 1
+inputs:
+  title: {type: string}
+steps:
+  first:
+    uses: generate
+    with: {title: "{{ inputs.title }}", style: synthwave, prompt: "[Verse] {{ inputs.title }}"}
+  whole:
+    uses: extend
+    with: {audio: "{{ steps.first.tracks[0] }}", continue_at: 20, prompt: outro}
+outputs:
+  file: "{{ steps.whole.tracks[0].file }}"
+"""
+
+CALLER = """\
+version: 1
+name: kill-calls
+provider: {kind: sunoapi, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  song:
+    uses: ./lib/song.yaml
+    for_each: [Ash, Elm]
+    with: {title: "{{ item }}"}
+outputs:
+  - for_each: "{{ steps.song }}"
+    path: "{{ index }}.mp3"
+    from: "{{ item.file }}"
+"""
+
+
+def run_calls(tmp: Path, url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(tmp / "calls.yaml"), "--base-url", url,
+         "--out", str(tmp / "out"), "--state-dir", str(tmp / "state"), "--quiet"],
+        env={**os.environ, "SUNO_API_KEY": KEY}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+
+
+def wait_for_journal(tmp: Path, proc: subprocess.Popen[bytes], steps: set[str]) -> None:
+    """Until the journal records a task id for each of `steps` (each in flight at the fake,
+    whose clock the test holds still). The deadline only guards against a hang."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before its tasks were in flight"
+        if (tmp / "state" / "journal.jsonl").exists() and steps <= {
+                e["step"] for e in journal(tmp) if e["e"] == "submitted"}:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no task ids recorded for {steps}")
+
+
+def test_a_run_killed_inside_a_reusable_recipe_resumes_without_resubmitting(tmp_path: Path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "song.yaml").write_text(CALLEE)
+    (tmp_path / "calls.yaml").write_text(CALLER)
+    # Every task takes 100 s on the fake's clock (at one fake second per real second) until
+    # the test moves it on: a kill always lands while the tasks it waited for are in flight.
+    config = {"latency": {"*": {"dist": "fixed", "value": 100}}, "latency_scale": 1.0}
+    with FakeServer("sunoapi", api_key=KEY, **config) as srv:
+        for inner in ("first", "whole"):
+            proc = run_calls(tmp_path, srv.url)
+            wait_for_journal(tmp_path, proc, {f"song[0]/{inner}", f"song[1]/{inner}"})
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            srv.advance(150)  # the tasks in flight finish; the next run polls them
+        proc = run_calls(tmp_path, srv.url)
+        assert proc.wait(timeout=120) == 0
+        log = srv.log
+
+    posts = Counter(e["path"] for e in log if e["method"] == "POST" and e.get("task_id"))
+    assert posts["/api/v1/generate"] == 2
+    assert posts["/api/v1/generate/extend"] == 2
+    recorded: dict[str, set[str]] = {}
+    steps: dict[str, str] = {}
+    for ev in journal(tmp_path):
+        if ev["e"] == "submitted":
+            recorded.setdefault(ev["key"], set()).add(ev["task_id"])
+            steps[ev["key"]] = ev["step"]
+    # One key per inner instance, each with exactly the one task the fake created for it.
+    assert sorted(steps.values()) == ["song[0]/first", "song[0]/whole", "song[1]/first",
+                                      "song[1]/whole"]
+    assert all(len(tasks) == 1 for tasks in recorded.values()), recorded
+    created = {e["task_id"] for e in log if e["method"] == "POST" and e.get("task_id")}
+    assert created == {t for tasks in recorded.values() for t in tasks}
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp3")) == ["0.mp3", "1.mp3"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from runner.errors import StepError
 from runner.models import DEFAULT_MODEL, MODEL_NAMES
 from runner.providers import Op, Produced, Result, Submitted
 from runner.recipe import Provider as ProviderConfig
+from runner.steps import TAG_FIELDS
+from runner.tags import TAGGABLE, write_tags
 
 
 def _seed(op: Op, extra: str = "") -> str:
@@ -279,6 +282,20 @@ class LocalProvider:
         lufs = op.inputs.get("lufs")
         media.normalize(self._audio(op), out, lufs=float(lufs) if lufs is not None else -14.0)
         return self._processed(op, out)
+
+    def _tag(self, op: Op) -> dict[str, Any]:
+        src = self._audio(op)
+        if src.suffix.lower() not in TAGGABLE:
+            raise StepError(f"tag writes MP3, FLAC and WAV files; this track is "
+                            f"{src.suffix or 'without an extension'}", step=op.step)
+        out = op.workdir / f"tagged{src.suffix.lower()}"
+        shutil.copyfile(src, out)
+        tags = {k: op.inputs[k] for k in TAG_FIELDS if op.inputs.get(k) is not None}
+        write_tags(out, tags)
+        result = self._processed(op, out)
+        if tags.get("title"):
+            result["tracks"][0]["title"] = str(tags["title"])
+        return result
 
     def _ext(self, op: Op) -> str:
         ext = self._audio(op).suffix.lower()

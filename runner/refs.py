@@ -1,0 +1,301 @@
+"""Reference checks for one recipe file: the length of each `for_each`, and what every
+template may name (vars, steps and their outputs, fields of those, `item`, `index`, a
+reusable recipe's inputs and the outputs of the recipes its steps use). Each problem is a
+positioned diagnostic in that file; the plan (runner.plan) collects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import Diagnostic
+from runner.include import at
+from runner.recipe import Provider, Recipe, Step, _kind, _show, suggest
+from runner.template import (
+    SCOPE,
+    Compiled,
+    Part,
+    Ref,
+    TemplateError,
+    compile_template,
+    index_value,
+    is_template,
+    templates_in,
+)
+
+if TYPE_CHECKING:
+    from runner.plan import _Unit
+
+
+class Checker:
+    def __init__(self, recipe: Recipe, provider: Provider) -> None:
+        self.r = recipe
+        self.provider = provider  # the run's: a reusable recipe runs on its caller's
+        self.doc = recipe.doc
+        self.calls: dict[str, _Unit] = {}  # call step id -> the checked callee
+        self.diags: list[Diagnostic] = []
+        self.fan: dict[str, int | None] = {}
+        self.items: dict[str, list[Any] | None] = {}
+        self.item_from: dict[str, str | None] = {}
+        self.broken: set[str] = set()  # steps whose for_each failed: their length is unknown
+
+    def err(self, path: tuple[Any, ...], msg: str, hint: str | None = None,
+            line: int = 1, key: bool = False) -> None:
+        self.diags.append(self.doc.diag(path, msg, hint, key=key,
+                                        offset=(line - 1, 1) if line > 1 else None))
+
+    def compile(self, path: tuple[Any, ...], src: str) -> Compiled | None:
+        try:
+            return compile_template(src)
+        except TemplateError as exc:
+            self.err(path, str(exc), None, exc.line)
+            return None
+
+    # --- for_each lengths ------------------------------------------------------------
+
+    def fan_out(self, sid: str, visiting: frozenset[str] = frozenset()) -> int | None:
+        if sid in self.fan:
+            return self.fan[sid]
+        step = self.r.steps[sid]
+        path = ("steps", sid, "for_each")
+        n, items, frm = self._loop(step.for_each, path, visiting | {sid})
+        self.fan[sid], self.items[sid], self.item_from[sid] = n, items, frm
+        return n
+
+    def _loop(self, fe: Any, path: tuple[Any, ...],
+              visiting: frozenset[str]) -> tuple[int | None, list[Any] | None, str | None]:
+        if fe is None:
+            return None, None, None
+        if isinstance(fe, list):
+            return len(fe), fe, None
+        c = self.compile(path, fe)
+        if c is None:
+            return 0, [], None
+        roots = {r.root for r in c.refs}
+        if roots == {"steps"} and c.native and len(c.refs) == 1 and len(c.refs[0].parts) == 1 \
+                and c.refs[0].parts[0].kind in ("attr", "const"):
+            x = str(c.refs[0].parts[0].value)
+            if x not in self.r.steps:
+                self.err(path, f"for_each refers to unknown step '{x}'",
+                         suggest(x, self.r.steps))
+                return 0, [], None
+            if x in visiting:
+                self.err(path, f"for_each over steps.{x} loops back to this step")
+                return 0, [], None
+            n = self.fan_out(x, visiting)
+            if n is None:
+                self.err(path, f"for_each over steps.{x}, but '{x}' is a single step, not a "
+                         "fan-out", "for_each takes a list, vars, or '{{ steps.X }}' of a "
+                         f"fan-out step; use {x}'s outputs in 'with' instead, e.g. "
+                         f"audio: \"{{{{ steps.{x}.tracks[0] }}}}\"")
+                return 0, [], None
+            return n, None, x
+        if roots - {"vars"} and path[0] == "outputs" and roots <= {"vars", "steps"}:
+            # An album entry is written after the run, so its list may come from outputs
+            # (e.g. a folder per stem: "{{ steps.stems.stems | dictsort }}").
+            self.check_refs(path, c, None, looped=False)
+            return None, None, None
+        if "inputs" in roots:
+            self.err(path, "for_each in a reusable recipe cannot use inputs yet: its length "
+                     "must be known before the run", "loop in the caller instead: for_each on "
+                     "the step that uses this recipe")
+            return 0, [], None
+        if roots - {"vars"}:
+            self.err(path, "for_each may use vars, a literal list, or exactly "
+                     "'{{ steps.X }}' of a fan-out step X; its length must be known before "
+                     "the run")
+            return 0, [], None
+        before = len(self.diags)
+        self.check_refs(path, c, None)
+        if len(self.diags) > before:
+            self.broken.add(path[1] if path[0] == "steps" else "")
+            return 0, [], None
+        try:
+            value = c.render({"vars": self.r.vars})
+        except TemplateError as exc:
+            self.err(path, f"for_each: {exc}")
+            self.broken.add(path[1] if path[0] == "steps" else "")
+            return 0, [], None
+        if not isinstance(value, list):
+            self.err(path, f"for_each must give a list; '{fe}' gives {_kind(value)} "
+                     f"{_show(value)}")
+            return 0, [], None
+        return len(value), value, None
+
+    # --- references ------------------------------------------------------------------
+
+    def check_refs(self, path: tuple[Any, ...], c: Compiled, sid: str | None,
+                   *, looped: bool | None = None) -> None:
+        looped = (sid is not None and self.r.steps[sid].for_each is not None) \
+            if looped is None else looped
+        for name in sorted(c.names - set(SCOPE)):
+            self.err(path, f"unknown name '{name}' in template",
+                     suggest(name, SCOPE) or "templates can use vars, steps, item and index "
+                     "(never the environment)")
+        for ref in c.refs:
+            if ref.root == "vars":
+                self._check_var(path, ref)
+            elif ref.root == "steps":
+                self._check_step_ref(path, ref, sid)
+            elif ref.root in ("item", "index"):
+                if not looped:
+                    self.err(path, f"'{ref.root}' is only defined inside a for_each",
+                             None, ref.line)
+                elif ref.root == "item" and sid is not None and self.item_from.get(sid):
+                    src = self.item_from[sid]
+                    assert src is not None
+                    self._check_outputs(path, ref, src, list(ref.parts), "item")
+            elif ref.root == "inputs":
+                self._check_input(path, ref)
+
+    def _check_input(self, path: tuple[Any, ...], ref: Ref) -> None:
+        if not self.r.inputs:
+            self.err(path, "'inputs' is only defined in a reusable recipe that declares "
+                     "inputs", None, ref.line)
+            return
+        p = ref.parts[0] if ref.parts else None
+        if p is not None and p.kind in ("attr", "const") and str(p.value) not in self.r.inputs:
+            self.err(path, f"unknown input '{p.value}'",
+                     suggest(str(p.value), self.r.inputs)
+                     or f"inputs: {', '.join(self.r.inputs)}", ref.line)
+
+    def _check_var(self, path: tuple[Any, ...], ref: Ref) -> None:
+        if not ref.parts:
+            return
+        p = ref.parts[0]
+        if p.kind in ("attr", "const") and str(p.value) not in self.r.vars:
+            self.err(path, f"unknown var '{p.value}'",
+                     suggest(str(p.value), self.r.vars)
+                     or f"vars: {', '.join(self.r.vars) or 'none are defined'}", ref.line)
+
+    def _check_step_ref(self, path: tuple[Any, ...], ref: Ref, sid: str | None) -> None:
+        if not ref.parts:
+            self.err(path, "'steps' must name a step, e.g. steps.song", None, ref.line)
+            return
+        p0 = ref.parts[0]
+        if p0.kind == "expr":
+            return
+        x = str(p0.value)
+        if x not in self.r.steps:
+            self.err(path, f"unknown step '{x}' in {ref.text()}",
+                     suggest(x, self.r.steps) or f"steps: {', '.join(self.r.steps)}", ref.line)
+            return
+        if x == sid:
+            self.err(path, f"step '{x}' refers to its own outputs", None, ref.line)
+            return
+        n = self.fan_out(x)
+        rest = list(ref.parts[1:])
+        if x in self.broken:
+            return
+        if n is not None:
+            if not rest:
+                return  # the whole list of instances' outputs
+            if rest[0].kind == "attr":
+                self.err(path, f"steps.{x} is a fan-out of {n}; index it before naming an "
+                         f"output", f"e.g. steps.{x}[index].{rest[0].value} or "
+                         f"steps.{x}[0].{rest[0].value}", ref.line)
+                return
+            v = index_value(rest[0], None)
+            if v is not None and not -n <= v < n:
+                self.err(path, f"{ref.text(2)}: '{x}' has {n} instance"
+                         f"{'s' if n != 1 else ''} (0-{n - 1})", None, ref.line)
+            rest = rest[1:]
+        elif rest and rest[0].kind in ("const", "expr") and not isinstance(rest[0].value, str):
+            self.err(path, f"steps.{x} is a single step, not a list; it cannot be indexed",
+                     f"name one of its outputs, e.g. steps.{x}.{first_output(self, x)}",
+                     ref.line)
+            return
+        self._check_outputs(path, ref, x, rest, f"steps.{x}")
+
+    def _check_outputs(self, path: tuple[Any, ...], ref: Ref, x: str, parts: list[Part],
+                       shown: str) -> None:
+        step = self.r.steps[x]
+        typ: Any = self.outputs_of(x)
+        if typ is None:
+            return  # a call whose recipe did not load: reported there
+        trail = shown
+        for part in parts:
+            if part.kind == "expr":
+                if isinstance(typ, tuple):
+                    typ = typ[1]
+                    trail += "[…]"
+                    continue
+                return
+            if isinstance(typ, dict):
+                name = str(part.value)
+                if name not in typ:
+                    if trail != shown:
+                        msg = f"{trail} has no field '{name}' (fields: {', '.join(typ)})"
+                    elif step.callee is not None:
+                        callee = step.callee
+                        msg = (f"{trail} has no output '{name}' ({callee.file} outputs: "
+                               f"{', '.join(typ)}; declared at "
+                               f"{at(callee.doc, ('outputs',), key=True)})" if typ else
+                               f"{trail} has no output '{name}' ({callee.file} declares no "
+                               f"outputs; see {at(callee.doc, ())})")
+                    else:
+                        msg = f"{trail} has no output '{name}' ({step.uses} outputs: " \
+                              f"{', '.join(typ)})"
+                    self.err(path, msg, suggest(name, typ), ref.line)
+                    return
+                typ = typ[name]
+                trail += f".{name}"
+            elif isinstance(typ, tuple):
+                if part.kind == "attr":
+                    return  # a filter-like attribute of a list; let the render judge
+                typ = typ[1]
+                trail += f"[{part.value}]"
+            else:
+                return
+
+    def outputs_of(self, x: str) -> dict[str, Any] | None:
+        """What step `x` outputs: its type's outputs, or for a call, the callee's outputs
+        with the type of each where it names a step's output directly."""
+        step = self.r.steps[x]
+        if step.type is not None:
+            return step.type.outputs
+        unit = self.calls.get(x)
+        return unit.output_types() if unit is not None else None
+
+    def ref_type(self, c: Compiled) -> Any:
+        """The type of a template that is exactly one reference to a step's output, or
+        None when it cannot be known before the run."""
+        if not c.is_ref or c.refs[0].root != "steps":
+            return None
+        parts = list(c.refs[0].parts)
+        if not parts or parts[0].kind not in ("attr", "const") or str(parts[0].value) \
+                not in self.r.steps:
+            return None
+        x = str(parts[0].value)
+        typ: Any = self.outputs_of(x)
+        rest = parts[1:]
+        if self.fan.get(x) is not None:
+            if rest and (rest[0].kind == "expr" or isinstance(rest[0].value, int)):
+                rest = rest[1:]
+            else:
+                typ = ("list", typ)
+        for part in rest:
+            if isinstance(typ, dict) and part.kind != "expr" and str(part.value) in typ:
+                typ = typ[str(part.value)]
+            elif isinstance(typ, tuple) and (part.kind == "expr"
+                                             or isinstance(part.value, int)):
+                typ = typ[1]
+            else:
+                return None
+        return typ
+
+    # --- dependencies ----------------------------------------------------------------
+
+    def step_templates(self, step: Step) -> Iterator[tuple[tuple[Any, ...], str]]:
+        base = ("steps", step.id)
+        for p, src in templates_in(step.with_):
+            yield (*base, "with", *p), src
+        for key, val in (("if", step.if_), ("take", step.take)):
+            if is_template(val):
+                yield (*base, key), val
+
+
+def first_output(ck: Checker, x: str) -> str:
+    outs = ck.outputs_of(x)
+    return next(iter(outs), "<output>") if outs else "<output>"
