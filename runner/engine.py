@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from runner import models
+from runner import models, paths
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -117,6 +117,7 @@ class Engine:
         self._http: Any = None
         self.selected = self._select()
         self.base_dir = self.recipe.path.parent.resolve()
+        self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
 
     # --- selection -----------------------------------------------------------------
@@ -314,6 +315,10 @@ class Engine:
         if self.stop_reason:
             self._skip(inst.id, f"not run: {self.stop_reason}")
             return None
+        # Rendered paths are confined here, before anything is read, uploaded or submitted:
+        # a path the recipe may not read fails the step with no journal entry and no credit
+        # spent (runner.paths).
+        paths.check_inputs(inputs, self.roots, step=inst.id, uses=step.uses)
         return (prov, inputs, k, st, forced)
 
     def _cached(self, inst: Instance, rec: StepRecord, st: Any, outputs: Any) -> None:
@@ -326,7 +331,7 @@ class Engine:
         prov, inputs, k, st, forced = work
         step = inst.step
         workdir = self.store.scratch(k)
-        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir)
+        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir, self.roots)
         if st is not None and st.status == "done" and not forced:
             # Some stored file went missing. Rule 1 holds here too: a finished remote task
             # is re-fetched (its URL, then the service's fresh links for the same task id),

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import models
+from runner import models, paths
 from runner.errors import Diagnostic, RecipeError
 from runner.recipe import Recipe, Step, _kind, _show, suggest
 from runner.template import (
@@ -93,6 +93,7 @@ class _Checker:
         self.items: dict[str, list[Any] | None] = {}
         self.item_from: dict[str, str | None] = {}
         self.broken: set[str] = set()  # steps whose for_each failed: their length is unknown
+        self.roots = recipe.roots
 
     def err(self, path: tuple[Any, ...], msg: str, hint: str | None = None,
             line: int = 1, key: bool = False) -> None:
@@ -495,6 +496,15 @@ def _static_limits(ck: _Checker, recipe: Recipe, inst: Instance) -> None:
         where = ("steps", step.id, "with", fld)
         prefix = f"{inst.id}: " if inst.index is not None else ""
         ck.err(where if fld in step.with_ else ("steps", step.id), prefix + msg, hint)
+    for where, text in paths.local_paths(values):
+        try:
+            ck.roots.resolve(text)
+        except paths.Outside as exc:
+            # A literal names the step (every instance says the same: one message); a value
+            # rendered from `item` names the instance.
+            who = inst.id if is_template(step.with_.get(where[0])) and inst.index is not None \
+                else step.id
+            ck.err(("steps", step.id, "with", *where), f"{paths.label(who, step.uses)}: {exc}")
 
 
 def context(recipe: Recipe, inst: Instance, steps: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from jsonschema import ValidationError
 from runner import schema as schemas
 from runner import source
 from runner.errors import Diagnostic, RecipeError, UsageError
+from runner.paths import Outside, Roots
 from runner.source import Document
 from runner.steps import DEFAULTABLE, TYPES, StepType
 from runner.template import TemplateError, compile_template, is_template
@@ -87,6 +88,12 @@ class Recipe:
     doc: Document
     inputs: dict[str, Any] = field(default_factory=dict)
     exposed: dict[str, str] = field(default_factory=dict)
+    allow_paths: tuple[Path, ...] = ()  # --allow-path: folders beside its own it may read
+
+    @property
+    def roots(self) -> Roots:
+        """The folders its local paths may name (runner.paths)."""
+        return Roots.of(self.path, self.allow_paths)
 
 
 def suggest(word: str, choices: Any) -> str | None:
@@ -319,7 +326,8 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
     if not isinstance(data, dict):
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
                                     "start with 'version: 1', a 'name' and 'steps'")])
-    diags = _schema_errors(doc) + _output_path_errors(data.get("outputs"), doc)
+    diags = _schema_errors(doc) + _output_path_errors(
+        data.get("outputs"), doc, Roots.of(path, overrides.get("allow_paths") or ()))
     defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     steps: dict[str, Step] = {}
     raw_steps: dict[str, Any] = data["steps"] if isinstance(data.get("steps"), dict) else {}
@@ -381,12 +389,14 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any]) -> Recip
         exposed = dict(outputs_raw)
     if not schema_ok:
         seen = {(d.line, d.col) for d in diags}
-        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, seen))
+        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, seen,
+                                                     overrides.get("allow_paths") or ()))
     return Recipe(
         path=path, file=doc.file, name=str(data.get("name") or path.stem),
         provider=provider_from(data.get("provider"), overrides), defaults=dict(defaults),
         vars=vars_, steps=steps, outputs=tuple(outputs), doc=doc,
         inputs=dict(data.get("inputs") or {}), exposed=exposed,
+        allow_paths=tuple(overrides.get("allow_paths") or ()),
     )
 
 
@@ -396,17 +406,18 @@ def _escapes(path: str) -> bool:
         or ".." in p.split("/")
 
 
-def _output_path_errors(outputs: Any, doc: Document) -> list[Diagnostic]:
+def _output_path_errors(outputs: Any, doc: Document, roots: Roots) -> list[Diagnostic]:
     """Album entries must not reach outside: `path` stays under --out, `from` names a file
     output (a literal path could copy any file on the machine that builds the album into
-    it), a literal `cover` stays beside the recipe. Templated paths are checked again when
-    rendered."""
+    it), a literal `cover` stays beside the recipe (runner.paths). Templated paths are
+    checked again when rendered; in a templated `path` only the literal text can make
+    folders (inserted values are sanitised), so its shape is checked here too."""
     out: list[Diagnostic] = []
     for i, o in enumerate(outputs if isinstance(outputs, list) else []):
         if not isinstance(o, dict):
             continue
         p, frm = o.get("path"), o.get("from")
-        if isinstance(p, str) and not is_template(p) and _escapes(p):
+        if isinstance(p, str) and _escapes(p):
             out.append(doc.diag(("outputs", i, "path"), f"outputs[{i}].path: {_show(p)} "
                                 "leaves the output folder", "use a path relative to --out, "
                                 "without '..'"))
@@ -415,24 +426,28 @@ def _output_path_errors(outputs: Any, doc: Document) -> list[Diagnostic]:
                                 "not a step's file output",
                                 "e.g. from: \"{{ steps.song.tracks[0].file }}\""))
         cover = o.get("tags", {}).get("cover") if isinstance(o.get("tags"), dict) else None
-        if isinstance(cover, str) and not is_template(cover) and _escapes(cover):
-            out.append(doc.diag(("outputs", i, "tags", "cover"), f"outputs[{i}].tags.cover: "
-                                f"{_show(cover)} is outside the recipe's folder",
-                                "use a step's image (e.g. \"{{ steps.art.images[0].file }}\") "
-                                "or a file beside the recipe"))
+        if isinstance(cover, str) and cover and not is_template(cover):
+            try:
+                roots.resolve(cover)
+            except Outside as exc:
+                out.append(doc.diag(("outputs", i, "tags", "cover"),
+                                    f"outputs[{i}].tags.cover: {exc}",
+                                    "use a step's image (e.g. \"{{ steps.art.images[0].file "
+                                    "}}\") or a file beside the recipe"))
     return out
 
 
 def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
                        steps: dict[str, Step], vars_: dict[str, Any],
-                       seen: set[tuple[int, int]]) -> list[Diagnostic]:
+                       seen: set[tuple[int, int]],
+                       allow_paths: tuple[Path, ...] = ()) -> list[Diagnostic]:
     """With schema errors present, still look for reference errors in what did parse, so
     the author sees every problem in one pass. A recipe too broken to plan yields none."""
     from runner import plan
 
     try:
         r = Recipe(path=path, file=doc.file, name="", provider=Provider(), defaults={},
-                   vars=vars_, steps=steps, outputs=(), doc=doc)
+                   vars=vars_, steps=steps, outputs=(), doc=doc, allow_paths=allow_paths)
         plan.build(r)
     except RecipeError as exc:
         # One message per position: where the schema already spoke, it said it better.

@@ -456,8 +456,9 @@ class NewApiProvider:
         audio = op.inputs.get("audio")
         if isinstance(audio, dict):
             file = audio.get("file")
-            if isinstance(file, str) and await anyio.Path(file).is_file():
-                return Path(file)
+            if isinstance(file, str) and file and \
+                    await anyio.Path(path := op.local_file(file)).is_file():
+                return path
             url = audio.get("audio_url")
         else:
             url = audio
