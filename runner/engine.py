@@ -383,7 +383,8 @@ class Engine:
 
         for f in missing:
             try:
-                info = await download.fetch(self.http, f["url"], self.store)
+                info = await download.fetch(self.http, f["url"], self.store,
+                                            max_bytes=self.recipe.provider.max_download_bytes)
             except (download.LinkExpired, download.DownloadRejected, TransientError, KeyError):
                 break
             if info["sha256"] != f["sha256"]:
@@ -622,7 +623,8 @@ class Engine:
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=20.0)
         for n in range(6):
             try:
-                info = await download.fetch(self.http, url, self.store)
+                info = await download.fetch(self.http, url, self.store,
+                                            max_bytes=self.recipe.provider.max_download_bytes)
                 self.counts.downloads += 1
                 return info
             except TransientError as exc:

@@ -33,6 +33,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+DEFAULT_MAX_DOWNLOAD = 512 * 2**20  # bytes of one result file
+
+
 @dataclass(frozen=True)
 class Provider:
     kind: str = "local"
@@ -44,6 +47,7 @@ class Provider:
     poll_interval: float = 10.0
     max_poll_interval: float = 60.0
     request_timeout: float = 30.0
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD
     prices: dict[str, float] = field(default_factory=dict)
     take_seconds: float = 30.0
     concat: str = "remote"
@@ -470,7 +474,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         # Switching provider on the command line drops settings that belong to the other one.
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
-                          "request_timeout", "take_seconds")}
+                          "request_timeout", "take_seconds", "max_download_bytes")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         base["base_url"] = overrides["base_url"]
@@ -488,6 +492,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         poll_interval=float(base.get("poll_interval", 10.0)),
         max_poll_interval=float(base.get("max_poll_interval", 60.0)),
         request_timeout=float(base.get("request_timeout", 30.0)),
+        max_download_bytes=int(base.get("max_download_bytes", DEFAULT_MAX_DOWNLOAD)),
         prices=dict(base.get("prices") or {}),
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),

@@ -201,6 +201,10 @@ class ApiClient:
                                  f"({type(exc).__name__})", step=step) from exc
         except httpx.UnsupportedProtocol as exc:
             raise StepError(f"{where}: not an http(s) URL: {full}", step=step) from exc
+        except httpx.InvalidURL as exc:
+            # A malformed URL, or a redirect answer whose Location httpx cannot parse (it
+            # parses it even when not following): either way no task was created.
+            raise StepError(f"{where}: invalid URL ({exc})", step=step) from exc
         except httpx.TransportError as exc:
             # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
             # out and its answer was lost.
