@@ -24,7 +24,7 @@ from runner.download import DownloadRejected, LinkExpired
 from runner.errors import StepError, TransientError
 from runner.fake import FakeServer
 from runner.pacing import FakeClock
-from runner.providers.http import ApiClient
+from runner.providers.http import ApiClient, http_failure
 from runner.recipe import Provider as ProviderConfig
 from runner.store import Store
 
@@ -75,6 +75,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._body(BODY[:100])
             else:
                 self._redirect(f"/chain/{n - 1}", 307 if n % 2 else 301)
+        elif p == "/echo-auth":
+            # A service that quotes what it was sent, here in a redirect.
+            self._redirect("https://login.example/?was=" +
+                           self.headers.get("Authorization", "").replace(" ", "+"))
         elif p == "/loop":
             self._redirect("/loop")
         elif p == "/to-file":
@@ -263,3 +267,20 @@ def test_an_api_answer_redirecting_to_a_malformed_url_is_a_step_error(server: st
 
     with pytest.raises(StepError, match=r"^song: POST /to-data: invalid URL"):
         anyio.run(go)
+
+
+def test_a_key_echoed_in_a_redirect_is_not_quoted(server: str) -> None:
+    config = ProviderConfig(kind="sunoapi", base_url=server, request_timeout=5.0)
+    api = ApiClient(config, env={"SUNO_API_KEY": "sk-Echoed-42"}, clock=FakeClock())
+
+    async def go() -> Exception | None:
+        try:
+            answer = await api.send("POST", "/echo-auth", step="song", submit=True)
+            return http_failure(answer, step="song", submit=True, key_env="SUNO_API_KEY")
+        finally:
+            await api.aclose()
+
+    failure = anyio.run(go)
+    assert str(failure) == ("song: POST /echo-auth: the service redirects (HTTP 302) to "
+                            "https://login.example/?was=Bearer+[redacted]; set base_url to "
+                            "the address it names")

@@ -214,7 +214,11 @@ class ApiClient:
             body = json.loads(text) if text.strip() else None
         except ValueError:
             body = None
-        return Answer(method, path, resp.status_code, resp.headers, body, text)
+        headers = resp.headers
+        if "location" in headers:  # quoted in messages; a service may echo the key there
+            headers = headers.copy()
+            headers["location"] = self.redact(headers["location"])
+        return Answer(method, path, resp.status_code, headers, body, text)
 
     async def aclose(self) -> None:
         await self.clients.aclose()
