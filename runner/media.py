@@ -91,6 +91,12 @@ def _url(path: Path) -> str:
     return f"file:{os.fspath(path)}"
 
 
+def _child_env() -> dict[str, str]:
+    """ffmpeg's environment: what it needs, and not the API key or other secrets of ours."""
+    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
 # The demuxers an input may use. A file from a recipe's folder is untrusted: without this
 # list, one named `x.m3u8` (or any playlist ffmpeg recognises) makes ffmpeg open the files
 # and URLs it lists, anywhere on the machine or the network.
@@ -127,7 +133,7 @@ def _run(op: str, target: Path, args: Sequence[str], *, level: str = "error") ->
     """Run ffmpeg with ``args``; return its stderr, raise MediaError on failure."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", level, *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False, env=_child_env())
     except OSError as exc:
         raise MediaError(f"{op} {target}: cannot run ffmpeg: {exc}") from exc
     if proc.returncode != 0:
@@ -331,7 +337,7 @@ def _count_samples(path: Path) -> int:
     total = 0
     # stderr goes to a file: a damaged file can log more than a pipe buffer holds.
     with tempfile.TemporaryFile() as err:
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=_child_env()) as proc:
             assert proc.stdout is not None
             while chunk := proc.stdout.read(1 << 20):
                 total += len(chunk)
@@ -353,7 +359,7 @@ def probe(path: Path) -> MediaInfo:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *_input(path)]
     try:
         # Without an output ffmpeg exits 1 after printing the input description.
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False, env=_child_env())
     except OSError as exc:
         raise MediaError(f"probe {path}: cannot run ffmpeg: {exc}") from exc
     text = proc.stderr.decode("utf-8", "replace")
@@ -442,7 +448,7 @@ def read_pcm(path: Path, sample_rate: int = 44100, channels: int = 2) -> bytes:
         "-",
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False, env=_child_env())
     except OSError as exc:
         raise MediaError(f"read_pcm {path}: cannot run ffmpeg: {exc}") from exc
     if proc.returncode != 0:
