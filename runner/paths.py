@@ -12,9 +12,10 @@ Recipes arrive in pull requests, so a path in a recipe is untrusted. The rules:
 - Literal paths are checked at validation (a positioned message), rendered ones by the
   engine right before the step runs, before anything is submitted or uploaded; providers
   read the resolved path that the check returns, never the raw text.
-- sunoflow never makes symbolic links, so one inside the state directory or the album
-  folder was put there by someone else, most likely committed beside the recipe so that
-  our writes land outside: such a folder is refused before the run (`writable_dir`).
+- sunoflow never makes symbolic links, so one inside a state directory beside the recipe
+  was put there by someone else, most likely committed with the recipe so that our writes
+  land outside: such a folder is refused before the run (`writable_dir`), as is a state
+  directory or album folder beside the recipe that leads outside its folder.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class Roots:
                     + ")"
             raise Outside(f"path {text!r}{via} is outside {where}; pass --allow-path DIR to "
                           "allow it")
-        if any(part in FORBIDDEN for part in target.relative_to(inside).parts):
+        # Lower case: on a case-insensitive disk `.GIT/config` is `.git/config`.
+        if any(part.lower() in FORBIDDEN for part in target.relative_to(inside).parts):
             raise Outside(f"path {text!r} is inside .git, which a recipe may not read")
         return target
 
@@ -147,13 +149,16 @@ def readable(op_roots: Roots | None, base_dir: Path, text: str, *, step: str) ->
 # --- where sunoflow writes ---------------------------------------------------------------
 
 def writable_dir(path: Path, what: str, recipe_path: Path, *, scan: bool) -> None:
-    """Refuse a folder that would send our writes elsewhere: one inside the recipe's folder
-    (so possibly committed with it) that resolves outside it, or, with `scan`, one holding
-    a symbolic link anywhere below (sunoflow makes none). The album folder needs no scan:
-    export checks each destination and writes through fresh names only."""
+    """Refuse a folder inside the recipe's folder (so possibly committed with it) that
+    would send our writes elsewhere: one that resolves outside the recipe's folder, or,
+    with `scan`, one holding a symbolic link anywhere below (sunoflow makes none). The
+    album folder needs no scan: export checks each destination and writes through fresh
+    names only. A folder elsewhere was chosen by the person running sunoflow: trusted."""
     folder = Path(os.path.abspath(recipe_path)).parent
     lexical = Path(os.path.abspath(path))
-    if _within(lexical, folder) and not _within(lexical.resolve(), folder.resolve()):
+    if not _within(lexical, folder):
+        return
+    if not _within(lexical.resolve(), folder.resolve()):
         raise UsageError(f"{what} {path} leads through a symbolic link to "
                          f"{lexical.resolve()}, outside the recipe's folder; remove the link "
                          "or name another folder")

@@ -502,8 +502,8 @@ def _static_limits(ck: _Checker, recipe: Recipe, inst: Instance) -> None:
         except paths.Outside as exc:
             # A literal names the step (every instance says the same: one message); a value
             # rendered from `item` names the instance.
-            who = inst.id if is_template(step.with_.get(where[0])) and inst.index is not None \
-                else step.id
+            rendered = any(True for _ in templates_in(step.with_.get(where[0])))
+            who = inst.id if rendered and inst.index is not None else step.id
             ck.err(("steps", step.id, "with", *where), f"{paths.label(who, step.uses)}: {exc}")
 
 
