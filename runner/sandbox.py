@@ -12,12 +12,15 @@ runner.template passes (never the process environment).
 Work. The sandbox stops escapes, not size, so every way a few characters of template can
 ask for unbounded memory or time is bounded per render, to MAX_SIZE (1,000,000):
 
-- values: a string, list or nested structure built by an operator, a method, a filter or
-  as output may not exceed MAX_SIZE "characters" (`weight`: the length of its text form,
-  shared sub-structures counted each time they appear, as `str()` would write them). The
-  amplifiers are checked before they run (`'a' * n`, `x + x`, `.ljust(n)`, `.replace`,
-  `.join`, `.translate`, `%` and `.format`, `|indent`, `|wordwrap`, `|batch`, `|slice`,
-  `|sum`, big-integer `*` and `**`), every other call and filter after;
+- memory: a string or list built by an operator, a method or a filter may not exceed
+  MAX_SIZE characters or items; the amplifiers are checked before they run (`'a' * n`,
+  `x + x`, `.ljust(n)`, `.replace`, `.join`, `.translate`, `%` and `.format`, `|indent`,
+  `|wordwrap`, `|batch`, `|slice`, `|sum`, big-integer `*` and `**`), every other call and
+  filter after;
+- text: a value turned into text (output, `~`, string methods and filters, `%`,
+  `.format`) may not exceed MAX_SIZE characters as `str()` would write it (`weight`:
+  shared sub-structures such as `[[x] * n] * n` counted each time they appear), and a
+  value returned whole (`{{ steps.song }}`) not MAX_NATIVE;
 - loops: at most MAX_SIZE turns in all; calls (functions, methods, macros): at most
   MAX_CALLS; output, literal text repeated by loops and macros included: MAX_SIZE
   characters.
@@ -40,6 +43,9 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_SIZE = 1_000_000
+# A value an expression returns whole (a list of tracks for `clips`, say) is not text yet;
+# it only has to stay small enough to be hashed into a step's key.
+MAX_NATIVE = 16 * MAX_SIZE
 MAX_CALLS = 100_000  # a call (a macro's above all) costs ~100 times a loop turn
 MAX_INT_BITS = 64 * MAX_SIZE
 REMOVED_GLOBALS = ("lipsum", "cycler", "joiner", "namespace")
@@ -72,9 +78,10 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
+def weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None,
+           limit: int = MAX_SIZE) -> int:
     """About how many characters `value` takes as text; counting stops a little past
-    MAX_SIZE, so this costs at most that much however the value was built."""
+    `limit`, so this costs at most that much however the value was built."""
     memo = {} if memo is None else memo
 
     def w(v: Any, depth: int) -> int:
@@ -94,7 +101,7 @@ def weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
             items = (x for kv in v.items() for x in kv) if isinstance(v, dict) else v
             for x in items:
                 total += w(x, depth + 1) + 2
-                if total > MAX_SIZE:
+                if total > limit:
                     break
             memo[id(v)] = (v, total)
             return total
@@ -103,9 +110,10 @@ def weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
     return w(value, 0)
 
 
-def _too_big(size: int, what: str = "the result") -> None:
-    if size > MAX_SIZE:
-        raise SecurityError(f"{what} would have {size:,} characters (at most {MAX_SIZE:,})")
+def _too_big(size: int, what: str = "the result", unit: str = "characters",
+             limit: int = MAX_SIZE) -> None:
+    if size > limit:
+        raise SecurityError(f"{what} would have {size:,} {unit} (at most {limit:,})")
 
 
 def _sized(memo: dict[int, tuple[Any, int]], *values: Any) -> int:
@@ -223,18 +231,28 @@ def _filter_precheck(memo: dict[int, tuple[Any, int]], name: str, value: Any,
 
 def _after(value: Any) -> Any:
     """Refuse a result that grew past the limit (for calls not checked beforehand)."""
-    if isinstance(value, (str, list, tuple, dict)) and len(value) > MAX_SIZE:
-        _too_big(len(value))
+    if isinstance(value, (str, list, tuple, dict)):
+        _too_big(len(value), unit="characters" if isinstance(value, str) else "items")
     return value
+
+
+# Filters that rearrange values without turning them into text: a big list of step
+# outputs may pass through them (an album of a thousand songs is a few MB as text).
+STRUCTURAL = frozenset({
+    "attr", "batch", "count", "d", "default", "dictsort", "first", "groupby", "items",
+    "last", "length", "list", "map", "max", "min", "random", "reject", "rejectattr",
+    "reverse", "select", "selectattr", "slice", "sort", "sum", "unique"})
 
 
 def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     kind = getattr(getattr(fn, "jinja_pass_arg", None), "name", None)
+    text = name not in STRUCTURAL
 
     @pass_context
     def guarded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
         memo = _budget(context.eval_ctx).memo
-        _sized(memo, value, *args, *kwargs.values())
+        if text:
+            _sized(memo, value, *args, *kwargs.values())
         _filter_precheck(memo, name, value, args, kwargs)
         if kind == "context":
             result = fn(context, value, *args, **kwargs)
@@ -318,16 +336,16 @@ class Sandbox(ImmutableSandboxedEnvironment):
             if _is_int(left) and _is_int(right) and \
                     left.bit_length() + right.bit_length() > MAX_INT_BITS:
                 raise SecurityError("the product is too large a number")
+            # Sizes in memory (items, not what they print as): a list of n references to
+            # one big value costs n; printing it is checked where text is made.
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and _is_int(n) and n > 0:
-                    size = weight(seq, memo) * n
-                    if size > MAX_SIZE:
-                        unit = "characters" if isinstance(seq, str) else "items"
-                        raise SecurityError(f"the result would have {size:,} {unit} "
-                                            f"(at most {MAX_SIZE:,})")
+                    _too_big(len(seq) * n,
+                             unit="characters" if isinstance(seq, str) else "items")
         if operator == "+" and isinstance(left, (str, list, tuple)) \
                 and isinstance(right, (str, list, tuple)):
-            _too_big(weight(left, memo) + weight(right, memo))
+            _too_big(len(left) + len(right),
+                     unit="characters" if isinstance(left, str) else "items")
         if operator == "%" and isinstance(left, str):
             _check_printf(left)
             items = right if isinstance(right, tuple) else \
@@ -341,8 +359,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if b.calls > MAX_CALLS:
             raise SecurityError(f"the template makes more than {MAX_CALLS:,} calls")
         owner = getattr(obj, "__self__", None)
-        _sized(b.memo, *args, *kwargs.values())
-        if isinstance(owner, str):
+        if isinstance(owner, str):  # string methods make text of their arguments
+            _sized(b.memo, *args, *kwargs.values())
             _str_method(b.memo, owner, getattr(obj, "__name__", ""), args, kwargs)
         elif _is_int(owner) and getattr(obj, "__name__", "") == "to_bytes":
             length = _arg(args, kwargs, 0, "length", 1)
@@ -401,6 +419,8 @@ def make(finalize: Callable[[Any], Any] | None = None, *,
 
 
 def check_native(value: Any) -> Any:
-    """A value an expression returns as is (not as text): refuse it above MAX_SIZE."""
-    _too_big(weight(value), "the value")
+    """A value an expression returns as is: text up to MAX_SIZE, anything else (not text
+    yet) up to MAX_NATIVE."""
+    limit = MAX_SIZE if isinstance(value, str) else MAX_NATIVE
+    _too_big(weight(value, limit=limit), "the value", limit=limit)
     return value

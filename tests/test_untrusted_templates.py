@@ -74,23 +74,25 @@ RENDER = {
                 NOT_ALLOWED + "the result would have 999,998,000,001 characters (at most "
                               "1,000,000)"),
     "join": ("{{ ('a' * 999999).join(['b'] * 999999) }}",
-             NOT_ALLOWED + "the result would have 4,999,995 items (at most 1,000,000)"),
+             NOT_ALLOWED + "a value would have 1,000,001 characters (at most 1,000,000)"),
     "indent": ("{{ ('a\\n' * 500000)|indent(10**6) }}",
                NOT_ALLOWED + "the result would have 500,002,000,000 characters (at most "
                              "1,000,000)"),
+    # A million references to one list cost little memory, but would print as 10^12.
     "nested": ("{{ [[1] * 999999] * 999999 }}",
-               NOT_ALLOWED + "the result would have 4,999,995 items (at most 1,000,000)"),
+               NOT_ALLOWED + "the value would have 18,000,008 characters (at most "
+                             "16,000,000)"),
     "shared": ("{% set a = 'a' * 999999 %}{% set b = [a, a, a, a, a, a, a, a, a, a] %}"
                "{{ [b, b, b, b, b, b, b, b, b, b] }}",
                NOT_ALLOWED + "a value would have 1,000,007 characters (at most 1,000,000)"),
     "doubling": ("{% set a = [1] * 999999 %}{% set a = a + a %}{{ a|length }}",
-                 NOT_ALLOWED + "the result would have 4,999,995 items (at most 1,000,000)"),
+                 NOT_ALLOWED + "the result would have 1,999,998 items (at most 1,000,000)"),
     "batch": ("{{ [1]|batch(10**9, 0)|list }}", NOT_ALLOWED + "batch(1000000000) is too large"),
     "slice": ("{{ [1]|slice(10**9)|list }}", NOT_ALLOWED + "slice(1000000000) is too large"),
     "sum_lists": ("{{ ([[1]] * 100000)|sum(start=[]) }}",
                   NOT_ALLOWED + "sum adds numbers only (start must be a number)"),
     "printf": ("{{ ('%s' * 333333) % (('a' * 999999,) * 333333) }}",
-               NOT_ALLOWED + "the result would have 333,333,999,999 items (at most "
+               NOT_ALLOWED + "the result would have 333,333,333,333 characters (at most "
                              "1,000,000)"),
     "format": ("{{ ('{0}' * 333333).format('a' * 999999) }}",
                NOT_ALLOWED + "the result would have 333,333,666,666 characters (at most "
@@ -153,6 +155,24 @@ def test_every_attempt_is_refused_with_a_positioned_message(
     for n, (name, (_template, message)) in enumerate(cases.items()):
         text = got.get(3 + 3 * n + 2, "")
         assert text.removeprefix(f"{name}: ") == message, name
+
+
+def test_big_values_pass_through_when_they_are_not_made_into_text(tmp_path: Path) -> None:
+    """The limits are on what a template builds and prints, not on the data it is given:
+    an album's worth of values (over a million characters as text) can be counted,
+    picked from and summed."""
+    big = [{"t": f"track {i} " + "x" * 600, "n": i} for i in range(2000)]
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\n"
+        f"vars: {{big: {json.dumps(big)}}}\n"
+        "steps:\n"
+        "  song:\n"
+        "    uses: generate\n"
+        "    with: {prompt: \"{{ vars.big | length }} {{ (vars.big | last).t[:8] | upper }} "
+        "{{ vars.big | map(attribute='n') | sum }} {{ (vars.big | sort(attribute='n') "
+        "| first).n }}\"}\n")
+    r = validate(tmp_path / "r.yaml")
+    assert (r.returncode, r.stderr) == (0, "")
 
 
 RUNTIME = """\
