@@ -78,6 +78,8 @@ def _destination(root: Path, relp: Path, index: int) -> Path:
 
 
 def _cover(value: Any, roots: Roots, index: int) -> Path:
+    if isinstance(value, dict) and isinstance(value.get("file"), str):
+        value = value["file"]  # an image object, e.g. steps.art.images[0]
     try:
         p = roots.resolve(str(value))
     except Outside as exc:

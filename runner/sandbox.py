@@ -21,9 +21,12 @@ ask for unbounded memory or time is bounded per render, to MAX_SIZE (1,000,000):
   `.format`) may not exceed MAX_SIZE characters as `str()` would write it (`weight`:
   shared sub-structures such as `[[x] * n] * n` counted each time they appear), and a
   value returned whole (`{{ steps.song }}`) not MAX_NATIVE;
-- loops: at most MAX_SIZE turns in all; calls (functions, methods, macros): at most
-  MAX_CALLS; output, literal text repeated by loops and macros included: MAX_SIZE
-  characters.
+- loops: at most MAX_SIZE turns in all; calls (functions, methods, macros, filters, each
+  item a `map` passes through one): at most MAX_CALLS; output, literal text repeated by
+  loops and macros included: MAX_SIZE characters.
+
+What is not bounded is the sum of many large operations: each one costs at most about a
+second (sorting a million items, say), but a long template can ask for many of them.
 
 Each limit raises SecurityError, which runner.template reports as "not allowed in a
 template: ...".
@@ -170,8 +173,21 @@ def _replace_size(s: str, old: Any, new: Any, count: Any) -> int:
 
 def _join_size(memo: dict[int, tuple[Any, int]], sep: str, items: Any) -> int:
     if not isinstance(items, (list, tuple)):
-        return 0  # an iterator: its items are checked as it is consumed by the call
+        return 0  # a string or a mapping: joining it costs no more than it
     return sum(weight(x, memo) for x in items) + len(sep) * max(0, len(items) - 1)
+
+
+def _listed(value: Any) -> Any:
+    """An iterator made into a list (so that what it yields can be measured before it is
+    joined), within the item limit."""
+    if isinstance(value, (str, list, tuple, dict)) or not hasattr(value, "__iter__"):
+        return value
+    out = []
+    for x in value:
+        out.append(x)
+        if len(out) > MAX_SIZE:
+            _too_big(len(out), unit="items")
+    return out
 
 
 def _str_method(memo: dict[int, tuple[Any, int]], s: str, name: str, args: tuple[Any, ...],
@@ -209,7 +225,7 @@ def _filter_precheck(memo: dict[int, tuple[Any, int]], name: str, value: Any,
         _too_big(len(value) + (value.count("\n") + 1) * max(0, unit))
     elif name == "wordwrap" and isinstance(value, str):
         width = _arg(args, kwargs, 0, "width", 79)
-        wrap = _arg(args, kwargs, 3, "wrapstring", "\n")
+        wrap = _arg(args, kwargs, 2, "wrapstring", "\n")
         if _is_int(width) and isinstance(wrap, str):
             _too_big(len(value) + (len(value) // max(1, width) + 1) * len(wrap))
     elif name in ("batch", "slice"):
@@ -250,7 +266,11 @@ def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @pass_context
     def guarded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        memo = _budget(context.eval_ctx).memo
+        b = _budget(context.eval_ctx)
+        _count_call(b)  # `big|map('upper')` calls `upper` once per item
+        memo = b.memo
+        if name == "join":
+            value = _listed(value)
         if text:
             _sized(memo, value, *args, *kwargs.values())
         _filter_precheck(memo, name, value, args, kwargs)
@@ -291,6 +311,13 @@ def _sized_filter(eval_ctx: EvalContext, value: Any) -> Any:
     """Around each operand of `~`, which turns it into text."""
     _sized(_budget(eval_ctx).memo, value)
     return value
+
+
+def _count_call(b: _Budget) -> None:
+    b.calls += 1
+    if b.calls > MAX_CALLS:
+        raise SecurityError(f"the template makes more than {MAX_CALLS:,} calls (functions, "
+                            "methods and filters)")
 
 
 def _emit(b: _Budget, chars: int) -> None:
@@ -355,11 +382,11 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         b = _budget(context.eval_ctx)
-        b.calls += 1
-        if b.calls > MAX_CALLS:
-            raise SecurityError(f"the template makes more than {MAX_CALLS:,} calls")
+        _count_call(b)
         owner = getattr(obj, "__self__", None)
         if isinstance(owner, str):  # string methods make text of their arguments
+            if getattr(obj, "__name__", "") == "join" and args:
+                args = (_listed(args[0]), *args[1:])
             _sized(b.memo, *args, *kwargs.values())
             _str_method(b.memo, owner, getattr(obj, "__name__", ""), args, kwargs)
         elif _is_int(owner) and getattr(obj, "__name__", "") == "to_bytes":

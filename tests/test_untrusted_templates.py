@@ -109,7 +109,11 @@ RENDER = {
     "output": ("{% set s = 'a' * 999999 %}{% for i in range(1000) %}{{ s }}{% endfor %}",
                NOT_ALLOWED + "the template writes more than 1,000,000 characters"),
     "calls": ("{% for i in range(100000) %}{{ 'a'.upper() }}{{ 'b'.upper() }}{% endfor %}",
-              NOT_ALLOWED + "the template makes more than 100,000 calls"),
+              NOT_ALLOWED + "the template makes more than 100,000 calls (functions, methods "
+                            "and filters)"),
+    "map": ("{{ ([1] * 999999)|map('string')|join(',') }}",
+            NOT_ALLOWED + "the template makes more than 100,000 calls (functions, methods "
+                          "and filters)"),
 }
 
 
