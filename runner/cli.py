@@ -44,6 +44,9 @@ def _recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", metavar="URL", help="override the provider's base URL")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                    help="override a var (value read as YAML); repeatable")
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="let the recipe read local files in DIR too (by default only its "
+                   "own folder); repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,10 +225,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from runner.paths import allowed_dirs
     from runner.recipe import parse_var
 
     return {"provider": args.provider, "base_url": args.base_url,
-            "vars": dict(parse_var(v) for v in args.var)}
+            "vars": dict(parse_var(v) for v in args.var),
+            "allow_paths": allowed_dirs(args.allow_path)}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -3,14 +3,23 @@
 A download streams to a temporary file in the store's tmp/ folder, hashing as it goes,
 checks the length the server announced, and only then is renamed into the
 content-addressed store: a killed run leaves at most a stray partial file, never a corrupt
-blob. Only http(s) URLs are fetched, redirects are bounded and never leave http(s), and
-size is capped. File downloads are not counted against the service's rate limit.
+blob. File downloads are not counted against the service's rate limit.
+
+The URLs come from the service's answers, so they are untrusted like the recipe: only
+http(s) is fetched, redirects are followed here (never by httpx), at most MAX_REDIRECTS of
+them and never to another scheme (`file:`, `ftp:`, `data:` ...); the body is capped
+(`max_download_bytes` in the provider block, MAX_BYTES by default) whether or not the
+server announces its length; each read waits at most the client's read timeout and the
+whole download at most DEADLINE seconds; content encodings are refused up front
+(`Accept-Encoding: identity`), so the cap counts the bytes that land on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,10 +28,13 @@ import anyio
 import httpx
 
 from runner.errors import TransientError
+from runner.recipe import DEFAULT_MAX_DOWNLOAD
 from runner.store import Store
 
-MAX_BYTES = 512 * 1024 * 1024
+MAX_BYTES = DEFAULT_MAX_DOWNLOAD
 MAX_REDIRECTS = 5
+DEADLINE = 3600.0  # seconds for one whole download, however slowly it trickles
+HTTP_SCHEMES = ("http", "https")
 
 
 class LinkExpired(Exception):
@@ -30,7 +42,15 @@ class LinkExpired(Exception):
 
 
 class DownloadRejected(Exception):
-    """A URL we refuse to fetch (scheme, size)."""
+    """A URL or an answer we refuse (scheme, redirects, size, time): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Streamed:
+    size: int
+    sha256: str
+    url: str  # after redirects
+    content_type: str | None
 
 
 def suffix_for(url: str, content_type: str | None = None) -> str:
@@ -44,56 +64,115 @@ def suffix_for(url: str, content_type: str | None = None) -> str:
             "image/png": ".png", "audio/mp4": ".m4a"}.get(ct, "")
 
 
-async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
-                max_bytes: int = MAX_BYTES) -> dict[str, Any]:
-    """Download `url` into the store; return {path, sha256, size, url}."""
-    scheme = urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise DownloadRejected(f"refusing to download {url!r}: only http(s) URLs")
-    store.tmp.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=store.tmp, suffix=".part")
-    tmp = Path(tmp_name)
+def _shown(url: str) -> str:
+    """A URL for a message: without its query (signed links carry tokens there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else url[:200]
+
+
+def _check_scheme(url: str, what: str, shown: str | None = None) -> None:
+    if urlsplit(url).scheme.lower() not in HTTP_SCHEMES:
+        raise DownloadRejected(f"{what} {_shown(shown or url)!r} refused: only http(s) URLs "
+                               "are fetched")
+
+
+async def stream_to(client: httpx.AsyncClient, url: str, dest: Path, *,
+                    max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> Streamed:
+    """Stream `url` into the new file `dest` (fsynced), following at most MAX_REDIRECTS
+    http(s) redirects. Raises LinkExpired, DownloadRejected or TransientError; `dest` may
+    then hold a partial file, which the caller removes."""
+    _check_scheme(url, "download of")
     try:
-        current = url
-        for _ in range(MAX_REDIRECTS + 1):
-            async with client.stream("GET", current, follow_redirects=False) as resp:
-                if resp.is_redirect:
-                    nxt = str(resp.url.join(resp.headers.get("location", "")))
-                    if urlsplit(nxt).scheme not in ("http", "https"):
-                        raise DownloadRejected(f"redirect to a non-http URL refused: {nxt}")
-                    current = nxt
-                    continue
-                if resp.status_code in (403, 404, 410):
-                    raise LinkExpired(f"{url}: HTTP {resp.status_code}")
-                if resp.status_code >= 400:
-                    raise TransientError(f"download {url}: HTTP {resp.status_code}")
-                expected = resp.headers.get("content-length")
-                if expected is not None and int(expected) > max_bytes:
-                    raise DownloadRejected(f"{url} is {int(expected)} bytes; the cap is "
-                                           f"{max_bytes}")
-                got = 0
-                with os.fdopen(fd, "wb") as f:
-                    fd = -1
-                    async for chunk in resp.aiter_bytes(1 << 16):
-                        got += len(chunk)
-                        if got > max_bytes:
-                            raise DownloadRejected(f"{url} exceeds the {max_bytes}-byte cap")
-                        f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if expected is not None and got != int(expected):
-                    raise TransientError(f"download {url}: got {got} of {expected} bytes")
-                ext = suffix_for(current, resp.headers.get("content-type"))
-                break
-        else:
-            raise DownloadRejected(f"{url}: more than {MAX_REDIRECTS} redirects")
+        with anyio.fail_after(deadline):
+            return await _stream(client, url, dest, max_bytes)
+    except TimeoutError:
+        raise DownloadRejected(f"{_shown(url)}: not complete after {deadline:g} s") from None
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        raise TransientError(f"download {_shown(url)}: {type(exc).__name__}: {exc}") from None
+    except httpx.InvalidURL as exc:
+        # httpx parses a redirect's Location even when it does not follow it.
+        raise DownloadRejected(f"{_shown(url)}: a redirect to an invalid URL ({exc})") from None
+
+
+async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
+                  max_bytes: int) -> Streamed:
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        async with client.stream("GET", current, follow_redirects=False,
+                                 headers={"Accept-Encoding": "identity"}) as resp:
+            if 300 <= resp.status_code < 400:
+                location = resp.headers.get("location")
+                if not location:
+                    raise DownloadRejected(f"{_shown(current)}: HTTP {resp.status_code} "
+                                           "without a Location")
+                what = f"redirect from {_shown(current)} to"
+                if urlsplit(location).scheme:  # absolute: judge it before parsing further
+                    _check_scheme(location, what)
+                try:
+                    nxt = str(resp.url.join(location))
+                except httpx.InvalidURL:
+                    raise DownloadRejected(f"{what} {location[:200]!r}: not a URL") from None
+                _check_scheme(nxt, what, location)
+                current = nxt
+                continue
+            if resp.status_code in (403, 404, 410):
+                raise LinkExpired(f"{_shown(url)}: HTTP {resp.status_code}")
+            if not 200 <= resp.status_code < 300:
+                raise TransientError(f"download {_shown(url)}: HTTP {resp.status_code}")
+            if resp.headers.get("content-encoding", "identity").lower() != "identity":
+                raise DownloadRejected(f"{_shown(url)}: sent with Content-Encoding "
+                                       f"{resp.headers['content-encoding']!r} after we asked "
+                                       "for none")
+            expected = _length(resp.headers.get("content-length"), url)
+            if expected is not None and expected > max_bytes:
+                raise DownloadRejected(f"{_shown(url)} is {expected:,} bytes; the cap is "
+                                       f"{max_bytes:,} (max_download_bytes)")
+            h = hashlib.sha256()
+            got = 0
+            with dest.open("xb") as f:
+                async for chunk in resp.aiter_raw(1 << 16):
+                    got += len(chunk)
+                    if got > max_bytes:
+                        raise DownloadRejected(f"{_shown(url)} exceeds the cap of "
+                                               f"{max_bytes:,} bytes (max_download_bytes)")
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if expected is not None and got != expected:
+                raise TransientError(f"download {_shown(url)}: got {got:,} of {expected:,} "
+                                     "bytes")
+            return Streamed(got, h.hexdigest(), current, resp.headers.get("content-type"))
+    raise DownloadRejected(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+def _length(value: str | None, url: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise TransientError(f"download {_shown(url)}: bad Content-Length {value[:40]!r}")
+    return n
+
+
+async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
+                max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> dict[str, Any]:
+    """Download `url` into the store; return {path, sha256, size, url}."""
+    _check_scheme(url, "download of")
+    store.tmp.mkdir(parents=True, exist_ok=True)
+    tmp = store.tmp / f"{secrets.token_hex(8)}.part"
+    final: Path | None = None
+    try:
+        got = await stream_to(client, url, tmp, max_bytes=max_bytes, deadline=deadline)
+        ext = suffix_for(got.url, got.content_type)
         final = tmp.with_suffix(ext) if ext else tmp.with_suffix("")
         os.replace(tmp, final)
         info = await anyio.to_thread.run_sync(store.ingest, final)
         return {**info, "url": url}
-    except (httpx.TransportError, httpx.StreamError) as exc:
-        raise TransientError(f"download {url}: {type(exc).__name__}: {exc}") from None
     finally:
-        if fd >= 0:
-            os.close(fd)
         tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup of a scratch file
+        if final is not None:
+            final.unlink(missing_ok=True)  # noqa: ASYNC240 - ingest moved it, or it failed

@@ -37,7 +37,7 @@ from typing import Any, cast
 
 import anyio
 
-from runner import models
+from runner import models, paths
 from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
@@ -128,6 +128,7 @@ class Engine:
         self._http: Any = None
         self.selected = self._select()
         self.base_dir = self.recipe.path.parent.resolve()
+        self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
 
     # --- selection -----------------------------------------------------------------
@@ -352,6 +353,10 @@ class Engine:
         if self.stop_reason:
             self._skip(inst.id, f"not run: {self.stop_reason}")
             return None
+        # Rendered paths are confined here, before anything is read, uploaded or submitted:
+        # a path the recipe may not read fails the step with no journal entry and no credit
+        # spent (runner.paths).
+        paths.check_inputs(inputs, self.roots, step=inst.id, uses=step.uses)
         return (prov, inputs, k, st, forced)
 
     def _cached(self, inst: Instance, rec: StepRecord, st: Any, outputs: Any) -> None:
@@ -364,7 +369,7 @@ class Engine:
         prov, inputs, k, st, forced = work
         step = inst.step
         workdir = self.store.scratch(k)
-        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir)
+        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir, self.roots)
         if st is not None and st.status == "done" and not forced:
             # Some stored file went missing. Rule 1 holds here too: a finished remote task
             # is re-fetched (its URL, then the service's fresh links for the same task id),
@@ -416,7 +421,8 @@ class Engine:
 
         for f in missing:
             try:
-                info = await download.fetch(self.http, f["url"], self.store)
+                info = await download.fetch(self.http, f["url"], self.store,
+                                            max_bytes=self.recipe.provider.max_download_bytes)
             except (download.LinkExpired, download.DownloadRejected, TransientError, KeyError):
                 break
             if info["sha256"] != f["sha256"]:
@@ -722,7 +728,8 @@ class Engine:
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=20.0)
         for n in range(6):
             try:
-                info = await download.fetch(self.http, url, self.store)
+                info = await download.fetch(self.http, url, self.store,
+                                            max_bytes=self.recipe.provider.max_download_bytes)
                 self.counts.downloads += 1
                 return info
             except TransientError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import StepError
+from runner.paths import Outside, Roots, fresh_file, replace_text
 from runner.recipe import OutputFile, Recipe
 from runner.tags import write_tags
 from runner.template import TemplateError, compile_template, is_template, render, render_path
@@ -69,12 +70,36 @@ def _confined(value: Any, roots: list[Path], what: str, index: int) -> Path:
     return p
 
 
+def _destination(root: Path, relp: Path, index: int) -> Path:
+    """Where an entry is written: its folder, links resolved, must be inside the album
+    folder. The file itself is replaced, not followed: a link at its name (committed
+    there, say) gives way to the new file instead of redirecting the write."""
+    folder = (root / relp).parent.resolve()
+    if folder != root and root not in folder.parents:
+        raise StepError(f"outputs[{index}]: '{relp.as_posix()}' would leave the output folder "
+                        f"(through a symbolic link to {folder})")
+    return folder / relp.name
+
+
+def _cover(value: Any, roots: Roots, index: int) -> Path:
+    if isinstance(value, dict) and isinstance(value.get("file"), str):
+        value = value["file"]  # an image object, e.g. steps.art.images[0]
+    try:
+        p = roots.resolve(str(value))
+    except Outside as exc:
+        raise StepError(f"outputs[{index}].tags.cover: {exc}") from None
+    if not p.is_file():
+        raise StepError(f"outputs[{index}]: cover {str(value)!r} does not exist")
+    return p
+
+
 def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_dir: Path,
            *, recipe_sha: str, lock_sha: str | None = None,
            store_root: Path | None = None) -> list[dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stored = [store_root.resolve()] if store_root else []
-    recipe_dir = recipe.path.resolve().parent
+    # Artwork may also come from the recipe's folder (or an --allow-path folder).
+    roots = Roots.of(recipe.path, recipe.allow_paths, store_root)
     root = out_dir.resolve()
     planned: list[tuple[Path, Path, Path, dict[str, Any]]] = []
     for o in recipe.outputs:
@@ -99,9 +124,8 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                 src = src["file"]
             if stored:
                 src = _confined(src, stored, "from", o.index)
-                if tags.get("cover"):
-                    tags["cover"] = _confined(tags["cover"], [*stored, recipe_dir], "cover",
-                                              o.index)
+            if tags.get("cover"):
+                tags["cover"] = _cover(tags["cover"], roots, o.index)
             try:
                 relp = safe_relpath(str(rel))
             except ValueError as exc:
@@ -111,14 +135,12 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                 raise StepError(f"outputs[{o.index}]: '{relp.as_posix()}' ends in {dest_ext}, "
                                 f"but the file is {src_ext}; name it {relp.stem}{src_ext}, or "
                                 f"add a transcode step to make {dest_ext}")
-            dest = (root / relp).resolve()
-            if root not in dest.parents:
-                raise StepError(f"outputs[{o.index}]: {rel!r} would leave the output folder")
+            dest = _destination(root, relp, o.index)
             planned.append((Path(str(src)), dest, relp, tags))
             if lrc:
                 lrc_src = _confined(lrc, stored, "lrc", o.index) if stored else Path(str(lrc))
                 lrc_rel = relp.with_suffix(".lrc")
-                planned.append((lrc_src, (root / lrc_rel).resolve(), lrc_rel, {}))
+                planned.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {}))
     # Every entry is rendered and checked before the first file is written: a mistake in
     # the last entry leaves the previous album untouched, not half replaced.
     written: list[dict[str, Any]] = []
@@ -131,11 +153,11 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
     audio = [w["path"] for w in written if Path(w["path"]).suffix.lower() in AUDIO
              and "/" not in w["path"]]
     if audio:
-        (root / f"{_playlist_name(recipe.name)}.m3u").write_text(
-            "#EXTM3U\n" + "".join(f"{p}\n" for p in audio), encoding="utf-8")
+        replace_text(root / f"{_playlist_name(recipe.name)}.m3u",
+                     "#EXTM3U\n" + "".join(f"{p}\n" for p in audio))
     manifest = {"format": 1, "recipe": recipe.file, "recipe_sha256": recipe_sha,
                 "lock_sha256": lock_sha, "files": sorted(written, key=lambda w: w["path"])}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    replace_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return written
 
 
@@ -145,12 +167,16 @@ def _playlist_name(name: str) -> str:
 
 def _place(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    tmp.unlink(missing_ok=True)
     # A copy, not a hard link: tags are written into the album file, and must never change
-    # the blob in the store (whose name is its hash).
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    # the blob in the store (whose name is its hash). A fresh temporary name (O_EXCL), so
+    # nothing placed beside it can redirect the write.
+    fd, tmp = fresh_file(dest)
+    try:
+        with os.fdopen(fd, "wb") as f, src.open("rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sha(p: Path) -> str:

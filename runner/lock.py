@@ -14,7 +14,6 @@ checks it against the recorded hash, without submitting anything paid.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import yaml
 
 from runner import yamlout
 from runner.errors import StoreError
+from runner.paths import replace_text
 from runner.plan import Plan
 from runner.store import Store
 
@@ -113,12 +113,9 @@ def write(path: Path, data: dict[str, Any]) -> bool:
     text = dumps(data)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return False
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # Through a fresh name: a `NAME.lock` link committed beside the recipe is replaced,
+    # never written through.
+    replace_text(path, text, fsync=True)
     return True
 
 

@@ -15,6 +15,9 @@ Invariants that callers rely on:
 * **User text stays out of filter graphs.** Titles, styles and prompts only ever reach
   ffmpeg as a hash; graphs hold numbers that this module formats itself. Paths are passed
   as ``file:`` URLs so that a name such as ``-x.mp3`` or ``concat:a|b`` is just a file.
+* **An input is one file.** Every input is opened with ``-protocol_whitelist file`` and a
+  list of media demuxers (``DEMUXERS``), so a file from a recipe's folder that is really a
+  playlist (HLS, concat) cannot make ffmpeg open other files or URLs.
 * **One audio shape.** Every audio output is 44.1 kHz stereo; the container and codec
   follow the suffix of ``out``: ``.wav`` (16-bit PCM), ``.flac`` (16-bit) or ``.mp3``
   (LAME CBR, 192 kb/s unless told otherwise, with the gapless header so that decoders,
@@ -88,6 +91,24 @@ def _url(path: Path) -> str:
     return f"file:{os.fspath(path)}"
 
 
+def _child_env() -> dict[str, str]:
+    """ffmpeg's environment: what it needs, and not the API key or other secrets of ours."""
+    keep = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+# The demuxers an input may use. A file from a recipe's folder is untrusted: without this
+# list, one named `x.m3u8` (or any playlist ffmpeg recognises) makes ffmpeg open the files
+# and URLs it lists, anywhere on the machine or the network.
+DEMUXERS = ("mp3,wav,flac,ogg,mov,aac,aiff,matroska,w64,image2,png_pipe,jpeg_pipe,"
+            "webp_pipe,bmp_pipe")
+
+
+def _input(path: Path) -> list[str]:
+    """`-i` for a file on disk: that file only (no other protocol, no playlist)."""
+    return ["-protocol_whitelist", "file", "-format_whitelist", DEMUXERS, "-i", _url(path)]
+
+
 # ffmpeg's closing lines that only say that an earlier error stopped it.
 _NOISE_RE = re.compile(
     r"Task finished with error|Terminating thread with return code|"
@@ -112,7 +133,7 @@ def _run(op: str, target: Path, args: Sequence[str], *, level: str = "error") ->
     """Run ffmpeg with ``args``; return its stderr, raise MediaError on failure."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", level, *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False, env=_child_env())
     except OSError as exc:
         raise MediaError(f"{op} {target}: cannot run ffmpeg: {exc}") from exc
     if proc.returncode != 0:
@@ -302,8 +323,7 @@ def _count_samples(path: Path) -> int:
         "-nostats",
         "-loglevel",
         "error",
-        "-i",
-        _url(path),
+        *_input(path),
         "-map",
         "0:a:0",
         "-ac",
@@ -317,7 +337,7 @@ def _count_samples(path: Path) -> int:
     total = 0
     # stderr goes to a file: a damaged file can log more than a pipe buffer holds.
     with tempfile.TemporaryFile() as err:
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=_child_env()) as proc:
             assert proc.stdout is not None
             while chunk := proc.stdout.read(1 << 20):
                 total += len(chunk)
@@ -336,10 +356,10 @@ def probe(path: Path) -> MediaInfo:
     """
     path = Path(path)
     _check_input("probe", path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(path)]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *_input(path)]
     try:
         # Without an output ffmpeg exits 1 after printing the input description.
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False, env=_child_env())
     except OSError as exc:
         raise MediaError(f"probe {path}: cannot run ffmpeg: {exc}") from exc
     text = proc.stderr.decode("utf-8", "replace")
@@ -414,8 +434,7 @@ def read_pcm(path: Path, sample_rate: int = 44100, channels: int = 2) -> bytes:
         "-nostats",
         "-loglevel",
         "error",
-        "-i",
-        _url(path),
+        *_input(path),
         "-map",
         "0:a:0",
         "-ar",
@@ -429,7 +448,7 @@ def read_pcm(path: Path, sample_rate: int = 44100, channels: int = 2) -> bytes:
         "-",
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False, env=_child_env())
     except OSError as exc:
         raise MediaError(f"read_pcm {path}: cannot run ffmpeg: {exc}") from exc
     if proc.returncode != 0:
@@ -1034,7 +1053,7 @@ def extend(
         lines.append(
             f"[head][{cont}]concat=n=2:v=0:a=1,apad=whole_len={total},atrim=end_sample={total}[mix]"
         )
-    _render("extend", [out], ["mix"], lines, ["-i", _url(src)], fmt, fast=True)
+    _render("extend", [out], ["mix"], lines, _input(src), fmt, fast=True)
 
 
 def mix(base: Path, out: Path, *, seed: str, layer: str) -> None:
@@ -1056,7 +1075,7 @@ def mix(base: Path, out: Path, *, seed: str, layer: str) -> None:
         "aformat=sample_fmts=fltp,alimiter=limit=0.97:level=0:latency=1,"
         f"apad=whole_len={total},atrim=end_sample={total}[mix]"
     )
-    _render("mix", [out], ["mix"], lines, ["-i", _url(base)], fmt, fast=True)
+    _render("mix", [out], ["mix"], lines, _input(base), fmt, fast=True)
 
 
 # --------------------------------------------------------------------------- separation
@@ -1117,7 +1136,7 @@ def separate(src: Path, out_dir: Path, *, mode: str) -> dict[str, Path]:
         f"aformat=sample_fmts=fltp[{residual}]"
     )
     outs = {name: out_dir / f"{name}.wav" for name in names}
-    _render("separate", list(outs.values()), list(names), lines, ["-i", _url(src)], "wav")
+    _render("separate", list(outs.values()), list(names), lines, _input(src), "wav")
     return outs
 
 
@@ -1135,7 +1154,7 @@ def _edit(
 ) -> None:
     fmt = fmt or _audio_format(op, out)
     lines = [f"[0:a]{_NORMALISE}{',' + chain if chain else ''}[out]"]
-    _render(op, [out], ["out"], lines, ["-i", _url(src)], fmt, bitrate_kbps)
+    _render(op, [out], ["out"], lines, _input(src), fmt, bitrate_kbps)
 
 
 def transcode(src: Path, out: Path, *, fmt: str, bitrate_kbps: int | None = None) -> None:
@@ -1160,7 +1179,7 @@ def concat(srcs: list[Path], out: Path) -> None:
     inputs: list[str] = []
     for src in srcs:
         _check_input("concat", Path(src))
-        inputs += ["-i", _url(Path(src))]
+        inputs += _input(Path(src))
     lines = [f"[{i}:a]{_NORMALISE}[a{i}]" for i in range(len(srcs))]
     lines.append(
         "".join(f"[a{i}]" for i in range(len(srcs))) + f"concat=n={len(srcs)}:v=0:a=1[out]"
@@ -1216,8 +1235,7 @@ def _ebur128(op: str, path: Path, *, true_peak: bool) -> tuple[float, float]:
         op,
         path,
         [
-            "-i",
-            _url(path),
+            *_input(path),
             "-map",
             "0:a:0",
             "-af",
@@ -1382,13 +1400,13 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
     wave_colour = _hsv(dice.random(), dice.uniform(0.2, 0.6), 1.0)
     w, h, fps = _VIDEO_W, _VIDEO_H, _VIDEO_FPS
     thumb = 240
-    inputs = ["-i", _url(audio)]
+    inputs = _input(audio)
     if image is None:
         picture = _artwork(seed, thumb * 2)
     else:
         # The first frame only, should the "image" be an animation.
         picture = "[1:v]trim=end_frame=1,format=gbrp"
-        inputs += ["-i", _url(Path(image))]
+        inputs += _input(Path(image))
     top = (h - thumb) // 2
     lines = [
         f"{picture},split=2[pic_a][pic_b]",

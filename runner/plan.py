@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from runner import models
+from runner import models, paths
 from runner.errors import Diagnostic, RecipeError
 from runner.include import INPUT_TYPES, at, fits
 from runner.recipe import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
@@ -594,6 +594,15 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
                                      f"{fld})", hint))
         else:
             ck.err(where if fld in step.with_ else ("steps", step.id), prefix + msg, hint)
+    for where, text in paths.local_paths(values):
+        try:
+            ex.top.roots.resolve(text)  # every local path: against the top recipe's folder
+        except paths.Outside as exc:
+            # A literal names the step (every instance says the same: one message); a value
+            # rendered from `item` names the instance.
+            rendered = any(True for _ in templates_in(step.with_.get(where[0])))
+            who = inst.id if rendered and inst.index is not None else step.id
+            ck.err(("steps", step.id, "with", *where), f"{paths.label(who, step.uses)}: {exc}")
 
 
 def _from_input(ex: _Expander, inst: Instance, src: Any) -> tuple[Any, tuple[Any, ...]] | None:

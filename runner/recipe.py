@@ -20,6 +20,7 @@ from runner import schema as schemas
 from runner import source
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.include import INPUT_TYPES, Includes, at, fits
+from runner.paths import Outside, Roots
 from runner.source import Document
 from runner.steps import DEFAULTABLE, TYPES, StepType
 from runner.template import TemplateError, compile_template, is_template
@@ -33,6 +34,9 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+DEFAULT_MAX_DOWNLOAD = 512 * 2**20  # bytes of one result file
+
+
 @dataclass(frozen=True)
 class Provider:
     kind: str = "local"
@@ -44,6 +48,7 @@ class Provider:
     poll_interval: float = 10.0
     max_poll_interval: float = 60.0
     request_timeout: float = 30.0
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD
     prices: dict[str, float] = field(default_factory=dict)
     take_seconds: float = 30.0
     concat: str = "remote"
@@ -108,11 +113,17 @@ class Recipe:
     doc: Document
     inputs: dict[str, Input] = field(default_factory=dict)
     exposed: dict[str, str] = field(default_factory=dict)  # a reusable recipe's outputs
+    allow_paths: tuple[Path, ...] = ()  # --allow-path: folders beside its own it may read
 
     def input_defaults(self) -> dict[str, Any]:
         """Each input's value when the caller gives none (null for an optional one)."""
         return {k: (None if i.default is NO_DEFAULT else i.default)
                 for k, i in self.inputs.items() if not (i.required and i.default is NO_DEFAULT)}
+
+    @property
+    def roots(self) -> Roots:
+        """The folders its local paths may name (runner.paths)."""
+        return Roots.of(self.path, self.allow_paths)
 
 
 def suggest(word: str, choices: Any) -> str | None:
@@ -348,7 +359,8 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
     if not isinstance(data, dict):
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
                                     "start with 'version: 1', a 'name' and 'steps'")])
-    diags = _schema_errors(doc) + _output_path_errors(data.get("outputs"), doc)
+    diags = _schema_errors(doc) + _output_path_errors(
+        data.get("outputs"), doc, Roots.of(path, overrides.get("allow_paths") or ()))
     defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     steps: dict[str, Step] = {}
     raw_steps: dict[str, Any] = data["steps"] if isinstance(data.get("steps"), dict) else {}
@@ -430,12 +442,14 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
     if diags:
         seen = {(d.file, d.line, d.col) for d in diags}
         raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, inputs,
-                                                     exposed, seen))
+                                                     exposed, seen,
+                                                     overrides.get("allow_paths") or ()))
     return Recipe(
         path=path, file=doc.file, name=str(data.get("name") or path.stem),
         provider=provider_from(data.get("provider"), overrides), defaults=dict(defaults),
         vars=vars_, steps=steps, outputs=tuple(outputs), doc=doc,
         inputs=inputs, exposed=exposed,
+        allow_paths=tuple(overrides.get("allow_paths") or ()),
     )
 
 
@@ -480,17 +494,18 @@ def _escapes(path: str) -> bool:
         or ".." in p.split("/")
 
 
-def _output_path_errors(outputs: Any, doc: Document) -> list[Diagnostic]:
+def _output_path_errors(outputs: Any, doc: Document, roots: Roots) -> list[Diagnostic]:
     """Album entries must not reach outside: `path` stays under --out, `from` names a file
     output (a literal path could copy any file on the machine that builds the album into
-    it), a literal `cover` stays beside the recipe. Templated paths are checked again when
-    rendered."""
+    it), a literal `cover` stays beside the recipe (runner.paths). Templated paths are
+    checked again when rendered; in a templated `path` only the literal text can make
+    folders (inserted values are sanitised), so its shape is checked here too."""
     out: list[Diagnostic] = []
     for i, o in enumerate(outputs if isinstance(outputs, list) else []):
         if not isinstance(o, dict):
             continue
         p, frm = o.get("path"), o.get("from")
-        if isinstance(p, str) and not is_template(p) and _escapes(p):
+        if isinstance(p, str) and _escapes(p):
             out.append(doc.diag(("outputs", i, "path"), f"outputs[{i}].path: {_show(p)} "
                                 "leaves the output folder", "use a path relative to --out, "
                                 "without '..'"))
@@ -499,18 +514,22 @@ def _output_path_errors(outputs: Any, doc: Document) -> list[Diagnostic]:
                                 "not a step's file output",
                                 "e.g. from: \"{{ steps.song.tracks[0].file }}\""))
         cover = o.get("tags", {}).get("cover") if isinstance(o.get("tags"), dict) else None
-        if isinstance(cover, str) and not is_template(cover) and _escapes(cover):
-            out.append(doc.diag(("outputs", i, "tags", "cover"), f"outputs[{i}].tags.cover: "
-                                f"{_show(cover)} is outside the recipe's folder",
-                                "use a step's image (e.g. \"{{ steps.art.images[0].file }}\") "
-                                "or a file beside the recipe"))
+        if isinstance(cover, str) and cover and not is_template(cover):
+            try:
+                roots.resolve(cover)
+            except Outside as exc:
+                out.append(doc.diag(("outputs", i, "tags", "cover"),
+                                    f"outputs[{i}].tags.cover: {exc}",
+                                    "use a step's image (e.g. \"{{ steps.art.images[0].file "
+                                    "}}\") or a file beside the recipe"))
     return out
 
 
 def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
                        steps: dict[str, Step], vars_: dict[str, Any], inputs: dict[str, Input],
                        exposed: dict[str, str],
-                       seen: set[tuple[str, int, int]]) -> list[Diagnostic]:
+                       seen: set[tuple[str, int, int]],
+                       allow_paths: tuple[Path, ...] = ()) -> list[Diagnostic]:
     """With schema errors present, still look for reference errors in what did parse, so
     the author sees every problem in one pass. A recipe too broken to plan yields none."""
     from runner import plan
@@ -518,7 +537,7 @@ def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
     try:
         r = Recipe(path=path, file=doc.file, name="", provider=Provider(), defaults={},
                    vars=vars_, steps=steps, outputs=(), doc=doc, inputs=inputs,
-                   exposed=exposed)
+                   exposed=exposed, allow_paths=allow_paths)
         plan.build(r)
     except RecipeError as exc:
         # One message per position: where the schema already spoke, it said it better.
@@ -541,7 +560,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         # Switching provider on the command line drops settings that belong to the other one.
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
-                          "request_timeout", "take_seconds")}
+                          "request_timeout", "take_seconds", "max_download_bytes")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         base["base_url"] = overrides["base_url"]
@@ -559,6 +578,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         poll_interval=float(base.get("poll_interval", 10.0)),
         max_poll_interval=float(base.get("max_poll_interval", 60.0)),
         request_timeout=float(base.get("request_timeout", 30.0)),
+        max_download_bytes=int(base.get("max_download_bytes", DEFAULT_MAX_DOWNLOAD)),
         prices=dict(base.get("prices") or {}),
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),

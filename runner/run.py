@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runner import export, lock, progress, providers
+from runner import export, lock, paths, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.callbacks import Callbacks
@@ -53,6 +53,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                          "with: {...})")
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
     odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
+    # Both may sit beside the recipe, where a pull request can put links (runner.paths).
+    paths.writable_dir(sdir, "the state directory", r.path, scan=True)
+    paths.writable_dir(odir, "the album folder", r.path, scan=False)
     store = Store(sdir).open()
     store.lock()
     lock_path = lock.path_for(r.path)
@@ -141,7 +144,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
     if report_path:
-        Path(report_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        paths.replace_text(Path(report_path), json.dumps(report, indent=2, default=str) + "\n")
     summary(engine, status, odir if exported else None, error, ui)
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")

@@ -78,6 +78,10 @@ PROVIDER = {
                 "poll_interval": {"type": "number", "exclusiveMinimum": 0},
                 "max_poll_interval": {"type": "number", "exclusiveMinimum": 0},
                 "request_timeout": {"type": "number", "exclusiveMinimum": 0},
+                "max_download_bytes": {"type": "integer", "minimum": 1024,
+                                       "maximum": 8 * 2**30,
+                                       "description": "refuse a result file larger than "
+                                                      "this (default 512 MiB)"},
                 "prices": {"type": "object",
                            "propertyNames": {"enum": sorted(TYPES) + ["split_stem"]},
                            "additionalProperties": {"type": "number", "minimum": 0}},

@@ -1,8 +1,8 @@
 """Templates: rendering step inputs, and reading which earlier outputs they refer to.
 
-Why a sandbox: recipes come from pull requests, so a template is untrusted code. The
-immutable sandbox refuses attribute access to dunders and mutation of values, the
-environment has no loader (no ``{% include %}`` of files), the context holds only
+Why a sandbox: recipes come from pull requests, so a template is untrusted code. It runs
+in runner.sandbox (no dunders, no mutation, no loader, bounded work); `{% include %}`,
+`{% import %}` and `{% extends %}` are refused when parsing; the context holds only
 ``vars``, ``steps``, ``item``, ``index`` and, in a reusable recipe, ``inputs`` (never
 ``os.environ``), and undefined names fail loudly instead of rendering as empty strings.
 
@@ -13,119 +13,21 @@ track object); anything else renders to a string.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes, pass_eval_context
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.nodes import EvalContext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runner import sandbox
 
 SCOPE = ("vars", "steps", "item", "index", "inputs")
 
-# Values one expression may build. The sandbox stops escapes, not size: without this,
-# `{{ 9 ** (9 ** 9) }}` or `{{ 'a' * 10 ** 10 }}` in a pull request hangs or exhausts the
-# machine that merely validates it.
-MAX_SIZE = 1_000_000
-_PRINTF_WIDTH = re.compile(r"%[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
-
-
-def _check_printf(fmt: str) -> None:
-    for m in _PRINTF_WIDTH.finditer(fmt):
-        for g in m.groups():
-            if g == "*":
-                raise SecurityError("a '*' width in a format is not allowed")
-            if g and int(g) > MAX_SIZE:
-                raise SecurityError(f"format width {g} is too large")
-
-
-def _check_format(fmt: str) -> None:
-    try:
-        fields = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return  # the render reports the malformed format itself
-    for _lit, _name, spec, _conv in fields:
-        if spec and "{" in spec:
-            raise SecurityError("a nested {} inside a format spec is not allowed")
-        if spec and any(int(n) > MAX_SIZE for n in re.findall(r"\d+", spec)):
-            raise SecurityError(f"format spec {spec!r} is too large")
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 \
-                and abs(left) > 1 and right * abs(left).bit_length() > 64 * MAX_SIZE:
-            raise SecurityError(f"{left} ** {right} is too large a number")
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and _is_int(n) \
-                        and len(seq) * n > MAX_SIZE:
-                    unit = "characters" if isinstance(seq, str) else "items"
-                    raise SecurityError(f"the result would have {len(seq) * n:,} {unit} "
-                                        f"(at most {MAX_SIZE:,})")
-        if operator == "%" and isinstance(left, str):
-            _check_printf(left)
-        return super().call_binop(context, operator, left, right)
-
-    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
-                  defer_init: bool = False) -> str:
-        # Every {% for %} iterates through a counter, so that nested loops cannot keep the
-        # machine that validates a recipe busy for hours.
-        for loop in source.find_all(nodes.For):
-            if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == _LOOP_FILTER):
-                loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None,
-                                         lineno=loop.lineno)
-        return str(super()._generate(source, name, filename, defer_init))
-
-    def wrap_str_format(self, value: Any) -> Any:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            _check_format(value.__self__)
-        return wrapped
-
-
-_LOOP_FILTER = "_sunoflow_counted"
-
-
-@pass_eval_context
-def _counted(eval_ctx: EvalContext, iterable: Any) -> Iterator[Any]:
-    """Iterate, counting every turn of every loop in one render (one EvalContext)."""
-    for x in iterable:
-        done: int = getattr(eval_ctx, "_sunoflow_turns", 0) + 1
-        if done > MAX_SIZE:
-            raise SecurityError(f"the template's loops run more than {MAX_SIZE:,} times")
-        eval_ctx._sunoflow_turns = done  # type: ignore[attr-defined]
-        yield x
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-_builtin_center = _ENV.filters["center"]
-_builtin_format = _ENV.filters["format"]
-
-
-def _center(value: Any, width: int = 80) -> str:
-    if _is_int(width) and width > MAX_SIZE:
-        raise SecurityError(f"center width {width} is too large")
-    return str(_builtin_center(value, width))
-
-
-def _format(value: Any, *args: Any, **kwargs: Any) -> str:
-    _check_printf(str(value))
-    return str(_builtin_format(value, *args, **kwargs))
-
-
-_ENV.filters.update({"center": _center, "format": _format, _LOOP_FILTER: _counted})
-for _name in ("lipsum", "cycler", "joiner", "namespace"):
-    _ENV.globals.pop(_name, None)
+# The environments (runner.sandbox: what a template may reach, how much it may build).
+_ENV = sandbox.make()
 GLOBALS = frozenset(_ENV.globals)
+
 
 def _path_value(value: Any) -> str:
     """A value inserted into an output path: one file name's worth, never a separator."""
@@ -133,10 +35,11 @@ def _path_value(value: Any) -> str:
     return text.replace("/", "_").replace("\\", "_").replace("\x00", "")
 
 
-_PATH_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, finalize=_path_value)
-_PATH_ENV.filters.update({"center": _center, "format": _format, _LOOP_FILTER: _counted})
-for _name in ("lipsum", "cycler", "joiner", "namespace"):
-    _PATH_ENV.globals.pop(_name, None)
+_PATH_ENV = sandbox.make(_path_value, keep_trailing_newline=False)
+# No loader, so these could only fail at render time with an obscure message; refusing
+# them when parsing says why.
+_FILE_TAGS = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from",
+              nodes.Extends: "extends"}
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.S)
 _MARKERS = re.compile(r"\{\{|\{%|\{#")
@@ -240,7 +143,7 @@ class Compiled:
                 value = self._expr(**context)
                 if isinstance(value, Undefined):
                     value._fail_with_undefined_error()
-                return value
+                return sandbox.check_native(value)
             assert self._fn is not None
             return self._fn.render(context)
         except UndefinedError as exc:
@@ -442,6 +345,9 @@ def _analyse(ast: nodes.Template) -> tuple[tuple[Ref, ...], frozenset[str]]:
             walk(child)
 
     walk(ast)
+    for tag in ast.find_all(tuple(_FILE_TAGS)):
+        raise TemplateError(f"templates may not use {{% {_FILE_TAGS[type(tag)]} %}}: they "
+                            "cannot read files", tag.lineno)
     for attr in ast.find_all(nodes.Getattr):
         if attr.attr.startswith("_"):
             raise TemplateError(f"templates may not use the attribute '{attr.attr}'",

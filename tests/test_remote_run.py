@@ -71,13 +71,13 @@ def srv() -> Iterator[FakeServer]:
         yield server
 
 
-def sunoflow(tmp: Path, url: str) -> subprocess.CompletedProcess[str]:
+def sunoflow(tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SUNO_API_KEY"}
     env["SUNO_API_KEY"] = KEY
     return subprocess.run(
         [sys.executable, "-m", "runner", "run", str(tmp / "ep.yaml"), "--provider", "sunoapi",
          "--base-url", url, "--out", str(tmp / "out"), "--state-dir", str(tmp / "state"),
-         "--report", str(tmp / "report.json"), "--quiet"],
+         "--report", str(tmp / "report.json"), "--quiet", *args],
         env=env, capture_output=True, text=True, timeout=90, check=False)
 
 
@@ -132,3 +132,60 @@ def test_an_expired_link_is_refreshed_without_paying_again(srv, tmp_path):
     assert paid_submits(srv) == Counter({"/api/v1/generate": 1})
     polls = [e for e in srv.log if e["path"] == "/api/v1/generate/record-info"]
     assert len(polls) == 2  # the result, then the fresh links
+
+
+ECHOES = """\
+version: 1
+name: echoes
+provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  words:
+    uses: lyrics
+    with: {prompt: a song about rain}
+  song:
+    uses: generate
+    with: {prompt: "la la", style: pop, title: One}
+  boost:
+    uses: boost_style
+    with: {content: "Pop, Mysterious"}
+  demo:
+    uses: upload_cover
+    with: {audio: demo.mp3, style: jazz, title: Demo, prompt: "la la"}
+"""
+
+
+def every_byte(root: Path) -> list[tuple[str, bytes]]:
+    return [(str(p), p.read_bytes()) for p in root.rglob("*") if p.is_file()]
+
+
+def test_the_key_is_written_nowhere_even_when_the_service_echoes_it(srv, tmp_path):
+    """Services quote what they were sent: a key echoed in an envelope message, in a task's
+    error, in an upload failure and in a 401 must reach no file, report or output."""
+    (tmp_path / "ep.yaml").write_text(ECHOES)
+    (tmp_path / "demo.mp3").write_bytes(b"ID3" + bytes(2000))
+    echo = f"token {KEY} is not valid for this request (Bearer {KEY})"
+    srv.configure(faults=[
+        {"match": {"path": "/api/v1/lyrics"}, "action": {"envelope_code": 400,
+                                                         "message": echo}},
+        {"match": {"path": "/api/v1/generate"}, "action": {"fail_task": "CREATE_TASK_FAILED",
+                                                           "message": echo}},
+        {"match": {"path": "/api/v1/style/generate"},
+         "action": {"envelope_code": 500, "http_status": 400, "message": echo}},
+        {"match": {"path": "/api/file-stream-upload"},
+         "action": {"envelope_code": 413, "message": echo}},
+    ])
+    first = sunoflow(tmp_path, srv.url, "--keep-going")
+    assert first.returncode == 1
+    report = (tmp_path / "report.json").read_text()
+    assert "[redacted]" in report  # the echoes were there, and were masked
+    srv.configure(faults=[{"match": {"path": "/api/v1/*"},
+                           "action": {"envelope_code": 401, "http_status": 401,
+                                      "message": echo}}])
+    second = sunoflow(tmp_path, srv.url, "--keep-going")
+    assert second.returncode == 1
+    assert "environment variable SUNO_API_KEY" in (tmp_path / "report.json").read_text()
+    for run in (first, second):
+        assert KEY not in run.stdout + run.stderr
+    files = every_byte(tmp_path)
+    assert {"journal.jsonl", "report.json"} <= {Path(f).name for f, _ in files}
+    assert [f for f, data in files if KEY.encode() in data] == []

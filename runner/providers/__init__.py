@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from runner.paths import Roots, readable
 from runner.recipe import Provider as ProviderConfig
 
 
@@ -47,6 +48,12 @@ class Op:
     key: str
     scratch: Path  # where this operation may write files; made on first use of `workdir`
     base_dir: Path  # the recipe's folder: local paths in inputs are relative to it
+    roots: Roots | None = None  # what it may read (default: the recipe's folder only)
+
+    def local_file(self, text: str) -> Path:
+        """The file a local path in the inputs names, resolved and confined (runner.paths):
+        the only way a provider turns recipe text into a file it reads."""
+        return readable(self.roots, self.base_dir, text, step=self.step)
 
     @property
     def workdir(self) -> Path:

@@ -213,6 +213,10 @@ class ApiClient:
                                  f"({type(exc).__name__})", step=step) from exc
         except httpx.UnsupportedProtocol as exc:
             raise StepError(f"{where}: not an http(s) URL: {full}", step=step) from exc
+        except httpx.InvalidURL as exc:
+            # A malformed URL, or a redirect answer whose Location httpx cannot parse (it
+            # parses it even when not following): either way no task was created.
+            raise StepError(f"{where}: invalid URL ({exc})", step=step) from exc
         except httpx.TransportError as exc:
             # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
             # out and its answer was lost.
@@ -227,7 +231,11 @@ class ApiClient:
             body = json.loads(text) if text.strip() else None
         except ValueError:
             body = None
-        return Answer(method, path, resp.status_code, resp.headers, body, text)
+        headers = resp.headers
+        if "location" in headers:  # quoted in messages; a service may echo the key there
+            headers = headers.copy()
+            headers["location"] = self.redact(headers["location"])
+        return Answer(method, path, resp.status_code, headers, body, text)
 
     async def aclose(self) -> None:
         await self.clients.aclose()

@@ -83,14 +83,14 @@ class LocalProvider:
         v = op.inputs.get("audio") if value is None else value
         if isinstance(v, dict):
             f = v.get("file")
-            if not f:
+            if not f or not isinstance(f, str):
                 raise StepError("the audio track has no downloaded file", step=op.step)
-            return Path(f)
+            return op.local_file(f)
         if isinstance(v, str):
             if v.startswith(("http://", "https://")):
                 raise StepError("the local provider takes a track or a local file as audio, "
                                 f"not a URL ({v})", step=op.step)
-            p = (op.base_dir / v).resolve()
+            p = op.local_file(v)
             if not p.is_file():
                 raise StepError(f"audio file not found: {v}", step=op.step)
             return p
@@ -247,7 +247,8 @@ class LocalProvider:
         audio = op.inputs.get("audio")
         image = audio.get("image_file") if isinstance(audio, dict) else None
         out = op.workdir / "video.mp4"
-        media.video(src, out, seed=_seed(op), image=Path(image) if image else None)
+        media.video(src, out, seed=_seed(op),
+                    image=op.local_file(image) if isinstance(image, str) and image else None)
         return {"url": None, "file": Produced(out), "task_id": f"local-{op.key[:12]}"}
 
     def _concat(self, op: Op) -> dict[str, Any]:

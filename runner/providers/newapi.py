@@ -21,7 +21,6 @@ import copy
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -456,8 +455,9 @@ class NewApiProvider:
         audio = op.inputs.get("audio")
         if isinstance(audio, dict):
             file = audio.get("file")
-            if isinstance(file, str) and await anyio.Path(file).is_file():
-                return Path(file)
+            if isinstance(file, str) and file and \
+                    await anyio.Path(path := op.local_file(file)).is_file():
+                return path
             url = audio.get("audio_url")
         else:
             url = audio
@@ -470,15 +470,14 @@ class NewApiProvider:
 
     async def _download(self, op: Op, url: str, dest: Path) -> None:
         """A result file for local work (not counted against the rate limit: not an API
-        request, and never sent our key)."""
+        request, and never sent our key), with the limits of every download."""
+        from runner import download
+
+        dest.unlink(missing_ok=True)  # noqa: ASYNC240 - a leftover of a failed attempt
         try:
-            async with self.files.stream("GET", url) as resp:
-                if resp.status_code >= 400:
-                    raise TransientError(f"download {urlsplit(url).path}: HTTP "
-                                         f"{resp.status_code}", step=op.step)
-                with dest.open("wb") as f:
-                    async for chunk in resp.aiter_bytes(1 << 16):
-                        f.write(chunk)
-        except httpx.HTTPError as exc:
-            raise TransientError(f"download {urlsplit(url).path}: {type(exc).__name__}",
-                                 step=op.step) from exc
+            await download.stream_to(self.files, url, dest,
+                                     max_bytes=self.config.max_download_bytes)
+        except (TransientError, download.LinkExpired) as exc:
+            raise TransientError(str(exc), step=op.step) from None  # polled again: free
+        except download.DownloadRejected as exc:
+            raise StepError(str(exc), step=op.step) from None

@@ -631,15 +631,16 @@ class SunoApiProvider:
         audio = op.inputs.get("audio")
         if isinstance(audio, dict):
             file = audio.get("file")
-            if isinstance(file, str) and await anyio.Path(file).is_file():
-                return await self._upload(op, Path(file))
+            if isinstance(file, str) and file and \
+                    await anyio.Path(path := op.local_file(file)).is_file():
+                return await self._upload(op, path)
             if audio.get("audio_url"):
                 return str(audio["audio_url"])
             raise StepError("the audio track has neither a file nor a URL", step=op.step)
         if isinstance(audio, str) and audio.startswith(("http://", "https://")):
             return audio
         if isinstance(audio, str) and audio:
-            path = op.base_dir / audio
+            path = op.local_file(audio)
             if not await anyio.Path(path).is_file():
                 raise StepError(f"audio file not found: {audio}", step=op.step)
             return await self._upload(op, path)

@@ -1,0 +1,208 @@
+"""Which files on this machine a recipe may read, and which folders sunoflow may write.
+
+Recipes arrive in pull requests, so a path in a recipe is untrusted. The rules:
+
+- A local path a recipe names (an `audio` or `clips` input given as a path, the `file`
+  and `image_file` of a track object written into the recipe) is relative to the
+  recipe's folder and must stay inside it, or inside a folder the person running
+  sunoflow allowed with `--allow-path DIR`, *after* resolving symbolic links: a link in
+  the folder that points outside is refused even if its target exists. Track objects
+  made by earlier steps point into the state store, which is allowed too.
+- Nothing under `.git` is readable (CI checkouts keep a token in `.git/config`).
+- Literal paths are checked at validation (a positioned message), rendered ones by the
+  engine right before the step runs, before anything is submitted or uploaded; providers
+  read the resolved path that the check returns, never the raw text.
+- sunoflow never makes symbolic links, so one inside a state directory beside the recipe
+  was put there by someone else, most likely committed with the recipe so that our writes
+  land outside: such a folder is refused before the run (`writable_dir`), as is a state
+  directory or album folder beside the recipe that leads outside its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import StepError, UsageError
+
+FILE_FIELDS = ("file", "image_file")  # the fields of a track object that name local files
+PATH_INPUTS = ("audio", "clips")  # the step inputs that take tracks or local paths
+FORBIDDEN = (".git",)
+
+
+class Outside(ValueError):
+    """A path a recipe may not read. `str()` is the reason, without the step."""
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class Roots:
+    """The folders a recipe may read from. All are absolute and resolved."""
+
+    recipe_dir: Path
+    allowed: tuple[Path, ...] = ()  # --allow-path
+    store: Path | None = None  # the state store's blobs: files earlier steps made
+
+    @classmethod
+    def of(cls, recipe_path: Path, allowed: Iterable[Path] = (),
+           store: Path | None = None) -> Roots:
+        return cls(recipe_path.resolve().parent, tuple(Path(a).resolve() for a in allowed),
+                   store.resolve() if store is not None else None)
+
+    def resolve(self, text: str) -> Path:
+        """The file `text` names (relative to the recipe's folder), symlinks resolved;
+        raises Outside when it may not be read."""
+        if "\x00" in text:
+            raise Outside(f"path {text!r} contains a NUL character")
+        raw = Path(text)  # never expanduser: `~/.ssh/x` is a name inside the folder
+        target = (self.recipe_dir / raw).resolve()
+        roots = [self.recipe_dir, *self.allowed, *([self.store] if self.store else [])]
+        inside = next((r for r in roots if _within(target, r)), None)
+        if inside is None:
+            lexical = Path(os.path.normpath(self.recipe_dir / raw))
+            via = "" if lexical == target or not any(_within(lexical, r) for r in roots) \
+                else f" leads through a symbolic link to {target}, which"
+            where = f"the recipe's folder ({self.recipe_dir})"
+            if self.allowed:
+                where += " and the --allow-path folders (" + ", ".join(map(str, self.allowed)) \
+                    + ")"
+            raise Outside(f"path {text!r}{via} is outside {where}; pass --allow-path DIR to "
+                          "allow it")
+        # Lower case: on a case-insensitive disk `.GIT/config` is `.git/config`.
+        if any(part.lower() in FORBIDDEN for part in target.relative_to(inside).parts):
+            raise Outside(f"path {text!r} is inside .git, which a recipe may not read")
+        return target
+
+
+def _within(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def allowed_dirs(values: Iterable[str]) -> tuple[Path, ...]:
+    """`--allow-path` values as resolved folders; each must exist."""
+    out = []
+    for v in values:
+        p = Path(v).expanduser().resolve()
+        if not p.is_dir():
+            raise UsageError(f"--allow-path {v}: no such folder")
+        out.append(p)
+    return tuple(out)
+
+
+def local_paths(inputs: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Every value in a step's inputs that names a file on this machine, with where it is
+    (`("audio",)`, `("clips", 1, "file")`). URLs are not local paths."""
+    for name in PATH_INPUTS:
+        if name in inputs:
+            yield from _walk(inputs[name], (name,))
+
+
+def _walk(value: Any, where: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(value, str):
+        if value and not is_url(value):
+            yield where, value
+    elif isinstance(value, dict):
+        for k in FILE_FIELDS:
+            v = value.get(k)
+            if isinstance(v, str) and v and not is_url(v):
+                yield (*where, k), v
+        if isinstance(value.get("tracks"), list):
+            for i, t in enumerate(value["tracks"]):
+                yield from _walk(t, (*where, "tracks", i))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, (*where, i))
+
+
+def label(step: str, uses: str) -> str:
+    """How a path message names its step: `step 'remix' (upload_cover)`."""
+    return f"step '{step}' ({uses})"
+
+
+def check_inputs(inputs: dict[str, Any], roots: Roots, *, step: str, uses: str) -> None:
+    """Raise StepError (worded as at validation) for the first input path that may not be
+    read. Called by the engine before a step submits, uploads or runs anything."""
+    for _where, text in local_paths(inputs):
+        try:
+            roots.resolve(text)
+        except Outside as exc:
+            raise StepError(str(exc), step=label(step, uses)) from None
+
+
+def readable(op_roots: Roots | None, base_dir: Path, text: str, *, step: str) -> Path:
+    """The resolved file a provider reads for `text`. Providers call this at the point of
+    use, so no path reaches ffmpeg or an upload unchecked."""
+    roots = op_roots or Roots(base_dir.resolve())
+    try:
+        return roots.resolve(text)
+    except Outside as exc:
+        raise StepError(str(exc), step=step) from None
+
+
+# --- where sunoflow writes ---------------------------------------------------------------
+
+def writable_dir(path: Path, what: str, recipe_path: Path, *, scan: bool) -> None:
+    """Refuse a folder inside the recipe's folder (so possibly committed with it) that
+    would send our writes elsewhere: one that resolves outside the recipe's folder, or,
+    with `scan`, one holding a symbolic link anywhere below (sunoflow makes none). The
+    album folder needs no scan: export checks each destination and writes through fresh
+    names only. A folder elsewhere was chosen by the person running sunoflow: trusted."""
+    folder = Path(os.path.abspath(recipe_path)).parent
+    lexical = Path(os.path.abspath(path))
+    if not _within(lexical, folder):
+        return
+    if not _within(lexical.resolve(), folder.resolve()):
+        raise UsageError(f"{what} {path} leads through a symbolic link to "
+                         f"{lexical.resolve()}, outside the recipe's folder; remove the link "
+                         "or name another folder")
+    if scan and lexical.is_dir():
+        link = find_symlink(lexical)
+        if link is not None:
+            raise UsageError(f"{what} {path} contains a symbolic link ({link} -> "
+                             f"{os.readlink(link)}); sunoflow never makes links, so it was "
+                             "put there: remove it")
+
+
+def find_symlink(root: Path) -> Path | None:
+    """The first symbolic link under `root` (not following links), or None."""
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_symlink():
+                        return Path(entry.path)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def fresh_file(dest: Path) -> tuple[int, Path]:
+    """A new temporary file beside `dest`, open for writing: created exclusively (O_EXCL
+    never opens an existing file or link), with the permissions a plain file gets. Rename
+    it over `dest` when written: a link someone put at `dest` is replaced, not followed."""
+    tmp = dest.with_name(f".{dest.name[:200]}.{secrets.token_hex(4)}.part")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
+
+
+def replace_text(dest: Path, text: str, *, fsync: bool = False) -> None:
+    """Write `text` to `dest` through a fresh temporary file (see fresh_file)."""
+    fd, tmp = fresh_file(dest)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
