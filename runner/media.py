@@ -310,6 +310,12 @@ def _channels(fields: list[str]) -> int | None:
     return None
 
 
+def _decode_audio(path: Path) -> list[str]:
+    """The start of an ffmpeg command that decodes the first audio stream of `path`."""
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+            *_input(path), "-map", "0:a:0"]
+
+
 def _count_samples(path: Path) -> int:
     """Decode the first audio stream to mono u8 at its own rate; return its sample count.
 
@@ -317,15 +323,7 @@ def _count_samples(path: Path) -> int:
     demuxer honours the LAME gapless header, so encoder delay and padding are not counted.
     """
     cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "error",
-        *_input(path),
-        "-map",
-        "0:a:0",
+        *_decode_audio(path),
         "-ac",
         "1",
         "-c:a",
@@ -428,15 +426,7 @@ def read_pcm(path: Path, sample_rate: int = 44100, channels: int = 2) -> bytes:
     path = Path(path)
     _check_input("read_pcm", path)
     cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "error",
-        *_input(path),
-        "-map",
-        "0:a:0",
+        *_decode_audio(path),
         "-ar",
         str(sample_rate),
         "-ac",
