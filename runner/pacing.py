@@ -115,7 +115,6 @@ class Backoff:
 
 DONE_AT_FIRST = 0.85  # a task found done at its first poll took "at most that": a bit less
 WINDOW = 64  # the durations remembered per family: the recent ones
-PROBE_GROWTH = 1.0  # each probe of an unknown family waits this much longer than the last
 
 
 class Poller:
@@ -128,9 +127,10 @@ class Poller:
     the tasks are done at their first poll instead of only ever drifting upward.
 
     Before anything is known about a family, its tasks take turns: one of them is polled
-    at a time (not each of them), first `interval` after the first submission, then at
-    intervals growing by a fifth up to `max_interval`, so a cohort of a hundred tasks costs
-    what one task costs until the first of them is found done. Once durations are
+    every `interval` (not each of them), first `interval` after the first submission, so a
+    cohort of a hundred tasks costs what one task costs until the first of them is found
+    done (measured: growing the interval made the first of a batch late by tens of seconds,
+    which the whole batch then waited for). Once durations are
     known, a task polls first at their median, then at rising quantiles (75 %, 87.5 %, ...),
     never more than a tenth of the median (or `max_interval`) apart: one or two polls for
     most tasks, and a late one is found late by a small fraction of the usual duration.
@@ -142,7 +142,6 @@ class Poller:
         self.family = family
         self.seen: dict[str, deque[float]] = {}
         self.turn: dict[str, float] = {}  # family -> when its next probe is due
-        self.probes: dict[str, int] = {}
         self.line: dict[str, deque[object]] = {}  # family -> tasks waiting for a turn
         self.backlog = 0.0  # seconds polls recently waited for the rate limiter
         self.learned: dict[str, anyio.Event] = {}
@@ -178,8 +177,9 @@ class Poller:
 
     async def wait(self, op: str, t0: float, n: int) -> bool:
         """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return
-        whether a first poll was placed by what is known (at the median): only then does
-        finding the task done at once say something about how long it took."""
+        whether a first poll was placed by the poller (a probe, or at the median) rather than
+        sent late because the task waited for others to learn or was resumed late: only
+        then does finding the task done at once say something about how long it took."""
         fam = self.family(op)
         if not self.seen.get(fam):
             # Nothing known: the family's tasks take turns, first come first served, and a
@@ -193,10 +193,8 @@ class Poller:
                     now = self.clock.now()
                     due = self.turn.setdefault(fam, t0 + self.interval)
                     if now >= due and line[0] is me:
-                        probes = self.probes[fam] = self.probes.get(fam, 0) + 1
-                        self.turn[fam] = now + min(self.max_interval,
-                                                   self.interval * PROBE_GROWTH ** min(probes, 50))
-                        return True
+                        self.turn[fam] = now + self.interval
+                        return True  # a probe: finding its task done teaches as usual
                     await self._sleep_or(self.learned.setdefault(fam, anyio.Event()),
                                          max(due - now, self.interval / 5))
             finally:
