@@ -112,6 +112,7 @@ class Engine:
         self.results: dict[str, Any] = {}
         self.scopes = Scopes(plan)  # what templates see, per call of a reusable recipe
         self.claims: dict[str, anyio.Event] = {}  # key -> set when its one worker is done
+        self.settled: anyio.Event | None = None  # a set event shared by every settled key
         self.steps_ctx: dict[str, Any] = self.scopes.steps[""]
         self.stop_reason: str | None = None
         self.interrupted = False
@@ -285,6 +286,11 @@ class Engine:
                 return await self._work(inst, rec, work)
             finally:
                 done.set()
+                # Later arrivals need only "it is over": one shared, set event stands for
+                # every settled key (an event per instance was most of the claims' memory).
+                if self.settled is None:
+                    self.settled = done
+                self.claims[k] = self.settled
         await first.wait()
         st = self.store.states.get(k)
         if st is not None and st.status == "done" and \
