@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio
 
-from runner.pacing import Clock
+from runner.pacing import Clock, sleep_or
 
 INBOX_MAX = 16  # bodies queued for one task (stages and duplicates); more are dropped
 # Bodies held at once, over every task and the early buffer. The engine takes a task's
@@ -119,14 +119,7 @@ class Callbacks:
         one; an empty list when none came in time."""
         task = self.tasks[task_id]
         if not task.inbox and seconds > 0:
-            async with anyio.create_task_group() as tg:
-                async def timer() -> None:
-                    await clock.sleep(seconds)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(timer)
-                await task.arrived.wait()
-                tg.cancel_scope.cancel()
+            await sleep_or(clock, task.arrived, seconds)
         bodies = list(task.inbox)
         self.held -= len(bodies)
         task.inbox.clear()

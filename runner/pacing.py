@@ -39,6 +39,18 @@ class FakeClock(Clock):
         await anyio.lowlevel.checkpoint()
 
 
+async def sleep_or(clock: Clock, event: anyio.Event, seconds: float) -> None:
+    """Sleep on `clock` until `seconds` pass or `event` is set, whichever comes first."""
+    async with anyio.create_task_group() as tg:
+        async def timer() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(timer)
+        await event.wait()
+        tg.cancel_scope.cancel()
+
+
 class Slot:
     """One request's place in the rate window.
 
@@ -195,8 +207,8 @@ class Poller:
                     if now >= due and line[0] is me:
                         self.turn[fam] = now + self.interval
                         return True  # a probe: finding its task done teaches as usual
-                    await self._sleep_or(self.learned.setdefault(fam, anyio.Event()),
-                                         max(due - now, self.interval / 5))
+                    await sleep_or(self.clock, self.learned.setdefault(fam, anyio.Event()),
+                                   max(due - now, self.interval / 5))
             finally:
                 line.remove(me)
         d = self.durations(op)
@@ -218,17 +230,3 @@ class Poller:
         least = max(self.interval / 5, min(self.max_interval, 2 * self.backlog)) if n else 0.0
         await self.clock.sleep(max(due - elapsed, least))
         return n > 0 or planned
-
-    async def _sleep_or(self, event: anyio.Event, seconds: float) -> None:
-        """Sleep on the engine's clock until `seconds` pass or `event` is set."""
-        async with anyio.create_task_group() as tg:
-            async def timer() -> None:
-                await self.clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            async def waiter() -> None:
-                await event.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(timer)
-            tg.start_soon(waiter)
