@@ -23,6 +23,17 @@ callback or its next fallback poll, whichever comes first (`_callback`); a callb
 completes the task gives the same Result a poll would, and everything after it (the
 journal's ``done``, the downloads) is unchanged. A reported failure is confirmed by a poll
 first, since it decides rule 5.
+
+Early release. A music task's `first` callback brings its first track before the second.
+The steps that read only that track (`Instance.early`, found by the plan) start from it,
+and this must not make anyone pay twice: a step's key is built from the inputs it renders,
+so the track a released step rendered must be the very track every later run renders.
+
+7. The first track is downloaded and journaled (``first``, fsynced) before any step is
+   released on it; the ``done`` outputs put that recorded track first, whatever the
+   complete result lists (`pin_first`); and a resumed run that finds a ``first`` for the
+   task it polls releases the same steps from the same record. So a released step renders
+   the same inputs, hence the same key, in this run and every later one.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -131,6 +143,11 @@ class Engine:
         self.base_dir = self.recipe.path.parent.resolve()
         self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
+        # Early release (rule 7): instance -> the selected instances that read only its
+        # first track; which have been released; the run's hook that releases them.
+        self.early_of: dict[str, list[str]] = {}
+        self.first_released: set[str] = set()
+        self._release_early: Callable[[str], None] = lambda iid: None
 
     # --- selection -----------------------------------------------------------------
 
@@ -151,12 +168,15 @@ class Engine:
         """
         remaining: dict[str, int] = {}
         dependents: dict[str, list[str]] = {}
+        early_of = self.early_of
         ids = {i.id for i in self.selected}
         for inst in self.selected:
             deps = [d for d in inst.deps if d in ids]
             remaining[inst.id] = len(deps)
+            early = inst.early
             for d in deps:
-                dependents.setdefault(d, []).append(inst.id)
+                (early_of if early and d in early else dependents).setdefault(
+                    d, []).append(inst.id)
             self.records[inst.id] = StepRecord(inst.id)
         ready = deque(i.id for i in self.selected if remaining[i.id] == 0)
         left = len(self.selected)
@@ -168,7 +188,10 @@ class Engine:
                 def release(iid: str) -> None:
                     nonlocal left
                     status = self.records[iid].status
-                    for dep in dependents.get(iid, ()):
+                    users = dependents.get(iid, ())
+                    if iid not in self.first_released and iid in early_of:
+                        users = [*users, *early_of[iid]]
+                    for dep in users:
                         remaining[dep] -= 1
                         if status in ("failed", "skipped"):
                             self._skip(dep, f"needs {iid}, which {status}")
@@ -193,6 +216,19 @@ class Engine:
                     await self._run_work(inst, work)
                     release(inst.id)
                     drain()
+
+                def release_early(iid: str) -> None:
+                    """`iid`'s first track is recorded: start what needs only that."""
+                    if iid in self.first_released:
+                        return
+                    self.first_released.add(iid)
+                    for dep in early_of.get(iid, ()):
+                        remaining[dep] -= 1
+                        if remaining[dep] == 0:
+                            ready.append(dep)
+                    drain()
+
+                self._release_early = release_early
 
                 drain()
                 if left == 0:
@@ -445,12 +481,18 @@ class Engine:
             return None
         if fresh is None:
             return None
-        outputs, files = await self._materialize(fresh, op, task_id)
+        outputs, files = await self._materialize(fresh, op, task_id,
+                                                 self._first_of(op.key, task_id))
         want = {f["field"]: f["sha256"] for f in st.files}
         got = {f["field"]: f["sha256"] for f in files}
         if any(got.get(fld) not in (None, sha) for fld, sha in want.items()):
             self.ui.note(f"{inst.id}: the service's files for task {task_id} differ from the "
                          "recorded ones")
+        else:
+            # Same files (by content): keep the recorded outputs. Fresh links would change
+            # the inputs, hence the keys, of every step that reads them, and those would be
+            # paid for again.
+            outputs = st.outputs
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=list(st.task_ids), credits=st.credits)
         return outputs
@@ -475,6 +517,9 @@ class Engine:
         if st is not None and st.status == "submitted":
             task_id = st.task_id  # rule 2: resume by polling; never resubmit
             self.ui.event(inst.id, "resumed", f"task {task_id}")
+            if st.first is not None and st.first_task == task_id and \
+                    all(self.store.has_blob(f) for f in st.first_files):
+                self._released_first(inst, st.first)  # rule 7: the recorded first track
         elif st is not None and st.status in ("intent", "uncertain"):
             # Rule 3: the previous run may have created a task whose id it never learned.
             self.counts.possibly_submitted += 1
@@ -526,11 +571,42 @@ class Engine:
                                  "(a new paid submission)")
                     continue
                 raise
+        first = self._first_of(op.key, task_id)
         async with self.remote_slots:
-            outputs, files = await self._materialize(result, op, task_id)
+            outputs, files = await self._materialize(result, op, task_id, first)
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits)
         return outputs
+
+    def _first_of(self, key_: str, task_id: str | None) -> tuple[Any, list[Any]] | None:
+        """The first track recorded for this task (rule 7), with its files."""
+        st = self.store.states.get(key_)
+        if st is None or st.first is None or task_id is None or st.first_task != task_id:
+            return None
+        return st.first, st.first_files
+
+    async def _first_track(self, inst: Instance, op: Op, task_id: str, part: Result) -> None:
+        """A `first` callback: record the first track, then release the steps that read
+        only it (rule 7). A failure here releases nothing: they wait for the whole task."""
+        try:
+            async with self.remote_slots:
+                outputs, files = await self._materialize(part, op, task_id)
+        except ProviderError as exc:
+            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc}); "
+                         "waiting for the whole task")
+            return
+        # Durable before anything starts from it: every later run must render the same
+        # track for the steps released now.
+        await self._durable("first", op.key, op.step, task_id=task_id, outputs=outputs,
+                            files=files)
+        self._released_first(inst, outputs)
+
+    def _released_first(self, inst: Instance, outputs: Any) -> None:
+        if inst.id in self.first_released or not self.early_of.get(inst.id):
+            return
+        self._publish(inst, outputs)
+        self.ui.event(inst.id, "first", "first track ready")
+        self._release_early(inst.id)
 
     async def _durable(self, event: str, key_: str, step: str, **data: Any) -> None:
         """Write and fsync a journal event off the event loop. Not abandoned on
@@ -618,8 +694,12 @@ class Engine:
                     placed = await self.poller.wait(op.type, t0, n)
                     planned = placed if n == 0 else planned
                 else:
+                    early = self.recipe.provider.release_on_first and \
+                        bool(self.early_of.get(inst.id)) and inst.id not in self.first_released
                     res = await self._callback(
-                        op, task_id, cb, t0, n, None if timeout is None else t0 + timeout)
+                        op, task_id, cb, t0, n, None if timeout is None else t0 + timeout,
+                        (lambda part: self._first_track(inst, op, task_id, part))
+                        if early else None)
                     if res is not None:
                         took = self.clock.now() - t0  # a callback comes when the task ends
                         cb.learn(op.type, took)
@@ -654,12 +734,13 @@ class Engine:
                 cb.finish(task_id)  # later callbacks for it are duplicates: ignored
 
     async def _callback(self, op: Op, task_id: str, cb: Callbacks, t0: float, n: int,
-                        deadline: float | None) -> Result | None:
+                        deadline: float | None,
+                        on_first: Callable[[Result], Awaitable[None]] | None = None
+                        ) -> Result | None:
         """Wait for a callback that ends the task, until fallback poll `n` is due: its
         Result, or None when it is time to poll. Bodies are taken in arrival order and the
-        first that completes the task wins. Text and first stages only wake us: starting
-        the steps that use only `tracks[0]` on `first` would key them on a partial result
-        that a resumed run could not reproduce, and so risk paying for them twice."""
+        first that completes the task wins. A `first` stage goes to `on_first` (early
+        release, rule 7); text stages only wake us."""
         due = t0 + cb.fallback_after(op.type, n)
         if deadline is not None:
             due = min(due, deadline)
@@ -678,21 +759,30 @@ class Engine:
                     if not res.task_ids:
                         res.task_ids = [task_id]
                     return res
+                if on_first is not None:
+                    part = prov.first_from_callback(op, task_id, body)
+                    if part is not None:
+                        await on_first(part)
+                        on_first = None
         return None
 
     # --- files -----------------------------------------------------------------------
 
-    async def _materialize(self, result: Result, op: Op,
-                           task_id: str | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    async def _materialize(self, result: Result, op: Op, task_id: str | None = None,
+                           first: tuple[Any, list[Any]] | None = None
+                           ) -> tuple[Any, list[dict[str, Any]]]:
         """Replace file placeholders with stored files; refresh expired links once or
-        twice through the provider (never by paying again)."""
+        twice through the provider (never by paying again). `first`: the task's recorded
+        first track, which the outputs keep as their first (rule 7)."""
         from runner import download
 
         for attempt in range(3):
-            files: list[dict[str, Any]] = []
+            files: list[dict[str, Any]] = list(first[1]) if first is not None else []
             memo: dict[Any, dict[str, Any]] = {}
+            outputs = pin_first(result.outputs, first[0]) if first is not None \
+                else result.outputs
             try:
-                out = await self._walk(result.outputs, op, files, (), memo)
+                out = await self._walk(outputs, op, files, (), memo)
                 return out, files
             except download.LinkExpired as exc:
                 if task_id is None or attempt == 2:
@@ -777,6 +867,20 @@ def instance_key(provider: ProviderConfig, uses: str, inputs: dict[str, Any],
 
 def _dotted(path: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in path)
+
+
+def pin_first(outputs: Any, first: Any) -> Any:
+    """`outputs` with the recorded first track in first place (rule 7): the same clip as
+    the complete result lists, or, should the service have dropped or renamed it, in place
+    of the complete result's first."""
+    t0 = first["tracks"][0]
+    tracks = outputs.get("tracks") if isinstance(outputs, dict) else None
+    if not isinstance(tracks, list):
+        return outputs
+    rest = [t for t in tracks if not (isinstance(t, dict) and t.get("id") == t0.get("id"))]
+    if len(rest) == len(tracks):
+        rest = tracks[1:]
+    return {**outputs, "tracks": [t0, *rest], "file": t0.get("file")}
 
 
 def apply_take(outputs: Any, take: Any) -> Any:

@@ -35,6 +35,7 @@ from runner.errors import Diagnostic, RecipeError
 from runner.include import INPUT_TYPES, at, fits
 from runner.recipe import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
 from runner.refs import Checker
+from runner.steps import TYPES
 from runner.template import (
     Compiled,
     Ref,
@@ -61,6 +62,10 @@ class Instance:
     scope: str = ""  # "" at the top; "song[2]/" for the instances of that call
     path: str = ""  # the step's path, without indexes: "song/long"; the step id at the top
     kind: str = "step"  # "step", or a call's two ends: "enter" (`with`), "leave" (outputs)
+    # Of `deps`, the music steps this one reads only through their first track
+    # (`tracks[0]`, `file`, `task_id`): it may start when that track is ready (a `first`
+    # callback), before the other take is (runner.engine, "early release").
+    early: tuple[str, ...] = ()
 
     @property
     def call(self) -> str:
@@ -354,22 +359,37 @@ class _Expander:
             for i in indexes:
                 local = sid if i is None else f"{sid}[{i}]"
                 deps: list[str] = []
+                whole: set[str] = set()  # deps read beyond their first track
+                item_first = True  # every `item` reference reads only the first track
                 for tpath, c in u.compiled[sid]:
                     for ref in c.refs:
                         if ref.root == "steps":
-                            deps.extend(_ref_deps(ck, tpath, ref, i, local))
+                            got = _ref_deps(ck, tpath, ref, i, local)
+                            deps.extend(got)
+                            if not _first_track_ref(ck, ref):
+                                whole.update(got)
+                        elif ref.root == "item":
+                            item_first = item_first and _first_track(ref.parts)
                 if src is not None and i is not None:
                     deps.append(f"{src}[{i}]")
+                    if not item_first:
+                        whole.add(f"{src}[{i}]")
                 for nd in step.needs:
-                    deps.extend(_all(ck, nd))
+                    got = _all(ck, nd)
+                    deps.extend(got)
+                    whole.update(got)  # `needs` waits for the whole step
+                early = [d for d in dict.fromkeys(deps) if d not in whole and
+                         _staged(r.steps[d.split("[", 1)[0]])] if step.callee is None else []
                 if prefix:
                     deps = [prefix + d for d in deps]
+                    early = [prefix + d for d in early]
                 if enter is not None:
                     deps.append(enter)  # every inner instance waits for its call's inputs
                 item = loop_items[i] if (i is not None and loop_items is not None) else None
                 inst = Instance(prefix + local, step, i, item,
                                 prefix + src if src is not None else None,
-                                tuple(dict.fromkeys(deps)), prefix, path + sid)
+                                tuple(dict.fromkeys(deps)), prefix, path + sid,
+                                early=tuple(early))
                 mine.append(inst.id)
                 if step.callee is None:
                     self.instances[inst.id] = inst
@@ -501,6 +521,38 @@ def _ref_deps(ck: Checker, path: tuple[Any, ...], ref: Ref, i: int | None,
                f"instance{'s' if n != 1 else ''} (0-{n - 1})", None, ref.line)
         return []
     return [f"{x}[{v % n}]"]
+
+
+def _first_track(parts: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether a reference into one step's outputs reads only its first track: `tracks[0]`
+    (and anything under it), `file` (the first track's file) or `task_id`."""
+    if not parts or parts[0].kind == "expr":
+        return False
+    head = parts[0].value
+    if head in ("file", "task_id"):
+        return True
+    return head == "tracks" and len(parts) > 1 and parts[1].kind == "const" and \
+        parts[1].value == 0 and not isinstance(parts[1].value, bool)
+
+
+def _first_track_ref(ck: Checker, ref: Ref) -> bool:
+    """`steps.X...` reading only the first track of X (of each instance it names)."""
+    parts = ref.parts
+    if not parts or parts[0].kind == "expr" or str(parts[0].value) not in ck.r.steps:
+        return False
+    rest = parts[1:] if ck.fan.get(str(parts[0].value)) is None else parts[2:]
+    if ck.fan.get(str(parts[0].value)) is not None and (len(parts) < 2 or
+                                                         parts[1].kind == "attr"):
+        return False
+    return _first_track(rest)
+
+
+def _staged(step: Step) -> bool:
+    """A music step whose service reports its first track before the second (the `first`
+    callback stage), read with its first take: only those can release a step early."""
+    t = TYPES.get(step.uses or "")
+    return t is not None and t.pace == "music" and step.take in ("both", 0) and \
+        step.callee is None
 
 
 def _order(ck: Checker, deps: dict[str, set[str]]) -> list[str]:

@@ -44,6 +44,7 @@ class Provider:
     upload_base_url: str | None = None
     api_key_env: str = "SUNO_API_KEY"
     callback_url: str | None = None
+    release_on_first: bool = True  # with callbacks: the `first` stage starts tracks[0] users
     rate_limit: tuple[int, float] | None = None
     poll_interval: float = 10.0
     max_poll_interval: float = 60.0
@@ -574,6 +575,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         and str(base["upload_base_url"]).rstrip("/"),
         api_key_env=base.get("api_key_env", "SUNO_API_KEY"),
         callback_url=base.get("callback_url"),
+        release_on_first=bool(base.get("release_on_first", True)),
         rate_limit=(int(rl["requests"]), float(rl["per_seconds"])) if rl else None,
         poll_interval=float(base.get("poll_interval", 10.0)),
         max_poll_interval=float(base.get("max_poll_interval", 60.0)),

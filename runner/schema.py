@@ -69,6 +69,10 @@ PROVIDER = {
                 "callback_url": {"type": "string", "pattern": "^https?://",
                                  "description": "sunoapi with `run --listen`: the public "
                                                 "address that forwards to the listener"},
+                "release_on_first": {"type": "boolean",
+                                     "description": "sunoapi with `run --listen`: start the "
+                                                    "steps that use only a song's first track "
+                                                    "when that track is ready (default true)"},
                 "rate_limit": {
                     "type": "object", "additionalProperties": False,
                     "required": ["requests", "per_seconds"],

@@ -11,7 +11,9 @@ Layout (format version 1)::
 
 Journal events, per step key (see plan.key): ``intent`` (about to submit, attempt n),
 ``submitted`` (the service's task id), ``uncertain`` (a submit whose answer was lost),
-``done`` (outputs, with the sha256 and size of every file), ``failed``.
+``first`` (a music task's first track, ready before the second; the steps that read only
+that track have started from it), ``done`` (outputs, with the sha256 and size of every
+file), ``failed``.
 
 Durability rule: ``intent`` and ``submitted`` are flushed and fsynced before the engine
 goes on, because they are what proves a task was paid for. A ``done`` of a local step may
@@ -36,6 +38,12 @@ from typing import Any
 from runner.errors import StoreError
 
 FORMAT = 1
+# Events a reader must understand to be safe carry a higher "v": an older sunoflow that
+# meets one stops with "event from a newer sunoflow" instead of ignoring it. ``first``
+# pins a step's first track (runner.engine, early release): ignoring it could re-key the
+# steps started from that track, and so pay for them twice.
+EVENT_VERSION = {"first": 2}
+READS = 2  # the highest event version this sunoflow understands
 SYNC_EVERY = 0.2  # seconds between batched fsyncs of non-critical events
 
 
@@ -51,6 +59,11 @@ class KeyState:
     task_ids: list[str] = field(default_factory=list)
     error: str | None = None
     credits: float | None = None
+    # ``first``: the task it came from, its outputs (one track) and files. Kept after
+    # ``done``: the done outputs start with this very track.
+    first_task: str | None = None
+    first: Any = None
+    first_files: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Store:
@@ -108,7 +121,7 @@ class Store:
                     ev = json.loads(raw)
                 except ValueError:
                     continue
-                if ev.get("v", 1) > FORMAT:
+                if ev.get("v", 1) > READS:
                     raise StoreError(f"{self.journal_path}: event from a newer sunoflow")
                 self._apply(ev)
 
@@ -133,6 +146,9 @@ class Store:
             st.credits = ev.get("credits")
             if ev.get("task_ids"):
                 st.task_ids = list(ev["task_ids"])
+        elif e == "first":
+            st.first_task, st.first = ev.get("task_id"), ev["outputs"]
+            st.first_files = ev.get("files", [])
         elif e == "failed":
             st.status, st.error = "failed", ev.get("error")
             st.task_id = None
@@ -155,8 +171,8 @@ class Store:
 
     def record(self, event: str, key: str, step: str, *, durable: bool = True,
                **data: Any) -> None:
-        ev = {"v": FORMAT, "e": event, "key": key, "step": step, "t": round(time.time(), 3),
-              **data}
+        ev = {"v": EVENT_VERSION.get(event, FORMAT), "e": event, "key": key, "step": step,
+              "t": round(time.time(), 3), **data}
         line = (json.dumps(ev, separators=(",", ":"), default=str) + "\n").encode()
         with self._write_lock:
             fd = self._open_journal()

@@ -1,5 +1,7 @@
 """A finished remote step whose stored files are gone and whose links have expired is
-fetched again through the service's fresh links for the same task: never paid again."""
+fetched again through the service's fresh links for the same task: never paid again, and
+neither is the step that reads it (its outputs keep their recorded links, so its inputs
+and key do not change)."""
 
 from __future__ import annotations
 
@@ -21,11 +23,16 @@ steps:
   song:
     uses: generate
     with: {title: Kept, style: dub, prompt: "la la la"}
+  master:
+    uses: convert
+    with: {audio: "{{ steps.song.tracks[0] }}", format: wav}
 outputs:
   - path: kept.mp3
     from: "{{ steps.song.file }}"
+  - path: kept.wav
+    from: "{{ steps.master.file }}"
 """
-SUBMITS = ("/api/v1/generate",)
+SUBMITS = ("/api/v1/generate", "/api/v1/wav/generate")
 
 
 def run(tmp: Path, url: str) -> subprocess.CompletedProcess[str]:
@@ -54,4 +61,4 @@ def test_expired_links_are_recovered_without_a_new_submission(tmp_path: Path):
     assert any(e["path"] == "/api/v1/generate/record-info" for e in after)
     assert (tmp_path / "out" / "kept.mp3").read_bytes() == album
     steps = json.loads((tmp_path / "report.json").read_text())["steps"]
-    assert [s["status"] for s in steps] == ["cached"]
+    assert [s["status"] for s in steps] == ["cached", "cached"]

@@ -60,7 +60,10 @@ class Courier:
         self.seq = itertools.count()
         self.thread: threading.Thread | None = None
         self.pool: ThreadPoolExecutor | None = None
-        self.local = threading.local()
+        # One client for every sender (httpx clients are thread-safe), made when the first
+        # task is scheduled: a client per sender thread, made on its first callback, cost
+        # each first callback a fresh SSL context, seconds in all on a busy machine.
+        self.client: httpx.Client | None = None
 
     def schedule(self, task: Task, url: str, base: str, stages: list[tuple[float, str]]) -> None:
         """Queue `stages`: (fraction of the task's run at which it is reached, name)."""
@@ -85,6 +88,8 @@ class Courier:
     def _start(self) -> None:
         if self.thread is None or not self.thread.is_alive():
             self.pool = self.pool or ThreadPoolExecutor(8, thread_name_prefix="fake-callback")
+            self.client = self.client or httpx.Client(
+                trust_env=False, limits=httpx.Limits(max_connections=16))
             self.thread = threading.Thread(target=self._run, name="fake-courier", daemon=True)
             self.thread.start()
 
@@ -104,13 +109,6 @@ class Courier:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
-    def _client(self, timeout: float) -> httpx.Client:
-        client: httpx.Client | None = getattr(self.local, "client", None)
-        if client is None:
-            client = httpx.Client(timeout=timeout, trust_env=False)
-            self.local.client = client
-        return client
-
     def _send(self, item: Delivery) -> None:
         world = self.world
         with world.lock:
@@ -126,7 +124,9 @@ class Courier:
             record["error"] = "not sent: the fake only calls back to loopback"
         else:
             try:
-                resp = self._client(float(spec.get("timeout", 15.0))).post(item.url, json=body)
+                assert self.client is not None
+                resp = self.client.post(item.url, json=body,
+                                        timeout=float(spec.get("timeout", 15.0)))
                 record["status"] = resp.status_code
                 if not 200 <= resp.status_code < 300:
                     record["error"] = f"HTTP {resp.status_code}"

@@ -28,6 +28,11 @@ class NoCredits(Exception):
     """The balance is below the operation's price; the protocol picks the error code."""
 
 
+# The stages of a music task, as fractions of its run: stream URLs and the text at about a
+# quarter (30-40 s of 2-3 min, REFERENCE 1.3), the first clip finished at three quarters.
+TEXT_AT = 0.25
+FIRST_AT = 0.75
+
 @dataclass
 class Clip:
     id: str
@@ -63,6 +68,11 @@ class Task:
         if self.wall <= 0:
             return 1.0
         return min(1.0, max(0.0, (now - self.created) / self.wall))
+
+    def first_ready(self, now: float) -> bool:
+        """A music task's first clip is finished (FIRST_SUCCESS): the service reports it,
+        and it can be extended, converted or separated like a finished one."""
+        return self.fail is None and self.fraction(now) >= FIRST_AT
 
     def done(self, now: float) -> bool:
         return self.fraction(now) >= 1.0

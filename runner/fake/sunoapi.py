@@ -22,7 +22,7 @@ from runner.fake import content, sunoapi_callbacks
 from runner.fake.config import MUSIC_OPS
 from runner.fake.courier import Courier
 from runner.fake.server import ApiError, Protocol, Request, Response, Route
-from runner.fake.state import Clip, NoCredits, Resource, Task
+from runner.fake.state import FIRST_AT, TEXT_AT, Clip, NoCredits, Resource, Task
 from runner.fake.uploads import UploadHost
 from runner.fake.validation import (
     ADD_MODELS,
@@ -227,7 +227,8 @@ class SunoApi(Protocol):
             world.add_file(f"image/{clip.id}.png", Resource("png"))
 
     def _finished_clip(self, audio_id: str, task_id: str | None = None, missing: int = 400) -> Clip:
-        """A clip of a successful music task (of `task_id`, when given)."""
+        """A finished clip of a music task (of `task_id`, when given): any clip of a
+        successful task, or the first one once the task reports it (FIRST_SUCCESS)."""
         with self.world.lock:
             clip = self.world.clips.get(audio_id)
             task = self.world.tasks.get(clip.task_id) if clip else None
@@ -235,7 +236,8 @@ class SunoApi(Protocol):
             raise ApiError(missing, f"audioId {audio_id} not found")
         if task_id is not None and clip.task_id != task_id:
             raise ApiError(missing, f"audioId {audio_id} does not belong to task {task_id}")
-        if not task.succeeded(self.world.now()):
+        now = self.world.now()
+        if not (task.succeeded(now) or (task.clips[:1] == [clip.id] and task.first_ready(now))):
             raise ApiError(400, f"task {clip.task_id} has not finished successfully")
         return clip
 
@@ -529,10 +531,9 @@ class SunoApi(Protocol):
         if task.done(now):
             return task.fail["status"] if task.fail else self._success(task)
         fraction = task.fraction(now)
-        # Stream URLs come at about a quarter of the run (30-40 s of 2-3 min, REFERENCE 1.3).
-        if fraction >= 0.75:
+        if fraction >= FIRST_AT:
             return "FIRST_SUCCESS"
-        return "TEXT_SUCCESS" if fraction >= 0.25 else "PENDING"
+        return "TEXT_SUCCESS" if fraction >= TEXT_AT else "PENDING"
 
     def _suno_item(self, base: str, clip: Clip, ready: bool) -> dict[str, Any]:
         world = self.world

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runner.fake.config import MUSIC_OPS
-from runner.fake.state import Task
+from runner.fake.state import FIRST_AT, TEXT_AT, Task
 
 if TYPE_CHECKING:
     from runner.fake.sunoapi import SunoApi
@@ -35,8 +35,8 @@ def stages(task: Task) -> list[tuple[float, str]]:
         return []  # recovery: its callback shape is not documented
     if task.op in MUSIC_OPS:
         if task.fail is not None:
-            return [(0.25, "text"), (1.0, "error")]
-        return [(0.25, "text"), (0.75, "first"), (1.0, "complete")]
+            return [(TEXT_AT, "text"), (1.0, "error")]
+        return [(TEXT_AT, "text"), (FIRST_AT, "first"), (1.0, "complete")]
     return [(1.0, "complete")]
 
 

@@ -100,6 +100,11 @@ class CallbackProvider(Provider, Protocol):
         body reports a failure. Never raises anything else, whatever the body holds."""
         ...
 
+    def first_from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        """For a music task's `first` stage: a Result holding only the first track (ready
+        to download), as the complete result will hold it; None for anything else."""
+        ...
+
 
 def create(config: ProviderConfig, *, env: dict[str, str], **kw: Any) -> Provider:
     """The provider for `config.kind`. Imports lazily so `local` needs no HTTP stack."""

@@ -271,6 +271,17 @@ class SunoApiProvider:
         result: Result | None = read(op, task_id, data)
         return result
 
+    def first_from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        ep = ENDPOINTS.get(op.type)
+        if ep is None or ep.reader != "music" or sunoapi_callback.stage(body) != "first":
+            return None
+        data = sunoapi_callback.details(ep.reader, op.type, body)
+        items = ((data or {}).get("response") or {}).get("sunoData") or []
+        if not items or not items[0].get("audioUrl") or not items[0].get("id"):
+            return None
+        data["taskId"] = task_id
+        return Result(self._music_outputs(op, task_id, data, items[:1]))
+
     async def credits(self) -> float | None:
         env = await self._call(None, "GET", f"{V1}/generate/credit", family=CLASSIC,
                                submit=False)
