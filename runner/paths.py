@@ -89,6 +89,10 @@ def allowed_dirs(values: Iterable[str]) -> tuple[Path, ...]:
     """`--allow-path` values as resolved folders; each must exist."""
     out = []
     for v in values:
+        if not v.strip():
+            # An empty value would resolve to the current folder: widening by accident.
+            raise UsageError("--allow-path needs a folder (use --allow-path . for the "
+                             "current one)")
         p = Path(v).expanduser().resolve()
         if not p.is_dir():
             raise UsageError(f"--allow-path {v}: no such folder")

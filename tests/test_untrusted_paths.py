@@ -92,6 +92,9 @@ def test_allow_path_widens_what_a_recipe_may_read(layout: Path) -> None:
                     cwd=recipe).returncode == 0
     bad = sunoflow("validate", "r.yaml", "--allow-path", "nope", cwd=recipe)
     assert (bad.returncode, bad.stderr) == (2, "sunoflow: --allow-path nope: no such folder\n")
+    empty = sunoflow("validate", "r.yaml", "--allow-path", "", cwd=recipe)
+    assert (empty.returncode, empty.stderr) == (
+        2, "sunoflow: --allow-path needs a folder (use --allow-path . for the current one)\n")
 
 
 RENDERED = """\
