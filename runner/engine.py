@@ -626,6 +626,18 @@ class Engine:
             raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
 
     async def _submit(self, op: Op) -> Any:
+        maybe: list[bool] = []  # set once a submit of this call may have created a task
+        try:
+            return await self._submit_retrying(op, maybe)
+        except ProviderError as exc:
+            if not maybe and not isinstance(exc, PossiblySubmitted):
+                # Every attempt was answered "no task" (a 4xx, a 401, no credits, a failed
+                # upload before the submit, transient codes past the retries): say so, so
+                # the next run does not count this step as possibly submitted (rule 3).
+                await self._durable("failed", op.key, op.step, error=f"not submitted: {exc}")
+            raise
+
+    async def _submit_retrying(self, op: Op, maybe: list[bool]) -> Any:
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         tries = uncertain = 0
         while True:
@@ -643,6 +655,7 @@ class Engine:
                         self.callbacks.expect(sub.task_id)
                     return sub
             except PossiblySubmitted as exc:
+                maybe.append(True)
                 await self._durable("uncertain", op.key, op.step, error=str(exc))
                 self.counts.possibly_submitted += 1
                 if not self.opts.resubmit_uncertain:

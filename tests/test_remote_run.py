@@ -189,3 +189,40 @@ def test_the_key_is_written_nowhere_even_when_the_service_echoes_it(srv, tmp_pat
     files = every_byte(tmp_path)
     assert {"journal.jsonl", "report.json"} <= {Path(f).name for f, _ in files}
     assert [f for f, data in files if KEY.encode() in data] == []
+
+
+UPLOAD = """\
+version: 1
+name: upload
+provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  cover:
+    uses: upload_cover
+    with: {audio: take.mp3, prompt: "la la", style: pop, title: Again}
+"""
+
+
+@pytest.mark.parametrize("fault", [
+    # The service refused the submit itself: no task.
+    {"match": {"method": "POST", "path": "/api/v1/generate/upload-cover"},
+     "action": {"envelope_code": 400, "message": "bad request"}},
+    # The upload before it failed: the submit was never sent.
+    {"match": {"method": "POST", "path": "/api/file-stream-upload"},
+     "action": {"http_status": 403}},
+], ids=["refused", "upload"])
+def test_a_submit_answered_no_is_not_possibly_submitted_on_the_next_run(srv, tmp_path, fault):
+    from runner import media
+
+    media.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
+    (tmp_path / "ep.yaml").write_text(UPLOAD)
+    srv.configure(faults=[{**fault, "times": 1}])
+    failed = sunoflow(tmp_path, srv.url)
+    assert failed.returncode == 1, failed.stderr
+    journal = (tmp_path / "state" / "journal.jsonl").read_text()
+    assert '"e":"failed"' in journal and "not submitted" in journal
+    again = sunoflow(tmp_path, srv.url)
+    assert again.returncode == 0, again.stderr
+    assert "possibly submitted" not in again.stderr
+    report = (tmp_path / "report.json").read_text()
+    assert '"possibly_submitted": 0' in report
+    assert [t["op"] for t in srv.tasks] == ["upload_cover"]  # one task, made by the rerun
