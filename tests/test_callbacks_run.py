@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import until
 
 from runner.fake import FakeServer
 
@@ -99,16 +99,6 @@ def token_of(srv: FakeServer) -> str:
 def everything_written(tmp: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in tmp.rglob("*")
                    if p.is_file() and p.suffix in (".jsonl", ".json", ".lock", ""))
-
-
-def until(cond: Any, what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_callbacks_finish_the_run_with_fewer_polls_than_polling(srv, tmp_path):
@@ -279,7 +269,11 @@ def test_a_resumed_task_is_polled_and_new_ones_are_called_back(tmp_path):
                               env=env(), stderr=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL) as proc:
             try:
-                until(lambda: any(e.get("task_id") for e in srv.log), "the first submit")
+                # Interrupted once the lyrics task id is journaled (were it not, the next run
+                # would rightly count it as possibly submitted and pay again).
+                journal = tmp_path / "state-resume" / "journal.jsonl"
+                until(lambda: journal.exists() and '"e":"submitted"' in journal.read_text(),
+                      "the first submit to be journaled")
                 proc.send_signal(signal.SIGINT)
                 assert proc.wait(timeout=30) == 130
             finally:

@@ -12,14 +12,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from waiting import until
 
 from runner import recipe as recipes
 from runner.engine import pin_first
@@ -76,16 +77,6 @@ def env() -> dict[str, str]:
     return {**os.environ, "SUNO_API_KEY": KEY}
 
 
-def until(cond: Any, what: str) -> Any:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def wav_posts(srv: FakeServer) -> list[dict[str, Any]]:
     return [e for e in srv.log if e["method"] == "POST" and e["path"] == "/api/v1/wav/generate"]
 
@@ -104,29 +95,39 @@ def song_task(srv: FakeServer) -> dict[str, Any]:
                  "the song's submit")
 
 
-def start(tmp: Path, srv: FakeServer, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(command(tmp, srv.url, "--listen", "127.0.0.1:0", *extra),
+@contextmanager
+def running(tmp: Path, srv: FakeServer, *extra: str) -> Iterator[subprocess.Popen[str]]:
+    """`sunoflow run --listen` in the background; killed if the test leaves early."""
+    proc = subprocess.Popen(command(tmp, srv.url, "--listen", "127.0.0.1:0", *extra),
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # a failed assertion must not wait for the run
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def finish(proc: subprocess.Popen[str]) -> None:
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, err
 
 
 def test_the_first_stage_starts_what_needs_only_the_first_track(srv, tmp_path):
     write(tmp_path)
-    with start(tmp_path, srv) as proc:
-        try:
-            task = song_task(srv)
-            srv.advance(0.8 * SONG)  # past the first stage, well before the end
-            post = until(lambda: wav_posts(srv), "the first track's WAV")[0]
-            assert post["json"]["audioId"] == task["clips"][0]
-            # Made while the song was still running, and the other take's WAV waits.
-            assert post["t"] < task["t_ready"]
-            assert len(wav_posts(srv)) == 1
-            srv.advance(SONG)
-            err = proc.communicate(timeout=60)[1]
-            assert proc.returncode == 0, err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with running(tmp_path, srv) as proc:
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)  # past the first stage, well before the end
+        post = until(lambda: wav_posts(srv), "the first track's WAV")[0]
+        assert post["json"]["audioId"] == task["clips"][0]
+        # Made while the song was still running, and the other take's WAV waits.
+        assert post["t"] < task["t_ready"]
+        assert len(wav_posts(srv)) == 1
+        srv.advance(SONG)
+        finish(proc)
     second = wav_posts(srv)[1]
     assert second["json"]["audioId"] == task["clips"][1]
     assert second["t"] >= task["t_ready"]
@@ -150,17 +151,12 @@ def test_the_first_stage_starts_what_needs_only_the_first_track(srv, tmp_path):
 
 def test_release_on_first_false_waits_for_the_whole_song(srv, tmp_path):
     write(tmp_path, ", release_on_first: false")
-    with start(tmp_path, srv) as proc:
-        try:
-            task = song_task(srv)
-            srv.advance(0.8 * SONG)
-            until(lambda: any(d["stage"] == "first" for d in srv.callbacks), "the first stage")
-            srv.advance(SONG)
-            err = proc.communicate(timeout=60)[1]
-            assert proc.returncode == 0, err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with running(tmp_path, srv) as proc:
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)
+        until(lambda: any(d["stage"] == "first" for d in srv.callbacks), "the first stage")
+        srv.advance(SONG)
+        finish(proc)
     assert [p["t"] >= task["t_ready"] for p in wav_posts(srv)] == [True, True]
     assert not any(e["e"] == "first" for e in journal(tmp_path))
 
@@ -171,29 +167,24 @@ def test_a_complete_result_in_another_order_keeps_the_released_track_first(srv, 
     of it. The recorded first track stays first (`pin_first`), so nothing is paid again.
     (The second track is made an MP3 here, locally: the fake's song is still running.)"""
     write(tmp_path, fmt="mp3")
-    with start(tmp_path, srv) as proc:
-        try:
-            assert proc.stderr is not None
-            base = re.search(r"listening for callbacks on (http://\S+)", proc.stderr.readline())
-            assert base
-            task = song_task(srv)
-            srv.advance(0.8 * SONG)
-            until(lambda: wav_posts(srv), "the first track's WAV")
-            submit = next(e for e in srv.log if e["path"] == "/api/v1/generate")
-            token = submit["json"]["callBackUrl"].rsplit("/cb/", 1)[1]
-            a, b = task["clips"]
-            items = [{"id": c, "audio_url": f"{srv.url}/files/audio/{c}.mp3?v=1",
-                      "title": "Rain", "duration": 30.0} for c in (b, a)]
-            body = {"code": 200, "msg": "All generated successfully.",
-                    "data": {"callbackType": "complete", "task_id": task["task_id"],
-                             "data": items}}
-            with httpx.Client(trust_env=False, timeout=10) as http:
-                assert http.post(f"{base[1]}/cb/{token}", json=body).status_code == 200
-            err = proc.communicate(timeout=60)[1]
-            assert proc.returncode == 0, err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with running(tmp_path, srv) as proc:
+        assert proc.stderr is not None
+        base = re.search(r"listening for callbacks on (http://\S+)", proc.stderr.readline())
+        assert base
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)
+        until(lambda: wav_posts(srv), "the first track's WAV")
+        submit = next(e for e in srv.log if e["path"] == "/api/v1/generate")
+        token = submit["json"]["callBackUrl"].rsplit("/cb/", 1)[1]
+        a, b = task["clips"]
+        items = [{"id": c, "audio_url": f"{srv.url}/files/audio/{c}.mp3?v=1",
+                  "title": "Rain", "duration": 30.0} for c in (b, a)]
+        body = {"code": 200, "msg": "All generated successfully.",
+                "data": {"callbackType": "complete", "task_id": task["task_id"],
+                         "data": items}}
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.post(f"{base[1]}/cb/{token}", json=body).status_code == 200
+        finish(proc)
     assert [p["json"]["audioId"] for p in wav_posts(srv)] == [a]
     done = next(e for e in journal(tmp_path) if e["e"] == "done" and e["step"] == "song")
     assert [t["id"] for t in done["outputs"]["tracks"]] == [a, b]
@@ -206,20 +197,16 @@ def test_a_complete_result_in_another_order_keeps_the_released_track_first(srv, 
 
 def test_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(srv, tmp_path):
     write(tmp_path)
-    with start(tmp_path, srv) as proc:
-        try:
-            song_task(srv)
-            srv.advance(0.8 * SONG)
-            wav_id = until(lambda: [p["task_id"] for p in wav_posts(srv) if p["task_id"]],
-                           "the first track's WAV")[0]
-            # Killed once the WAV's task id is journaled, with the song still running.
-            until(lambda: wav_id in (tmp_path / "state" / "journal.jsonl").read_text(),
-                  "the journal")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with running(tmp_path, srv) as proc:
+        song_task(srv)
+        srv.advance(0.8 * SONG)
+        wav_id = until(lambda: [p["task_id"] for p in wav_posts(srv) if p["task_id"]],
+                       "the first track's WAV")[0]
+        # Killed once the WAV's task id is journaled, with the song still running.
+        until(lambda: wav_id in (tmp_path / "state" / "journal.jsonl").read_text(),
+              "the journal")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     srv.advance(SONG)  # the song finishes while nobody watches
     again = subprocess.run(command(tmp_path, srv.url, "--listen", "127.0.0.1:0"), env=env(),
                            capture_output=True, text=True, timeout=60, check=False)

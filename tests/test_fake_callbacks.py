@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from waiting import until
 
 from runner.fake import ConfigError, FakeServer
 
@@ -68,17 +68,6 @@ def client(srv: FakeServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {KEY}"},
                       timeout=10, trust_env=False) as c:
         yield c
-
-
-def until(cond: Callable[[], Any], what: str) -> Any:
-    """Wait for a delivery made by the fake's threads (a condition, not a duration)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def generate(client: httpx.Client, url: str) -> str:
