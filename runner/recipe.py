@@ -323,6 +323,8 @@ _NAMES = {"steps": ("step id", "ids are lower case letters, digits and _, starti
 
 
 def _schema_errors(doc: Document) -> list[Diagnostic]:
+    if schemas.top_check()(doc.data):
+        return []  # valid: nothing for jsonschema to explain (runner.verdict)
     out: list[Diagnostic] = []
     for err in schemas.top_validator().iter_errors(doc.data):
         parent = tuple(err.absolute_path)
@@ -371,8 +373,9 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
         stype = TYPES.get(uses)
         with_: dict[str, Any] = raw["with"] if isinstance(raw.get("with"), dict) else {}
         if stype is not None:
-            for err in schemas.with_validator(uses).iter_errors(with_):
-                diags.extend(_describe(err, ("steps", sid, "with"), doc))
+            if not schemas.with_check(uses)(with_):
+                for err in schemas.with_validator(uses).iter_errors(with_):
+                    diags.extend(_describe(err, ("steps", sid, "with"), doc))
             merged = {k: v for k, v in defaults.items() if k in stype.fields and k in DEFAULTABLE}
             merged.update(with_)
             for req in stype.required:
