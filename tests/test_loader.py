@@ -81,3 +81,14 @@ def test_plain_nan() -> None:
     got = source.parse(b"k: .NaN\n", "f.yaml").data["k"]
     assert isinstance(got, float)
     assert math.isnan(got)
+
+
+def test_dotted_chains_read_like_spaced_ones() -> None:
+    """`a.b.c` takes a shortcut past the tokenizer; it must read the same."""
+    fast = compile_template("x {{ steps.song.tracks }} {{ vars.v }}")
+    slow = compile_template("x {{ steps . song .tracks }} {{ vars .v }}")
+    assert (fast.refs, fast.names, fast.native) == (slow.refs, slow.names, slow.native)
+    assert [str(r.text()) for r in fast.refs] == ["steps.song.tracks", "vars.v"]
+    for src in ("{{ steps.song._x }}", "{{ steps . song . _x }}"):
+        with pytest.raises(TemplateError, match="attribute '_x'"):
+            compile_template(src)
