@@ -5,6 +5,8 @@
 to :func:`published`. The loader validates with the same pieces but dispatches each step's
 ``with`` to its type's schema directly instead of through 19 ``if``/``then`` branches: the
 same verdicts, one validator call per step, and errors that name the step's own fields.
+Each schema is asked first through :func:`top_check` / :func:`with_check` (runner.verdict,
+a compiled yes/no); jsonschema's validators run only to explain a "no".
 """
 
 from __future__ import annotations
