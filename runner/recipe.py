@@ -18,6 +18,7 @@ from jsonschema import ValidationError
 
 from runner import schema as schemas
 from runner import source
+from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.include import INPUT_TYPES, Includes, at, fits
 from runner.paths import Outside, Roots
@@ -345,6 +346,7 @@ def _schema_errors(doc: Document) -> list[Diagnostic]:
     return out
 
 
+@building
 def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
          display: str | None = None, includes: Includes | None = None) -> Recipe:
     """Read, validate and freeze, with every recipe it uses. Raises RecipeError listing
