@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import models, paths
+from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError
 from runner.include import INPUT_TYPES, at, fits
 from runner.recipe import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
@@ -193,6 +194,7 @@ class _Unit:
         return self._types
 
 
+@building
 def build(recipe: Recipe) -> Plan:
     """Check and expand the recipe. Raises RecipeError with every problem found."""
     units: dict[Path, _Unit] = {}

@@ -18,6 +18,7 @@ from jsonschema import ValidationError
 
 from runner import schema as schemas
 from runner import source
+from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.include import INPUT_TYPES, Includes, at, fits
 from runner.paths import Outside, Roots
@@ -324,6 +325,8 @@ _NAMES = {"steps": ("step id", "ids are lower case letters, digits and _, starti
 
 
 def _schema_errors(doc: Document) -> list[Diagnostic]:
+    if schemas.top_check()(doc.data):
+        return []  # valid: nothing for jsonschema to explain (runner.verdict)
     out: list[Diagnostic] = []
     for err in schemas.top_validator().iter_errors(doc.data):
         parent = tuple(err.absolute_path)
@@ -344,6 +347,7 @@ def _schema_errors(doc: Document) -> list[Diagnostic]:
     return out
 
 
+@building
 def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
          display: str | None = None, includes: Includes | None = None) -> Recipe:
     """Read, validate and freeze, with every recipe it uses. Raises RecipeError listing
@@ -372,8 +376,9 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
         stype = TYPES.get(uses)
         with_: dict[str, Any] = raw["with"] if isinstance(raw.get("with"), dict) else {}
         if stype is not None:
-            for err in schemas.with_validator(uses).iter_errors(with_):
-                diags.extend(_describe(err, ("steps", sid, "with"), doc))
+            if not schemas.with_check(uses)(with_):
+                for err in schemas.with_validator(uses).iter_errors(with_):
+                    diags.extend(_describe(err, ("steps", sid, "with"), doc))
             merged = {k: v for k, v in defaults.items() if k in stype.fields and k in DEFAULTABLE}
             merged.update(with_)
             for req in stype.required:

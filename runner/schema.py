@@ -5,6 +5,8 @@
 to :func:`published`. The loader validates with the same pieces but dispatches each step's
 ``with`` to its type's schema directly instead of through 19 ``if``/``then`` branches: the
 same verdicts, one validator call per step, and errors that name the step's own fields.
+Each schema is asked first through :func:`top_check` / :func:`with_check` (runner.verdict,
+a compiled yes/no); jsonschema's validators run only to explain a "no".
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from runner import verdict
 from runner.include import INPUT_TYPES
 from runner.steps import DEFAULTABLE, PROVIDER_KINDS, TYPES
 
@@ -228,6 +231,34 @@ def with_validator(type_name: str) -> Draft202012Validator:
     s = with_schema(type_name, required=False)
     s["$defs"] = {"template": TEMPLATE}
     return Draft202012Validator(s)
+
+
+def _quick(schema: dict[str, Any]) -> verdict.Check:
+    """runner.verdict's yes/no for `schema`; "no" (ask jsonschema) when it cannot decide."""
+    try:
+        check = verdict.compile_schema(schema)
+    except verdict.Unsupported:
+        return lambda v: False
+
+    def safe(v: Any) -> bool:
+        try:
+            return check(v)
+        except Exception:  # noqa: BLE001 - jsonschema then says what it says about it
+            return False
+
+    return safe
+
+
+@functools.cache
+def top_check() -> verdict.Check:
+    """Whether a document is valid under top_validator's schema, quickly (no reasons)."""
+    return _quick(_top(STEP))
+
+
+@functools.cache
+def with_check(type_name: str) -> verdict.Check:
+    """Whether a `with` is valid under with_validator(type_name)'s schema, quickly."""
+    return _quick(with_validator(type_name).schema)
 
 
 @functools.cache

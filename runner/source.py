@@ -51,8 +51,10 @@ class Document:
     file: str
     data: Any
     text: str
-    marks: dict[Path_, Mark] = field(default_factory=dict)
-    key_marks: dict[Path_, Mark] = field(default_factory=dict)
+    # The parser's own marks (0-based `line` and `column`), kept as they come: making a
+    # Mark for each of 100,000 nodes costs more than parsing them, and few are ever read.
+    marks: dict[Path_, Any] = field(default_factory=dict)
+    key_marks: dict[Path_, Any] = field(default_factory=dict)
     # Where each string scalar's source text lies: (start index, end index, style), so a
     # position inside a template (a line of a block scalar) maps back to the file.
     spans: dict[Path_, tuple[int, int, str]] = field(default_factory=dict)
@@ -61,12 +63,12 @@ class Document:
         """Position of the value at `path` (or of its key); the nearest ancestor if unknown."""
         p = tuple(path)
         if key and p in self.key_marks:
-            return self.key_marks[p]
+            return _mark(self.key_marks[p])
         while p:
             if p in self.marks:
-                return self.marks[p]
+                return _mark(self.marks[p])
             p = p[:-1]
-        return self.marks.get((), Mark(1, 1))
+        return _mark(self.marks[()]) if () in self.marks else Mark(1, 1)
 
     def diag(self, path: Path_, message: str, hint: str | None = None, *,
              key: bool = False, offset: tuple[int, int] | None = None) -> Diagnostic:
@@ -176,7 +178,17 @@ def _scalar(value: str, tag: str | None, implicit: tuple[bool, bool], style: str
     return _plain(value)
 
 
+_NUMERIC_START = frozenset("-+.0123456789")
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+
+
 def _plain(value: str) -> Any:
+    if value[:1] not in _NUMERIC_START and value[-1:] != "\n":
+        # Most plain values are words: only null and the booleans need a look (the
+        # patterns below all start with a sign, a dot or a digit).
+        if value in _NULLS:
+            return None
+        return _BOOL.get(value, value)
     if _NULL.match(value):
         return None
     if value in _BOOL:
@@ -241,8 +253,10 @@ def parse(raw: bytes, name: str) -> Document:
 
 def _build(text: str, name: str) -> Document:
     doc = Document(name, None, text)
+    marks, key_marks, spans = doc.marks, doc.key_marks, doc.spans
     anchors: dict[str, tuple[Any, int]] = {}
-    # Stack frames: [container, path, pending_key, anchor, seen_keys, merge_sources]
+    # Stack frames: [container, path, pending_key, anchor, seen_keys, merge_sources,
+    # start_mark, values_before]
     stack: list[list[Any]] = []
     total = 0
     docs = 0
@@ -259,16 +273,16 @@ def _build(text: str, name: str) -> Document:
             anchors[anchor] = (value, size)
         if not stack:
             result = value
-            doc.marks[()] = _mark(start)
+            marks[()] = start
             return
         top = stack[-1]
         container, path = top[0], top[1]
-        if isinstance(container, list):
+        if type(container) is list:
             p = (*path, len(container))
             container.append(value)
-            doc.marks.setdefault(p, _mark(start))
+            marks.setdefault(p, start)
             if span:
-                doc.spans[p] = span
+                spans[p] = span
             return
         if top[2] is _NO_KEY:
             if isinstance(value, (dict, list)):
@@ -283,48 +297,53 @@ def _build(text: str, name: str) -> Document:
                 raise fail(key_start, "'<<' merges a mapping (or a list of mappings)")
             top[5].extend(sources)
             return
-        if not isinstance(key, str):
+        if type(key) is not str:
             key = str(key).lower() if isinstance(key, bool) else str(key)
-        if key in top[4]:
-            first = top[4][key]
+        seen = top[4]
+        if key in seen:
+            first = _mark(seen[key])
             raise fail(key_start, f"duplicate key '{key}' (first defined at line "
                        f"{first.line}, column {first.col})",
                        "YAML would silently keep only the last one; remove one of them")
-        top[4][key] = _mark(key_start)
+        seen[key] = key_start
         container[key] = value
-        doc.key_marks[(*path, key)] = _mark(key_start)
-        doc.marks[(*path, key)] = _mark(start)
+        p = (*path, key)
+        key_marks[p] = key_start
+        marks[p] = start
         if span:
-            doc.spans[(*path, key)] = span
+            spans[p] = span
 
+    ev: Any  # dispatched on its exact class below, which mypy does not narrow
     try:
         for ev in yaml.parse(text, Loader=_Loader):
-            if isinstance(ev, yaml.DocumentStartEvent):
-                docs += 1
-                if docs > 1:
-                    raise fail(ev.start_mark, "a recipe is one YAML document; found a second",
-                               "remove the '---' separator")
-            elif isinstance(ev, yaml.ScalarEvent):
+            cls = type(ev)
+            if cls is yaml.ScalarEvent:
                 total += 1
-                try:
-                    v = _scalar(ev.value, ev.tag, ev.implicit, ev.style)
-                except ValueError as exc:
-                    raise fail(ev.start_mark, str(exc),
-                               _TAG_HINT if "tag" in str(exc) else None) from None
+                tag, value = ev.tag, ev.value
+                if tag and tag != "!":
+                    try:
+                        v = _scalar(value, tag, ev.implicit, ev.style)
+                    except ValueError as exc:
+                        raise fail(ev.start_mark, str(exc),
+                                   _TAG_HINT if "tag" in str(exc) else None) from None
+                elif ev.style or not ev.implicit[0]:
+                    v = value  # quoted or block scalar: always a string
+                else:
+                    v = _plain(value)
                 start_m, end_m = ev.start_mark, ev.end_mark
                 span = (start_m.index, end_m.index, ev.style or "") \
-                    if isinstance(v, str) and start_m is not None and end_m is not None else None
-                attach(v, ev.start_mark, ev.anchor, 1, span)
-            elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                    if type(v) is str and start_m is not None and end_m is not None else None
+                attach(v, start_m, ev.anchor, 1, span)
+            elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
                 if ev.tag and ev.tag not in ("!", _STD_TAG + "map", _STD_TAG + "seq"):
                     raise fail(ev.start_mark, _tag_error(ev.tag), _TAG_HINT)
                 if len(stack) >= MAX_DEPTH:
                     raise fail(ev.start_mark, f"nesting is deeper than {MAX_DEPTH} levels")
                 total += 1
-                parent_path: Path_ = stack[-1][1] if stack else ()
                 if stack:
                     top = stack[-1]
-                    if isinstance(top[0], list):
+                    parent_path: Path_ = top[1]
+                    if type(top[0]) is list:
                         path: Path_ = (*parent_path, len(top[0]))
                     elif top[2] is _NO_KEY:
                         raise fail(ev.start_mark, "a mapping key must be a plain value")
@@ -333,16 +352,16 @@ def _build(text: str, name: str) -> Document:
                         path = (*parent_path, k if isinstance(k, str) else str(k))
                 else:
                     path = ()
-                container: Any = {} if isinstance(ev, yaml.MappingStartEvent) else []
-                doc.marks.setdefault(path, _mark(ev.start_mark))
+                container: Any = {} if cls is yaml.MappingStartEvent else []
+                marks.setdefault(path, ev.start_mark)
                 stack.append([container, path, _NO_KEY, ev.anchor, {}, [], ev.start_mark, total])
-            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
                 container, _p, _k, anchor, _seen, merges, start, first = stack.pop()
                 for src in reversed(merges):
                     for k, v in src.items():
                         container.setdefault(k, v)
                 attach(container, start, anchor, total - first + 1)
-            elif isinstance(ev, yaml.AliasEvent):
+            elif cls is yaml.AliasEvent:
                 if ev.anchor not in anchors:
                     raise fail(ev.start_mark, f"unknown alias '*{ev.anchor}'",
                                f"an alias repeats a value marked earlier with '&{ev.anchor}'")
@@ -352,6 +371,11 @@ def _build(text: str, name: str) -> Document:
                     raise fail(ev.start_mark, f"the document expands to more than {MAX_VALUES:,} "
                                "values through aliases", "is this a YAML alias bomb?")
                 attach(value, ev.start_mark, None, size)
+            elif cls is yaml.DocumentStartEvent:
+                docs += 1
+                if docs > 1:
+                    raise fail(ev.start_mark, "a recipe is one YAML document; found a second",
+                               "remove the '---' separator")
             if total > MAX_VALUES:
                 raise fail(ev.start_mark, f"the document has more than {MAX_VALUES:,} values")
     except yaml.MarkedYAMLError as exc:

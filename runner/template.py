@@ -167,6 +167,9 @@ _TOKEN = re.compile(r"\.\s*(" + _NAME + r")|\[\s*(-?[0-9]+|'[^'\\]*'|\"[^\"\\]*\
 _MISS: Any = object()
 
 
+_NAME_RE = re.compile(_NAME)
+
+
 def _simple_parse(source: str) -> list[Any] | None:
     """Text and `{{ name(.attr|[const]|[index±n])* }}` segments, or None if the template
     is anything else (filters, operators, tags: Jinja handles those)."""
@@ -175,13 +178,27 @@ def _simple_parse(source: str) -> list[Any] | None:
     for m in _SEG.finditer(source):
         out.append(source[pos:m.start()])
         chain = m.group(1)
-        root = re.match(_NAME, chain)
-        assert root is not None
-        name = root.group(0)
+        names = chain.split(".")
+        if all(n.isidentifier() for n in names) and chain.isascii():
+            # `a.b.c`, the common case: the pattern matched it already, so each piece
+            # is a name (no brackets, no spaces); skip the tokenizer.
+            name, attrs = names[0], names[1:]
+        else:
+            root = _NAME_RE.match(chain)
+            assert root is not None
+            name, attrs = root.group(0), None
         if name in GLOBALS or name in ("true", "false", "none", "True", "False", "None"):
             return None
         parts: list[Part] = []
-        rest = chain[root.end():]
+        if attrs is not None:
+            for a in attrs:
+                if a.startswith("_"):
+                    return None  # let Jinja's analysis refuse it with its message
+                parts.append(Part("attr", a))
+            out.append((name, parts))
+            pos = m.end()
+            continue
+        rest = chain[len(name):]
         for t in _TOKEN.finditer(rest):
             if t.group(1):
                 if t.group(1).startswith("_"):
@@ -202,7 +219,7 @@ def _simple_parse(source: str) -> list[Any] | None:
         out.append((name, parts))
         pos = m.end()
     out.append(source[pos:])
-    text = "".join(x for x in out if isinstance(x, str))
+    text = "".join(out[::2])  # text and segments alternate, text first and last
     if _MARKERS.search(text) or "}}" in text:
         return None
     return out

@@ -1,5 +1,8 @@
 """A run against a service where about 10% of requests fail transiently finishes with no
-extra paid submission and intact files."""
+extra paid submission and intact files.
+
+The fake has no rate limit, so the recipe lifts the client's (sunoapi's default, 20
+requests per 10 s, made the run wait ~20 s for nothing; tests/test_pacing.py covers it)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ SONGS = 8
 RECIPE = f"""\
 version: 1
 name: flaky
-provider: {{kind: sunoapi, poll_interval: 0.02, max_poll_interval: 0.1}}
+provider: {{kind: sunoapi, poll_interval: 0.02, max_poll_interval: 0.1,
+           rate_limit: {{requests: 1000, per_seconds: 1}}}}
 vars:
   n: {list(range(SONGS))}
 steps:

@@ -3,6 +3,8 @@ and values that must load unchanged."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from runner import source
@@ -58,3 +60,35 @@ def test_ordinary_arithmetic_still_works(expr: str, value: object) -> None:
 def test_yaml_1_2_scalars() -> None:
     doc = source.parse(b"a: yes\nb: on\nc: 0o17\nd: 1e3\ne: ~\nf: !!str 5\n", "f.yaml")
     assert doc.data == {"a": "yes", "b": "on", "c": 15, "d": 1000.0, "e": None, "f": "5"}
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("~", None), ("null", None), ("Null", None), ("NULL", None), ("", None), ("nul", "nul"),
+    ("true", True), ("False", False), ("TRUE", True), ("tRUE", "tRUE"), ("yes", "yes"),
+    ("12", 12), ("-3", -3), ("+4", 4), ("1_000", "1_000"), ("0x1f", 31), ("0o17", 15),
+    ("1.5", 1.5), (".5", 0.5), ("-1e3", -1000.0), (".inf", float("inf")),
+    ("-.Inf", float("-inf")), ("-x", "-x"), (".", "."), ("+", "+"), ("+.", "+."),
+    ("1.2.3", "1.2.3"),
+    ("word", "word"), ("no", "no"), ("12 monkeys", "12 monkeys"),
+])
+def test_plain_scalars(text: str, value: object) -> None:
+    """Plain scalars by the YAML 1.2 core schema (words skip the number patterns)."""
+    got = source.parse(f"k: {text}\n".encode(), "f.yaml").data["k"]
+    assert (type(got), got) == (type(value), value)
+
+
+def test_plain_nan() -> None:
+    got = source.parse(b"k: .NaN\n", "f.yaml").data["k"]
+    assert isinstance(got, float)
+    assert math.isnan(got)
+
+
+def test_dotted_chains_read_like_spaced_ones() -> None:
+    """`a.b.c` takes a shortcut past the tokenizer; it must read the same."""
+    fast = compile_template("x {{ steps.song.tracks }} {{ vars.v }}")
+    slow = compile_template("x {{ steps . song .tracks }} {{ vars .v }}")
+    assert (fast.refs, fast.names, fast.native) == (slow.refs, slow.names, slow.native)
+    assert [str(r.text()) for r in fast.refs] == ["steps.song.tracks", "vars.v"]
+    for src in ("{{ steps.song._x }}", "{{ steps . song . _x }}"):
+        with pytest.raises(TemplateError, match="attribute '_x'"):
+            compile_template(src)

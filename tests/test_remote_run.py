@@ -134,10 +134,12 @@ def test_an_expired_link_is_refreshed_without_paying_again(srv, tmp_path):
     assert len(polls) == 2  # the result, then the fresh links
 
 
+# poll_interval 0.01: the answer echoing the key with envelope 500 is transient, and its
+# retries back off from min(1 s, poll_interval) (about 9 s of waiting at 0.05).
 ECHOES = """\
 version: 1
 name: echoes
-provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+provider: {kind: local, poll_interval: 0.01, max_poll_interval: 0.2}
 steps:
   words:
     uses: lyrics
