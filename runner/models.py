@@ -7,6 +7,7 @@ request is sent: a 413 found after paying is a bug.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 MODELS = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
@@ -35,6 +36,8 @@ def custom_mode(inputs: dict[str, Any]) -> bool:
     return bool(inputs.get("style") or inputs.get("title"))
 
 
+WEIGHT_FIELDS = ("style_weight", "weirdness_constraint", "audio_weight")
+
 def check(step_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     """Problems with rendered inputs: (field, message, hint). Non-string values that are still
     templates are skipped by the caller."""
@@ -48,6 +51,14 @@ def check(step_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, str | 
             out.append((fld, f"'{fld}' is {len(v)} characters; {why} allows at most {limit}",
                         hint or "shorten it" + ("" if model else f" (model {m} assumed)")))
 
+    for fld in WEIGHT_FIELDS:
+        w = inputs.get(fld)
+        if isinstance(w, (int, float)) and not isinstance(w, bool):
+            if not math.isfinite(w) or not 0 <= w <= 1:
+                out.append((fld, f"'{fld}' must be a number from 0 to 1; got {w}", None))
+            elif abs(w * 100 - round(w * 100)) > 1e-6:
+                out.append((fld, f"'{fld}' takes at most two decimals; got {w}",
+                            f"e.g. {round(w, 2)}"))
     if step_type == "lyrics":
         p = inputs.get("prompt")
         if isinstance(p, str) and len(p.split()) > LYRICS_WORDS:

@@ -57,7 +57,9 @@ def choice(desc: str, *values: str | int) -> dict[str, Any]:
 
 AUDIO = {"description": "a track object from an earlier step, a URL, or a local path",
          "type": ["object", "string"]}
-WEIGHT = {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01}
+# Two decimals at most: checked in runner.models (a schema `multipleOf: 0.01` refuses 0.29,
+# since 0.29 / 0.01 is not exactly 29 in floating point).
+WEIGHT = {"type": "number", "minimum": 0, "maximum": 1}
 MODEL = choice("the model; the service's default when omitted", *MODELS)
 GENDER = choice("preferred vocal gender (a hint, not a guarantee)", "m", "f")
 
