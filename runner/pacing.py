@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import heapq
 import random
 import time
 from collections import deque
@@ -69,24 +70,64 @@ class Slot:
 # a poll's answer says how the task was at that moment, not when the answer came back.
 SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at", default=None)
 
+# How urgent the current task's requests are (seconds; higher goes first), set by the
+# engine before it sends them (runner.priority: critical path first). A context variable
+# rather than an argument of every provider method: providers know nothing of the graph.
+PRIORITY: contextvars.ContextVar[float] = contextvars.ContextVar("priority", default=0.0)
+
+# A second spent waiting counts as a second of priority, so nothing waits forever: a
+# request is overtaken only by newer ones at least as much more urgent as it has waited.
+AGING = 1.0
+
+
+class _Waiter:
+    __slots__ = ("key", "turn")
+
+    def __init__(self, key: tuple[float, int]) -> None:
+        self.key, self.turn = key, anyio.Event()
+
+    def __lt__(self, other: _Waiter) -> bool:
+        return self.key < other.key
+
 
 class RateLimiter:
-    """At most `requests` per `per_seconds`, sliding window, first come first served.
-    One limiter per provider is shared by every request: submits and polls alike."""
+    """At most `requests` per `per_seconds`, sliding window. One limiter per provider is
+    shared by every request: submits and polls alike.
+
+    When requests wait for room, the most urgent goes first: the smallest
+    `AGING * arrival - priority`; equal keys in arrival order, so with equal priorities
+    (or none given) it is first come first served. Only the first in line sleeps for the
+    window; the others wait for their turn, which each grant (or a waiter's cancellation)
+    passes on.
+    """
 
     def __init__(self, requests: int, per_seconds: float, clock: Clock) -> None:
         self.requests, self.per, self.clock = requests, per_seconds, clock
         self.slots: list[Slot] = []
-        self.lock = anyio.Lock()
+        self.line: list[_Waiter] = []  # a heap: line[0] is next
+        self.arrivals = 0
         self.waited = 0.0
 
-    async def acquire(self) -> Slot:
+    async def acquire(self, priority: float = 0.0) -> Slot:
         """Wait for room in the window; the caller must `release` the slot it gets."""
-        async with self.lock:
+        self.arrivals += 1
+        me = _Waiter((AGING * self.clock.now() - priority, self.arrivals))
+        heapq.heappush(self.line, me)
+        granted = False
+        try:
             while True:
+                # A fresh event before looking: a turn passed after the look is not lost.
+                me.turn = anyio.Event()
+                if self.line[0] is not me:
+                    await me.turn.wait()
+                    continue
                 now = self.clock.now()
-                self.slots = [s for s in self.slots if s.flying or now - s.t < self.per]
+                # (Within a nanosecond: a sleep to the very moment a slot frees may wake a
+                # rounding error short of it, and sleeping that error changes no clock.)
+                self.slots = [s for s in self.slots if s.flying or now - s.t < self.per - 1e-9]
                 if len(self.slots) < self.requests:
+                    heapq.heappop(self.line)
+                    granted = True
                     slot = Slot(now)
                     self.slots.append(slot)
                     return slot
@@ -95,14 +136,20 @@ class RateLimiter:
                 wait = self.per - (now - min(landed)) if landed else self.per / 20
                 self.waited += wait
                 await self.clock.sleep(wait)
+        finally:
+            if not granted:  # cancelled while waiting
+                self.line.remove(me)
+                heapq.heapify(self.line)
+            if self.line:
+                self.line[0].turn.set()  # the next in line looks for room
 
     def release(self, slot: Slot) -> None:
         """The answer (or the error) is back: the slot now counts from this moment."""
         slot.t, slot.flying = max(slot.t, self.clock.now()), False
 
     @contextlib.asynccontextmanager
-    async def request(self) -> AsyncIterator[Slot]:
-        slot = await self.acquire()
+    async def request(self, priority: float = 0.0) -> AsyncIterator[Slot]:
+        slot = await self.acquire(priority)
         try:
             yield slot
         finally:
@@ -157,6 +204,7 @@ class Poller:
         self.line: dict[str, deque[object]] = {}  # family -> tasks waiting for a turn
         self.backlog = 0.0  # seconds polls recently waited for the rate limiter
         self.learned: dict[str, anyio.Event] = {}
+        self.version = 0  # counts what was learned: a reader knows when to look again
 
     def durations(self, op: str) -> list[float]:
         return sorted(self.seen.get(self.family(op), ()))
@@ -171,6 +219,7 @@ class Poller:
         done at a first poll that was not `planned` (it waited for others to learn, or it
         was resumed late) could have taken any time up to `hi`: it teaches nothing."""
         fam = self.family(op)
+        self.version += 1
         if lo is None and not planned:
             self.learned.setdefault(fam, anyio.Event()).set()
             return
