@@ -48,8 +48,9 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import SENT_AT, Backoff, Clock, Poller
+from runner.pacing import PRIORITY, SENT_AT, Backoff, Clock, Poller
 from runner.plan import Instance, Plan, key
+from runner.priority import CriticalPath
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
 from runner.scopes import Scopes
@@ -128,6 +129,8 @@ class Engine:
         self.callbacks = opts.callbacks
         self._http: Any = None
         self.selected = self._select()
+        # Requests waiting for the rate limit go critical path first (runner.priority).
+        self.urgency = CriticalPath(self.selected, self.recipe.provider.kind, self.poller)
         self.base_dir = self.recipe.path.parent.resolve()
         self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
@@ -492,6 +495,7 @@ class Engine:
                 # not tasks running at the service: a task being polled holds no slot.
                 # Stop and budget are checked inside the slot, so a task that waited for
                 # one cannot submit past a stop decided meanwhile.
+                PRIORITY.set(self.urgency.submit(inst.id))
                 async with self.remote_slots:
                     if self.stop_reason:
                         raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
@@ -631,6 +635,7 @@ class Engine:
                 # the rate limiter's queue), not when the answer came back.
                 before = self.clock.now()
                 SENT_AT.set(None)
+                PRIORITY.set(self.urgency.poll(inst.id))  # also for the fresh links after
                 try:
                     res = await self.remote.poll(op, task_id)
                 except TransientError as exc:
