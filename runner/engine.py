@@ -48,7 +48,7 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import PRIORITY, SENT_AT, Backoff, Clock, Poller
+from runner.pacing import PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
 from runner.plan import Instance, Plan, key
 from runner.priority import CriticalPath
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
@@ -122,7 +122,8 @@ class Engine:
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
-        self.remote_slots = anyio.CapacityLimiter(max(1, opts.concurrency))
+        # Places go by priority too (pacing.Slots): a submit waits for the rate limit in one.
+        self.remote_slots = Slots(max(1, opts.concurrency), self.clock)
         self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
         pc = self.recipe.provider
         self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
@@ -130,7 +131,8 @@ class Engine:
         self._http: Any = None
         self.selected = self._select()
         # Requests waiting for the rate limit go critical path first (runner.priority).
-        self.urgency = CriticalPath(self.selected, self.recipe.provider.kind, self.poller)
+        self.urgency = CriticalPath(plan, self.selected, self.recipe.provider.kind,
+                                    self.poller)
         self.base_dir = self.recipe.path.parent.resolve()
         self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
@@ -643,14 +645,13 @@ class Engine:
                     continue
                 sent_at = SENT_AT.get()
                 sent = (sent_at or before) - t0
-                if sent_at is not None:
-                    self.poller.queued(sent_at - before)
                 if res is None:
                     running = sent
                     continue
                 # A fallback poll (callbacks on) is not placed by the poller: it teaches
                 # only with a "running" answer before it.
-                self.poller.learn(op.type, running, sent, planned and cb is None)
+                self.poller.learn(op.type, running, sent, planned and cb is None,
+                                  waited=sent_at - before if sent_at is not None else 0.0)
                 if not res.task_ids:
                     res.task_ids = [task_id]
                 return res

@@ -8,14 +8,22 @@ instance i of the plan:
     tail(i)   = max over the instances j that wait for i of expected(j) + tail(j), else 0
     submit(i) = expected(i) + tail(i) + longest
     poll(i)   = tail(i)   (once a poll finds the task done, that is what is left)
+              or, while the run has learned nothing about i's operation, submit(i) + longest
 
 `longest` is the longest expected task of the plan: a submit goes before the polls of
 chains up to one task longer than its own, because the task it starts runs while the poll
-waits, and a poll sent later is more likely to find its task done. The limiter adds the
-time a request has waited (pacing.AGING), so nothing waits forever.
+waits, and a poll sent later is more likely to find its task done. A probe (a poll of an
+operation nothing is known about yet: runner.pacing.Poller) goes before the submits,
+since every task of its kind waits for what it learns, and learns wrong when it is sent
+late (a task found done after a long wait looks slow). The limiter adds the time
+a request has waited (pacing.AGING), so nothing waits forever.
 benchmarks/album_policy.py is how this policy was chosen over others (first come first
 served, polls first, the age of the song, draws already seen, ...); docs/BENCHMARKS-album.md
 has its table.
+
+An instance whose `if:` is known to be false before the run (it needs no step's outputs,
+like `index % 10 == 9`) is skipped with all that waits for it: it is on no path. Other
+conditions are taken to hold.
 
 expected(j) is 0 for local work and for the ends of a reusable recipe's call. For a
 service operation it is the median duration the Poller learned for its pace family in
@@ -34,21 +42,26 @@ import math
 from collections.abc import Sequence
 
 from runner.pacing import Poller
-from runner.plan import Instance
+from runner.plan import Instance, Plan
 
 MOVED = 0.1  # recompute the tails when an expected duration moved by more than this share
 
 
 class CriticalPath:
-    def __init__(self, instances: Sequence[Instance], provider: str, poller: Poller) -> None:
-        """`instances` in a topological order (dependencies first), as the plan has them;
-        `provider`: the provider kind, which decides what runs at the service."""
-        self.instances, self.provider, self.poller = instances, provider, poller
+    def __init__(self, plan: Plan, instances: Sequence[Instance], provider: str,
+                 poller: Poller) -> None:
+        """`instances`: those that run, in a topological order (dependencies first), as
+        the plan has them; `provider`: the provider kind, which decides what runs at the
+        service."""
+        self.plan, self.instances, self.provider, self.poller = plan, instances, provider, \
+            poller
         self.family: dict[str, str] = {}  # instance id -> pace family, service work only
+        self.dead: set[str] = set()  # instances known to be skipped (a static `if:`)
         self.defaults: dict[str, tuple[str, float]] = {}  # family -> (a step type, seconds)
         self.used: dict[str, float] = {}  # family -> expected seconds the tails were made with
         self.tails: dict[str, float] = {}
         self.longest = 0.0
+        self.known: set[str] = set()  # families the run has learned durations of
         self.version = -1  # the poller's version the figures were checked against
 
     def submit(self, iid: str) -> float:
@@ -60,12 +73,21 @@ class CriticalPath:
     def poll(self, iid: str) -> float:
         """The priority of a request about `iid`'s task once submitted (polls, fresh links)."""
         self._update()
+        fam = self.family.get(iid)
+        if fam is not None and fam not in self.known:
+            return self.submit(iid) + self.longest  # a probe
         return self.tails.get(iid, 0.0)
 
     def expected(self) -> dict[str, float]:
         """Expected seconds per pace family: learned, else the default scaled."""
         if not self.defaults:
             for inst in self.instances:
+                # A false `if:` that needs no step's outputs skips the instance and all
+                # that waits for it: they are on no path. (One render per such instance.)
+                if self.plan.static_condition(inst) is False or \
+                        any(d in self.dead for d in inst.deps):
+                    self.dead.add(inst.id)
+                    continue
                 t = inst.step.type if inst.kind == "step" else None
                 if t is None or t.support.get(self.provider) != "remote":
                     continue
@@ -85,6 +107,8 @@ class CriticalPath:
             return
         self.version = self.poller.version
         now = self.expected()
+        self.known = {fam for fam, (op, _) in self.defaults.items()
+                      if self.poller.estimate(op) is not None}
         if self.used and all(abs(v - self.used[f]) <= MOVED * self.used[f]
                              for f, v in now.items()):
             return
@@ -92,6 +116,8 @@ class CriticalPath:
         self.longest = max(now.values(), default=0.0)
         tails = dict.fromkeys((i.id for i in self.instances), 0.0)
         for inst in reversed(self.instances):
+            if inst.id in self.dead:
+                continue
             fam = self.family.get(inst.id)
             way = (now[fam] if fam else 0.0) + tails[inst.id]
             for d in inst.deps:

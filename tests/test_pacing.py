@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from runner.engine import _pace
-from runner.pacing import FakeClock, Poller, RateLimiter
+from runner.pacing import PRIORITY, FakeClock, Poller, RateLimiter, Slots
 
 
 def run(fn: Any, *args: Any) -> Any:
@@ -184,7 +184,68 @@ def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_goes():
 
     run(go)
     assert got == ["patient"]
-    assert lim.line == []
+    assert len(lim.line) == 0
+
+
+def test_places_go_to_the_most_urgent_task_first_and_equals_in_turn():
+    """The engine's --concurrency places: a submit holds one while it waits for the rate
+    limiter, so a first-come line here would undo the limiter's order."""
+    clock = FakeClock()
+    slots = Slots(1, clock)
+    order: list[str] = []
+
+    async def task(name: str, priority: float) -> None:
+        PRIORITY.set(priority)
+        async with slots:
+            order.append(name)
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            async with slots:  # taken: the four wait
+                for name, priority in (("low", 0.0), ("mid-a", 50.0), ("mid-b", 50.0),
+                                       ("high", 100.0)):
+                    tg.start_soon(task, name, priority)
+                while len(slots.line) < 4:
+                    await anyio.lowlevel.checkpoint()
+
+    run(go)
+    assert order == ["high", "mid-a", "mid-b", "low"]
+    assert slots.held == 0
+
+
+def test_a_cancelled_wait_for_a_place_leaves_the_line():
+    clock = FakeClock()
+    slots = Slots(1, clock)
+    order: list[str] = []
+
+    async def go() -> None:
+        scope = anyio.CancelScope()
+
+        async def urgent() -> None:
+            PRIORITY.set(100.0)
+            with scope:
+                async with slots:
+                    order.append("urgent")
+
+        async def patient() -> None:
+            async with slots:
+                order.append("patient")
+
+        with anyio.fail_after(10):  # real seconds, only so that a regression fails, not hangs
+            async with anyio.create_task_group() as tg:
+                async with slots:
+                    tg.start_soon(urgent)
+                    tg.start_soon(patient)
+                    while len(slots.line) < 2:
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+                    while len(slots.line) > 1:
+                        await anyio.lowlevel.checkpoint()
+
+    run(go)
+    assert order == ["patient"]
+    assert slots.held == 0
+    assert len(slots.line) == 0
 
 
 # -- poller -----------------------------------------------------------------------------
@@ -286,23 +347,3 @@ def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
     before = [t for t in probes if t < done_at]
     assert len(before) <= done_at / 10.0 + 1  # one probe per interval while unknown
     assert poller.estimate("lyrics") is not None
-
-
-def test_while_polls_queue_for_the_rate_limit_a_late_task_is_polled_less_often():
-    def later_polls(backlog: float) -> list[float]:
-        clock = FakeClock()
-        poller = Poller(10.0, 60.0, clock)
-        for d in range(100, 200, 5):
-            poller.learn("wav", None, d / 0.85)
-        for _ in range(30):
-            poller.queued(backlog)
-
-        async def go() -> None:
-            for n in range(6):
-                await poller.wait("wav", 0.0, n)
-
-        run(go)
-        return clock.slept[1:]
-
-    assert max(later_polls(0.0)) <= 15.0 + 1e-9  # a tenth of the median
-    assert min(later_polls(20.0)[-2:]) >= 39.0  # twice the recent wait in the queue

@@ -15,6 +15,7 @@ from runner.pacing import PRIORITY, FakeClock, Poller
 from runner.priority import CriticalPath
 from runner.progress import PlainProgress
 from runner.providers import Op, Produced, Result, Submitted
+from runner.steps import TYPES
 from runner.store import Store
 
 # Two songs: lyrics -> generate -> extend -> WAV (at the service) -> a trim (local, free),
@@ -55,7 +56,7 @@ def critical_path(tmp_path: Path, text: str = ALBUM) -> tuple[CriticalPath, Poll
     path.write_text(text)
     plan = planner.build(recipes.load(path))
     poller = Poller(10.0, 60.0, FakeClock(), family=_pace)
-    return CriticalPath(list(plan.instances.values()), "sunoapi", poller), poller
+    return CriticalPath(plan, list(plan.instances.values()), "sunoapi", poller), poller
 
 
 def test_each_request_gets_the_longest_expected_way_to_the_end_from_the_step_defaults(
@@ -64,7 +65,12 @@ def test_each_request_gets_the_longest_expected_way_to_the_end_from_the_step_def
     local (0). The first song's chain ends in the video (60 > 30), the second's in its
     WAV. A poll gets what is left after its task; a submit its task too, and one longest
     task (150) on top, so it goes before polls of chains about as long."""
-    cp, _ = critical_path(tmp_path)
+    cp, poller = critical_path(tmp_path)
+    # Nothing learned yet: a poll is a probe, and goes before the submits.
+    assert cp.poll("words[1]") == cp.submit("words[1]") + 150 == 10 + 330 + 150 + 150
+    for op, lo, hi in (("lyrics", 9, 11), ("generate", 140, 160), ("convert", 29, 31),
+                       ("video", 59, 61)):
+        poller.learn(op, lo, hi)  # the very defaults: 10, 150, 30 and 60 s
     expected_tail = {
         "short[0]": 0, "master[0]": 0, "teaser": 0, "long[0]": 60, "song[0]": 210,
         "words[0]": 360,
@@ -87,12 +93,14 @@ def test_learned_durations_replace_the_defaults_and_scale_what_is_not_learned_ye
     """The run learns that music takes 15 s (a tenth of the default): the other families,
     not learned yet, are taken to be ten times faster too."""
     cp, poller = critical_path(tmp_path)
-    assert cp.poll("words[0]") == 360
+    assert cp.submit("words[0]") == 10 + 360 + 150
     for _ in range(5):
         poller.learn("generate", 14.0, 16.0)  # (known to within 14-16 s: 15)
     assert poller.estimate("extend") == 15.0
-    assert cp.poll("words[0]") == pytest.approx(15 + 15 + 6)  # song, long, teaser
+    # words[0] (no lyrics known yet: a probe): a submit's priority and one longest more.
+    assert cp.poll("words[0]") == pytest.approx(1 + 15 + 15 + 6 + 15 + 15)
     assert cp.submit("words[1]") == pytest.approx(1 + 15 + 15 + 3 + 15)
+    assert cp.poll("song[1]") == pytest.approx(15 + 3)  # music is known: not a probe
     poller.learn("convert", 29.0, 31.0)  # WAV: 30 s after all, slower than its scaled 3
     assert cp.poll("long[1]") == pytest.approx(30)
     assert cp.poll("long[0]") == pytest.approx(30)  # the WAV is now longer than the video
@@ -100,7 +108,35 @@ def test_learned_durations_replace_the_defaults_and_scale_what_is_not_learned_ye
     for _ in range(6):
         poller.learn("generate", 15.5, 16.5)
     assert poller.estimate("generate") == 16.0
-    assert cp.poll("words[1]") == pytest.approx(15 + 15 + 30)
+    assert cp.poll("song[1]") == pytest.approx(15 + 30)
+
+
+def test_a_step_known_to_be_skipped_is_on_no_path(tmp_path: Path):
+    """Stems of the second song only (`if:` on the index, known before the run): its chain
+    is the long one. An `if:` on a step's outputs is not known: taken to hold."""
+    cp, poller = critical_path(tmp_path, ALBUM + """\
+  stems:
+    uses: separate
+    for_each: "{{ steps.long }}"
+    if: "{{ index == 1 }}"
+    with: {audio: "{{ item.tracks[0] }}"}
+  cover_art:
+    uses: cover
+    for_each: "{{ steps.stems }}"
+    with: {audio: "{{ steps.long[index].tracks[0] }}"}
+  maybe:
+    uses: video
+    if: "{{ steps.words[0].title == 'x' }}"
+    with: {audio: "{{ steps.master[0].tracks[0] }}"}
+""")
+    for op in ("lyrics", "generate", "convert", "video", "separate", "cover"):
+        d = TYPES[op].expected
+        poller.learn(op, d - 1, d + 1)
+    assert cp.poll("long[1]") == 90 + 30  # stems[1], then its cover art
+    assert cp.poll("master[0]") == 60  # `maybe` may run
+    # master[0] then `maybe` (90): not stems[0] and its cover (120), which are skipped.
+    assert cp.poll("long[0]") == 30 + 60
+    assert cp.poll("words[1]") > cp.poll("words[0]")
 
 
 def test_a_call_of_a_reusable_recipe_is_on_the_path(tmp_path: Path):
@@ -131,8 +167,8 @@ steps:
     uses: convert
     with: {audio: "{{ steps.full.track }}", format: wav}
 """)
-    assert cp.poll("full/song") == 30
-    assert cp.poll("full/words") == 150 + 30
+    assert cp.poll("full/song") == 150 + 30 + 150 + 150  # a probe: nothing is learned yet
+    assert cp.submit("full/song") == 150 + 30 + 150
     assert cp.submit("full/words") == 10 + 180 + 150
 
 
@@ -200,8 +236,9 @@ steps:
     # Nothing is learned before the first submit: 10 + 150 (the song after it) + 150.
     # (What is learned later depends on how the tasks interleave: only orders are sure.)
     assert rec.seen[0] == ("submit", rec.seen[0][1], 310.0)
-    # A song's poll has nothing after it; a song's submit outranks it by its task and one
-    # longest task, whatever the run has learned by then.
-    assert got[("poll", "song")] == [0.0] * 3
-    assert all(p > 0 for p in got[("submit", "song")])
+    # The first poll of a song is a probe (nothing known about music yet): before the
+    # songs' submits. It teaches the run (done at once), so the next have nothing after.
+    probe, *polls = got[("poll", "song")]
+    assert probe > max(got[("submit", "song")])
+    assert polls == [0.0, 0.0]
     assert min(got[("poll", "words")]) > 0  # a song still to make after each
