@@ -181,8 +181,11 @@ DETECTIONS = ("callbacks", "ideal polls", "median polls")
 
 
 def simulate(shape: list[list[list[str]]], chains: list[dict[str, float]], policy: Policy,
-             detection: str, requests: int = RATE_REQUESTS, per: float = RATE_SECONDS) -> float:
-    """The makespan of one album under one policy and one detection (model seconds)."""
+             detection: str, requests: int = RATE_REQUESTS, per: float = RATE_SECONDS,
+             late: dict[str, list[float]] | None = None) -> float:
+    """The makespan of one album under one policy and one detection (model seconds).
+    `late`, when given, gets per operation how long after its end each task was found
+    done (polls only)."""
     st = State(shape, chains)
     seq = 0
     queue: list[tuple[float, int, Req]] = []  # (key, arrival, request)
@@ -258,6 +261,8 @@ def simulate(shape: list[list[list[str]]], chains: list[dict[str, float]], polic
             else:
                 push(t + MEDIAN[r.op], "poll", r)
         elif t >= submitted[(r.song, r.op)] + d:
+            if late is not None:
+                late.setdefault(r.op, []).append(t - submitted[(r.song, r.op)] - d)
             done(r, t)
         else:  # found running: poll again a tenth of the median later
             push(t + max(MIN_GAP, 0.1 * MEDIAN[r.op]), "poll", Req(r.song, r.stage, r.op,

@@ -347,3 +347,20 @@ def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
     before = [t for t in probes if t < done_at]
     assert len(before) <= done_at / 10.0 + 1  # one probe per interval while unknown
     assert poller.estimate("lyrics") is not None
+
+
+def test_a_poll_that_waited_long_for_the_rate_limit_teaches_nothing():
+    """Behind more urgent requests a poll may wait a minute: finding the task done then
+    says nothing of when it ended, and learning it would make every later poll later."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    poller.learn("wav", None, 90.0, waited=60.0)  # the first sample is all there is: kept
+    assert poller.durations("wav") == [90.0 * 0.85]
+    for _ in range(10):
+        poller.learn("wav", 25.0, 35.0)  # 30 s
+    assert poller.estimate("wav") == 30.0
+    poller.learn("wav", None, 100.0, waited=60.0)
+    poller.learn("wav", 28.0, 95.0, waited=60.0)
+    assert len(poller.durations("wav")) == 11
+    poller.learn("wav", None, 40.0, waited=2.0)  # within the spacing of polls (2 s here)
+    assert len(poller.durations("wav")) == 12
