@@ -60,8 +60,9 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import SENT_AT, Backoff, Clock, Poller
+from runner.pacing import PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
 from runner.plan import Instance, Plan, key
+from runner.priority import CriticalPath
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
 from runner.scopes import Scopes
@@ -133,13 +134,17 @@ class Engine:
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
-        self.remote_slots = anyio.CapacityLimiter(max(1, opts.concurrency))
+        # Places go by priority too (pacing.Slots): a submit waits for the rate limit in one.
+        self.remote_slots = Slots(max(1, opts.concurrency), self.clock)
         self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
         pc = self.recipe.provider
         self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
         self.callbacks = opts.callbacks
         self._http: Any = None
         self.selected = self._select()
+        # Requests waiting for the rate limit go critical path first (runner.priority).
+        self.urgency = CriticalPath(plan, self.selected, self.recipe.provider.kind,
+                                    self.poller)
         self.base_dir = self.recipe.path.parent.resolve()
         self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
         self.forced = plan.downstream(set(opts.force)) if opts.force else set()
@@ -537,6 +542,7 @@ class Engine:
                 # not tasks running at the service: a task being polled holds no slot.
                 # Stop and budget are checked inside the slot, so a task that waited for
                 # one cannot submit past a stop decided meanwhile.
+                PRIORITY.set(self.urgency.submit(inst.id))
                 async with self.remote_slots:
                     if self.stop_reason:
                         raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
@@ -724,6 +730,7 @@ class Engine:
                 # the rate limiter's queue), not when the answer came back.
                 before = self.clock.now()
                 SENT_AT.set(None)
+                PRIORITY.set(self.urgency.poll(inst.id))  # also for the fresh links after
                 try:
                     res = await self.remote.poll(op, task_id)
                 except TransientError as exc:
@@ -731,14 +738,13 @@ class Engine:
                     continue
                 sent_at = SENT_AT.get()
                 sent = (sent_at or before) - t0
-                if sent_at is not None:
-                    self.poller.queued(sent_at - before)
                 if res is None:
                     running = sent
                     continue
                 # A fallback poll (callbacks on) is not placed by the poller: it teaches
                 # only with a "running" answer before it.
-                self.poller.learn(op.type, running, sent, planned and cb is None)
+                self.poller.learn(op.type, running, sent, planned and cb is None,
+                                  waited=sent_at - before if sent_at is not None else 0.0)
                 if not res.task_ids:
                     res.task_ids = [task_id]
                 return res

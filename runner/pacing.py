@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import heapq
 import random
 import time
 from collections import deque
@@ -69,24 +70,91 @@ class Slot:
 # a poll's answer says how the task was at that moment, not when the answer came back.
 SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at", default=None)
 
+# How urgent the current task's requests are (seconds; higher goes first), set by the
+# engine before it sends them (runner.priority: critical path first). A context variable
+# rather than an argument of every provider method: providers know nothing of the graph.
+PRIORITY: contextvars.ContextVar[float] = contextvars.ContextVar("priority", default=0.0)
+
+# A second spent waiting counts as a second of priority, so nothing waits forever: a
+# request is overtaken only by newer ones at least as much more urgent as it has waited.
+AGING = 1.0
+
+
+class _Waiter:
+    __slots__ = ("key", "turn")
+
+    def __init__(self, key: tuple[float, int]) -> None:
+        self.key, self.turn = key, anyio.Event()
+
+    def __lt__(self, other: _Waiter) -> bool:
+        return self.key < other.key
+
+
+class Line:
+    """Who goes next among those waiting for a limiter: the smallest
+    `AGING * arrival - priority`, equal keys in arrival order (so with equal priorities,
+    or none given, first come first served). Only the first looks for room; the others
+    wait for their turn, which `nudge` passes on (after each grant, release or
+    cancellation). A waiter sets a fresh `turn` event before it looks, so a nudge that
+    comes after the look is not lost."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.heap: list[_Waiter] = []
+        self.arrivals = 0
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def join(self, priority: float) -> _Waiter:
+        self.arrivals += 1
+        me = _Waiter((AGING * self.clock.now() - priority, self.arrivals))
+        heapq.heappush(self.heap, me)
+        return me
+
+    def first(self, me: _Waiter) -> bool:
+        return self.heap[0] is me
+
+    def pop(self) -> None:
+        heapq.heappop(self.heap)
+
+    def drop(self, me: _Waiter) -> None:
+        self.heap.remove(me)
+        heapq.heapify(self.heap)
+
+    def nudge(self) -> None:
+        if self.heap:
+            self.heap[0].turn.set()
+
 
 class RateLimiter:
-    """At most `requests` per `per_seconds`, sliding window, first come first served.
-    One limiter per provider is shared by every request: submits and polls alike."""
+    """At most `requests` per `per_seconds`, sliding window. One limiter per provider is
+    shared by every request: submits and polls alike. Requests waiting for room go in the
+    order of a `Line`: the most urgent first."""
 
     def __init__(self, requests: int, per_seconds: float, clock: Clock) -> None:
         self.requests, self.per, self.clock = requests, per_seconds, clock
         self.slots: list[Slot] = []
-        self.lock = anyio.Lock()
+        self.line = Line(clock)
         self.waited = 0.0
 
-    async def acquire(self) -> Slot:
+    async def acquire(self, priority: float = 0.0) -> Slot:
         """Wait for room in the window; the caller must `release` the slot it gets."""
-        async with self.lock:
+        me = self.line.join(priority)
+        granted = False
+        try:
             while True:
+                me.turn = anyio.Event()
+                if not self.line.first(me):
+                    await me.turn.wait()
+                    continue
                 now = self.clock.now()
-                self.slots = [s for s in self.slots if s.flying or now - s.t < self.per]
+                # (Within a nanosecond: a sleep to the very moment a slot frees may wake a
+                # rounding error short of it, and sleeping that error changes no clock.)
+                self.slots = [s for s in self.slots if s.flying or now - s.t < self.per - 1e-9]
                 if len(self.slots) < self.requests:
+                    self.line.pop()
+                    granted = True
                     slot = Slot(now)
                     self.slots.append(slot)
                     return slot
@@ -95,18 +163,54 @@ class RateLimiter:
                 wait = self.per - (now - min(landed)) if landed else self.per / 20
                 self.waited += wait
                 await self.clock.sleep(wait)
+        finally:
+            if not granted:  # cancelled while waiting
+                self.line.drop(me)
+            self.line.nudge()  # the next in line looks for room
 
     def release(self, slot: Slot) -> None:
         """The answer (or the error) is back: the slot now counts from this moment."""
         slot.t, slot.flying = max(slot.t, self.clock.now()), False
 
     @contextlib.asynccontextmanager
-    async def request(self) -> AsyncIterator[Slot]:
-        slot = await self.acquire()
+    async def request(self, priority: float = 0.0) -> AsyncIterator[Slot]:
+        slot = await self.acquire(priority)
         try:
             yield slot
         finally:
             self.release(slot)
+
+
+class Slots:
+    """At most `total` holders at a time, like anyio's CapacityLimiter, but those waiting
+    for a place go in the order of a `Line`, by the PRIORITY of the task that asks (the
+    engine's --concurrency places: a submit holds one while it waits for the rate
+    limiter, so their order is the order the limiter gets to see)."""
+
+    def __init__(self, total: int, clock: Clock) -> None:
+        self.total, self.held = total, 0
+        self.line = Line(clock)
+
+    async def __aenter__(self) -> None:
+        me = self.line.join(PRIORITY.get())
+        granted = False
+        try:
+            while True:
+                me.turn = anyio.Event()
+                if self.line.first(me) and self.held < self.total:
+                    self.line.pop()
+                    self.held += 1
+                    granted = True
+                    return
+                await me.turn.wait()
+        finally:
+            if not granted:
+                self.line.drop(me)
+            self.line.nudge()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.held -= 1
+        self.line.nudge()
 
 
 class Backoff:
@@ -155,8 +259,8 @@ class Poller:
         self.seen: dict[str, deque[float]] = {}
         self.turn: dict[str, float] = {}  # family -> when its next probe is due
         self.line: dict[str, deque[object]] = {}  # family -> tasks waiting for a turn
-        self.backlog = 0.0  # seconds polls recently waited for the rate limiter
         self.learned: dict[str, anyio.Event] = {}
+        self.version = 0  # counts what was learned: a reader knows when to look again
 
     def durations(self, op: str) -> list[float]:
         return sorted(self.seen.get(self.family(op), ()))
@@ -165,13 +269,21 @@ class Poller:
         d = self.durations(op)
         return d[min(len(d) - 1, int(q * len(d)))] if d else None
 
-    def learn(self, op: str, lo: float | None, hi: float, planned: bool = True) -> None:
+    def learn(self, op: str, lo: float | None, hi: float, planned: bool = True,
+              waited: float = 0.0) -> None:
         """A task of `op` was last seen running `lo` seconds after its submission (None:
         never) and found done at `hi`, both measured when the polls were sent. A task found
         done at a first poll that was not `planned` (it waited for others to learn, or it
-        was resumed late) could have taken any time up to `hi`: it teaches nothing."""
+        was resumed late) could have taken any time up to `hi`: it teaches nothing. Nor
+        does a poll that `waited` for the rate limiter longer than the poller spaces polls
+        (a tenth of the median): the task may have ended long before it went out, and
+        learning from it would make every later poll later still (the wait of polls behind
+        more urgent requests, runner.priority, is no part of the task's duration)."""
         fam = self.family(op)
-        if lo is None and not planned:
+        self.version += 1
+        known = self.seen.get(fam)
+        if lo is None and not planned or \
+                known and waited > max(self.interval / 5, 0.1 * sorted(known)[len(known) // 2]):
             self.learned.setdefault(fam, anyio.Event()).set()
             return
         # Known to within (lo, hi]: the midpoint when the polls were close, but never less
@@ -180,12 +292,6 @@ class Poller:
         guess = hi * DONE_AT_FIRST if lo is None else max((lo + hi) / 2, hi * DONE_AT_FIRST)
         self.seen.setdefault(fam, deque(maxlen=WINDOW)).append(guess)
         self.learned.setdefault(fam, anyio.Event()).set()
-
-    def queued(self, seconds: float) -> None:
-        """A poll waited this long for the rate limiter. While requests queue, a poll that
-        finds a task still running takes a submission's place: later polls of a task that
-        was not done when expected are spread by twice the recent wait."""
-        self.backlog = 0.8 * self.backlog + 0.2 * max(0.0, seconds)
 
     async def wait(self, op: str, t0: float, n: int) -> bool:
         """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return
@@ -227,6 +333,8 @@ class Poller:
             due = min(at, elapsed + gap)
         else:
             due = elapsed + gap  # later than every duration seen: poll every `gap`
-        least = max(self.interval / 5, min(self.max_interval, 2 * self.backlog)) if n else 0.0
+        # (Later polls are not spread out while requests queue for the rate limit: there
+        # submits go first (runner.priority), so a poll takes no submission's place.)
+        least = self.interval / 5 if n else 0.0
         await self.clock.sleep(max(due - elapsed, least))
         return n > 0 or planned

@@ -153,7 +153,17 @@ class Plan:
     def static_value(self, inst: Instance, name: str, default: Any = None) -> Any:
         """A `with` value of `inst` as known before the run (rendered when it needs no
         step's outputs), or `default` when it cannot be known yet."""
-        v = inst.step.with_.get(name, default)
+        return self._static_render(inst, inst.step.with_.get(name, default), default)
+
+    def static_condition(self, inst: Instance) -> bool | None:
+        """Whether a step instance's `if:` holds, when that is known before the run (it
+        needs no step's outputs); None when it is not. (A call's entry: always None.)"""
+        if inst.kind != "step":
+            return None
+        cond = self._static_render(inst, inst.step.if_, None)
+        return None if cond is None else truthy(cond)
+
+    def _static_render(self, inst: Instance, v: Any, default: Any) -> Any:
         if not is_template(v):
             return v
         scope = self.scopes.get(inst.scope)
@@ -672,6 +682,13 @@ def _from_input(ex: _Expander, inst: Instance, src: Any) -> tuple[Any, tuple[Any
         return None
     caller = ex.scopes[enter.scope].recipe
     return caller.doc, ("steps", enter.step.id, "with", name)
+
+
+def truthy(cond: Any) -> bool:
+    """What an `if:` means by its value: false, 0, empty and the strings "false", "0" and
+    "" (any case, spaces around) are false."""
+    return not (not cond or (isinstance(cond, str)
+                             and cond.strip().lower() in ("false", "0", "")))
 
 
 def context(recipe: Recipe, inst: Instance, steps: Any,

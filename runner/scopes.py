@@ -14,7 +14,7 @@ from typing import Any
 
 from runner.errors import StepError
 from runner.include import INPUT_TYPES, at, fits
-from runner.plan import Instance, Plan, context
+from runner.plan import Instance, Plan, context, truthy
 from runner.recipe import NO_DEFAULT, _got
 from runner.template import compile_template, is_template, render
 
@@ -41,8 +41,7 @@ class Scopes:
         cond = inst.step.if_
         if is_template(cond):
             cond = compile_template(cond).render(ctx)
-        return not (not cond or (isinstance(cond, str)
-                                 and cond.strip().lower() in ("false", "0", "")))
+        return truthy(cond)
 
     def publish(self, inst: Instance, view: Any) -> None:
         steps = self.steps[inst.scope]

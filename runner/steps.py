@@ -120,6 +120,9 @@ class StepType:
     # Operations with the same `pace` take about as long at the service: the poller shares
     # what it learns about them in a run (extend learns from generate).
     pace: str = ""
+    # Seconds the service usually takes to do it (0: not a service task): what the
+    # scheduler expects until the run has learned better (runner.priority).
+    expected: float = 0.0
 
     @property
     def fields(self) -> dict[str, dict[str, Any]]:
@@ -135,7 +138,7 @@ def _t(name: str, summary: str, inputs: dict[str, Any], outputs: dict[str, Any],
 
 
 # A song takes the service 2-3 minutes to make (REFERENCE 1.3); every music operation does.
-MUSIC: dict[str, Any] = {"pace": "music"}
+MUSIC: dict[str, Any] = {"pace": "music", "expected": 150.0}
 
 
 TYPES: dict[str, StepType] = {t.name: t for t in [
@@ -159,33 +162,34 @@ TYPES: dict[str, StepType] = {t.name: t for t in [
                                        *WEIGHTS)}},
        AUDIO_OUT, required=("audio", "tags", "title"), price=12, **MUSIC),
     _t("cover", "cover artwork for a generated track (usually two images)", {},
-       {"images": ("list", URL_FILE), "task_id": "str"}, required=("audio",), price=1),
+       {"images": ("list", URL_FILE), "task_id": "str"}, required=("audio",), price=1,
+       expected=30.0),
     _t("lyrics", "write lyrics (several variants)",
        {"prompt": text("what the song is about (at most 200 words)")},
        {"texts": ("list", {"title": "str", "text": "str"}), "text": "str", "title": "str",
         "task_id": "str"},
-       required=("prompt",), takes_audio=False, price=1,
+       required=("prompt",), takes_audio=False, price=1, expected=10.0,
        support={"local": "local", "sunoapi": "remote", "newapi": "remote"}),
     _t("timestamped_lyrics", "align the lyrics of a generated track to its audio", {},
        {"words": ("list", {"word": "str", "start": "num", "end": "num"}), "lrc": "file"},
-       required=("audio",)),
+       required=("audio",), expected=10.0),
     _t("separate", "split a track into vocals and instrumental, or into stems",
        {"type": choice("separate_vocal (2 stems) or split_stem (up to 12)",
                        "separate_vocal", "split_stem")},
        {"stems": {name: URL_FILE for name in STEM_NAMES}, "task_id": "str"},
-       required=("audio",), price=10),
+       required=("audio",), price=10, expected=90.0),
     _t("convert", "convert a track to WAV (by the service when it can), FLAC or MP3",
        {"format": FORMAT, "bitrate": BITRATE},
        {"tracks": ("list", TRACK), "file": "file", "url": "str", "task_id": "str"},
-       required=("audio",), price=1,
+       required=("audio",), price=1, expected=30.0,
        support={"local": "local", "sunoapi": "remote", "newapi": "local"}),
     _t("boost_style", "expand a few style words into a detailed style",
        {"content": text("style words to expand, e.g. 'Pop, Mysterious'")},
-       {"text": "str"}, required=("content",), takes_audio=False, price=1),
+       {"text": "str"}, required=("content",), takes_audio=False, price=1, expected=5.0),
     _t("video", "an MP4 of a track with artwork and a waveform",
        {"author": text("artist name shown in the video (at most 50 characters)"),
         "domain_name": text("watermark text (at most 50 characters)")},
-       {**URL_FILE, "task_id": "str"}, required=("audio",), price=2),
+       {**URL_FILE, "task_id": "str"}, required=("audio",), price=2, expected=60.0),
     _t("concat", "join clips end to end",
        {"clips": {"type": ["array", "string"], "description": "tracks to join, in order"}},
        LOCAL_AUDIO_OUT, required=("clips",), takes_audio=False, support=dict(LOCAL_EVERYWHERE)),

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from runner.engine import _pace
-from runner.pacing import FakeClock, Poller, RateLimiter
+from runner.pacing import PRIORITY, FakeClock, Poller, RateLimiter, Slots
 
 
 def run(fn: Any, *args: Any) -> Any:
@@ -78,6 +78,174 @@ def test_the_window_admits_its_full_rate_when_answers_are_instant():
     for t in sent:
         assert sum(1 for u in sent if t <= u < t + 10.0) <= 20
     assert sent[-1] == pytest.approx(40.0)  # 100 requests: windows at 0, 10, 20, 30, 40
+
+
+def grants(lim: RateLimiter, clock: FakeClock, priorities: list[tuple[str, float]],
+           ) -> list[tuple[str, float]]:
+    """Start one request per (name, priority), in that order, while a request in flight
+    fills the window; once all of them wait, answer it. Return (name, time) in the order
+    they were granted."""
+    out: list[tuple[str, float]] = []
+
+    async def one(name: str, priority: float) -> None:
+        async with lim.request(priority):
+            out.append((name, clock.now()))
+
+    async def go() -> None:
+        first = await lim.acquire()
+        async with anyio.create_task_group() as tg:
+            for name, priority in priorities:
+                tg.start_soon(one, name, priority)
+            while len(lim.line) < len(priorities):
+                await anyio.lowlevel.checkpoint()
+            lim.release(first)
+
+    run(go)
+    return out
+
+
+def test_waiting_requests_are_served_most_urgent_first():
+    """First come first served would give low, mid-a, mid-b, high."""
+    clock = FakeClock()
+    lim = RateLimiter(1, 1.0, clock)
+    got = grants(lim, clock, [("low", 0.0), ("mid-a", 50.0), ("mid-b", 50.0), ("high", 100.0)])
+    assert [name for name, _ in got] == ["high", "mid-a", "mid-b", "low"]
+    times = [t for _, t in got]  # one a second: the full rate
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == pytest.approx([1.0] * 3)
+
+
+def test_equal_priorities_are_first_come_first_served():
+    clock = FakeClock()
+    lim = RateLimiter(1, 1.0, clock)
+    names = [f"r{i}" for i in range(9)]
+    got = grants(lim, clock, [(n, 7.0) for n in names])
+    assert [name for name, _ in got] == names
+
+
+def test_a_waiting_request_is_overtaken_only_for_as_long_as_it_has_waited():
+    """A steady stream of more urgent requests (one always waiting) does not starve a
+    request of priority 0: each second waited counts as a second of priority, so it goes
+    once the newcomers are less than its wait more urgent: after 100 s here."""
+    clock = FakeClock()
+    lim = RateLimiter(1, 1.0, clock)
+    served: list[tuple[str, float]] = []
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def urgent() -> None:
+                async with lim.request(100.0):
+                    served.append(("urgent", clock.now()))
+                if not any(name == "low" for name, _ in served):
+                    tg.start_soon(urgent)  # the next newcomer, as long as `low` waits
+
+            async def low() -> None:
+                async with lim.request(0.0):
+                    served.append(("low", clock.now()))
+
+            tg.start_soon(urgent)
+            tg.start_soon(low)
+            tg.start_soon(urgent)
+
+    run(go)
+    at = next(t for name, t in served if name == "low")
+    assert 99.0 <= at <= 102.0
+    assert sum(1 for name, _ in served if name == "urgent") >= 98
+
+
+def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_goes():
+    clock = FakeClock()
+    lim = RateLimiter(1, 10.0, clock)
+    got: list[str] = []
+
+    async def patient() -> None:
+        async with lim.request(0.0):
+            got.append("patient")
+
+    async def go() -> None:
+        scope = anyio.CancelScope()
+
+        async def urgent() -> None:
+            with scope:
+                await lim.acquire(100.0)
+                got.append("urgent")
+
+        first = await lim.acquire()  # in flight: nobody gets in until it is answered
+        with anyio.fail_after(10):  # real seconds, only so that a regression fails, not hangs
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(urgent)
+                tg.start_soon(patient)
+                while len(lim.line) < 2:
+                    await anyio.lowlevel.checkpoint()
+                scope.cancel()  # the head of the line gives up
+                while len(lim.line) > 1:
+                    await anyio.lowlevel.checkpoint()
+                lim.release(first)
+
+    run(go)
+    assert got == ["patient"]
+    assert len(lim.line) == 0
+
+
+def test_places_go_to_the_most_urgent_task_first_and_equals_in_turn():
+    """The engine's --concurrency places: a submit holds one while it waits for the rate
+    limiter, so a first-come line here would undo the limiter's order."""
+    clock = FakeClock()
+    slots = Slots(1, clock)
+    order: list[str] = []
+
+    async def task(name: str, priority: float) -> None:
+        PRIORITY.set(priority)
+        async with slots:
+            order.append(name)
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            async with slots:  # taken: the four wait
+                for name, priority in (("low", 0.0), ("mid-a", 50.0), ("mid-b", 50.0),
+                                       ("high", 100.0)):
+                    tg.start_soon(task, name, priority)
+                while len(slots.line) < 4:
+                    await anyio.lowlevel.checkpoint()
+
+    run(go)
+    assert order == ["high", "mid-a", "mid-b", "low"]
+    assert slots.held == 0
+
+
+def test_a_cancelled_wait_for_a_place_leaves_the_line():
+    clock = FakeClock()
+    slots = Slots(1, clock)
+    order: list[str] = []
+
+    async def go() -> None:
+        scope = anyio.CancelScope()
+
+        async def urgent() -> None:
+            PRIORITY.set(100.0)
+            with scope:
+                async with slots:
+                    order.append("urgent")
+
+        async def patient() -> None:
+            async with slots:
+                order.append("patient")
+
+        with anyio.fail_after(10):  # real seconds, only so that a regression fails, not hangs
+            async with anyio.create_task_group() as tg:
+                async with slots:
+                    tg.start_soon(urgent)
+                    tg.start_soon(patient)
+                    while len(slots.line) < 2:
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+                    while len(slots.line) > 1:
+                        await anyio.lowlevel.checkpoint()
+
+    run(go)
+    assert order == ["patient"]
+    assert slots.held == 0
+    assert len(slots.line) == 0
 
 
 # -- poller -----------------------------------------------------------------------------
@@ -181,21 +349,18 @@ def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
     assert poller.estimate("lyrics") is not None
 
 
-def test_while_polls_queue_for_the_rate_limit_a_late_task_is_polled_less_often():
-    def later_polls(backlog: float) -> list[float]:
-        clock = FakeClock()
-        poller = Poller(10.0, 60.0, clock)
-        for d in range(100, 200, 5):
-            poller.learn("wav", None, d / 0.85)
-        for _ in range(30):
-            poller.queued(backlog)
-
-        async def go() -> None:
-            for n in range(6):
-                await poller.wait("wav", 0.0, n)
-
-        run(go)
-        return clock.slept[1:]
-
-    assert max(later_polls(0.0)) <= 15.0 + 1e-9  # a tenth of the median
-    assert min(later_polls(20.0)[-2:]) >= 39.0  # twice the recent wait in the queue
+def test_a_poll_that_waited_long_for_the_rate_limit_teaches_nothing():
+    """Behind more urgent requests a poll may wait a minute: finding the task done then
+    says nothing of when it ended, and learning it would make every later poll later."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    poller.learn("wav", None, 90.0, waited=60.0)  # the first sample is all there is: kept
+    assert poller.durations("wav") == [90.0 * 0.85]
+    for _ in range(10):
+        poller.learn("wav", 25.0, 35.0)  # 30 s
+    assert poller.estimate("wav") == 30.0
+    poller.learn("wav", None, 100.0, waited=60.0)
+    poller.learn("wav", 28.0, 95.0, waited=60.0)
+    assert len(poller.durations("wav")) == 11
+    poller.learn("wav", None, 40.0, waited=2.0)  # within the spacing of polls (2 s here)
+    assert len(poller.durations("wav")) == 12

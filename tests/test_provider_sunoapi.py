@@ -27,7 +27,7 @@ from runner.errors import (
     TransientError,
 )
 from runner.fake import FakeServer
-from runner.pacing import FakeClock
+from runner.pacing import PRIORITY, FakeClock
 from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
@@ -809,6 +809,53 @@ def test_every_api_request_goes_through_one_rate_limiter(srv, store, tmp_path):
     for t in sent:
         assert sum(1 for u in sent if t <= u < t + 10.0) <= 3
     assert clock.slept  # it really had to wait
+
+
+class GatedClock(FakeClock):
+    """A fake clock whose sleeps wait until the test opens the gate: requests can queue
+    for the rate limit before time moves on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: anyio.Event | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        if self.gate is None:
+            self.gate = anyio.Event()
+        await self.gate.wait()
+        await super().sleep(seconds)
+
+
+def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
+        srv, store, tmp_path):
+    """The engine sets PRIORITY for each task (runner.priority); the provider's requests
+    wait for the shared limiter in that order, not in the order they came."""
+    clock = GatedClock()
+
+    async def go() -> None:
+        prov = make(srv, store, clock=clock, rate_limit=(1, 10.0))
+        limiter = prov.api.limiter
+        assert limiter is not None
+
+        async def submit(prompt: str, priority: float) -> None:
+            PRIORITY.set(priority)
+            await prov.submit(op_of(tmp_path, "lyrics", prompt=prompt))
+
+        try:
+            await prov.credits()  # the window is full for 10 s
+            async with anyio.create_task_group() as tg:
+                for prompt, priority in (("low", 0.0), ("mid", 50.0), ("high", 100.0)):
+                    tg.start_soon(submit, prompt, priority)
+                while len(limiter.line) < 3:
+                    await anyio.lowlevel.checkpoint()
+                assert clock.gate is not None
+                clock.gate.set()
+        finally:
+            await prov.aclose()
+
+    run(go)
+    assert [e["json"]["prompt"] for e in srv.log if e["method"] == "POST"] == \
+        ["high", "mid", "low"]
 
 
 def test_credits_reads_the_balance(srv):

@@ -32,7 +32,7 @@ import httpx
 from anyio.lowlevel import RunVar
 
 from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
-from runner.pacing import SENT_AT, Clock, RateLimiter
+from runner.pacing import PRIORITY, SENT_AT, Clock, RateLimiter
 from runner.recipe import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
@@ -198,7 +198,10 @@ class ApiClient:
         full = url if "://" in url else self.base_url + url
         path = urlsplit(full).path
         where = f"{method} {path}"
-        slot = await self.limiter.acquire() if self.limiter is not None else None
+        # Waiting requests go by the priority the engine gave this task (critical path
+        # first; runner.priority).
+        slot = await self.limiter.acquire(PRIORITY.get()) if self.limiter is not None \
+            else None
         SENT_AT.set(self.clock.now())
         self.requests += 1
         try:

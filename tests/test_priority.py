@@ -1,0 +1,244 @@
+"""Critical path first: the priorities the plan gives each instance's requests
+(runner.priority), and that the engine hands them to the provider's rate limiter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runner import plan as planner
+from runner import recipe as recipes
+from runner.engine import Engine, Options, _pace
+from runner.pacing import PRIORITY, FakeClock, Poller
+from runner.priority import CriticalPath
+from runner.progress import PlainProgress
+from runner.providers import Op, Produced, Result, Submitted
+from runner.steps import TYPES
+from runner.store import Store
+
+# Two songs: lyrics -> generate -> extend -> WAV (at the service) -> a trim (local, free),
+# and a video of the first song only, so the first song's chain is the longer one.
+ALBUM = """\
+version: 1
+name: t
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9"}
+steps:
+  words:
+    uses: lyrics
+    for_each: [a, b]
+    with: {prompt: "about {{ item }}"}
+  song:
+    uses: generate
+    for_each: "{{ steps.words }}"
+    with: {prompt: "{{ item.text }}", title: "T{{ index }}", style: pop}
+  long:
+    uses: extend
+    for_each: "{{ steps.song }}"
+    with: {audio: "{{ item.tracks[0] }}", continue_at: 20}
+  master:
+    uses: convert
+    for_each: "{{ steps.long }}"
+    with: {audio: "{{ item.tracks[0] }}", format: wav}
+  short:
+    uses: trim
+    for_each: "{{ steps.master }}"
+    with: {audio: "{{ item.file }}", start: 0, end: 10}
+  teaser:
+    uses: video
+    with: {audio: "{{ steps.long[0].tracks[0] }}"}
+"""
+
+
+def critical_path(tmp_path: Path, text: str = ALBUM) -> tuple[CriticalPath, Poller]:
+    path = tmp_path / "album.yaml"
+    path.write_text(text)
+    plan = planner.build(recipes.load(path))
+    poller = Poller(10.0, 60.0, FakeClock(), family=_pace)
+    return CriticalPath(plan, list(plan.instances.values()), "sunoapi", poller), poller
+
+
+def test_each_request_gets_the_longest_expected_way_to_the_end_from_the_step_defaults(
+        tmp_path: Path):
+    """Defaults (runner.steps): lyrics 10 s, music 150, WAV 30, video 60; the trim is
+    local (0). The first song's chain ends in the video (60 > 30), the second's in its
+    WAV. A poll gets what is left after its task; a submit its task too, and one longest
+    task (150) on top, so it goes before polls of chains about as long."""
+    cp, poller = critical_path(tmp_path)
+    # Nothing learned yet: a poll is a probe, and goes before the submits.
+    assert cp.poll("words[1]") == cp.submit("words[1]") + 150 == 10 + 330 + 150 + 150
+    for op, lo, hi in (("lyrics", 9, 11), ("generate", 140, 160), ("convert", 29, 31),
+                       ("video", 59, 61)):
+        poller.learn(op, lo, hi)  # the very defaults: 10, 150, 30 and 60 s
+    expected_tail = {
+        "short[0]": 0, "master[0]": 0, "teaser": 0, "long[0]": 60, "song[0]": 210,
+        "words[0]": 360,
+        "short[1]": 0, "master[1]": 0, "long[1]": 30, "song[1]": 180, "words[1]": 330,
+    }
+    assert {i: cp.poll(i) for i in expected_tail} == expected_tail
+    assert cp.submit("words[0]") == 10 + 360 + 150
+    assert cp.submit("words[1]") == 10 + 330 + 150
+    assert cp.submit("long[1]") == 150 + 30 + 150
+    assert cp.submit("teaser") == 60 + 0 + 150
+    # The first song (with its video) is the longer chain: its song goes before the
+    # second song's lyrics (510 > 490), which go before the second song (480).
+    order = sorted(["master[1]", "teaser", "long[0]", "song[1]", "words[1]", "song[0]"],
+                   key=cp.submit, reverse=True)
+    assert order == ["song[0]", "words[1]", "song[1]", "long[0]", "teaser", "master[1]"]
+
+
+def test_learned_durations_replace_the_defaults_and_scale_what_is_not_learned_yet(
+        tmp_path: Path):
+    """The run learns that music takes 15 s (a tenth of the default): the other families,
+    not learned yet, are taken to be ten times faster too."""
+    cp, poller = critical_path(tmp_path)
+    assert cp.submit("words[0]") == 10 + 360 + 150
+    for _ in range(5):
+        poller.learn("generate", 14.0, 16.0)  # (known to within 14-16 s: 15)
+    assert poller.estimate("extend") == 15.0
+    # words[0] (no lyrics known yet: a probe): a submit's priority and one longest more.
+    assert cp.poll("words[0]") == pytest.approx(1 + 15 + 15 + 6 + 15 + 15)
+    assert cp.submit("words[1]") == pytest.approx(1 + 15 + 15 + 3 + 15)
+    assert cp.poll("song[1]") == pytest.approx(15 + 3)  # music is known: not a probe
+    poller.learn("convert", 29.0, 31.0)  # WAV: 30 s after all, slower than its scaled 3
+    assert cp.poll("long[1]") == pytest.approx(30)
+    assert cp.poll("long[0]") == pytest.approx(30)  # the WAV is now longer than the video
+    # A move of less than a tenth keeps the tails as they were (no recomputation).
+    for _ in range(6):
+        poller.learn("generate", 15.5, 16.5)
+    assert poller.estimate("generate") == 16.0
+    assert cp.poll("song[1]") == pytest.approx(15 + 30)
+
+
+def test_a_step_known_to_be_skipped_is_on_no_path(tmp_path: Path):
+    """Stems of the second song only (`if:` on the index, known before the run): its chain
+    is the long one. An `if:` on a step's outputs is not known: taken to hold."""
+    cp, poller = critical_path(tmp_path, ALBUM + """\
+  stems:
+    uses: separate
+    for_each: "{{ steps.long }}"
+    if: "{{ index == 1 }}"
+    with: {audio: "{{ item.tracks[0] }}"}
+  cover_art:
+    uses: cover
+    for_each: "{{ steps.stems }}"
+    with: {audio: "{{ steps.long[index].tracks[0] }}"}
+  maybe:
+    uses: video
+    if: "{{ steps.words[0].title == 'x' }}"
+    with: {audio: "{{ steps.master[0].tracks[0] }}"}
+""")
+    for op in ("lyrics", "generate", "convert", "video", "separate", "cover"):
+        d = TYPES[op].expected
+        poller.learn(op, d - 1, d + 1)
+    assert cp.poll("long[1]") == 90 + 30  # stems[1], then its cover art
+    assert cp.poll("master[0]") == 60  # `maybe` may run
+    # master[0] then `maybe` (90): not stems[0] and its cover (120), which are skipped.
+    assert cp.poll("long[0]") == 30 + 60
+    assert cp.poll("words[1]") > cp.poll("words[0]")
+
+
+def test_a_call_of_a_reusable_recipe_is_on_the_path(tmp_path: Path):
+    """The ends of a call do no work, but what follows a call waits for it: the path runs
+    through them."""
+    (tmp_path / "inner.yaml").write_text("""\
+version: 1
+name: inner
+inputs:
+  idea: {type: string}
+steps:
+  words: {uses: lyrics, with: {prompt: "{{ inputs.idea }}"}}
+  song:
+    uses: generate
+    with: {prompt: "{{ steps.words.text }}", title: T, style: pop}
+outputs:
+  track: "{{ steps.song.tracks[0] }}"
+""")
+    cp, _ = critical_path(tmp_path, """\
+version: 1
+name: t
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9"}
+steps:
+  full:
+    uses: ./inner.yaml
+    with: {idea: rain}
+  master:
+    uses: convert
+    with: {audio: "{{ steps.full.track }}", format: wav}
+""")
+    assert cp.poll("full/song") == 150 + 30 + 150 + 150  # a probe: nothing is learned yet
+    assert cp.submit("full/song") == 150 + 30 + 150
+    assert cp.submit("full/words") == 10 + 180 + 150
+
+
+class Recorder:
+    """A service that finishes every task at its first poll and records the priority each
+    request was sent with (what the rate limiter would order them by)."""
+
+    kind = "sunoapi"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, float]] = []  # (submit | poll, instance, priority)
+
+    async def submit(self, op: Op) -> Submitted:
+        self.seen.append(("submit", op.step, PRIORITY.get()))
+        return Submitted(f"task-{op.step}")
+
+    async def poll(self, op: Op, task_id: str) -> Result | None:
+        self.seen.append(("poll", op.step, PRIORITY.get()))
+        f = op.workdir / "out.txt"
+        f.write_text(op.step)
+        if op.type == "lyrics":
+            return Result({"texts": [{"title": "x", "text": "la"}], "text": "la",
+                           "title": "x", "task_id": task_id})
+        track = {"id": task_id + "-0", "task_id": task_id, "title": "t", "duration": 30.0,
+                 "file": Produced(f)}
+        return Result({"tracks": [track], "task_id": task_id, "file": track["file"]})
+
+    async def refresh(self, op: Op, task_id: str) -> Result | None:
+        return None
+
+    async def credits(self) -> float | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_the_engine_sends_each_request_with_its_critical_path_priority(tmp_path: Path):
+    path = tmp_path / "r.yaml"
+    path.write_text("""\
+version: 1
+name: t
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1}
+steps:
+  words:
+    uses: lyrics
+    for_each: [a, b, c]
+    with: {prompt: "about {{ item }}"}
+  song:
+    uses: generate
+    for_each: "{{ steps.words }}"
+    with: {prompt: "{{ item.text }}", title: "T{{ index }}", style: pop}
+""")
+    plan = planner.build(recipes.load(path))
+    store = Store(tmp_path / "state").open()
+    rec = Recorder()
+    eng = Engine(plan, store, {"local": rec, "sunoapi": rec},  # type: ignore[dict-item]
+                 Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False),
+                 PlainProgress(quiet=True))
+    assert anyio.run(eng.run) == "succeeded"
+    store.close()
+    got: dict[tuple[str, str], list[float]] = {}
+    for kind, step, prio in rec.seen:
+        got.setdefault((kind, step.split("[")[0]), []).append(prio)
+    # Nothing is learned before the first submit: 10 + 150 (the song after it) + 150.
+    # (What is learned later depends on how the tasks interleave: only orders are sure.)
+    assert rec.seen[0] == ("submit", rec.seen[0][1], 310.0)
+    # The first poll of a song is a probe (nothing known about music yet): before the
+    # songs' submits. It teaches the run (done at once), so the next have nothing after.
+    probe, *polls = got[("poll", "song")]
+    assert probe > max(got[("submit", "song")])
+    assert polls == [0.0, 0.0]
+    assert min(got[("poll", "words")]) > 0  # a song still to make after each
