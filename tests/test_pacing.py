@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from runner.engine import _pace
-from runner.pacing import PRIORITY, FakeClock, Poller, RateLimiter, Slots
+from runner.pacing import PRIORITY, FakeClock, Poller, RateLimiter, Slots, Urgency
 
 
 def run(fn: Any, *args: Any) -> Any:
@@ -88,7 +88,7 @@ def grants(lim: RateLimiter, clock: FakeClock, priorities: list[tuple[str, float
     out: list[tuple[str, float]] = []
 
     async def one(name: str, priority: float) -> None:
-        async with lim.request(priority):
+        async with lim.request(Urgency(priority)):
             out.append((name, clock.now()))
 
     async def go() -> None:
@@ -134,13 +134,13 @@ def test_a_waiting_request_is_overtaken_only_for_as_long_as_it_has_waited():
         async with anyio.create_task_group() as tg:
 
             async def urgent() -> None:
-                async with lim.request(100.0):
+                async with lim.request(Urgency(100.0)):
                     served.append(("urgent", clock.now()))
                 if not any(name == "low" for name, _ in served):
                     tg.start_soon(urgent)  # the next newcomer, as long as `low` waits
 
             async def low() -> None:
-                async with lim.request(0.0):
+                async with lim.request(Urgency(0.0)):
                     served.append(("low", clock.now()))
 
             tg.start_soon(urgent)
@@ -159,7 +159,7 @@ def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_goes():
     got: list[str] = []
 
     async def patient() -> None:
-        async with lim.request(0.0):
+        async with lim.request(Urgency(0.0)):
             got.append("patient")
 
     async def go() -> None:
@@ -167,7 +167,7 @@ def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_goes():
 
         async def urgent() -> None:
             with scope:
-                await lim.acquire(100.0)
+                await lim.acquire(Urgency(100.0))
                 got.append("urgent")
 
         first = await lim.acquire()  # in flight: nobody gets in until it is answered
@@ -195,7 +195,7 @@ def test_places_go_to_the_most_urgent_task_first_and_equals_in_turn():
     order: list[str] = []
 
     async def task(name: str, priority: float) -> None:
-        PRIORITY.set(priority)
+        PRIORITY.set(Urgency(priority))
         async with slots:
             order.append(name)
 
@@ -222,7 +222,7 @@ def test_a_cancelled_wait_for_a_place_leaves_the_line():
         scope = anyio.CancelScope()
 
         async def urgent() -> None:
-            PRIORITY.set(100.0)
+            PRIORITY.set(Urgency(100.0))
             with scope:
                 async with slots:
                     order.append("urgent")
