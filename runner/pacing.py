@@ -102,7 +102,8 @@ class _Waiter:
 
 class Line:
     """Who goes next among those waiting for a limiter: the smallest
-    `aging * arrival - priority` (see Urgency), equal keys in arrival order (so with equal
+    `aging * arrival - priority` (see Urgency; arrival on the clock, counted from the
+    line's start), equal keys in arrival order (so with equal
     urgencies, or none given, first come first served). Only the first looks for room; the others
     wait for their turn, which `nudge` passes on (after each grant, release or
     cancellation). A waiter sets a fresh `turn` event before it looks, so a nudge that
@@ -110,6 +111,9 @@ class Line:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        # Arrivals count from the line's start: aging that changes during a run (when the
+        # run learns how fast the service is) must not multiply the clock's own origin.
+        self.origin = clock.now()
         self.heap: list[_Waiter] = []
         self.arrivals = 0
 
@@ -118,7 +122,8 @@ class Line:
 
     def join(self, urgency: Urgency) -> _Waiter:
         self.arrivals += 1
-        me = _Waiter((urgency.aging * self.clock.now() - urgency.priority, self.arrivals))
+        arrival = self.clock.now() - self.origin
+        me = _Waiter((urgency.aging * arrival - urgency.priority, self.arrivals))
         heapq.heappush(self.heap, me)
         return me
 

@@ -114,6 +114,31 @@ def test_waiting_requests_are_served_most_urgent_first():
     assert [b - a for a, b in zip(times, times[1:], strict=False)] == pytest.approx([1.0] * 3)
 
 
+def test_arrivals_count_from_the_start_of_the_line_not_from_the_clocks_origin():
+    """The engine's aging changes once the run has learned how fast the service is: a
+    monotonic clock's hours since boot, multiplied by it, would outweigh any priority."""
+    clock = FakeClock()
+    clock.t = 25_000.0
+    lim = RateLimiter(1, 1.0, clock)
+    order: list[str] = []
+
+    async def one(name: str, urgency: Urgency) -> None:
+        async with lim.request(urgency):
+            order.append(name)
+
+    async def go() -> None:
+        first = await lim.acquire()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "early, aging 1", Urgency(10.0, 1.0))
+            tg.start_soon(one, "later, aging 16", Urgency(500.0, 16.0))
+            while len(lim.line) < 2:
+                await anyio.lowlevel.checkpoint()
+            lim.release(first)
+
+    run(go)
+    assert order == ["later, aging 16", "early, aging 1"]
+
+
 def test_equal_priorities_are_first_come_first_served():
     clock = FakeClock()
     lim = RateLimiter(1, 1.0, clock)
