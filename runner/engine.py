@@ -48,7 +48,7 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
+from runner.pacing import AHEAD, PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
 from runner.plan import Instance, Plan, key
 from runner.priority import CriticalPath
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
@@ -532,7 +532,9 @@ class Engine:
                                  "(a new paid submission)")
                     continue
                 raise
-        async with self.remote_slots:
+        # Fetching a finished task's files is brief local work that the next steps wait
+        # for: it takes a place before any submit (which may hold one for the rate limit).
+        async with self.remote_slots.take(AHEAD):
             outputs, files = await self._materialize(result, op, task_id)
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits)

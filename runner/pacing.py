@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import heapq
+import math
 import random
 import time
 from collections import deque
@@ -83,6 +84,7 @@ class Urgency(NamedTuple):
 
 
 ANY = Urgency()  # no priority given: first come first served
+AHEAD = Urgency(math.inf)  # before anything that gives a priority (first come first served)
 
 # The urgency of the current task's requests, set by the engine before it sends them
 # (runner.priority: critical path first). A context variable rather than an argument of
@@ -198,16 +200,17 @@ class RateLimiter:
 
 class Slots:
     """At most `total` holders at a time, like anyio's CapacityLimiter, but those waiting
-    for a place go in the order of a `Line`, by the PRIORITY of the task that asks (the
+    for a place go in the order of a `Line`, by the urgency of the task that asks (the
     engine's --concurrency places: a submit holds one while it waits for the rate
-    limiter, so their order is the order the limiter gets to see)."""
+    limiter, so their order is the order the limiter gets to see). `async with slots`
+    asks with the current task's PRIORITY; `slots.take(urgency)` with another."""
 
     def __init__(self, total: int, clock: Clock) -> None:
         self.total, self.held = total, 0
         self.line = Line(clock)
 
-    async def __aenter__(self) -> None:
-        me = self.line.join(PRIORITY.get())
+    async def acquire(self, urgency: Urgency) -> None:
+        me = self.line.join(urgency)
         granted = False
         try:
             while True:
@@ -223,9 +226,23 @@ class Slots:
                 self.line.drop(me)
             self.line.nudge()
 
-    async def __aexit__(self, *exc: object) -> None:
+    def release(self) -> None:
         self.held -= 1
         self.line.nudge()
+
+    @contextlib.asynccontextmanager
+    async def take(self, urgency: Urgency) -> AsyncIterator[None]:
+        await self.acquire(urgency)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire(PRIORITY.get())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Backoff:

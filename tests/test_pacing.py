@@ -10,7 +10,15 @@ import anyio
 import pytest
 
 from runner.engine import _pace
-from runner.pacing import PRIORITY, FakeClock, Poller, RateLimiter, Slots, Urgency
+from runner.pacing import (
+    AHEAD,
+    PRIORITY,
+    FakeClock,
+    Poller,
+    RateLimiter,
+    Slots,
+    Urgency,
+)
 
 
 def run(fn: Any, *args: Any) -> Any:
@@ -236,6 +244,35 @@ def test_places_go_to_the_most_urgent_task_first_and_equals_in_turn():
     run(go)
     assert order == ["high", "mid-a", "mid-b", "low"]
     assert slots.held == 0
+
+
+def test_fetching_a_finished_tasks_files_takes_a_place_before_any_submit():
+    """A submit may hold its place for the rate limit; the files the next steps wait for
+    are brief local work (the engine asks with AHEAD)."""
+    clock = FakeClock()
+    slots = Slots(1, clock)
+    order: list[str] = []
+
+    async def submit(name: str, priority: float) -> None:
+        PRIORITY.set(Urgency(priority))
+        async with slots:
+            order.append(name)
+
+    async def fetch() -> None:
+        async with slots.take(AHEAD):
+            order.append("fetch")
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            async with slots:
+                tg.start_soon(submit, "urgent submit", 1e6)
+                tg.start_soon(fetch)
+                tg.start_soon(submit, "submit", 0.0)
+                while len(slots.line) < 3:
+                    await anyio.lowlevel.checkpoint()
+
+    run(go)
+    assert order == ["fetch", "urgent submit", "submit"]
 
 
 def test_a_cancelled_wait_for_a_place_leaves_the_line():
