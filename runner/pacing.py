@@ -105,11 +105,11 @@ class _Waiter:
 class Line:
     """Who goes next among those waiting for a limiter: the smallest
     `aging * arrival - priority` (see Urgency; arrival on the clock, counted from the
-    line's start), equal keys in arrival order (so with equal
-    urgencies, or none given, first come first served). Only the first looks for room; the others
-    wait for their turn, which `nudge` passes on (after each grant, release or
-    cancellation). A waiter sets a fresh `turn` event before it looks, so a nudge that
-    comes after the look is not lost."""
+    line's start), equal keys in arrival order (so with equal urgencies, or none given,
+    first come first served). Only the first looks for room; the others wait for their
+    turn, which `nudge` passes on (after each grant, release or cancellation). A waiter
+    sets a fresh `turn` event before it looks, so a nudge that comes after the look is
+    not lost."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
