@@ -24,8 +24,17 @@ the expected rest of the request's song after it (medians): for a submit, this t
 the longest path through the stages after it; for a poll, only the stages after it.
 
 The bound is the benchmark's: max(critical path of the drawn latencies, the rate limit of
-the requests the detection needs at least: one per task with callbacks, two with polls).
-The figures are makespan / bound, mean over seeds (the same draws for every policy).
+the requests the detection needs at least: one per task with callbacks, two with polls;
+bench_callbacks.py counts two per task for every run, which changes nothing where the
+critical path binds). The figures are makespan / bound, mean (and max) over seeds, the
+same draws for every policy.
+
+What the simulator leaves out, and the real client (runner.priority, runner.pacing) had
+to handle: the medians are learned during the run (a poll of an operation nothing is
+known about yet goes first there, and a poll that waited long in the queue teaches
+nothing); submits wait for the rate limit inside a --concurrency place, so the places are
+handed out in the same order (fetching a finished task's files first); conditions on the
+index (`if: index % 10 == 9`) are known before the run.
 """
 
 from __future__ import annotations

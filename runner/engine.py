@@ -60,7 +60,7 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
+from runner.pacing import AHEAD, PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
 from runner.plan import Instance, Plan, key
 from runner.priority import CriticalPath
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
@@ -578,7 +578,9 @@ class Engine:
                     continue
                 raise
         first = self._first_of(op.key, task_id)
-        async with self.remote_slots:
+        # Fetching a finished task's files is brief local work that the next steps wait
+        # for: it takes a place before any submit (which may hold one for the rate limit).
+        async with self.remote_slots.take(AHEAD):
             outputs, files = await self._materialize(result, op, task_id, first)
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits)
@@ -595,7 +597,7 @@ class Engine:
         """A `first` callback: record the first track, then release the steps that read
         only it (rule 7). A failure here releases nothing: they wait for the whole task."""
         try:
-            async with self.remote_slots:
+            async with self.remote_slots.take(AHEAD):
                 outputs, files = await self._materialize(part, op, task_id)
         except ProviderError as exc:
             self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc}); "

@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import heapq
+import math
 import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 import anyio
 
@@ -70,14 +72,24 @@ class Slot:
 # a poll's answer says how the task was at that moment, not when the answer came back.
 SENT_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("sent_at", default=None)
 
-# How urgent the current task's requests are (seconds; higher goes first), set by the
-# engine before it sends them (runner.priority: critical path first). A context variable
-# rather than an argument of every provider method: providers know nothing of the graph.
-PRIORITY: contextvars.ContextVar[float] = contextvars.ContextVar("priority", default=0.0)
 
-# A second spent waiting counts as a second of priority, so nothing waits forever: a
-# request is overtaken only by newer ones at least as much more urgent as it has waited.
-AGING = 1.0
+class Urgency(NamedTuple):
+    """How urgent a task's requests are, for the limiters' lines: `priority` (higher goes
+    first) and `aging`, the priority a second of waiting is worth, so that nothing waits
+    forever: a request is overtaken only by newer ones more urgent by more than its wait
+    is worth."""
+
+    priority: float = 0.0
+    aging: float = 1.0
+
+
+ANY = Urgency()  # no priority given: first come first served
+AHEAD = Urgency(math.inf)  # before anything that gives a priority (first come first served)
+
+# The urgency of the current task's requests, set by the engine before it sends them
+# (runner.priority: critical path first). A context variable rather than an argument of
+# every provider method: providers know nothing of the graph.
+PRIORITY: contextvars.ContextVar[Urgency] = contextvars.ContextVar("priority", default=ANY)
 
 
 class _Waiter:
@@ -92,23 +104,28 @@ class _Waiter:
 
 class Line:
     """Who goes next among those waiting for a limiter: the smallest
-    `AGING * arrival - priority`, equal keys in arrival order (so with equal priorities,
-    or none given, first come first served). Only the first looks for room; the others
-    wait for their turn, which `nudge` passes on (after each grant, release or
-    cancellation). A waiter sets a fresh `turn` event before it looks, so a nudge that
-    comes after the look is not lost."""
+    `aging * arrival - priority` (see Urgency; arrival on the clock, counted from the
+    line's start), equal keys in arrival order (so with equal urgencies, or none given,
+    first come first served). Only the first looks for room; the others wait for their
+    turn, which `nudge` passes on (after each grant, release or cancellation). A waiter
+    sets a fresh `turn` event before it looks, so a nudge that comes after the look is
+    not lost."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        # Arrivals count from the line's start: aging that changes during a run (when the
+        # run learns how fast the service is) must not multiply the clock's own origin.
+        self.origin = clock.now()
         self.heap: list[_Waiter] = []
         self.arrivals = 0
 
     def __len__(self) -> int:
         return len(self.heap)
 
-    def join(self, priority: float) -> _Waiter:
+    def join(self, urgency: Urgency) -> _Waiter:
         self.arrivals += 1
-        me = _Waiter((AGING * self.clock.now() - priority, self.arrivals))
+        arrival = self.clock.now() - self.origin
+        me = _Waiter((urgency.aging * arrival - urgency.priority, self.arrivals))
         heapq.heappush(self.heap, me)
         return me
 
@@ -138,9 +155,9 @@ class RateLimiter:
         self.line = Line(clock)
         self.waited = 0.0
 
-    async def acquire(self, priority: float = 0.0) -> Slot:
+    async def acquire(self, urgency: Urgency = ANY) -> Slot:
         """Wait for room in the window; the caller must `release` the slot it gets."""
-        me = self.line.join(priority)
+        me = self.line.join(urgency)
         granted = False
         try:
             while True:
@@ -173,8 +190,8 @@ class RateLimiter:
         slot.t, slot.flying = max(slot.t, self.clock.now()), False
 
     @contextlib.asynccontextmanager
-    async def request(self, priority: float = 0.0) -> AsyncIterator[Slot]:
-        slot = await self.acquire(priority)
+    async def request(self, urgency: Urgency = ANY) -> AsyncIterator[Slot]:
+        slot = await self.acquire(urgency)
         try:
             yield slot
         finally:
@@ -183,16 +200,17 @@ class RateLimiter:
 
 class Slots:
     """At most `total` holders at a time, like anyio's CapacityLimiter, but those waiting
-    for a place go in the order of a `Line`, by the PRIORITY of the task that asks (the
+    for a place go in the order of a `Line`, by the urgency of the task that asks (the
     engine's --concurrency places: a submit holds one while it waits for the rate
-    limiter, so their order is the order the limiter gets to see)."""
+    limiter, so their order is the order the limiter gets to see). `async with slots`
+    asks with the current task's PRIORITY; `slots.take(urgency)` with another."""
 
     def __init__(self, total: int, clock: Clock) -> None:
         self.total, self.held = total, 0
         self.line = Line(clock)
 
-    async def __aenter__(self) -> None:
-        me = self.line.join(PRIORITY.get())
+    async def acquire(self, urgency: Urgency) -> None:
+        me = self.line.join(urgency)
         granted = False
         try:
             while True:
@@ -208,9 +226,23 @@ class Slots:
                 self.line.drop(me)
             self.line.nudge()
 
-    async def __aexit__(self, *exc: object) -> None:
+    def release(self) -> None:
         self.held -= 1
         self.line.nudge()
+
+    @contextlib.asynccontextmanager
+    async def take(self, urgency: Urgency) -> AsyncIterator[None]:
+        await self.acquire(urgency)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire(PRIORITY.get())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Backoff:

@@ -15,8 +15,9 @@ chains up to one task longer than its own, because the task it starts runs while
 waits, and a poll sent later is more likely to find its task done. A probe (a poll of an
 operation nothing is known about yet: runner.pacing.Poller) goes before the submits,
 since every task of its kind waits for what it learns, and learns wrong when it is sent
-late (a task found done after a long wait looks slow). The limiter adds the time
-a request has waited (pacing.AGING), so nothing waits forever.
+late (a task found done after a long wait looks slow). The limiters add the time a
+request has waited, a second for a second at the defaults' pace (pacing.Urgency), so
+nothing waits forever.
 benchmarks/album_policy.py is how this policy was chosen over others (first come first
 served, polls first, the age of the song, draws already seen, ...); docs/BENCHMARKS-album.md
 has its table.
@@ -26,10 +27,17 @@ like `index % 10 == 9`) is skipped with all that waits for it: it is on no path.
 conditions are taken to hold.
 
 expected(j) is 0 for local work and for the ends of a reusable recipe's call. For a
-service operation it is the median duration the Poller learned for its pace family in
-this run, else the step type's `expected` (runner.steps) scaled by how the families
-learned so far compare with theirs: a service (or a benchmark's scaled fake) twice as fast
-as the defaults on one operation is taken to be twice as fast on the others too.
+service operation it is in the defaults' seconds (the step types' `expected`,
+runner.steps), corrected by what the Poller learned in this run about how the operations
+compare: a learned median divided by `unit`, how much faster or slower than the defaults
+the service is (learned / default of the first durations learned, the geometric mean
+when several families are learned at once), so that learning changes the order of
+priorities but never their unit. A second of waiting on the engine's clock is worth
+1 / unit of these seconds. The unit is fixed once: priorities already waiting in a
+limiter's line were computed with it, and a unit that moved (each newly learned family
+moves a mean) would let every newcomer outrank them or them outrank every newcomer
+(measured: a poll waiting eight minutes behind newcomers). Before anything is learned the
+unit is 1: the defaults are the service's seconds.
 
 The tails take one pass over the instances in reverse topological order, O(instances +
 edges); they are computed when the first request asks and again only when a learned
@@ -41,7 +49,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from runner.pacing import Poller
+from runner.pacing import Poller, Urgency
 from runner.plan import Instance, Plan
 
 MOVED = 0.1  # recompute the tails when an expected duration moved by more than this share
@@ -61,25 +69,30 @@ class CriticalPath:
         self.used: dict[str, float] = {}  # family -> expected seconds the tails were made with
         self.tails: dict[str, float] = {}
         self.longest = 0.0
+        self.unit = 1.0  # engine clock seconds per second of the defaults, as learned
+        self.unit_fixed = False
         self.known: set[str] = set()  # families the run has learned durations of
         self.version = -1  # the poller's version the figures were checked against
 
-    def submit(self, iid: str) -> float:
-        """The priority of a request that submits instance `iid`'s task (or uploads for it)."""
+    def submit(self, iid: str) -> Urgency:
+        """The urgency of a request that submits instance `iid`'s task (or uploads for it)."""
         self._update()
-        fam = self.family.get(iid)
-        return (self.used[fam] if fam else 0.0) + self.tails.get(iid, 0.0) + self.longest
+        return Urgency(self._submit(iid), 1.0 / self.unit)
 
-    def poll(self, iid: str) -> float:
-        """The priority of a request about `iid`'s task once submitted (polls, fresh links)."""
+    def poll(self, iid: str) -> Urgency:
+        """The urgency of a request about `iid`'s task once submitted (polls, fresh links)."""
         self._update()
         fam = self.family.get(iid)
         if fam is not None and fam not in self.known:
-            return self.submit(iid) + self.longest  # a probe
-        return self.tails.get(iid, 0.0)
+            return Urgency(self._submit(iid) + self.longest, 1.0 / self.unit)  # a probe
+        return Urgency(self.tails.get(iid, 0.0), 1.0 / self.unit)
+
+    def _submit(self, iid: str) -> float:
+        fam = self.family.get(iid)
+        return (self.used[fam] if fam else 0.0) + self.tails.get(iid, 0.0) + self.longest
 
     def expected(self) -> dict[str, float]:
-        """Expected seconds per pace family: learned, else the default scaled."""
+        """Expected seconds per pace family, in the defaults' unit (see the top)."""
         if not self.defaults:
             for inst in self.instances:
                 # A false `if:` that needs no step's outputs skips the instance and all
@@ -98,8 +111,10 @@ class CriticalPath:
         learned = {fam: self.poller.estimate(op) for fam, (op, _) in self.defaults.items()}
         logs = [math.log(v / self.defaults[fam][1]) for fam, v in learned.items()
                 if v is not None and v > 0 and self.defaults[fam][1] > 0]
-        scale = math.exp(sum(logs) / len(logs)) if logs else 1.0  # geometric mean
-        return {fam: v if v is not None else self.defaults[fam][1] * scale
+        if logs and not self.unit_fixed:
+            self.unit = math.exp(sum(logs) / len(logs))  # geometric mean
+            self.unit_fixed = True
+        return {fam: v / self.unit if v is not None else self.defaults[fam][1]
                 for fam, v in learned.items()}
 
     def _update(self) -> None:

@@ -10,7 +10,15 @@ import anyio
 import pytest
 
 from runner.engine import _pace
-from runner.pacing import PRIORITY, FakeClock, Poller, RateLimiter, Slots
+from runner.pacing import (
+    AHEAD,
+    PRIORITY,
+    FakeClock,
+    Poller,
+    RateLimiter,
+    Slots,
+    Urgency,
+)
 
 
 def run(fn: Any, *args: Any) -> Any:
@@ -88,7 +96,7 @@ def grants(lim: RateLimiter, clock: FakeClock, priorities: list[tuple[str, float
     out: list[tuple[str, float]] = []
 
     async def one(name: str, priority: float) -> None:
-        async with lim.request(priority):
+        async with lim.request(Urgency(priority)):
             out.append((name, clock.now()))
 
     async def go() -> None:
@@ -114,6 +122,31 @@ def test_waiting_requests_are_served_most_urgent_first():
     assert [b - a for a, b in zip(times, times[1:], strict=False)] == pytest.approx([1.0] * 3)
 
 
+def test_arrivals_count_from_the_start_of_the_line_not_from_the_clocks_origin():
+    """The engine's aging changes once the run has learned how fast the service is: a
+    monotonic clock's hours since boot, multiplied by it, would outweigh any priority."""
+    clock = FakeClock()
+    clock.t = 25_000.0
+    lim = RateLimiter(1, 1.0, clock)
+    order: list[str] = []
+
+    async def one(name: str, urgency: Urgency) -> None:
+        async with lim.request(urgency):
+            order.append(name)
+
+    async def go() -> None:
+        first = await lim.acquire()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "early, aging 1", Urgency(10.0, 1.0))
+            tg.start_soon(one, "later, aging 16", Urgency(500.0, 16.0))
+            while len(lim.line) < 2:
+                await anyio.lowlevel.checkpoint()
+            lim.release(first)
+
+    run(go)
+    assert order == ["later, aging 16", "early, aging 1"]
+
+
 def test_equal_priorities_are_first_come_first_served():
     clock = FakeClock()
     lim = RateLimiter(1, 1.0, clock)
@@ -134,13 +167,13 @@ def test_a_waiting_request_is_overtaken_only_for_as_long_as_it_has_waited():
         async with anyio.create_task_group() as tg:
 
             async def urgent() -> None:
-                async with lim.request(100.0):
+                async with lim.request(Urgency(100.0)):
                     served.append(("urgent", clock.now()))
                 if not any(name == "low" for name, _ in served):
                     tg.start_soon(urgent)  # the next newcomer, as long as `low` waits
 
             async def low() -> None:
-                async with lim.request(0.0):
+                async with lim.request(Urgency(0.0)):
                     served.append(("low", clock.now()))
 
             tg.start_soon(urgent)
@@ -159,7 +192,7 @@ def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_goes():
     got: list[str] = []
 
     async def patient() -> None:
-        async with lim.request(0.0):
+        async with lim.request(Urgency(0.0)):
             got.append("patient")
 
     async def go() -> None:
@@ -167,7 +200,7 @@ def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_goes():
 
         async def urgent() -> None:
             with scope:
-                await lim.acquire(100.0)
+                await lim.acquire(Urgency(100.0))
                 got.append("urgent")
 
         first = await lim.acquire()  # in flight: nobody gets in until it is answered
@@ -195,7 +228,7 @@ def test_places_go_to_the_most_urgent_task_first_and_equals_in_turn():
     order: list[str] = []
 
     async def task(name: str, priority: float) -> None:
-        PRIORITY.set(priority)
+        PRIORITY.set(Urgency(priority))
         async with slots:
             order.append(name)
 
@@ -213,6 +246,35 @@ def test_places_go_to_the_most_urgent_task_first_and_equals_in_turn():
     assert slots.held == 0
 
 
+def test_fetching_a_finished_tasks_files_takes_a_place_before_any_submit():
+    """A submit may hold its place for the rate limit; the files the next steps wait for
+    are brief local work (the engine asks with AHEAD)."""
+    clock = FakeClock()
+    slots = Slots(1, clock)
+    order: list[str] = []
+
+    async def submit(name: str, priority: float) -> None:
+        PRIORITY.set(Urgency(priority))
+        async with slots:
+            order.append(name)
+
+    async def fetch() -> None:
+        async with slots.take(AHEAD):
+            order.append("fetch")
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            async with slots:
+                tg.start_soon(submit, "urgent submit", 1e6)
+                tg.start_soon(fetch)
+                tg.start_soon(submit, "submit", 0.0)
+                while len(slots.line) < 3:
+                    await anyio.lowlevel.checkpoint()
+
+    run(go)
+    assert order == ["fetch", "urgent submit", "submit"]
+
+
 def test_a_cancelled_wait_for_a_place_leaves_the_line():
     clock = FakeClock()
     slots = Slots(1, clock)
@@ -222,7 +284,7 @@ def test_a_cancelled_wait_for_a_place_leaves_the_line():
         scope = anyio.CancelScope()
 
         async def urgent() -> None:
-            PRIORITY.set(100.0)
+            PRIORITY.set(Urgency(100.0))
             with scope:
                 async with slots:
                     order.append("urgent")

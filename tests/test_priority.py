@@ -51,12 +51,26 @@ steps:
 """
 
 
-def critical_path(tmp_path: Path, text: str = ALBUM) -> tuple[CriticalPath, Poller]:
+class Priorities:
+    """The priorities a CriticalPath gives (the aging of each is looked at apart)."""
+
+    def __init__(self, cp: CriticalPath) -> None:
+        self.cp = cp
+
+    def submit(self, iid: str) -> float:
+        return self.cp.submit(iid).priority
+
+    def poll(self, iid: str) -> float:
+        return self.cp.poll(iid).priority
+
+
+def critical_path(tmp_path: Path, text: str = ALBUM) -> tuple[Priorities, Poller]:
     path = tmp_path / "album.yaml"
     path.write_text(text)
     plan = planner.build(recipes.load(path))
     poller = Poller(10.0, 60.0, FakeClock(), family=_pace)
-    return CriticalPath(plan, list(plan.instances.values()), "sunoapi", poller), poller
+    cp = CriticalPath(plan, list(plan.instances.values()), "sunoapi", poller)
+    return Priorities(cp), poller
 
 
 def test_each_request_gets_the_longest_expected_way_to_the_end_from_the_step_defaults(
@@ -88,27 +102,35 @@ def test_each_request_gets_the_longest_expected_way_to_the_end_from_the_step_def
     assert order == ["song[0]", "words[1]", "song[1]", "long[0]", "teaser", "master[1]"]
 
 
-def test_learned_durations_replace_the_defaults_and_scale_what_is_not_learned_yet(
-        tmp_path: Path):
-    """The run learns that music takes 15 s (a tenth of the default): the other families,
-    not learned yet, are taken to be ten times faster too."""
+def test_what_the_run_learns_reorders_the_priorities_but_keeps_their_unit(tmp_path: Path):
+    """Priorities stay in the defaults' seconds: a service ten times faster than the
+    defaults throughout (a benchmark's scaled fake) changes nothing; one whose WAV takes
+    as long as the defaults say while its music is ten times faster makes the WAV count
+    for more than the music, and a second of waiting for ten."""
     cp, poller = critical_path(tmp_path)
-    assert cp.submit("words[0]") == 10 + 360 + 150
+    before = {i: cp.submit(i) for i in ("words[0]", "song[1]", "long[0]", "master[1]")}
+    assert cp.cp.submit("song[1]").aging == 1.0
     for _ in range(5):
         poller.learn("generate", 14.0, 16.0)  # (known to within 14-16 s: 15)
     assert poller.estimate("extend") == 15.0
-    # words[0] (no lyrics known yet: a probe): a submit's priority and one longest more.
-    assert cp.poll("words[0]") == pytest.approx(1 + 15 + 15 + 6 + 15 + 15)
-    assert cp.submit("words[1]") == pytest.approx(1 + 15 + 15 + 3 + 15)
-    assert cp.poll("song[1]") == pytest.approx(15 + 3)  # music is known: not a probe
-    poller.learn("convert", 29.0, 31.0)  # WAV: 30 s after all, slower than its scaled 3
-    assert cp.poll("long[1]") == pytest.approx(30)
-    assert cp.poll("long[0]") == pytest.approx(30)  # the WAV is now longer than the video
+    poller.learn("lyrics", 0.9, 1.1)
+    assert {i: cp.submit(i) for i in before} == pytest.approx(before)
+    # A second waited on the engine's clock is now worth ten of the defaults' seconds.
+    assert cp.cp.submit("song[1]").aging == pytest.approx(10.0)
+    for _ in range(3):
+        poller.learn("convert", 29.0, 31.0)  # WAV: 30 s after all
+    # The unit was fixed by the first learned (music: a tenth of the default), so the WAV
+    # counts for 300 of the defaults' seconds, twice a song.
+    music, wav = 150, 300
+    assert cp.poll("long[1]") == pytest.approx(wav)
+    assert cp.poll("long[0]") == pytest.approx(wav)  # longer than the video (its default)
+    assert cp.submit("song[1]") == pytest.approx(music + music + wav + wav)  # + longest: WAV
+    assert cp.cp.submit("song[1]").aging == pytest.approx(10.0)  # the unit stays
     # A move of less than a tenth keeps the tails as they were (no recomputation).
     for _ in range(6):
         poller.learn("generate", 15.5, 16.5)
     assert poller.estimate("generate") == 16.0
-    assert cp.poll("song[1]") == pytest.approx(15 + 30)
+    assert cp.poll("song[1]") == pytest.approx(music + wav)
 
 
 def test_a_step_known_to_be_skipped_is_on_no_path(tmp_path: Path):
@@ -182,11 +204,11 @@ class Recorder:
         self.seen: list[tuple[str, str, float]] = []  # (submit | poll, instance, priority)
 
     async def submit(self, op: Op) -> Submitted:
-        self.seen.append(("submit", op.step, PRIORITY.get()))
+        self.seen.append(("submit", op.step, PRIORITY.get().priority))
         return Submitted(f"task-{op.step}")
 
     async def poll(self, op: Op, task_id: str) -> Result | None:
-        self.seen.append(("poll", op.step, PRIORITY.get()))
+        self.seen.append(("poll", op.step, PRIORITY.get().priority))
         f = op.workdir / "out.txt"
         f.write_text(op.step)
         if op.type == "lyrics":

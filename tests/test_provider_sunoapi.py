@@ -27,7 +27,7 @@ from runner.errors import (
     TransientError,
 )
 from runner.fake import FakeServer
-from runner.pacing import PRIORITY, FakeClock
+from runner.pacing import PRIORITY, FakeClock, Urgency
 from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
@@ -838,7 +838,7 @@ def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
         assert limiter is not None
 
         async def submit(prompt: str, priority: float) -> None:
-            PRIORITY.set(priority)
+            PRIORITY.set(Urgency(priority))
             await prov.submit(op_of(tmp_path, "lyrics", prompt=prompt))
 
         try:
