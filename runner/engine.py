@@ -634,62 +634,62 @@ class Engine:
             raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
 
     async def _submit(self, op: Op) -> Any:
-        maybe: list[bool] = []  # set once a submit of this call may have created a task
+        backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
+        tries = uncertain = 0  # uncertain: submits of this call that may have made a task
         try:
-            return await self._submit_retrying(op, maybe)
+            while True:
+                self.inflight_submits += 1
+                self.submits_idle = anyio.Event() if self.inflight_submits == 1 else \
+                    self.submits_idle
+                try:
+                    return await self._submit_once(op)
+                except PossiblySubmitted as exc:
+                    uncertain += 1
+                    await self._durable("uncertain", op.key, op.step, error=str(exc))
+                    self.counts.possibly_submitted += 1
+                    if not self.opts.resubmit_uncertain:
+                        raise StepError(f"possibly submitted ({exc}); not resubmitting "
+                                        "because of --no-resubmit-uncertain",
+                                        step=op.step) from None
+                    if uncertain > MAX_UNCERTAIN_RESUBMITS:
+                        # Every unanswered submit may have been a paid task: stop before a
+                        # service that never answers costs us without bound.
+                        raise StepError(f"{uncertain} submits got no answer ({exc}); stopping "
+                                        "so as not to pay again; check the service's "
+                                        "dashboard, then run again", step=op.step) from None
+                    self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
+                    await self._durable("intent", op.key, op.step,
+                                        attempt=tries + uncertain + 1)
+                except TransientError as exc:
+                    # Rule 4: the provider proved no task was created; retrying is free.
+                    tries += 1
+                    if tries > MAX_SUBMIT_RETRIES:
+                        raise
+                    delay = backoff.next(exc.retry_after)
+                    self.ui.note(f"{op.step}: {exc}; retrying in {delay:.1f} s")
+                    await self.clock.sleep(delay)
+                finally:
+                    self.inflight_submits -= 1
+                    if self.inflight_submits == 0:
+                        self.submits_idle.set()
         except ProviderError as exc:
-            if not maybe and not isinstance(exc, PossiblySubmitted):
+            if not uncertain:
                 # Every attempt was answered "no task" (a 4xx, a 401, no credits, a failed
                 # upload before the submit, transient codes past the retries): say so, so
                 # the next run does not count this step as possibly submitted (rule 3).
                 await self._durable("failed", op.key, op.step, error=f"not submitted: {exc}")
             raise
 
-    async def _submit_retrying(self, op: Op, maybe: list[bool]) -> Any:
-        backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
-        tries = uncertain = 0
-        while True:
-            self.inflight_submits += 1
-            self.submits_idle = anyio.Event() if self.inflight_submits == 1 else \
-                self.submits_idle
-            try:
-                if self.callbacks is None:
-                    return await self.remote.submit(op)
-                with self.callbacks.submitting():
-                    sub: Any = await self.remote.submit(op)
-                    if sub.task_id is not None:
-                        # Claimed while the submit still counts as on the wire, so a
-                        # callback that overtook this answer is waiting for it.
-                        self.callbacks.expect(sub.task_id)
-                    return sub
-            except PossiblySubmitted as exc:
-                maybe.append(True)
-                await self._durable("uncertain", op.key, op.step, error=str(exc))
-                self.counts.possibly_submitted += 1
-                if not self.opts.resubmit_uncertain:
-                    raise StepError(f"possibly submitted ({exc}); not resubmitting because "
-                                    "of --no-resubmit-uncertain", step=op.step) from None
-                uncertain += 1
-                if uncertain > MAX_UNCERTAIN_RESUBMITS:
-                    # Every unanswered submit may have been a paid task: stop before a
-                    # service that never answers costs us without bound.
-                    raise StepError(f"{uncertain} submits got no answer ({exc}); stopping so "
-                                    "as not to pay again; check the service's dashboard, "
-                                    "then run again", step=op.step) from None
-                self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
-                await self._durable("intent", op.key, op.step, attempt=tries + uncertain + 1)
-            except TransientError as exc:
-                # Rule 4: the provider proved no task was created; retrying is free.
-                tries += 1
-                if tries > MAX_SUBMIT_RETRIES:
-                    raise
-                delay = backoff.next(exc.retry_after)
-                self.ui.note(f"{op.step}: {exc}; retrying in {delay:.1f} s")
-                await self.clock.sleep(delay)
-            finally:
-                self.inflight_submits -= 1
-                if self.inflight_submits == 0:
-                    self.submits_idle.set()
+    async def _submit_once(self, op: Op) -> Any:
+        if self.callbacks is None:
+            return await self.remote.submit(op)
+        with self.callbacks.submitting():
+            sub: Any = await self.remote.submit(op)
+            if sub.task_id is not None:
+                # Claimed while the submit still counts as on the wire, so a callback that
+                # overtook this answer is waiting for it.
+                self.callbacks.expect(sub.task_id)
+            return sub
 
     async def _poll(self, inst: Instance, op: Op, task_id: str) -> Result:
         t0 = self.clock.now()

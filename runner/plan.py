@@ -552,11 +552,9 @@ def _first_track_ref(ck: Checker, ref: Ref) -> bool:
     parts = ref.parts
     if not parts or parts[0].kind == "expr" or str(parts[0].value) not in ck.r.steps:
         return False
-    rest = parts[1:] if ck.fan.get(str(parts[0].value)) is None else parts[2:]
-    if ck.fan.get(str(parts[0].value)) is not None and (len(parts) < 2 or
-                                                         parts[1].kind == "attr"):
-        return False
-    return _first_track(rest)
+    if ck.fan.get(str(parts[0].value)) is None:
+        return _first_track(parts[1:])
+    return len(parts) > 1 and parts[1].kind != "attr" and _first_track(parts[2:])
 
 
 def _staged(step: Step) -> bool:
