@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from doubles import Quiet, finished
 
 from runner import plan as planner
 from runner import recipe as recipes
@@ -25,7 +26,7 @@ from runner.errors import (
 )
 from runner.pacing import FakeClock
 from runner.progress import PlainProgress
-from runner.providers import Op, Produced, Result, Submitted
+from runner.providers import Op, Result, Submitted
 from runner.store import Store
 
 RECIPE = """\
@@ -53,7 +54,7 @@ class Ledger:
         self.polls = 0
 
 
-class ScriptedProvider:
+class ScriptedProvider(Quiet):
     """A fake remote provider. `script` maps an instance id to a list of behaviours, used
     one per submit: "ok", or an exception to raise (before or after creating a task)."""
 
@@ -95,23 +96,7 @@ class ScriptedProvider:
                 behaviours.insert(0, b)
                 return None
         self.events.append(("done", op.step))
-        f = op.workdir / "out.txt"
-        f.write_text(f"{op.step} {task_id}")
-        if op.type == "lyrics":
-            return Result({"texts": [{"title": "x", "text": op.inputs["prompt"]}],
-                           "text": op.inputs["prompt"], "title": "x", "task_id": task_id})
-        track = {"id": task_id + "-0", "task_id": task_id, "title": "t", "duration": 30.0,
-                 "file": Produced(f)}
-        return Result({"tracks": [track], "task_id": task_id, "file": track["file"]})
-
-    async def refresh(self, op: Op, task_id: str) -> Result | None:
-        return None
-
-    async def credits(self) -> float | None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
+        return finished(op, task_id, op.inputs.get("prompt", "la"))
 
 
 def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",

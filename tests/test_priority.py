@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from doubles import Quiet, finished
 
 from runner import plan as planner
 from runner import recipe as recipes
@@ -14,7 +15,7 @@ from runner.engine import Engine, Options, _pace
 from runner.pacing import PRIORITY, FakeClock, Poller
 from runner.priority import CriticalPath
 from runner.progress import PlainProgress
-from runner.providers import Op, Produced, Result, Submitted
+from runner.providers import Op, Result, Submitted
 from runner.steps import TYPES
 from runner.store import Store
 
@@ -194,7 +195,7 @@ steps:
     assert cp.submit("full/words") == 10 + 180 + 150
 
 
-class Recorder:
+class Recorder(Quiet):
     """A service that finishes every task at its first poll and records the priority each
     request was sent with (what the rate limiter would order them by)."""
 
@@ -209,23 +210,7 @@ class Recorder:
 
     async def poll(self, op: Op, task_id: str) -> Result | None:
         self.seen.append(("poll", op.step, PRIORITY.get().priority))
-        f = op.workdir / "out.txt"
-        f.write_text(op.step)
-        if op.type == "lyrics":
-            return Result({"texts": [{"title": "x", "text": "la"}], "text": "la",
-                           "title": "x", "task_id": task_id})
-        track = {"id": task_id + "-0", "task_id": task_id, "title": "t", "duration": 30.0,
-                 "file": Produced(f)}
-        return Result({"tracks": [track], "task_id": task_id, "file": track["file"]})
-
-    async def refresh(self, op: Op, task_id: str) -> Result | None:
-        return None
-
-    async def credits(self) -> float | None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
+        return finished(op, task_id)
 
 
 def test_the_engine_sends_each_request_with_its_critical_path_priority(tmp_path: Path):
