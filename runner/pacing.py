@@ -297,6 +297,11 @@ class Poller:
     def durations(self, op: str) -> list[float]:
         return sorted(self.seen.get(self.family(op), ()))
 
+    def _spacing(self, d: list[float]) -> float:
+        """How far apart polls go once durations `d` (sorted) are known: a tenth of their
+        median, but not closer than a fifth of `interval`."""
+        return max(self.interval / 5, 0.1 * d[len(d) // 2])
+
     def estimate(self, op: str, q: float = 0.5) -> float | None:
         d = self.durations(op)
         return d[min(len(d) - 1, int(q * len(d)))] if d else None
@@ -312,12 +317,11 @@ class Poller:
         learning from it would make every later poll later still (the wait of polls behind
         more urgent requests, runner.priority, is no part of the task's duration)."""
         fam = self.family(op)
-        self.version += 1
-        known = self.seen.get(fam)
-        if lo is None and not planned or \
-                known and waited > max(self.interval / 5, 0.1 * sorted(known)[len(known) // 2]):
+        known = self.durations(op)
+        if lo is None and not planned or known and waited > self._spacing(known):
             self.learned.setdefault(fam, anyio.Event()).set()
             return
+        self.version += 1
         # Known to within (lo, hi]: the midpoint when the polls were close, but never less
         # than what a task found done at its first poll would say (lo may be a probe sent
         # long before, while nothing was known).
@@ -351,7 +355,7 @@ class Poller:
                 line.remove(me)
         d = self.durations(op)
         elapsed = self.clock.now() - t0
-        gap = min(self.max_interval, max(self.interval / 5, 0.1 * d[len(d) // 2]))
+        gap = min(self.max_interval, self._spacing(d))
         level = 0.5
         while True:
             at = d[min(len(d) - 1, int(level * len(d)))]
