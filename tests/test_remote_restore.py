@@ -1,7 +1,7 @@
 """A finished remote step whose stored files are gone and whose links have expired is
 fetched again through the service's fresh links for the same task: never paid again, and
-neither is the step that reads it (its outputs keep their recorded links, so its inputs
-and key do not change)."""
+neither is the step that reads it (its key must not move: keys leave out links, and the
+restored step keeps its recorded outputs when the files hash the same)."""
 
 from __future__ import annotations
 
