@@ -111,6 +111,15 @@ def running(tmp: Path, srv: FakeServer, *extra: str) -> Iterator[subprocess.Pope
             proc.stderr.close()
 
 
+def assert_next_run_pays_nothing(tmp: Path, srv: FakeServer) -> None:
+    """The next run (no --listen) asks for nothing paid: every key renders as recorded."""
+    srv.reset()
+    again = subprocess.run(command(tmp, srv.url), env=env(), capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert again.returncode == 0, again.stderr
+    assert paid(srv) == Counter()
+
+
 def finish(proc: subprocess.Popen[str]) -> None:
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 0, err
@@ -141,12 +150,7 @@ def test_the_first_stage_starts_what_needs_only_the_first_track(srv, tmp_path):
     assert [t["id"] for t in done["outputs"]["tracks"]] == task["clips"]
     for name in ("first.wav", "second.wav"):
         assert (tmp_path / "out" / name).read_bytes()[:4] == b"RIFF"
-    # Nothing is paid again, or even asked for, by the next run.
-    srv.reset()
-    again = subprocess.run(command(tmp_path, srv.url), env=env(), capture_output=True,
-                           text=True, timeout=60, check=False)
-    assert again.returncode == 0, again.stderr
-    assert paid(srv) == Counter()
+    assert_next_run_pays_nothing(tmp_path, srv)
 
 
 def test_release_on_first_false_waits_for_the_whole_song(srv, tmp_path):
@@ -188,11 +192,7 @@ def test_a_complete_result_in_another_order_keeps_the_released_track_first(srv, 
     assert [p["json"]["audioId"] for p in wav_posts(srv)] == [a]
     done = next(e for e in journal(tmp_path) if e["e"] == "done" and e["step"] == "song")
     assert [t["id"] for t in done["outputs"]["tracks"]] == [a, b]
-    srv.reset()
-    again = subprocess.run(command(tmp_path, srv.url), env=env(), capture_output=True,
-                           text=True, timeout=60, check=False)
-    assert again.returncode == 0, again.stderr
-    assert paid(srv) == Counter()
+    assert_next_run_pays_nothing(tmp_path, srv)
 
 
 def test_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(srv, tmp_path):
