@@ -260,6 +260,27 @@ class SunoApiProvider:
         """A callback's result, read exactly as a poll answer with the same content would
         be: None while the task runs (text and first stages, or a body with nothing
         usable), a Result when complete; TaskFailed when it reports a failure."""
+        got = self._callback_details(op, task_id, body)
+        if got is None:
+            return None
+        reader, data = got
+        read = getattr(self, f"_read_{reader}")
+        result: Result | None = read(op, task_id, data)
+        return result
+
+    def first_from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        got = self._callback_details(op, task_id, body)
+        if got is None or got[0] != "music" or sunoapi_callback.stage(body) != "first":
+            return None
+        items = (got[1].get("response") or {}).get("sunoData") or []
+        if not items or not items[0].get("audioUrl") or not items[0].get("id"):
+            return None
+        return Result(self._music_outputs(op, task_id, got[1], items[:1]))
+
+    def _callback_details(self, op: Op, task_id: str, body: Any
+                          ) -> tuple[str, dict[str, Any]] | None:
+        """(reader, the record-info `data` a callback stands for), or None when it says
+        nothing usable for this operation."""
         ep = ENDPOINTS.get(op.type)
         if ep is None or ep.details is None:
             return None
@@ -267,20 +288,7 @@ class SunoApiProvider:
         if not data:
             return None
         data["taskId"] = task_id
-        read = getattr(self, f"_read_{ep.reader}")
-        result: Result | None = read(op, task_id, data)
-        return result
-
-    def first_from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
-        ep = ENDPOINTS.get(op.type)
-        if ep is None or ep.reader != "music" or sunoapi_callback.stage(body) != "first":
-            return None
-        data = sunoapi_callback.details(ep.reader, op.type, body)
-        items = ((data or {}).get("response") or {}).get("sunoData") or []
-        if not items or not items[0].get("audioUrl") or not items[0].get("id"):
-            return None
-        data["taskId"] = task_id
-        return Result(self._music_outputs(op, task_id, data, items[:1]))
+        return ep.reader, data
 
     async def credits(self) -> float | None:
         env = await self._call(None, "GET", f"{V1}/generate/credit", family=CLASSIC,
