@@ -53,6 +53,7 @@ from runner.plan import Instance, Plan, key
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
 from runner.scopes import Scopes
+from runner.slots import Slots
 from runner.steps import TYPES
 from runner.store import Store
 from runner.template import TemplateError, render
@@ -78,7 +79,7 @@ class Options:
     callbacks: Callbacks | None = None  # --listen: the run's callback registry
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     id: str
     status: str = "pending"  # succeeded | cached | failed | skipped
@@ -121,8 +122,8 @@ class Engine:
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
-        self.remote_slots = anyio.CapacityLimiter(max(1, opts.concurrency))
-        self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
+        self.remote_slots = Slots(opts.concurrency)
+        self.cpu_slots = Slots(min(opts.concurrency, os.cpu_count() or 2))
         pc = self.recipe.provider
         self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
         self.callbacks = opts.callbacks
@@ -186,6 +187,8 @@ class Engine:
                             else None
                         if work is None:
                             release(iid)
+                        elif (slots := self._first_slots(work)) is not None:
+                            slots.start(tg, execute, inst, work)  # queued, not parked
                         else:
                             tg.start_soon(execute, inst, work)
 
@@ -255,6 +258,17 @@ class Engine:
         except ProviderError as exc:
             self._fail(rec, exc)
             return None
+
+    def _first_slots(self, work: Any) -> Slots | None:
+        """The slots this work takes first, so that it waits for them in their queue rather
+        than as a parked task (runner.slots); None when it may wait on something else first
+        (an equal key in flight, a task to poll, a stored result to restore). Only when a
+        task starts depends on this, never what it does."""
+        prov, _inputs, k, st, forced = work
+        if k in self.claims or (st is not None and not forced and
+                                st.status in ("done", "submitted")):
+            return None
+        return self.cpu_slots if prov.kind == "local" else self.remote_slots
 
     async def _run_work(self, inst: Instance, work: Any) -> None:
         rec = self.records[inst.id]
