@@ -109,13 +109,20 @@ class RateLimiter:
             self.release(slot)
 
 
+# One generator for every backoff's jitter: a Random holds 2.5 KB of state, and every
+# submit and every task being polled has a Backoff.
+_JITTER = random.Random()
+
+
 class Backoff:
     """Exponential backoff with full jitter, honouring a server's Retry-After."""
+
+    __slots__ = ("base", "factor", "cap", "rng", "n")
 
     def __init__(self, base: float = 1.0, factor: float = 2.0, cap: float = 60.0,
                  rng: random.Random | None = None) -> None:
         self.base, self.factor, self.cap = base, factor, cap
-        self.rng = rng or random.Random()
+        self.rng = rng or _JITTER
         self.n = 0
 
     def next(self, retry_after: float | None = None) -> float:

@@ -37,9 +37,10 @@ from runner.errors import StoreError
 
 FORMAT = 1
 SYNC_EVERY = 0.2  # seconds between batched fsyncs of non-critical events
+HASH_CHUNK = 1 << 16  # bytes read at a time when hashing a file
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyState:
     key: str
     step: str = ""
@@ -195,9 +196,13 @@ class Store:
     def ingest(self, path: Path, *, move: bool = True) -> dict[str, Any]:
         """Hash `path` and put it in the store; return {path, sha256, size}."""
         h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        # Into one small buffer: `read(1 << 20)` allocated a megabyte for every file being
+        # hashed, a 4 KB image too, in each of the worker threads doing it.
+        buf = bytearray(HASH_CHUNK)
+        view = memoryview(buf)
+        with path.open("rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
         sha = h.hexdigest()
         dest = self.blob_path(sha, _suffix(path))
         if dest.exists():
