@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -200,14 +201,15 @@ def run_child(args: list[str], cwd: Path, env: dict[str, str], mode: str) -> dic
 
 
 def measure(kind: str, n: int, url: str | None, env: dict[str, str],
-            breakdown: bool) -> dict[str, Any]:
+            modes: tuple[str, ...]) -> dict[str, Any]:
     """A plain run (RSS), a run with the heap traced, and with `breakdown` a run keeping
-    snapshots; each in a fresh state directory."""
+    snapshots (as `modes` says); each in a fresh state directory."""
     with tempfile.TemporaryDirectory(prefix="sunoflow-mem-") as d:
         cwd = Path(d)
         (cwd / "r.yaml").write_text(local_recipe(n) if kind == "local" else remote_recipe(n))
         row: dict[str, Any] = {"kind": kind, "n": n}
-        for mode in ("plain", "heap", "breakdown") if breakdown else ("plain", "heap"):
+        row.update(peak=math.nan, at_end=math.nan, after=math.nan)
+        for mode in modes:
             # A lock file would make the next run a rerun of the last one's work.
             (cwd / "r.lock").unlink(missing_ok=True)
             args = ["run", "r.yaml", "-q", "--state-dir", f"state-{mode}", "--out",
@@ -275,13 +277,17 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true",
                     help="also a run with snapshots per size, for what grows by line "
                          "(several times slower: use two small sizes)")
+    ap.add_argument("--rss-only", action="store_true",
+                    help="only the plain runs (no heap figures): for large sizes")
     ap.add_argument("--top", type=int, default=15, help="lines in the breakdown")
     a = ap.parse_args()
+    modes = ("plain",) if a.rss_only else \
+        ("plain", "heap", "breakdown") if a.breakdown else ("plain", "heap")
     env = {**album.child_env(), "PYTHONPATH": str(HERE.parent)}
     rows: list[dict[str, Any]] = []
     if a.kind in ("local", "both"):
         for n in a.sizes if a.sizes and a.kind == "local" else (1000, 5000, 10000):
-            rows.append(measure("local", n, None, env, a.breakdown))
+            rows.append(measure("local", n, None, env, modes))
     if a.kind in ("remote", "both"):
         sizes = a.sizes if a.sizes and a.kind == "remote" else (25, 100, 250)
         with tempfile.TemporaryDirectory(prefix="sunoflow-fake-") as d, \
@@ -289,7 +295,7 @@ def main() -> None:
                     "rate_limit": None, "clip_duration": 1.0, "continuation_duration": 1.0,
                     "latency": {"*": {"dist": "fixed", "value": 1.0}}}) as fake:
             for n in sizes:
-                rows.append(measure("remote", n, fake.url, env, a.breakdown))
+                rows.append(measure("remote", n, fake.url, env, modes))
     report(rows, a.top)
 
 
