@@ -55,7 +55,7 @@ from runner.recipe import Provider as ProviderConfig
 from runner.scopes import Scopes
 from runner.slots import Slots
 from runner.steps import TYPES
-from runner.store import Store
+from runner.store import Store, compact
 from runner.template import TemplateError, render
 
 MAX_SUBMIT_RETRIES = 8
@@ -707,7 +707,7 @@ class Engine:
             memo: dict[Any, dict[str, Any]] = {}
             try:
                 out = await self._walk(result.outputs, op, files, (), memo)
-                return out, files
+                return compact(out), compact(files)  # held all run: repeats held once
             except download.LinkExpired as exc:
                 if task_id is None or attempt == 2:
                     raise StepError(f"result link expired: {exc}", step=op.step) from None

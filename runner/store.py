@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from runner.errors import StoreError
 FORMAT = 1
 SYNC_EVERY = 0.2  # seconds between batched fsyncs of non-critical events
 HASH_CHUNK = 1 << 16  # bytes read at a time when hashing a file
+INTERN_UP_TO = 256  # characters: longer strings (lyrics, say) are seldom repeated
 
 
 @dataclass(slots=True)
@@ -52,6 +54,21 @@ class KeyState:
     task_ids: list[str] = field(default_factory=list)
     error: str | None = None
     credits: float | None = None
+
+
+def compact(value: Any) -> Any:
+    """A step's outputs (JSON-shaped) with their keys and short strings interned, so that
+    what repeats is held once: every track has the same dozen keys, and a task id, a
+    model, a style, a stored file's path or a URL appear several times across a result,
+    its `files` and the steps that carry it on. Outputs are kept for the whole run (the
+    templates of later steps read them), so this is most of their size."""
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) <= INTERN_UP_TO else value
+    if isinstance(value, dict):
+        return {sys.intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
 
 
 class Store:
@@ -111,12 +128,16 @@ class Store:
                     continue
                 if ev.get("v", 1) > FORMAT:
                     raise StoreError(f"{self.journal_path}: event from a newer sunoflow")
+                if ev.get("e") == "done":
+                    ev["outputs"] = compact(ev.get("outputs"))
+                    ev["files"] = compact(ev.get("files", []))
                 self._apply(ev)
 
     def _apply(self, ev: dict[str, Any]) -> None:
         k = ev["key"]
         st = self.states.get(k)
         if st is None:
+            k = sys.intern(k)  # plan.key interns the keys it makes: one string per key
             st = self.states[k] = KeyState(k)
         st.step = ev.get("step", st.step)
         e = ev["e"]
