@@ -51,7 +51,7 @@ KEY_VERSION = "sunoflow-key-1"
 ENTER = ":inputs"  # suffix of a call's first end: `song[2]:inputs`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     id: str
     step: Step
