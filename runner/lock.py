@@ -37,6 +37,15 @@ def path_for(recipe_path: Path) -> Path:
     return recipe_path.with_suffix(".lock")
 
 
+def suffix(path: str) -> str:
+    """`Path(path).suffix` of a stored file's path, without pathlib, which interns every
+    component of every path it parses: the lock of 1,000 songs left megabytes in the
+    interpreter's table of interned strings."""
+    name = next((c for c in reversed(path.split("/")) if c not in ("", ".")), "")
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
 def _ref(value: Any, by_path: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _ref(v, by_path) for k, v in value.items()}
@@ -84,7 +93,7 @@ def _entries(plan: Plan, records: dict[str, Any],
         if st is None or st.status != "done":
             continue
         inst = plan.instances[iid]
-        by_path = {f["path"]: f"sha256:{f['sha256']}{Path(f['path']).suffix}" for f in st.files}
+        by_path = {f["path"]: f"sha256:{f['sha256']}{suffix(f['path'])}" for f in st.files}
         outputs = st.outputs
         remote = bool(st.task_ids) and not str(st.task_ids[0]).startswith("local-")
         entry: dict[str, Any] = {
@@ -107,7 +116,7 @@ def _entries(plan: Plan, records: dict[str, Any],
         if st.credits is not None:
             entry["credits"] = st.credits
         entry["files"] = [{"field": f.get("field", ""), "sha256": f["sha256"], "size": f["size"],
-                           "ext": Path(f["path"]).suffix,
+                           "ext": suffix(f["path"]),
                            **({"url": f["url"]} if f.get("url") else {})}
                           for f in sorted(st.files, key=lambda f: f.get("field", ""))]
         entry["outputs"] = _ref(outputs, by_path)

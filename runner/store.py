@@ -22,6 +22,7 @@ batches. A torn last line (a kill -9 mid-write) is ignored when reading.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -54,6 +55,9 @@ class KeyState:
     task_ids: list[str] = field(default_factory=list)
     error: str | None = None
     credits: float | None = None
+
+
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})  # as pathlib
 
 
 def compact(value: Any) -> Any:
@@ -240,8 +244,15 @@ class Store:
         return {"path": str(dest), "sha256": sha, "size": dest.stat().st_size}
 
     def has_blob(self, info: dict[str, Any]) -> bool:
-        p = Path(info["path"])
-        return p.exists() and p.stat().st_size == info.get("size", p.stat().st_size)
+        # One stat of the path string, as Path.exists would judge it: every cached instance
+        # checks its files, and pathlib interns each path's every component.
+        try:
+            size = os.stat(info["path"]).st_size
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return False
+            raise
+        return bool(size == info.get("size", size))
 
     def clear_tmp(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
@@ -165,6 +165,13 @@ JSONISH = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=30,
 )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["/", ".", "..", "a", "mp3", "tar", "sha"]), max_size=12))
+def test_the_locks_file_suffix_is_paths_suffix(pieces: list[str]):
+    text = "".join(pieces)
+    assert lock.suffix(text) == PurePosixPath(text).suffix
 
 
 @settings(max_examples=400, deadline=None)
