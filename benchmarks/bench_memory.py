@@ -1,33 +1,38 @@
 """Memory of `sunoflow run` against the number of step instances (DESIGN section 6: "memory
 flat in the number of steps").
 
-    python benchmarks/bench_memory.py                      # both recipes, default sizes, ~2 min
+    python benchmarks/bench_memory.py                      # both recipes, default sizes, ~3 min
     python benchmarks/bench_memory.py --kind local --sizes 1000 5000 10000
-    python benchmarks/bench_memory.py --kind remote --sizes 100 400 --top 25
+    python benchmarks/bench_memory.py --kind remote --sizes 100 1000 --rss-only
+    python benchmarks/bench_memory.py --kind remote --sizes 20 80 --breakdown --top 30
 
-Two recipes, each run as `python -m runner run` in a fresh process:
+Two recipes, each run as `python -m runner run ... --report` in a fresh process:
 
 - **local**: two chained fan-outs of `boost_style` (pure text, no ffmpeg) on the local
   provider, the recipe of bench_engine.py; a size N is N instances (N/2 of each step).
 - **remote**: the album of the album benchmark (lyrics -> generate -> extend -> WAV per
-  song, a video, stems of every 10th song) against the sunoapi fake in its own process with
-  no latency (a task is done at its first poll), no rate limit and 1-second clips, so the
-  run measures sunoflow's own state, not waiting. A size N is N songs (about 4.1 N remote
-  instances and 9 N downloaded files).
+  song, a video, stems of every 10th song) against the sunoapi fake in its own process:
+  every task takes 1 s (so a stage's tasks are all in flight together, as in a real album),
+  1-second clips, no rate limit to speak of. A size N is N songs (about 5 N instances, of
+  which 4.1 N remote, and 9 N downloaded files).
 
-Per size, two runs of the same recipe in fresh state directories:
+Per size, in fresh state directories:
 
-1. plain: peak RSS of the process (ru_maxrss from wait4, so the fake is not counted);
-2. traced: the same command under tracemalloc from the engine's start (8 frames), giving
-   the peak of what the run allocates and a snapshot taken the moment the engine returns
-   (when the run's working set is largest: every step's outputs are held for templates,
-   the lock and the report).
+1. plain: peak RSS of the process (ru_maxrss from wait4, so the fake is not counted), and
+   its RSS when the engine starts (imports, plan) and returns; then the same command again,
+   which finds everything done in the journal (resume);
+2. heap: the same under tracemalloc from the engine's start (1 frame; tracing imports and
+   planning too would make a run 10-50 times slower): the peak while the engine runs, what
+   is held when it returns (the run's working set: every step's outputs, kept for the
+   templates, the lock and the report), and the peak after it (lock, export, report);
+3. with --breakdown, the same with 6 frames and snapshots near each peak and when the
+   engine returns (several times slower: use small sizes).
 
-The per-instance figure is the slope between the smallest and the largest size. The
-breakdown lists the lines of runner/ whose allocations held at the end of the engine grow
-the most from the smallest to the largest size, per instance (an allocation is charged to
-the innermost runner/ frame of its traceback, or to its own frame outside runner/ when no
-runner/ frame is on the stack).
+The per-instance figures are the slopes between the smallest and the largest size. The
+breakdown lists the lines whose allocations grow the most from the smallest to the largest
+size, per instance: an allocation is charged to the innermost runner/ frame of its
+traceback, or to its own line when no runner/ frame is among the frames kept. Cyclic
+garbage not yet collected counts as held.
 """
 
 from __future__ import annotations
@@ -219,6 +224,9 @@ def measure(kind: str, n: int, url: str | None, env: dict[str, str],
             if mode == "plain":
                 row.update(instances=got["instances"], wall=got["wall"], rss=got["maxrss"],
                            rss_start=got["rss_start"], rss_end=got["rss_end"])
+                # The same command again: everything is cached, read back from the journal.
+                again = run_child(args, cwd, env, mode)
+                row.update(resume_wall=again["wall"], resume_rss=again["maxrss"])
             elif mode == "heap":
                 row.update(peak=got["engine_peak"] / 2**20, at_end=got["at_end"] / 2**20,
                            after=got["after_peak"] / 2**20)
@@ -234,11 +242,13 @@ def report(rows: list[dict[str, Any]], top: int) -> None:
           "its peak while the engine runs, what is held when it returns, and the peak after\n"
           "it (the lock, the export and the report).\n")
     print(f"{'recipe':<7} {'size':>6} {'instances':>9} {'wall':>7} {'RSS start':>9} "
-          f"{'RSS end':>8} {'RSS peak':>8} {'heap peak':>9} {'heap end':>8} {'after':>6}")
+          f"{'RSS end':>8} {'RSS peak':>8} {'heap peak':>9} {'heap end':>8} {'after':>6}  "
+          f"{'resume: RSS peak':>16} {'wall':>6}")
     for r in rows:
         print(f"{r['kind']:<7} {r['n']:>6} {r['instances']:>9,} {r['wall']:>6.1f}s "
               f"{r['rss_start']:>9.1f} {r['rss_end']:>8.1f} {r['rss']:>8.1f} "
-              f"{r['peak']:>9.1f} {r['at_end']:>8.1f} {r['after']:>6.1f}")
+              f"{r['peak']:>9.1f} {r['at_end']:>8.1f} {r['after']:>6.1f}  "
+              f"{r['resume_rss']:>16.1f} {r['resume_wall']:>5.1f}s")
     for kind in ("local", "remote"):
         rs = [r for r in rows if r["kind"] == kind]
         if len(rs) < 2:
@@ -251,7 +261,8 @@ def report(rows: list[dict[str, Any]], top: int) -> None:
 
         print(f"\n{kind}: per instance, from {a['instances']:,} to {b['instances']:,} "
               f"instances: RSS peak {per('rss')}; heap: peak in the engine {per('peak')}, "
-              f"held when it returns {per('at_end')}, peak after it {per('after')}")
+              f"held when it returns {per('at_end')}, peak after it {per('after')}; "
+              f"resume: RSS peak {per('resume_rss')}")
         for field, when in (("peak_lines", "near the engine's heap peak"),
                             ("lines", "held when the engine returns"),
                             ("after_lines", "near the heap's peak after the engine")):
@@ -273,7 +284,7 @@ def main() -> None:
     ap.add_argument("--kind", choices=("local", "remote", "both"), default="both")
     ap.add_argument("--sizes", type=int, nargs="+",
                     help="local: instances (default 1000 5000 10000); remote: songs "
-                         "(default 25 100 250)")
+                         "(default 20 100 200)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also a run with snapshots per size, for what grows by line "
                          "(several times slower: use two small sizes)")
@@ -289,7 +300,7 @@ def main() -> None:
         for n in a.sizes if a.sizes and a.kind == "local" else (1000, 5000, 10000):
             rows.append(measure("local", n, None, env, modes))
     if a.kind in ("remote", "both"):
-        sizes = a.sizes if a.sizes and a.kind == "remote" else (25, 100, 250)
+        sizes = a.sizes if a.sizes and a.kind == "remote" else (20, 100, 200)
         with tempfile.TemporaryDirectory(prefix="sunoflow-fake-") as d, \
                 album.Fake(LATENCY, Path(d), {
                     "rate_limit": None, "clip_duration": 1.0, "continuation_duration": 1.0,
