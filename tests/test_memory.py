@@ -1,9 +1,10 @@
 """What a run holds per step instance: one copy of each finished step's outputs (shared by
 the engine, the templates' context and the store), with repeated strings held once, read
-back from the journal the same way."""
+back from the journal the same way; and the report written piece by piece."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import anyio
 from runner import plan as planner
 from runner import providers
 from runner import recipe as recipes
+from runner import run as run_mod
 from runner.engine import Engine, Options
 from runner.progress import PlainProgress
 from runner.store import Store, compact
@@ -103,3 +105,13 @@ def test_compact_keeps_every_value_and_type():
     assert out == value
     assert [type(v) for v in out["a"]] == [type(v) for v in value["a"]]
     assert out["t"] == (1, 2)
+
+
+def test_the_report_is_streamed_as_the_same_text(tmp_path: Path):
+    # Enough steps for several batches of pieces, with values json cannot write itself.
+    report = {"status": "succeeded", "steps": [
+        {"id": f"s[{i}]", "outputs": {"text": f"t{i}", "at": tmp_path}, "seconds": i / 3}
+        for i in range(3000)]}
+    out = io.StringIO()
+    run_mod._write_report(report, out)
+    assert out.getvalue() == json.dumps(report, indent=2, default=str) + "\n"

@@ -76,7 +76,8 @@ def test_work_that_never_takes_its_slot_does_not_stall_the_queue(how: str):
 
     slots = anyio.run(main)
     assert done == list(range(30))
-    assert slots.coming == 0 and not slots.queue
+    assert slots.coming == 0
+    assert not slots.queue
 
 
 def test_a_slot_taken_in_a_child_task_counts_its_arrival_once():
