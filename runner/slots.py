@@ -9,7 +9,9 @@ fewer tasks wait for a slot than there are slots; otherwise the work waits in a 
 function and its arguments) and is started as slots are released.
 
 Only *when* a task is spawned changes: the work, its order (first come, first started)
-and what the limiter admits are as before, so nothing here bears on what is paid for. A
+and what the limiter admits are as before, so nothing here bears on what is paid for. One
+consequence: a task already running that comes back for a slot (to download a finished
+task's files) waits behind at most `total` others, not behind every ready instance. A
 started task that never takes the slot (its key turned out to be another's work in
 flight, say) is accounted for when it ends, so the queue cannot stall.
 """
