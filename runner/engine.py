@@ -60,14 +60,24 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import AHEAD, PRIORITY, SENT_AT, Backoff, Clock, Poller, Slots
+from runner.pacing import (
+    AHEAD,
+    ANY,
+    PRIORITY,
+    SENT_AT,
+    Backoff,
+    Clock,
+    Poller,
+    Slots,
+    Urgency,
+)
 from runner.plan import Instance, Plan, key
 from runner.priority import CriticalPath
 from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
 from runner.scopes import Scopes
 from runner.steps import TYPES
-from runner.store import Store
+from runner.store import Store, compact
 from runner.template import TemplateError, render
 
 MAX_SUBMIT_RETRIES = 8
@@ -91,7 +101,7 @@ class Options:
     callbacks: Callbacks | None = None  # --listen: the run's callback registry
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     id: str
     status: str = "pending"  # succeeded | cached | failed | skipped
@@ -135,8 +145,8 @@ class Engine:
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
         # Places go by priority too (pacing.Slots): a submit waits for the rate limit in one.
-        self.remote_slots = Slots(max(1, opts.concurrency), self.clock)
-        self.cpu_slots = anyio.CapacityLimiter(max(1, min(opts.concurrency, os.cpu_count() or 2)))
+        self.remote_slots = Slots(opts.concurrency, self.clock)
+        self.cpu_slots = Slots(min(opts.concurrency, os.cpu_count() or 2), self.clock)
         pc = self.recipe.provider
         self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
         self.callbacks = opts.callbacks
@@ -214,6 +224,10 @@ class Engine:
                             else None
                         if work is None:
                             release(iid)
+                        elif (slots := self._first_slots(work)) is not None:
+                            # Queued, not parked: a task per waiting instance is ~5 KB.
+                            slots.start(tg, execute, inst, work, urgency=self._urgency(inst,
+                                                                                       slots))
                         else:
                             tg.start_soon(execute, inst, work)
 
@@ -296,6 +310,22 @@ class Engine:
         except ProviderError as exc:
             self._fail(rec, exc)
             return None
+
+    def _first_slots(self, work: Any) -> Slots | None:
+        """The slots this work takes first, so that it waits for them in their queue rather
+        than as a parked task (pacing.Slots.start); None when it may wait on something else
+        first (an equal key in flight, a task to poll, a stored result to restore). Only
+        when a task starts depends on this, never what it does."""
+        prov, _inputs, k, st, forced = work
+        if k in self.claims or (st is not None and not forced and
+                                st.status in ("done", "submitted")):
+            return None
+        return self.cpu_slots if prov.kind == "local" else self.remote_slots
+
+    def _urgency(self, inst: Instance, slots: Slots) -> Urgency:
+        """The urgency this instance asks its first place with: a submit's (the one
+        `_remote` sets before it asks); local work first come first served."""
+        return self.urgency.submit(inst.id) if slots is self.remote_slots else ANY
 
     async def _run_work(self, inst: Instance, work: Any) -> None:
         rec = self.records[inst.id]
@@ -804,7 +834,7 @@ class Engine:
                 else result.outputs
             try:
                 out = await self._walk(outputs, op, files, (), memo)
-                return out, files
+                return compact(out), compact(files)  # held all run: repeats held once
             except download.LinkExpired as exc:
                 if task_id is None or attempt == 2:
                     raise StepError(f"result link expired: {exc}", step=op.step) from None

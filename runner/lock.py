@@ -14,6 +14,8 @@ checks it against the recorded hash, without submitting anything paid.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import yaml
 
 from runner import yamlout
 from runner.errors import StoreError
-from runner.paths import replace_text
+from runner.paths import fresh_file
 from runner.plan import Plan
 from runner.store import Store
 
@@ -33,6 +35,15 @@ HEADER = ("# sunoflow lock file: what every step's work answered, and the hash o
 
 def path_for(recipe_path: Path) -> Path:
     return recipe_path.with_suffix(".lock")
+
+
+def suffix(path: str) -> str:
+    """`Path(path).suffix` of a stored file's path, without pathlib, which interns every
+    component of every path it parses: the lock of 1,000 songs left megabytes in the
+    interpreter's table of interned strings."""
+    name = next((c for c in reversed(path.split("/")) if c not in ("", ".")), "")
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def _ref(value: Any, by_path: dict[str, str]) -> Any:
@@ -61,7 +72,19 @@ def _unref(value: Any, store: Store) -> Any:
 
 
 def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
-    steps: dict[str, Any] = {}
+    """The whole lock as data (`write` streams the same, an entry at a time)."""
+    return {**_head(plan), "steps": dict(_entries(plan, records, store))}
+
+
+def _head(plan: Plan) -> dict[str, Any]:
+    return {"version": FORMAT, "recipe": plan.recipe.path.name,
+            "provider": {"kind": plan.recipe.provider.kind,
+                         "base_url": plan.recipe.provider.base_url}}
+
+
+def _entries(plan: Plan, records: dict[str, Any],
+             store: Store) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every finished step instance's entry, in plan order."""
     for iid in plan.instances:
         rec = records.get(iid)
         if rec is None or rec.key is None or rec.status not in ("succeeded", "cached"):
@@ -70,7 +93,7 @@ def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
         if st is None or st.status != "done":
             continue
         inst = plan.instances[iid]
-        by_path = {f["path"]: f"sha256:{f['sha256']}{Path(f['path']).suffix}" for f in st.files}
+        by_path = {f["path"]: f"sha256:{f['sha256']}{suffix(f['path'])}" for f in st.files}
         outputs = st.outputs
         remote = bool(st.task_ids) and not str(st.task_ids[0]).startswith("local-")
         entry: dict[str, Any] = {
@@ -93,30 +116,60 @@ def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
         if st.credits is not None:
             entry["credits"] = st.credits
         entry["files"] = [{"field": f.get("field", ""), "sha256": f["sha256"], "size": f["size"],
-                           "ext": Path(f["path"]).suffix,
+                           "ext": suffix(f["path"]),
                            **({"url": f["url"]} if f.get("url") else {})}
                           for f in sorted(st.files, key=lambda f: f.get("field", ""))]
         entry["outputs"] = _ref(outputs, by_path)
-        steps[iid] = entry
-    return {"version": FORMAT, "recipe": plan.recipe.path.name,
-            "provider": {"kind": plan.recipe.provider.kind,
-                         "base_url": plan.recipe.provider.base_url},
-            "steps": steps}
+        yield iid, entry
 
 
 def dumps(data: dict[str, Any]) -> str:
     return HEADER + yamlout.dumps(data)
 
 
-def write(path: Path, data: dict[str, Any]) -> bool:
-    """Write atomically; return True when the content changed."""
-    text = dumps(data)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return False
+def write(path: Path, plan: Plan, records: dict[str, Any], store: Store) -> bool:
+    """Write the lock atomically; return True when the content changed. It is written an
+    entry at a time: a lock lists every instance, and built whole (with its text) it was
+    the largest thing a run held in memory. The same bytes as `dumps(build(...))`."""
     # Through a fresh name: a `NAME.lock` link committed beside the recipe is replaced,
     # never written through.
-    replace_text(path, text, fsync=True)
-    return True
+    fd, tmp = fresh_file(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(HEADER + yamlout.dumps(_head(plan)))
+            empty = True
+            for iid, entry in _entries(plan, records, store):
+                if empty:
+                    f.write("steps:\n")
+                    empty = False
+                piece: list[str] = []
+                yamlout.dump({iid: entry}, piece.append, "  ")
+                f.write("".join(piece))
+            if empty:
+                f.write("steps: {}\n")
+            f.flush()
+            if _same(path, tmp):
+                return False
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (False when `a` cannot be read)."""
+    try:
+        fa = a.open("rb")
+    except OSError:
+        return False
+    with fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(1 << 16), fb.read(1 << 16)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -12,10 +12,13 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
 
 
 class Clock:
@@ -122,10 +125,14 @@ class Line:
     def __len__(self) -> int:
         return len(self.heap)
 
-    def join(self, urgency: Urgency) -> _Waiter:
+    def key(self, urgency: Urgency) -> tuple[float, int]:
+        """Where an arrival now with this urgency goes (`Slots.start` queues work by it)."""
         self.arrivals += 1
         arrival = self.clock.now() - self.origin
-        me = _Waiter((urgency.aging * arrival - urgency.priority, self.arrivals))
+        return (urgency.aging * arrival - urgency.priority, self.arrivals)
+
+    def join(self, urgency: Urgency) -> _Waiter:
+        me = _Waiter(self.key(urgency))
         heapq.heappush(self.heap, me)
         return me
 
@@ -198,37 +205,108 @@ class RateLimiter:
             self.release(slot)
 
 
+class _Granted:
+    """A place handed to queued work before its task exists (`Slots.start`), until the task
+    takes it. Shared with the task's children, which copy its context: only one of them
+    can take it."""
+
+    __slots__ = ("slots", "pending")
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots, self.pending = slots, True
+
+
+_GRANTED: contextvars.ContextVar[_Granted | None] = contextvars.ContextVar(
+    "sunoflow_granted_place", default=None)
+
+
+class _Queued:
+    __slots__ = ("key", "tg", "fn", "args")
+
+    def __init__(self, key: tuple[float, int], tg: TaskGroup,
+                 fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        self.key, self.tg, self.fn, self.args = key, tg, fn, args
+
+    def __lt__(self, other: _Queued) -> bool:
+        return self.key < other.key
+
+
 class Slots:
     """At most `total` holders at a time, like anyio's CapacityLimiter, but those waiting
     for a place go in the order of a `Line`, by the urgency of the task that asks (the
     engine's --concurrency places: a submit holds one while it waits for the rate
     limiter, so their order is the order the limiter gets to see). `async with slots`
-    asks with the current task's PRIORITY; `slots.take(urgency)` with another."""
+    asks with the current task's PRIORITY; `slots.take(urgency)` with another.
+
+    `start` is for work whose first act is to take a place (an instance ready to submit,
+    or to run locally): it waits as an entry in a heap ordered as the line is, not as a
+    task parked in the line (a task and its frames are ~5 KB: a ready fan-out of 10,000
+    held some 50 MB only to wait), and its task is started when a place is handed to it.
+    Only *when* a task starts changes, never what it does, so nothing here bears on what
+    is paid for. Queued work and waiting tasks share one order: a place freed goes to
+    whichever of the two heads is more urgent."""
 
     def __init__(self, total: int, clock: Clock) -> None:
-        self.total, self.held = total, 0
+        self.total, self.held = max(1, total), 0
         self.line = Line(clock)
+        self.queue: list[_Queued] = []
 
     async def acquire(self, urgency: Urgency) -> None:
+        granted = _GRANTED.get()
+        if granted is not None and granted.slots is self and granted.pending:
+            granted.pending = False  # handed over by `start`: already counted in `held`
+            return
         me = self.line.join(urgency)
-        granted = False
+        got = False
         try:
             while True:
                 me.turn = anyio.Event()
-                if self.line.first(me) and self.held < self.total:
+                if self.line.first(me) and self.held < self.total and not self._queue_first():
                     self.line.pop()
                     self.held += 1
-                    granted = True
+                    got = True
                     return
                 await me.turn.wait()
         finally:
-            if not granted:
+            if not got:
                 self.line.drop(me)
-            self.line.nudge()
+            self._next()
 
     def release(self) -> None:
         self.held -= 1
+        self._next()
+
+    def start(self, tg: TaskGroup, fn: Callable[..., Awaitable[Any]], *args: Any,
+              urgency: Urgency = ANY) -> None:
+        """Run `fn(*args)` as a task of `tg` once a place is its; the task's first
+        `acquire` of these slots takes that place without waiting. A task that ends
+        without taking it gives it back."""
+        heapq.heappush(self.queue, _Queued(self.line.key(urgency), tg, fn, args))
+        self._next()
+
+    def _queue_first(self) -> bool:
+        """Is the queue's head ahead of the line's?"""
+        return bool(self.queue) and (not self.line.heap or
+                                     self.queue[0].key < self.line.heap[0].key)
+
+    def _next(self) -> None:
+        """Hand free places to queued work while it is first; else wake the line's head,
+        which takes its place itself."""
+        while self.held < self.total and self._queue_first():
+            job = heapq.heappop(self.queue)
+            self.held += 1
+            job.tg.start_soon(self._run, job.fn, job.args)
         self.line.nudge()
+
+    async def _run(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        granted = _Granted(self)
+        _GRANTED.set(granted)  # this task's own context: its callees see it
+        try:
+            await fn(*args)
+        finally:
+            if granted.pending:  # it ended without taking its place
+                granted.pending = False
+                self.release()
 
     @contextlib.asynccontextmanager
     async def take(self, urgency: Urgency) -> AsyncIterator[None]:
@@ -245,13 +323,20 @@ class Slots:
         self.release()
 
 
+# One generator for every backoff's jitter: a Random holds 2.5 KB of state, and every
+# submit and every task being polled has a Backoff.
+_JITTER = random.Random()
+
+
 class Backoff:
     """Exponential backoff with full jitter, honouring a server's Retry-After."""
+
+    __slots__ = ("base", "factor", "cap", "rng", "n")
 
     def __init__(self, base: float = 1.0, factor: float = 2.0, cap: float = 60.0,
                  rng: random.Random | None = None) -> None:
         self.base, self.factor, self.cap = base, factor, cap
-        self.rng = rng or random.Random()
+        self.rng = rng or _JITTER
         self.n = 0
 
     def next(self, retry_after: float | None = None) -> float:

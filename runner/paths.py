@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from runner.errors import StepError, UsageError
 
@@ -200,10 +200,17 @@ def fresh_file(dest: Path) -> tuple[int, Path]:
 
 def replace_text(dest: Path, text: str, *, fsync: bool = False) -> None:
     """Write `text` to `dest` through a fresh temporary file (see fresh_file)."""
+    replace_with(dest, lambda f: f.write(text), fsync=fsync)
+
+
+def replace_with(dest: Path, write: Callable[[TextIO], object], *,
+                 fsync: bool = False) -> None:
+    """Replace `dest` with what `write` writes into a fresh temporary file: for text too
+    large to hold whole (a report of every step instance, written piece by piece)."""
     fd, tmp = fresh_file(dest)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import graphlib
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ KEY_VERSION = "sunoflow-key-1"
 ENTER = ":inputs"  # suffix of a call's first end: `song[2]:inputs`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     id: str
     step: Step
@@ -707,7 +708,8 @@ def key(step_type: str, inputs: dict[str, Any], provider_kind: str, base_url: st
     nothing."""
     blob = json.dumps([KEY_VERSION, step_type, canonical(inputs), provider_kind, base_url,
                        extra or {}], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    # Interned: the engine, the store and the journal's reader hold one string per key.
+    return sys.intern(hashlib.sha256(blob.encode()).hexdigest()[:32])
 
 
 VOLATILE = frozenset({"audio_url", "image_url", "url", "stream_audio_url", "video_url"})

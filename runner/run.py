@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
@@ -124,8 +124,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         ui.stop()
         if status == "succeeded" and not opts.get("only") and \
                 not _lock_current(lock_path, r.path, store, engine):
-            data = lock.build(p, engine.records, store)
-            if lock.write(lock_path, data):
+            if lock.write(lock_path, p, engine.records, store):
                 ui.note(f"lock written: {lock_path.name}")
         store.close()
     exported: list[dict[str, Any]] = []
@@ -144,7 +143,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
     if report_path:
-        paths.replace_text(Path(report_path), json.dumps(report, indent=2, default=str) + "\n")
+        paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
     summary(engine, status, odir if exported else None, error, ui)
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
@@ -157,6 +156,21 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if status == "interrupted":
         raise Interrupted("interrupted; run the same command again to resume")
     return 0 if status == "succeeded" else 1
+
+
+def _write_report(report: dict[str, Any], f: TextIO) -> None:
+    """Streamed into the file: the report lists every step instance with its outputs, and
+    its text whole was as large as everything else the run held. The same text as
+    `json.dumps(report, indent=2, default=str)`, written a few thousand pieces at a time
+    (a write per piece, as json.dump does, made a 10,000-step resume 0.3 s slower)."""
+    pieces: list[str] = []
+    for piece in json.JSONEncoder(indent=2, default=str).iterencode(report):
+        pieces.append(piece)
+        if len(pieces) >= 4096:
+            f.write("".join(pieces))
+            pieces.clear()
+    pieces.append("\n")
+    f.write("".join(pieces))
 
 
 def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:

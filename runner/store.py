@@ -24,11 +24,13 @@ batches. A torn last line (a kill -9 mid-write) is ignored when reading.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,9 +47,11 @@ FORMAT = 1
 EVENT_VERSION = {"first": 2}
 READS = 2  # the highest event version this sunoflow understands
 SYNC_EVERY = 0.2  # seconds between batched fsyncs of non-critical events
+HASH_CHUNK = 1 << 16  # bytes read at a time when hashing a file
+INTERN_UP_TO = 256  # characters: longer strings (lyrics, say) are seldom repeated
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyState:
     key: str
     step: str = ""
@@ -64,6 +68,24 @@ class KeyState:
     first_task: str | None = None
     first: Any = None
     first_files: list[dict[str, Any]] = field(default_factory=list)
+
+
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})  # as pathlib
+
+
+def compact(value: Any) -> Any:
+    """A step's outputs (JSON-shaped) with their keys and short strings interned, so that
+    what repeats is held once: every track has the same dozen keys, and a task id, a
+    model, a style, a stored file's path or a URL appear several times across a result,
+    its `files` and the steps that carry it on. Outputs are kept for the whole run (the
+    templates of later steps read them), so this is most of their size."""
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) <= INTERN_UP_TO else value
+    if isinstance(value, dict):
+        return {sys.intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
 
 
 class Store:
@@ -123,12 +145,16 @@ class Store:
                     continue
                 if ev.get("v", 1) > READS:
                     raise StoreError(f"{self.journal_path}: event from a newer sunoflow")
+                if ev.get("e") == "done":
+                    ev["outputs"] = compact(ev.get("outputs"))
+                    ev["files"] = compact(ev.get("files", []))
                 self._apply(ev)
 
     def _apply(self, ev: dict[str, Any]) -> None:
         k = ev["key"]
         st = self.states.get(k)
         if st is None:
+            k = sys.intern(k)  # plan.key interns the keys it makes: one string per key
             st = self.states[k] = KeyState(k)
         st.step = ev.get("step", st.step)
         e = ev["e"]
@@ -211,9 +237,13 @@ class Store:
     def ingest(self, path: Path, *, move: bool = True) -> dict[str, Any]:
         """Hash `path` and put it in the store; return {path, sha256, size}."""
         h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        # Into one small buffer: `read(1 << 20)` allocated a megabyte for every file being
+        # hashed, a 4 KB image too, in each of the worker threads doing it.
+        buf = bytearray(HASH_CHUNK)
+        view = memoryview(buf)
+        with path.open("rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
         sha = h.hexdigest()
         dest = self.blob_path(sha, _suffix(path))
         if dest.exists():
@@ -230,8 +260,15 @@ class Store:
         return {"path": str(dest), "sha256": sha, "size": dest.stat().st_size}
 
     def has_blob(self, info: dict[str, Any]) -> bool:
-        p = Path(info["path"])
-        return p.exists() and p.stat().st_size == info.get("size", p.stat().st_size)
+        # One stat of the path string, as Path.exists would judge it: every cached instance
+        # checks its files, and pathlib interns each path's every component.
+        try:
+            size = os.stat(info["path"]).st_size
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return False
+            raise
+        return bool(size == info.get("size", size))
 
     def clear_tmp(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
+
+Emit = Callable[[str], object]  # where the text goes: a list's append, a file's write
 
 # A string is written bare only when no YAML 1.1 or 1.2 reader could take it for anything
 # but a string: letters first, then letters, digits and a few marks; never a bool word.
@@ -53,48 +56,54 @@ def _scalar(v: Any) -> str:
 
 def dumps(data: Any) -> str:
     out: list[str] = []
-    _block(data, "", out)
+    _block(data, "", out.append)
     return "".join(out)
 
 
-def _block(v: Any, indent: str, out: list[str]) -> None:
+def dump(data: Any, emit: Emit, indent: str = "") -> None:
+    """Write `data` piece by piece: a mapping's entries one at a time, at `indent` (a
+    mapping under a key already written)."""
+    _block(data, indent, emit)
+
+
+def _block(v: Any, indent: str, out: Emit) -> None:
     """Write `v` as the value of a line already started (or at the top level)."""
     if isinstance(v, dict):
         if not v:
-            out.append("{}\n")
+            out("{}\n")
             return
         for k, item in v.items():
             if not isinstance(k, str):
                 raise TypeError("YAML keys must be strings here")
-            out.append(f"{indent}{_str(k)}:")
+            out(f"{indent}{_str(k)}:")
             _value(item, indent, out)
     elif isinstance(v, list):
         if not v:
-            out.append("[]\n")
+            out("[]\n")
             return
         for item in v:
-            out.append(f"{indent}-")
+            out(f"{indent}-")
             if isinstance(item, dict) and item:
                 # "- key: value" with the other keys aligned under the first.
                 first = True
                 for k, sub in item.items():
-                    out.append(f" {_str(k)}:" if first else f"{indent}  {_str(k)}:")
+                    out(f" {_str(k)}:" if first else f"{indent}  {_str(k)}:")
                     _value(sub, indent + "  ", out)
                     first = False
             else:
                 _value(item, indent, out)
     else:
-        out.append(_scalar(v) + "\n")
+        out(_scalar(v) + "\n")
 
 
-def _value(v: Any, indent: str, out: list[str]) -> None:
+def _value(v: Any, indent: str, out: Emit) -> None:
     """After `key:` or `-`: a scalar or empty collection on the same line, else a block."""
     if isinstance(v, (dict, list)) and v:
-        out.append("\n")
+        out("\n")
         _block(v, indent + "  ", out)
     elif isinstance(v, dict):
-        out.append(" {}\n")
+        out(" {}\n")
     elif isinstance(v, list):
-        out.append(" []\n")
+        out(" []\n")
     else:
-        out.append(" " + _scalar(v) + "\n")
+        out(" " + _scalar(v) + "\n")

@@ -6,15 +6,21 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner import yamlout
+from runner import lock, providers, yamlout
+from runner import plan as planner
+from runner import recipe as recipes
+from runner.engine import Engine, Options
+from runner.progress import PlainProgress
+from runner.store import Store
 
 RECIPE = """\
 version: 1
@@ -128,6 +134,30 @@ def test_reroll_says_what_reruns_and_needs_confirmation(built: Path):
     assert "short            succeeded" in r.stderr
 
 
+def test_the_lock_is_written_an_entry_at_a_time_as_the_same_bytes(built: Path):
+    # The run wrote its lock streamed (lock.write); it must be the lock built whole.
+    p = planner.build(recipes.load(built / "locked.yaml"))
+    store = Store(built / ".sunoflow").open()
+    local = providers.create(recipes.Provider(kind="local", take_seconds=5), env={})
+    eng = Engine(p, store, {"local": local}, Options(state_dir=built / ".sunoflow",
+                                                     handle_signals=False),
+                 PlainProgress(quiet=True))
+    assert anyio.run(eng.run) == "succeeded"
+    path = built / "locked.lock"
+    text = path.read_text()
+    assert text == lock.dumps(lock.build(p, eng.records, store))
+    assert lock.write(path, p, eng.records, store) is False  # unchanged: left alone
+    path.write_text(text.replace("uses: trim", "uses: fade"))
+    assert lock.write(path, p, eng.records, store) is True
+    assert path.read_text() == text
+    nothing = built / "empty.lock"
+    assert lock.write(nothing, p, {}, store) is True
+    assert nothing.read_text() == lock.dumps(lock.build(p, {}, store))
+    assert "steps: {}" in nothing.read_text()
+    assert not list(built.glob(".*.part"))  # no temporary file left behind
+    store.close()
+
+
 # -- the lock's YAML writer -----------------------------------------------------------------
 
 JSONISH = st.recursive(
@@ -135,6 +165,13 @@ JSONISH = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=30,
 )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["/", ".", "..", "a", "mp3", "tar", "sha"]), max_size=12))
+def test_the_locks_file_suffix_is_paths_suffix(pieces: list[str]):
+    text = "".join(pieces)
+    assert lock.suffix(text) == PurePosixPath(text).suffix
 
 
 @settings(max_examples=400, deadline=None)
