@@ -2,8 +2,11 @@
 another recipe (its callee) through the same loader, once per file, and refuses a recipe
 that includes itself, directly or through others.
 
-Paths are relative to the file that names them. A callee is shown by the path it has from
-where the top recipe was named (`examples/album.yaml` using `../recipes/master.yaml`
+Paths are relative to the file that names them, and must stay inside the project: the git
+work tree that holds the top recipe (its folder when it is in none) or an --allow-path
+folder, symbolic links resolved, nothing under `.git` (paths.Roots.project); a path that
+leaves it is refused before the file is even looked for. A callee is shown by the path it
+has from where the top recipe was named (`examples/album.yaml` using `../recipes/master.yaml`
 shows it as `recipes/master.yaml`), so every message points at a file the user can open.
 
 Input types are checked here too, for the loader (defaults), the plan (literal values) and
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import Diagnostic, RecipeError
+from runner.paths import Outside, Roots
 from runner.source import Document, Mark
 
 if TYPE_CHECKING:
@@ -77,12 +81,26 @@ class Includes:
     failed: dict[Path, list[Diagnostic]] = field(default_factory=dict)
     stack: list[_Frame] = field(default_factory=list)
     cycles: set[Diagnostic] = field(default_factory=set)  # the recursions found
+    roots: Roots | None = None  # where callees may come from (paths.Roots.project)
 
     def load(self, doc: Document, path: Path, sid: str, uses: str) -> tuple[Recipe | None,
                                                                                list[Diagnostic]]:
         """The callee of step `sid` of the recipe at `path`: the recipe, or None and why."""
         from runner import recipe as recipes
 
+        if self.roots is not None:
+            try:
+                # Recipes arrive in pull requests: a callee outside the project (or reached
+                # through a symbolic link that leads out, or under .git) is not read at all.
+                self.roots.resolve(uses, base=path.resolve().parent)
+            except Outside as exc:
+                return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: {exc}",
+                                       "a reusable recipe must be inside the project (its "
+                                       "git work tree) or an --allow-path folder")]
+        if not (path.parent / uses).is_file():
+            return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe file "
+                                   f"'{uses}'", "the path is relative to this recipe's "
+                                   "folder")]
         target = (path.parent / uses).resolve()
         me = _Frame(path.resolve(), doc, sid)
         chain = [*self.stack, me]

@@ -49,6 +49,7 @@ class Roots:
     recipe_dir: Path
     allowed: tuple[Path, ...] = ()  # --allow-path
     store: Path | None = None  # the state store's blobs: files earlier steps made
+    name: str = "the recipe's folder"  # what `recipe_dir` is, for messages
 
     @classmethod
     def of(cls, recipe_path: Path, allowed: Iterable[Path] = (),
@@ -56,20 +57,30 @@ class Roots:
         return cls(recipe_path.resolve().parent, tuple(Path(a).resolve() for a in allowed),
                    store.resolve() if store is not None else None)
 
-    def resolve(self, text: str) -> Path:
-        """The file `text` names (relative to the recipe's folder), symlinks resolved;
-        raises Outside when it may not be read."""
+    @classmethod
+    def project(cls, recipe_path: Path, allowed: Iterable[Path] = ()) -> Roots:
+        """Where reusable recipes (`uses: ./x.yaml`) may come from: the git work tree that
+        holds the recipe (recipes are code kept beside each other, as GitHub Actions'
+        local actions are), or the recipe's folder when it is in none; and --allow-path."""
+        folder = recipe_path.resolve().parent
+        top = next((d for d in (folder, *folder.parents) if (d / ".git").exists()), None)
+        return cls(top or folder, tuple(Path(a).resolve() for a in allowed),
+                   name="the project" if top else "the recipe's folder")
+
+    def resolve(self, text: str, base: Path | None = None) -> Path:
+        """The file `text` names (relative to `base`, by default the recipe's folder),
+        symlinks resolved; raises Outside when it may not be read."""
         if "\x00" in text:
             raise Outside(f"path {text!r} contains a NUL character")
         raw = Path(text)  # never expanduser: `~/.ssh/x` is a name inside the folder
-        target = (self.recipe_dir / raw).resolve()
+        target = ((base or self.recipe_dir) / raw).resolve()
         roots = [self.recipe_dir, *self.allowed, *([self.store] if self.store else [])]
         inside = next((r for r in roots if _within(target, r)), None)
         if inside is None:
-            lexical = Path(os.path.normpath(self.recipe_dir / raw))
+            lexical = Path(os.path.normpath((base or self.recipe_dir) / raw))
             via = "" if lexical == target or not any(_within(lexical, r) for r in roots) \
                 else f" leads through a symbolic link to {target}, which"
-            where = f"the recipe's folder ({self.recipe_dir})"
+            where = f"{self.name} ({self.recipe_dir})"
             if self.allowed:
                 where += " and the --allow-path folders (" + ", ".join(map(str, self.allowed)) \
                     + ")"

@@ -359,7 +359,8 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
 
 def from_document(doc: Document, path: Path, overrides: dict[str, Any],
                   includes: Includes | None = None) -> Recipe:
-    includes = includes if includes is not None else Includes()
+    if includes is None:
+        includes = Includes(roots=Roots.project(path, overrides.get("allow_paths") or ()))
     data = doc.data
     if not isinstance(data, dict):
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
@@ -389,13 +390,9 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
             with_ = merged
         callee: Recipe | None = None
         if stype is None and re.match(schemas.RECIPE_PATH, uses):
-            if not (path.parent / uses).is_file():
-                diags.append(doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe "
-                                      f"file '{uses}'", "the path is relative to this "
-                                      "recipe's folder"))
-            else:
-                callee, found = includes.load(doc, path, sid, uses)
-                diags.extend(found)
+            callee, found = includes.load(doc, path, sid, uses)
+            diags.extend(found)
+            if found:
                 # Point from here to problems shown in other files (a loop of inclusions
                 # is shown here already, with both positions).
                 others = [d for d in found if d.file != doc.file and d not in includes.cycles]

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from project import git_init
+
 from runner.fake import FakeServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +45,7 @@ def test_the_example_album_has_the_same_layout_on_local_and_sunoapi(tmp_path: Pa
         assert "\nprovider:" not in album  # else QUICK would be a duplicate key
         (d / "album.yaml").write_text(album + QUICK)
         shutil.copytree(ROOT / "recipes", d.parent / "recipes")  # the album uses ../recipes/
+        git_init(d.parent)  # as in the repository: ../recipes/ is inside the project
     r = run(local)
     assert r.returncode == 0, r.stderr
     with FakeServer("sunoapi", api_key=KEY, clip_duration=12, continuation_duration=12) as srv:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from project import git_init
 
 from runner import plan, recipe, source
 from runner.errors import RecipeError
@@ -92,6 +93,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("props")
     shutil.copytree(ROOT / "recipes", base / "recipes")
     (base / "examples").mkdir()
+    git_init(base)
     return base / "examples"
 
 

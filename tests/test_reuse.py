@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project import git_init
 
 from runner import media
 
@@ -34,6 +35,7 @@ def album(tmp_path: Path) -> Path:
     """A folder for the calling recipe, with the stock recipes at ../recipes/."""
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     (tmp_path / "album").mkdir()
+    git_init(tmp_path)  # a project: recipes may call recipes anywhere in its work tree
     return tmp_path / "album"
 
 
@@ -436,3 +438,72 @@ steps:
     assert len(posts) == 1
     st = statuses(tmp_path / "r.json")
     assert sorted([st["a/words"], st["b/words"]]) == ["cached", "succeeded"]
+
+
+# --- where a reusable recipe may come from -------------------------------------------
+
+CALLER = """\
+version: 1
+name: caller
+steps:
+  words:
+    uses: {uses}
+    with: {{theme: rain}}
+"""
+
+
+def outside_recipe(tmp_path: Path) -> Path:
+    """A recipe outside the caller's project, whose text must never be shown."""
+    return write(tmp_path / "elsewhere", "secret.yaml", "version: 1\nsteps: {leaked-token-42\n")
+
+
+def test_a_reusable_recipe_outside_the_project_is_refused_unread(tmp_path: Path):
+    outside_recipe(tmp_path)
+    project = tmp_path / "project"
+    git_init(project)
+    write(project, "album/caller.yaml", CALLER.format(uses="../../elsewhere/secret.yaml"))
+    r = sunoflow("validate", "album/caller.yaml", cwd=project)
+    assert r.returncode == 2, r.stderr
+    assert "album/caller.yaml:5:11: steps.words.uses: path '../../elsewhere/secret.yaml' is " \
+        "outside the project" in r.stderr
+    assert "leaked-token-42" not in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+    # Allowed on purpose by the person running it: read (and its own error shown).
+    r = sunoflow("validate", "album/caller.yaml", "--allow-path", str(tmp_path / "elsewhere"),
+                 cwd=project)
+    assert r.returncode == 2
+    assert "outside the project" not in r.stderr
+    assert "secret.yaml" in r.stderr
+
+
+def test_without_git_the_recipes_folder_is_the_limit_and_existence_is_not_probed(
+        tmp_path: Path):
+    write(tmp_path / "lib", "inner.yaml", INNER)
+    write(tmp_path / "album", "caller.yaml", CALLER.format(uses="../lib/inner.yaml"))
+    write(tmp_path / "album", "probe.yaml", CALLER.format(uses="../lib/missing.yaml"))
+    r = sunoflow("validate", "caller.yaml", cwd=tmp_path / "album")
+    assert r.returncode == 2
+    assert "is outside the recipe's folder" in r.stderr
+    assert "--allow-path" in r.stderr
+    # A missing file outside gets the same answer as one that exists.
+    r = sunoflow("validate", "probe.yaml", cwd=tmp_path / "album")
+    assert "is outside the recipe's folder" in r.stderr
+    assert "no recipe file" not in r.stderr
+
+
+def test_a_symbolic_link_out_of_the_project_or_into_git_is_refused(tmp_path: Path):
+    outside_recipe(tmp_path)
+    project = tmp_path / "project"
+    git_init(project)
+    (project / "lib").mkdir()
+    (project / "lib" / "linked.yaml").symlink_to(tmp_path / "elsewhere" / "secret.yaml")
+    (project / ".git" / "hooks" / "inner.yaml").write_text(INNER)
+    write(project, "a.yaml", CALLER.format(uses="./lib/linked.yaml"))
+    write(project, "b.yaml", CALLER.format(uses="./.git/hooks/inner.yaml"))
+    r = sunoflow("validate", "a.yaml", cwd=project)
+    assert r.returncode == 2
+    assert "leads through a symbolic link" in r.stderr
+    assert "leaked-token-42" not in r.stderr
+    r = sunoflow("validate", "b.yaml", cwd=project)
+    assert r.returncode == 2
+    assert "inside .git" in r.stderr
