@@ -27,6 +27,21 @@ from runner.source import Document, Mark
 if TYPE_CHECKING:
     from runner.recipe import Recipe
 
+STOCK = "sunoflow:"  # `uses: sunoflow:full-song`: a recipe shipped with sunoflow
+
+
+def stock_dir() -> Path:
+    """The stock recipes: `runner/recipes/` in an installed wheel, `recipes/` beside the
+    package in a checkout (an editable install)."""
+    here = Path(__file__).resolve().parent
+    shipped = here / "recipes"
+    return shipped if shipped.is_dir() else here.parent / "recipes"
+
+
+def stock_names() -> list[str]:
+    return sorted(p.stem for p in stock_dir().glob("*.yaml"))
+
+
 # Declared input type -> (what it accepts, for messages).
 INPUT_TYPES: dict[str, str] = {
     "string": "a string", "integer": "a whole number", "number": "a number",
@@ -86,8 +101,8 @@ class Includes:
     def load(self, doc: Document, path: Path, sid: str, uses: str) -> tuple[Recipe | None,
                                                                                list[Diagnostic]]:
         """The callee of step `sid` of the recipe at `path`: the recipe, or None and why."""
-        from runner import recipe as recipes
-
+        if uses.startswith(STOCK):
+            return self._stock(doc, path, sid, uses)
         if self.roots is not None:
             try:
                 # Recipes arrive in pull requests: a callee outside the project (or reached
@@ -101,7 +116,28 @@ class Includes:
             return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe file "
                                    f"'{uses}'", "the path is relative to this recipe's "
                                    "folder")]
-        target = (path.parent / uses).resolve()
+        return self._callee(doc, path, sid, uses, (path.parent / uses).resolve(),
+                            os.path.normpath(os.path.join(os.path.dirname(doc.file), uses)))
+
+    def _stock(self, doc: Document, path: Path, sid: str, uses: str) -> tuple[
+            Recipe | None, list[Diagnostic]]:
+        """`sunoflow:NAME`: a recipe shipped with sunoflow, trusted as its code is, shown
+        by its file's path so that messages point at a file the user can open."""
+        from runner.recipe import suggest
+
+        name = uses[len(STOCK):]
+        target = stock_dir() / f"{name}.yaml"
+        if not target.is_file():
+            names = stock_names()
+            return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no stock "
+                                   f"recipe '{name}'", suggest(name, names) or
+                                   "the stock recipes: " + ", ".join(names))]
+        return self._callee(doc, path, sid, uses, target.resolve(), str(target))
+
+    def _callee(self, doc: Document, path: Path, sid: str, uses: str, target: Path,
+                display: str) -> tuple[Recipe | None, list[Diagnostic]]:
+        from runner import recipe as recipes
+
         me = _Frame(path.resolve(), doc, sid)
         chain = [*self.stack, me]
         for k, frame in enumerate(chain):
@@ -113,7 +149,6 @@ class Includes:
             return self.loaded[target], []
         if target in self.failed:
             return None, self.failed[target]
-        display = os.path.normpath(os.path.join(os.path.dirname(doc.file), uses))
         self.stack.append(me)
         try:
             callee = recipes.load(target, display=display, includes=self)

@@ -234,7 +234,8 @@ _TYPE_HINTS: dict[tuple[Any, ...], str] = {
 _REQUIRED_HINTS = {
     "version": "add 'version: 1' at the top",
     "steps": "add 'steps:' with at least one step, e.g. song: {uses: generate, with: ...}",
-    "uses": "a step type (" + ", ".join(sorted(TYPES)) + ") or ./path/to/recipe.yaml",
+    "uses": "a step type (" + ", ".join(sorted(TYPES)) + "), ./path/to/recipe.yaml or "
+            "sunoflow:NAME (a stock recipe)",
     "from": "the file to copy, e.g. from: \"{{ steps.song.tracks[0].file }}\"",
     "path": "where to write it under --out, e.g. path: \"01 - Sunrise.mp3\"",
 }
@@ -341,7 +342,7 @@ def _schema_errors(doc: Document) -> list[Diagnostic]:
             out.append(doc.diag(parent, f"{_where(parent)}: unknown step type "
                                 f"{_show(err.instance)}", suggest(err.instance, TYPES)
                                 or "a step type (" + ", ".join(sorted(TYPES))
-                                + ") or a path like ./recipes/x.yaml"))
+                                + "), a path like ./recipes/x.yaml, or sunoflow:NAME"))
             continue
         out.extend(_describe(err, (), doc))
     return out

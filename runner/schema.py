@@ -25,7 +25,7 @@ from runner.steps import DEFAULTABLE, PROVIDER_KINDS, TYPES
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%",
             "description": "a Jinja2 template, e.g. '{{ steps.song[index].tracks[0] }}'"}
 STEP_ID = r"^[a-z][a-z0-9_]*$"
-RECIPE_PATH = r"^\.{1,2}/.+\.ya?ml$"
+RECIPE_PATH = r"^(\.{1,2}/.+\.ya?ml|sunoflow:[a-z0-9][a-z0-9-]*)$"  # a file, or a stock recipe
 DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
 
 
@@ -108,7 +108,8 @@ STEP = {
     "properties": {
         "uses": {"anyOf": [{"enum": sorted(TYPES)},
                            {"type": "string", "pattern": RECIPE_PATH}],
-                 "description": "a step type, or ./path/to/recipe.yaml"},
+                 "description": "a step type, ./path/to/recipe.yaml, or sunoflow:NAME "
+                                "(a stock recipe shipped with sunoflow)"},
         "name": {"type": "string"},
         "with": {"type": "object"},
         "needs": {"anyOf": [{"type": "string", "pattern": STEP_ID},

@@ -507,3 +507,43 @@ def test_a_symbolic_link_out_of_the_project_or_into_git_is_refused(tmp_path: Pat
     r = sunoflow("validate", "b.yaml", cwd=project)
     assert r.returncode == 2
     assert "inside .git" in r.stderr
+
+
+# --- stock recipes by name -------------------------------------------------------------
+
+STOCK_CALLER = """\
+version: 1
+name: by-name
+steps:
+  words:
+    uses: lyrics
+    with: {prompt: a song about the sea}
+  song:
+    uses: sunoflow:full-song
+    with: {title: Tide, style: sea shanty, lyrics: "{{ steps.words.text }}"}
+  master:
+    uses: sunoflow:master
+    with: {audio: "{{ steps.song.track }}", title: Tide, artist: The Band}
+outputs:
+  - path: tide.mp3
+    from: "{{ steps.master.file }}"
+"""
+
+
+def test_a_stock_recipe_is_called_by_name_from_any_folder(tmp_path: Path):
+    # No recipes beside it and no git work tree: the stock recipes come with sunoflow.
+    write(tmp_path, "r.yaml", STOCK_CALLER)
+    r = sunoflow("run", "r.yaml", "--report", "rep.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    st = statuses(tmp_path / "rep.json")
+    assert st["song/first"] == st["song/whole"] == st["master/tagged"] == "succeeded"
+    info = media.probe(tmp_path / "out" / "tide.mp3")
+    assert info.duration > 1
+
+
+def test_an_unknown_stock_recipe_is_positioned_with_a_suggestion(tmp_path: Path):
+    write(tmp_path, "r.yaml", STOCK_CALLER.replace("sunoflow:master", "sunoflow:mastr"))
+    r = sunoflow("validate", "r.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "r.yaml:11:11: steps.master.uses: no stock recipe 'mastr'" in r.stderr
+    assert "did you mean 'master'?" in r.stderr
