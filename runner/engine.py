@@ -362,6 +362,10 @@ class Engine:
                 if self.settled is None:
                     self.settled = done
                 self.claims[k] = self.settled
+        # Queued as work that starts with a place (`_first_slots`), it was handed one; the
+        # instance it waits for may need a place to finish, so give it back first.
+        self.remote_slots.forgo()
+        self.cpu_slots.forgo()
         await first.wait()
         st = self.store.states.get(k)
         if st is not None and st.status == "done" and \

@@ -276,6 +276,15 @@ class Slots:
         self.held -= 1
         self._next()
 
+    def forgo(self) -> None:
+        """The current task, started by `start`, waits for something else first: it gives
+        back the place it was handed (and asks again later, as any task does). Holding it
+        while waiting could wait forever: the work waited for may need the place."""
+        granted = _GRANTED.get()
+        if granted is not None and granted.slots is self and granted.pending:
+            granted.pending = False
+            self.release()
+
     def start(self, tg: TaskGroup, fn: Callable[..., Awaitable[Any]], *args: Any,
               urgency: Urgency = ANY) -> None:
         """Run `fn(*args)` as a task of `tg` once a place is its; the task's first

@@ -330,3 +330,29 @@ def test_concurrency_bounds_submits_not_tasks_running_at_the_service(tmp_path: P
         in_flight += 1 if kind == "submit" else -1
         peak = max(peak, in_flight)
     assert peak == 3
+
+
+def test_a_queued_instance_whose_key_is_in_flight_gives_its_place_back(tmp_path: Path):
+    # Two instances with the same inputs (one key) and one place: the first takes the
+    # place to submit; the second is handed it next and finds the key in flight, so it
+    # waits for the first, which needs a place again to fetch its files. Holding on to
+    # the place it was handed would wait forever.
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE.split("  song:")[0].replace("for_each: [a, b, c]",
+                                                       "for_each: [a, a]"))
+    plan = planner.build(recipes.load(path))
+    store = Store(tmp_path / "state").open()
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger)
+    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},  # type: ignore[dict-item]
+                 Options(state_dir=tmp_path / "state", clock=FakeClock(), concurrency=1,
+                         handle_signals=False), PlainProgress(quiet=True))
+
+    async def go() -> str:
+        with anyio.fail_after(20):  # real seconds, only so that a regression fails, not hangs
+            return await eng.run()
+
+    assert anyio.run(go) == "succeeded"
+    store.close()
+    assert submitted(ledger, "words[0]") + submitted(ledger, "words[1]") == 1
+    assert eng.remote_slots.held == 0
