@@ -105,9 +105,15 @@ class Courier:
                     continue
                 wait = world.outbox[0][0] - now if world.outbox else None
                 world.changed.wait(timeout=wait)
+        # Outside the world's lock, which the senders take to record their deliveries.
         if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            # Deliveries not begun are dropped; those on the wire end (loopback: quickly)
+            # before their client is closed.
+            self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     def _send(self, item: Delivery) -> None:
         world = self.world
