@@ -744,10 +744,12 @@ class Engine:
         want_first = self.recipe.provider.release_on_first and \
             bool(self.early_of.get(inst.id)) and inst.id not in self.first_released and \
             self._first_of(op.key, task_id) is None
-        # Without callbacks, one extra poll is aimed at the first stage (pacing.Poller);
-        # `before_first`: when a poll last found the task short of it.
+        # Without callbacks, one extra poll is aimed at the first stage (pacing.Poller).
+        # Only a task that got it teaches when first stages come (`learn_first`): the
+        # others' polls are placed for their completion, and the first stages they happen
+        # to find are the late ones. `before_first`: when a poll last found it short of it.
         aim = want_first and cb is None and self.remote.reports_first
-        learn_first = aim
+        learn_first = False
         before_first: float | None = None
 
         async def first(part: First) -> None:
@@ -768,7 +770,7 @@ class Engine:
                 if cb is None:
                     if aim:
                         aim = False
-                        aimed = await self.poller.wait_first(op.type, t0)
+                        aimed = learn_first = await self.poller.wait_first(op.type, t0)
                     if not aimed:
                         placed = await self.poller.wait(op.type, t0, n)
                         planned = placed if n == 0 else planned

@@ -373,10 +373,11 @@ class Poller:
 
     The first stage. A task whose dependants can start from its first track (engine rule
     7) gets one more poll, aimed at when that stage is expected (`wait_first`): the median
-    of the first stages seen in its family, learned from the polls aimed at it just as
-    durations are from the first polls, and until one is seen `FIRST_SHARE` of the median
-    duration. Nothing else changes: the usual polls keep their schedule, and a task
-    without such dependants is polled exactly as before.
+    of the first stages seen in its family, learned from the tasks that got that poll just
+    as durations are from the first polls (found past it there: "at most then", a bit
+    less; else within the bounds the next polls give), and until one is seen
+    `FIRST_SHARE` of the median duration. Nothing else changes: the usual polls keep their
+    schedule, and a task without such dependants is polled exactly as before.
     """
 
     def __init__(self, interval: float, max_interval: float, clock: Clock, *,
