@@ -301,6 +301,24 @@ def rate_bound(requests: int, scale: float) -> float:
     return math.floor((requests - 1) / RATE_REQUESTS) * RATE_SECONDS * scale
 
 
+def critical_path(chains: dict[int, dict[str, float]], first_at: float | None = None) -> float:
+    """The longest song chain in model seconds (see `analyse` for `first_at`)."""
+    f = 1.0 if first_at is None else first_at
+    return max(
+        (
+            c.get("lyrics", 0.0)
+            + f * c.get("generate", 0.0)
+            + max(
+                c.get("extend", 0.0),
+                f * c.get("extend", 0.0)
+                + max(c.get("wav", 0.0), c.get("mp4", 0.0), c.get("separate_vocal", 0.0)),
+            )
+            for c in chains.values()
+        ),
+        default=0.0,
+    )
+
+
 def analyse(
     tasks: list[dict[str, Any]], log: list[dict[str, Any]], scale: float, since: float = -math.inf,
     first_at: float | None = None,
@@ -342,20 +360,7 @@ def analyse(
         if t is None or t["state"] == "failed":
             continue
         chains[i][t["op"]] = t["latency"]
-    f = 1.0 if first_at is None else first_at
-    critical = scale * max(
-        (
-            c.get("lyrics", 0.0)
-            + f * c.get("generate", 0.0)
-            + max(
-                c.get("extend", 0.0),
-                f * c.get("extend", 0.0)
-                + max(c.get("wav", 0.0), c.get("mp4", 0.0), c.get("separate_vocal", 0.0)),
-            )
-            for c in chains.values()
-        ),
-        default=0.0,
-    )
+    critical = scale * critical_path(chains, first_at)
     n_tasks = sum(1 for t in tasks if t["op"] in SUBMIT_OPS)
     created = {e["task_id"] for e in entries if e.get("task_id")}
     new_tasks = [by_id[t] for t in created if t in by_id]

@@ -14,9 +14,10 @@ its own process with callbacks on, and each run gets a fresh fake with the same 
 3. callbacks with a share `--loss` of the deliveries dropped (0 skips it): what the
    fallback polls cost when callbacks go missing.
 
-With callbacks, a song's `first` stage (three quarters of its run, in the fake) starts the
-steps that read only its first track, so the runs with callbacks are held to a shorter
-critical path (album_common.analyse, `first_at`) than the polling run.
+A song's `first` stage (three quarters of its run, in the fake) starts the steps that read
+only its first track, reported by a callback or found by a poll (FIRST_SUCCESS), so every
+run is held to the shorter critical path of a client that does so (album_common.analyse,
+`first_at`).
 
 Makespan is in the service's model seconds, computed as in bench_album.py (local time
 before the first and after the last request counts unscaled). Requests per task count
@@ -58,9 +59,9 @@ def run(n: int, scale: float, root: Path, name: str, callbacks: dict[str, Any],
     if usage.returncode != 0 or report["status"] != "succeeded":
         raise SystemExit(f"{name}: sunoflow failed; see {work}")
     report["deliveries"] = deliveries
-    # With callbacks, the `first` stage starts what reads only the first track: the bound
-    # is the critical path of a client that does so (album_common.analyse, first_at).
-    a = analyse(tasks, log, scale, first_at=FIRST_AT if listen else None)
+    # The `first` stage starts what reads only the first track (a callback, or a poll that
+    # finds it): the bound is the critical path of a client that does so (first_at).
+    a = analyse(tasks, log, scale, first_at=FIRST_AT)
     return name, usage, a, local_time(log, t0, t1), report
 
 

@@ -24,16 +24,20 @@ completes the task gives the same Result a poll would, and everything after it (
 journal's ``done``, the downloads) is unchanged. A reported failure is confirmed by a poll
 first, since it decides rule 5.
 
-Early release. A music task's `first` callback brings its first track before the second.
-The steps that read only that track (`Instance.early`, found by the plan) start from it,
-and this must not make anyone pay twice: a step's key is built from the inputs it renders,
-so the track a released step rendered must be the very track every later run renders.
+Early release. A music task's first stage brings its first track before the second: a
+`first` callback, or a poll that finds it (sunoapi's FIRST_SUCCESS, a `First` answer; one
+poll is aimed at it, pacing.Poller.wait_first). The steps that read only that track
+(`Instance.early`, found by the plan) start from it, and this must not make anyone pay
+twice: a step's key is built from the inputs it renders, so the track a released step
+rendered must be the very track every later run renders.
 
 7. The first track is downloaded and journaled (``first``, fsynced) before any step is
    released on it; the ``done`` outputs put that recorded track first, whatever the
    complete result lists (`pin_first`); and a resumed run that finds a ``first`` for the
-   task it polls releases the same steps from the same record. So a released step renders
-   the same inputs, hence the same key, in this run and every later one.
+   task it polls releases the same steps from the same record, and never records another
+   for that task. So a released step renders the same inputs, hence the same key, in this
+   run and every later one. A task's first stage is taken once, whether a callback, a
+   poll or both report it (`_poll`).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from runner.pacing import (
 )
 from runner.plan import Instance, Plan, key
 from runner.priority import CriticalPath
-from runner.providers import CallbackProvider, Fetch, Op, Produced, Provider, Result
+from runner.providers import CallbackProvider, Fetch, First, Op, Produced, Provider, Result
 from runner.recipe import Provider as ProviderConfig
 from runner.scopes import Scopes
 from runner.steps import TYPES
@@ -628,8 +632,9 @@ class Engine:
         return st.first, st.first_files
 
     async def _first_track(self, inst: Instance, op: Op, task_id: str, part: Result) -> None:
-        """A `first` callback: record the first track, then release the steps that read
-        only it (rule 7). A failure here releases nothing: they wait for the whole task."""
+        """A task's first stage, from a `first` callback or a poll: record the first track,
+        then release the steps that read only it (rule 7). A failure here releases
+        nothing: they wait for the whole task."""
         try:
             async with self.remote_slots.take(AHEAD):
                 outputs, files = await self._materialize(part, op, task_id)
@@ -736,6 +741,26 @@ class Engine:
             self.callbacks.expects(task_id) else None
         running: float | None = None  # when a poll last found the task running
         planned = True  # the first poll was placed by what the poller knew
+        # Early release (rule 7): this task's first stage is wanted while steps wait for it
+        # and none is recorded for this task (a recorded one was released from the
+        # journal, `_remote`, and is never replaced). Taken once, from whichever reports it
+        # first, a callback or a poll: so it is downloaded, journaled and released once.
+        want_first = self.recipe.provider.release_on_first and \
+            bool(self.early_of.get(inst.id)) and inst.id not in self.first_released and \
+            self._first_of(op.key, task_id) is None
+        # Without callbacks, one extra poll is aimed at the first stage (pacing.Poller).
+        # Only a task that got it teaches when first stages come (`learn_first`): the
+        # others' polls are placed for their completion, and the first stages they happen
+        # to find are the late ones. `before_first`: when a poll last found it short of it.
+        aim = want_first and cb is None and self.remote.reports_first
+        learn_first = False
+        before_first: float | None = None
+
+        async def first(part: First) -> None:
+            nonlocal want_first
+            want_first = False
+            await self._first_track(inst, op, task_id, part.result)
+
         try:
             while True:
                 # The deadline is measured on the engine's clock, between polls; each
@@ -745,22 +770,25 @@ class Engine:
                     raise StepError(f"timed out after {timeout:g} s waiting for task "
                                     f"{task_id}; it stays recorded, and the next run polls "
                                     "it again", step=inst.id)
+                aimed = False
                 if cb is None:
-                    placed = await self.poller.wait(op.type, t0, n)
-                    planned = placed if n == 0 else planned
+                    if aim:
+                        aim = False
+                        aimed = learn_first = await self.poller.wait_first(op.type, t0)
+                    if not aimed:
+                        placed = await self.poller.wait(op.type, t0, n)
+                        planned = placed if n == 0 else planned
+                        n += 1
                 else:
-                    early = self.recipe.provider.release_on_first and \
-                        bool(self.early_of.get(inst.id)) and inst.id not in self.first_released
-                    res = await self._callback(
+                    called = await self._callback(
                         op, task_id, cb, t0, n, None if timeout is None else t0 + timeout,
-                        (lambda part: self._first_track(inst, op, task_id, part))
-                        if early else None)
-                    if res is not None:
+                        first if want_first else None)
+                    if called is not None:
                         took = self.clock.now() - t0  # a callback comes when the task ends
                         cb.learn(op.type, took)
                         self.poller.learn(op.type, took, took)
-                        return res
-                n += 1
+                        return called
+                    n += 1
                 self.counts.polls += 1  # a request, whatever it answers (a failure too)
                 # The poll's answer tells how the task was when the request left (after
                 # the rate limiter's queue), not when the answer came back.
@@ -774,13 +802,23 @@ class Engine:
                     continue
                 sent_at = SENT_AT.get()
                 sent = (sent_at or before) - t0
+                waited = sent_at - before if sent_at is not None else 0.0
                 if res is None:
+                    running = before_first = sent
+                    continue
+                if learn_first:
+                    # Past the first stage (its track ready, or done): when it came.
+                    learn_first = False
+                    self.poller.learn_first(op.type, before_first, sent, aimed, waited)
+                if isinstance(res, First):
                     running = sent
+                    if want_first:
+                        await first(res)
                     continue
                 # A fallback poll (callbacks on) is not placed by the poller: it teaches
-                # only with a "running" answer before it.
+                # only with a "running" answer before it. (The aimed poll is placed.)
                 self.poller.learn(op.type, running, sent, planned and cb is None,
-                                  waited=sent_at - before if sent_at is not None else 0.0)
+                                  waited=waited)
                 if not res.task_ids:
                     res.task_ids = [task_id]
                 return res
@@ -790,12 +828,12 @@ class Engine:
 
     async def _callback(self, op: Op, task_id: str, cb: Callbacks, t0: float, n: int,
                         deadline: float | None,
-                        on_first: Callable[[Result], Awaitable[None]] | None = None
+                        on_first: Callable[[First], Awaitable[None]] | None = None
                         ) -> Result | None:
         """Wait for a callback that ends the task, until fallback poll `n` is due: its
         Result, or None when it is time to poll. Bodies are taken in arrival order and the
         first that completes the task wins. A `first` stage goes to `on_first` (early
-        release, rule 7); text stages only wake us."""
+        release, rule 7), once; text stages only wake us."""
         due = t0 + cb.fallback_after(op.type, n)
         if deadline is not None:
             due = min(due, deadline)
@@ -808,17 +846,16 @@ class Engine:
                     # Whether to pay again (rule 5) is decided on the service's own
                     # record, never on a pushed message alone: poll now.
                     return None
-                if res is not None:
+                if isinstance(res, First):
+                    if on_first is not None:
+                        await on_first(res)
+                        on_first = None
+                elif res is not None:
                     cb.used()
                     self.counts.callbacks += 1
                     if not res.task_ids:
                         res.task_ids = [task_id]
                     return res
-                if on_first is not None:
-                    part = prov.first_from_callback(op, task_id, body)
-                    if part is not None:
-                        await on_first(part)
-                        on_first = None
         return None
 
     # --- files -----------------------------------------------------------------------

@@ -357,6 +357,9 @@ class Backoff:
 
 DONE_AT_FIRST = 0.85  # a task found done at its first poll took "at most that": a bit less
 WINDOW = 64  # the durations remembered per family: the recent ones
+# Until a family's first stage has been seen: where to aim, as a share of its median
+# duration (the service's first clip is done about three quarters of the way through).
+FIRST_SHARE = 0.75
 
 
 class Poller:
@@ -376,6 +379,14 @@ class Poller:
     known, a task polls first at their median, then at rising quantiles (75 %, 87.5 %, ...),
     never more than a tenth of the median (or `max_interval`) apart: one or two polls for
     most tasks, and a late one is found late by a small fraction of the usual duration.
+
+    The first stage. A task whose dependants can start from its first track (engine rule
+    7) gets one more poll, aimed at when that stage is expected (`wait_first`): the median
+    of the first stages seen in its family, learned from the tasks that got that poll just
+    as durations are from the first polls (found past it there: "at most then", a bit
+    less; else within the bounds the next polls give), and until one is seen
+    `FIRST_SHARE` of the median duration. Nothing else changes: the usual polls keep their
+    schedule, and a task without such dependants is polled exactly as before.
     """
 
     def __init__(self, interval: float, max_interval: float, clock: Clock, *,
@@ -383,6 +394,7 @@ class Poller:
         self.interval, self.max_interval, self.clock = interval, max_interval, clock
         self.family = family
         self.seen: dict[str, deque[float]] = {}
+        self.first_seen: dict[str, deque[float]] = {}  # family -> when first stages came
         self.turn: dict[str, float] = {}  # family -> when its next probe is due
         self.line: dict[str, deque[object]] = {}  # family -> tasks waiting for a turn
         self.learned: dict[str, anyio.Event] = {}
@@ -411,17 +423,55 @@ class Poller:
         learning from it would make every later poll later still (the wait of polls behind
         more urgent requests, runner.priority, is no part of the task's duration)."""
         fam = self.family(op)
+        guess = self._sample(op, lo, hi, planned, waited)
+        if guess is not None:
+            self.version += 1
+            self.seen.setdefault(fam, deque(maxlen=WINDOW)).append(guess)
+        self.learned.setdefault(fam, anyio.Event()).set()
+
+    def _sample(self, op: str, lo: float | None, hi: float, planned: bool,
+                waited: float) -> float | None:
+        """What a stage seen not reached at `lo` and reached at `hi` says of when it came,
+        or None when it says nothing (see `learn`)."""
         known = self.durations(op)
         if lo is None and not planned or known and waited > self._spacing(known):
-            self.learned.setdefault(fam, anyio.Event()).set()
-            return
-        self.version += 1
+            return None
         # Known to within (lo, hi]: the midpoint when the polls were close, but never less
         # than what a task found done at its first poll would say (lo may be a probe sent
         # long before, while nothing was known).
-        guess = hi * DONE_AT_FIRST if lo is None else max((lo + hi) / 2, hi * DONE_AT_FIRST)
-        self.seen.setdefault(fam, deque(maxlen=WINDOW)).append(guess)
-        self.learned.setdefault(fam, anyio.Event()).set()
+        return hi * DONE_AT_FIRST if lo is None else max((lo + hi) / 2, hi * DONE_AT_FIRST)
+
+    def learn_first(self, op: str, lo: float | None, hi: float, planned: bool = True,
+                    waited: float = 0.0) -> None:
+        """A task of `op` was last seen before its first stage at `lo` (None: never) and
+        past it (its first track ready, or done) at `hi`; as `learn`, where `planned` says
+        the poll at `hi` was the one aimed at the first stage."""
+        guess = self._sample(op, lo, hi, planned, waited)
+        if guess is not None:
+            self.first_seen.setdefault(self.family(op), deque(maxlen=WINDOW)).append(guess)
+
+    def first_estimate(self, op: str) -> float | None:
+        """When a task of `op` is expected to reach its first stage: the median of those
+        seen, else FIRST_SHARE of the median duration; None while nothing is known."""
+        seen = sorted(self.first_seen.get(self.family(op), ()))
+        if seen:
+            return seen[len(seen) // 2]
+        d = self.estimate(op)
+        return None if d is None else FIRST_SHARE * d
+
+    async def wait_first(self, op: str, t0: float) -> bool:
+        """Sleep until a task of `op` submitted at `t0` is expected to reach its first
+        stage, and return True: the caller polls then, once, besides the usual polls.
+        Return False at once, without sleeping, when there is nothing to aim at: nothing
+        is known yet (the tasks take turns, see `wait`), that moment is past (a resumed
+        task), or it is no earlier than the usual first poll, which sees it anyway."""
+        at = self.first_estimate(op)
+        full = self.estimate(op)
+        elapsed = self.clock.now() - t0
+        if at is None or full is None or at <= elapsed or at >= full:
+            return False
+        await self.clock.sleep(at - elapsed)
+        return True
 
     async def wait(self, op: str, t0: float, n: int) -> bool:
         """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return

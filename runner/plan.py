@@ -65,8 +65,9 @@ class Instance:
     path: str = ""  # the step's path, without indexes: "song/long"; the step id at the top
     kind: str = "step"  # "step", or a call's two ends: "enter" (`with`), "leave" (outputs)
     # Of `deps`, the music steps this one reads only through their first track
-    # (`tracks[0]`, `file`, `task_id`): it may start when that track is ready (a `first`
-    # callback), before the other take is (runner.engine, "early release").
+    # (`tracks[0]`, `file`, `task_id`): it may start when that track is ready (the task's
+    # `first` stage, by callback or poll), before the other take is (runner.engine, "early
+    # release").
     early: tuple[str, ...] = ()
 
     @property
@@ -559,8 +560,8 @@ def _first_track_ref(ck: Checker, ref: Ref) -> bool:
 
 
 def _staged(step: Step) -> bool:
-    """A music step whose service reports its first track before the second (the `first`
-    callback stage), read with its first take: only those can release a step early."""
+    """A music step whose service reports its first track before the second (its `first`
+    stage), read with its first take: only those can release a step early."""
     t = TYPES.get(step.uses or "")
     return t is not None and t.pace == "music" and step.take in ("both", 0) and \
         step.callee is None

@@ -45,7 +45,7 @@ class Provider:
     upload_base_url: str | None = None
     api_key_env: str = "SUNO_API_KEY"
     callback_url: str | None = None
-    release_on_first: bool = True  # with callbacks: the `first` stage starts tracks[0] users
+    release_on_first: bool = True  # a song's `first` stage starts its tracks[0] users
     rate_limit: tuple[int, float] | None = None
     poll_interval: float = 10.0
     max_poll_interval: float = 60.0

@@ -73,9 +73,10 @@ PROVIDER = {
                                  "description": "sunoapi with `run --listen`: the public "
                                                 "address that forwards to the listener"},
                 "release_on_first": {"type": "boolean",
-                                     "description": "sunoapi with `run --listen`: start the "
-                                                    "steps that use only a song's first track "
-                                                    "when that track is ready (default true)"},
+                                     "description": "sunoapi: start the steps that use "
+                                                    "only a song's first track when that "
+                                                    "track is ready, reported by a callback "
+                                                    "or found by a poll (default true)"},
                 "rate_limit": {
                     "type": "object", "additionalProperties": False,
                     "required": ["requests", "per_seconds"],

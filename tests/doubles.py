@@ -21,6 +21,8 @@ def finished(op: Op, task_id: str, text: str = "la") -> Result:
 class Quiet:
     """The provider methods these tests never exercise."""
 
+    reports_first = False
+
     async def refresh(self, op: Op, task_id: str) -> Result | None:
         return None
 

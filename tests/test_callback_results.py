@@ -18,7 +18,7 @@ from runner.errors import ProviderError, TaskFailed
 from runner.fake import FakeServer
 from runner.fake import sunoapi_callbacks as fake_bodies
 from runner.pacing import FakeClock
-from runner.providers import Op, Result
+from runner.providers import First, Op, Result
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
 from runner.recipe import Provider as ProviderConfig
 
@@ -82,17 +82,41 @@ def test_callbacks_and_polls_read_the_same_for_every_family(srv, tmp_path):
     anyio.run(main)
 
 
-def test_the_text_and_first_stages_mean_still_running(srv, tmp_path):
+def test_the_text_stage_means_running_and_the_first_stage_brings_the_first_track(srv,
+                                                                                 tmp_path):
     prov = make(srv.url)
 
     async def main() -> None:
         song = op_of(tmp_path, "generate", title="Rain", style="pop", prompt="la la")
-        tid, _ = await submit_and_poll(prov, song)
-        for stage in ("text", "first"):
-            assert prov.from_callback(song, tid, callback(srv, tid, stage)) is None
+        tid, polled = await submit_and_poll(prov, song)
+        assert prov.from_callback(song, tid, callback(srv, tid, "text")) is None
+        first = prov.from_callback(song, tid, callback(srv, tid, "first"))
+        assert isinstance(first, First)
+        assert first.result.outputs["tracks"] == polled.outputs["tracks"][:1]
         await prov.aclose()
 
     anyio.run(main)
+
+
+def test_a_first_stage_without_the_first_clips_url_means_still_running(tmp_path):
+    """Nothing to download yet: no First, from a poll's answer or a callback alike (one
+    reader reads both)."""
+    prov = make()
+    song = op_of(tmp_path, "generate", prompt="x")
+    heads: list[Any] = [{"id": "a", "audioUrl": ""}, {"id": "a"},
+                        {"audioUrl": "http://h/a.mp3"}, "not an item"]
+    for head in heads:
+        data = {"taskId": "t", "status": "FIRST_SUCCESS",
+                "response": {"sunoData": [head, {"id": "b", "audioUrl": "http://h/b.mp3"}]}}
+        assert prov._read_music(song, "t", data) is None, head
+    assert prov._read_music(song, "t", {"status": "FIRST_SUCCESS", "response": {}}) is None
+    body = {"code": 200, "data": {"callbackType": "first", "task_id": "t", "data": [
+        {"id": "a", "audio_url": ""}, {"id": "b", "audio_url": "http://h/b.mp3"}]}}
+    assert prov.from_callback(song, "t", body) is None
+    body["data"]["data"][0]["audio_url"] = "http://h/a.mp3"  # type: ignore[index]
+    first = prov.from_callback(song, "t", body)
+    assert isinstance(first, First)
+    assert [t["id"] for t in first.result.outputs["tracks"]] == ["a"]
 
 
 @pytest.mark.parametrize(("code", "refunded"), [(531, True), (501, False)])
@@ -168,6 +192,9 @@ def test_no_body_makes_the_provider_raise_anything_but_task_failed(tmp_path_fact
         res = prov.from_callback(op, "t", body)
     except TaskFailed:
         return
+    if isinstance(res, First):
+        assert [t["id"] for t in res.result.outputs["tracks"]] != [""]
+        res = res.result
     assert res is None or isinstance(res.outputs, dict)
 
 

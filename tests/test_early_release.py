@@ -1,5 +1,6 @@
-"""Early release: with callbacks, a music task's `first` stage starts the steps that read
-only its first track (engine rule 7), and that never makes anyone pay twice.
+"""Early release: a music task's `first` stage, reported by a callback or found by a poll
+(FIRST_SUCCESS), starts the steps that read only its first track (engine rule 7), and that
+never makes anyone pay twice.
 
 The fake runs on a clock the test moves (`advance`), with a song that takes 600 fake
 seconds, so "before the song finished" is a fact of the fake's log, not of timing."""
@@ -18,14 +19,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from doubles import Quiet
 from waiting import until
 
 from runner import recipe as recipes
-from runner.engine import pin_first
+from runner.engine import Engine, Options, pin_first
 from runner.fake import FakeServer
+from runner.pacing import DONE_AT_FIRST, FakeClock
 from runner.plan import build
+from runner.progress import PlainProgress
+from runner.providers import First, Op, Produced, Result, Submitted
+from runner.store import Store
 
 KEY = "sk-early-release-Key-31c"
 SONG = 600.0  # fake seconds a song takes; its first track is ready at three quarters
@@ -96,9 +103,12 @@ def song_task(srv: FakeServer) -> dict[str, Any]:
 
 
 @contextmanager
-def running(tmp: Path, srv: FakeServer, *extra: str) -> Iterator[subprocess.Popen[str]]:
-    """`sunoflow run --listen` in the background; killed if the test leaves early."""
-    proc = subprocess.Popen(command(tmp, srv.url, "--listen", "127.0.0.1:0", *extra),
+def running(tmp: Path, srv: FakeServer, *extra: str, listen: bool = True
+            ) -> Iterator[subprocess.Popen[str]]:
+    """`sunoflow run --listen` (or polling only) in the background; killed if the test
+    leaves early."""
+    how = ["--listen", "127.0.0.1:0"] if listen else []
+    proc = subprocess.Popen(command(tmp, srv.url, *how, *extra),
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -216,6 +226,212 @@ def test_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(srv, t
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["counts"]["possibly_submitted"] == 0
     assert (tmp_path / "out" / "first.wav").read_bytes()[:4] == b"RIFF"
+
+
+# --- with polling only: FIRST_SUCCESS --------------------------------------------------
+
+
+def song_polls(srv: FakeServer, task: dict[str, Any], since: float) -> list[dict[str, Any]]:
+    """The song's record-info polls the fake answered at or after `since` (its clock)."""
+    return [e for e in srv.log if e["path"] == "/api/v1/generate/record-info"
+            and e["query"].get("taskId") == task["task_id"] and e["t"] >= since
+            and e["status"] is not None]
+
+
+def downloads_of(srv: FakeServer, clip: str) -> int:
+    return sum(1 for e in srv.log if e["op"] == "download" and f"audio/{clip}" in e["path"])
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_with_polling_a_poll_of_the_first_stage_starts_what_needs_only_the_first_track(
+        srv, tmp_path, release):
+    """No --listen: a poll that finds FIRST_SUCCESS releases the step reading `tracks[0]`
+    before the song is done; the one reading `tracks[1]` waits for the whole song.
+    `release_on_first: false` waits for the whole song for both."""
+    write(tmp_path, "" if release else ", release_on_first: false")
+    with running(tmp_path, srv, listen=False) as proc:
+        task = song_task(srv)
+        at = srv.advance(0.8 * SONG)  # past the first stage, well before the end
+        if release:
+            post = until(lambda: wav_posts(srv), "the first track's WAV")[0]
+            assert post["json"]["audioId"] == task["clips"][0]
+            assert post["t"] < task["t_ready"]
+            assert len(wav_posts(srv)) == 1
+        else:
+            # Polls have found the first stage (three, so a release would be under way).
+            until(lambda: len(song_polls(srv, task, at)) >= 3, "polls of the first stage")
+        srv.advance(SONG)
+        finish(proc)
+    posts = {p["json"]["audioId"]: p for p in wav_posts(srv)}
+    first, second = (posts[c] for c in task["clips"])
+    assert (first["t"] < task["t_ready"]) is release
+    assert second["t"] >= task["t_ready"]
+    assert paid(srv) == Counter({"/api/v1/generate": 1, "/api/v1/wav/generate": 2})
+    events = journal(tmp_path)
+    firsts = [e for e in events if e["e"] == "first"]
+    assert len(firsts) == (1 if release else 0)
+    if release:
+        done = next(e for e in events if e["e"] == "done" and e["key"] == firsts[0]["key"])
+        assert firsts[0]["task_id"] == task["task_id"]
+        assert done["outputs"]["tracks"][0] == firsts[0]["outputs"]["tracks"][0]
+    for name in ("first.wav", "second.wav"):
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"RIFF"
+    assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_a_poll_that_finds_the_first_stage_again_releases_nothing_twice(srv, tmp_path):
+    """Polls keep finding FIRST_SUCCESS after the release: the first track is downloaded,
+    journaled and released once, and the complete result adds only the second."""
+    write(tmp_path)
+    with running(tmp_path, srv, listen=False) as proc:
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)
+        until(lambda: wav_posts(srv), "the first track's WAV")
+        released = max(e["t"] for e in srv.log)
+        until(lambda: len(song_polls(srv, task, released)) >= 2,
+              "two more polls of the first stage")
+        srv.advance(SONG)
+        finish(proc)
+    assert [p["json"]["audioId"] for p in wav_posts(srv)] == task["clips"]
+    assert [e["e"] for e in journal(tmp_path)].count("first") == 1
+    assert downloads_of(srv, task["clips"][0]) == 1
+    assert downloads_of(srv, task["clips"][1]) == 1
+
+
+def test_a_callback_and_a_poll_of_the_same_first_stage_release_once(srv, tmp_path):
+    """With --listen, the `first` callback releases; a fallback poll that then finds
+    FIRST_SUCCESS is the same stage of the same task: nothing more happens."""
+    write(tmp_path)
+    with running(tmp_path, srv) as proc:
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)
+        until(lambda: wav_posts(srv), "the first track's WAV")
+        released = max(e["t"] for e in srv.log)
+        until(lambda: song_polls(srv, task, released), "a fallback poll of the first stage")
+        srv.advance(SONG)
+        finish(proc)
+    assert [p["json"]["audioId"] for p in wav_posts(srv)] == task["clips"]
+    assert [e["e"] for e in journal(tmp_path)].count("first") == 1
+    assert downloads_of(srv, task["clips"][0]) == 1
+
+
+def test_with_polling_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(
+        srv, tmp_path):
+    write(tmp_path)
+    with running(tmp_path, srv, listen=False) as proc:
+        song_task(srv)
+        srv.advance(0.8 * SONG)
+        wav_id = until(lambda: [p["task_id"] for p in wav_posts(srv) if p["task_id"]],
+                       "the first track's WAV")[0]
+        until(lambda: wav_id in (tmp_path / "state" / "journal.jsonl").read_text(),
+              "the journal")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    srv.advance(SONG)
+    again = subprocess.run(command(tmp_path, srv.url), env=env(), capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert again.returncode == 0, again.stderr
+    # The song and the first WAV were polled, not paid again; only the second WAV is new.
+    assert paid(srv) == Counter({"/api/v1/generate": 1, "/api/v1/wav/generate": 2})
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["counts"]["possibly_submitted"] == 0
+    assert (tmp_path / "out" / "first.wav").read_bytes()[:4] == b"RIFF"
+    assert_next_run_pays_nothing(tmp_path, srv)
+
+
+# --- the poll aimed at the first stage (engine and poller, on a FakeClock) ---------------
+
+TAKES = """\
+version: 1
+name: aim
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1%s}
+steps:
+  song:
+    uses: generate
+    with: {prompt: la}
+  long:
+    uses: extend
+    with: {audio: "{{ steps.song.tracks[%d] }}", continue_at: 10}
+"""
+TAKES_LAST = 100.0  # every task of the double takes this long on the engine's clock
+
+
+class Staged(Quiet):
+    """A service on the engine's FakeClock: a task is done TAKES_LAST after its submit,
+    and a song reports its first track (a First) from three quarters of the way."""
+
+    kind = "sunoapi"
+    reports_first = True
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.t0: dict[str, float] = {}
+        self.polls: dict[str, list[float]] = {}  # step -> the task's age at each poll
+        self.audio: dict[str, str] = {}  # step -> the id of the track it was given
+
+    async def submit(self, op: Op) -> Submitted:
+        self.t0[op.step] = self.clock.now()
+        if isinstance(op.inputs.get("audio"), dict):
+            self.audio[op.step] = op.inputs["audio"]["id"]
+        return Submitted(f"task-{op.step}")
+
+    async def poll(self, op: Op, task_id: str) -> Result | First | None:
+        age = self.clock.now() - self.t0[op.step]
+        self.polls.setdefault(op.step, []).append(age)
+        if age >= TAKES_LAST:
+            return self.takes(op, task_id, 2)
+        if age >= 0.75 * TAKES_LAST and op.type == "generate":
+            return First(self.takes(op, task_id, 1))
+        return None
+
+    def takes(self, op: Op, task_id: str, n: int) -> Result:
+        tracks = []
+        for i in range(n):
+            f = op.workdir / f"take{i}.mp3"
+            f.write_text(f"{task_id} take {i}")  # the same bytes in a First and after
+            tracks.append({"id": f"{task_id}-{i}", "task_id": task_id, "title": "t",
+                           "duration": 30.0, "file": Produced(f)})
+        return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
+
+
+def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list[str]]:
+    """Run TAKES (`long` reads the song's track `take`) with the durations of music already
+    learned (the median: TAKES_LAST), as later in a run."""
+    tmp.mkdir()
+    (tmp / "aim.yaml").write_text(TAKES % (extra, take))
+    plan = build(recipes.load(tmp / "aim.yaml"))
+    store = Store(tmp / "state").open()
+    clock = FakeClock()
+    prov = Staged(clock)
+    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},  # type: ignore[dict-item]
+                 Options(state_dir=tmp / "state", clock=clock, handle_signals=False),
+                 PlainProgress(quiet=True))
+    for _ in range(9):
+        eng.poller.learn("generate", None, TAKES_LAST / DONE_AT_FIRST)
+    assert anyio.run(eng.run) == "succeeded"
+    store.close()
+    return prov, [f"{e['e']} {e['step']}" for e in journal(tmp)]
+
+
+def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_dependants(
+        tmp_path):
+    # `long` reads tracks[0]: one more poll, at three quarters of the learned duration,
+    # finds the first stage, which is journaled, and `long` starts from it; the usual
+    # poll then finds the song done.
+    early, events = aimed_run(tmp_path / "early", 0)
+    assert early.polls["song"][0] == pytest.approx(0.75 * TAKES_LAST)
+    assert len(early.polls["song"]) == 2
+    assert early.polls["song"][1] >= TAKES_LAST
+    assert early.audio["long"] == "task-song-0"
+    assert events.index("first song") < events.index("intent long")
+    # `long` reads tracks[1], or release_on_first is off: today's schedule, one poll at
+    # the median, and `long` starts when the song is done.
+    for name, take, extra in (("other", 1, ""), ("off", 0, ", release_on_first: false")):
+        prov, events = aimed_run(tmp_path / name, take, extra)
+        assert prov.polls["song"] == [pytest.approx(TAKES_LAST)], name
+        assert prov.audio["long"] == f"task-song-{take}"
+        assert "first song" not in events
+        assert events.index("done song") < events.index("intent long")
 
 
 # --- what the plan releases early ------------------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 from runner.engine import _pace
 from runner.pacing import (
     AHEAD,
+    DONE_AT_FIRST,
+    FIRST_SHARE,
     PRIORITY,
     FakeClock,
     Poller,
@@ -426,3 +428,63 @@ def test_a_poll_that_waited_long_for_the_rate_limit_teaches_nothing():
     assert len(poller.durations("wav")) == 11
     poller.learn("wav", None, 40.0, waited=2.0)  # within the spacing of polls (2 s here)
     assert len(poller.durations("wav")) == 12
+
+
+# -- the poll aimed at the first stage --------------------------------------------------
+
+
+def test_one_poll_is_aimed_at_the_first_stage_once_durations_are_known():
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock, family=_pace)
+
+    async def aim(t0: float) -> bool:
+        return await poller.wait_first("extend", t0)
+
+    # Nothing known: no poll to aim (the tasks take turns on the usual schedule).
+    assert run(aim, 0.0) is False
+    assert clock.slept == []
+    for _ in range(9):
+        poller.learn("generate", None, 100.0 / DONE_AT_FIRST)  # the median: 100
+    # Until a first stage is seen: FIRST_SHARE of the median duration.
+    assert run(aim, clock.now()) is True
+    assert clock.slept == [pytest.approx(FIRST_SHARE * 100.0)]
+    # That moment is past (a resumed task): no extra poll, no sleep.
+    assert run(aim, clock.now() - 80.0) is False
+    assert len(clock.slept) == 1
+    # Learned from the aimed polls: a stage found at its aimed poll "at most then", one
+    # found later within (lo, hi]; an unplanned poll with nothing before it teaches nothing.
+    poller.learn_first("generate", None, 70.0 / DONE_AT_FIRST)
+    poller.learn_first("generate", 60.0, 70.0)
+    poller.learn_first("generate", 64.0, 76.0)
+    poller.learn_first("generate", None, 30.0, planned=False)
+    assert poller.first_estimate("add_vocals") == 70.0  # of (65, 70, 70): music shares it
+    assert poller.first_estimate("convert") is None
+    assert run(aim, clock.now()) is True
+    assert clock.slept[-1] == pytest.approx(70.0)
+    # A first stage expected no earlier than the usual first poll: nothing to aim at.
+    for _ in range(9):
+        poller.learn_first("generate", None, 120.0 / DONE_AT_FIRST)
+    assert run(aim, clock.now()) is False
+
+
+def test_tasks_without_early_dependants_keep_their_schedule():
+    """They never call `wait_first`, and what is learned of first stages leaves `wait`,
+    their whole schedule, as it was: no extra poll, none moved."""
+    def schedule(learn_first: bool) -> list[float]:
+        clock = FakeClock()
+        poller = Poller(10.0, 60.0, clock, family=_pace)
+        for d in range(80, 120, 2):
+            poller.learn("generate", None, d / DONE_AT_FIRST)
+        if learn_first:
+            for d in range(50, 70, 2):
+                poller.learn_first("generate", d - 5.0, float(d))
+
+        async def polls() -> None:
+            for n in range(6):
+                await poller.wait("generate", 0.0, n)
+
+        run(polls)
+        return clock.slept
+
+    assert schedule(True) == schedule(False)
+    assert len(schedule(True)) == 6

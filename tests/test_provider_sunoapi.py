@@ -28,7 +28,7 @@ from runner.errors import (
 )
 from runner.fake import FakeServer
 from runner.pacing import PRIORITY, FakeClock, Urgency
-from runner.providers import Fetch, Op, Produced, Result
+from runner.providers import Fetch, First, Op, Produced, Result
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
 from runner.recipe import Provider as ProviderConfig
@@ -295,7 +295,9 @@ def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
     assert srv.log == []
 
 
-def test_unknown_statuses_mean_still_running(tmp_path):
+def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
+    """PENDING and TEXT_SUCCESS mean running; FIRST_SUCCESS gives the first track alone
+    (a First), exactly as the complete result then lists it first."""
     with FakeServer("sunoapi", api_key=KEY, latency_scale=1.0,
                     latency={"generate": {"dist": "fixed", "value": 100}}) as srv:
         async def go() -> None:
@@ -308,13 +310,19 @@ def test_unknown_statuses_mean_still_running(tmp_path):
                 srv.advance(30)
                 assert await prov.poll(op, sub.task_id) is None  # TEXT_SUCCESS
                 srv.advance(50)
-                assert await prov.poll(op, sub.task_id) is None  # FIRST_SUCCESS
+                first = await prov.poll(op, sub.task_id)  # FIRST_SUCCESS
+                assert isinstance(first, First)
                 srv.advance(30)
-                assert await prov.poll(op, sub.task_id) is not None
+                done = await prov.poll(op, sub.task_id)
+                assert isinstance(done, Result)
+                assert first.result.outputs["tracks"] == done.outputs["tracks"][:1]
+                assert first.result.outputs["file"] == done.outputs["file"]
+                assert first.result.outputs["task_id"] == sub.task_id
             finally:
                 await prov.aclose()
 
         run(go)
+
 
 
 # -- uploads --------------------------------------------------------------------------

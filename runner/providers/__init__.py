@@ -9,11 +9,13 @@ operation at a time and does the journaling, retrying and downloading itself:
   boundary: TransientError only when no task can have been created, PossiblySubmitted when
   one may have been.
 - ``poll(op, task_id)`` returns None while the task runs, its result when done, and raises
-  TaskFailed when the service failed it.
+  TaskFailed when the service failed it. A provider whose service reports a music task's
+  first track before the second (``reports_first``: sunoapi's FIRST_SUCCESS) returns a
+  ``First`` for that stage, so the steps that read only that track can start early.
 
 A provider whose service can push results (sunoapi's `callBackUrl`) is also a
 ``CallbackProvider``: it sends the run's listener URL on every submit, names the task a
-callback body is about, and reads a body into the same Result a poll would give.
+callback body is about, and reads a body into the same Result (or First) a poll would give.
 
 Results hold file placeholders: ``Fetch(url)`` for a file to download and ``Produced(path)``
 for one made on this machine. The engine replaces each with the stored file.
@@ -69,6 +71,16 @@ class Result:
 
 
 @dataclass
+class First:
+    """A music task's first stage: the task still runs, and `result` holds only its first
+    track, ready to download, as the complete result will list it (engine rule 7). Its
+    own type, not a flag on Result: a caller that takes any answer for the finished task
+    does not type-check."""
+
+    result: Result
+
+
+@dataclass
 class Submitted:
     task_id: str | None = None
     result: Result | None = None
@@ -76,10 +88,13 @@ class Submitted:
 
 class Provider(Protocol):
     kind: str
+    # Whether `poll` may answer a music task's first stage with a First: the engine then
+    # aims one poll at that stage for a task whose dependants can start from it.
+    reports_first: bool
 
     async def submit(self, op: Op) -> Submitted: ...
 
-    async def poll(self, op: Op, task_id: str) -> Result | None: ...
+    async def poll(self, op: Op, task_id: str) -> Result | First | None: ...
 
     async def refresh(self, op: Op, task_id: str) -> Result | None:
         """Fresh result URLs for a finished task whose links expired (never a new task)."""
@@ -95,14 +110,11 @@ class CallbackProvider(Provider, Protocol):
 
     def callback_task_id(self, body: Any) -> str | None: ...
 
-    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
-        """None while the task runs, its Result when done; raises TaskFailed when the
-        body reports a failure. Never raises anything else, whatever the body holds."""
-        ...
-
-    def first_from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
-        """For a music task's `first` stage: a Result holding only the first track (ready
-        to download), as the complete result will hold it; None for anything else."""
+    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | First | None:
+        """What a poll with the same content would answer: None while the task runs, a
+        First for a music task's `first` stage, its Result when done; raises TaskFailed
+        when the body reports a failure. Never raises anything else, whatever the body
+        holds."""
         ...
 
 

@@ -47,6 +47,7 @@ TEXT_ONLY = frozenset({"lyrics", "boost_style"})
 
 class LocalProvider:
     kind = "local"
+    reports_first = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config

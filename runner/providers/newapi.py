@@ -83,6 +83,7 @@ def _for_step(exc: Exception, step: str | None) -> Exception:
 
 class NewApiProvider:
     kind = "newapi"
+    reports_first = False  # the relay's tasks have no first stage (REFERENCE 3.3)
     batch_window = 0.05  # seconds a poll waits for others to share its fetch
 
     def __init__(self, config: ProviderConfig, *, env: dict[str, str],

@@ -16,6 +16,9 @@ Shapes and codes follow shared/api/REFERENCE.md section 2. What this module must
   recovery endpoint for new links to the same songs. Neither is a paid generation.
 - A callback (`sunoflow run --listen`) is read by the same readers as a poll: it is first
   rewritten into the record-info shape (sunoapi_callback.py).
+- A music task's FIRST_SUCCESS (its first clip finished) answers a First once that clip
+  has what a download needs, whether a poll or a `first` callback reports it: one reader
+  (`_read_music`) for both. Without the clip's audioUrl the task is simply still running.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted, sunoapi_callback
+from runner.providers import Fetch, First, Op, Produced, Result, Submitted, sunoapi_callback
 from runner.providers.http import (
     GATEWAY,
     PLACEHOLDER_CALLBACK,
@@ -171,6 +174,7 @@ def lrc(words: list[dict[str, Any]]) -> str:
 
 class SunoApiProvider:
     kind = "sunoapi"
+    reports_first = True  # record-info's FIRST_SUCCESS (REFERENCE 2.7, 2.22)
 
     def __init__(self, config: ProviderConfig, *, env: dict[str, str],
                  store: Store | None = None, clock: Clock | None = None) -> None:
@@ -214,7 +218,7 @@ class SunoApiProvider:
                        submit=True)
         return Submitted(str(task_id))
 
-    async def poll(self, op: Op, task_id: str) -> Result | None:
+    async def poll(self, op: Op, task_id: str) -> Result | First | None:
         ep = ENDPOINTS.get(op.type)
         if ep is None or ep.details is None:
             raise StepError(f"'{op.type}' has no task to poll", step=op.step)
@@ -224,7 +228,7 @@ class SunoApiProvider:
         if not isinstance(data, dict):
             raise TransientError(f"GET {ep.details}: no data for task {task_id}", step=op.step)
         read = getattr(self, f"_read_{ep.reader}")
-        result: Result | None = read(op, task_id, data)
+        result: Result | First | None = read(op, task_id, data)
         return result
 
     async def refresh(self, op: Op, task_id: str) -> Result | None:
@@ -232,7 +236,9 @@ class SunoApiProvider:
         if ep is None or ep.details is None:
             return None
         fresh = await self.poll(op, task_id)
-        if fresh is None or ep.reader != "music":
+        if not isinstance(fresh, Result):
+            return None  # not finished (a First is not the whole result)
+        if ep.reader != "music":
             return fresh
         dead = await self._dead(fresh.outputs)
         if not dead:
@@ -256,26 +262,18 @@ class SunoApiProvider:
     def callback_task_id(self, body: Any) -> str | None:
         return sunoapi_callback.task_id(body)
 
-    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | First | None:
         """A callback's result, read exactly as a poll answer with the same content would
-        be: None while the task runs (text and first stages, or a body with nothing
-        usable), a Result when complete; TaskFailed when it reports a failure."""
+        be: None while the task runs (the text stage, or a body with nothing usable), a
+        First for a music task's first stage, a Result when complete; TaskFailed when it
+        reports a failure."""
         got = self._callback_details(op, task_id, body)
         if got is None:
             return None
         reader, data = got
         read = getattr(self, f"_read_{reader}")
-        result: Result | None = read(op, task_id, data)
+        result: Result | First | None = read(op, task_id, data)
         return result
-
-    def first_from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
-        got = self._callback_details(op, task_id, body)
-        if got is None or got[0] != "music" or sunoapi_callback.stage(body) != "first":
-            return None
-        items = (got[1].get("response") or {}).get("sunoData") or []
-        if not items or not items[0].get("audioUrl") or not items[0].get("id"):
-            return None
-        return Result(self._music_outputs(op, task_id, got[1], items[:1]))
 
     def _callback_details(self, op: Op, task_id: str, body: Any
                           ) -> tuple[str, dict[str, Any]] | None:
@@ -513,16 +511,24 @@ class SunoApiProvider:
                           step=op.step, refunded=refunded,
                           code=int(code) if isinstance(code, int) else None)
 
-    def _read_music(self, op: Op, task_id: str, data: dict[str, Any]) -> Result | None:
+    def _read_music(self, op: Op, task_id: str, data: dict[str, Any]
+                    ) -> Result | First | None:
         status = str(data.get("status") or "").upper()
-        items = (data.get("response") or {}).get("sunoData") or []
+        response = data.get("response")
+        items = response.get("sunoData") if isinstance(response, dict) else None
+        if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
+            items = []  # nothing readable: as if no clip were listed
         complete = bool(items) and all(it.get("audioUrl") for it in items)
         # CALLBACK_EXCEPTION: only the callback to us failed; the songs may well exist.
         if status == "SUCCESS" or (status == "CALLBACK_EXCEPTION" and complete):
             return Result(self._music_outputs(op, task_id, data, items)) if complete else None
         if _failed(status):
             raise self._fail(op, task_id, status, data)
-        return None  # PENDING, TEXT_SUCCESS, FIRST_SUCCESS and anything unknown
+        if status == "FIRST_SUCCESS" and items and items[0].get("audioUrl") and \
+                items[0].get("id"):
+            # The first clip alone, read as the complete result will read it.
+            return First(Result(self._music_outputs(op, task_id, data, items[:1])))
+        return None  # PENDING, TEXT_SUCCESS, FIRST_SUCCESS without a URL, anything unknown
 
     def _model(self, op: Op, data: dict[str, Any]) -> str:
         param = _param(data)
