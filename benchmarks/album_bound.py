@@ -34,7 +34,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 
-from album_common import RATE_REQUESTS, RATE_SECONDS
+from album_common import LATENCY, RATE_REQUESTS, RATE_SECONDS
 
 MUSIC = ("generate", "extend")
 # op -> the op it reads (its parent in the song's chain)
@@ -148,9 +148,30 @@ def clairvoyant(chains: dict[int, dict[str, float]], first_at: float | None = No
                 polls: bool = False, requests: int = RATE_REQUESTS,
                 per: float = RATE_SECONDS) -> float:
     """The achievable schedule of the module docstring; its makespan (model s)."""
+    return schedule(chains, first_at, polls, None, requests, per)
+
+
+def expected_first(chains: dict[int, dict[str, float]], first_at: float | None = None,
+                   polls: bool = False, requests: int = RATE_REQUESTS,
+                   per: float = RATE_SECONDS) -> float:
+    """The same schedule without foresight: the longest *expected* remaining chain first
+    (every latency at its median, album_common.LATENCY), which is sunoflow's order
+    (runner.priority), executed perfectly: no network or local time, and with polls each
+    poll exactly when its task is ready. The gap from `clairvoyant` is the price of not
+    knowing the draws; the gap from here to a real run is the client's execution."""
+    medians = {s: {op: float(LATENCY[op]["median"]) for op in c} for s, c in chains.items()}
+    return schedule(chains, first_at, polls, medians, requests, per)
+
+
+def schedule(chains: dict[int, dict[str, float]], first_at: float | None, polls: bool,
+             believed: dict[int, dict[str, float]] | None, requests: int = RATE_REQUESTS,
+             per: float = RATE_SECONDS) -> float:
+    """List schedule of the album's requests through the window, the request with the
+    longest remaining chain first, where the chain's latencies are `believed` (None: the
+    real ones). Its makespan (model s)."""
     tasks = tasks_of(chains)
     fa = None if polls else first_at
-    tl = tails(tasks, fa)
+    tl = tails(tasks_of(believed) if believed is not None else tasks, fa)
     seq = 0
     future: list[tuple[float, int, float, tuple[int, str], str]] = []  # (at, seq, -prio, ..)
     due: list[tuple[float, float, int, tuple[int, str], str]] = []

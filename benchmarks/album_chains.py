@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from album_common import songs_of
+from album_bound import clairvoyant, critical_path, expected_first, rate_aware_bound
+from album_common import analyse, songs_of
 
 from runner.fake.state import FIRST_AT
 
@@ -205,14 +206,34 @@ def report(songs: list[Song], run_end: float, top: int = 5) -> list[str]:
     return out
 
 
+def ladder(run: Path, scale: float, span: float, early: bool) -> list[str]:
+    """From DESIGN's critical path to the run, each step a reason (album_bound)."""
+    rec = json.loads((run / "fake.json").read_text())
+    chains_ = analyse(rec["tasks"], rec["log"], scale).chains
+    fa, polls = (FIRST_AT, False) if early else (None, True)
+    rows = [
+        ("critical path (every song starts at 0)", critical_path(chains_, fa)),
+        ("rate-aware lower bound", rate_aware_bound(chains_, fa, polls=polls)),
+        ("clairvoyant schedule (knows the draws)", clairvoyant(chains_, fa, polls=polls)),
+        ("longest expected remaining first (sunoflow's order), perfect execution"
+         + (", polls at ready" if polls else ""), expected_first(chains_, fa, polls=polls)),
+        ("this run: first to last request", span),
+    ]
+    cp = rows[0][1]
+    return ["| | model s | vs critical path |", "|---|---|---|"] + [
+        f"| {name} | {v:.1f} | {v / cp:.3f} |" for name, v in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("run", type=Path)
     p.add_argument("scale", type=float)
     p.add_argument("--top", type=int, default=5)
     args = p.parse_args(argv)
-    songs, end = chains(args.run, args.scale)
-    print("\n".join(report(songs, end, args.top)))
+    early = any("first" in j for j in _journal(args.run / "state" / "journal.jsonl").values())
+    songs, end = chains(args.run, args.scale, early)
+    print("\n".join(ladder(args.run, args.scale, end, early) + [""]
+                    + report(songs, end, args.top)))
     return 0
 
 

@@ -24,7 +24,10 @@ poll with polling, the submit alone with callbacks (the callback is not a reques
 "vs rate-aware" is album_bound.rate_aware_bound, still a valid lower bound, which also
 counts that a rate-limited client cannot start every song at 0; "clairvoyant" is the
 makespan album_bound.clairvoyant reaches with the same draws knowing them all in advance
-(achievable: no client can need more than that from perfect foresight).
+(achievable: no client can need more than that from perfect foresight); the last note
+also gives album_bound.expected_first, sunoflow's order (longest expected remaining
+first) executed perfectly on the same draws: what is left between it and the run is the
+client's execution. `album_chains.py RUN_DIR SCALE` on a kept run splits each song's time.
 
 Makespan is in the service's model seconds, computed as in bench_album.py (local time
 before the first and after the last request counts unscaled). Requests per task count
@@ -46,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from album_bound import clairvoyant, rate_aware_bound  # noqa: E402
+from album_bound import clairvoyant, expected_first, rate_aware_bound  # noqa: E402
 from album_common import Analysis, Fake, Usage, analyse, recipe  # noqa: E402
 from bench_album import local_time, save, sunoflow_cmd, timed, uptime  # noqa: E402
 
@@ -124,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             + (" (steps start on a song's first track)" if not polls else "")
             + f", rate limit {a.rate_bound / scale:,.0f} model s ({a.per_task} request"
             + ("s" if a.per_task > 1 else "") + f" per task): the {a.binds} binds. "
-            f"Rate-aware bound {tight:,.0f} model s; clairvoyant {best:,.0f} model s.")
+            f"Rate-aware bound {tight:,.0f} model s; clairvoyant {best:,.0f} model s; "
+            f"sunoflow's order without foresight, executed perfectly "
+            f"{expected_first(a.chains, first_at, polls=polls):,.0f} model s.")
     print("".join(notes))
     print(f"load after: {uptime()}")
     print(f"total benchmark time: {time.perf_counter() - t_start:.0f} s; files in {root}")
