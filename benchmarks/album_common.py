@@ -268,10 +268,11 @@ class Analysis:
     submits: int  # POSTs to paid endpoints (answered or not)
     duplicates: int  # tasks created for a step that already had one
     critical_path: float  # wall seconds, from the latencies the fake drew
-    rate_bound: float  # wall seconds
+    rate_bound: float  # wall seconds: `per_task` requests per task through the window
     span: float  # first to last request the fake saw, wall seconds
     per_op: dict[str, int] = field(default_factory=dict)
     chains: dict[int, dict[str, float]] = field(default_factory=dict)  # model s, per song
+    per_task: int = 2  # requests a task needs at least: submit + final poll, or 1 (callbacks)
 
     @property
     def min_requests(self) -> int:
@@ -319,22 +320,14 @@ def critical_path(chains: dict[int, dict[str, float]], first_at: float | None = 
     )
 
 
-def analyse(
-    tasks: list[dict[str, Any]], log: list[dict[str, Any]], scale: float, since: float = -math.inf,
-    first_at: float | None = None,
-) -> Analysis:
-    """Figures for the requests the fake logged at or after `since` (its clock) and the tasks
-    those requests created; the lower bound is over every task of the album.
-
-    `first_at`: a client that starts the next step of a song when the music task reports its
-    first track (a `first` callback, at this fraction of the task's run) has a shorter
-    critical path: every step after generate and extend reads only `tracks[0]`, so a song
-    takes lyrics + first_at * generate + the longer of (extend) and (first_at * extend +
-    its WAV, video or stems)."""
-    entries = [e for e in log if e["t"] >= since]
-    by_id = {t["task_id"]: t for t in tasks}
+def songs_of(
+    tasks: list[dict[str, Any]], log: list[dict[str, Any]]
+) -> tuple[dict[str, int], Counter[tuple[str, str]]]:
+    """Which song (0-based) each task belongs to, from the submit bodies: the lyrics prompt
+    ends with the theme's "number N", generate carries the title "Song NNNN", extend names
+    its parent's clip and the other operations its parent's task. Also how many tasks each
+    submission identity (operation, what it names) created: more than one is a duplicate."""
     clip_task = {c: t["task_id"] for t in tasks for c in t["clips"]}
-    # Which song each task belongs to, from the submit bodies.
     song_of: dict[str, int] = {}
     identity: Counter[tuple[str, str]] = Counter()
     for e in log:  # the whole log: a resumed run's tasks may chain to earlier ones
@@ -353,6 +346,28 @@ def analyse(
             ident = body["audioId"]
         song_of[tid] = i
         identity[(op, ident)] += 1
+    return song_of, identity
+
+
+def analyse(
+    tasks: list[dict[str, Any]], log: list[dict[str, Any]], scale: float, since: float = -math.inf,
+    first_at: float | None = None, polls: bool = True,
+) -> Analysis:
+    """Figures for the requests the fake logged at or after `since` (its clock) and the tasks
+    those requests created; the lower bound is over every task of the album.
+
+    `first_at`: a client that starts the next step of a song when the music task reports its
+    first track (a `first` callback, at this fraction of the task's run) has a shorter
+    critical path: every step after generate and extend reads only `tracks[0]`, so a song
+    takes lyrics + first_at * generate + the longer of (extend) and (first_at * extend +
+    its WAV, video or stems).
+
+    `polls`: the rate-limit bound counts a submit and a final poll per task (DESIGN
+    section 6); False for a client with callbacks, whose minimum is the submit alone (the
+    callback is not a request)."""
+    entries = [e for e in log if e["t"] >= since]
+    by_id = {t["task_id"]: t for t in tasks}
+    song_of, identity = songs_of(tasks, log)
     duplicates = sum(n - 1 for n in identity.values())
     chains: dict[int, dict[str, float]] = defaultdict(dict)
     for tid, i in song_of.items():
@@ -376,8 +391,9 @@ def analyse(
         submits=sum(1 for e in api if e["method"] == "POST"),
         duplicates=duplicates,
         critical_path=critical,
-        rate_bound=rate_bound(2 * n_tasks, scale),
+        rate_bound=rate_bound((2 if polls else 1) * n_tasks, scale),
         span=(max(times) - min(times)) if times else 0.0,
         per_op=dict(Counter(e["op"] for e in entries)),
         chains=dict(chains),
+        per_task=2 if polls else 1,
     )

@@ -21,7 +21,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import anyio
@@ -35,6 +35,7 @@ MAX_BYTES = DEFAULT_MAX_DOWNLOAD
 MAX_REDIRECTS = 5
 DEADLINE = 3600.0  # seconds for one whole download, however slowly it trickles
 HTTP_SCHEMES = ("http", "https")
+WRITE_BATCH = 1 << 20  # bytes handed to the writer thread at a time
 
 
 class LinkExpired(Exception):
@@ -130,20 +131,37 @@ async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
             h = hashlib.sha256()
             got = 0
             with dest.open("xb") as f:
+                # The disk work (write, hash, fsync) runs in a worker thread, a batch at a
+                # time: on the event loop, each file's writes and fsync held up every other
+                # request, callback and rate-limit grant of the run (a 2 MB WAV: ~10 ms).
+                batch: list[bytes] = []
+                pending = 0
                 async for chunk in resp.aiter_raw(1 << 16):
                     got += len(chunk)
                     if got > max_bytes:
                         raise DownloadRejected(f"{_shown(url)} exceeds the cap of "
                                                f"{max_bytes:,} bytes (max_download_bytes)")
-                    h.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                    batch.append(chunk)
+                    pending += len(chunk)
+                    if pending >= WRITE_BATCH:
+                        await anyio.to_thread.run_sync(_write, f, h, batch)
+                        batch, pending = [], 0
+                await anyio.to_thread.run_sync(_write, f, h, batch, True)
             if expected is not None and got != expected:
                 raise TransientError(f"download {_shown(url)}: got {got:,} of {expected:,} "
                                      "bytes")
             return Streamed(got, h.hexdigest(), current, resp.headers.get("content-type"))
     raise DownloadRejected(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+def _write(f: BinaryIO, h: Any, chunks: list[bytes], last: bool = False) -> None:
+    """Hash and write `chunks` (in a worker thread); `last`: then flush and fsync."""
+    for chunk in chunks:
+        h.update(chunk)
+        f.write(chunk)
+    if last:
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _length(value: str | None, url: str) -> int | None:
