@@ -2,11 +2,10 @@
 
     python benchmarks/bench_engine.py [N]        # default N = 10,000
 
-A recipe of N `boost_style` instances (a for_each over N vars, each step instance also
-depending on one of a first fan-out, so the graph has 2N instances... no: N of each of two
-steps; the second waits for the first by index) runs on the local provider. boost_style is
-pure text (no ffmpeg), so the run measures the engine: rendering, keys, journal writes,
-scheduling, thread hand-off. The work itself is timed separately and subtracted.
+A recipe of two chained fan-outs of N `boost_style` instances each (the second reads the
+first by index: 2N instances in all) runs on the local provider. boost_style is pure text
+(no ffmpeg), so the run measures the engine: rendering, keys, journal writes, scheduling.
+The work itself is timed separately and subtracted.
 
 Figures: wall time of `sunoflow run` as a fresh process (so imports count), the
 per-instance overhead, and the wall time of the same command again when everything is

@@ -53,27 +53,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import album_common as album  # noqa: E402
+from bench_engine import recipe as engine_recipe  # noqa: E402
 
 RUNNER = str(HERE.parent / "runner")
 
 
 def local_recipe(n: int) -> str:
-    half = max(1, n // 2)
-    return f"""\
-version: 1
-name: bench-memory
-vars:
-  n: {list(range(half))}
-steps:
-  a:
-    uses: boost_style
-    for_each: "{{{{ vars.n }}}}"
-    with: {{content: "style {{{{ item }}}}"}}
-  b:
-    uses: boost_style
-    for_each: "{{{{ steps.a }}}}"
-    with: {{content: "{{{{ item.text }}}} and more"}}
-"""
+    """n instances: bench_engine's two chained fan-outs of n / 2 each."""
+    return engine_recipe(max(1, n // 2))
 
 
 LATENCY = 1.0  # wall seconds every task of the fake takes: a stage's tasks are in flight together

@@ -205,9 +205,12 @@ def test_a_complete_result_in_another_order_keeps_the_released_track_first(srv, 
     assert_next_run_pays_nothing(tmp_path, srv)
 
 
-def test_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(srv, tmp_path):
+@pytest.mark.parametrize("listen", [True, False], ids=["callbacks", "polling"])
+def test_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(srv, tmp_path,
+                                                                         listen: bool):
+    # The first stage reported by a callback, or found by a poll (FIRST_SUCCESS).
     write(tmp_path)
-    with running(tmp_path, srv) as proc:
+    with running(tmp_path, srv, listen=listen) as proc:
         song_task(srv)
         srv.advance(0.8 * SONG)
         wav_id = until(lambda: [p["task_id"] for p in wav_posts(srv) if p["task_id"]],
@@ -218,14 +221,16 @@ def test_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(srv, t
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     srv.advance(SONG)  # the song finishes while nobody watches
-    again = subprocess.run(command(tmp_path, srv.url, "--listen", "127.0.0.1:0"), env=env(),
-                           capture_output=True, text=True, timeout=60, check=False)
+    again = subprocess.run(command(tmp_path, srv.url, *(("--listen", "127.0.0.1:0")
+                                                         if listen else ())),
+                           env=env(), capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 0, again.stderr
     # The song and the first WAV were polled, not paid again; only the second WAV is new.
     assert paid(srv) == Counter({"/api/v1/generate": 1, "/api/v1/wav/generate": 2})
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["counts"]["possibly_submitted"] == 0
     assert (tmp_path / "out" / "first.wav").read_bytes()[:4] == b"RIFF"
+    assert_next_run_pays_nothing(tmp_path, srv)
 
 
 # --- with polling only: FIRST_SUCCESS --------------------------------------------------
@@ -313,30 +318,6 @@ def test_a_callback_and_a_poll_of_the_same_first_stage_release_once(srv, tmp_pat
     assert [p["json"]["audioId"] for p in wav_posts(srv)] == task["clips"]
     assert [e["e"] for e in journal(tmp_path)].count("first") == 1
     assert downloads_of(srv, task["clips"][0]) == 1
-
-
-def test_with_polling_kill_after_an_early_step_was_paid_then_resume_pays_nothing_twice(
-        srv, tmp_path):
-    write(tmp_path)
-    with running(tmp_path, srv, listen=False) as proc:
-        song_task(srv)
-        srv.advance(0.8 * SONG)
-        wav_id = until(lambda: [p["task_id"] for p in wav_posts(srv) if p["task_id"]],
-                       "the first track's WAV")[0]
-        until(lambda: wav_id in (tmp_path / "state" / "journal.jsonl").read_text(),
-              "the journal")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    srv.advance(SONG)
-    again = subprocess.run(command(tmp_path, srv.url), env=env(), capture_output=True,
-                           text=True, timeout=60, check=False)
-    assert again.returncode == 0, again.stderr
-    # The song and the first WAV were polled, not paid again; only the second WAV is new.
-    assert paid(srv) == Counter({"/api/v1/generate": 1, "/api/v1/wav/generate": 2})
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["counts"]["possibly_submitted"] == 0
-    assert (tmp_path / "out" / "first.wav").read_bytes()[:4] == b"RIFF"
-    assert_next_run_pays_nothing(tmp_path, srv)
 
 
 # --- the poll aimed at the first stage (engine and poller, on a FakeClock) ---------------
