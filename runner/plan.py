@@ -6,7 +6,8 @@ anything runs: template syntax and names, references to unknown steps, vars, inp
 outputs (with a suggestion), indexes out of range for fan-outs of known length,
 `item`/`index` outside a `for_each`, `needs` on a missing step, cycles, a step type the
 provider cannot perform, model limits on inputs whose values are known already, and each
-use of a reusable recipe against what it declares (inputs, their types, its outputs).
+use of a reusable recipe against what it declares (inputs, their types, its outputs, and
+for a loop over its inputs, that their values are known before the run).
 
 Dependencies are per instance: `song[2]` waits for `words[2]` only when its templates
 say `steps.words[index]`, so one slow track does not hold up the others.
@@ -185,8 +186,9 @@ class Plan:
 
 @dataclass
 class _Unit:
-    """One recipe file, checked once however often it is used: its fan-outs, compiled
-    templates, order, and the checked recipes its steps use."""
+    """One recipe file, checked once however often it is used (a reusable recipe whose
+    loops use inputs: once per distinct value of those, runner.fanin): its fan-outs,
+    compiled templates, order, and the checked recipes its steps use."""
 
     recipe: Recipe
     ck: Checker

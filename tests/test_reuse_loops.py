@@ -258,3 +258,33 @@ steps:
     inner = [i for i in steps if "/" in i and not i.endswith(":inputs")]
     assert len(inner) == 8
     assert {steps[i]["status"] for i in inner} == {"cached"}
+
+
+def test_early_release_marks_follow_each_calls_own_instances(tmp_path: Path):
+    from runner import recipe
+    from runner.plan import build
+
+    side = SIDE.replace("outputs:\n", """\
+  wav:
+    uses: convert
+    for_each: "{{ steps.song }}"
+    with: {audio: "{{ item.tracks[0] }}", format: wav}
+outputs:
+""")
+    root = project(tmp_path, side=side)
+    plan = build(recipe.load(root / "album.yaml"))
+    early = {i.id: i.early for i in plan.instances.values() if i.id.endswith("]") and
+             "/wav[" in i.id}
+    assert early == {f"{call}/wav[{j}]": (f"{call}/song[{j}]",)
+                     for call, songs in CALLS.items() for j in range(len(songs))}
+
+
+def test_only_and_reroll_take_a_step_inside_every_call(tmp_path: Path):
+    root = project(tmp_path)
+    r = sunoflow("run", "album.yaml", "--only", "each/words", "--report", "o.json", cwd=root)
+    assert r.returncode == 0, r.stderr
+    ran = {i for i, s in steps_of(root / "o.json").items() if s["status"] == "succeeded"}
+    assert ran & INNER == {"each[0]/words[0]", "each[0]/words[1]", "each[1]/words[0]"}
+    r = sunoflow("reroll", "album.yaml", "each/opener", "--yes", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("reroll each/opener: 2 step instances run again (each/opener)")
