@@ -109,7 +109,9 @@ class Checker:
             self.check_refs(path, c, None, looped=False)
             return None, None, None
         if roots - {"vars", "inputs"} or ("inputs" in roots and path[0] != "steps"):
-            self.err(path, "for_each may use vars, " + ("inputs, " if self.r.inputs else "")
+            # (An album entry's loop is rendered after the run, where inputs are not seen.)
+            self.err(path, "for_each may use vars, " + ("inputs, " if self.r.inputs and
+                                                        path[0] == "steps" else "")
                      + "a literal list, or exactly '{{ steps.X }}' of a fan-out step X; its "
                      "length must be known before the run")
             return 0, [], None
