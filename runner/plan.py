@@ -6,7 +6,8 @@ anything runs: template syntax and names, references to unknown steps, vars, inp
 outputs (with a suggestion), indexes out of range for fan-outs of known length,
 `item`/`index` outside a `for_each`, `needs` on a missing step, cycles, a step type the
 provider cannot perform, model limits on inputs whose values are known already, and each
-use of a reusable recipe against what it declares (inputs, their types, its outputs).
+use of a reusable recipe against what it declares (inputs, their types, its outputs, and
+for a loop over its inputs, that their values are known before the run).
 
 Dependencies are per instance: `song[2]` waits for `words[2]` only when its templates
 say `steps.words[index]`, so one slow track does not hold up the others.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from runner import models, paths
+from runner import fanin, models, paths
 from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError
 from runner.include import INPUT_TYPES, at, fits
@@ -185,8 +186,9 @@ class Plan:
 
 @dataclass
 class _Unit:
-    """One recipe file, checked once however often it is used: its fan-outs, compiled
-    templates, order, and the checked recipes its steps use."""
+    """One recipe file, checked once however often it is used (a reusable recipe whose
+    loops use inputs: once per distinct value of those, runner.fanin): its fan-outs,
+    compiled templates, order, and the checked recipes its steps use."""
 
     recipe: Recipe
     ck: Checker
@@ -208,13 +210,14 @@ class _Unit:
 
 @building
 def build(recipe: Recipe) -> Plan:
-    """Check and expand the recipe. Raises RecipeError with every problem found."""
-    units: dict[Path, _Unit] = {}
-    top = _check_unit(recipe, recipe.provider, units)
+    """Check and expand the recipe. Raises RecipeError with every problem found (each
+    once, however many checks of a file found it)."""
+    units: dict[tuple[Path, str | None], _Unit] = {}
+    top = _check_unit(recipe, recipe.provider, units, recipe.input_defaults())
     diags = [d for u in units.values() for d in u.ck.diags]
     if diags:
         raise RecipeError(diags)
-    ex = _Expander(recipe)
+    ex = _Expander(recipe, units)
     ex.unit(top, "", None, recipe.input_defaults(), "")
     diags = [d for u in units.values() for d in u.ck.diags] + ex.diags
     if diags:
@@ -222,12 +225,18 @@ def build(recipe: Recipe) -> Plan:
     return Plan(recipe, ex.instances, top.ck.fan, ex.path_deps(), ex.scopes)
 
 
-def _check_unit(recipe: Recipe, provider: Provider, units: dict[Path, _Unit]) -> _Unit:
-    """Check one recipe and, first, every recipe it uses (each file once)."""
-    ident = recipe.path.resolve()
+def _check_unit(recipe: Recipe, provider: Provider, units: dict[tuple[Path, str | None], _Unit],
+                known: dict[str, Any] | None = None, note: str = "") -> _Unit:
+    """Check one recipe and, first, every recipe it uses: each file once, but a reusable
+    recipe whose loops use inputs once before any call (`known` None: what does not depend
+    on them) and then once per distinct value of those inputs (runner.fanin). `note` is
+    added to the messages of such a per-value check: the call it was made for."""
+    ck_key = fanin.cache_key(recipe, known)
+    ident = (recipe.path.resolve(), ck_key)
     if ident in units:
         return units[ident]
-    ck = Checker(recipe, provider)
+    ck = Checker(recipe, provider, known if ck_key is not None else None,
+                 note if ck_key else "")
     unit = _Unit(recipe, ck)
     units[ident] = unit
     for sid, step in recipe.steps.items():
@@ -350,8 +359,9 @@ def _type_message(step: Step, name: str, value: Any, prefix: str = "") -> str:
 class _Expander:
     """Makes the instances of a checked recipe, and of every call in it, in order."""
 
-    def __init__(self, top: Recipe) -> None:
+    def __init__(self, top: Recipe, units: dict[tuple[Path, str | None], _Unit]) -> None:
         self.top = top
+        self.units = units  # the checked recipes (runner.plan._check_unit's cache)
         self.instances: dict[str, Instance] = {}
         self.scopes: dict[str, Scope] = {}
         self.diags: list[Diagnostic] = []
@@ -411,23 +421,46 @@ class _Expander:
                     continue
                 start = replace(inst, id=inst.id + ENTER, kind="enter")
                 self.instances[start.id] = start
-                inner = u.ck.calls[sid]
-                inner_known = self.call_inputs(ck, start, known)
+                inner_known, late = self.call_inputs(ck, start, known)
+                called = self.called(u, start, inner_known, late)
                 # A call is one step: it ends when every step of it has (a nested call's
                 # end stands for the steps inside it).
-                inside = self.unit(inner, inst.id + "/", start.id, inner_known,
-                                   path + sid + "/")
+                inside = [] if called is None else self.unit(
+                    called, inst.id + "/", start.id, inner_known, path + sid + "/")
                 self.instances[inst.id] = replace(inst, deps=(*inside, start.id), kind="leave")
         return mine
 
-    def call_inputs(self, ck: Checker, start: Instance, known: dict[str, Any]) -> dict[str, Any]:
-        """The inputs of one call whose values are known before the run: defaults, and
-        `with` values that need no step's outputs. Their types are checked here."""
+    def called(self, u: _Unit, start: Instance, known: dict[str, Any],
+               late: set[str]) -> _Unit | None:
+        """The checked recipe one call runs: the file's one check, or for a recipe whose
+        loops use inputs, its check for this call's values of them (None when the call is
+        refused: those values are not known before the run, or a loop gets no list)."""
+        inner = u.ck.calls[start.step.id]
+        if not fanin.loop_inputs(inner.recipe):
+            return inner
+        step = start.step
+        prefix = f"{start.call}: " if start.index is not None or start.scope else ""
+        refused = fanin.check_call(u.recipe, step.id, inner.recipe, known, late, prefix)
+        if refused:
+            self.diags.extend(refused)
+            return None
+        given = sorted(n for n in fanin.loop_inputs(inner.recipe) if n in step.with_)
+        note = f" (for the call {start.call} at " \
+            f"{at(u.recipe.doc, ('steps', step.id, 'with', given[0]))})" if given else ""
+        checked = _check_unit(inner.recipe, u.ck.provider, self.units, known, note)
+        return None if checked.ck.diags else checked
+
+    def call_inputs(self, ck: Checker, start: Instance,
+                    known: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+        """The inputs of one call whose values are known before the run (defaults, and
+        `with` values that need no step's outputs), and those given by a template that
+        needs the run. Their types are checked here."""
         step = start.step
         callee = step.callee
         assert callee is not None
         ctx = context(ck.r, start, None, known)
         out: dict[str, Any] = {}
+        late: set[str] = set()
         for name, spec in callee.inputs.items():
             if name not in step.with_:
                 if spec.default is not NO_DEFAULT or not spec.required:
@@ -445,6 +478,7 @@ class _Expander:
                         "relative to the folder of the recipe that is run"))
                 continue  # literal types were checked with the recipe
             if not all(_static(compile_template(t), start, known) for t in texts):
+                late.add(name)
                 continue
             try:
                 value = render(v, ctx)
@@ -458,7 +492,7 @@ class _Expander:
                                                             f"{start.call}: ")))
                 continue
             out[name] = value
-        return out
+        return out, late
 
     def path_deps(self) -> dict[str, set[str]]:
         """Step path -> the step paths it waits for (a call's entry is transparent)."""

@@ -29,9 +29,19 @@ if TYPE_CHECKING:
 
 
 class Checker:
-    def __init__(self, recipe: Recipe, provider: Provider) -> None:
+    """Checks one recipe file. `known`: the values of its inputs known before the run (the
+    defaults for the recipe that is run, a call's known inputs for a reusable recipe whose
+    loops use inputs); None to check a reusable recipe before any call of it is known,
+    where a loop over inputs has a length yet to be known (`deferred`) and only what does
+    not depend on it is checked (runner.fanin)."""
+
+    def __init__(self, recipe: Recipe, provider: Provider,
+                 known: dict[str, Any] | None = None, note: str = "") -> None:
         self.r = recipe
         self.provider = provider  # the run's: a reusable recipe runs on its caller's
+        self.known = known
+        self.note = note  # appended to every message: which call a check is for
+        self.deferred: set[str] = set()  # loops whose length depends on a call's inputs
         self.doc = recipe.doc
         self.calls: dict[str, _Unit] = {}  # call step id -> the checked callee
         self.diags: list[Diagnostic] = []
@@ -42,7 +52,7 @@ class Checker:
 
     def err(self, path: tuple[Any, ...], msg: str, hint: str | None = None,
             line: int = 1, key: bool = False) -> None:
-        self.diags.append(self.doc.diag(path, msg, hint, key=key,
+        self.diags.append(self.doc.diag(path, msg + self.note, hint, key=key,
                                         offset=(line - 1, 1) if line > 1 else None))
 
     def compile(self, path: tuple[Any, ...], src: str) -> Compiled | None:
@@ -84,6 +94,8 @@ class Checker:
                 self.err(path, f"for_each over steps.{x} loops back to this step")
                 return 0, [], None
             n = self.fan_out(x, visiting)
+            if x in self.deferred and path[0] == "steps":
+                self.deferred.add(path[1])
             if n is None:
                 self.err(path, f"for_each over steps.{x}, but '{x}' is a single step, not a "
                          "fan-out", "for_each takes a list, vars, or '{{ steps.X }}' of a "
@@ -96,23 +108,35 @@ class Checker:
             # (e.g. a folder per stem: "{{ steps.stems.stems | dictsort }}").
             self.check_refs(path, c, None, looped=False)
             return None, None, None
-        if "inputs" in roots:
-            self.err(path, "for_each in a reusable recipe cannot use inputs yet: its length "
-                     "must be known before the run", "loop in the caller instead: for_each on "
-                     "the step that uses this recipe")
-            return 0, [], None
-        if roots - {"vars"}:
-            self.err(path, "for_each may use vars, a literal list, or exactly "
-                     "'{{ steps.X }}' of a fan-out step X; its length must be known before "
-                     "the run")
+        if roots - {"vars", "inputs"} or ("inputs" in roots and path[0] != "steps"):
+            # (An album entry's loop is rendered after the run, where inputs are not seen.)
+            self.err(path, "for_each may use vars, " + ("inputs, " if self.r.inputs and
+                                                        path[0] == "steps" else "")
+                     + "a literal list, or exactly '{{ steps.X }}' of a fan-out step X; its "
+                     "length must be known before the run")
             return 0, [], None
         before = len(self.diags)
         self.check_refs(path, c, None)
         if len(self.diags) > before:
             self.broken.add(path[1] if path[0] == "steps" else "")
             return 0, [], None
+        inputs: dict[str, Any] = {}
+        if "inputs" in roots:
+            if self.known is None:
+                self.deferred.add(path[1])  # checked again at each call (runner.plan)
+                return 0, None, None
+            missing = sorted(n for n in _input_names(c, self.r) if n not in self.known)
+            if missing:
+                self.err(path, f"for_each uses input '{missing[0]}', which has no default: "
+                         "its length is known only where a recipe uses this one",
+                         f"give '{missing[0]}' a default to run or check this recipe on its "
+                         "own, or check the recipe that uses it (uses: ./path/to/it.yaml, "
+                         "with: {...})")
+                self.broken.add(path[1])
+                return 0, [], None
+            inputs = self.known
         try:
-            value = c.render({"vars": self.r.vars})
+            value = c.render({"vars": self.r.vars, "inputs": inputs})
         except TemplateError as exc:
             self.err(path, f"for_each: {exc}")
             self.broken.add(path[1] if path[0] == "steps" else "")
@@ -197,7 +221,8 @@ class Checker:
                          f"steps.{x}[0].{rest[0].value}", ref.line)
                 return
             v = index_value(rest[0], None)
-            if v is not None and not -n <= v < n:
+            # A deferred loop's length depends on the call: each call's check judges it.
+            if v is not None and not -n <= v < n and x not in self.deferred:
                 self.err(path, f"{ref.text(2)}: '{x}' has {n} instance"
                          f"{'s' if n != 1 else ''} (0-{n - 1})", None, ref.line)
             rest = rest[1:]
@@ -294,6 +319,17 @@ class Checker:
         for key, val in (("if", step.if_), ("take", step.take)):
             if is_template(val):
                 yield (*base, key), val
+
+
+def _input_names(c: Compiled, recipe: Recipe) -> set[str]:
+    """The inputs a template names (all of them when it names one through an expression)."""
+    out: set[str] = set()
+    for ref in c.refs:
+        if ref.root == "inputs":
+            p = ref.parts[0] if ref.parts else None
+            out |= {str(p.value)} if p is not None and p.kind in ("attr", "const") \
+                else set(recipe.inputs)
+    return out
 
 
 def first_output(ck: Checker, x: str) -> str:

@@ -39,6 +39,12 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
+    # Before the plan: a loop over an input with no default has no length to plan with.
+    unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
+    if unset:
+        raise UsageError(f"{recipe_path} is a reusable recipe: input '{unset[0]}' has no "
+                         "default; use it from another recipe (uses: ./path/to/it.yaml, "
+                         "with: {...})")
     p = planner.build(r)
     if listen is not None:
         _check_listen(r.provider, listen)
@@ -46,11 +52,6 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         if sid not in p.paths:
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
-    unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
-    if unset:
-        raise UsageError(f"{recipe_path} is a reusable recipe: input '{unset[0]}' has no "
-                         "default; use it from another recipe (uses: ./path/to/it.yaml, "
-                         "with: {...})")
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
     odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
