@@ -209,14 +209,25 @@ class _Unit:
 
 
 @building
-def build(recipe: Recipe) -> Plan:
+def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     """Check and expand the recipe. Raises RecipeError with every problem found (each
-    once, however many checks of a file found it)."""
+    once, however many checks of a file found it). A reusable recipe whose loop uses an
+    input without default has no length to plan that loop with: `partial` (validate)
+    checks everything else and plans the loop empty; otherwise it is refused."""
     units: dict[tuple[Path, str | None], _Unit] = {}
     top = _check_unit(recipe, recipe.provider, units, recipe.input_defaults())
     diags = [d for u in units.values() for d in u.ck.diags]
+    if not partial:
+        diags += [recipe.doc.diag(("steps", sid, "for_each"), f"for_each uses input "
+                                  f"'{name}', which has no default: its length is known only "
+                                  "where a recipe uses this one", f"give '{name}' a default "
+                                  "to plan or run this recipe on its own, or use it from "
+                                  "another (uses: ./path/to/it.yaml, with: {...})")
+                  for sid, name in top.ck.unset.items()]
     if diags:
         raise RecipeError(diags)
+    if top.ck.unset:  # partial: what needs the loops' lengths waits for a call
+        return Plan(recipe, {}, top.ck.fan, {}, {})
     ex = _Expander(recipe, units)
     ex.unit(top, "", None, recipe.input_defaults(), "")
     diags = [d for u in units.values() for d in u.ck.diags] + ex.diags

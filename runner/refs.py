@@ -42,6 +42,7 @@ class Checker:
         self.known = known
         self.note = note  # appended to every message: which call a check is for
         self.deferred: set[str] = set()  # loops whose length depends on a call's inputs
+        self.unset: dict[str, str] = {}  # step -> an input without default its loop uses
         self.doc = recipe.doc
         self.calls: dict[str, _Unit] = {}  # call step id -> the checked callee
         self.diags: list[Diagnostic] = []
@@ -127,13 +128,12 @@ class Checker:
                 return 0, None, None
             missing = sorted(n for n in _input_names(c, self.r) if n not in self.known)
             if missing:
-                self.err(path, f"for_each uses input '{missing[0]}', which has no default: "
-                         "its length is known only where a recipe uses this one",
-                         f"give '{missing[0]}' a default to run or check this recipe on its "
-                         "own, or check the recipe that uses it (uses: ./path/to/it.yaml, "
-                         "with: {...})")
-                self.broken.add(path[1])
-                return 0, [], None
+                # Only the recipe that is run lacks a value (a call's are checked before,
+                # runner.fanin): its loop is checked as before any call, and planning it
+                # for a run is refused (runner.plan.build, `unset`).
+                self.deferred.add(path[1])
+                self.unset[path[1]] = missing[0]
+                return 0, None, None
             inputs = self.known
         try:
             value = c.render({"vars": self.r.vars, "inputs": inputs})

@@ -150,7 +150,12 @@ def test_each_call_fans_out_to_its_own_list(tmp_path: Path):
 
 def test_a_callee_run_on_its_own_loops_over_its_defaults(tmp_path: Path):
     root = project(tmp_path)
+    # Validated on its own, as any reusable recipe with required inputs: what does not
+    # depend on their values is checked.
     r = sunoflow("validate", "lib/side.yaml", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "its loops over inputs are checked where it is used" in r.stdout
+    r = sunoflow("plan", "lib/side.yaml", cwd=root)
     assert r.returncode == 2
     assert r.stderr.startswith("lib/side.yaml:8:15: for_each uses input 'songs', which has no "
                                "default")
