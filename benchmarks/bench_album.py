@@ -169,7 +169,7 @@ def local_time(log: list[dict[str, Any]], t0: float, t1: float) -> float:
 
 
 def run_sunoflow(
-    n: int, scale: float, root: Path, *, concurrency: str, rerun: bool
+    n: int, scale: float, root: Path, *, concurrency: str, rerun: bool, profile: bool = False
 ) -> tuple[Row, str | None]:
     """One sunoflow run on a fresh fake; with `rerun`, the same command again on the same
     fake (the same base URL, so the same step keys): the resume of a finished run."""
@@ -179,7 +179,11 @@ def run_sunoflow(
     (work / "album.yaml").write_text(recipe(n, scale))
     extra = [] if concurrency == "default" else ["--concurrency", concurrency]
     with Fake(scale, work) as fake:
-        usage, t0, t1 = timed(fake, sunoflow_cmd(work, fake.url) + extra)
+        cmd = sunoflow_cmd(work, fake.url) + extra
+        if profile:  # the same process under a sampling profiler (sample_cpu.py)
+            cmd[1:3] = [str(HERE / "sample_cpu.py"), str(work / "cpu-samples.json"), "-m",
+                        "runner"]
+        usage, t0, t1 = timed(fake, cmd)
         tasks, log = save(work, fake)
         report = json.loads((work / "report.json").read_text())
         if usage.returncode != 0 or report["status"] != "succeeded":
@@ -319,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-baselines", action="store_true", help="sunoflow only")
     p.add_argument("--keep", metavar="DIR", help="keep every run's files and fake records")
+    p.add_argument("--profile", action="store_true",
+                   help="sample each first sunoflow run's CPU (benchmarks/sample_cpu.py): "
+                   "cpu-samples.json in its folder (use with --keep)")
     args = p.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     sizes = [int(s) for s in args.songs.split(",") if s.strip()]
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, conc in enumerate(variants):
             rerun = i == 0 and n == args.resume_songs
             row, cached = run_sunoflow(
-                n, scale, root, concurrency=conc, rerun=rerun
+                n, scale, root, concurrency=conc, rerun=rerun, profile=args.profile
             )
             rows.append(row)
             if cached is not None:

@@ -273,8 +273,10 @@ class Engine:
         if self._http is None:
             import httpx
 
+            from runner.httpclient import async_client
+
             t = self.recipe.provider.request_timeout
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(t, connect=10.0))
+            self._http = async_client(timeout=httpx.Timeout(t, connect=10.0))
         return self._http
 
     def _skip(self, iid: str, why: str) -> None:

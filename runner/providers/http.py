@@ -32,6 +32,7 @@ import httpx
 from anyio.lowlevel import RunVar
 
 from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
+from runner.httpclient import async_client
 from runner.pacing import PRIORITY, SENT_AT, Clock, RateLimiter
 from runner.recipe import Provider as ProviderConfig
 
@@ -111,8 +112,8 @@ class PerLoop:
 
 def files_client(config: ProviderConfig) -> PerLoop:
     """Clients for result files on CDNs: no key (it is not theirs), no rate limit."""
-    return PerLoop(lambda: httpx.AsyncClient(timeout=httpx.Timeout(config.request_timeout),
-                                             follow_redirects=True, verify=ssl_context()))
+    return PerLoop(lambda: async_client(timeout=httpx.Timeout(config.request_timeout),
+                                        follow_redirects=True, verify=ssl_context()))
 
 
 def suffix(url: str, default: str) -> str:
@@ -172,7 +173,7 @@ class ApiClient:
         # httpx masks the Authorization header in every repr; the key lives only there
         # and in the closures below.
         headers = {"Authorization": f"Bearer {key}"}
-        self.clients = PerLoop(lambda: httpx.AsyncClient(
+        self.clients = PerLoop(lambda: async_client(
             headers=headers, timeout=timeout, follow_redirects=False, verify=ssl_context(),
             transport=self.transport))
         self.redact = _redactor(key)
