@@ -92,31 +92,30 @@ class Includes:
     """One load of a top recipe: every callee loaded once (by resolved path), and the chain
     of files being loaded, to find a recipe that includes itself."""
 
+    roots: Roots  # where callees may come from (paths.Roots.project)
     loaded: dict[Path, Recipe] = field(default_factory=dict)
     failed: dict[Path, list[Diagnostic]] = field(default_factory=dict)
     stack: list[_Frame] = field(default_factory=list)
     cycles: set[Diagnostic] = field(default_factory=set)  # the recursions found
-    roots: Roots | None = None  # where callees may come from (paths.Roots.project)
 
     def load(self, doc: Document, path: Path, sid: str, uses: str) -> tuple[Recipe | None,
                                                                                list[Diagnostic]]:
         """The callee of step `sid` of the recipe at `path`: the recipe, or None and why."""
         if uses.startswith(STOCK):
             return self._stock(doc, path, sid, uses)
-        if self.roots is not None:
-            try:
-                # Recipes arrive in pull requests: a callee outside the project (or reached
-                # through a symbolic link that leads out, or under .git) is not read at all.
-                self.roots.resolve(uses, base=path.resolve().parent)
-            except Outside as exc:
-                return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: {exc}",
-                                       "a reusable recipe must be inside the project (its "
-                                       "git work tree) or an --allow-path folder")]
-        if not (path.parent / uses).is_file():
+        try:
+            # Recipes arrive in pull requests: a callee outside the project (or reached
+            # through a symbolic link that leads out, or under .git) is not read at all.
+            target = self.roots.resolve(uses, base=path.resolve().parent)
+        except Outside as exc:
+            return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: {exc}",
+                                   "a reusable recipe must be inside the project (its "
+                                   "git work tree) or an --allow-path folder")]
+        if not target.is_file():
             return None, [doc.diag(("steps", sid, "uses"), f"steps.{sid}.uses: no recipe file "
                                    f"'{uses}'", "the path is relative to this recipe's "
                                    "folder")]
-        return self._callee(doc, path, sid, uses, (path.parent / uses).resolve(),
+        return self._callee(doc, path, sid, uses, target,
                             os.path.normpath(os.path.join(os.path.dirname(doc.file), uses)))
 
     def _stock(self, doc: Document, path: Path, sid: str, uses: str) -> tuple[
