@@ -17,25 +17,18 @@ from typing import Any
 from runner.errors import Diagnostic
 from runner.include import at
 from runner.recipe import Recipe, _kind, _show
-from runner.template import TemplateError, compile_template, is_template
-
-ANY = "\0any"  # a loop that names inputs through an expression: it may use any of them
+from runner.template import Compiled, TemplateError, compile_template, is_template
 
 
-def _names(src: Any) -> frozenset[str]:
-    """The inputs one `for_each` template uses."""
-    if not isinstance(src, str) or not is_template(src):
-        return frozenset()
-    try:
-        c = compile_template(src)
-    except TemplateError:
-        return frozenset()  # reported by the loader
+def input_names(c: Compiled, recipe: Recipe) -> frozenset[str]:
+    """The inputs a compiled template uses (all the recipe's when it names one through an
+    expression, `inputs[x]`)."""
     out: set[str] = set()
     for ref in c.refs:
-        if ref.root != "inputs":
-            continue
-        p = ref.parts[0] if ref.parts else None
-        out.add(str(p.value) if p is not None and p.kind in ("attr", "const") else ANY)
+        if ref.root == "inputs":
+            p = ref.parts[0] if ref.parts else None
+            out |= {str(p.value)} if p is not None and p.kind in ("attr", "const") \
+                else set(recipe.inputs)
     return frozenset(out)
 
 
@@ -43,9 +36,15 @@ def loops(recipe: Recipe) -> dict[str, frozenset[str]]:
     """Step id -> the inputs its `for_each` uses, for the steps whose loop uses any."""
     out = {}
     for sid, step in recipe.steps.items():
-        names = _names(step.for_each)
+        src = step.for_each
+        if not isinstance(src, str) or not is_template(src):
+            continue
+        try:
+            names = input_names(compile_template(src), recipe)
+        except TemplateError:
+            continue  # reported by the loader
         if names:
-            out[sid] = frozenset(recipe.inputs) if ANY in names else names
+            out[sid] = names
     return out
 
 

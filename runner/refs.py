@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from runner import fanin
 from runner.errors import Diagnostic
 from runner.include import at
 from runner.recipe import Provider, Recipe, Step, _kind, _show, suggest
@@ -126,7 +127,7 @@ class Checker:
             if self.known is None:
                 self.deferred.add(path[1])  # checked again at each call (runner.plan)
                 return 0, None, None
-            missing = sorted(n for n in _input_names(c, self.r) if n not in self.known)
+            missing = sorted(n for n in fanin.input_names(c, self.r) if n not in self.known)
             if missing:
                 # Only the recipe that is run lacks a value (a call's are checked before,
                 # runner.fanin): its loop is checked as before any call, and planning it
@@ -319,17 +320,6 @@ class Checker:
         for key, val in (("if", step.if_), ("take", step.take)):
             if is_template(val):
                 yield (*base, key), val
-
-
-def _input_names(c: Compiled, recipe: Recipe) -> set[str]:
-    """The inputs a template names (all of them when it names one through an expression)."""
-    out: set[str] = set()
-    for ref in c.refs:
-        if ref.root == "inputs":
-            p = ref.parts[0] if ref.parts else None
-            out |= {str(p.value)} if p is not None and p.kind in ("attr", "const") \
-                else set(recipe.inputs)
-    return out
 
 
 def first_output(ck: Checker, x: str) -> str:
