@@ -315,7 +315,7 @@ def _build(text: str, name: str) -> Document:
 
     ev: Any  # dispatched on its exact class below, which mypy does not narrow
     try:
-        for ev in yaml.parse(text, Loader=_Loader):
+        for ev in _events(text):
             cls = type(ev)
             if cls is yaml.ScalarEvent:
                 total += 1
@@ -421,6 +421,29 @@ def _build(text: str, name: str) -> Document:
                                       "start with 'version: 1', a 'name' and 'steps'")])
     doc.data = result
     return doc
+
+
+def _events(text: str) -> Any:
+    """PyYAML's events for ``text``, libyaml's when it is there.
+
+    libyaml 0.2.6 (bundled from PyYAML 6.0.4) refuses flow nesting beyond 1,000 levels
+    while its scanner reads ahead, before the parser hands us the level at which we refuse
+    (MAX_DEPTH). The pure-Python parser has no such limit: replay the stream with it,
+    skipping the events already handed out, so our own check speaks, at the position it
+    names with every PyYAML release.
+    """
+    handed = 0
+    try:
+        for ev in yaml.parse(text, Loader=_Loader):
+            handed += 1
+            yield ev
+        return
+    except yaml.MarkedYAMLError as exc:
+        if _Loader is yaml.SafeLoader or "nesting depth" not in str(exc.problem):
+            raise
+    for i, ev in enumerate(yaml.parse(text, Loader=yaml.SafeLoader)):
+        if i >= handed:
+            yield ev
 
 
 # PyYAML's "while parsing ..." contexts, said the way an author thinks of them.
