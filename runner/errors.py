@@ -14,7 +14,10 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── Interrupted                exit 130 Ctrl-C / SIGTERM (engine)
     ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
-    │                                      newer sunoflow (store)
+    │   │                                  newer sunoflow (store)
+    │   └── JournalError                   a durable journal line could not be written
+    │                                      (disk full, I/O error): nothing more is
+    │                                      submitted in this run (store, engine)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -76,6 +79,10 @@ class Interrupted(SunoflowError):
 
 class StoreError(SunoflowError):
     pass
+
+
+class JournalError(StoreError):
+    """The journal could not take a line that proves a payment (store.Store.record)."""
 
 
 class BudgetError(SunoflowError):

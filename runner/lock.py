@@ -189,14 +189,20 @@ def read(path: Path) -> dict[str, Any]:
 def seed(store: Store, data: dict[str, Any]) -> int:
     """Make the store know every locked result; return how many were added. Files are not
     fetched here: the engine re-downloads (by URL, or through the provider by task id) or
-    re-makes whatever is missing, and checks each against its recorded sha256."""
+    re-makes whatever is missing, and checks each against its recorded sha256.
+
+    The journal wins where it knows more: a ``done`` it holds is newer than or equal to
+    the lock's, and a ``submitted`` task (a --force rerun that was stopped) is a paid task
+    the next run must poll, not replace with the older locked result. Any other state
+    (intent, uncertain, failed) gives way to the lock: its result was paid for and is
+    taken instead of submitting again."""
     added = 0
     for iid, entry in data["steps"].items():
-        k = entry.get("key")
-        if not k:
+        k = entry.get("key") if isinstance(entry, dict) else None
+        if not k or not isinstance(k, str):
             continue
         st = store.states.get(k)
-        if st is not None and st.status == "done":
+        if st is not None and st.status in ("done", "submitted"):
             continue
         files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
                   "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),

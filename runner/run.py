@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import export, lock, paths, progress, providers
+from runner import export, ledger, lock, paths, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.callbacks import Callbacks
@@ -35,6 +35,13 @@ def default_state_dir(recipe_path: Path) -> Path:
     return recipe_path.resolve().parent / ".sunoflow"
 
 
+def state_dir_of(arg: str | None, recipe_path: Path) -> Path:
+    """The state directory, absolute: `--state-dir` is relative to the folder the command
+    runs in (as every path on a command line), made absolute here, once; by default
+    `.sunoflow/` beside the recipe."""
+    return Path(os.path.abspath(arg)) if arg else default_state_dir(recipe_path)
+
+
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None) -> int:
@@ -52,20 +59,29 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         if sid not in p.paths:
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
-    sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
+    sdir = state_dir_of(state_dir, r.path)
     odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)
     store = Store(sdir).open()
     store.lock()
+    ui = progress.make(quiet)
+    for warning in store.warnings:
+        ui.always(f"warning: {warning}")
     lock_path = lock.path_for(r.path)
-    if opts.get("frozen"):
-        if lock_path.exists():
-            lock.seed(store, lock.read(lock_path))
-        elif not store.states:
-            raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
-                              "directory: nothing to build from")
+    # Before anything is paid: `clean` keeps what every recipe in this list refers to.
+    ledger.register(store.root, r.path, lock_path)
+    # The committed lock is the ledger (DESIGN 5): every key it records was paid for, so
+    # every run, not only --frozen, makes the store know it before anything is decided.
+    # A key the lock records is then restored (engine._restore), never submitted; only
+    # keys absent from both the lock and the journal can be paid for. A lock that cannot
+    # be read stops the run: going on without it would pay again for all it records.
+    if lock_path.exists():
+        lock.seed(store, lock.read(lock_path))
+    elif opts.get("frozen") and not store.states:
+        raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
+                          "directory: nothing to build from")
     _check_budget(p, store, opts.get("max_credits"))
     if opts.get("frozen"):
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
@@ -78,7 +94,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
                                                   store=store, clock=clock)
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
-    ui = progress.make(quiet)
+    if remote is not None and not opts.get("frozen"):
+        store.reserve()  # room for a paid task's id on a disk that fills up (runner.store)
     callbacks: Callbacks | None = None
     listener: Listener | None = None
     if listen is not None and remote is not None:
