@@ -553,8 +553,10 @@ class Engine:
         else:
             # Same files (by content): keep the recorded outputs. Fresh links would change
             # the inputs, hence the keys, of every step that reads them, and those would be
-            # paid for again.
-            outputs = st.outputs
+            # paid for again. The recorded file entries stay too: the lock is the same
+            # bytes after a restore (the fresh links expire as well; a later restore asks
+            # for fresh ones again).
+            outputs, files = st.outputs, st.files
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=list(st.task_ids), credits=st.credits)
         return outputs
