@@ -681,6 +681,11 @@ class Engine:
         recover it, and nothing more is submitted."""
         try:
             await self._durable("submitted", op.key, op.step, task_id=task_id)
+            if self.store.degraded and not self.stop_reason:
+                self.stop_reason = self.store.degraded
+                self.ui.always(f"{inst.id}: {self.store.degraded}: task {task_id} is "
+                               "recorded, and nothing more is submitted in this run; free "
+                               "some space, then run again (the task is polled, not paid)")
         except JournalError as exc:
             self.unjournaled[op.key] = (op.step, task_id)
             self.stop_reason = str(exc)

@@ -130,6 +130,13 @@ class Store:
     # --- opening -------------------------------------------------------------------
 
     def open(self, *, create: bool = True) -> Store:
+        try:
+            return self._open(create)
+        except OSError as exc:
+            raise StoreError(f"cannot use the state directory {self.root}: "
+                             f"{exc.strerror or exc}") from None
+
+    def _open(self, create: bool) -> Store:
         if not self.root.exists():
             if not create:
                 return self
@@ -276,9 +283,11 @@ class Store:
             try:
                 self._append(fd, line, sync)
             except OSError as exc:
-                # The line is not on disk. A durable line may prove a payment that already
-                # happened (a task id): spend the reserve on it, once, and write it again.
-                if not (durable and self._spend_reserve(exc)):
+                # The line is not on disk. A durable line other than ``intent`` may prove a
+                # payment that already happened (a task id): spend the reserve on it, once,
+                # and write it again. An ``intent`` that cannot be written is refused: no
+                # submit follows it, so nothing is lost.
+                if not (durable and event != "intent" and self._spend_reserve(exc)):
                     raise JournalError(self._failed(event, exc)) from None
                 try:
                     self._append(fd, line, True)
