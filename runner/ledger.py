@@ -107,6 +107,59 @@ def register(root: Path, recipe: Path, lock: Path) -> None:
     _write(root, [*listed, me])
 
 
+# --- which lock the journal already holds whole ------------------------------------------
+#
+# Every run makes the store know what the lock records (runner.lock.seed); parsing the lock
+# of 10,000 steps costs most of a resume. A finished run leaves a mark: the lock's sha256
+# and the journal's size and mtime right after the lock was written from it. While both
+# are unchanged, every key that lock records is `done` in the journal (the lock was
+# derived from exactly those lines, and the journal only grows), so seeding it would add
+# nothing and is skipped. Any change to either (a new lock from a pull, one more journal
+# line, a deleted state directory) reads the lock again.
+
+ABSORBED = "absorbed.json"
+
+
+def journal_mark(root: Path) -> list[int] | None:
+    try:
+        st = (root / "journal.jsonl").stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def absorbed(root: Path, lock_sha: str) -> bool:
+    """Whether the journal holds, `done`, every key of the lock whose sha256 is `lock_sha`."""
+    try:
+        data = json.loads((root / ABSORBED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    mark = journal_mark(root)
+    return isinstance(data, dict) and mark is not None and \
+        data.get(lock_sha) == mark
+
+
+def absorb(root: Path, lock_sha: str) -> None:
+    """Leave the mark for the lock just written (or found current) from this journal. A
+    failure only costs the next run one read of the lock."""
+    path = root / ABSORBED
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    mark = journal_mark(root)
+    if mark is None or data.get(lock_sha) == mark:
+        return
+    data = {k: v for k, v in list(data.items())[-31:]}  # one per recipe, a few kept
+    data[lock_sha] = mark
+    try:
+        paths.replace_text(path, json.dumps(data) + "\n")
+    except OSError:
+        pass
+
+
 def forget(root: Path, recipe: Path) -> bool:
     """Drop a recipe from the list; whether it was there."""
     me = Path(os.path.abspath(recipe))

@@ -77,9 +77,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     # A key the lock records is then restored (engine._restore), never submitted; only
     # keys absent from both the lock and the journal can be paid for. A lock that cannot
     # be read stops the run: going on without it would pay again for all it records.
-    if lock_path.exists():
+    lock_sha = _sha(lock_path) if lock_path.exists() else None
+    if lock_sha is not None and not ledger.absorbed(store.root, lock_sha):
         lock.seed(store, lock.read(lock_path))
-    elif opts.get("frozen") and not store.states:
+    elif lock_sha is None and opts.get("frozen") and not store.states:
         raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
                           "directory: nothing to build from")
     _check_budget(p, store, opts.get("max_credits"))
@@ -144,6 +145,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 not _lock_current(lock_path, r.path, store, engine):
             if lock.write(lock_path, p, engine.records, store):
                 ui.note(f"lock written: {lock_path.name}")
+            # The lock now is what this journal says (runner.ledger: the next run need not
+            # read it while neither changes).
+            store.sync()
+            ledger.absorb(store.root, _sha(lock_path))
         store.close()
     exported: list[dict[str, Any]] = []
     error: str | None = None

@@ -13,6 +13,8 @@ Layout (format version 1)::
                                (runner.ledger), so that `clean` keeps what each refers to
       reserve                  64 KiB of spare room, given back to the journal when the
                                disk is full so the task id of a paid submit can be written
+      absorbed.json            which lock the journal already holds whole (runner.ledger):
+                               a resume need not parse it
 
 Journal events, per step key (see plan.key): ``intent`` (about to submit, attempt n),
 ``submitted`` (the service's task id), ``uncertain`` (a submit whose answer was lost),

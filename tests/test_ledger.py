@@ -149,3 +149,23 @@ def test_keys_of_steps_that_read_no_local_file_are_unchanged():
              "audio_url": "http://u"}
     assert instance_key(p, "convert", {"audio": track, "format": "wav"}, "local", {}) == \
         "a22449a4679cba22291412b0401fa6a3"
+
+
+def test_a_failed_force_rerun_falls_back_to_the_locked_result(tmp_path: Path):
+    # The journal then says `failed` for a key the lock records as paid: the next plain run
+    # must read the lock again (the journal changed since the lock was written) and take
+    # the locked result, not pay for the step.
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        assert run(tmp_path, srv.url).returncode == 0
+        made = album(tmp_path / "out")
+        srv.configure(faults=[{"match": {"method": "POST", "path": "/api/v1/generate"},
+                               "action": {"fail_task": "GENERATE_AUDIO_FAILED"}}])
+        forced = run(tmp_path, srv.url, "--force", "song")
+        assert forced.returncode == 1
+        srv.configure(faults=[])
+        before = len(srv.log)
+        plain = run(tmp_path, srv.url)
+        assert plain.returncode == 0, plain.stderr
+        assert submits(srv.log[before:]) == []
+        assert album(tmp_path / "out") == made
