@@ -138,15 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from runner import lock, recipe
     from runner import plan as planner
-    from runner import recipe
     from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    store = Store(state_dir_of(args.state_dir, r.path)).open(create=False)
+    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
     rows = resolve(p, store)
     width = max(len(i) for i in rows)
     counts: dict[str, int] = {}
@@ -286,19 +286,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from runner import lock, recipe, report
     from runner import plan as planner
-    from runner import recipe, report
     from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    state = state_dir_of(args.state_dir, r.path)
-    done = {}
-    if state.exists():
-        store = Store(state).open(create=False)
-        done = {iid: v["status"] for iid, v in resolve(p, store).items()}
+    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
+    done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
+        if store.states else {}
     report.print_plan(p, as_json=args.json, done=done)
     return 0
 

@@ -7,9 +7,10 @@ sha256, size and source URL of every file. Outputs are stored with file paths re
 ``sha256:<hash><ext>``, so the lock is independent of where the state directory lives.
 
 The lock is deterministic: instances in plan order, keys in a fixed order, no timestamps;
-two runs that did the same work write the same bytes. `--frozen` seeds the state store
-from it (store.record "done"), so a fresh checkout re-downloads or re-makes every file and
-checks it against the recorded hash, without submitting anything paid.
+two runs that did the same work write the same bytes. Every run seeds the state store
+from it (store.record "done"; runner.run), so a fresh checkout re-downloads or re-makes
+every file and checks it against the recorded hash, without submitting anything paid:
+the lock is the ledger of what was paid for.
 """
 
 from __future__ import annotations
@@ -214,6 +215,17 @@ def seed(store: Store, data: dict[str, Any]) -> int:
         added += 1
     store.sync()
     return added
+
+
+def reading(store: Store, recipe_path: Path) -> Store:
+    """`store` (made readonly) opened for reading, knowing also what the recipe's lock
+    records, as a run would (`seed`): so `status` and `plan` say what a run would pay for
+    even with the state directory gone. Nothing is written."""
+    store.open(create=False)
+    lock_path = path_for(recipe_path)
+    if lock_path.exists():
+        seed(store, read(lock_path))
+    return store
 
 
 def referenced(data: dict[str, Any]) -> set[str]:

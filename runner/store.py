@@ -112,7 +112,7 @@ def compact(value: Any) -> Any:
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, readonly: bool = False) -> None:
         # Absolute once, here: every path the journal stores and every later lookup then
         # mean the same file whatever folder a later command runs from.
         self.root = Path(os.path.abspath(root))
@@ -128,6 +128,8 @@ class Store:
         self._torn = False  # a failed write could not be cut back: start the next on a new line
         self.degraded: str | None = None  # why the journal had to spend its reserve
         self.warnings: list[str] = []  # journal lines skipped when reading (line numbers)
+        # `status` and `plan`: events (a lock's seed) are applied in memory, never written.
+        self.readonly = readonly
 
     # --- opening -------------------------------------------------------------------
 
@@ -277,6 +279,9 @@ class Store:
                **data: Any) -> None:
         ev = {"v": EVENT_VERSION.get(event, FORMAT), "e": event, "key": key, "step": step,
               "t": round(time.time(), 3), **data}
+        if self.readonly:
+            self._apply(ev)
+            return
         line = (json.dumps(ev, separators=(",", ":"), default=str) + "\n").encode()
         with self._write_lock:
             fd = self._open_journal()

@@ -88,6 +88,12 @@ def test_a_deleted_state_directory_pays_for_nothing_the_lock_records(tmp_path: P
         # still work.
         shutil.rmtree(tmp_path / ".sunoflow")
         shutil.rmtree(tmp_path / "out")
+        # `status` says so too: nothing is "to run"; files are missing, texts are done.
+        status = subprocess.run([sys.executable, "-m", "runner", "status", "ep.yaml",
+                                 "--base-url", srv.url],
+                                cwd=tmp_path, text=True, capture_output=True, timeout=60)
+        assert status.stdout.splitlines()[-1] == "2 done, 6 missing", status.stdout
+        assert not (tmp_path / ".sunoflow").exists()
         before = len(srv.log)
         again = run(tmp_path, srv.url)
         assert again.returncode == 0, again.stderr
