@@ -175,3 +175,40 @@ def test_a_failed_force_rerun_falls_back_to_the_locked_result(tmp_path: Path):
         assert plain.returncode == 0, plain.stderr
         assert submits(srv.log[before:]) == []
         assert album(tmp_path / "out") == made
+
+
+RELAY = """\
+version: 1
+name: relay-ep
+provider: {kind: newapi, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  words:
+    uses: lyrics
+    with: {prompt: "a tree"}
+  song:
+    uses: generate
+    with: {title: Ash, style: folk, prompt: "{{ steps.words.text }}"}
+outputs:
+  - path: ash.mp3
+    from: "{{ steps.song.file }}"
+"""
+
+
+def relay_submits(log: list[dict]) -> list[str]:
+    return [e["path"] for e in log if e["method"] == "POST" and
+            e["path"].startswith("/suno/submit/")]
+
+
+def test_the_lock_is_the_ledger_on_a_relay_too(tmp_path: Path):
+    (tmp_path / "ep.yaml").write_text(RELAY)
+    with FakeServer("newapi", api_key=KEY) as srv:
+        assert run(tmp_path, srv.url).returncode == 0
+        made = album(tmp_path / "out")
+        assert relay_submits(srv.log) == ["/suno/submit/lyrics", "/suno/submit/music"]
+        shutil.rmtree(tmp_path / ".sunoflow")
+        shutil.rmtree(tmp_path / "out")
+        before = len(srv.log)
+        again = run(tmp_path, srv.url)
+        assert again.returncode == 0, again.stderr
+        assert relay_submits(srv.log[before:]) == []
+        assert album(tmp_path / "out") == made
