@@ -38,6 +38,15 @@ rendered must be the very track every later run renders.
    for that task. So a released step renders the same inputs, hence the same key, in this
    run and every later one. A task's first stage is taken once, whether a callback, a
    poll or both report it (`_poll`).
+
+The ledger and the disk.
+
+8. A journal that cannot take a line stops the run: no submit follows an ``intent`` that is
+   not on disk, and a task id the journal refuses (after spending the state directory's
+   reserve, store.Store.record) is kept in memory, printed and written again at the end
+   (`_journal_task`); nothing more is submitted in that run.
+9. The committed lock is the ledger: every key it records is known to the store before
+   the run (runner.lock.seed) and is restored (`_restore`), never submitted.
 """
 
 from __future__ import annotations
@@ -443,12 +452,10 @@ class Engine:
             raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
         for fld, msg, _hint in models.check(step.uses, inputs):
             raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
-        # Rendered paths are confined here, before anything is read (a local file's content
-        # enters the key), uploaded or submitted: a path the recipe may not read fails the
-        # step with no journal entry and no credit spent (runner.paths).
-        paths.check_inputs(inputs, self.roots, step=inst.id, uses=step.uses)
         route = route_of(self.recipe.provider, step.uses, inputs)
         prov = self.providers["local"] if route == "local" else self.remote
+        # A local file enters the key by content (read only where the recipe may read:
+        # content_hashes confines each path as check_inputs does).
         k = instance_key(self.recipe.provider, step.uses, inputs, route,
                          paths.content_hashes(inputs, self.roots, self.file_hashes))
         rec.key = k
@@ -461,6 +468,10 @@ class Engine:
         if self.stop_reason:
             self._skip(inst.id, f"not run: {self.stop_reason}")
             return None
+        # Rendered paths are confined here, before anything is read, uploaded or submitted:
+        # a path the recipe may not read fails the step with no journal entry and no credit
+        # spent (runner.paths).
+        paths.check_inputs(inputs, self.roots, step=inst.id, uses=step.uses)
         return (prov, inputs, k, st, forced)
 
     def _cached(self, inst: Instance, rec: StepRecord, st: Any, outputs: Any) -> None:

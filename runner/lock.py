@@ -205,10 +205,15 @@ def seed(store: Store, data: dict[str, Any]) -> int:
         st = store.states.get(k)
         if st is not None and st.status in ("done", "submitted"):
             continue
-        files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
-                  "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
-                  **({"url": f["url"]} if f.get("url") else {})}
-                 for f in entry.get("files", [])]
+        try:
+            files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
+                      "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
+                      **({"url": f["url"]} if f.get("url") else {})}
+                     for f in entry.get("files", [])]
+        except (KeyError, TypeError, AttributeError):
+            # Refused rather than skipped: a skipped entry would be paid for again.
+            raise StoreError(f"lock entry {iid}: its files are not as sunoflow writes them; "
+                             "restore the lock from version control") from None
         task_ids = entry.get("task_ids") or []
         store.record("done", k, iid, durable=False, outputs=_unref(entry.get("outputs"), store),
                      files=files, task_ids=task_ids, credits=entry.get("credits"))
