@@ -228,7 +228,7 @@ def reading(store: Store, recipe_path: Path) -> Store:
     even with the state directory gone. Nothing is written."""
     store.open(create=False)
     lock_path = path_for(recipe_path)
-    if lock_path.exists():
+    if lock_path.is_file() and not lock_path.is_symlink():  # as a run reads it
         seed(store, read(lock_path))
     return store
 

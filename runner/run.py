@@ -70,6 +70,12 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     for warning in store.warnings:
         ui.always(f"warning: {warning}")
     lock_path = lock.path_for(r.path)
+    if lock_path.is_symlink():
+        # sunoflow writes its lock through a fresh name, never a link: a link committed in
+        # its place is not read (its target may be any file) and is replaced when the run
+        # writes the lock.
+        ui.always(f"warning: {lock_path} is a symbolic link; not reading it as the lock "
+                  "(sunoflow replaces it)")
     # Before anything is paid: `clean` keeps what every recipe in this list refers to.
     ledger.register(store.root, r.path, lock_path)
     # The committed lock is the ledger (DESIGN 5): every key it records was paid for, so
@@ -77,7 +83,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     # A key the lock records is then restored (engine._restore), never submitted; only
     # keys absent from both the lock and the journal can be paid for. A lock that cannot
     # be read stops the run: going on without it would pay again for all it records.
-    lock_sha = _sha(lock_path) if lock_path.exists() else None
+    lock_sha = _sha(lock_path) if lock_path.is_file() and not lock_path.is_symlink() \
+        else None
     if lock_sha is not None and not ledger.absorbed(store.root, lock_sha):
         lock.seed(store, lock.read(lock_path))
     elif lock_sha is None and opts.get("frozen") and not store.states:
