@@ -190,7 +190,7 @@ def decide(root: Path, named: User) -> tuple[list[Verdict], list[str]]:
         everyone.append(named)
     by_lock: dict[str, str] = {}  # sha256 -> the lock that refers to it
     lockless: list[User] = []
-    newest_needed: float | None = None  # the oldest lock write
+    cutoff: float | None = None  # the oldest lock write
     for u in everyone:
         try:
             data = locks.read(u.lock)
@@ -200,7 +200,7 @@ def decide(root: Path, named: User) -> tuple[list[Verdict], list[str]]:
                 raise
             lockless.append(u)
             continue
-        newest_needed = mtime if newest_needed is None else min(newest_needed, mtime)
+        cutoff = mtime if cutoff is None else min(cutoff, mtime)
         for sha in locks.referenced(data):
             by_lock.setdefault(sha, u.lock.name)
     recorded = _journal_files(root)
@@ -227,7 +227,7 @@ def decide(root: Path, named: User) -> tuple[list[Verdict], list[str]]:
         if rec is not None and keep_all:
             out.append(Verdict(f, False, f"recorded by the journal (step {rec[1]}) while a "
                                "recipe without a lock uses this directory"))
-        elif rec is not None and newest_needed is not None and rec[0] >= newest_needed:
+        elif rec is not None and cutoff is not None and rec[0] >= cutoff:
             out.append(Verdict(f, False, f"recorded by the journal (step {rec[1]}) after the "
                                "oldest lock was written: perhaps a run that did not finish"))
         elif rec is not None:

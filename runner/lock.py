@@ -234,4 +234,10 @@ def reading(store: Store, recipe_path: Path) -> Store:
 
 
 def referenced(data: dict[str, Any]) -> set[str]:
-    return {f["sha256"] for e in data["steps"].values() for f in e.get("files", [])}
+    """The sha256 of every file the lock records. A lock not as sunoflow writes it is
+    refused: `clean` must not delete what a damaged lock may still refer to."""
+    try:
+        return {str(f["sha256"]) for e in data["steps"].values() for f in e.get("files", [])}
+    except (KeyError, TypeError, AttributeError):
+        raise StoreError(f"{data.get('recipe', 'a lock')}: its files are not as sunoflow "
+                         "writes them; restore the lock from version control") from None
