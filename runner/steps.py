@@ -22,6 +22,9 @@ TRACK: dict[str, OutType] = {
     "id": "str", "task_id": "str", "title": "str", "duration": "num", "tags": "str",
     "prompt": "str", "model": "str", "model_name": "str", "audio_url": "str",
     "image_url": "str", "file": "file", "image_file": "file",
+    # sunoapi music tracks: the stream the service plays while the task runs (never the
+    # stored result); absent on tracks made elsewhere.
+    "stream_url": "str",
 }
 STEM_NAMES = ("vocals", "instrumental", "backing_vocals", "drums", "bass", "guitar", "keyboard",
               "percussion", "strings", "synth", "fx", "brass", "woodwinds")

@@ -36,7 +36,7 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted
+from runner.providers import Fetch, Op, Produced, Result, Submitted, codes
 from runner.providers.http import (
     GATEWAY,
     Answer,
@@ -51,10 +51,11 @@ from runner.store import Store
 
 log = logging.getLogger("sunoflow")
 
-# The recipe's model -> the relay's `mv`. `mv` given in the step's inputs wins.
-MV: dict[str, str] = dict(MODEL_NAMES)
+# The recipe's model -> the relay's `mv`, both ways. `mv` given in the step's inputs wins.
+# chirp-v3-0 is new-api's default `mv` (REFERENCE 3.2); it has no sunoapi model, so a
+# track the relay made with it reads as model "V3".
+MV: dict[str, str] = {**MODEL_NAMES, "V3": "chirp-v3-0"}
 MODEL_OF_MV = {mv: model for model, mv in MV.items()}
-RUNNING = frozenset({"NOT_START", "SUBMITTED", "QUEUED", "IN_PROGRESS"})
 UPSTREAM_LOST = frozenset({"do_request_failed", "read_response_body_failed",
                            "unmarshal_response_body_failed"})
 UPLOAD_POLLS = 120  # polls of an audio-url import before giving up (it takes seconds)
@@ -258,11 +259,23 @@ class NewApiProvider:
     # --- request bodies ----------------------------------------------------------------
 
     def _mv(self, op: Op, source: dict[str, Any] | None = None) -> tuple[str, str]:
-        """(mv, the recipe's model name) for this operation."""
+        """(mv, the recipe's model name) for this operation. An extend without a model of
+        its own keeps its source's: the model the source clip was made with (its
+        `model_name`), which the relay must be asked for again."""
         i = op.inputs
-        model = i.get("model") or (source or {}).get("model") or DEFAULT_MODEL
-        mv = i.get("mv") or MV.get(str(model)) or (source or {}).get("model_name") or str(model)
-        return str(mv), str(model if not i.get("mv") else MODEL_OF_MV.get(str(mv), model))
+        if i.get("mv"):
+            mv = str(i["mv"])
+            return mv, MODEL_OF_MV.get(mv, str(i.get("model") or mv))
+        if i.get("model"):
+            model = str(i["model"])
+            return MV.get(model, model), model
+        src = source or {}
+        name, model = src.get("model_name"), src.get("model")
+        if isinstance(name, str) and name:
+            return name, MODEL_OF_MV.get(name, str(model or name))
+        if isinstance(model, str) and model:
+            return MV.get(model, model), model
+        return MV[DEFAULT_MODEL], DEFAULT_MODEL
 
     def _generate_body(self, op: Op) -> dict[str, Any]:
         i = op.inputs
@@ -328,7 +341,7 @@ class NewApiProvider:
                           or clip.get("title")}
                 body = self._extend_body(op, source, upload_id, str(clip["id"]))
                 return await self._submit(op, "music", body)
-            if dto is not None and dto.get("status") == "FAILURE":
+            if dto is not None and codes.failed(str(dto.get("status") or "")):
                 raise StepError(f"the relay could not import {url}: "
                                 f"{dto.get('fail_reason') or 'failed'}", step=op.step)
             await self.clock.sleep(min(2.0, self.config.poll_interval))
@@ -345,13 +358,14 @@ class NewApiProvider:
                                             and all(c.get("audio_url") for c in data)):
                 return None  # success before the links: fetch again
             return data
-        if status == "FAILURE":
+        if codes.failed(status):
+            # FAILURE (new-api's TaskDto), FAIL (the relay page), any *FAIL* / *ERROR* word.
             data = dto.get("data")
-            clips: list[dict[str, Any]] = data if isinstance(data, list) else []
+            clips = [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
             # new-api returns the quota of a failed task; clips say so in refund_credits.
             refunded = any((c.get("metadata") or {}).get("refund_credits") for c in clips)
             raise TaskFailed(f"the relay failed task {dto.get('task_id')}: "
-                             f"{dto.get('fail_reason') or 'FAILURE'}"
+                             f"{status}: {dto.get('fail_reason') or 'no reason given'}"
                              + ("; the credits were refunded" if refunded else ""),
                              step=op.step, refunded=refunded)
         return None  # NOT_START, SUBMITTED, QUEUED, IN_PROGRESS and anything unknown
@@ -377,11 +391,13 @@ class NewApiProvider:
             url = str(c["audio_url"])
             image = c.get("image_large_url") or c.get("image_url") or None
             duration = meta.get("duration")
+            name = c.get("model_name") or mv
             tracks.append({
                 "id": str(c.get("id")), "task_id": task_id, "title": c.get("title") or "",
                 "duration": float(duration) if isinstance(duration, (int, float)) else None,
                 "tags": meta.get("tags") or "", "prompt": meta.get("prompt") or
-                c.get("text") or "", "model": model, "model_name": c.get("model_name") or mv,
+                c.get("text") or "", "model": MODEL_OF_MV.get(str(name), model),
+                "model_name": name,
                 "audio_url": url, "image_url": image, "file": Fetch(url, suffix(url, ".mp3")),
                 "image_file": Fetch(image, suffix(image, ".jpeg")) if image else None,
             })
