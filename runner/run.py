@@ -175,14 +175,9 @@ def _write_report(report: dict[str, Any], f: TextIO) -> None:
 
 
 def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
-    if provider.kind == "newapi":
-        raise UsageError("--listen: callbacks are a sunoapi feature; the newapi relay format "
-                         "has no callback sunoflow could rely on (relays' notify_hook is "
-                         "undocumented by new-api itself), so a newapi run polls; drop "
-                         "--listen")
-    if provider.kind != "sunoapi":
+    if provider.kind not in ("sunoapi", "newapi"):
         raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
-                         "back; callbacks need provider sunoapi")
+                         "back; callbacks need provider sunoapi or newapi")
     host = listen[0]
     if host in ("", "0.0.0.0", "::") and not provider.callback_url:
         raise UsageError(f"--listen {host or '*'}:{listen[1]} listens on every address, so "

@@ -13,6 +13,12 @@ relay does not offer it (new-api itself answers `invalid_action`) or the recipe 
 
 What the relay format has no field for (vocal_gender, weights, persona, negative_tags) is
 not sent.
+
+Callbacks (`sunoflow run --listen`): the relay page documents `notify_hook` on music and
+lyrics submits, POSTed with the task object when the task ends. The provider sends the
+run's listener URL there and reads a body exactly as a fetch of the same task (`_finished`);
+the engine confirms a reported failure with a poll and keeps polling as the slow fallback.
+An extend's callback only wakes the wait: its whole song needs the concat a poll does.
 """
 
 from __future__ import annotations
@@ -62,6 +68,15 @@ UPLOAD_POLLS = 120  # polls of an audio-url import before giving up (it takes se
 MISSING_LIMIT = 10  # fetches in a row that do not know a task before it is an error
 
 
+def _dto_of(body: Any) -> dict[str, Any] | None:
+    """The task object a notify_hook body carries: the object itself, or wrapped in the
+    relay's `{code, data: {...}}` envelope (both readings are plausible; none is
+    documented)."""
+    if isinstance(body, dict) and "task_id" not in body and isinstance(body.get("data"), dict):
+        body = body["data"]
+    return body if isinstance(body, dict) else None
+
+
 class InvalidAction(StepError):
     """The relay does not offer this action (new-api relays only MUSIC and LYRICS)."""
 
@@ -102,6 +117,7 @@ class NewApiProvider:
         self._batch: _Batch | None = None
         self._concat: dict[str, list[str]] = {}  # extend task -> its concat tasks
         self._missing: dict[str, int] = {}
+        self.notify_hook: str | None = None  # --listen: the run's callback URL
 
     @property
     def files(self) -> httpx.AsyncClient:
@@ -147,6 +163,42 @@ class NewApiProvider:
 
     async def credits(self) -> float | None:
         return None  # new-api offers no Suno balance endpoint
+
+    # --- callbacks (runner.providers.CallbackProvider) -----------------------------------
+
+    def use_callback_url(self, url: str) -> None:
+        """Send `url` as `notify_hook` on every music and lyrics submit from now on. Its last
+        segment is the run's secret token: an answer quoting it is redacted like the key."""
+        self.notify_hook = url
+        token = url.rstrip("/").rsplit("/", 1)[-1]
+        redact = self.api.redact
+        self.api.redact = lambda text: redact(text).replace(token, "[redacted]")
+
+    def callback_task_id(self, body: Any) -> str | None:
+        dto = _dto_of(body)
+        tid = dto.get("task_id") if dto is not None else None
+        return tid if isinstance(tid, str) and 0 < len(tid) <= 128 else None
+
+    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        """What a fetch with the same task object would answer: None while it runs (and
+        for an extend, whose whole song a poll makes), the Result when done; TaskFailed
+        when it reports a failure (the engine polls to confirm). Never raises anything
+        else, whatever the body holds."""
+        dto = _dto_of(body)
+        if dto is None or dto.get("task_id") != task_id:
+            return None
+        try:
+            done = self._finished(op, dto)
+            if done is None or op.type in ("extend", "upload_extend"):
+                return None
+            if op.type == "lyrics":
+                return self._lyrics(op, task_id, dto)
+            tracks = self._tracks(op, task_id, done)
+        except TaskFailed:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None  # a body we cannot read: the fallback poll decides
+        return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -198,6 +250,8 @@ class NewApiProvider:
     async def _submit(self, op: Op, action: str, body: dict[str, Any], *,
                       paid: bool = True) -> str:
         path = f"/suno/submit/{action}"
+        if self.notify_hook is not None and action in ("music", "lyrics"):
+            body = {**body, "notify_hook": self.notify_hook}  # the relay page's field
         answer = await self.api.send("POST", path, step=op.step, submit=paid, json=body)
         failure = self._error(answer, step=op.step, submit=paid)
         if failure is not None:
