@@ -53,7 +53,7 @@ from typing import Any, cast
 
 import anyio
 
-from runner import models, paths
+from runner import deadlines, models, paths
 from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
@@ -734,7 +734,10 @@ class Engine:
 
     async def _poll(self, inst: Instance, op: Op, task_id: str) -> Result:
         t0 = self.clock.now()
-        timeout = inst.step.timeout
+        # Every remote wait ends (runner.deadlines): the step's timeout, the provider's for
+        # this operation, or its default. A timed-out task stays recorded (rule 2).
+        timeout = deadlines.timeout_for(op.type, inst.step.timeout,
+                                        self.recipe.provider.timeouts)
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         n = 0
         # Only a task this run submitted can be called back (the URL's token is per run):
@@ -768,7 +771,7 @@ class Engine:
                 # The deadline is measured on the engine's clock, between polls; each
                 # request is bounded by request_timeout, so a step can overrun by at most
                 # one request.
-                if timeout is not None and self.clock.now() - t0 >= timeout:
+                if self.clock.now() - t0 >= timeout:
                     raise StepError(f"timed out after {timeout:g} s waiting for task "
                                     f"{task_id}; it stays recorded, and the next run polls "
                                     "it again", step=inst.id)
@@ -783,7 +786,7 @@ class Engine:
                         n += 1
                 else:
                     called = await self._callback(
-                        op, task_id, cb, t0, n, None if timeout is None else t0 + timeout,
+                        op, task_id, cb, t0, n, t0 + timeout,
                         first if want_first else None)
                     if called is not None:
                         took = self.clock.now() - t0  # a callback comes when the task ends

@@ -324,11 +324,11 @@ class NewApiProvider:
             model = str(i["model"])
             return MV.get(model, model), model
         src = source or {}
-        name, model = src.get("model_name"), src.get("model")
+        name, src_model = src.get("model_name"), src.get("model")
         if isinstance(name, str) and name:
-            return name, MODEL_OF_MV.get(name, str(model or name))
-        if isinstance(model, str) and model:
-            return MV.get(model, model), model
+            return name, MODEL_OF_MV.get(name, str(src_model or name))
+        if isinstance(src_model, str) and src_model:
+            return MV.get(src_model, src_model), src_model
         return MV[DEFAULT_MODEL], DEFAULT_MODEL
 
     def _generate_body(self, op: Op) -> dict[str, Any]:
