@@ -63,6 +63,7 @@ from runner.errors import (
     StepError,
     TaskFailed,
     TransientError,
+    WrongAddress,
 )
 from runner.pacing import (
     AHEAD,
@@ -342,7 +343,7 @@ class Engine:
                 return
             self._publish(inst, outputs)
             rec.outputs = outputs
-        except (AuthError, CreditsError) as exc:
+        except (AuthError, CreditsError, WrongAddress) as exc:
             self.stop_reason = str(exc)
             self._fail(rec, exc)
         except ProviderError as exc:
@@ -613,7 +614,7 @@ class Engine:
                     continue
                 if failures < inst.step.retry:
                     failures += 1  # rule 5: the recipe asked to pay for another try
-                    self.ui.note(f"{inst.id}: {exc}; retry {failures} of {inst.step.retry} "
+                    self.ui.note(f"{_said(inst.id, exc)}; retry {failures} of {inst.step.retry} "
                                  "(a new paid submission)")
                     continue
                 raise
@@ -698,7 +699,7 @@ class Engine:
                         raise StepError(f"{uncertain} submits got no answer ({exc}); stopping "
                                         "so as not to pay again; check the service's "
                                         "dashboard, then run again", step=op.step) from None
-                    self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
+                    self.ui.note(f"{_said(op.step, exc)}; the task may exist; submitting again")
                     await self._durable("intent", op.key, op.step,
                                         attempt=tries + uncertain + 1)
                 except TransientError as exc:
@@ -707,7 +708,7 @@ class Engine:
                     if tries > MAX_SUBMIT_RETRIES:
                         raise
                     delay = backoff.next(exc.retry_after)
-                    self.ui.note(f"{op.step}: {exc}; retrying in {delay:.1f} s")
+                    self.ui.note(f"{_said(op.step, exc)}; retrying in {delay:.1f} s")
                     await self.clock.sleep(delay)
                 finally:
                     self.inflight_submits -= 1
@@ -930,6 +931,12 @@ class Engine:
                     raise StepError(f"download failed: {exc}", step=op.step) from None
                 await self.clock.sleep(backoff.next())
         raise AssertionError("unreachable")
+
+
+def _said(step: str, exc: ProviderError) -> str:
+    """`exc` as a message about `step`, naming the step once (a provider's errors name it
+    already)."""
+    return str(exc) if exc.step else f"{step}: {exc}"
 
 
 def _pace(op: str) -> str:

@@ -23,6 +23,7 @@ from runner.errors import (
     Interrupted,
     SunoflowError,
     UsageError,
+    WrongAddress,
 )
 from runner.pacing import Clock
 from runner.store import Store
@@ -207,8 +208,12 @@ def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engi
 
 
 async def _credits(prov: Any) -> Any:
+    """The balance, or None: a missing or failing credits endpoint never fails a run. A
+    wrong address does: nothing else of the run could reach the service either."""
     try:
         return await prov.credits()
+    except WrongAddress:
+        raise
     except SunoflowError:
         return None
 

@@ -22,8 +22,7 @@ from runner import deadlines
 from runner.errors import TaskFailed
 from runner.fake import FakeServer
 from runner.pacing import FakeClock
-from runner.providers import Fetch, Op, Result
-from runner.providers import codes
+from runner.providers import Fetch, Op, Result, codes
 from runner.providers.newapi import NewApiProvider
 from runner.providers.sunoapi import SunoApiProvider
 from runner.recipe import Provider as ProviderConfig
@@ -78,13 +77,15 @@ def test_both_record_shapes_give_the_same_tracks(tmp_path, style):
     tracks = res.outputs["tracks"]
     assert len(tracks) == 2
     for t in tracks:
-        assert isinstance(t["file"], Fetch) and t["file"].suffix == ".mp3"
+        assert isinstance(t["file"], Fetch)
+        assert t["file"].suffix == ".mp3"
         assert t["audio_url"] == t["file"].url
         assert ".png" in t["image_url"]
         assert t["duration"] == 30.0
         assert t["model_name"] == "chirp-v4-5"
         # The stream is exposed, as a plain URL: never a file to store.
-        assert t["stream_url"].startswith("http") and "/stream/" in t["stream_url"]
+        assert t["stream_url"].startswith("http")
+        assert "/stream/" in t["stream_url"]
     assert raw["path"] == "/api/v1/generate/record-info"
 
 
@@ -163,7 +164,8 @@ def test_the_relays_fail_word_ends_the_task_with_its_reason(tmp_path, word):
 def test_status_words_by_family():
     for word in ("PENDING", "TEXT_SUCCESS", "FIRST_SUCCESS", "GENERATING", "IN_PROGRESS",
                  "QUEUED", "NOT_START", "SUBMITTED"):
-        assert not codes.failed(word) and codes.known(word)
+        assert not codes.failed(word)
+        assert codes.known(word)
     for word in ("FAIL", "FAILURE", "FAILED", "SENSITIVE_WORD_ERROR", "GENERATE_WAV_FAILED",
                  "SOMETHING_ERROR", "failed"):
         assert codes.failed(word)
@@ -211,7 +213,8 @@ def test_a_relay_extend_keeps_its_sources_model(tmp_path, model, mv):
         src, log = anyio.run(go, srv)
     sent = [e["json"] for e in log if e["path"] == "/suno/submit/music"]
     assert [b["mv"] for b in sent] == [mv, mv]
-    assert src["model"] == model and src["model_name"] == mv
+    assert src["model"] == model
+    assert src["model_name"] == mv
 
 
 def test_relay_mv_values_map_back_to_models(tmp_path):
@@ -231,7 +234,8 @@ def test_relay_mv_values_map_back_to_models(tmp_path):
     with FakeServer("newapi", api_key=KEY) as srv:
         src = anyio.run(go, srv)
         sent = [e["json"]["mv"] for e in srv.log if e["path"] == "/suno/submit/music"]
-    assert src["model"] == "V3" and src["model_name"] == "chirp-v3-0"
+    assert src["model"] == "V3"
+    assert src["model_name"] == "chirp-v3-0"
     assert sent == ["chirp-v3-0", "chirp-v3-0"]
 
 
@@ -310,3 +314,40 @@ def test_a_status_nobody_documents_times_out_and_the_next_run_pays_nothing(tmp_p
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["counts"]["submissions"] == 0
     assert (tmp_path / "out" / "rain.mp3").read_bytes()[:3] in (b"ID3", b"\xff\xfb")
+
+
+# --- a wrong address fails fast (issue 15 §7) ---------------------------------------------
+
+ONE = """\
+version: 1
+name: addr
+provider: {kind: %(kind)s, poll_interval: 0.05, max_poll_interval: 0.1}
+steps:
+  words:
+    uses: lyrics
+    with: {prompt: "A song about rain"}
+  song:
+    uses: generate
+    with: {title: Rain, style: pop, prompt: "la la"}
+"""
+
+
+@pytest.mark.parametrize("kind", ["sunoapi", "newapi"])
+def test_a_refused_first_connection_stops_the_run_at_once(tmp_path, kind):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "w.yaml").write_text(ONE % {"kind": kind})
+    run = sunoflow(tmp_path, url)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert f"cannot connect to {url}" in out
+    assert "Check base_url in the recipe's provider block (or --base-url)" in out
+    assert "no task was created" in out
+    assert "retrying" not in out  # no minutes of retries
+    assert "Traceback" not in out
+    for step in ("words", "song"):
+        assert f"{step}: {step}:" not in out
