@@ -19,6 +19,7 @@ from runner.callbacks import Callbacks
 from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
+    CreditsError,
     FrozenError,
     Interrupted,
     SunoflowError,
@@ -38,7 +39,8 @@ def default_state_dir(recipe_path: Path) -> Path:
 
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
-            quiet: bool = False, listen: tuple[str, int] | None = None) -> int:
+            quiet: bool = False, listen: tuple[str, int] | None = None,
+            ignore_balance: bool = False) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
@@ -95,6 +97,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     async def work() -> str:
         if remote is not None and not opts.get("frozen"):
             credits["before"] = await _credits(remote)
+            if not ignore_balance:
+                _check_balance(p, store, credits["before"])
         result = await engine.run()
         if remote is not None and engine.counts.submissions:
             credits["after"] = await _credits(remote)
@@ -141,12 +145,14 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             status, error = "failed", str(exc)
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
+    if credits["before"] is not None and credits["after"] is not None:
+        report["credits"]["spent"] = credits["before"] - credits["after"]
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
     if report_path:
         paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
-    summary(engine, status, odir if exported else None, error, ui)
+    summary(engine, status, odir if exported else None, error, ui, report["credits"])
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
@@ -224,16 +230,34 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
-    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
-    if cap is None:
-        return
+def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = ()) -> float:
+    """The plan's estimate (credits) for what is not done yet, leaving out `paid` states."""
     from runner.report import price
     from runner.status import resolve
 
     known = resolve(p, store)
-    estimate = sum(price(p, inst) for iid, inst in p.instances.items()
-                   if known[iid]["status"] not in ("done", "missing", "skipped"))
+    return sum(price(p, inst) for iid, inst in p.instances.items()
+               if known[iid]["status"] not in ("done", "missing", "skipped", *paid))
+
+
+def _check_balance(p: planner.Plan, store: Store, balance: float | None) -> None:
+    """Before the first paid submission: refuse to start a run the balance cannot cover
+    (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no
+    credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
+    if balance is None:
+        return
+    estimate = _estimate(p, store, paid=("in flight",))
+    if estimate > balance:
+        raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
+                           f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
+                           "up, or pass --ignore-balance to start anyway")
+
+
+def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
+    if cap is None:
+        return
+    estimate = _estimate(p, store)
     if estimate > cap:
         raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
                           "credits (see `sunoflow plan`); nothing was submitted")
@@ -295,7 +319,7 @@ def summary_table(engine: Engine) -> list[str]:
 
 
 def summary(engine: Engine, status: str, out: Path | None, error: str | None,
-            ui: Any) -> None:
+            ui: Any, credits: dict[str, Any] | None = None) -> None:
     for line in summary_table(engine):
         ui.note(line)
     by: dict[str, int] = {}
@@ -312,6 +336,22 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
             ui.note(f"  failed: {rec.error}")
     if error:
         ui.note(f"  export failed: {error}")
+    spend = credits_line(credits) if credits is not None else None
+    if spend:
+        ui.note(spend)
     if out is not None:
         ui.note(f"album written to {out}")
+
+
+def credits_line(credits: dict[str, Any]) -> str | None:
+    """The balance before and after and the spend, where the service reports a balance."""
+    before, after = credits.get("before"), credits.get("after")
+    estimated = credits.get("estimated_spent") or 0
+    if before is None:
+        return None
+    if after is None:
+        return f"credits: {before:g} (nothing submitted)" if not estimated else \
+            f"credits: {before:g} before; estimated spend {estimated:g}"
+    return (f"credits: {before:g} before, {after:g} after: {before - after:g} spent "
+            f"(estimated {estimated:g})")
 

@@ -351,3 +351,81 @@ def test_a_refused_first_connection_stops_the_run_at_once(tmp_path, kind):
     assert "Traceback" not in out
     for step in ("words", "song"):
         assert f"{step}: {step}:" not in out
+
+
+# --- credits: either endpoint, the balance check, the summary -------------------------------
+
+SONG_RECIPE = """\
+version: 1
+name: bal
+provider: {kind: sunoapi, poll_interval: 0.05, max_poll_interval: 0.1}
+steps:
+  song:
+    uses: generate
+    with: {title: Rain, style: pop, prompt: "la la"}
+outputs:
+  - path: rain.mp3
+    from: "{{ steps.song.file }}"
+"""
+
+
+def credit_requests(log: list[dict[str, Any]]) -> list[str]:
+    return [e["path"] for e in log if "credit" in e["path"]]
+
+
+@pytest.mark.parametrize(("endpoint", "asked"), [
+    ("credit", ["/api/v1/generate/credit"]),
+    ("get-credits", ["/api/v1/generate/credit", "/api/v1/get-credits"]),
+    ("both", ["/api/v1/generate/credit"]),
+])
+def test_the_balance_is_read_from_either_endpoint_and_shown(tmp_path, endpoint, asked):
+    (tmp_path / "w.yaml").write_text(SONG_RECIPE)
+    with FakeServer("sunoapi", api_key=KEY, credits=500, credits_endpoint=endpoint) as srv:
+        run = sunoflow(tmp_path, srv.url)
+        log = srv.log
+    assert run.returncode == 0, run.stdout + run.stderr
+    # Probed once; the path that answered is used again for the balance after.
+    assert credit_requests(log)[:len(asked)] == asked
+    assert credit_requests(log)[len(asked):] == asked[-1:]
+    assert "credits: 500 before, 488 after: 12 spent (estimated 12)" in run.stdout + run.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["credits"]["before"] == 500
+    assert report["credits"]["after"] == 488
+    assert report["credits"]["spent"] == 12
+
+
+def test_a_host_without_a_credits_endpoint_still_runs(tmp_path):
+    (tmp_path / "w.yaml").write_text(SONG_RECIPE)
+    with FakeServer("sunoapi", api_key=KEY, credits=5, credits_endpoint="none") as srv:
+        run = sunoflow(tmp_path, srv.url, "--max-credits", "100")
+        paid = [e for e in srv.log if e["method"] == "POST"]
+    # The balance is unknown, so nothing is refused on it: the service itself says no.
+    assert len(paid) == 1
+    assert "insufficient credits" in run.stdout + run.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["credits"]["before"] is None
+
+
+def test_a_balance_below_the_estimate_refuses_to_start(tmp_path):
+    (tmp_path / "w.yaml").write_text(SONG_RECIPE)
+    with FakeServer("sunoapi", api_key=KEY, credits=10) as srv:
+        run = sunoflow(tmp_path, srv.url)
+        paid = [e for e in srv.log if e["method"] == "POST"]
+        assert srv.credits == 10
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "the balance is 10 credits and this run is estimated at 12" in out
+    assert "nothing was submitted" in out
+    assert "--ignore-balance" in out
+    assert "Traceback" not in out
+    assert paid == []
+
+
+def test_ignore_balance_starts_anyway(tmp_path):
+    (tmp_path / "w.yaml").write_text(SONG_RECIPE)
+    with FakeServer("sunoapi", api_key=KEY, credits=10, prices={"generate": 8}) as srv:
+        run = sunoflow(tmp_path, srv.url, "--ignore-balance")
+        paid = [e for e in srv.log if e["method"] == "POST"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len(paid) == 1
+    assert "credits: 10 before, 2 after: 8 spent (estimated 12)" in run.stdout + run.stderr

@@ -49,7 +49,7 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
     relay_fail_status      "FAILURE" (default, new-api's TaskDto) | "FAIL" (the relay page)
     credits_endpoint       "credit" (default: GET /api/v1/generate/credit, data = integer)
                            | "get-credits" (only GET /api/v1/get-credits, data.credits, as
-                           the quick start's sample reads it) | "both"
+                           the quick start's sample reads it) | "both" | "none"
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -139,7 +139,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES: dict[str, tuple[Any, ...]] = {
     "record_style": ("sunoapi", "apibox"),
     "relay_fail_status": ("FAILURE", "FAIL"),
-    "credits_endpoint": ("credit", "get-credits", "both"),
+    "credits_endpoint": ("credit", "get-credits", "both", "none"),
 }
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
 

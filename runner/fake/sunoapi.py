@@ -919,13 +919,13 @@ class SunoApi(Protocol):
     # -- credits and recovery --------------------------------------------------------------
 
     def credit(self, req: Request) -> Response:
-        if self.world.config["credits_endpoint"] == "get-credits":
+        if self.world.config["credits_endpoint"] in ("get-credits", "none"):
             return self.not_found(req.method, req.path)
         return self.ok(self.world.balance())
 
     def get_credits(self, req: Request) -> Response:
         """The quick start's sample endpoint: `data.credits` (REFERENCE 2.15)."""
-        if self.world.config["credits_endpoint"] == "credit":
+        if self.world.config["credits_endpoint"] in ("credit", "none"):
             return self.not_found(req.method, req.path)
         return self.ok({"credits": self.world.balance()})
 

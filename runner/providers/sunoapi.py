@@ -70,6 +70,7 @@ from runner.store import Store
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
 CLASSIC, NEWER = "classic", "newer"  # which code table an endpoint answers with
+CREDIT_PATHS = (f"{V1}/generate/credit", f"{V1}/get-credits")
 
 UPLOAD_PATH = "sunoflow"
 UPLOAD_MAX_AGE = 2.5 * 24 * 3600  # the host deletes uploads after 3 days; keep a margin
@@ -150,6 +151,16 @@ def music_items(response: Any) -> list[dict[str, Any]]:
     return [sunoapi_callback.music_item(it) for it in items]
 
 
+def balance(data: Any) -> float | None:
+    """`data` of a credits answer: an integer (/generate/credit) or {credits: N}
+    (/get-credits)."""
+    if isinstance(data, dict):
+        data = data.get("credits")
+    if isinstance(data, bool) or not isinstance(data, (int, float)):
+        return None
+    return float(data)
+
+
 def stream_url(item: dict[str, Any]) -> str | None:
     url = item.get("streamAudioUrl")
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
@@ -215,6 +226,7 @@ class SunoApiProvider:
         self._uploads: dict[str, dict[str, Any]] | None = None
         self._upload_locks: dict[str, anyio.Lock] = {}
         self.wall = time.time  # upload ages are wall-clock: they outlive the process
+        self._credit_path: str | None = None
 
     @property
     def files(self) -> httpx.AsyncClient:
@@ -315,12 +327,19 @@ class SunoApiProvider:
         return ep.reader, data
 
     async def credits(self) -> float | None:
-        env = await self._call(None, "GET", f"{V1}/generate/credit", family=CLASSIC,
-                               submit=False)
-        data = env.get("data")
-        if isinstance(data, dict):
-            data = data.get("credits")
-        return float(data) if isinstance(data, (int, float)) else None
+        """The balance: from `/generate/credit` (the reference page), else from the quick
+        start's `/get-credits` where a host serves only that (REFERENCE 2.15, 5); None when
+        it serves neither. The path that answered is used for the rest of the run."""
+        for path in [self._credit_path] if self._credit_path else CREDIT_PATHS:
+            try:
+                env = await self._call(None, "GET", path, family=CLASSIC, submit=False)
+            except StepError as exc:
+                if exc.code in (404, 405):
+                    continue  # this host does not serve that endpoint: try the other
+                raise
+            self._credit_path = path
+            return balance(env.get("data"))
+        return None
 
     async def aclose(self) -> None:
         await self.api.aclose()
