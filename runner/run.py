@@ -143,6 +143,12 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                                      store_root=store.blobs)
         except SunoflowError as exc:
             status, error = "failed", str(exc)
+        for w in exported:
+            if w.get("transcoded_from"):
+                # The service's recovery gave the song back in another container.
+                ui.note(f"{w['path']}: the stored audio is {w['transcoded_from']} (links "
+                        f"recovered after they expired); transcoded to "
+                        f"{Path(w['path']).suffix} with the recipe's tags")
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
     if credits["before"] is not None and credits["after"] is not None:
