@@ -127,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(by default the run refuses to start, exit 1, nothing spent)")
     p.add_argument("--report", metavar="FILE", help="write a JSON report")
     p.add_argument("--listen", metavar="HOST:PORT",
-                   help="sunoapi: take the service's callbacks on this address (port 0: any "
-                   "free one) instead of mostly polling; the service reaches it through the "
-                   "provider's callback_url (default http://HOST:PORT)")
+                   help="sunoapi and newapi: take the service's callbacks on this address "
+                   "(port 0: any free one) instead of mostly polling; the service reaches it "
+                   "through the provider's callback_url (default http://HOST:PORT)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
     return parser

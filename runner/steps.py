@@ -164,7 +164,8 @@ TYPES: dict[str, StepType] = {t.name: t for t in [
         **{k: GENERATE_IN[k] for k in ("title", "negative_tags", "model", "vocal_gender",
                                        *WEIGHTS)}},
        AUDIO_OUT, required=("audio", "tags", "title"), price=12, **MUSIC),
-    _t("cover", "cover artwork for a generated track (usually two images)", {},
+    _t("cover", "cover artwork images for a generated track (usually two); not a musical "
+       "cover: upload_cover makes a new song from uploaded audio", {},
        {"images": ("list", URL_FILE), "task_id": "str"}, required=("audio",), price=1,
        expected=30.0),
     _t("lyrics", "write lyrics (several variants)",
