@@ -242,8 +242,10 @@ def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = ()) -> floa
     from runner.status import resolve
 
     known = resolve(p, store)
-    return sum(price(p, inst) for iid, inst in p.instances.items()
-               if known[iid]["status"] not in ("done", "missing", "skipped", *paid))
+    # Only step instances are priced (a reusable recipe's call has no status of its own).
+    return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
+               and known.get(iid, {}).get("status") not in ("done", "missing", "skipped",
+                                                             *paid))
 
 
 def _check_balance(p: planner.Plan, store: Store, balance: float | None) -> None:
