@@ -143,6 +143,7 @@ class Engine:
         self.settled: anyio.Event | None = None  # a set event shared by every settled key
         self.steps_ctx: dict[str, Any] = self.scopes.steps[""]
         self.stop_reason: str | None = None
+        self.wrong_address = False  # a step met a refused first connection (WrongAddress)
         self.interrupted = False
         self.failed_paid: list[str] = []  # --frozen: steps that would need a paid submission
         self.spent = 0.0
@@ -343,7 +344,16 @@ class Engine:
                 return
             self._publish(inst, outputs)
             rec.outputs = outputs
-        except (AuthError, CreditsError, WrongAddress) as exc:
+        except WrongAddress as exc:
+            if self.wrong_address:
+                # Another step met the same refused address at the same moment: one
+                # failure says it; this one simply did not run (nothing was created).
+                self._skip(inst.id, "not run: the service's address is wrong (see above)")
+            else:
+                self.wrong_address = True
+                self.stop_reason = str(exc)
+                self._fail(rec, exc)
+        except (AuthError, CreditsError) as exc:
             self.stop_reason = str(exc)
             self._fail(rec, exc)
         except ProviderError as exc:
@@ -775,7 +785,8 @@ class Engine:
                 if self.clock.now() - t0 >= timeout:
                     raise StepError(f"timed out after {timeout:g} s waiting for task "
                                     f"{task_id}; it stays recorded, and the next run polls "
-                                    "it again", step=inst.id)
+                                    "it again (to wait longer: the step's timeout, or "
+                                    f"provider.timeouts.{op.type})", step=inst.id)
                 aimed = False
                 if cb is None:
                     if aim:

@@ -304,6 +304,7 @@ def test_a_status_nobody_documents_times_out_and_the_next_run_pays_nothing(tmp_p
         assert first.returncode == 1, first.stderr
         out = first.stdout + first.stderr
         assert "timed out after 0.3 s waiting for task" in out
+        assert "provider.timeouts.generate" in out
         assert "the next run polls it again" in out
         srv.advance(7200)  # the task ends meanwhile
         (tmp_path / "w.yaml").write_text(WAIT % {"t": "10m"})
@@ -344,13 +345,19 @@ def test_a_refused_first_connection_stops_the_run_at_once(tmp_path, kind):
     run = sunoflow(tmp_path, url)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
-    assert f"cannot connect to {url}" in out
+    assert f"cannot connect to {url} (Connection refused)" in out
     assert "Check base_url in the recipe's provider block (or --base-url)" in out
     assert "no task was created" in out
     assert "retrying" not in out  # no minutes of retries
     assert "Traceback" not in out
     for step in ("words", "song"):
         assert f"{step}: {step}:" not in out
+    # Said once, whichever way the run met it (the balance probe or the first submits).
+    assert out.count("cannot connect to") <= 2  # the live line and the summary's
+    report = json.loads((tmp_path / "report.json").read_text()) \
+        if (tmp_path / "report.json").exists() else None
+    if report is not None:
+        assert [st["status"] for st in report["steps"]].count("failed") == 1
 
 
 # --- credits: either endpoint, the balance check, the summary -------------------------------
@@ -429,3 +436,31 @@ def test_ignore_balance_starts_anyway(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert len(paid) == 1
     assert "credits: 10 before, 2 after: 8 spent (estimated 12)" in run.stdout + run.stderr
+
+
+# --- the fake's switches ---------------------------------------------------------------------
+
+def test_the_fake_takes_each_documented_reading_as_a_flag_and_a_config_field(tmp_path):
+    import httpx
+
+    from runner.fake.config import ConfigError, validate
+
+    with subprocess.Popen(
+            [sys.executable, "-m", "runner.fake", "--record-style", "apibox",
+             "--running-status", "GENERATING", "--relay-fail-status", "FAIL",
+             "--credits-endpoint", "get-credits"], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            config = httpx.get(f"{url}/_fake/config", timeout=10).json()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert config["record_style"] == "apibox"
+    assert config["running_status"] == "GENERATING"
+    assert config["relay_fail_status"] == "FAIL"
+    assert config["credits_endpoint"] == "get-credits"
+    for key, bad in (("record_style", "xml"), ("relay_fail_status", "OOPS"),
+                     ("credits_endpoint", "balance"), ("running_status", "")):
+        with pytest.raises(ConfigError, match=key):
+            validate({key: bad})

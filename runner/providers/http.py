@@ -267,10 +267,29 @@ class ApiClient:
         names = [n for n, url in self.setting.items() if url and _origin(url) == host]
         setting = names[0] if names else "base_url"  # base_url first: it names both
         flag = " (or --base-url)" if "base_url" in names or not names else ""
-        why = str(exc).strip() or type(exc).__name__
+        why = _os_reason(exc) or str(exc).strip() or type(exc).__name__
         return WrongAddress(f"cannot connect to {host} ({why}); no task was created. Check "
                             f"{setting} in the recipe's provider block{flag}: is the address "
                             "right, and is the service up?", step=step)
+
+
+def _os_reason(exc: BaseException) -> str | None:
+    """The system's words under a connect error ("Connection refused"), where there are
+    some: httpx says only "All connection attempts failed"."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            # asyncio words a refusal "Connect call failed (...)"; the errno says it plainly.
+            return os.strerror(seen.errno) if seen.errno and seen.errno > 0 else \
+                seen.strerror
+        nested = getattr(seen, "exceptions", None)  # an ExceptionGroup of attempts
+        if nested:
+            seen = nested[0]
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _origin(url: str) -> str:
