@@ -303,6 +303,7 @@ def test_a_status_nobody_documents_times_out_and_the_next_run_pays_nothing(tmp_p
         first = sunoflow(tmp_path, srv.url)
         assert first.returncode == 1, first.stderr
         out = first.stdout + first.stderr
+        assert "the task status 'THINKING', which its documentation does not name" in out
         assert "timed out after 0.3 s waiting for task" in out
         assert "provider.timeouts.generate" in out
         assert "the next run polls it again" in out

@@ -27,7 +27,10 @@ again: the step fails, fix the recipe), STOP (no new submission in this run), EX
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger("sunoflow")
 
 REFUNDED, FAILED, NOT_CREATED, REJECTED, STOP, EXISTING = (
     "refunded", "failed", "not created", "rejected", "stop the run", "existing")
@@ -52,6 +55,20 @@ def known(status: str) -> bool:
     """Whether a status word is documented (running, success or failure)."""
     word = status.upper()
     return word in RUNNING or word in ("SUCCESS", "CALLBACK_EXCEPTION") or failed(word)
+
+
+_told: set[str] = set()
+
+
+def note_unknown(status: str, provider: str) -> None:
+    """Say once per run and word that a host answered a status no page documents: it is
+    polled as running, and the step's timeout ends the wait (runner.deadlines)."""
+    word = status.upper()
+    if word and not known(word) and word not in _told:
+        _told.add(word)
+        log.warning("%s: the service reports the task status %r, which its documentation "
+                    "does not name; polling on as if running, until the step's timeout",
+                    provider, word[:40])
 
 
 @dataclass(frozen=True)

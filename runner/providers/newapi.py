@@ -422,6 +422,7 @@ class NewApiProvider:
                              f"{status}: {dto.get('fail_reason') or 'no reason given'}"
                              + ("; the credits were refunded" if refunded else ""),
                              step=op.step, refunded=refunded)
+        codes.note_unknown(status, self.kind)
         return None  # NOT_START, SUBMITTED, QUEUED, IN_PROGRESS and anything unknown
 
     def _lyrics(self, op: Op, task_id: str, dto: dict[str, Any]) -> Result:

@@ -570,6 +570,7 @@ class SunoApiProvider:
             return First(Result(self._music_outputs(op, task_id, data, items[:1])))
         # PENDING, TEXT_SUCCESS, GENERATING, FIRST_SUCCESS without a URL, anything unknown:
         # polled again, until the step's timeout (runner.deadlines) ends the wait.
+        codes.note_unknown(status, self.kind)
         return None
 
     def _model(self, op: Op, data: dict[str, Any]) -> str:
