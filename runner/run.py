@@ -98,7 +98,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         if remote is not None and not opts.get("frozen"):
             credits["before"] = await _credits(remote)
             if not ignore_balance:
-                _check_balance(p, store, credits["before"])
+                _check_balance(p, store, credits["before"],
+                               {i.id for i in engine.selected})
         result = await engine.run()
         if remote is not None and engine.counts.submissions:
             credits["after"] = await _credits(remote)
@@ -236,25 +237,29 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = ()) -> float:
-    """The plan's estimate (credits) for what is not done yet, leaving out `paid` states."""
+def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = (),
+              ids: set[str] | None = None) -> float:
+    """The plan's estimate (credits) for what is not done yet, leaving out `paid` states
+    (and, given `ids`, the instances this run does not select: --only)."""
     from runner.report import price
     from runner.status import resolve
 
     known = resolve(p, store)
     # Only step instances are priced (a reusable recipe's call has no status of its own).
     return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
+               and (ids is None or iid in ids)
                and known.get(iid, {}).get("status") not in ("done", "missing", "skipped",
                                                              *paid))
 
 
-def _check_balance(p: planner.Plan, store: Store, balance: float | None) -> None:
+def _check_balance(p: planner.Plan, store: Store, balance: float | None,
+                   ids: set[str]) -> None:
     """Before the first paid submission: refuse to start a run the balance cannot cover
     (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no
     credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
     if balance is None:
         return
-    estimate = _estimate(p, store, paid=("in flight",))
+    estimate = _estimate(p, store, paid=("in flight",), ids=ids)
     if estimate > balance:
         raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
                            f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "

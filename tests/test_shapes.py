@@ -465,3 +465,12 @@ def test_the_fake_takes_each_documented_reading_as_a_flag_and_a_config_field(tmp
                      ("credits_endpoint", "balance"), ("running_status", "")):
         with pytest.raises(ConfigError, match=key):
             validate({key: bad})
+
+
+def test_the_balance_check_counts_only_what_only_selects(tmp_path):
+    (tmp_path / "w.yaml").write_text(ONE % {"kind": "sunoapi"})  # lyrics (1) + generate (12)
+    with FakeServer("sunoapi", api_key=KEY, credits=5) as srv:
+        run = sunoflow(tmp_path, srv.url, "--only", "words")
+        paid = [e["path"] for e in srv.log if e["method"] == "POST"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert paid == ["/api/v1/lyrics"]
