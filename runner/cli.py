@@ -93,10 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
                        "what reruns downstream and its cost first")
     p.add_argument("recipe", metavar="RECIPE")
-    p.add_argument("step", metavar="STEP")
+    p.add_argument("step", metavar="STEP", help="a step (every song), one instance "
+                   "('song[1]', 'song[1]/whole') or a step inside calls ('song/first')")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
+                   "recipe)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reroll)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
@@ -183,17 +187,21 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_reroll(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe, report, run
+    from runner.engine import forceable, rerun
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    if args.step not in p.paths:
-        raise UsageError(f"no step '{args.step}' in {args.recipe}"
-                         + (f"; {s}" if (s := recipe.suggest(args.step, p.paths)) else ""))
-    again = p.downstream({args.step})
-    rows = [i for i in p.steps() if i.path in again]
+    if not forceable(p, args.step):
+        names = p.paths | {i.id for i in p.instances.values() if i.kind in ("step", "leave")}
+        raise UsageError(f"no step or step instance '{args.step}' in {args.recipe}"
+                         + (f"; {s}" if (s := recipe.suggest(args.step, names)) else ""))
+    rows = rerun(p, {args.step})
     cost = sum(report.price(p, i) for i in rows)
+    paid = [i.id for i in rows if report.price(p, i) > 0]
     print(f"reroll {args.step}: {len(rows)} step instances run again "
-          f"({', '.join(sorted({i.path for i in rows}))}), about {cost:g} credits")
+          f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
+          f"), about {cost:g} credits"
+          + (f" (paid: {', '.join(paid)})" if paid else ""))
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("reroll spends credits: confirm with --yes")
@@ -201,8 +209,12 @@ def cmd_reroll(args: argparse.Namespace) -> int:
             print("nothing done")
             return 0
     return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
-                       out_dir=None, report_path=None,
+                       out_dir=args.out, report_path=None, quiet=args.quiet,
                        opts={"force": {args.step}})
+
+
+def _short(ids: list[str], n: int = 12) -> list[str]:
+    return ids if len(ids) <= n else [*ids[:n], f"... {len(ids) - n} more"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
