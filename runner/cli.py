@@ -25,6 +25,7 @@ examples:
   sunoflow plan examples/album.yaml              what would run, what it waits for, what it costs
   sunoflow run examples/album.yaml               make the album (local provider: free, offline)
   sunoflow run album.yaml --provider sunoapi     the same recipe against sunoapi.org
+  sunoflow review examples/album.yaml            hear both takes of every song, keep one
   sunoflow graph examples/album.yaml --format mermaid
   sunoflow schema > recipe.schema.json
 
@@ -102,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reroll)
+
+    p = sub.add_parser("review", help="a local page to hear every take, keep one, reroll a "
+                       "song, and see the graph and timeline of the run (spends nothing "
+                       "unless you confirm a reroll)")
+    p.add_argument("recipe", metavar="RECIPE")
+    _recipe_options(p)
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
+                   "recipe)")
+    p.add_argument("--host", metavar="HOST", help="listen on this address (default "
+                   "127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=0, metavar="N",
+                   help="port (default 0: any free one; the URL printed says which)")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
+    p.add_argument("--export", metavar="DIR", help="write a static copy (index.html, "
+                   "assets, audio) to DIR instead of serving, e.g. for a CI artifact")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
     p.add_argument("recipe", metavar="RECIPE")
@@ -215,6 +233,19 @@ def cmd_reroll(args: argparse.Namespace) -> int:
 
 def _short(ids: list[str], n: int = 12) -> list[str]:
     return ids if len(ids) <= n else [*ids[:n], f"... {len(ids) - n} more"]
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from runner.review.command import main as review
+
+    # The page's reroll runs `sunoflow reroll` with the same recipe options.
+    cli_args = [*(["--provider", args.provider] if args.provider else []),
+                *(["--base-url", args.base_url] if args.base_url else []),
+                *(a for v in args.var for a in ("--var", v)),
+                *(a for d in args.allow_path for a in ("--allow-path", d))]
+    return review(args.recipe, overrides=overrides(args), cli_args=cli_args,
+                  state_dir=args.state_dir, out_dir=args.out, host=args.host,
+                  port=args.port, open_browser=args.open, export_dir=args.export)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
