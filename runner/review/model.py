@@ -237,10 +237,12 @@ def _card(p: Plan, n: int, inst: Instance, row: dict[str, Any], hist: History, s
         takes = _takes(last.get("outputs"), used)
         credits = last.get("credits")
         task_ids = list(last.get("task_ids") or [])
-        seen = {t.blob for t in takes}
+        # A result restored or re-fetched is the same result again: one entry per take.
+        seen = {(t.task_id, t.blob) for t in takes}
         for old in reversed(kh.results[:-1]):
-            olds = [t for t in _takes(old.get("outputs"), None) if t.blob not in seen]
-            seen |= {t.blob for t in olds}
+            olds = [t for t in _takes(old.get("outputs"), None)
+                    if (t.task_id, t.blob) not in seen]
+            seen |= {(t.task_id, t.blob) for t in olds}
             if olds:
                 earlier.append(olds)
     elif kh is not None:
