@@ -31,6 +31,7 @@ ENV = Environment(loader=FileSystemLoader(HERE / "templates"),
                   autoescape=select_autoescape(default=True, default_for_string=True),
                   trim_blocks=True, lstrip_blocks=True)
 ENV.filters["mmss"] = _mmss
+ENV.filters["num"] = lambda v: f"{float(v):g}"
 
 
 @dataclass
