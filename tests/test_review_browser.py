@@ -87,7 +87,8 @@ def test_both_takes_play_seek_by_range_and_the_run_is_drawn(page, tmp_path):
             "★" in page.locator("#timeline-svg svg").inner_html()
         timeline.screenshot(path=str(tmp_path / "timeline.png"))
         graph = page.locator("#graph-svg svg")
-        assert "song[1]: generate" in graph.inner_html() and ">done<" in graph.inner_html()
+        assert "song[1]: generate" in graph.inner_html()
+        assert ">done<" in graph.inner_html()
     assert (tmp_path / "album.png").stat().st_size > 10_000
     assert (tmp_path / "timeline.png").stat().st_size > 2_000
     assert page.problems == []

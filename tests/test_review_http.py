@@ -32,7 +32,8 @@ def split(url: str) -> tuple[str, str]:
 
 
 def no_traceback(r: httpx.Response) -> None:
-    assert "Traceback" not in r.text and 'File "' not in r.text
+    assert "Traceback" not in r.text
+    assert 'File "' not in r.text
 
 
 def test_the_page_needs_the_token(url: str):
@@ -85,7 +86,8 @@ def test_files_are_served_by_range(url: str):
     assert r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
     assert r.content == whole[100:200]
     tail = httpx.get(f"{base}/blob/{blob}?t={token}", headers={"Range": "bytes=-10"})
-    assert tail.status_code == 206 and tail.content == whole[-10:]
+    assert tail.status_code == 206
+    assert tail.content == whole[-10:]
     past = httpx.get(f"{base}/blob/{blob}?t={token}",
                      headers={"Range": f"bytes={len(whole)}-"})
     assert past.status_code == 416
@@ -144,7 +146,28 @@ def test_a_recipe_that_no_longer_loads_gives_a_clear_503(tmp_path: Path):
 def test_review_refuses_a_bad_port_and_a_bad_recipe(tmp_path: Path):
     make_album(tmp_path)
     r = sunoflow(tmp_path, "review", "ep.yaml", "--port", "70000")
-    assert r.returncode == 2 and "--port 70000" in r.stderr
+    assert r.returncode == 2
+    assert "--port 70000" in r.stderr
     (tmp_path / "bad.yaml").write_text("version: 1\nname: x\nsteps: {a: {uses: generat}}\n")
     r = sunoflow(tmp_path, "review", "bad.yaml")
-    assert r.returncode == 2 and "bad.yaml:3:" in r.stderr
+    assert r.returncode == 2
+    assert "bad.yaml:3:" in r.stderr
+
+
+def test_the_live_view_follows_the_state_directory(tmp_path: Path):
+    """What the page's script polls: a new version whenever the journal, the lock, the
+    takes file or the recipe change, with the cards as they now are."""
+    make_album(tmp_path)
+    with serving(tmp_path) as url:
+        base, token = split(url)
+        first = httpx.get(f"{base}/live?t={token}").json()
+        assert set(first["cards"]) == {"song[0]", "song[1]"}
+        assert httpx.get(f"{base}/live?t={token}").json()["version"] == first["version"]
+        # Another process writes the state directory: a run that rerolls song 2.
+        r = sunoflow(tmp_path, "reroll", "ep.yaml", "song[1]", "--yes", "-q")
+        assert r.returncode == 0, r.stderr
+        now = httpx.get(f"{base}/live?t={token}").json()
+        assert now["version"] != first["version"]
+        assert now["hashes"]["song[0]"] == first["hashes"]["song[0]"]
+        assert ">done<" in now["graph"]
+        assert "★ song[1]" in now["timeline"]

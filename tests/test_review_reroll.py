@@ -53,7 +53,8 @@ def test_reroll_of_one_instance_pays_for_that_song_only(srv, tmp_path):
     for ev in (olds, news):
         assert all(Path(f["path"]).is_file() for f in ev["files"])
     r = sunoflow(tmp_path, "reroll", "ep.yaml", "song[7]", "--yes", remote=srv.url)
-    assert r.returncode == 2 and "did you mean 'song[1]'?" in r.stderr
+    assert r.returncode == 2
+    assert "did you mean 'song[1]'?" in r.stderr
 
 
 def test_a_reroll_whose_task_was_already_submitted_polls_it_instead_of_paying(srv, tmp_path):
@@ -83,7 +84,8 @@ def test_the_pages_reroll_pays_once_however_often_the_form_is_sent(srv, tmp_path
         base, token = f"{u.scheme}://{u.netloc}", u.query.split("t=", 1)[1]
         confirm = httpx.get(f"{base}/reroll", params={"t": token, "card": "song[1]"})
         assert confirm.status_code == 200
-        assert "about 12" in confirm.text and "loud[1]" in confirm.text
+        assert "about 12" in confirm.text
+        assert "loud[1]" in confirm.text
         assert paid(srv) == 2  # the confirmation page pays nothing
         fresh = re.search(r'name="form" value="(\w+)"', confirm.text).group(1)
         form = {"t": token, "card": "song[1]", "form": fresh, "confirm": "yes"}
@@ -99,6 +101,7 @@ def test_the_pages_reroll_pays_once_however_often_the_form_is_sent(srv, tmp_path
             time.sleep(0.1)
             page = httpx.get(url)
         late = httpx.post(f"{base}/reroll", data=form)  # the old form, after it finished
-        assert late.status_code == 409 and "out of date" in late.text
+        assert late.status_code == 409
+        assert "out of date" in late.text
     assert paid(srv) == 3
     assert "Earlier results of this song (1)" in page.text

@@ -135,8 +135,10 @@ def load(recipe_path: Path, state_dir: Path, out_dir: Path,
     known = resolve(p, store) if state_dir.exists() else {}
     hist = read_history(state_dir / "journal.jsonl")
     states = {iid: _state(row, hist.of(row.get("key")), hist) for iid, row in known.items()}
-    cards = [_card(p, n, inst, known.get(inst.id, {}), hist, states.get(inst.id, "to run"),
-                   r.takes)
+    # A song is "ready" whether made in the last run or before (the graph tells those
+    # apart): so another song's reroll does not redraw this card under the listener.
+    cards = [_card(p, n, inst, known.get(inst.id, {}), hist,
+                   _song_state(states.get(inst.id, "to run")), r.takes)
              for n, inst in enumerate(song_instances(p), 1)]
     nodes = [Node(i.id, f"{i.id}: {i.step.uses}", states.get(i.id, "to run"),
                   step_deps(p, i.id)) for i in p.steps()]
@@ -183,6 +185,10 @@ def _feeding(p: Plan) -> set[str] | None:
                 seen.add(d)
                 stack.append(d)
     return seen
+
+
+def _song_state(state: str) -> str:
+    return "ready" if state in ("done", "cached") else state
 
 
 def _state(row: dict[str, Any], kh: KeyHistory | None, hist: History) -> str:
