@@ -500,6 +500,7 @@ class Engine:
 
     async def _local(self, op: Op, rec: StepRecord) -> Any:
         async with self.cpu_slots:
+            started = round(time.time(), 3)
             self.ui.event(op.step, "running", "")
             sub = await self.providers["local"].submit(op)
         assert sub.result is not None
@@ -508,7 +509,7 @@ class Engine:
         outputs, files = await self._materialize(sub.result, op)
         # Local work is free and deterministic: losing this line in a crash costs nothing.
         self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False,
-                          times=self._times(op.step, finished))
+                          times={**self._times(op.step, finished), "started": started})
         return outputs
 
     async def _restore(self, inst: Instance, op: Op, prov: Provider, st: Any) -> Any:

@@ -82,6 +82,7 @@ class Span:
     finished: float | None
     done: float
     intent: float | None = None
+    started: float | None = None  # local work: when it got a place on this machine
     critical: bool = False
     remote: bool = False
 
@@ -342,7 +343,8 @@ def _timeline(p: Plan, known: dict[str, dict[str, Any]], hist: History) -> list[
         spans[iid] = Span(iid, rel(queued) or 0.0, rel(sub.get("sent")) if sub else None,
                           rel(sub["t"]) if sub else None, rel(first),
                           rel(times.get("finished")), rel(done["t"]) or 0.0,
-                          intent=rel(intent), remote=sub is not None)
+                          intent=rel(intent), remote=sub is not None,
+                          started=rel(times.get("started")))
     if spans:
         cur: str | None = max(spans, key=lambda s: spans[s].done)
         while cur is not None:

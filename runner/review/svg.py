@@ -131,7 +131,9 @@ def timeline(spans: list[Span]) -> str:
             segs.append((at_service_end, s.done, "#3f9a55", "fetching files"))
         else:
             fin = s.finished if s.finished is not None else s.done
-            segs.append((s.queued, fin, "#8c8c8c", "local work"))
+            began = s.started if s.started is not None else s.queued
+            segs.append((s.queued, began, "#d6d6d6", "waiting for a place"))
+            segs.append((began, fin, "#8c8c8c", "local work"))
             segs.append((fin, s.done, "#3f9a55", "storing files"))
         for a, b, fill, what in segs:
             if b is None or b <= a:
