@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
                    "recipe)")
     p.add_argument("--host", metavar="HOST", help="listen on this address (default "
-                   "127.0.0.1, this machine only)")
+                   "127.0.0.1, this machine only); the page answers only to this name, so "
+                   "give the address others will type")
     p.add_argument("--port", type=int, default=0, metavar="N",
                    help="port (default 0: any free one; the URL printed says which)")
     p.add_argument("--open", action="store_true", help="open the page in a browser")

@@ -105,3 +105,20 @@ def test_the_pages_reroll_pays_once_however_often_the_form_is_sent(srv, tmp_path
         assert "out of date" in late.text
     assert paid(srv) == 3
     assert "Earlier results of this song (1)" in page.text
+
+
+def test_the_page_refuses_a_reroll_that_would_pay_for_unfinished_songs_too(srv, tmp_path):
+    recipe = make_album(tmp_path, remote=srv.url)
+    recipe.write_text(recipe.read_text().replace(
+        "- {title: Noon, style: surf rock}",
+        "- {title: Noon, style: surf rock}\n    - {title: Dusk, style: dream pop}"))
+    with serving(tmp_path, remote=srv.url) as url:
+        u = urlsplit(url)
+        base, token = f"{u.scheme}://{u.netloc}", u.query.split("t=", 1)[1]
+        confirm = httpx.get(f"{base}/reroll", params={"t": token, "card": "song[1]"})
+        fresh = re.search(r'name="form" value="(\w+)"', confirm.text).group(1)
+        r = httpx.post(f"{base}/reroll", data={"t": token, "card": "song[1]", "form": fresh,
+                                               "confirm": "yes"})
+        assert r.status_code == 409
+        assert "song[2]" in r.text
+    assert paid(srv) == 2

@@ -14,8 +14,8 @@ a click, a double click, a resent form or a second tab can never make it pay aga
    "another sunoflow run is using ..." before paying), and the engine's never-pay-twice
    rules hold inside it (a task it submitted and did not finish is polled by the next
    run, never paid again: runner.engine, `_work`).
-4. It is refused when anything else would be paid for: the album must be finished, so
-   the run pays for exactly the steps the confirmation page listed.
+4. It is refused when anything else would be paid for (a paid step of the album not done
+   yet), so the run pays for exactly the steps the confirmation page listed.
 """
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ class Actions:
             if self._proc is not None and self._proc.poll() is None:
                 raise Refused(409, f"a reroll ({self._what}) is still running; wait for it")
             self._fresh(card, form)  # rule 1
-            others = [n.id for n in album.nodes if n.state in ("to run", "running", "failed")
-                      and n.id not in card.reroll_steps]
-            if others:  # rule 4
-                raise Refused(409, f"the album is not finished ({len(others)} steps still to "
-                              f"run or running, e.g. {others[0]}): a reroll now would pay "
-                              "for those too; let `sunoflow run` finish first")
+            others = [n.id for n in album.nodes if n.paid and n.id not in card.reroll_steps
+                      and n.state in ("to run", "running", "failed")]
+            if others:  # rule 4 (free local steps left to run, after a kept take, are fine)
+                raise Refused(409, f"the album is not finished ({len(others)} paid steps "
+                              f"still to run or running, e.g. {others[0]}): a reroll now "
+                              "would pay for those too; let `sunoflow run` finish first")
             self._log.parent.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "runner", "reroll", str(self.recipe), card.id,
                    "--yes", "-q", "--state-dir", str(self.state_dir), "--out",

@@ -68,6 +68,7 @@ class Node:
     label: str
     state: str
     deps: list[str]
+    paid: bool = False  # a submission of it costs credits on this provider
 
 
 @dataclass
@@ -142,7 +143,7 @@ def load(recipe_path: Path, state_dir: Path, out_dir: Path,
                    _song_state(states.get(inst.id, "to run")), r.takes)
              for n, inst in enumerate(song_instances(p), 1)]
     nodes = [Node(i.id, f"{i.id}: {i.step.uses}", states.get(i.id, "to run"),
-                  step_deps(p, i.id)) for i in p.steps()]
+                  step_deps(p, i.id), report.price(p, i) > 0) for i in p.steps()]
     counts: dict[str, int] = {}
     for n in nodes:
         counts[n.state] = counts.get(n.state, 0) + 1
