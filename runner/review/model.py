@@ -60,6 +60,9 @@ class Card:
     reroll_steps: list[str]
     price: float
     error: str | None = None
+    # Keeping the other take re-makes what reads the song; these of them are paid.
+    keep_paid: list[str] = field(default_factory=list)
+    keep_cost: float = 0.0
 
 
 @dataclass
@@ -280,7 +283,9 @@ def _card(p: Plan, n: int, inst: Instance, row: dict[str, Any], hist: History, s
                 kept_takes.get(inst.id), used, t0.image if t0 else None, inst.step.uses,
                 credits, task_ids, earlier, hashlib.sha1(sig.encode()).hexdigest()[:12],
                 sum(report.price(p, i) for i in rows), [i.id for i in rows],
-                report.price(p, inst), error)
+                report.price(p, inst), error,
+                [i.id for i in rows if i.id != inst.id and report.price(p, i) > 0],
+                sum(report.price(p, i) for i in rows if i.id != inst.id))
 
 
 def _first_track(outputs: Any) -> dict[str, Any]:
