@@ -992,7 +992,8 @@ def rerun(plan: Plan, names: set[str]) -> list[Instance]:
     paths_, hit = forced_sets(plan, names)
     hit = set(hit)
     for inst in plan.instances.values():  # in a topological order
-        if inst.path in paths_ or any(d in hit for d in inst.deps):
+        # A call's ends share its path: only a step instance is hit by its path.
+        if inst.kind == "step" and inst.path in paths_ or any(d in hit for d in inst.deps):
             hit.add(inst.id)
     return [i for i in plan.steps() if i.id in hit]
 
