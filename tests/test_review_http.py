@@ -171,3 +171,10 @@ def test_the_live_view_follows_the_state_directory(tmp_path: Path):
         assert now["hashes"]["song[0]"] == first["hashes"]["song[0]"]
         assert ">done<" in now["graph"]
         assert "★ song[1]" in now["timeline"]
+
+
+def test_the_page_loads_nothing_from_elsewhere(url: str):
+    page = httpx.get(url)
+    assert not re.search(r'(src|href|action)="(https?:)?//', page.text)
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
