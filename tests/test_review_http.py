@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.reviewing import make_album, serving, sunoflow
+from tests.reviewing import RECIPE, make_album, serving, sunoflow
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_a_recipe_that_no_longer_loads_gives_a_clear_503(tmp_path: Path):
 
 
 def test_review_refuses_a_bad_port_and_a_bad_recipe(tmp_path: Path):
-    make_album(tmp_path)
+    (tmp_path / "ep.yaml").write_text(RECIPE)
     r = sunoflow(tmp_path, "review", "ep.yaml", "--port", "70000")
     assert r.returncode == 2
     assert "--port 70000" in r.stderr
