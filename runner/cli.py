@@ -216,11 +216,16 @@ def cmd_reroll(args: argparse.Namespace) -> int:
                          + (f"; {s}" if (s := recipe.suggest(args.step, names)) else ""))
     rows = rerun(p, {args.step})
     cost = sum(report.price(p, i) for i in rows)
+    pending = _unfinished_paid(p, args, {i.id for i in rows})
     paid = [i.id for i in rows if report.price(p, i) > 0]
     print(f"reroll {args.step}: {len(rows)} step instances run again "
           f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
           f"), about {cost:g} credits"
           + (f" (paid: {', '.join(paid)})" if paid else ""))
+    if pending:
+        print(f"  and {len(pending)} paid step instances not done yet run too "
+              f"({', '.join(_short(pending))}), about "
+              f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("reroll spends credits: confirm with --yes")
@@ -230,6 +235,20 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
                        out_dir=args.out, report_path=None, quiet=args.quiet,
                        opts={"force": {args.step}})
+
+
+def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
+    """Paid step instances the reroll's run would submit besides the ones rerolled: those
+    the state directory does not hold yet (a reroll runs the whole recipe)."""
+    from runner import report
+    from runner.run import default_state_dir
+    from runner.status import resolve
+    from runner.store import Store
+
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(p.recipe.path)
+    known = resolve(p, Store(state).open(create=False)) if state.exists() else {}
+    return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
+            and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
 
 
 def _short(ids: list[str], n: int = 12) -> list[str]:

@@ -43,6 +43,7 @@ def test_reroll_of_one_instance_pays_for_that_song_only(srv, tmp_path):
     assert plan.returncode == 2  # not a terminal: needs --yes, and paid nothing
     assert "reroll song[1]: 2 step instances run again (loud[1], song[1])" in plan.stdout
     assert "about 12 credits (paid: song[1])" in plan.stdout
+    assert "not done yet" not in plan.stdout  # the album is whole: nothing else is paid
     assert paid(srv) == 2
     r = sunoflow(tmp_path, "reroll", "ep.yaml", "song[1]", "--yes", remote=srv.url)
     assert r.returncode == 0, r.stderr
@@ -121,4 +122,9 @@ def test_the_page_refuses_a_reroll_that_would_pay_for_unfinished_songs_too(srv, 
                                                "confirm": "yes"})
         assert r.status_code == 409
         assert "song[2]" in r.text
+    assert paid(srv) == 2
+    # The command line says so too, with the extra cost, before asking.
+    cli = sunoflow(tmp_path, "reroll", "ep.yaml", "song[1]", remote=srv.url)
+    assert "and 1 paid step instances not done yet run too (song[2]), about 12 credits more" \
+        in cli.stdout
     assert paid(srv) == 2
