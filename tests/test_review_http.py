@@ -178,3 +178,34 @@ def test_the_page_loads_nothing_from_elsewhere(url: str):
     assert not re.search(r'(src|href|action)="(https?:)?//', page.text)
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_a_song_under_way_shows_its_first_take_as_a_preview_and_its_bar_so_far(tmp_path):
+    """Live: what a `sunoflow run` writes while a paid task is under way (its intent, its
+    task id, its first take) shows on the page before the task is done."""
+    import json
+    import time
+
+    make_album(tmp_path)
+    journal = tmp_path / ".sunoflow" / "journal.jsonl"
+    done = [json.loads(x) for x in journal.read_text().splitlines()
+            if '"song[1]"' in x and '"done"' in x][-1]
+    track = {**done["outputs"]["tracks"][0],
+             "stream_audio_url": "https://cdn.example/stream.mp3"}
+    now = time.time()
+    with journal.open("a") as f:  # a reroll under way: paid, its first take recorded
+        for ev in ({"v": 1, "e": "intent", "attempt": 2, "run": now},
+                   {"v": 1, "e": "submitted", "task_id": "t-live"},
+                   {"v": 2, "e": "first", "task_id": "t-live",
+                    "outputs": {"tracks": [track]}, "files": []}):
+            f.write(json.dumps({**ev, "key": done["key"], "step": "song[1]", "t": now})
+                    + "\n")
+    with serving(tmp_path) as u:
+        base, token = split(u)
+        live = httpx.get(f"{base}/live?t={token}").json()
+        card = live["cards"]["song[1]"]
+        assert ">running<" in card
+        assert "Preview: the task is still running" in card
+        assert "Keep the" not in card  # a preview cannot be kept
+        assert "so far, running" in live["timeline"]
+        assert ">running<" in live["graph"]

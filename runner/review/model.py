@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class Span:
     done: float
     intent: float | None = None
     started: float | None = None  # local work: when it got a place on this machine
+    running: bool = False  # still under way (live): drawn up to now
     critical: bool = False
     remote: bool = False
 
@@ -329,29 +331,41 @@ def _timeline(p: Plan, known: dict[str, dict[str, Any]], hist: History) -> list[
     if run is None:
         return []
     spans: dict[str, Span] = {}
+    now = time.time()
+
+    def rel(x: Any) -> float | None:
+        return None if x is None else max(0.0, float(x) - run)
+
     for iid, row in known.items():
         kh = hist.of(row.get("key"))
-        if kh is None or not kh.results:
+        if kh is None:
+            continue
+        ev = [e for e in kh.events if e.get("t", 0) >= run]
+        if kh.status in ("intent", "submitted") and any(e.get("run") == run for e in ev):
+            # Live: a paid task of this run still under way, drawn up to now.
+            at = next(e["t"] for e in reversed(ev) if e.get("e") == "intent")
+            sub = next((e for e in reversed(ev) if e.get("e") == "submitted"), None)
+            first = next((e["t"] for e in reversed(ev) if e.get("e") == "first"), None)
+            spans[iid] = Span(iid, rel(at) or 0.0, rel(sub.get("sent")) if sub else None,
+                              rel(sub["t"]) if sub else None, rel(first), None,
+                              rel(now) or 0.0, intent=rel(at), remote=True, running=True)
+            continue
+        if not kh.results:
             continue
         done = kh.results[-1]
         times = done.get("times") or {}
         if times.get("run") != run:
             continue
-        ev = [e for e in kh.events if e.get("t", 0) >= run]
         intent = next((e["t"] for e in reversed(ev) if e.get("e") == "intent"), None)
         sub = next((e for e in reversed(ev) if e.get("e") == "submitted"), None)
         first = next((e["t"] for e in reversed(ev) if e.get("e") == "first"), None)
         queued = times.get("queued", intent or done["t"])
-
-        def rel(x: Any) -> float | None:
-            return None if x is None else max(0.0, float(x) - run)
-
         spans[iid] = Span(iid, rel(queued) or 0.0, rel(sub.get("sent")) if sub else None,
                           rel(sub["t"]) if sub else None, rel(first),
                           rel(times.get("finished")), rel(done["t"]) or 0.0,
                           intent=rel(intent), remote=sub is not None,
                           started=rel(times.get("started")))
-    if spans:
+    if spans and not any(s.running for s in spans.values()):
         cur: str | None = max(spans, key=lambda s: spans[s].done)
         while cur is not None:
             spans[cur].critical = True

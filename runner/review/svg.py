@@ -145,8 +145,13 @@ def timeline(spans: list[Span]) -> str:
             out.append(f'<rect x="{x(s.queued) - 1}" y="{y + 2}" '
                        f'width="{x(s.done) - x(s.queued) + 2}" height="{LANE_H - 4}" '
                        'fill="none" stroke="#a61b29" stroke-width="2"/>')
+        if s.running:
+            out.append(f'<rect x="{x(s.queued)}" y="{y + 3}" width="{x(s.done) - x(s.queued)}" '
+                       f'height="{LANE_H - 6}" fill="none" stroke="#9a6b00" '
+                       'stroke-dasharray="4 2"/>')
         out.append(f'<text x="{x(s.done) + 4}" y="{y + 15}" font-size="10" fill="#555">'
-                   f'{s.done - s.queued:.1f} s</text>')
+                   f'{s.done - s.queued:.1f} s{" so far, running" if s.running else ""}'
+                   '</text>')
     ly = height - 22
     legend = [("#d6d6d6", "waiting for a place"), ("url(#hatch)", "rate-limit wait"),
               ("#2f5d8a", "at the service"), ("#6f96bf", "after the first take"),
