@@ -191,7 +191,7 @@ def test_a_song_under_way_shows_its_first_take_as_a_preview_and_its_bar_so_far(t
     done = [json.loads(x) for x in journal.read_text().splitlines()
             if '"song[1]"' in x and '"done"' in x][-1]
     track = {**done["outputs"]["tracks"][0],
-             "stream_audio_url": "https://cdn.example/stream.mp3"}
+             "stream_url": "https://cdn.example/stream.mp3"}
     now = time.time()
     with journal.open("a") as f:  # a reroll under way: paid, its first take recorded
         for ev in ({"v": 1, "e": "intent", "attempt": 2, "run": now},

@@ -225,13 +225,13 @@ def _takes(outputs: Any, used: int | None, preview: bool = False) -> list[Take]:
             duration = float(dur) if dur is not None else None
         except (TypeError, ValueError):
             duration = None
-        stream = t.get("stream_audio_url")
+        stream = t.get("stream_url") or t.get("stream_audio_url")
         out.append(Take(n, blob_name(t.get("file")), duration, str(t.get("title") or ""),
                         str(t.get("model") or t.get("model_name") or ""),
                         str(t.get("task_id") or ""), blob_name(t.get("image_file")),
                         in_album=used == n, preview=preview,
                         stream_url=stream if isinstance(stream, str)
-                        and stream.startswith("https://") else None))
+                        and stream.startswith(("https://", "http://")) else None))
     return out
 
 

@@ -43,7 +43,7 @@ from runner.review.model import BLOB
 MAX_BODY = 16 * 1024  # bytes of a form: a few hidden fields
 CHUNK = 1 << 16
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' https:; connect-src 'self'; form-action 'self'; "
+       "media-src 'self' https: http:; connect-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
 
