@@ -683,15 +683,23 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
         if is_template(v):
             c = compile_template(v)
             if not _static(c, inst, known):
+                # Known only during the run: the rules that depend on it are checked by
+                # the engine when it is rendered, before the step's request.
+                values[k] = models.UNKNOWN
                 continue
             try:
                 values[k] = c.render(ctx)
             except TemplateError as exc:
                 ck.err(("steps", step.id, "with", k), f"{inst.id}: {exc}")
+                values[k] = models.UNKNOWN
                 continue
         else:
             values[k] = v
-    for fld, msg, hint in models.check(step.uses, values):
+    kind = ck.provider.kind if step.type.support.get(ck.provider.kind) == "remote" \
+        else "local"
+    raw = ck.doc.data["steps"].get(step.id) if isinstance(ck.doc.data.get("steps"), dict) \
+        else None
+    for fld, msg, hint in models.check(step.uses, values, kind):
         where = ("steps", step.id, "with", fld)
         prefix = f"{inst.id}: " if inst.index is not None or inst.scope else ""
         src = step.with_.get(fld)
@@ -701,8 +709,13 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
             doc, cpath = via
             ex.diags.append(doc.diag(cpath, f"{prefix}{msg} ({at(ck.doc, where)} uses it as "
                                      f"{fld})", hint))
+        elif fld in step.with_:
+            ck.err(where, prefix + msg, hint)
         else:
-            ck.err(where if fld in step.with_ else ("steps", step.id), prefix + msg, hint)
+            # A missing field: point at the `with` key (or the step, without one).
+            has_with = isinstance(raw, dict) and "with" in raw
+            ck.err(("steps", step.id, "with") if has_with else ("steps", step.id),
+                   prefix + msg, hint, key=True)
     for where, text in paths.local_paths(values):
         try:
             ex.top.roots.resolve(text)  # every local path: against the top recipe's folder
