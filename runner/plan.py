@@ -661,8 +661,27 @@ def _check_service_tracks(ck: Checker, step: Step) -> None:
             return
 
 
+# Step types whose sunoapi request carries an uploaded file (REFERENCE 2.3-2.6): a local
+# path or a stored track is uploaded first, with the key; only a literal URL is not.
+UPLOADS = frozenset({"upload_cover", "upload_extend", "add_vocals", "add_instrumental"})
+
+
+def _check_upload_host(ck: Checker, step: Step) -> None:
+    prov = ck.provider
+    audio = step.with_.get("audio")
+    if prov.kind != "sunoapi" or prov.upload_base_url or step.uses not in UPLOADS or \
+            isinstance(audio, str) and not is_template(audio) and paths.is_url(audio):
+        return
+    ck.err(("steps", step.id, "with", "audio") if "audio" in step.with_ else
+           ("steps", step.id), f"step '{step.id}' ({step.uses}) uploads its audio with the "
+           f"key, and no upload host is known for {prov.base_url} (only api.sunoapi.org's "
+           "is documented)", "set provider.upload_base_url to the upload address your "
+           "provider documents, or give audio as an http(s) URL")
+
+
 def _check_provider(ck: Checker, step: Step) -> None:
     _check_service_tracks(ck, step)
+    _check_upload_host(ck, step)
     kind = ck.provider.kind
     if step.type is not None and kind not in step.type.support:
         can = [k for k in step.type.support]
