@@ -36,6 +36,7 @@ from runner import fanin, models, paths
 from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError
 from runner.include import INPUT_TYPES, at, fits
+from runner.paths import Roots
 from runner.recipe import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
 from runner.refs import Checker
 from runner.steps import TYPES
@@ -312,7 +313,8 @@ def _check_album(ck: Checker) -> None:
     """The `outputs:` entries of the recipe that is run (the album)."""
     for o in ck.r.outputs:
         base = ("outputs", o.index)
-        _n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        _n, items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        _static_album_paths(ck, o, items if frm is None else None)
         for key, val in (("path", o.path), ("from", o.from_), ("lrc", o.lrc)):
             if val is not None and is_template(val):
                 c = ck.compile((*base, key), val)
@@ -328,6 +330,55 @@ def _check_album(ck: Checker) -> None:
                     ck.check_refs((*base, "tags", tk), c, "\0out" if frm else None,
                                   looped=o.for_each is not None)
     ck.item_from.pop("\0out", None)
+
+
+def _static_album_paths(ck: Checker, o: Any, items: list[Any] | None) -> None:
+    """The files an album entry reads, checked before the run wherever their templates
+    need no step's outputs (export checks them again): `from` and `lrc` must be files
+    the steps made, so a value known before the run cannot be one; `cover` must stay
+    inside the recipe's folders (runner.paths)."""
+    if o.for_each is not None and items is None:
+        items = []  # a loop over step outputs: known only after the run
+    cases = [(None, None)] if o.for_each is None else list(enumerate(items or []))
+    for key, val in (("from", o.from_), ("lrc", o.lrc), ("cover", o.tags.get("cover"))):
+        where = ("outputs", o.index, *(("tags",) if key == "cover" else ()), key)
+        if not isinstance(val, str) or not val:
+            continue
+        if not is_template(val):
+            if key == "lrc":
+                ck.err(where, f"outputs[{o.index}].lrc: {val!r} is not a step's file output",
+                       "e.g. lrc: \"{{ steps.timing.lrc }}\"")
+            continue  # a literal `from` and `cover` are checked with the recipe
+        try:
+            c = compile_template(val)
+        except TemplateError:
+            continue  # reported where the templates are compiled
+        if any(r.root == "steps" or r.root == "inputs" for r in c.refs):
+            continue
+        for index, item in cases:
+            ctx: dict[str, Any] = {"vars": ck.r.vars, "steps": {}, "inputs": {}}
+            if index is not None:
+                ctx.update(index=index, item=item)
+            try:
+                value = c.render(ctx)
+            except TemplateError:
+                continue
+            if isinstance(value, dict):
+                value = value.get("file")
+            if not isinstance(value, str) or not value:
+                continue
+            shown = f"outputs[{o.index}]" + (f" (item {index})" if index is not None else "")
+            if key != "cover":
+                ck.err(where, f"{shown}.{key}: {value!r} is not a step's file output (it is "
+                       "known before the run)", "name a step's file, e.g. "
+                       "\"{{ steps.song.tracks[0].file }}\"")
+                break
+            try:
+                Roots.of(ck.r.path, ck.r.allow_paths).resolve(value)
+            except paths.Outside as exc:
+                ck.err(where, f"{shown}.tags.cover: {exc}", "use a step's image or a file "
+                       "beside the recipe")
+                break
 
 
 def _check_call(ck: Checker, step: Step) -> None:
