@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 MODELS = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
 DEFAULT_MODEL = "V4_5"
@@ -32,6 +32,8 @@ STYLE = {"V4": 200}  # others 1000
 TITLE = {"V4": 80, "V4_5ALL": 80}  # others 100
 UPLOAD_SECONDS = {"V4_5ALL": 60}  # others 480
 UPLOAD_DEFAULT_SECONDS = 480
+SONG_SECONDS = {"V4": 240}  # the longest song each model makes: V4 4 min, others 8
+SONG_DEFAULT_SECONDS = 480
 LYRICS_WORDS = 200
 SHORT_TEXT = {"author": 50, "domain_name": 50, "content": 500}
 ADD_MODELS = ("V4_5PLUS", "V5", "V5_5")  # add_vocals and add_instrumental
@@ -115,7 +117,7 @@ def _source(i: Mapping[str, Any], name: str) -> Any:
     return audio.get(name) if isinstance(audio, dict) else None
 
 
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -237,6 +239,16 @@ def _continue_at(kind: str, i: Mapping[str, Any]) -> list[Problem]:
             return [("continue_at", f"'continue_at' ({at}) is past the end of any upload: "
                      f"the service takes at most {limit} s of audio" + _model_note(i),
                      None)]
+    elif kind == "extend":
+        # The source's length is known only once it exists, but no model makes a song
+        # longer than SONG_SECONDS (REFERENCE 1.4): a start past that is past any end.
+        model = i.get("model")
+        limit = SONG_SECONDS.get(model, SONG_DEFAULT_SECONDS) if isinstance(model, str) \
+            else SONG_DEFAULT_SECONDS
+        if at >= limit:
+            return [("continue_at", f"'continue_at' ({at}) is past the end of any song "
+                     + (f"model {model} makes" if isinstance(model, str) else "the service "
+                        "makes") + f" (at most {limit} s)", None)]
     return []
 
 

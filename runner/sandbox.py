@@ -38,7 +38,7 @@ ask for unbounded memory or time is bounded per render, to MAX_SIZE (1,000,000):
   float must be finite.
 
 Each limit raises SecurityError, which runner.template reports as "not allowed in a
-template: ...".
+template: ...". docs/SECURITY.md states these bounds for users.
 """
 
 from __future__ import annotations

@@ -437,8 +437,20 @@ def _build(text: str, name: str) -> Document:
             hint = f"'{at}' cannot start a plain value; quote the value"
         raise RecipeError([Diagnostic(name, line, col, f"YAML syntax error: {problem}",
                                       hint)]) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (a control character): where it is, in one line.
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - text.rfind("\n", 0, pos)
+        char = exc.character if isinstance(exc.character, int) else \
+            ord(str(exc.character)[:1] or " ")
+        raise RecipeError([Diagnostic(name, line, col, f"character U+{char:04X} is not allowed "
+                                      "in YAML (a control character)",
+                                      "remove it; inside a double-quoted string write it as an "
+                                      "escape such as \\x1b")]) from None
     except yaml.YAMLError as exc:
-        raise RecipeError([Diagnostic(name, 1, 1, f"YAML error: {exc}")]) from None
+        detail = " ".join(str(exc).split())  # one line, whatever the parser wrote
+        raise RecipeError([Diagnostic(name, 1, 1, f"YAML error: {detail}")]) from None
     if docs == 0 or result is None:
         raise RecipeError([Diagnostic(name, 1, 1, "recipe is empty",
                                       "start with 'version: 1', a 'name' and 'steps'")])

@@ -72,6 +72,7 @@ steps:
              "--out", str(tmp_path / "out"), "--quiet"],
             env=env, capture_output=True, text=True, timeout=90, check=False)
         assert done.returncode == 0, done.stderr
-        assert their_uploads.log == [] and theirs.log == []
+        assert their_uploads.log == []
+        assert theirs.log == []
         paths = [e["path"] for e in mine.log if e["method"] == "POST"]
         assert paths == ["/api/file-stream-upload", "/api/v1/generate/upload-cover"]
