@@ -30,8 +30,9 @@ ask for unbounded memory or time is bounded per render, to MAX_SIZE (1,000,000):
   (10,000,000; about 10 MB), counted as it is built, so many values each under MAX_SIZE
   cannot add up (`range(30000)|map('center', 200000)|list` stops after 50 of them);
   `|tojson(indent=n)` is measured before it runs;
-- time: MAX_SECONDS (2 s) per render, checked at every call, filter, operator, loop turn
-  and output; one operation in progress when it passes runs to its end, and each is
+- time: MAX_SECONDS (2 s) of this thread's CPU per render (CPU, not the wall clock, so a
+  busy machine does not turn a good template into a refused one), checked at every call,
+  filter, operator, output and every 1,024 loop turns; one operation in progress when it passes runs to its end, and each is
   bounded above (about a second for the largest: sorting a million items);
 - numbers: an integer an operator makes, or a template returns or writes, has at most
   MAX_INT_BITS bits (about 1,200 digits; Python itself refuses to print 4,300), and a
@@ -78,7 +79,7 @@ class _Budget:
 
     def __init__(self) -> None:
         self.turns = self.calls = self.output = self.built = 0
-        self.deadline = time.monotonic() + MAX_SECONDS
+        self.deadline = time.thread_time() + MAX_SECONDS
         # id -> (object, weight): the object is kept alive so that its id stays its own.
         self.memo: dict[int, tuple[Any, int]] = {}
 
@@ -153,7 +154,7 @@ def _spend(b: _Budget, value: Any) -> Any:
 
 
 def _tick(b: _Budget) -> None:
-    if time.monotonic() > b.deadline:
+    if time.thread_time() > b.deadline:
         raise SecurityError(f"the template ran for more than {MAX_SECONDS:g} s")
 
 
