@@ -322,6 +322,8 @@ def _check_album(ck: Checker) -> None:
                     ck.item_from["\0out"] = frm
                     ck.check_refs((*base, key), c, "\0out" if frm else None,
                                   looped=o.for_each is not None)
+                    if key != "path":
+                        _album_file_type(ck, (*base, key), c, frm, key)
         for tk, tv in o.tags.items():
             if is_template(tv):
                 c = ck.compile((*base, "tags", tk), tv)
@@ -329,7 +331,46 @@ def _check_album(ck: Checker) -> None:
                     ck.item_from["\0out"] = frm
                     ck.check_refs((*base, "tags", tk), c, "\0out" if frm else None,
                                   looped=o.for_each is not None)
+                    if tk == "cover":
+                        _album_file_type(ck, (*base, "tags", tk), c, frm, "cover")
     ck.item_from.pop("\0out", None)
+
+
+def _album_file_type(ck: Checker, where: tuple[Any, ...], c: Compiled, frm: str | None,
+                     key: str) -> None:
+    """A `from`, `lrc` or `cover` that is exactly one reference to a step's output must
+    name a file output (or, but for `lrc`, an object that has one): a text output such as
+    `steps.words.text` can never be a file the steps made, so it is refused before the run
+    instead of at export, after every paid step."""
+    if not c.is_ref:
+        return  # an expression: checked at export, when its value exists
+    ref = c.refs[0]
+    if ref.root == "steps":
+        typ = ck.ref_type(c)
+    elif ref.root == "item" and frm is not None and frm in ck.r.steps:
+        typ = ck.outputs_of(frm)
+        for part in ref.parts:
+            if isinstance(typ, dict) and part.kind != "expr" and str(part.value) in typ:
+                typ = typ[str(part.value)]
+            elif isinstance(typ, tuple) and (part.kind == "expr" or isinstance(part.value, int)):
+                typ = typ[1]
+            else:
+                return
+    else:
+        return
+    ok = typ == "file" or typ in ("any", None) or (
+        key != "lrc" and isinstance(typ, dict) and typ.get("file") == "file")
+    if not ok:
+        shown = c.source.strip("{} ")
+        label = f"outputs[{where[1]}]." + ".".join(map(str, where[2:]))
+        if isinstance(typ, dict) and "file" in typ:
+            ck.err(where, f"{label}: {shown} is an object, not a file", f"name its file: "
+                   f"\"{{{{ {shown}.file }}}}\"")
+            return
+        what = "text" if typ == "str" else "a number" if typ == "num" else \
+            "a list" if isinstance(typ, tuple) else "an object without a file"
+        ck.err(where, f"{label}: {shown} is {what}, not a file a step made",
+               "name a file output, e.g. \"{{ steps.song.tracks[0].file }}\"")
 
 
 def _static_album_paths(ck: Checker, o: Any, items: list[Any] | None) -> None:
