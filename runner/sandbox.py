@@ -32,8 +32,9 @@ ask for unbounded memory or time is bounded per render, to MAX_SIZE (1,000,000):
   `|tojson(indent=n)` is measured before it runs;
 - time: MAX_SECONDS (2 s) of this thread's CPU per render (CPU, not the wall clock, so a
   busy machine does not turn a good template into a refused one), checked at every call,
-  filter, operator, output and every 1,024 loop turns; one operation in progress when it passes runs to its end, and each is
-  bounded above (about a second for the largest: sorting a million items);
+  filter, operator, output and every 1,024 loop turns; one operation in progress when it
+  passes runs to its end, and each is bounded above (about a second for the largest:
+  sorting a million items);
 - numbers: an integer an operator makes, or a template returns or writes, has at most
   MAX_INT_BITS bits (about 1,200 digits; Python itself refuses to print 4,300), and a
   float must be finite.
