@@ -199,11 +199,17 @@ NEEDS: tuple[Need, ...] = (
     # The relay's continuation needs continue_at (REFERENCE 3.2, new-api).
     Need(EXTEND_LIKE, NA, "continue_at", _always, "(the relay's continuation needs it)",
          "e.g. continue_at: \"{{ steps.song.tracks[0].duration - 30 }}\""),
-    # REFERENCE 2.6 and 2.5: required, and an empty value is not a value.
+    # REFERENCE 2.6 and 2.5: required, and an empty value is not a value. negativeTags is
+    # documented as required too; whether the service takes an empty one is not, so it
+    # must be given (a recipe that validates is accepted under either reading).
     *(Need(("add_vocals",), SA, f, _always, "(the service requires it)")
       for f in ("prompt", "style", "title")),
     *(Need(("add_instrumental",), SA, f, _always, "(the service requires it)")
       for f in ("tags", "title")),
+    Need(("add_vocals", "add_instrumental"), SA, "negative_tags", _always,
+         "(the service requires negativeTags, and does not say that an empty one will do)",
+         "name styles to avoid, e.g. negative_tags: heavy metal (or set it once in "
+         "defaults:)"),
     Need(("lyrics",), (*SA, *NA), "prompt", _always, "(the service requires it)"),
     Need(("boost_style",), SA, "content", _always, "(the service requires it)"),
 )

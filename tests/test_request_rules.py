@@ -158,3 +158,57 @@ def test_examples_on_newapi_fail_only_for_operations_the_relay_lacks(path, capsy
              and "cannot perform" not in ln]
     assert code in (0, 2), err
     assert lines == [], err
+
+
+ADD = """\
+version: 1
+name: t
+provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+defaults: {negative_tags: heavy metal}
+steps:
+  bed:
+    uses: generate
+    with: {prompt: a calm piano piece, instrumental: true}
+  sung:
+    uses: add_vocals
+    with: {audio: "{{ steps.bed.tracks[0] }}", prompt: "[Verse] la la", style: soul,
+           title: Voice, model: V5}
+  backed:
+    uses: add_instrumental
+    with: {audio: "{{ steps.sung.tracks[0] }}", tags: "piano, strings", title: Bed,
+           model: V5}
+"""
+
+
+@pytest.mark.parametrize("empty_required", ["accept", "refuse"])
+def test_add_steps_that_validate_are_accepted_under_either_reading_of_negative_tags(
+        tmp_path, empty_required):
+    """negativeTags is documented as required; whether an empty one counts is not. The
+    fake plays both readings; a recipe that validates (it must give negative_tags) pays
+    each step once under both, and one without it is refused before paying."""
+    with FakeServer("sunoapi", api_key=KEY, empty_required=empty_required) as server:
+        (tmp_path / "r.yaml").write_text(ADD)
+        done = run(tmp_path, server.url)
+        assert done.returncode == 0, done.stderr
+        paid = Counter({p: n for p, n in posts(server).items() if p.startswith("/api/v1/")})
+        assert paid == Counter({"/api/v1/generate": 1, "/api/v1/generate/add-vocals": 1,
+                                "/api/v1/generate/add-instrumental": 1})
+        before = len(server.log)
+        (tmp_path / "r.yaml").write_text(ADD.replace("defaults: {negative_tags: heavy metal}\n",
+                                                     ""))
+        refused = run(tmp_path, server.url)
+        assert refused.returncode == 2
+        assert "add_vocals on sunoapi needs 'negative_tags'" in refused.stderr
+        assert server.log[before:] == []
+
+
+def test_the_strict_fake_refuses_an_empty_negative_tags():
+    import httpx
+
+    with FakeServer("sunoapi", api_key=KEY, empty_required="refuse") as server:
+        answer = httpx.post(server.url + "/api/v1/generate/add-vocals", headers={
+            "Authorization": f"Bearer {KEY}"}, json={
+            "uploadUrl": server.url + "/x.mp3", "callBackUrl": "https://cb.example/x",
+            "prompt": "la", "title": "T", "style": "soul", "negativeTags": ""})
+        assert answer.json()["code"] == 400
+        assert answer.json()["msg"] == "negativeTags is required"

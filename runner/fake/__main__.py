@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--credits", type=int, help="the starting balance")
     parser.add_argument("--seed", type=int, help="seed of the latency, id and fault draws")
+    parser.add_argument("--empty-required", choices=("accept", "refuse"),
+                        help="whether an empty negativeTags (documented as required) counts "
+                             "as given (default accept)")
     return parser
 
 
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             "api_key": args.api_key,
             "credits": args.credits,
             "seed": args.seed,
+            "empty_required": args.empty_required,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")

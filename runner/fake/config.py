@@ -28,6 +28,9 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
     lyrics_variants        default 2
     extend_returns         "whole" | "continuation" | null (sunoapi whole, relay continuation)
     relay_extras           relay concat and upload endpoints on (default) or off
+    empty_required         "accept" (default) | "refuse": whether an empty negativeTags,
+                           documented as required on add-vocals and add-instrumental
+                           (REFERENCE 2.5, 2.6), counts as given; the docs do not say
     callbacks              null (default: no callbacks are sent) or {"delay": s,
                            "jitter": s, "duplicate": p, "loss": p, "timeout": s}: sunoapi
                            POSTs each stage (text, first, complete; error for a failed task)
@@ -118,6 +121,7 @@ DEFAULTS: dict[str, Any] = {
     "lyrics_variants": 2,
     "extend_returns": None,
     "relay_extras": True,
+    "empty_required": "accept",
     "callbacks": None,
 }
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
@@ -286,6 +290,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("extend_returns: expected 'whole', 'continuation' or null")
     if not isinstance(full["relay_extras"], bool):
         raise ConfigError("relay_extras: expected true or false")
+    if full["empty_required"] not in ("accept", "refuse"):
+        raise ConfigError("empty_required: expected 'accept' or 'refuse'")
     if full["callbacks"] is not None:
         full["callbacks"] = _validate_callbacks(full["callbacks"])
     return full
