@@ -806,6 +806,8 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
                 continue
         else:
             values[k] = v
+    if values.get("audio") is models.UNKNOWN:
+        values["audio"] = _known_source(ck, step)
     kind = ck.provider.kind if step.type.support.get(ck.provider.kind) == "remote" \
         else "local"
     raw = ck.doc.data["steps"].get(step.id) if isinstance(ck.doc.data.get("steps"), dict) \
@@ -836,6 +838,42 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
             rendered = any(True for _ in templates_in(step.with_.get(where[0])))
             who = inst.id if rendered and inst.index is not None else step.id
             ck.err(("steps", step.id, "with", *where), f"{paths.label(who, step.uses)}: {exc}")
+
+
+class _Partial(dict[str, Any]):
+    """A track known only in part before the run: every other field is UNKNOWN."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key, models.UNKNOWN)
+
+
+def _known_source(ck: Checker, step: Step) -> Any:
+    """What is known before the run of the track an extend continues: the model of a
+    generate or upload_cover it names (`steps.X.tracks[i]`, or `item.tracks[i]` over X),
+    which the service requires the extend to match (REFERENCE 2.2)."""
+    if step.uses != "extend":
+        return models.UNKNOWN
+    try:
+        c = compile_template(step.with_["audio"])
+    except TemplateError:
+        return models.UNKNOWN
+    if not c.is_ref:
+        return models.UNKNOWN
+    ref = c.refs[0]
+    parts = list(ref.parts)
+    if ref.root == "steps" and parts and parts[0].kind != "expr":
+        x: str | None = str(parts[0].value)
+    elif ref.root == "item":
+        x = ck.item_from.get(step.id)
+    else:
+        return models.UNKNOWN
+    src = ck.r.steps.get(x or "")
+    if src is None or src.uses not in ("generate", "upload_cover") or src.callee is not None:
+        return models.UNKNOWN
+    model = src.with_.get("model", models.DEFAULT_MODEL)
+    if not isinstance(model, str) or is_template(model) or "mv" in src.with_:
+        return models.UNKNOWN
+    return _Partial(model=model)
 
 
 def _from_input(ex: _Expander, inst: Instance, src: Any) -> tuple[Any, tuple[Any, ...]] | None:

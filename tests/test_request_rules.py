@@ -79,10 +79,11 @@ LATE = """\
 version: 1
 name: t
 provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+vars: {model: V4_5}
 steps:
   song:
     uses: generate
-    with: {title: Rain, style: folk, prompt: "[Verse] la la la"}
+    with: {title: Rain, style: folk, prompt: "[Verse] la la la", model: "{{ vars.model }}"}
   long:
     uses: extend
     with:
