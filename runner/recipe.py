@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +71,8 @@ class Provider:
     prices: dict[str, float] = field(default_factory=dict)
     take_seconds: float = 30.0
     concat: str = "remote"
+    # Seconds a remote operation may be waited for, per step type or "*" (runner.deadlines).
+    timeouts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ class Recipe:
     inputs: dict[str, Input] = field(default_factory=dict)
     exposed: dict[str, str] = field(default_factory=dict)  # a reusable recipe's outputs
     allow_paths: tuple[Path, ...] = ()  # --allow-path: folders beside its own it may read
+    # NAME.takes.yaml beside it (runner.takes): step instance -> the take kept. Read for the
+    # recipe that is run only; the plan applies each to its instance.
+    takes: dict[str, int] = field(default_factory=dict)
+    takes_doc: Document | None = None
 
     def input_defaults(self) -> dict[str, Any]:
         """Each input's value when the caller gives none (null for an optional one)."""
@@ -372,7 +378,14 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
     every problem found."""
     p = Path(path)
     doc = source.read(p, display=display or str(path))
-    return from_document(doc, p, overrides or {}, includes)
+    r = from_document(doc, p, overrides or {}, includes)
+    if includes is None:  # the recipe that is run, not one it uses
+        from runner import takes
+
+        kept, kdoc = takes.read(p)
+        if kdoc is not None:
+            r = replace(r, takes=kept, takes_doc=kdoc)
+    return r
 
 
 def from_document(doc: Document, path: Path, overrides: dict[str, Any],
@@ -581,7 +594,8 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         # Switching provider on the command line drops settings that belong to the other one.
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
-                          "request_timeout", "take_seconds", "max_download_bytes")}
+                          "request_timeout", "take_seconds", "max_download_bytes",
+                          "timeouts")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         moved = _host(overrides["base_url"]) != _host(base.get("base_url"))
@@ -609,6 +623,8 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         prices=dict(base.get("prices") or {}),
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),
+        timeouts={str(k): t for k, v in dict(base.get("timeouts") or {}).items()
+                  if (t := parse_duration(v)) is not None},
     )
 
 
