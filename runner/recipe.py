@@ -16,8 +16,8 @@ from typing import Any
 
 from jsonschema import ValidationError
 
+from runner import early, source
 from runner import schema as schemas
-from runner import source
 from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.include import INPUT_TYPES, Includes, at, fits
@@ -45,7 +45,9 @@ class Provider:
     upload_base_url: str | None = None
     api_key_env: str = "SUNO_API_KEY"
     callback_url: str | None = None
-    release_on_first: bool = True  # a song's `first` stage starts its tracks[0] users
+    # Whether a song's `first` stage starts its tracks[0] users (runner.early): auto
+    # (default), always (`true` in the recipe) or never (`false`).
+    release_on_first: str = "auto"
     rate_limit: tuple[int, float] | None = None
     poll_interval: float = 10.0
     max_poll_interval: float = 60.0
@@ -578,7 +580,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         and str(base["upload_base_url"]).rstrip("/"),
         api_key_env=base.get("api_key_env", "SUNO_API_KEY"),
         callback_url=base.get("callback_url"),
-        release_on_first=bool(base.get("release_on_first", True)),
+        release_on_first=early.mode_of(base.get("release_on_first", "auto")),
         rate_limit=(int(rl["requests"]), float(rl["per_seconds"])) if rl else None,
         poll_interval=float(base.get("poll_interval", 10.0)),
         max_poll_interval=float(base.get("max_poll_interval", 60.0)),

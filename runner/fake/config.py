@@ -38,6 +38,17 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            (default 15): how long it waits for the answer. Only loopback
                            URLs are called; any other counts as a failed delivery, and a
                            failed last stage makes record-info say CALLBACK_EXCEPTION.
+    unfinished_work        sunoapi: "accept" (default) or "refuse" work on a music task that
+                           has reached only its first stage (FIRST_SUCCESS): an extend, WAV,
+                           MP4, stems, timestamps or replace-section of its first clip, or
+                           cover art of the task. Undocumented (REFERENCE 5), so both
+                           readings are played. "refuse" answers with `unfinished_refusal`
+                           and, like every refusal, creates no task and costs nothing.
+    unfinished_refusal     how "refuse" answers: {"code": 400, "http_status": null,
+                           "message": "task {task_id} has not finished"}; code is the
+                           envelope code (an int or a string), http_status the HTTP status
+                           (null: 200, as the service's own envelopes), message a text in
+                           which {task_id} names the unfinished task
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -119,7 +130,12 @@ DEFAULTS: dict[str, Any] = {
     "extend_returns": None,
     "relay_extras": True,
     "callbacks": None,
+    "unfinished_work": "accept",
+    "unfinished_refusal": {},
 }
+UNFINISHED_WORK = ("accept", "refuse")
+REFUSAL_KEYS: dict[str, Any] = {"code": 400, "http_status": None,
+                                "message": "task {task_id} has not finished"}
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
 
 MATCH_KEYS = frozenset({"path", "method", "op", "json"})
@@ -288,7 +304,32 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("relay_extras: expected true or false")
     if full["callbacks"] is not None:
         full["callbacks"] = _validate_callbacks(full["callbacks"])
+    if full["unfinished_work"] not in UNFINISHED_WORK:
+        raise ConfigError(f"unfinished_work: expected one of {', '.join(UNFINISHED_WORK)}, "
+                          f"got {full['unfinished_work']!r}")
+    full["unfinished_refusal"] = _validate_refusal(full["unfinished_refusal"])
     return full
+
+
+def _validate_refusal(spec: Any) -> dict[str, Any]:
+    where = "unfinished_refusal"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected an object like {{'code': 422}}")
+    unknown = set(spec) - set(REFUSAL_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: "
+                          f"{sorted(REFUSAL_KEYS)}")
+    out = {**REFUSAL_KEYS, **spec}
+    code = out["code"]
+    if isinstance(code, bool) or not isinstance(code, int | str) or code in ("", 200):
+        raise ConfigError(f"{where}.code: expected an error code (an integer or a string)")
+    status = out["http_status"]
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                               or not 200 <= status < 600):
+        raise ConfigError(f"{where}.http_status: expected an HTTP status code or null")
+    if not isinstance(out["message"], str):
+        raise ConfigError(f"{where}.message: expected a string")
+    return out
 
 
 def _validate_callbacks(spec: Any) -> dict[str, float]:
