@@ -604,6 +604,8 @@ def test_kill_between_the_refusal_and_the_resubmission_then_resume_pays_once(
             srv.advance(0.8 * SONG)
             until(lambda: refused(srv), "the refused early WAV")
             until(lambda: "failed" in step_events(tmp_path, "first"), "the refusal journaled")
+            # (Killed before this, the next run would ask early once more: also free.)
+            until(lambda: remembered(tmp_path, srv), "the refusal remembered")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         # Resumed while the song still runs: the run remembers that this host refuses an
@@ -759,3 +761,103 @@ def test_a_genuine_refusal_of_an_early_request_fails_the_step_and_teaches_nothin
         assert first["status"] == "failed"
         assert "audioId is invalid" in first["error"]
         assert memory(tmp_path) == {}
+
+
+# --- a 16-song album: lyrics > generate > extend > WAV --------------------------------
+
+SONGS = 16
+ALBUM = """\
+version: 1
+name: album
+provider:
+  kind: sunoapi
+  poll_interval: 0.05
+  max_poll_interval: 0.2
+  rate_limit: {requests: 1000, per_seconds: 1}
+vars:
+  songs: %(songs)s
+steps:
+  words:
+    uses: lyrics
+    for_each: "{{ vars.songs }}"
+    with: {prompt: "a song about {{ item }}"}
+  song:
+    uses: generate
+    for_each: "{{ vars.songs }}"
+    with: {title: "{{ item }}", style: pop, prompt: "{{ steps.words[index].text }}"}
+  long:
+    uses: extend
+    for_each: "{{ steps.song }}"
+    with: {audio: "{{ item.tracks[0] }}", continue_at: 20, prompt: "a final chorus"}
+  master:
+    uses: convert
+    for_each: "{{ steps.long }}"
+    with: {audio: "{{ item.tracks[0] }}", format: wav}
+outputs:
+  - for_each: "{{ steps.master }}"
+    path: "{{ '%%02d' %% (index + 1) }}.wav"
+    from: "{{ item.file }}"
+"""
+
+
+def source_of(srv: FakeServer) -> dict[str, dict[str, Any]]:
+    """clip id -> the task that made it."""
+    return {c: t for t in srv.tasks for c in t["clips"]}
+
+
+def started_before_source_finished(srv: FakeServer, path: str) -> list[bool]:
+    made_by = source_of(srv)
+    return [p["t"] < made_by[p["json"]["audioId"]]["t_ready"] for p in accepted(srv, path)]
+
+
+@pytest.mark.parametrize(("reading", "listen"), [("strict", False), ("strict", True),
+                                                 ("lenient", False)],
+                         ids=["strict-polling", "strict-callbacks", "lenient-polling"])
+def test_a_16_song_album_pays_every_task_once_on_either_reading(tmp_path, reading, listen):
+    """Every music task takes SONG fake seconds; the test moves the fake's clock past each
+    first stage, then past each end. Strict: the early extends and WAVs are refused (free),
+    the host is learned, and the steps wait for whole tasks. Lenient: they all start
+    before the task they read has finished."""
+    (tmp_path / "early.yaml").write_text(ALBUM % {
+        "songs": json.dumps([f"song {i:02d}" for i in range(1, SONGS + 1)])})
+    strict = reading == "strict"
+    with fake_server(reading) as srv, running(tmp_path, srv, listen=listen) as proc:
+        def made(op: str) -> list[dict[str, Any]]:
+            return [t for t in srv.tasks if t["op"] == op]
+
+        until(lambda: len(made("generate")) == SONGS, "every song submitted", timeout=120)
+        srv.advance(0.8 * SONG)  # every song at its first stage
+        if strict:
+            until(lambda: "extend" in remembered(tmp_path, srv), "the extend refusal learned")
+            assert made("extend") == []
+            srv.advance(SONG)  # every song done
+        until(lambda: len(made("extend")) == SONGS, "every extend submitted", timeout=120)
+        srv.advance(0.8 * SONG)  # every extension at its first stage (lenient: songs done)
+        if strict:
+            until(lambda: "convert" in remembered(tmp_path, srv), "the WAV refusal learned")
+            assert made("wav") == []
+            srv.advance(SONG)
+        until(lambda: len(made("wav")) == SONGS, "every WAV submitted", timeout=120)
+        srv.advance(SONG)
+        finish(proc)
+        price = {"lyrics": 1, "generate": 12, "extend": 12, "wav": 1}
+        assert paid_tasks(srv) == Counter(dict.fromkeys(price, SONGS))
+        assert srv.credits == 1_000_000 - SONGS * sum(price.values())
+        # Each extend and each WAV reads a different clip: no work was bought twice.
+        for path in (EXTEND, WAV):
+            assert len({p["json"]["audioId"] for p in accepted(srv, path)}) == SONGS
+            early = started_before_source_finished(srv, path)
+            assert early == [not strict] * SONGS, path
+            clips = Counter(p["json"]["audioId"] for p in refused(srv, path))
+            if strict:
+                assert clips and max(clips.values()) == 1, path  # never refused twice
+            else:
+                assert not clips, path
+        counts = report(tmp_path)["counts"]
+        assert counts["possibly_submitted"] == 0
+        assert counts["early_refused"] == (len(refused(srv, EXTEND)) + len(refused(srv, WAV)))
+        assert remembered(tmp_path, srv) == (["convert", "extend"] if strict else [])
+        out = sorted((tmp_path / "out").glob("*.wav"))
+        assert len(out) == SONGS
+        assert all(f.read_bytes()[:4] == b"RIFF" for f in out)
+        assert_next_run_pays_nothing(tmp_path, srv)
