@@ -295,7 +295,9 @@ def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> lis
         hint = suggest(inst, [e for e in enum if isinstance(e, str)]) \
             if isinstance(inst, str) else None
         return [doc.diag(path, f"{where}: unknown value {_show(inst)}; expected one of "
-                         f"{', '.join(map(str, enum))}", hint)]
+                         # As YAML spells them: `true`, not Python's `True`.
+                         f"{', '.join(e if isinstance(e, str) else json.dumps(e) for e in enum)}",
+                         hint)]
     if v == "const":
         return [doc.diag(path, f"{where} must be {_show(s['const'])}; got {_show(inst)}",
                          "this sunoflow reads recipe language version 1"
