@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from runner import early
@@ -19,7 +20,11 @@ from runner.errors import (
     StepError,
     TaskFailed,
     TransientError,
+    Withheld,
 )
+from runner.fake import FakeServer
+from runner.pacing import SEND_CHECK, FakeClock
+from runner.providers.http import ApiClient
 
 WAV = "POST /api/v1/wav/generate"
 
@@ -117,3 +122,37 @@ def test_a_memory_from_a_newer_sunoflow_is_neither_read_nor_overwritten(
     mem.save()
     assert path.read_text() == text
 
+
+
+def test_a_submit_withdrawn_while_it_waited_for_the_rate_limiter_never_leaves() -> None:
+    """The engine's SEND_CHECK runs after the rate limiter and before the request is sent:
+    a refusal learned meanwhile keeps an early submit here (errors.Withheld). Requests
+    that cannot pay (polls, uploads) are never held."""
+    key = "sk-early-withheld-0042"
+    learned = []
+
+    def check() -> None:
+        if learned:
+            raise Withheld("convert is refused early by this host")
+
+    with FakeServer("sunoapi", api_key=key) as srv:
+        config = recipes.Provider(kind="sunoapi", base_url=srv.url, rate_limit=(1, 10.0))
+
+        async def main() -> list[int]:
+            api = ApiClient(config, env={"SUNO_API_KEY": key}, clock=FakeClock())
+            SEND_CHECK.set(check)
+            try:
+                sent = [(await api.send("GET", "/api/v1/generate/credit", step="a",
+                                        submit=True)).status]
+                learned.append("convert")  # while the next one waits for the window
+                with pytest.raises(Withheld):
+                    await api.send("POST", "/api/v1/wav/generate", step="b", submit=True,
+                                   json={"taskId": "t", "audioId": "a"})
+                sent.append((await api.send("GET", "/api/v1/generate/credit", step="c",
+                                            submit=False)).status)
+                return sent
+            finally:
+                await api.aclose()
+
+        assert anyio.run(main) == [200, 200]
+        assert [e["path"] for e in srv.log] == ["/api/v1/generate/credit"] * 2
