@@ -858,6 +858,10 @@ class Engine:
                     await self._durable("intent", op.key, op.step,
                                         attempt=tries + uncertain + 1)
                 except TransientError as exc:
+                    if SEND_CHECK.get() is not None and early.refusal(exc) == early.SAYS:
+                        # An early request refused with the service's own 5xx, saying
+                        # why: retrying it now would only be refused again (rule 8).
+                        raise
                     # Rule 4: the provider proved no task was created; retrying is free.
                     tries += 1
                     if tries > MAX_SUBMIT_RETRIES:

@@ -717,7 +717,8 @@ def test_an_early_request_whose_answer_is_lost_stays_possibly_submitted(tmp_path
      422),
     ({"code": 409, "message": "conflict"}, 200),
     ({"code": 404, "http_status": 404, "message": "audioId not found"}, 404),
-], ids=["422-says-so", "409-unclear", "404-unclear"])
+    ({"code": 500, "message": "the task is not finished yet"}, 200),
+], ids=["422-says-so", "409-unclear", "404-unclear", "500-says-so"])
 def test_a_refusal_in_other_words_falls_back_and_is_learned(tmp_path, refusal, status):
     """Other readings of the refusal: another code, another HTTP status, words that do
     not say why. Words that say it are learned at once; an unclear refusal is learned
