@@ -58,7 +58,10 @@ is known to refuse that operation; a refusal falls back, and is remembered.
    so it is resubmitted with a warning and counted like any other; a later refusal does
    not clear it (a host's servers need not answer alike). After a refusal, the run sends
    that operation to that host early no more (`auto`): a request already waiting for the
-   rate limiter is withdrawn before it leaves (errors.Withheld), and waits too.
+   rate limiter is withdrawn before it leaves (errors.Withheld), and waits too. A task
+   taken early that the service then fails for being early is learned the same way;
+   whether to submit it again stays rule 5's (refunded, or `retry`), and that submission
+   waits for the tasks it reads.
 """
 
 from __future__ import annotations
@@ -615,6 +618,7 @@ class Engine:
                          "task id; submitting again (the service has no way to look it up)")
         refunds = failures = 0
         refused: str | None = None  # rule 8: how this step's early request was refused
+        sent_early = False  # rule 8: the task being polled was submitted early
         result: Result | None = None
         while result is None:
             if task_id is None:
@@ -671,6 +675,7 @@ class Engine:
                     result = sub.result
                     break
                 task_id = sub.task_id
+                sent_early = bool(unfinished)
                 await self._durable("submitted", op.key, op.step, task_id=task_id)
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
             rec.task_ids.append(task_id)
@@ -679,6 +684,13 @@ class Engine:
             except TaskFailed as exc:
                 await self._durable("failed", op.key, op.step, error=str(exc), task_id=task_id)
                 task_id = None
+                if sent_early and refused is None and early.NOT_FINISHED.search(str(exc)):
+                    # Another reading of rule 8: taken early, then failed for being early.
+                    # Whether to pay again stays rule 5's; any new submission waits for
+                    # the tasks this one reads, and the host is learned.
+                    refused = early.SAYS
+                    rec.notes.append(f"{inst.id}: the service failed the early task ({exc})")
+                    await self._learn(inst, op, str(exc).removeprefix(f"{inst.id}: "))
                 if exc.refunded and refunds < MAX_REFUND_RETRIES:
                     refunds += 1  # rule 5: refunded, so trying again costs nothing
                     self.ui.note(f"{inst.id}: the service failed the task and refunded it; "

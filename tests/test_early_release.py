@@ -863,3 +863,29 @@ def test_a_16_song_album_pays_every_task_once_on_either_reading(tmp_path, readin
         assert len(out) == SONGS
         assert all(f.read_bytes()[:4] == b"RIFF" for f in out)
         assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_a_task_taken_early_then_failed_for_it_is_learned_and_retried_after_the_song(
+        tmp_path):
+    """A third reading: the host takes the early WAV, then fails the task because its
+    source had not finished, refunding it (code 531). Rule 5 may resubmit (refunded: free),
+    and does so once the song has finished; the host is learned."""
+    fault = {"match": {"path": WAV}, "times": 1,
+             "action": {"fail_task": "GENERATE_WAV_FAILED", "code": 531,
+                        "message": "the source audio has not finished"}}
+    with fake_server("lenient", faults=[fault]) as srv:
+        write(tmp_path)
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: remembered(tmp_path, srv), "the failure learned")
+            assert len(accepted(srv)) == 1  # it waits for the song
+            srv.advance(SONG)
+            finish(proc)
+        wavs = [t for t in srv.tasks if t["op"] == "wav"]
+        assert [(t["state"], t["refunded"]) for t in wavs] == [
+            ("failed", True), ("succeeded", False), ("succeeded", False)]
+        assert [p["t"] < task["t_ready"] for p in accepted(srv)] == [True, False, False]
+        assert srv.credits == 1_000_000 - 12 - 2
+        assert remembered(tmp_path, srv) == ["convert"]
+        assert_next_run_pays_nothing(tmp_path, srv)
