@@ -228,7 +228,7 @@ class Engine:
             deps = [d for d in inst.deps if d in ids]
             remaining[inst.id] = len(deps)
             # A step of an operation this host refuses early waits for whole tasks.
-            reads_first = inst.early if self._speculates(inst) else ()
+            reads_first = inst.early if inst.early and self._speculates(inst) else ()
             for d in deps:
                 (early_of if d in reads_first else dependents).setdefault(
                     d, []).append(inst.id)
