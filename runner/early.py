@@ -4,7 +4,7 @@ the hosts that refuse it.
 
 REFERENCE (section 5) does not say whether a service accepts an extend, WAV, MP4, stems or
 cover request for a take whose task has reached only its first stage (FIRST_SUCCESS, the
-`first` callback). Both readings are built for; the engine's rule 8 says why neither can
+`first` callback). Every reading is built for; the engine's rule 8 says why none can
 make anyone pay twice:
 
 - accepted: the step ran early, and the speed-up stays;
@@ -12,7 +12,9 @@ make anyone pay twice:
   submitted once more. The refusal is remembered per host (the provider's base URL) and
   operation (the step type), for the rest of the run and, in ``early.json`` in the state
   directory, for later runs, so that `release_on_first: auto` sends no more early requests
-  of that operation to that host.
+  of that operation to that host;
+- accepted, then failed for being early: learned the same way; paying again stays the
+  engine's rule 5 (refunded, or the step's `retry`).
 
 `release_on_first` (the provider block): ``auto`` (default) speculates unless the host is
 known to refuse the operation; ``true`` always does (a refusal still costs nothing);
