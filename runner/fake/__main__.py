@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the HTTP status of that refusal (default 200, as envelopes)")
     parser.add_argument("--unfinished-message", metavar="TEXT",
                         help="its message; {task_id} names the task")
+    parser.add_argument("--empty-required", choices=CHOICES["empty_required"],
+                        help="whether an empty negativeTags (documented as required) counts "
+                             "as given (default accept)")
     return parser
 
 
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "running_status": args.running_status,
             "relay_fail_status": args.relay_fail_status,
             "credits_endpoint": args.credits_endpoint,
+            "empty_required": args.empty_required,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")
