@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--credits", type=int, help="the starting balance")
     parser.add_argument("--seed", type=int, help="seed of the latency, id and fault draws")
+    parser.add_argument("--fault", action="append", default=[], metavar="JSON",
+                        help="add a fault rule (repeatable), e.g. "
+                        '\'{"match": {"path": "/api/v1/generate"}, "action": {"endless": true}}\'')
     return parser
 
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")
         config.update({k: v for k, v in flags.items() if v is not None})
+        if args.fault:
+            config["faults"] = [*config.get("faults", []), *map(json.loads, args.fault)]
         server = FakeServer(args.protocol, host=args.host, port=args.port, config=config)
         server.start()
     except (OSError, ValueError) as exc:  # ConfigError and JSONDecodeError are ValueErrors

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import json
 import os
 import re
 import ssl
@@ -28,12 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 from anyio.lowlevel import RunVar
 
 from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
 from runner.httpclient import async_client
 from runner.pacing import PRIORITY, SENT_AT, Clock, RateLimiter
+from runner.providers import answers
 from runner.recipe import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
@@ -172,7 +173,9 @@ class ApiClient:
         self.transport: httpx.AsyncBaseTransport | None = None
         # httpx masks the Authorization header in every repr; the key lives only there
         # and in the closures below.
-        headers = {"Authorization": f"Bearer {key}"}
+        # identity: a compressed answer could inflate past the size cap in one read.
+        headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
+        self.request_timeout = config.request_timeout
         self.clients = PerLoop(lambda: async_client(
             headers=headers, timeout=timeout, follow_redirects=False, verify=ssl_context(),
             transport=self.transport))
@@ -205,8 +208,14 @@ class ApiClient:
             else None
         SENT_AT.set(self.clock.now())
         self.requests += 1
+        got: list[bytes] = []  # what arrived of the body, kept if the deadline strikes
+        limit = answers.deadline(self.request_timeout, _upload_size(kw))
         try:
-            resp = await self.client.request(method, full, **kw)
+            # The per-read timeout bounds each wait; this bounds the whole exchange (an
+            # answer dripping a byte a second never trips a per-read timeout).
+            with anyio.fail_after(limit):
+                async with self.client.stream(method, full, **kw) as resp:
+                    raw = await answers.read_capped(resp, got)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never connected: the service cannot have seen the request.
             raise TransientError(f"{where}: cannot reach {urlsplit(full).netloc} "
@@ -224,25 +233,57 @@ class ApiClient:
         except httpx.TransportError as exc:
             # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
             # out and its answer was lost.
-            raise lost(where, type(exc).__name__, step=step, submit=submit) from exc
+            raise self._lost(where, type(exc).__name__, got, step=step,
+                             submit=submit) from exc
+        except TimeoutError:
+            raise self._lost(where, f"no complete answer within {limit:g} s", got, step=step,
+                             submit=submit) from None
+        except answers.TooLarge as exc:
+            raise self._lost(where, str(exc), got, step=step, submit=submit) from None
         finally:
             if self.limiter is not None and slot is not None:
                 # The server counted the request on arrival, before this moment: from now
                 # on our window cannot reopen ahead of its window.
                 self.limiter.release(slot)
-        text = self.redact(resp.text)
+        decoded = answers.decode(raw, resp)
+        # Redacted after decoding: a key echoed as JSON escapes (\u0073k-...) is the key.
+        text = self.redact(answers.unescape_ascii(decoded))
         try:
-            body = json.loads(text) if text.strip() else None
+            body = answers.shape(answers.redact_tree(answers.loads(decoded), self.redact)) \
+                if decoded.strip() else None
         except ValueError:
             body = None
+        if submit:
+            answers.PAID_ANSWER.set((resp.status_code, text))
         headers = resp.headers
         if "location" in headers:  # quoted in messages; a service may echo the key there
             headers = headers.copy()
-            headers["location"] = self.redact(headers["location"])
+            headers["location"] = self.redact(answers.unescape_ascii(headers["location"]))
         return Answer(method, path, resp.status_code, headers, body, text)
+
+    def _lost(self, where: str, why: str, got: list[bytes], *, step: str | None,
+              submit: bool) -> Exception:
+        """The error for an answer that broke off or broke a bound after the request went
+        out: a submit whose partial answer names one task id keeps it (answers.Garbled)."""
+        if submit:
+            tid = answers.salvage_task_id(self.redact(answers.decode(b"".join(got))))
+            if tid is not None:
+                return answers.Garbled(f"{where}: the answer was unreadable ({why}) but "
+                                       f"named task {tid}", task_id=tid, step=step)
+        return lost(where, why, step=step, submit=submit)
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+
+
+def _upload_size(kw: dict[str, Any]) -> int:
+    """The bytes of the files a request uploads (its deadline grows with them)."""
+    files = kw.get("files") or {}
+    size = 0
+    for value in files.values() if isinstance(files, dict) else ():
+        content = value[1] if isinstance(value, tuple) and len(value) > 1 else value
+        size += len(content) if isinstance(content, (bytes, str)) else 0
+    return size
 
 
 def lost(where: str, why: str, *, step: str | None, submit: bool) -> Exception:

@@ -36,7 +36,7 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted
+from runner.providers import Fetch, Op, Produced, Result, Submitted, answers
 from runner.providers.http import (
     GATEWAY,
     Answer,
@@ -112,6 +112,7 @@ class NewApiProvider:
 
     # --- the Provider protocol -------------------------------------------------------
 
+    @answers.guard_submit
     async def submit(self, op: Op) -> Submitted:
         if op.type == "generate":
             return Submitted(await self._submit(op, "music", self._generate_body(op)))
@@ -126,6 +127,7 @@ class NewApiProvider:
                                                 {"prompt": op.inputs.get("prompt") or ""}))
         raise StepError(f"the newapi relay does not perform '{op.type}'", step=op.step)
 
+    @answers.guard_poll
     async def poll(self, op: Op, task_id: str) -> Result | None:
         dto = await self._fetch_one(op.step, task_id)
         if dto is None:
@@ -140,6 +142,7 @@ class NewApiProvider:
             return await self._whole(op, task_id, tracks)
         return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
 
+    @answers.guard_poll
     async def refresh(self, op: Op, task_id: str) -> Result | None:
         # The relay hands out its current links on every fetch; a poll is the refresh.
         return await self.poll(op, task_id)
