@@ -19,7 +19,8 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            slow_download (bytes/s) | expired [+ status]
                            hostile answers (the task is created first, as after_create):
                            patch (an object merged into the JSON answer, lists item by item: wrong types),
-                           nest (N: a key "deep" holding N nested lists), endless (true:
+                           nest (N: a key "deep" holding N nested lists), escape_json (every
+                           letter and digit of its strings as \\u00XX), endless (true:
                            the answer's body never ends), drip (bytes/s for any answer)
     rate_limit             {"requests": N, "per_seconds": S} (wall time) or null
     api_key                require "Authorization: Bearer KEY", or null
@@ -145,6 +146,7 @@ ACTION_KEYS = frozenset(
         "nest",
         "endless",
         "drip",
+        "escape_json",
     }
 )
 # At least one of these makes an action do something.
@@ -237,8 +239,9 @@ def _validate_fault(rule: Any, where: str) -> None:
     if "nest" in action and (isinstance(action["nest"], bool)
                              or not isinstance(action["nest"], int) or action["nest"] < 1):
         raise ConfigError(f"{where}.action.nest: expected a positive integer (a depth)")
-    if "endless" in action and not isinstance(action["endless"], bool):
-        raise ConfigError(f"{where}.action.endless: expected true or false")
+    for key in ("endless", "escape_json"):
+        if key in action and not isinstance(action[key], bool):
+            raise ConfigError(f"{where}.action.{key}: expected true or false")
     times = rule.get("times")
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
         raise ConfigError(f"{where}.times: expected a non-negative integer or null")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import socket
 import socketserver
 import struct
@@ -206,8 +207,8 @@ class App:
                 resp = gateway_error(action["http_status"])
             elif action and after and action.get("reset"):
                 resp = Response(reset=True)
-            elif action and not is_file:
-                _hostile(resp, action)
+        if action and not is_file and not resp.reset:
+            _hostile(resp, action)
         if action and "drip" in action:
             resp.rate = float(action["drip"])
         if action and "delay" in action:
@@ -320,8 +321,22 @@ def _hostile(resp: Response, action: dict[str, Any]) -> None:
     if "nest" in action and resp.body.startswith(b"{"):
         depth = int(action["nest"])
         resp.body = b'{"deep":' + b"[" * depth + b"]" * depth + b"," + resp.body[1:]
+    if action.get("escape_json"):
+        resp.body = _STRING.sub(_escaped, resp.body)
     if action.get("endless"):
         resp.endless = True
+
+
+# A JSON string literal (escapes included).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _escaped(m: re.Match[bytes]) -> bytes:
+    """A JSON string with every ASCII letter and digit written as a \\u00XX escape."""
+    text = json.loads(m[0])
+    return ('"' + "".join(f"\\u{ord(c):04x}" if c.isascii() and c.isalnum()
+                          else json.dumps(c, ensure_ascii=False)[1:-1] for c in text)
+            + '"').encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
