@@ -15,6 +15,9 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
     │                                      newer sunoflow (store)
+    ├── PathError                  exit 1  a folder or file sunoflow must write (--out,
+    │                                      --state-dir, --report, the lock) cannot be
+    │                                      written (paths, checked before the run)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -75,6 +78,10 @@ class Interrupted(SunoflowError):
 
 
 class StoreError(SunoflowError):
+    pass
+
+
+class PathError(SunoflowError):
     pass
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import export, lock, paths, progress, providers
+from runner import crashlog, export, lock, paths, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.callbacks import Callbacks
@@ -57,7 +57,17 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)
+    # Every place the run writes, tried now: a read-only one found after the paid steps
+    # ran would lose their record (the state), the album or the report.
+    paths.can_write_dir(sdir, "the state directory")
+    if r.outputs and not opts.get("only"):
+        paths.can_write_dir(odir, "the album folder")
+    if report_path:
+        paths.can_write_file(Path(report_path), "the report")
+    if not opts.get("frozen") and not opts.get("only"):
+        paths.can_write_dir(lock.path_for(r.path).parent, "the lock file's folder")
     store = Store(sdir).open()
+    crashlog.use(sdir)
     store.lock()
     lock_path = lock.path_for(r.path)
     if opts.get("frozen"):

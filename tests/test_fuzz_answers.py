@@ -135,9 +135,9 @@ async def read_all(prov: Any, ops: list[Op]) -> list[Any]:
     """Each operation's submit and poll against the one answer; what each gave back."""
     got: list[Any] = []
     for o in ops:
-        for call in (lambda: prov.submit(o), lambda: prov.poll(o, "t1")):
+        for call in ("submit", "poll"):
             try:
-                got.append(await call())
+                got.append(await (prov.submit(o) if call == "submit" else prov.poll(o, "t1")))
             except ProviderError as exc:
                 got.append(exc)
             except NotImplementedError:

@@ -86,7 +86,8 @@ def once(path: str, action: dict[str, Any], method: str = "POST") -> dict[str, A
 
 def ok(run: subprocess.CompletedProcess[str]) -> None:
     assert run.returncode == 0, run.stderr
-    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "internal error" not in run.stderr
 
 
 @pytest.mark.parametrize("action", [
@@ -140,7 +141,8 @@ def test_wrong_types_in_a_finished_song_are_read_as_absent(suno, tmp_path):
     ok(run)
     assert paid(suno) == {"generate": 1}
     report = (tmp_path / "report.json").read_text()
-    assert '"image_url": null' in report and '"duration": null' in report
+    assert '"image_url": null' in report
+    assert '"duration": null' in report
 
 
 @pytest.mark.parametrize(("fake", "recipe", "kind", "path", "patch"), [
@@ -156,7 +158,8 @@ def test_a_malformed_record_fails_the_step_and_the_next_run_polls_it(
     first = sunoflow(tmp_path, srv.url, kind)
     assert first.returncode == 1, first.stderr
     assert "unexpected shape" in (tmp_path / "report.json").read_text()
-    assert "Traceback" not in first.stderr and "internal error" not in first.stderr
+    assert "Traceback" not in first.stderr
+    assert "internal error" not in first.stderr
     second = sunoflow(tmp_path, srv.url, kind)
     ok(second)
     assert len(srv.tasks) == 1  # the recorded task was polled, not paid for again

@@ -18,7 +18,8 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            fail_task [+ code, message] | truncate_download |
                            slow_download (bytes/s) | expired [+ status]
                            hostile answers (the task is created first, as after_create):
-                           patch (an object merged into the JSON answer, lists item by item: wrong types),
+                           patch (an object merged into the JSON answer, lists item
+                           by item: wrong types),
                            nest (N: a key "deep" holding N nested lists), escape_json (every
                            letter and digit of its strings as \\u00XX), endless (true:
                            the answer's body never ends), drip (bytes/s for any answer)
