@@ -53,7 +53,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
-    odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
+    # As the user named the recipe (not where its links lead): messages show this path.
+    odir = Path(out_dir) if out_dir else Path(os.path.abspath(r.path)).parent / "out"
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)

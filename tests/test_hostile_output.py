@@ -188,6 +188,17 @@ def test_the_path_the_user_gave_is_shown_not_where_its_link_leads(tmp_path, read
     assert str(readonly) not in run.stderr
 
 
+def test_the_album_folder_is_named_as_the_user_named_the_recipe(tmp_path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "r.yaml").write_text(RENDER)
+    (tmp_path / "link").symlink_to(real)
+    run = sunoflow("run", str(tmp_path / "link" / "r.yaml"))
+    assert run.returncode == 0, run.stderr
+    assert f"album written to {tmp_path / 'link' / 'out'}" in run.stderr
+    assert (real / "out" / "one.mp3").is_file()
+
+
 # --- the crash log ---------------------------------------------------------------------
 
 
