@@ -26,6 +26,8 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
         │                                  download failed: retry with backoff
         ├── PossiblySubmitted              a submit may have created a task whose id we
         │                                  never saw (gateway 502/503/504, read timeout)
+        │   └── answers.Garbled            the answer broke off or broke a bound but named
+        │                                  its task id: the provider keeps the task
         ├── TaskFailed                     the service ran the task and failed it
         └── StepError                      a step's inputs or local work failed (ffmpeg,
                                            a render error at run time)
