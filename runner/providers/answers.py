@@ -8,9 +8,9 @@ see only answers of bounded size and depth whose well-known fields have the type
 expect, and no exception but the provider's own errors leaves them:
 
 - at most MAX_ANSWER_BYTES of body, and the whole exchange within `deadline(...)`;
-- JSON nested at most MAX_DEPTH levels; integers of more than MAX_INT_DIGITS digits read
-  as floats, `NaN`/`Infinity` as null; a body that breaks a bound is "not the service's
-  JSON" (http.py decides what that means for a submit and for a poll);
+- JSON nested at most MAX_DEPTH levels, `NaN`/`Infinity` read as null, integers past
+  Python's 4300 digits refused; a body that breaks a bound is "not the service's JSON"
+  (http.py decides what that means for a submit and for a poll);
 - `shape()`: fields named like links must be strings, like text must be scalars (made
   strings), like numbers finite numbers; a value of the wrong type reads as absent.
   Unknown fields and structure pass unchanged (with bounded depth);
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 MAX_ANSWER_BYTES = 8 << 20  # answers are a few KiB; a record with lyrics some 100 KiB
 MAX_DEPTH = 32  # the deepest documented answer nests 5 levels
-MAX_INT_DIGITS = 30
 MIN_UPLOAD_RATE = 64 << 10  # bytes/s an upload is given on top of the answer's deadline
 MAX_ID = 128
 
@@ -93,12 +92,6 @@ def decode(raw: bytes, resp: httpx.Response | None = None) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def _int(text: str) -> int | float:
-    # Python refuses to read integers past 4300 digits (a ValueError deep in json) and
-    # float() of a 4000-digit one overflows: a long one is read as the float it means.
-    return int(text) if len(text) <= MAX_INT_DIGITS else float(text)
-
-
 def _constant(_: str) -> None:
     return None  # NaN, Infinity, -Infinity: not a value any field can use
 
@@ -118,14 +111,13 @@ def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def loads(text: str) -> Any:
-    """The JSON value of `text`; ValueError when it is not JSON or breaks a bound."""
+    """The JSON value of `text`; ValueError when it is not JSON (a number past Python's
+    4300 digits included) or nests past what the interpreter's recursion allows.
+    `shape` then enforces MAX_DEPTH."""
     try:
-        value = json.loads(text, parse_int=_int, parse_constant=_constant)
+        return json.loads(text, parse_constant=_constant)
     except RecursionError:
-        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    if not depth_ok(value):
-        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
-    return value
+        raise ValueError("JSON nested too deeply") from None
 
 
 # --- the types of well-known fields ----------------------------------------------------
@@ -182,13 +174,18 @@ def _field(name: str, value: Any) -> Any:
     return value
 
 
-def shape(value: Any) -> Any:
+def shape(value: Any, depth: int = 1) -> Any:
     """`value` with every well-known field of the wrong type read as absent (None), and
-    numbers and ids given as numbers or strings made what readers expect."""
+    numbers and ids given as numbers or strings made what readers expect. ValueError when
+    it nests deeper than MAX_DEPTH."""
     if isinstance(value, dict):
-        return {k: shape(_field(k, v)) for k, v in value.items() if isinstance(k, str)}
+        if depth > MAX_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        return {k: shape(_field(k, v), depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [shape(v) for v in value]
+        if depth > MAX_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        return [shape(v, depth + 1) for v in value]
     return value
 
 
@@ -332,7 +329,7 @@ def guard_callback(fn: C) -> C:
         try:
             if not depth_ok(body):
                 return None
-            body = shape(redact_tree(body, self.api.redact))
+            body = shape(redact_tree(body, self.api.redact))  # (depth_ok: before recursion)
             res: Result | First | None = fn(self, op, task_id, body)
             check_result(res)
             return res

@@ -180,6 +180,7 @@ class ApiClient:
             headers=headers, timeout=timeout, follow_redirects=False, verify=ssl_context(),
             transport=self.transport))
         self.redact = _redactor(key)
+        self.plain_key = '"' not in key and "\\" not in key
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
         self.clock = clock
         self.requests = 0
@@ -247,12 +248,16 @@ class ApiClient:
                 self.limiter.release(slot)
         decoded = answers.decode(raw, resp)
         # Redacted after decoding: a key echoed as JSON escapes (\u0073k-...) is the key.
-        text = self.redact(answers.unescape_ascii(decoded))
+        unescaped = answers.unescape_ascii(decoded)
+        text = self.redact(unescaped)
         try:
-            body = answers.shape(answers.redact_tree(answers.loads(decoded), self.redact)) \
-                if decoded.strip() else None
+            body = answers.shape(answers.loads(decoded)) if decoded.strip() else None
         except ValueError:
             body = None
+        if text != unescaped or not self.plain_key:
+            # Every JSON spelling of a key of printable ASCII without `"` or `\` shows it
+            # in `unescaped`; so a clean `unescaped` means clean strings: no walk needed.
+            body = answers.redact_tree(body, self.redact)
         if submit:
             answers.PAID_ANSWER.set((resp.status_code, text))
         headers = resp.headers
