@@ -200,3 +200,32 @@ def test_the_fakes_command_line_takes_hostile_faults() -> None:
                          capture_output=True, text=True, timeout=30, check=False)
     assert bad.returncode == 2
     assert "action.nest: expected a positive integer" in bad.stderr
+
+
+UPLOAD = """\
+version: 1
+name: upload
+provider: {kind: local, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  cover:
+    uses: upload_cover
+    with: {audio: take.mp3, prompt: "la la", style: pop, title: Again}
+"""
+
+
+def test_a_malformed_upload_answer_fails_before_anything_is_paid(suno, tmp_path):
+    from runner import media
+
+    media.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
+    (tmp_path / "r.yaml").write_text(UPLOAD)
+    suno.configure(faults=[once("/api/file-stream-upload", {"patch": {"data": [1, 2]}})])
+    first = sunoflow(tmp_path, suno.url)
+    assert first.returncode == 1, first.stderr
+    assert "Traceback" not in first.stderr
+    assert "internal error" not in first.stderr
+    assert "nothing was submitted" in (tmp_path / "report.json").read_text()
+    assert paid(suno) == {}
+    again = sunoflow(tmp_path, suno.url)
+    ok(again)
+    assert '"possibly_submitted": 0' in (tmp_path / "report.json").read_text()
+    assert paid(suno) == {"upload_cover": 1}

@@ -42,10 +42,17 @@ MAX_DEPTH = 32  # the deepest documented answer nests 5 levels
 MIN_UPLOAD_RATE = 64 << 10  # bytes/s an upload is given on top of the answer's deadline
 MAX_ID = 128
 
-# The answer (status, body text) to this task's last paid request, set by
-# http.ApiClient.send: guard_submit reads a task id from it when the reader fails.
-PAID_ANSWER: ContextVar[tuple[int, str] | None] = ContextVar("sunoflow-paid-answer",
-                                                              default=None)
+# The answer (status, body text, paid) to this task's paid request, else its last free
+# one, set by http.ApiClient.send: guard_submit reads a task id from a paid one when the
+# reader fails, and knows from a free one that nothing was submitted yet.
+ANSWER: ContextVar[tuple[int, str, bool] | None] = ContextVar("sunoflow-answer", default=None)
+
+
+def answered(status: int, text: str, *, paid: bool) -> None:
+    """Record an answer for guard_submit (a free one never hides a paid one)."""
+    now = ANSWER.get()
+    if paid or now is None or not now[2]:
+        ANSWER.set((status, text, paid))
 
 
 class Garbled(PossiblySubmitted):
@@ -253,14 +260,15 @@ def _why(exc: BaseException) -> str:
 
 def guard_submit(fn: F) -> F:
     """A submit whose answer cannot be read keeps the task id the answer names (it is
-    polled, never paid again: engine rule 2); without one, it is PossiblySubmitted when a
-    paid request got an answer, else (nothing paid was sent) a StepError."""
+    polled, never paid again: engine rule 2); without one, it is PossiblySubmitted when
+    the paid request got an answer, a StepError when only a free one before it (an
+    upload) did."""
 
     @functools.wraps(fn)
     async def submit(self: Any, op: Op) -> Submitted:
         from runner.providers import Submitted
 
-        token = PAID_ANSWER.set(None)
+        token = ANSWER.set(None)
         try:
             sub: Submitted = await fn(self, op)
             return sub
@@ -277,10 +285,13 @@ def guard_submit(fn: F) -> F:
             exc.__traceback__ = None
             return Submitted(tid)
         except _READ_ERRORS as exc:
-            paid = PAID_ANSWER.get()
-            if paid is None:
-                raise StepError(f"{op.type}: an answer before the submit could not be read "
-                                f"({_why(exc)}); nothing was submitted", step=op.step) from exc
+            got = ANSWER.get()
+            if got is None:
+                raise  # no answer came: not the service's doing, but a bug (the crash log)
+            if not got[2]:
+                raise StepError(f"{op.type}: the service's answer before the submit (an "
+                                f"upload) could not be read ({_why(exc)}); nothing was "
+                                "submitted", step=op.step) from exc
             tid = _salvaged()
             if tid is not None:
                 return Submitted(tid)
@@ -288,16 +299,16 @@ def guard_submit(fn: F) -> F:
                                     f"({_why(exc)}); the task may exist",
                                     step=op.step) from exc
         finally:
-            PAID_ANSWER.reset(token)
+            ANSWER.reset(token)
 
     return cast(F, submit)
 
 
 def _salvaged() -> str | None:
-    paid = PAID_ANSWER.get()
-    if paid is None or not 200 <= paid[0] < 300:
+    got = ANSWER.get()
+    if got is None or not got[2] or not 200 <= got[0] < 300:
         return None
-    return salvage_task_id(paid[1])
+    return salvage_task_id(got[1])
 
 
 def guard_poll(fn: F) -> F:

@@ -258,8 +258,7 @@ class ApiClient:
             # Every JSON spelling of a key of printable ASCII without `"` or `\` shows it
             # in `unescaped`; so a clean `unescaped` means clean strings: no walk needed.
             body = answers.redact_tree(body, self.redact)
-        if submit:
-            answers.PAID_ANSWER.set((resp.status_code, text))
+        answers.answered(resp.status_code, text, paid=submit)
         headers = resp.headers
         if "location" in headers:  # quoted in messages; a service may echo the key there
             headers = headers.copy()
