@@ -21,6 +21,7 @@ from runner.errors import (
     BudgetError,
     FrozenError,
     Interrupted,
+    PathError,
     SunoflowError,
     UsageError,
 )
@@ -154,9 +155,15 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
+    unwritten: str | None = None
     if report_path:
-        paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        try:
+            paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        except OSError as exc:  # tried before the run; a disk can still fill up since
+            unwritten = f"cannot write the report {report_path}: {exc.strerror or exc}"
     summary(engine, status, odir if exported else None, error, ui)
+    if unwritten is not None:
+        raise PathError(unwritten)
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
