@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 MAX_ANSWER_BYTES = 8 << 20  # answers are a few KiB; a record with lyrics some 100 KiB
 MAX_DEPTH = 32  # the deepest documented answer nests 5 levels
 MIN_UPLOAD_RATE = 64 << 10  # bytes/s an upload is given on top of the answer's deadline
-MAX_ID = 128
 
 # The answer (status, body text, paid) to this task's paid request, else its last free
 # one, set by http.ApiClient.send: guard_submit reads a task id from a paid one when the
@@ -225,15 +224,6 @@ _ID_TEXT = r"([A-Za-z0-9][A-Za-z0-9_.:\-]{0,127})"
 _TASK_ID = re.compile(r'"(?:taskId|task_id)"\s*:\s*"' + _ID_TEXT + '"')
 _DATA_ID = re.compile(r'"data"\s*:\s*"' + _ID_TEXT + '"')
 _RELAY_OK = re.compile(r'"code"\s*:\s*"success"')
-
-
-def valid_id(value: Any) -> str | None:
-    """A task id as sunoflow stores and prints it, or None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        value = str(value)
-    if isinstance(value, str) and re.fullmatch(_ID_TEXT, value):
-        return value
-    return None
 
 
 def salvage_task_id(text: str) -> str | None:
