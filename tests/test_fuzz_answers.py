@@ -156,18 +156,23 @@ def test_any_answer_gives_a_result_or_the_providers_own_error(tmp_path_factory, 
     anyio.run(read_all, make(kind, status, body), ops)  # raises anything else
 
 
+@pytest.mark.parametrize("kind", ["sunoapi", "newapi"])
 @FUZZ
-@given(body=VALUE, stage=st.sampled_from(["text", "first", "complete", "error"]),
-       code=LEAF)
-def test_any_callback_gives_a_result_none_or_task_failed(tmp_path_factory, body, stage, code):
+@given(body=VALUE, stage=st.sampled_from(["text", "first", "complete", "error", "SUCCESS",
+                                          "FAILURE", "IN_PROGRESS"]), code=LEAF)
+def test_any_callback_gives_a_result_none_or_task_failed(tmp_path_factory, kind, body, stage,
+                                                         code):
     from runner.errors import TaskFailed
 
     tmp = tmp_path_factory.mktemp("cb")
-    prov = make("sunoapi", 200, b"")
-    shaped = {"code": code, "msg": "x", "data": {"callbackType": stage, "task_id": "t1",
-                                                 "data": body}}
-    for t, inputs in SUNO_OPS:
-        for b in (body, shaped):
+    prov = make(kind, 200, b"")
+    if kind == "sunoapi":
+        shaped = {"code": code, "msg": "x", "data": {"callbackType": stage, "task_id": "t1",
+                                                     "data": body}}
+    else:
+        shaped = {"task_id": "t1", "status": stage, "fail_reason": code, "data": body}
+    for t, inputs in SUNO_OPS if kind == "sunoapi" else RELAY_OPS:
+        for b in (body, shaped, {"data": shaped}):
             try:
                 prov.from_callback(op(tmp, t, inputs), "t1", b)
             except TaskFailed:
