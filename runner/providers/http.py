@@ -41,7 +41,7 @@ from runner.errors import (
     WrongAddress,
 )
 from runner.httpclient import async_client
-from runner.pacing import PRIORITY, SENT_AT, Clock, RateLimiter
+from runner.pacing import PRIORITY, SEND_CHECK, SENT_AT, Clock, RateLimiter
 from runner.providers import answers
 from runner.recipe import Provider as ProviderConfig
 
@@ -219,10 +219,13 @@ class ApiClient:
         slot = await self.limiter.acquire(PRIORITY.get()) if self.limiter is not None \
             else None
         SENT_AT.set(self.clock.now())
-        self.requests += 1
         got: list[bytes] = []  # what arrived of the body, kept if the deadline strikes
         limit = answers.deadline(self.request_timeout, _upload_size(kw))
         try:
+            check = SEND_CHECK.get() if submit else None
+            if check is not None:
+                check()  # raises Withheld: the request is not sent (runner.early)
+            self.requests += 1
             # The per-read timeout bounds each wait; this bounds the whole exchange (an
             # answer dripping a byte a second never trips a per-read timeout).
             with anyio.fail_after(limit):
