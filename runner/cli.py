@@ -8,9 +8,7 @@ Exit codes: 0 success; 1 a step failed or the run was stopped (401, no credits, 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import RecipeError, SunoflowError, UsageError
+from runner.terminal import safe
 
 EPILOG = """\
 examples:
@@ -175,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for iid, row in rows.items():
         status = "to run" if row["status"] == "unknown" else row["status"]
         counts[status] = counts.get(status, 0) + 1
-        print(f"{iid:<{width}}  {status}")
+        print(safe(f"{iid:<{width}}  {status}"))
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
 
@@ -198,7 +197,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             removed += 1
             freed += f.stat().st_size
             if args.dry_run:
-                print(f"would delete {f}")
+                print(safe(f"would delete {f}"))
             else:
                 f.unlink()
     print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
@@ -312,11 +311,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             p = planner.build(r, partial=True)
         except RecipeError as exc:
             failed = True
-            print(exc, file=sys.stderr)
+            print(shown(exc), file=sys.stderr)
             continue
         size = f"{len(p.instances)} instances" if p.instances or not r.inputs else \
             "its loops over inputs are checked where it is used"
-        print(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})")
+        print(safe(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})"))
     return 2 if failed else 0
 
 
@@ -355,6 +354,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def shown(exc: SunoflowError) -> str:
+    """An error as printed: a recipe's diagnostics one per line (with their hints), any
+    other error on one line; control characters in either escaped (runner.terminal)."""
+    if isinstance(exc, RecipeError):
+        return "\n".join(safe(f"{d.file}:{d.line}:{d.col}: {d.message}")
+                         + (f"\n    hint: {safe(d.hint)}" if d.hint else "")
+                         for d in exc.diagnostics)
+    return safe(f"sunoflow: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -365,16 +374,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SunoflowError as exc:
-        print(f"sunoflow: {exc}" if not isinstance(exc, RecipeError) else str(exc),
-              file=sys.stderr)
+        print(shown(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("sunoflow: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except Exception:  # noqa: BLE001 - the one place a bug becomes a message and a log
-        log = Path(tempfile.gettempdir()) / f"sunoflow-crash-{os.getpid()}.log"
-        log.write_text(traceback.format_exc())
-        print(f"sunoflow: internal error (a bug); the traceback is in {log}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
+        from runner import crashlog
+
+        log = crashlog.write(traceback.format_exc())
+        where = f"the traceback is in {log}" if log is not None else \
+            "no folder took its traceback"
+        print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
+                   "please report it with that file"), file=sys.stderr)
         return 1

@@ -15,6 +15,9 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
     │                                      newer sunoflow (store)
+    ├── PathError                  exit 1  a folder or file sunoflow must write (--out,
+    │                                      --state-dir, --report, the lock) cannot be
+    │                                      written (paths, checked before the run)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -26,6 +29,8 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
         │                                  download failed: retry with backoff
         ├── PossiblySubmitted              a submit may have created a task whose id we
         │                                  never saw (gateway 502/503/504, read timeout)
+        │   └── answers.Garbled            the answer broke off or broke a bound but named
+        │                                  its task id: the provider keeps the task
         ├── TaskFailed                     the service ran the task and failed it
         ├── Withheld                       the engine withdrew a submit before it left
         │                                  (early release: the host refuses it); nothing
@@ -81,6 +86,10 @@ class Interrupted(SunoflowError):
 
 
 class StoreError(SunoflowError):
+    pass
+
+
+class PathError(SunoflowError):
     pass
 
 
