@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import RecipeError, SunoflowError, UsageError
+from runner.terminal import safe
 
 EPILOG = """\
 examples:
@@ -179,7 +179,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for iid, row in rows.items():
         status = "to run" if row["status"] == "unknown" else row["status"]
         counts[status] = counts.get(status, 0) + 1
-        print(f"{iid:<{width}}  {status}")
+        print(safe(f"{iid:<{width}}  {status}"))
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
 
@@ -201,14 +201,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
             gone = ledger.forget(state, recipe_path)
         finally:
             store.close()
-        print(f"{recipe_path}: " + ("forgotten; clean no longer keeps files for it"
-                                   if gone else f"not in the list of {state}"))
+        print(safe(f"{recipe_path}: " + ("forgotten; clean no longer keeps files for it"
+                                        if gone else f"not in the list of {state}")))
         return 0
     if not lock_path.exists():
         raise UsageError(f"no lock file {lock_path}: run the recipe first (clean keeps what "
                          "the locks reference)")
     if not state.exists():
-        print(f"nothing to clean: no state directory {state}")
+        print(safe(f"nothing to clean: no state directory {state}"))
         return 0
     # A run holds this lock from before its first submit to its end: deleting under it
     # would take away files the run has just recorded or is about to read.
@@ -217,24 +217,24 @@ def cmd_clean(args: argparse.Namespace) -> int:
         verdicts, notes = ledger.decide(state, ledger.User(Path(os.path.abspath(recipe_path)),
                                                            Path(os.path.abspath(lock_path))))
         for note in notes:
-            print(f"note: {note}")
+            print(safe(f"note: {note}"))
         removed = freed = kept = 0
         for v in verdicts:
             if not v.delete:
                 kept += 1
                 if args.dry_run:
-                    print(f"keep {v.path}: {v.why}")
+                    print(safe(f"keep {v.path}: {v.why}"))
                 continue
             removed += 1
             freed += v.path.stat().st_size
             if args.dry_run:
-                print(f"would delete {v.path}: {v.why}")
+                print(safe(f"would delete {v.path}: {v.why}"))
             else:
                 v.path.unlink()
     finally:
         store.close()
-    print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
-          f"({freed / 1e6:.1f} MB) that no recipe using {state} needs; kept {kept}")
+    print(safe(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
+               f"({freed / 1e6:.1f} MB) that no recipe using {state} needs; kept {kept}"))
     return 0
 
 
@@ -275,13 +275,14 @@ def cmd_reroll(args: argparse.Namespace) -> int:
 def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
     """Paid step instances the reroll's run would submit besides the ones rerolled: those
     the state directory does not hold yet (a reroll runs the whole recipe)."""
-    from runner import report
-    from runner.run import default_state_dir
+    from runner import lock, report
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(p.recipe.path)
-    known = resolve(p, Store(state).open(create=False)) if state.exists() else {}
+    store = lock.reading(Store(state_dir_of(args.state_dir, p.recipe.path), readonly=True),
+                         p.recipe.path)
+    known = resolve(p, store) if store.states else {}
     return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
             and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
 
@@ -344,11 +345,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             p = planner.build(r, partial=True)
         except RecipeError as exc:
             failed = True
-            print(exc, file=sys.stderr)
+            print(shown(exc), file=sys.stderr)
             continue
         size = f"{len(p.instances)} instances" if p.instances or not r.inputs else \
             "its loops over inputs are checked where it is used"
-        print(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})")
+        print(safe(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})"))
     return 2 if failed else 0
 
 
@@ -385,6 +386,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def shown(exc: SunoflowError) -> str:
+    """An error as printed: a recipe's diagnostics one per line (with their hints), any
+    other error on one line; control characters in either escaped (runner.terminal)."""
+    if isinstance(exc, RecipeError):
+        return "\n".join(safe(f"{d.file}:{d.line}:{d.col}: {d.message}")
+                         + (f"\n    hint: {safe(d.hint)}" if d.hint else "")
+                         for d in exc.diagnostics)
+    return safe(f"sunoflow: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -395,16 +406,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SunoflowError as exc:
-        print(f"sunoflow: {exc}" if not isinstance(exc, RecipeError) else str(exc),
-              file=sys.stderr)
+        print(shown(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("sunoflow: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except Exception:  # noqa: BLE001 - the one place a bug becomes a message and a log
-        log = Path(tempfile.gettempdir()) / f"sunoflow-crash-{os.getpid()}.log"
-        log.write_text(traceback.format_exc())
-        print(f"sunoflow: internal error (a bug); the traceback is in {log}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
+        from runner import crashlog
+
+        log = crashlog.write(traceback.format_exc())
+        where = f"the traceback is in {log}" if log is not None else \
+            "no folder took its traceback"
+        print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
+                   "please report it with that file"), file=sys.stderr)
         return 1

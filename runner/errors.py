@@ -18,6 +18,9 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     │   └── JournalError                   a durable journal line could not be written
     │                                      (disk full, I/O error): nothing more is
     │                                      submitted in this run (store, engine)
+    ├── PathError                  exit 1  a folder or file sunoflow must write (--out,
+    │                                      --state-dir, --report, the lock) cannot be
+    │                                      written (paths, checked before the run)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -29,6 +32,8 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
         │                                  download failed: retry with backoff
         ├── PossiblySubmitted              a submit may have created a task whose id we
         │                                  never saw (gateway 502/503/504, read timeout)
+        │   └── answers.Garbled            the answer broke off or broke a bound but named
+        │                                  its task id: the provider keeps the task
         ├── TaskFailed                     the service ran the task and failed it
         ├── Withheld                       the engine withdrew a submit before it left
         │                                  (early release: the host refuses it); nothing
@@ -89,6 +94,10 @@ class StoreError(SunoflowError):
 
 class JournalError(StoreError):
     """The journal could not take a line that proves a payment (store.Store.record)."""
+
+
+class PathError(SunoflowError):
+    pass
 
 
 class BudgetError(SunoflowError):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner.errors import StepError, UsageError
+from runner.errors import PathError, StepError, UsageError
 
 FILE_FIELDS = ("file", "image_file")  # the fields of a track object that name local files
 PATH_INPUTS = ("audio", "clips")  # the step inputs that take tracks or local paths
@@ -219,6 +219,52 @@ def writable_dir(path: Path, what: str, recipe_path: Path, *, scan: bool) -> Non
             raise UsageError(f"{what} {path} contains a symbolic link ({link} -> "
                              f"{os.readlink(link)}); sunoflow never makes links, so it was "
                              "put there: remove it")
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in `folder`, making the folder (and its missing parents)
+    for the test and removing them again; OSError when that fails."""
+    made: list[Path] = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    try:
+        for d in reversed(made):
+            d.mkdir()
+        fd, probe = fresh_file(folder / "write-probe")
+        os.close(fd)
+        probe.unlink()
+    finally:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def can_write_dir(path: Path, what: str) -> None:
+    """Make sure sunoflow can create files in the folder `path` (or make it), before
+    anything is paid for: PathError (exit 1) naming the folder as the user gave it, or
+    UsageError (exit 2) when it names a file. A file is really made and removed: the
+    permission bits do not tell (root ignores them; a read-only mount does not)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder")
+    try:
+        _probe(path)
+    except OSError as exc:
+        raise PathError(f"cannot write to {what} {path}: {exc.strerror or exc}") from None
+
+
+def can_write_file(path: Path, what: str) -> None:
+    """Make sure the file `path` can be written (a new file in its folder, renamed over
+    it): as can_write_dir."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a folder; name a file")
+    try:
+        _probe(path.parent)
+    except OSError as exc:
+        raise PathError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
 
 
 def find_symlink(root: Path) -> Path | None:

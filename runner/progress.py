@@ -1,6 +1,8 @@
 """Progress while a run goes: a live table on a terminal, timestamped lines otherwise.
 
 NO_COLOR is honoured; nothing here ever prints the API key (it never reaches this module).
+Every line is made safe (runner.terminal): text from recipes and services is printed, and
+it must not move the cursor or forge a line. Rich markup is off for the same reason.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import os
 import sys
 import time
 from typing import Any, TextIO
+
+from runner.terminal import safe
 
 
 class PlainProgress:
@@ -22,7 +26,7 @@ class PlainProgress:
     def _line(self, text: str) -> None:
         if not self.quiet:
             stamp = time.strftime("%H:%M:%S")
-            print(f"{stamp} {text}", file=self.stream, flush=True)
+            print(f"{stamp} {safe(text)}", file=self.stream, flush=True)
 
     def event(self, iid: str, state: str, detail: str) -> None:
         if state == "running":
@@ -36,7 +40,7 @@ class PlainProgress:
         """A line that --quiet does not silence: where the callback listener listens, and
         the callbacks it rejects."""
         stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} {text}", file=self.stream, flush=True)
+        print(f"{stamp} {safe(text)}", file=self.stream, flush=True)
 
     def start(self, total: int) -> None:
         self._line(f"running {total} step instances")
@@ -73,26 +77,28 @@ class LiveProgress(PlainProgress):
             self.running.pop(iid, None)
             self.done += 1
             if state in ("failed",) or (state == "skipped" and detail != "if: false"):
-                self.console.print(f"{iid} {state}: {detail}")
+                self.console.print(safe(f"{iid} {state}: {detail}"), markup=False,
+                                   highlight=False)
         else:
             since = self.running.get(iid, ("", time.monotonic()))[1]
             self.running[iid] = (state + (f" {detail}" if detail else ""), since)
         self._refresh()
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(safe(text), markup=False, highlight=False)
 
     def always(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(safe(text), markup=False, highlight=False)
 
     def _refresh(self) -> None:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         t = Table.grid(padding=(0, 2))
         now = time.monotonic()
         for iid, (state, since) in list(self.running.items())[:20]:
-            t.add_row(iid, state, f"{now - since:5.0f}s")
+            t.add_row(Text(safe(iid)), Text(safe(state)), f"{now - since:5.0f}s")
         if len(self.running) > 20:
             t.add_row(f"... and {len(self.running) - 20} more", "", "")
         bar = Table.grid(padding=(0, 1))

@@ -8,6 +8,7 @@ from typing import Any
 
 from runner.plan import Instance, Plan
 from runner.template import is_template
+from runner.terminal import safe
 
 
 def price(plan: Plan, inst: Instance) -> float:
@@ -86,4 +87,4 @@ def print_plan(plan: Plan, *, as_json: bool = False, done: dict[str, str] | None
                    f"{x['status']:<7}  {paid}{flag}")
     out.append(f"total: {total_paid} paid submission{'s' if total_paid != 1 else ''}, "
                f"{total_credits:g} credits; {reused} reused from the state store")
-    print("\n".join(out))
+    print("\n".join(safe(line) for line in out))

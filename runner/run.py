@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import export, ledger, lock, paths, progress, providers
+from runner import crashlog, export, ledger, lock, paths, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.callbacks import Callbacks
@@ -22,6 +22,7 @@ from runner.errors import (
     CreditsError,
     FrozenError,
     Interrupted,
+    PathError,
     SunoflowError,
     UsageError,
     WrongAddress,
@@ -65,11 +66,22 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
     sdir = state_dir_of(state_dir, r.path)
-    odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
+    # As the user named the recipe (not where its links lead): messages show this path.
+    odir = Path(out_dir) if out_dir else Path(os.path.abspath(r.path)).parent / "out"
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)
+    # Every place the run writes, tried now: a read-only one found after the paid steps
+    # ran would lose their record (the state), the album or the report.
+    paths.can_write_dir(sdir, "the state directory")
+    if r.outputs and not opts.get("only"):
+        paths.can_write_dir(odir, "the album folder")
+    if report_path:
+        paths.can_write_file(Path(report_path), "the report")
+    if not opts.get("frozen") and not opts.get("only"):
+        paths.can_write_dir(lock.path_for(r.path).parent, "the lock file's folder")
     store = Store(sdir).open()
+    crashlog.use(sdir)
     store.lock()
     ui = progress.make(quiet)
     for warning in store.warnings:
@@ -188,9 +200,15 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
+    unwritten: str | None = None
     if report_path:
-        paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        try:
+            paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        except OSError as exc:  # tried before the run; a disk can still fill up since
+            unwritten = f"cannot write the report {report_path}: {exc.strerror or exc}"
     summary(engine, status, odir if exported else None, error, ui, report["credits"])
+    if unwritten is not None:
+        raise PathError(unwritten)
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
