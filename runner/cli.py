@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 a step failed or the run was stopped (401, no credits, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -84,10 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("clean", help="delete stored files that the lock does not reference")
+    p = sub.add_parser("clean", help="delete stored files that no recipe using the state "
+                       "directory needs (none of their locks refers to them)")
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every stored file, whether it would go and why")
+    p.add_argument("--forget", action="store_true",
+                   help="drop RECIPE from the state directory's list of recipes (its files "
+                   "are then kept only if another recipe needs them)")
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
@@ -158,16 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from runner import lock, recipe
     from runner import plan as planner
-    from runner import recipe
-    from runner.run import default_state_dir
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
-    store = Store(state).open(create=False)
+    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
     rows = resolve(p, store)
     width = max(len(i) for i in rows)
     counts: dict[str, int] = {}
@@ -180,28 +185,56 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from runner import lock
-    from runner.run import default_state_dir
+    from runner import ledger, lock
+    from runner.run import state_dir_of
+    from runner.store import Store
 
     recipe_path = Path(args.recipe)
     lock_path = lock.path_for(recipe_path)
+    state = state_dir_of(args.state_dir, recipe_path)
+    store = Store(state)
+    if args.forget:
+        if not state.exists():
+            raise UsageError(f"no state directory {state}")
+        store.lock()  # the list is written by runs too
+        try:
+            gone = ledger.forget(state, recipe_path)
+        finally:
+            store.close()
+        print(safe(f"{recipe_path}: " + ("forgotten; clean no longer keeps files for it"
+                                        if gone else f"not in the list of {state}")))
+        return 0
     if not lock_path.exists():
         raise UsageError(f"no lock file {lock_path}: run the recipe first (clean keeps what "
-                         "the lock references)")
-    keep = lock.referenced(lock.read(lock_path))
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(recipe_path)
-    blobs = state / "blobs" / "sha256"
-    removed = freed = 0
-    for f in sorted(blobs.rglob("*")) if blobs.exists() else []:
-        if f.is_file() and f.name[:64] not in keep:
+                         "the locks reference)")
+    if not state.exists():
+        print(safe(f"nothing to clean: no state directory {state}"))
+        return 0
+    # A run holds this lock from before its first submit to its end: deleting under it
+    # would take away files the run has just recorded or is about to read.
+    store.lock(purpose="clean")
+    try:
+        verdicts, notes = ledger.decide(state, ledger.User(Path(os.path.abspath(recipe_path)),
+                                                           Path(os.path.abspath(lock_path))))
+        for note in notes:
+            print(safe(f"note: {note}"))
+        removed = freed = kept = 0
+        for v in verdicts:
+            if not v.delete:
+                kept += 1
+                if args.dry_run:
+                    print(safe(f"keep {v.path}: {v.why}"))
+                continue
             removed += 1
-            freed += f.stat().st_size
+            freed += v.path.stat().st_size
             if args.dry_run:
-                print(safe(f"would delete {f}"))
+                print(safe(f"would delete {v.path}: {v.why}"))
             else:
-                f.unlink()
-    print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
-          f"({freed / 1e6:.1f} MB) not referenced by {lock_path.name}")
+                v.path.unlink()
+    finally:
+        store.close()
+    print(safe(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
+               f"({freed / 1e6:.1f} MB) that no recipe using {state} needs; kept {kept}"))
     return 0
 
 
@@ -242,13 +275,14 @@ def cmd_reroll(args: argparse.Namespace) -> int:
 def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
     """Paid step instances the reroll's run would submit besides the ones rerolled: those
     the state directory does not hold yet (a reroll runs the whole recipe)."""
-    from runner import report
-    from runner.run import default_state_dir
+    from runner import lock, report
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(p.recipe.path)
-    known = resolve(p, Store(state).open(create=False)) if state.exists() else {}
+    store = lock.reading(Store(state_dir_of(args.state_dir, p.recipe.path), readonly=True),
+                         p.recipe.path)
+    known = resolve(p, store) if store.states else {}
     return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
             and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
 
@@ -320,19 +354,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from runner import lock, recipe, report
     from runner import plan as planner
-    from runner import recipe, report
-    from runner.run import default_state_dir
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
-    done = {}
-    if state.exists():
-        store = Store(state).open(create=False)
-        done = {iid: v["status"] for iid, v in resolve(p, store).items()}
+    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
+    done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
+        if store.states else {}
     report.print_plan(p, as_json=args.json, done=done)
     return 0
 

@@ -218,16 +218,21 @@ async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
                 max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> dict[str, Any]:
     """Download `url` into the store; return {path, sha256, size, url}."""
     _check_scheme(url, "download of")
-    store.tmp.mkdir(parents=True, exist_ok=True)
     tmp = store.tmp / f"{secrets.token_hex(8)}.part"
     final: Path | None = None
     try:
+        store.tmp.mkdir(parents=True, exist_ok=True)
         got = await stream_to(client, url, tmp, max_bytes=max_bytes, deadline=deadline)
         ext = suffix_for(got.url, got.content_type)
         final = tmp.with_suffix(ext) if ext else tmp.with_suffix("")
         os.replace(tmp, final)
         info = await anyio.to_thread.run_sync(store.ingest, final)
         return {**info, "url": url}
+    except OSError as exc:
+        # This machine's disk (full, read-only, failing): the task stays recorded, so the
+        # next run fetches it again instead of paying.
+        raise DownloadRejected(f"cannot store the download of {_shown(url)} in "
+                               f"{store.root}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup of a scratch file
         if final is not None:

@@ -14,7 +14,10 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── Interrupted                exit 130 Ctrl-C / SIGTERM (engine)
     ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
-    │                                      newer sunoflow (store)
+    │   │                                  newer sunoflow (store)
+    │   └── JournalError                   a durable journal line could not be written
+    │                                      (disk full, I/O error): nothing more is
+    │                                      submitted in this run (store, engine)
     ├── PathError                  exit 1  a folder or file sunoflow must write (--out,
     │                                      --state-dir, --report, the lock) cannot be
     │                                      written (paths, checked before the run)
@@ -87,6 +90,10 @@ class Interrupted(SunoflowError):
 
 class StoreError(SunoflowError):
     pass
+
+
+class JournalError(StoreError):
+    """The journal could not take a line that proves a payment (store.Store.record)."""
 
 
 class PathError(SunoflowError):

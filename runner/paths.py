@@ -20,6 +20,7 @@ Recipes arrive in pull requests, so a path in a recipe is untrusted. The rules:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -134,6 +135,41 @@ def _walk(value: Any, where: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...],
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _walk(v, (*where, i))
+
+
+def content_hashes(inputs: dict[str, Any], roots: Roots,
+                   memo: dict[tuple[Any, ...], str]) -> dict[str, str]:
+    """The sha256 of every local file a step's inputs name, by where it is named
+    (`{"audio": "<sha>", "clips.1.file": ...}`): what enters the step's key, so that a
+    file replaced under the same name reruns what reads it (DESIGN 5). Files in the state
+    store are left out: their path already is their content hash (plan.canonical). A file
+    that is not there hashes as "missing" (the step then fails when it reads it). `memo`
+    (per run) holds each file's hash by identity, size and modification time, so a large
+    file read by many steps is read once."""
+    out: dict[str, str] = {}
+    for where, text in local_paths(inputs):
+        if "/blobs/sha256/" in text:
+            continue
+        try:
+            target = roots.resolve(text)
+            st = target.stat()
+        except (Outside, OSError):
+            out[".".join(map(str, where))] = "missing"
+            continue
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        sha = memo.get(ident)
+        if sha is None:
+            sha = memo[ident] = _sha256(target)
+        out[".".join(map(str, where))] = sha
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def label(step: str, uses: str) -> str:

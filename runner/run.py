@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import crashlog, export, lock, paths, progress, providers
+from runner import crashlog, export, ledger, lock, paths, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.callbacks import Callbacks
@@ -38,6 +38,13 @@ def default_state_dir(recipe_path: Path) -> Path:
     return recipe_path.resolve().parent / ".sunoflow"
 
 
+def state_dir_of(arg: str | None, recipe_path: Path) -> Path:
+    """The state directory, absolute: `--state-dir` is relative to the folder the command
+    runs in (as every path on a command line), made absolute here, once; by default
+    `.sunoflow/` beside the recipe."""
+    return Path(os.path.abspath(arg)) if arg else default_state_dir(recipe_path)
+
+
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None,
@@ -58,7 +65,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
-    sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
+    sdir = state_dir_of(state_dir, r.path)
     # As the user named the recipe (not where its links lead): messages show this path.
     odir = Path(out_dir) if out_dir else Path(os.path.abspath(r.path)).parent / "out"
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
@@ -76,13 +83,30 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     store = Store(sdir).open()
     crashlog.use(sdir)
     store.lock()
+    ui = progress.make(quiet)
+    for warning in store.warnings:
+        ui.always(f"warning: {warning}")
     lock_path = lock.path_for(r.path)
-    if opts.get("frozen"):
-        if lock_path.exists():
-            lock.seed(store, lock.read(lock_path))
-        elif not store.states:
-            raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
-                              "directory: nothing to build from")
+    if lock_path.is_symlink():
+        # sunoflow writes its lock through a fresh name, never a link: a link committed in
+        # its place is not read (its target may be any file) and is replaced when the run
+        # writes the lock.
+        ui.always(f"warning: {lock_path} is a symbolic link; not reading it as the lock "
+                  "(sunoflow replaces it)")
+    # Before anything is paid: `clean` keeps what every recipe in this list refers to.
+    ledger.register(store.root, r.path, lock_path)
+    # The committed lock is the ledger (DESIGN 5): every key it records was paid for, so
+    # every run, not only --frozen, makes the store know it before anything is decided.
+    # A key the lock records is then restored (engine._restore), never submitted; only
+    # keys absent from both the lock and the journal can be paid for. A lock that cannot
+    # be read stops the run: going on without it would pay again for all it records.
+    lock_sha = _sha(lock_path) if lock_path.is_file() and not lock_path.is_symlink() \
+        else None
+    if lock_sha is not None and not ledger.absorbed(store.root, lock_sha):
+        lock.seed(store, lock.read(lock_path))
+    elif lock_sha is None and opts.get("frozen") and not store.states:
+        raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
+                          "directory: nothing to build from")
     _check_budget(p, store, opts.get("max_credits"))
     if opts.get("frozen"):
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
@@ -95,7 +119,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
                                                   store=store, clock=clock)
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
-    ui = progress.make(quiet)
+    if remote is not None and not opts.get("frozen"):
+        store.reserve()  # room for a paid task's id on a disk that fills up (runner.store)
     callbacks: Callbacks | None = None
     listener: Listener | None = None
     if listen is not None and remote is not None:
@@ -147,6 +172,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 not _lock_current(lock_path, r.path, store, engine):
             if lock.write(lock_path, p, engine.records, store):
                 ui.note(f"lock written: {lock_path.name}")
+            # The lock now is what this journal says (runner.ledger: the next run need not
+            # read it while neither changes).
+            store.sync()
+            ledger.absorb(store.root, _sha(lock_path))
         store.close()
     exported: list[dict[str, Any]] = []
     error: str | None = None

@@ -288,6 +288,8 @@ class App:
         if (method, path) == ("POST", "/_fake/reset"):
             world.reset()
             return Response.json_body({"ok": True})
+        if (method, path) == ("POST", "/_fake/expire"):
+            return Response.json_body({"expired": world.expire_all()})
         if (method, path) == ("POST", "/_fake/advance"):
             seconds = payload.get("seconds") if isinstance(payload, dict) else None
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
