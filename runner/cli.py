@@ -192,7 +192,7 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     again = p.downstream({args.step})
     rows = [i for i in p.steps() if i.path in again]
     cost = sum(report.price(p, i) for i in rows)
-    print(f"reroll {args.step}: {len(rows)} step instances run again "
+    print(f"reroll {args.step}: {report.plural(len(rows), 'step instance')} run again "
           f"({', '.join(sorted({i.path for i in rows}))}), about {cost:g} credits")
     if not args.yes:
         if not sys.stdin.isatty():
@@ -236,6 +236,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe
+    from runner.report import plural
 
     failed = False
     for path in args.recipes:
@@ -247,9 +248,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = True
             print(exc, file=sys.stderr)
             continue
-        size = f"{len(p.instances)} instances" if p.instances or not r.inputs else \
+        # The same count as `plan`: the instances that do work, not a call's two ends.
+        size = plural(len(p.steps()), "step instance") if p.instances or not r.inputs else \
             "its loops over inputs are checked where it is used"
-        print(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})")
+        print(f"{path}: ok ({plural(len(r.steps), 'step')}, {size}, provider "
+              f"{r.provider.kind})")
     return 2 if failed else 0
 
 

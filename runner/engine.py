@@ -613,7 +613,7 @@ class Engine:
                     continue
                 if failures < inst.step.retry:
                     failures += 1  # rule 5: the recipe asked to pay for another try
-                    self.ui.note(f"{inst.id}: {exc}; retry {failures} of {inst.step.retry} "
+                    self.ui.note(f"{inst.id}: {exc.reason}; retry {failures} of {inst.step.retry} "
                                  "(a new paid submission)")
                     continue
                 raise
@@ -641,7 +641,7 @@ class Engine:
             async with self.remote_slots.take(AHEAD):
                 outputs, files = await self._materialize(part, op, task_id)
         except ProviderError as exc:
-            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc}); "
+            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc.reason}); "
                          "waiting for the whole task")
             return
         # Durable before anything starts from it: every later run must render the same
@@ -689,16 +689,16 @@ class Engine:
                     await self._durable("uncertain", op.key, op.step, error=str(exc))
                     self.counts.possibly_submitted += 1
                     if not self.opts.resubmit_uncertain:
-                        raise StepError(f"possibly submitted ({exc}); not resubmitting "
+                        raise StepError(f"possibly submitted ({exc.reason}); not resubmitting "
                                         "because of --no-resubmit-uncertain",
                                         step=op.step) from None
                     if uncertain > MAX_UNCERTAIN_RESUBMITS:
                         # Every unanswered submit may have been a paid task: stop before a
                         # service that never answers costs us without bound.
-                        raise StepError(f"{uncertain} submits got no answer ({exc}); stopping "
+                        raise StepError(f"{uncertain} submits got no answer ({exc.reason}); stopping "
                                         "so as not to pay again; check the service's "
                                         "dashboard, then run again", step=op.step) from None
-                    self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
+                    self.ui.note(f"{op.step}: {exc.reason}; the task may exist; submitting again")
                     await self._durable("intent", op.key, op.step,
                                         attempt=tries + uncertain + 1)
                 except TransientError as exc:
@@ -707,7 +707,7 @@ class Engine:
                     if tries > MAX_SUBMIT_RETRIES:
                         raise
                     delay = backoff.next(exc.retry_after)
-                    self.ui.note(f"{op.step}: {exc}; retrying in {delay:.1f} s")
+                    self.ui.note(f"{op.step}: {exc.reason}; retrying in {delay:.1f} s")
                     await self.clock.sleep(delay)
                 finally:
                     self.inflight_submits -= 1

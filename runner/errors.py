@@ -88,9 +88,13 @@ class ProviderError(SunoflowError):
         self.code = code
         super().__init__(message)
 
+    @property
+    def reason(self) -> str:
+        """The message without the step id: for lines that already start with it."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        base = super().__str__()
-        return f"{self.step}: {base}" if self.step else base
+        return f"{self.step}: {self.reason}" if self.step else self.reason
 
 
 class AuthError(ProviderError):

@@ -228,12 +228,15 @@ def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
     """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
     if cap is None:
         return
-    from runner.report import price
+    from runner.report import PAID_ALREADY, price
     from runner.status import resolve
 
     known = resolve(p, store)
+    # In flight: paid by an earlier run and polled by this one, never submitted again
+    # (engine rule 2), so it costs nothing more and does not count against the cap.
     estimate = sum(price(p, inst) for iid, inst in p.instances.items()
-                   if known[iid]["status"] not in ("done", "missing", "skipped"))
+                   if inst.kind == "step"
+                   and known[iid]["status"] not in (*PAID_ALREADY, "skipped"))
     if estimate > cap:
         raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
                           "credits (see `sunoflow plan`); nothing was submitted")
