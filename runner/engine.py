@@ -695,8 +695,8 @@ class Engine:
                     if uncertain > MAX_UNCERTAIN_RESUBMITS:
                         # Every unanswered submit may have been a paid task: stop before a
                         # service that never answers costs us without bound.
-                        raise StepError(f"{uncertain} submits got no answer ({exc.reason}); stopping "
-                                        "so as not to pay again; check the service's "
+                        raise StepError(f"{uncertain} submits got no answer ({exc.reason}); "
+                                        "stopping so as not to pay again; check the service's "
                                         "dashboard, then run again", step=op.step) from None
                     self.ui.note(f"{op.step}: {exc.reason}; the task may exist; submitting again")
                     await self._durable("intent", op.key, op.step,

@@ -15,6 +15,8 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
     │                                      newer sunoflow (store)
+    ├── ExportError                exit 1  album entries that could not be written, each
+    │                                      a positioned Diagnostic; the others were (export)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -80,6 +82,15 @@ class StoreError(SunoflowError):
 
 class BudgetError(SunoflowError):
     pass
+
+
+class ExportError(SunoflowError):
+    """Some `outputs:` entries failed; `written` lists the files of those that did not."""
+
+    def __init__(self, diagnostics: list[Diagnostic], written: list[dict[str, object]]) -> None:
+        self.diagnostics = diagnostics
+        self.written = written
+        super().__init__("\n".join(str(d) for d in diagnostics))
 
 
 class ProviderError(SunoflowError):

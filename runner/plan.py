@@ -312,22 +312,25 @@ def _check_album(ck: Checker) -> None:
     """The `outputs:` entries of the recipe that is run (the album)."""
     for o in ck.r.outputs:
         base = ("outputs", o.index)
+        ck.item_type = None
         _n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        typed = frm is not None or ck.item_type is not None  # what `item` is, is known
         for key, val in (("path", o.path), ("from", o.from_), ("lrc", o.lrc)):
             if val is not None and is_template(val):
                 c = ck.compile((*base, key), val)
                 if c is not None:
                     ck.item_from["\0out"] = frm
-                    ck.check_refs((*base, key), c, "\0out" if frm else None,
+                    ck.check_refs((*base, key), c, "\0out" if typed else None,
                                   looped=o.for_each is not None)
         for tk, tv in o.tags.items():
             if is_template(tv):
                 c = ck.compile((*base, "tags", tk), tv)
                 if c is not None:
                     ck.item_from["\0out"] = frm
-                    ck.check_refs((*base, "tags", tk), c, "\0out" if frm else None,
+                    ck.check_refs((*base, "tags", tk), c, "\0out" if typed else None,
                                   looped=o.for_each is not None)
     ck.item_from.pop("\0out", None)
+    ck.item_type = None
 
 
 def _check_call(ck: Checker, step: Step) -> None:

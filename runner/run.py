@@ -19,6 +19,7 @@ from runner.callbacks import Callbacks
 from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
+    ExportError,
     FrozenError,
     Interrupted,
     SunoflowError,
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
 
 def default_state_dir(recipe_path: Path) -> Path:
     return recipe_path.resolve().parent / ".sunoflow"
+
+
+def default_out_dir(recipe_path: Path) -> Path:
+    """`out/NAME/` beside the recipe, NAME being its file name without the extension (the
+    NAME of `NAME.lock`): two recipes in one folder never write into each other's album."""
+    return recipe_path.resolve().parent / "out" / recipe_path.stem
 
 
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
@@ -53,7 +60,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
-    odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
+    odir = Path(out_dir) if out_dir else default_out_dir(r.path)
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)
@@ -136,6 +143,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                                      recipe_sha=_sha(r.path),
                                      lock_sha=_sha(lock_path) if lock_path.exists() else None,
                                      store_root=store.blobs)
+        except ExportError as exc:
+            status, error, exported = "failed", str(exc), exc.written
         except SunoflowError as exc:
             status, error = "failed", str(exc)
     report = build_report(engine, status, exported, error)
@@ -145,7 +154,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         _callback_summary(callbacks, ui)
     if report_path:
         paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
-    summary(engine, status, odir if exported else None, error, ui)
+    summary(engine, status, odir if exported else None, error, ui, report["credits"])
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
@@ -298,7 +307,7 @@ def summary_table(engine: Engine) -> list[str]:
 
 
 def summary(engine: Engine, status: str, out: Path | None, error: str | None,
-            ui: Any) -> None:
+            ui: Any, credits: dict[str, Any] | None = None) -> None:
     for line in summary_table(engine):
         ui.note(line)
     by: dict[str, int] = {}
@@ -306,15 +315,34 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
         if engine.plan.instances[rec.id].kind == "step":
             by[rec.status] = by.get(rec.status, 0) + 1
     c = engine.counts
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(by.items()))
-    ui.note(f"{status}: {parts}; {c.submissions} submissions, {c.polls} polls, "
-            f"{c.downloads} downloads" + (f", {c.possibly_submitted} possibly submitted"
-                                          if c.possibly_submitted else ""))
-    for rec in engine.records.values():
-        if rec.status == "failed":
-            ui.note(f"  failed: {rec.error}")
+    order = ("succeeded", "cached", "failed", "skipped", "pending")
+    parts = ", ".join(f"{by[s]} {s}" for s in order if by.get(s)) or "nothing to do"
+    total = sum(by.values())
+    ui.note(f"steps: {parts} (of {total} step instance{'s' if total != 1 else ''}); "
+            f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
+            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else ""))
+    for line in credit_lines(engine, credits or {}):
+        ui.note(line)
+    # Each error was shown when its step failed; here once more (a live view does not keep
+    # them on screen), each message once. Every message names its step.
+    for msg in dict.fromkeys(rec.error or f"{rec.id}: failed" for rec in
+                             engine.records.values() if rec.status == "failed"):
+        ui.note(f"failed: {msg}")
     if error:
-        ui.note(f"  export failed: {error}")
+        ui.note(f"export failed (the other album files were written):\n{error}"
+                if out is not None else f"export failed:\n{error}")
     if out is not None:
         ui.note(f"album written to {out}")
+    ui.note(f"run {status}")
 
+
+def credit_lines(engine: Engine, credits: dict[str, Any]) -> list[str]:
+    """What the run cost: the plan's estimate of what it spent, then the balance before and
+    after where the service reports it (the balance is the provider's; see run.work)."""
+    lines = []
+    if engine.spent or engine.counts.submissions:
+        lines.append(f"credits: about {engine.spent:g} spent (the plan's prices)")
+    # The balance lines: filled in where the provider reports a balance.
+    if credits.get("before") is not None or credits.get("after") is not None:
+        lines.append(f"balance: {credits.get('before')} before, {credits.get('after')} after")
+    return lines

@@ -33,7 +33,7 @@ def run(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def layout(cwd: Path) -> list[str]:
-    manifest = json.loads((cwd / "out" / "manifest.json").read_text())
+    manifest = json.loads((cwd / "out" / "album" / "manifest.json").read_text())
     return sorted(f["path"] for f in manifest["files"])
 
 

@@ -56,7 +56,7 @@ def test_metacharacters_reach_tags_exactly_and_nothing_else(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert not pwned.exists()
     assert not (tmp_path / "x").exists()
-    out = tmp_path / "out"
+    out = tmp_path / "out" / "r"
     [mp3] = [p for p in out.iterdir() if p.suffix == ".mp3"]
     assert mp3.parent == out  # the slashes and dots in the text made no folder
     tags = id3.ID3(mp3)
