@@ -66,11 +66,13 @@ def test_paid_tasks_in_flight_cost_nothing_more_in_plan_and_budget(tmp_path):
         lines = plan.stdout.splitlines()
         assert lines[1].split() == ["INSTANCE", "TYPE", "WAITS", "FOR", "STATUS", "PAID"]
         song0 = next(x for x in lines if x.startswith("song[0]"))
-        assert "in flight" in song0 and song0.endswith("paid, in flight")
+        assert "in flight" in song0
+        assert song0.endswith("paid, in flight")
         long0 = next(x for x in lines if x.startswith("long[0]"))
         # The columns line up: each row's STATUS starts where the header's does.
         col = lines[1].index("STATUS")
-        assert song0[col:].startswith("in flight") and long0[col:].startswith("to run")
+        assert song0[col:].startswith("in flight")
+        assert long0[col:].startswith("to run")
         assert lines[-1] == ("total: 2 paid submissions, 24 credits; 0 reused from the state "
                              "store; 2 paid tasks in flight (already paid: the run polls "
                              "them, at no further cost)")
