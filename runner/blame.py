@@ -43,16 +43,21 @@ def explain(src: str, ctx: dict[str, Any]) -> tuple[str, str | None, int] | None
         value: Any = ctx[ref.root]
         trail = ref.root
         for part in ref.parts:
-            if part.kind == "expr":
-                break
             key = part.value
+            if part.kind == "expr":
+                # `[item]`, `[index]`: a name whose value the context holds.
+                name = getattr(key, "name", None)
+                if not isinstance(name, str) or name not in ctx \
+                        or not isinstance(ctx[name], (str, int)):
+                    break
+                key = ctx[name]
             if isinstance(value, dict):
                 if key not in value:
                     fields = ", ".join(str(k) for k in value) or "none"
                     return (f"{trail} has no field '{key}' (fields: {fields})",
                             suggest(str(key), value), ref.line)
                 value = value[key]
-            elif isinstance(value, list) and isinstance(key, int):
+            elif isinstance(value, (list, tuple)) and isinstance(key, int):
                 if not -len(value) <= key < len(value):
                     n = len(value)
                     return (f"{trail}[{key}]: {trail} has {n} element{'s' if n != 1 else ''}"
@@ -61,7 +66,7 @@ def explain(src: str, ctx: dict[str, Any]) -> tuple[str, str | None, int] | None
                             "other steps one" if trail.endswith("tracks") else None,
                             ref.line)
                 value = value[key]
-            elif isinstance(value, list) and part.kind == "attr":
+            elif isinstance(value, (list, tuple)) and part.kind == "attr":
                 return (f"{trail} is a list of {len(value)}; index it before naming "
                         f"'{key}'", f"e.g. {trail}[0].{key}", ref.line)
             else:

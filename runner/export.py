@@ -152,7 +152,7 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                 "other_files": _others(root, {w["path"] for w in written}, recipe.name)}
     replace_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     if problems:
-        raise ExportError(sorted(problems), written)
+        raise ExportError(sorted(set(problems)), written)
     return written
 
 

@@ -348,9 +348,9 @@ class Checker:
             inner = of(node.node)
             if not isinstance(inner, tuple):
                 return None
-            kw: dict[str, Any] = {k.key: k.value.value for k in node.kwargs
+            kw: dict[str, Any] = {str(k.key): k.value.value for k in node.kwargs
                                   if isinstance(k.value, nodes.Const)}
-            kw |= {k.key: [] for k in node.kwargs
+            kw |= {str(k.key): [] for k in node.kwargs
                    if isinstance(k.value, nodes.List) and not k.value.items}
             if node.name in ("list", "sort", "reverse", "unique", "selectattr", "rejectattr"):
                 return inner

@@ -73,7 +73,11 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         elif not store.states:
             raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
                               "directory: nothing to build from")
-    _check_budget(p, store, opts.get("max_credits"))
+    # What the plan says this run will cost (what is not paid yet): shown at the start and
+    # held against --max-credits. Only a paid provider has anything to estimate.
+    estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \
+        else None
+    _check_budget(estimate, opts.get("max_credits"))
     if opts.get("frozen"):
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
@@ -125,7 +129,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 for prov in provs.values():
                     await prov.aclose()
 
-    ui.start(sum(1 for i in engine.selected if i.kind == "step"))
+    ui.spent = lambda: engine.spent
+    ui.time_left = engine.time_left
+    ui.start(sum(1 for i in engine.selected if i.kind == "step"), estimate)
     try:
         status = anyio.run(session)
     finally:
@@ -233,19 +239,23 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
-    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
-    if cap is None:
-        return
+def _estimate(p: planner.Plan, store: Store) -> float:
+    """Credits for what is not done yet, at the plan's prices."""
     from runner.report import PAID_ALREADY, price
     from runner.status import resolve
 
     known = resolve(p, store)
     # In flight: paid by an earlier run and polled by this one, never submitted again
     # (engine rule 2), so it costs nothing more and does not count against the cap.
-    estimate = sum(price(p, inst) for iid, inst in p.instances.items()
-                   if inst.kind == "step"
-                   and known[iid]["status"] not in (*PAID_ALREADY, "skipped"))
+    return sum(price(p, inst) for iid, inst in p.instances.items()
+               if inst.kind == "step"
+               and known[iid]["status"] not in (*PAID_ALREADY, "skipped"))
+
+
+def _check_budget(estimate: float | None, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
+    if cap is None or estimate is None:
+        return
     if estimate > cap:
         raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
                           "credits (see `sunoflow plan`); nothing was submitted")
