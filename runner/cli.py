@@ -26,6 +26,7 @@ examples:
   sunoflow run examples/album.yaml               make the album (local provider: free, offline)
   sunoflow run album.yaml --provider sunoapi     the same recipe against sunoapi.org
   sunoflow graph examples/album.yaml --format mermaid
+  sunoflow steps generate                        what a step type gives back
   sunoflow schema > recipe.schema.json
 
 exit codes: 0 ok, 1 a step failed or the run was stopped, 2 invalid recipe or usage,
@@ -74,8 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", action="store_true", help="one node per for_each instance")
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("schema", help="print the recipe JSON Schema")
+    p = sub.add_parser("schema", help="print the recipe JSON Schema (inputs, and what each "
+                       "step type gives back: $defs/outputs_TYPE)")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("steps", help="what each step type gives back (its outputs); with a "
+                       "TYPE, every output and every field of a track")
+    p.add_argument("type", nargs="?", metavar="TYPE")
+    p.set_defaults(func=cmd_steps)
 
     p = sub.add_parser("status", help="what the state store holds for each step: done, "
                        "stale (inputs changed), missing (files gone), to run")
@@ -288,6 +295,43 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from runner.schema import published_text
 
     sys.stdout.write(published_text())
+    return 0
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    from runner import outputs_doc
+    from runner.recipe import suggest
+    from runner.steps import TYPES
+
+    if args.type is not None and (args.type.startswith("sunoflow:")
+                                  or args.type.endswith((".yaml", ".yml"))):
+        return _recipe_outputs(args.type)
+    if args.type is not None and args.type not in TYPES:
+        raise UsageError(f"no step type '{args.type}'"
+                         + (f"; {s}" if (s := suggest(args.type, TYPES)) else "")
+                         + f" (types: {', '.join(TYPES)})")
+    sys.stdout.write(outputs_doc.listing(args.type))
+    return 0
+
+
+def _recipe_outputs(name: str) -> int:
+    """`sunoflow steps lib/song.yaml` or `sunoflow steps sunoflow:master`: a reusable
+    recipe's outputs, as a step that uses it gives them."""
+    from runner import outputs_doc, recipe
+    from runner import plan as planner
+    from runner.include import STOCK, stock_dir, stock_names
+
+    path = name
+    if name.startswith(STOCK):
+        stem = name[len(STOCK):]
+        if stem not in stock_names():
+            raise UsageError(f"no stock recipe '{name}'"
+                             + (f"; {s}" if (s := recipe.suggest(stem, stock_names())) else "")
+                             + f" (stock recipes: {', '.join(stock_names())})")
+        path = str(stock_dir() / f"{stem}.yaml")
+    r = recipe.load(path)
+    sys.stdout.write(outputs_doc.recipe_listing(name, str(r.doc.data.get("description") or ""),
+                                                planner.output_types(r)))
     return 0
 
 

@@ -208,6 +208,12 @@ class _Unit:
         return self._types
 
 
+def output_types(recipe: Recipe) -> dict[str, Any]:
+    """A reusable recipe's outputs, with the type of each that names a step's output
+    directly (what `sunoflow steps RECIPE` lists; the checker judges callers by it)."""
+    return _check_unit(recipe, recipe.provider, {}, None).output_types()
+
+
 @building
 def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     """Check and expand the recipe. Raises RecipeError with every problem found (each
