@@ -161,7 +161,7 @@ class LiveProgress(PlainProgress):
         if len(rows) > self.MAX_ROWS:
             t.add_row(f"... and {len(rows) - self.MAX_ROWS} more", "", "", "")
         foot = Table.grid(padding=(0, 1))
-        foot.add_row(ProgressBar(total=max(1, self.total), completed=self.done, width=30),
+        foot.add_row(ProgressBar(total=max(1, self.total), completed=self.done, width=20),
                      self.status_line(now))
         outer = Table.grid()
         outer.add_row(t)
