@@ -420,9 +420,10 @@ class Engine:
         step = inst.step
         assert step.type is not None, "reusable recipes are expanded before the engine"
         item = self._context_item(inst)
-        ctx = self.scopes.context(inst, item)
+        ctx: dict[str, Any] = {}
         where: tuple[Any, ...] = ("steps", step.id, "if")
         try:
+            ctx = self.scopes.context(inst, item)
             if not self.scopes.condition(inst, ctx):
                 rec.status, rec.error = "skipped", "if: condition is false"
                 self.ui.event(inst.id, "skipped", "if: false")
