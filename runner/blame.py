@@ -45,12 +45,10 @@ def explain(src: str, ctx: dict[str, Any]) -> tuple[str, str | None, int] | None
         for part in ref.parts:
             key = part.value
             if part.kind == "expr":
-                # `[item]`, `[index]`: a name whose value the context holds.
-                name = getattr(key, "name", None)
-                if not isinstance(name, str) or name not in ctx \
-                        or not isinstance(ctx[name], (str, int)):
+                # `[item]`, `[index]`, `[inputs.take]`: a name the context holds.
+                key = _value_of(key, ctx)
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
                     break
-                key = ctx[name]
             if isinstance(value, dict):
                 if key not in value:
                     fields = ", ".join(str(k) for k in value) or "none"
@@ -72,6 +70,16 @@ def explain(src: str, ctx: dict[str, Any]) -> tuple[str, str | None, int] | None
             else:
                 break
             trail += f".{key}" if part.kind == "attr" else f"[{key!r}]"
+    return None
+
+
+def _value_of(node: Any, ctx: dict[str, Any]) -> Any:
+    """The value of a name or a chain of attributes (`inputs.take`) in `ctx`, else None."""
+    if type(node).__name__ == "Name":
+        return ctx.get(node.name)
+    if type(node).__name__ == "Getattr":
+        base = _value_of(node.node, ctx)
+        return base.get(node.attr) if isinstance(base, dict) else None
     return None
 
 

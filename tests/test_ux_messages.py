@@ -200,3 +200,31 @@ steps:
     assert len(retry) == 1
     assert " words: " in retry[0]
     assert "words: words:" not in retry[0]
+
+
+def test_a_reusable_recipes_output_that_fails_at_run_time_points_into_its_file(tmp_path):
+    (tmp_path / "lib.yaml").write_text("""\
+version: 1
+inputs:
+  n: {type: integer, default: 0}
+steps:
+  first:
+    uses: generate
+    with: {title: A, style: pop, prompt: hi}
+outputs:
+  pick: "{{ steps.first.tracks[inputs.n] }}"
+""")
+    (tmp_path / "top.yaml").write_text("""\
+version: 1
+steps:
+  song:
+    uses: ./lib.yaml
+    with: {n: 5}
+""")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    r = sunoflow(tmp_path, "run", "top.yaml")
+    assert r.returncode == 1
+    assert ("failed: song: cannot render its outputs: lib.yaml:9:9: outputs.pick: "
+            "steps.first.tracks[5]: steps.first.tracks has 2 elements (0-1)\n"
+            "    hint: a music step gives two takes (tracks[0] and tracks[1]); most other "
+            "steps one\n") in r.stderr
