@@ -813,7 +813,8 @@ class Engine:
                 if cb is None:
                     if aim:
                         aim = False
-                        aimed = learn_first = await self.poller.wait_first(op.type, t0)
+                        aimed = learn_first = await self.poller.wait_first(
+                            op.type, t0, lambda s: self.ui.poll_due(inst.id, s))
                     if not aimed:
                         placed = await self.poller.wait(
                             op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s))
@@ -878,6 +879,7 @@ class Engine:
         if deadline is not None:
             due = min(due, deadline)
         prov = cast(CallbackProvider, self.remote)
+        self.ui.poll_due(op.step, due - self.clock.now())  # the fallback poll, on screen
         while (left := due - self.clock.now()) > 0:
             for body in await cb.wait(task_id, left, self.clock):
                 try:

@@ -459,7 +459,8 @@ class Poller:
         d = self.estimate(op)
         return None if d is None else FIRST_SHARE * d
 
-    async def wait_first(self, op: str, t0: float) -> bool:
+    async def wait_first(self, op: str, t0: float,
+                         due_in: Callable[[float], None] | None = None) -> bool:
         """Sleep until a task of `op` submitted at `t0` is expected to reach its first
         stage, and return True: the caller polls then, once, besides the usual polls.
         Return False at once, without sleeping, when there is nothing to aim at: nothing
@@ -470,6 +471,8 @@ class Poller:
         elapsed = self.clock.now() - t0
         if at is None or full is None or at <= elapsed or at >= full:
             return False
+        if due_in is not None:
+            due_in(at - elapsed)
         await self.clock.sleep(at - elapsed)
         return True
 
