@@ -1378,7 +1378,7 @@ _VIDEO_W, _VIDEO_H, _VIDEO_FPS = 640, 360, 20
 
 def _tag_text(text: str) -> str:
     """A tag value on ffmpeg's command line: one line, no control characters, bounded."""
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:200]
+    return "".join(c if c.isprintable() else " " for c in text)[:200]
 
 
 def video(audio: Path, out: Path, *, seed: str, image: Path | None = None,
