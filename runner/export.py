@@ -25,6 +25,11 @@ from runner.tags import write_tags
 from runner.template import TemplateError, compile_template, is_template, render, render_path
 
 AUDIO = (".mp3", ".flac", ".wav", ".m4a")
+# What a recipe's audio steps make. Anything else in AUDIO (.m4a) comes only from the
+# service's recovery of expired links (REFERENCE 2.19), never from the recipe: an output
+# named for one of these formats is transcoded to it, so a committed recipe rebuilds after
+# its links expire without edits.
+RECIPE_AUDIO = (".mp3", ".flac", ".wav")
 MEDIA = (*AUDIO, ".mp4", ".png", ".jpg", ".jpeg", ".lrc")
 _BAD = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\]")
 
@@ -117,7 +122,7 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
     # Artwork may also come from the recipe's folder (or an --allow-path folder).
     roots = Roots.of(recipe.path, recipe.allow_paths, store_root)
     root = out_dir.resolve()
-    planned: list[tuple[Path, Path, Path, dict[str, Any]]] = []
+    planned: list[tuple[Path, Path, Path, dict[str, Any], str | None, int]] = []
     problems: list[Diagnostic] = []
     for o in recipe.outputs:
         try:
@@ -135,13 +140,23 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
     # playlist and the manifest, and the problems are reported together (ExportError).
     written: list[dict[str, Any]] = []
     tags_of: dict[str, dict[str, Any]] = {}
-    for src_path, dest, relp, tags in planned:
+    for src_path, dest, relp, tags, from_ext, index in planned:
+        if from_ext is None:
+            _place(src_path, dest)
+        else:
+            try:
+                _transcode(src_path, dest)
+            except StepError as exc:
+                problems.append(recipe.doc.diag(("outputs", index, "path"), exc.reason))
+                continue
         tags_of[relp.as_posix()] = tags
-        _place(src_path, dest)
         if tags and dest.suffix.lower() in AUDIO:
             write_tags(dest, tags)
-        written.append({"path": relp.as_posix(), "sha256": _sha(dest),
-                        "size": dest.stat().st_size})
+        entry: dict[str, Any] = {"path": relp.as_posix(), "sha256": _sha(dest),
+                                 "size": dest.stat().st_size}
+        if from_ext is not None:
+            entry["transcoded_from"] = from_ext
+        written.append(entry)
     audio = _playlist_entries([w["path"] for w in written])
     if audio:
         replace_text(root / f"{_playlist_name(recipe.name)}.m3u",
@@ -157,8 +172,10 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
 
 
 def _plan_entry(recipe: Recipe, o: OutputFile, ctx: dict[str, Any], root: Path,
-                stored: list[Path], roots: Roots) -> list[tuple[Path, Path, Path, dict[str, Any]]]:
-    """What one entry writes: (source, destination, relative path, tags), checked."""
+                stored: list[Path], roots: Roots
+                ) -> list[tuple[Path, Path, Path, dict[str, Any], str | None, int]]:
+    """What one entry writes: (source, destination, relative path, tags, the extension of
+    a recovered file to transcode from or None, the entry's index), checked."""
     at: tuple[Any, ...] = ("outputs", o.index)
 
     def problem(key: tuple[Any, ...], exc: StepError) -> _Problem:
@@ -196,12 +213,16 @@ def _plan_entry(recipe: Recipe, o: OutputFile, ctx: dict[str, Any], root: Path,
     except ValueError as exc:
         raise problem(("path",), StepError(f"outputs[{o.index}]: {exc}")) from None
     src_ext, dest_ext = Path(str(src)).suffix.lower(), relp.suffix.lower()
+    recovered = recontainer(src_ext, dest_ext)
     try:
-        if src_ext and dest_ext != src_ext and src_ext in MEDIA and dest_ext in MEDIA:
+        if not recovered and src_ext and dest_ext != src_ext and src_ext in MEDIA and \
+                dest_ext in MEDIA:
             raise StepError(f"outputs[{o.index}]: '{relp.as_posix()}' ends in {dest_ext}, "
                             f"but the file is {src_ext}; name it {relp.stem}{src_ext}, or "
                             f"add a transcode step to make {dest_ext}")
-        out = [(Path(str(src)), _destination(root, relp, o.index), relp, tags)]
+        out: list[tuple[Path, Path, Path, dict[str, Any], str | None, int]] = [
+            (Path(str(src)), _destination(root, relp, o.index), relp, tags,
+             src_ext if recovered else None, o.index)]
     except StepError as exc:
         raise problem(("path",), exc) from None
     if lrc:
@@ -210,7 +231,8 @@ def _plan_entry(recipe: Recipe, o: OutputFile, ctx: dict[str, Any], root: Path,
         except StepError as exc:
             raise problem(("lrc",), exc) from None
         lrc_rel = relp.with_suffix(".lrc")
-        out.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {}))
+        out.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {}, None,
+                    o.index))
     return out
 
 
@@ -261,6 +283,23 @@ def _others(root: Path, ours: set[str], name: str) -> list[str]:
         if f.is_file() and rel not in ours and rel not in skip:
             out.append(rel)
     return out
+
+
+def recontainer(src_ext: str, dest_ext: str) -> bool:
+    """Whether an output is made by transcoding: the stored file is in a container only the
+    service's recovery hands out (.m4a) and the output names a format a recipe makes."""
+    return src_ext in AUDIO and src_ext not in RECIPE_AUDIO and dest_ext in RECIPE_AUDIO
+
+
+def _transcode(src: Path, dest: Path) -> None:
+    from runner import media
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        media.transcode(src, dest, fmt=dest.suffix.lower()[1:])
+    except media.MediaError as exc:
+        raise StepError(f"{dest.name}: transcoding the recovered {src.suffix} file to "
+                        f"{dest.suffix} failed: {exc}") from None
 
 
 def _playlist_name(name: str) -> str:

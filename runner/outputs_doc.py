@@ -40,6 +40,8 @@ TRACK_WORDS = {
     "model": "the recipe's model name, e.g. V4_5",
     "model_name": "the service's internal model name, e.g. chirp-v4-5",
     "audio_url": "the service's link to the audio",
+    "stream_url": "the service's stream, playable while the take is made (sunoapi; never "
+                  "stored as the result)",
     "image_url": "the service's link to its artwork",
     "file": "the audio file in the store",
     "image_file": "its artwork in the store",

@@ -54,6 +54,8 @@ class Provider:
     prices: dict[str, float] = field(default_factory=dict)
     take_seconds: float = 30.0
     concat: str = "remote"
+    # Seconds a remote operation may be waited for, per step type or "*" (runner.deadlines).
+    timeouts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -564,7 +566,8 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         # Switching provider on the command line drops settings that belong to the other one.
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
-                          "request_timeout", "take_seconds", "max_download_bytes")}
+                          "request_timeout", "take_seconds", "max_download_bytes",
+                          "timeouts")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         base["base_url"] = overrides["base_url"]
@@ -587,6 +590,8 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         prices=dict(base.get("prices") or {}),
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),
+        timeouts={str(k): t for k, v in dict(base.get("timeouts") or {}).items()
+                  if (t := parse_duration(v)) is not None},
     )
 
 

@@ -19,11 +19,13 @@ from runner.callbacks import Callbacks
 from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
+    CreditsError,
     ExportError,
     FrozenError,
     Interrupted,
     SunoflowError,
     UsageError,
+    WrongAddress,
 )
 from runner.pacing import Clock
 from runner.store import Store
@@ -44,7 +46,8 @@ def default_out_dir(recipe_path: Path) -> Path:
 
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
-            quiet: bool = False, listen: tuple[str, int] | None = None) -> int:
+            quiet: bool = False, listen: tuple[str, int] | None = None,
+            ignore_balance: bool = False) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
@@ -105,6 +108,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     async def work() -> str:
         if remote is not None and not opts.get("frozen"):
             credits["before"] = await _credits(remote)
+            if not ignore_balance:
+                _check_balance(p, store, credits["before"],
+                               {i.id for i in engine.selected})
         result = await engine.run()
         if remote is not None and engine.counts.submissions:
             credits["after"] = await _credits(remote)
@@ -153,8 +159,16 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             status, error, exported = "failed", str(exc), exc.written
         except SunoflowError as exc:
             status, error = "failed", str(exc)
+        for w in exported:
+            if w.get("transcoded_from"):
+                # The service's recovery gave the song back in another container.
+                ui.note(f"{w['path']}: the stored audio is {w['transcoded_from']} (links "
+                        f"recovered after they expired); transcoded to "
+                        f"{Path(w['path']).suffix} with the recipe's tags")
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
+    if credits["before"] is not None and credits["after"] is not None:
+        report["credits"]["spent"] = credits["before"] - credits["after"]
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
@@ -190,14 +204,9 @@ def _write_report(report: dict[str, Any], f: TextIO) -> None:
 
 
 def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
-    if provider.kind == "newapi":
-        raise UsageError("--listen: callbacks are a sunoapi feature; the newapi relay format "
-                         "has no callback sunoflow could rely on (relays' notify_hook is "
-                         "undocumented by new-api itself), so a newapi run polls; drop "
-                         "--listen")
-    if provider.kind != "sunoapi":
+    if provider.kind not in ("sunoapi", "newapi"):
         raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
-                         "back; callbacks need provider sunoapi")
+                         "back; callbacks need provider sunoapi or newapi")
     host = listen[0]
     if host in ("", "0.0.0.0", "::") and not provider.callback_url:
         raise UsageError(f"--listen {host or '*'}:{listen[1]} listens on every address, so "
@@ -227,8 +236,12 @@ def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engi
 
 
 async def _credits(prov: Any) -> Any:
+    """The balance, or None: a missing or failing credits endpoint never fails a run. A
+    wrong address does: nothing else of the run could reach the service either."""
     try:
         return await prov.credits()
+    except WrongAddress:
+        raise
     except SunoflowError:
         return None
 
@@ -239,21 +252,37 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _estimate(p: planner.Plan, store: Store) -> float:
-    """Credits for what is not done yet, at the plan's prices."""
+def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
+    """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
+    instances this run selects: --only)."""
     from runner.report import PAID_ALREADY, price
     from runner.status import resolve
 
     known = resolve(p, store)
     # In flight: paid by an earlier run and polled by this one, never submitted again
-    # (engine rule 2), so it costs nothing more and does not count against the cap.
-    return sum(price(p, inst) for iid, inst in p.instances.items()
-               if inst.kind == "step"
-               and known[iid]["status"] not in (*PAID_ALREADY, "skipped"))
+    # (engine rule 2), so it costs nothing more and counts neither against the cap nor
+    # against the balance. Only step instances are priced (a call has no status).
+    return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
+               and (ids is None or iid in ids)
+               and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped"))
+
+
+def _check_balance(p: planner.Plan, store: Store, balance: float | None,
+                   ids: set[str]) -> None:
+    """Before the first paid submission: refuse to start a run the balance cannot cover
+    (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no
+    credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
+    if balance is None:
+        return
+    estimate = _estimate(p, store, ids=ids)
+    if estimate > balance:
+        raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
+                           f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
+                           "up, or pass --ignore-balance to start anyway")
 
 
 def _check_budget(estimate: float | None, cap: float | None) -> None:
-    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
+    """Refuse to start when the plan's estimate for what is not paid yet exceeds the cap."""
     if cap is None or estimate is None:
         return
     if estimate > cap:
@@ -347,12 +376,25 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
 
 
 def credit_lines(engine: Engine, credits: dict[str, Any]) -> list[str]:
-    """What the run cost: the plan's estimate of what it spent, then the balance before and
-    after where the service reports it (the balance is the provider's; see run.work)."""
-    lines = []
+    """What the run cost: the balance before and after and the spend where the service
+    reports a balance, else the spend at the plan's prices."""
+    line = credits_line(credits)
+    if line is not None:
+        return [line]
     if engine.spent or engine.counts.submissions:
-        lines.append(f"credits: about {engine.spent:g} spent (the plan's prices)")
-    # The balance lines: filled in where the provider reports a balance.
-    if credits.get("before") is not None or credits.get("after") is not None:
-        lines.append(f"balance: {credits.get('before')} before, {credits.get('after')} after")
-    return lines
+        return [f"credits: about {engine.spent:g} spent (the plan's prices)"]
+    return []
+
+
+def credits_line(credits: dict[str, Any]) -> str | None:
+    """The balance before and after and the spend, where the service reports a balance."""
+    before, after = credits.get("before"), credits.get("after")
+    estimated = credits.get("estimated_spent") or 0
+    if before is None:
+        return None
+    if after is None:
+        return f"credits: {before:.10g} (nothing submitted)" if not estimated else \
+            f"credits: {before:.10g} before; estimated spend {estimated:.10g}"
+    return (f"credits: {before:.10g} before, {after:.10g} after: {before - after:.10g} spent "
+            f"(estimated {estimated:.10g})")
+

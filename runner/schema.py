@@ -97,6 +97,14 @@ PROVIDER = {
                                  "description": "local provider: length of a generated take"},
                 "concat": {"enum": ["remote", "local"],
                            "description": "newapi: whether the relay offers /suno/submit/concat"},
+                "timeouts": {"type": "object",
+                             "propertyNames": {"enum": sorted(TYPES) + ["*"]},
+                             "additionalProperties": {
+                                 "anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                                           {"type": "string", "pattern": DURATION}]},
+                             "description": "how long a remote task of each step type may "
+                                            "be waited for ('*': every type); a step's "
+                                            "timeout wins (defaults: README, Timeouts)"},
             },
         },
     ],

@@ -74,3 +74,10 @@ def test_the_readme_tables_are_the_generated_ones():
     readme = (ROOT / "README.md").read_text()
     assert outputs_doc.steps_table() in readme
     assert outputs_doc.track_table() in readme
+
+
+def test_every_output_and_track_field_has_words():
+    # A field added to a step type must be explained where users read about it.
+    assert set(TRACK) == set(outputs_doc.TRACK_WORDS)
+    names = {n for t in TYPES.values() for n in t.outputs}
+    assert names <= set(outputs_doc.OUTPUT_WORDS), names - set(outputs_doc.OUTPUT_WORDS)

@@ -102,7 +102,8 @@ def test_live_view_shows_state_ticking_time_next_poll_estimate_and_credits(tmp_p
     lines = [x.split("\r")[-1].strip() for x in final.splitlines()]
     assert any(re.fullmatch(r"done +song +\d+s", x) for x in lines), final
     assert any(re.fullmatch(r"done +loud +\d+s", x) for x in lines), final
-    assert "credits: about 12 spent (the plan's prices)" in final
+    # The fake reports a balance: the summary has it before and after.
+    assert "credits: 1000000 before, 999988 after: 12 spent (estimated 12)" in final
     assert final.rstrip().endswith("run succeeded")
     assert SGR.search(raw)  # styled, without NO_COLOR
 

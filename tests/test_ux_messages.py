@@ -157,7 +157,8 @@ outputs:
     r = sunoflow(tmp_path, "validate", "g.yaml")
     assert r.stderr == (
         "g.yaml:11:11: item has no field 'tittle' (a track has: id, task_id, title, duration, "
-        "tags, prompt, model, model_name, audio_url, image_url, file, image_file)\n"
+        "tags, prompt, model, model_name, audio_url, image_url, file, image_file, "
+        "stream_url)\n"
         "    hint: did you mean 'title'?\n")
 
 
