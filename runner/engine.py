@@ -461,9 +461,13 @@ class Engine:
                                   step.if_ if where[-1] == "if" else step.with_.get(where[-1]),
                                   ctx, exc)
             raise StepError(f"cannot render inputs: {diag}", step=inst.id) from None
-        for fld, msg, _hint in models.check(step.uses, inputs):
-            raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
         route = route_of(self.recipe.provider, step.uses, inputs)
+        # The same rules `validate` applied to what was known before the run, now on the
+        # rendered values: a request the provider would refuse is never sent (nothing is
+        # journaled or paid for it).
+        kind = "local" if route == "local" else self.recipe.provider.kind
+        for fld, msg, _hint in models.check(step.uses, inputs, kind):
+            raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
         prov = self.providers["local"] if route == "local" else self.remote
         k = instance_key(self.recipe.provider, step.uses, inputs, route)
         rec.key = k

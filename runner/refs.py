@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from runner import fanin
+from runner import fanin, models
 from runner.errors import Diagnostic
 from runner.include import at
 from runner.recipe import Provider, Recipe, Step, _kind, _show, suggest
@@ -259,6 +259,7 @@ class Checker:
         if typ is None:
             return  # a call whose recipe did not load: reported there
         trail = shown
+        count: int | None = None  # how many items the list at hand holds, when known
         for part in parts:
             if part.kind == "expr":
                 if isinstance(typ, tuple):
@@ -284,19 +285,21 @@ class Checker:
                     self.err(path, msg, suggest(name, typ), ref.line)
                     return
                 typ = typ[name]
+                count = models.takes(step.type, step.take) \
+                    if trail == shown and name == "tracks" else None
                 trail += f".{name}"
             elif isinstance(typ, tuple):
                 if part.kind == "attr":
                     return  # a filter-like attribute of a list; let the render judge
-                n = takes(step) if trail == f"{shown}.tracks" else None
-                if n is not None and isinstance(part.value, int) and not -n <= part.value < n:
-                    music = step.type is not None and step.type.pace == "music"
-                    self.err(path, f"{trail}[{part.value}]: {step.uses} gives "
-                             + ("2 tracks, its two takes (tracks[0] and tracks[1])" if n == 2
-                                else "1 track (tracks[0])"),
-                             f"'take: {step.take}' keeps one of the two takes"
-                             if music and n == 1 else None, ref.line)
+                if count is not None and isinstance(part.value, int) \
+                        and not isinstance(part.value, bool) and not -count <= part.value < count:
+                    kept = " (take keeps one)" if count == 1 and step.type is not None \
+                        and step.type.pace == "music" else ""
+                    self.err(path, f"{trail}[{part.value}] cannot exist: {step.uses} gives "
+                             f"{count} track{'s' if count != 1 else ''}{kept}",
+                             f"tracks[0]{' or tracks[1]' if count == 2 else ''}", ref.line)
                     return
+                count = None
                 typ = typ[1]
                 trail += f"[{part.value}]"
             else:
@@ -408,18 +411,6 @@ class Checker:
         for key, val in (("if", step.if_), ("take", step.take)):
             if is_template(val):
                 yield (*base, key), val
-
-
-def takes(step: Step) -> int | None:
-    """How many tracks a step's `tracks` holds, when that is known before the run: a music
-    task makes two takes (REFERENCE 1.3), one when the step keeps one (`take: 0`); a local
-    audio step makes one."""
-    t = step.type
-    if t is None or "tracks" not in t.outputs:
-        return None
-    if t.pace == "music":
-        return 1 if step.take in (0, 1) else 2
-    return 1 if t.name != "convert" else None
 
 
 def first_output(ck: Checker, x: str) -> str:

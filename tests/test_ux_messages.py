@@ -126,10 +126,10 @@ outputs:
     assert r.stderr == """\
 v.yaml:7:19: unknown name 'artist' in template
     hint: did you mean 'vars.artist'?
-v.yaml:14:19: steps.song.tracks[2]: generate gives 2 tracks, its two takes (tracks[0] and \
-tracks[1])
-v.yaml:17:19: steps.kept.tracks[1]: generate gives 1 track (tracks[0])
-    hint: 'take: 0' keeps one of the two takes
+v.yaml:14:19: steps.song.tracks[2] cannot exist: generate gives 2 tracks
+    hint: tracks[0] or tracks[1]
+v.yaml:17:19: steps.kept.tracks[1] cannot exist: generate gives 1 track (take keeps one)
+    hint: tracks[0]
 v.yaml:25:15: for_each over a mapping: '{{ steps.parts.stems }}' gives one value per name \
 (vocals, instrumental, backing_vocals, drums, ...), not a list
     hint: loop over its pairs: add '| dictsort' (item[0] is the name, item[1] the value)
