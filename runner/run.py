@@ -311,12 +311,18 @@ def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
         "provider": engine.recipe.provider.kind,
         "steps": [{"id": rec.id, "status": rec.status if rec.status != "pending" else "skipped",
                    "task_ids": rec.task_ids, "attempts": rec.attempts, "outputs": rec.outputs,
-                   "error": rec.error, "key": rec.key, "seconds": rec.seconds}
+                   "error": rec.error, "key": rec.key, "seconds": rec.seconds,
+                   "notes": rec.notes}
                   for rec in engine.records.values() if _reported(engine, rec)],
         "counts": asdict(engine.counts),
         "credits": {"before": None, "after": None, "estimated_spent": engine.spent},
         "outputs": exported,
         "error": error,
+        # Early release (runner.early): the mode, the operations this host is known to
+        # refuse before a task finishes, and what this run learned.
+        "early_release": {"mode": engine.speculation.mode, "host": engine.speculation.host,
+                          "refusing": engine.speculation.refusing(),
+                          "learned": engine.speculation.learned},
     }
 
 
@@ -361,7 +367,9 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
     total = sum(by.values())
     ui.note(f"steps: {parts} (of {total} step instance{'s' if total != 1 else ''}); "
             f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
-            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else ""))
+            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
+            + (f", {c.early_refused} early requests refused (none paid)"
+               if c.early_refused else ""))
     for line in credit_lines(engine, credits or {}):
         ui.note(line)
     # Each error was shown when its step failed; here once more (a live view does not keep
