@@ -27,6 +27,7 @@ examples:
   sunoflow run album.yaml --provider sunoapi     the same recipe against sunoapi.org
   sunoflow review examples/album.yaml            hear both takes of every song, keep one
   sunoflow graph examples/album.yaml --format mermaid
+  sunoflow steps generate                        what a step type gives back
   sunoflow schema > recipe.schema.json
 
 exit codes: 0 ok, 1 a step failed or the run was stopped, 2 invalid recipe or usage,
@@ -75,8 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", action="store_true", help="one node per for_each instance")
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("schema", help="print the recipe JSON Schema")
+    p = sub.add_parser("schema", help="print the recipe JSON Schema (inputs, and what each "
+                       "step type gives back: $defs/outputs_TYPE)")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("steps", help="what each step type gives back (its outputs); with a "
+                       "TYPE, every output and every field of a track")
+    p.add_argument("type", nargs="?", metavar="TYPE")
+    p.set_defaults(func=cmd_steps)
 
     p = sub.add_parser("status", help="what the state store holds for each step: done, "
                        "stale (inputs changed), missing (files gone), to run")
@@ -103,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "('song[1]', 'song[1]/whole') or a step inside calls ('song/first')")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
-                   "recipe)")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
+                   "NAME.yaml)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reroll)
@@ -115,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
-                   "recipe)")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
+                   "NAME.yaml)")
     p.add_argument("--host", metavar="HOST", help="listen on this address (default "
                    "127.0.0.1, this machine only); the page answers only to this name, so "
                    "give the address others will type")
@@ -131,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
-                   "recipe)")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
+                   "NAME.yaml)")
     p.add_argument("--concurrency", type=int, default=50, metavar="N",
                    help="submits and downloads at once (default 50); tasks being polled at "
                    "the service hold no slot; local work also stays within the cores")
@@ -253,12 +260,12 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     cost = sum(report.price(p, i) for i in rows)
     pending = _unfinished_paid(p, args, {i.id for i in rows})
     paid = [i.id for i in rows if report.price(p, i) > 0]
-    print(f"reroll {args.step}: {len(rows)} step instances run again "
+    print(f"reroll {args.step}: {report.plural(len(rows), 'step instance')} run again "
           f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
           f"), about {cost:g} credits"
           + (f" (paid: {', '.join(paid)})" if paid else ""))
     if pending:
-        print(f"  and {len(pending)} paid step instances not done yet run too "
+        print(f"  and {report.plural(len(pending), 'paid step instance')} not done yet run too "
               f"({', '.join(_short(pending))}), about "
               f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
@@ -336,6 +343,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe
+    from runner.report import plural
 
     failed = False
     for path in args.recipes:
@@ -347,9 +355,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = True
             print(shown(exc), file=sys.stderr)
             continue
-        size = f"{len(p.instances)} instances" if p.instances or not r.inputs else \
+        # The same count as `plan`: the instances that do work, not a call's two ends.
+        size = plural(len(p.steps()), "step instance") if p.instances or not r.inputs else \
             "its loops over inputs are checked where it is used"
-        print(safe(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})"))
+        print(safe(f"{path}: ok ({plural(len(r.steps), 'step')}, {size}, provider "
+                   f"{r.provider.kind})"))
     return 2 if failed else 0
 
 
@@ -394,6 +404,43 @@ def shown(exc: SunoflowError) -> str:
                          + (f"\n    hint: {safe(d.hint)}" if d.hint else "")
                          for d in exc.diagnostics)
     return safe(f"sunoflow: {exc}")
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    from runner import outputs_doc
+    from runner.recipe import suggest
+    from runner.steps import TYPES
+
+    if args.type is not None and (args.type.startswith("sunoflow:")
+                                  or args.type.endswith((".yaml", ".yml"))):
+        return _recipe_outputs(args.type)
+    if args.type is not None and args.type not in TYPES:
+        raise UsageError(f"no step type '{args.type}'"
+                         + (f"; {s}" if (s := suggest(args.type, TYPES)) else "")
+                         + f" (types: {', '.join(TYPES)})")
+    sys.stdout.write(outputs_doc.listing(args.type))
+    return 0
+
+
+def _recipe_outputs(name: str) -> int:
+    """`sunoflow steps lib/song.yaml` or `sunoflow steps sunoflow:master`: a reusable
+    recipe's outputs, as a step that uses it gives them."""
+    from runner import outputs_doc, recipe
+    from runner import plan as planner
+    from runner.include import STOCK, stock_dir, stock_names
+
+    path = name
+    if name.startswith(STOCK):
+        stem = name[len(STOCK):]
+        if stem not in stock_names():
+            raise UsageError(f"no stock recipe '{name}'"
+                             + (f"; {s}" if (s := recipe.suggest(stem, stock_names())) else "")
+                             + f" (stock recipes: {', '.join(stock_names())})")
+        path = str(stock_dir() / f"{stem}.yaml")
+    r = recipe.load(path)
+    sys.stdout.write(outputs_doc.recipe_listing(name, str(r.doc.data.get("description") or ""),
+                                                planner.output_types(r)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,7 +86,7 @@ from typing import Any, cast
 
 import anyio
 
-from runner import deadlines, early, models, paths
+from runner import blame, deadlines, early, models, paths
 from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
@@ -185,6 +185,10 @@ class Engine:
         self.interrupted = False
         self.failed_paid: list[str] = []  # --frozen: steps that would need a paid submission
         self.spent = 0.0
+        # For the progress view's time left: when each service task in flight started, and
+        # when the run did (engine clock).
+        self.task_started: dict[str, float] = {}
+        self.t_start = self.clock.now()
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
@@ -504,15 +508,26 @@ class Engine:
         step = inst.step
         assert step.type is not None, "reusable recipes are expanded before the engine"
         item = self._context_item(inst)
+        ctx: dict[str, Any] = {}
+        where: tuple[Any, ...] = ("steps", step.id, "if")
         try:
             ctx = self.scopes.context(inst, item)
             if not self.scopes.condition(inst, ctx):
                 rec.status, rec.error = "skipped", "if: condition is false"
                 self.ui.event(inst.id, "skipped", "if: false")
                 return None
-            inputs = {k: render(v, ctx) for k, v in step.with_.items()}
+            inputs = {}
+            for k, v in step.with_.items():
+                where = ("steps", step.id, "with", k)
+                inputs[k] = render(v, ctx)
         except TemplateError as exc:
-            raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
+            # Said as the validator says it: the template's position in its own file (a
+            # reusable recipe's, inside a call) and the closest name that exists.
+            scope = self.plan.scopes.get(inst.scope)
+            diag = blame.diagnose(scope.recipe if scope else self.recipe, where,
+                                  step.if_ if where[-1] == "if" else step.with_.get(where[-1]),
+                                  ctx, exc)
+            raise StepError(f"cannot render inputs: {diag}", step=inst.id) from None
         route = route_of(self.recipe.provider, step.uses, inputs)
         # The same rules `validate` applied to what was known before the run, now on the
         # rendered values: a request the provider would refuse is never sent (nothing is
@@ -691,6 +706,7 @@ class Engine:
         attempts = st.attempts if st is not None else 0
         if st is not None and st.status == "submitted":
             task_id = st.task_id  # rule 2: resume by polling; never resubmit
+            self.task_started.setdefault(inst.id, self.clock.now())
             self.ui.event(inst.id, "resumed", f"task {task_id}")
             if st.first is not None and st.first_task == task_id and \
                     all(self.store.has_blob(f) for f in st.first_files):
@@ -772,6 +788,7 @@ class Engine:
                 # `sent`: when the submit left the rate limiter (the wait before it is
                 # the rate limit's), for `sunoflow review`'s timeline; optional.
                 await self._journal_task(inst, op, task_id, sent)
+                self.task_started[inst.id] = self.clock.now()
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
             rec.task_ids.append(task_id)
             try:
@@ -955,7 +972,7 @@ class Engine:
             async with self.remote_slots.take(AHEAD):
                 outputs, files = await self._materialize(part, op, task_id)
         except ProviderError as exc:
-            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc}); "
+            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc.reason}); "
                          "waiting for the whole task")
             return
         # Durable before anything starts from it: every later run must render the same
@@ -976,6 +993,26 @@ class Engine:
         cancellation: an interrupt waits for the line to be on disk."""
         await anyio.to_thread.run_sync(
             lambda: self.store.record(event, key_, step, durable=True, **data))
+
+    def time_left(self) -> tuple[float, bool] | None:
+        """For the progress view: about how many seconds the run has left, and whether
+        that comes from durations this run measured (else the step types' typical ones).
+        The critical path's figures for the service's tasks (runner.priority); a run with
+        no service work goes by the pace of its finished steps so far."""
+        left = {iid: self.clock.now() - t for iid, t in self.task_started.items()}
+        left |= {inst.id: 0.0 for inst in self.selected if inst.id not in left}
+        for iid, rec in self.records.items():
+            if rec.status != "pending":
+                left.pop(iid, None)  # (an instance not yet reached has no record)
+        if not left:
+            return None
+        if self.urgency.remaining(left) is not None:
+            return self.urgency.remaining(left)
+        finished = [rec for rec in self.records.values() if rec.status == "succeeded"]
+        if not finished:
+            return None
+        took = self.clock.now() - self.t_start
+        return took / len(finished) * len(left), True
 
     def _price(self, inst: Instance) -> float:
         from runner.report import price
@@ -1003,14 +1040,14 @@ class Engine:
                     await self._durable("uncertain", op.key, op.step, error=str(exc))
                     self.counts.possibly_submitted += 1
                     if not self.opts.resubmit_uncertain:
-                        raise StepError(f"possibly submitted ({exc}); not resubmitting "
+                        raise StepError(f"possibly submitted ({exc.reason}); not resubmitting "
                                         "because of --no-resubmit-uncertain",
                                         step=op.step) from None
                     if uncertain > MAX_UNCERTAIN_RESUBMITS:
                         # Every unanswered submit may have been a paid task: stop before a
                         # service that never answers costs us without bound.
-                        raise StepError(f"{uncertain} submits got no answer ({exc}); stopping "
-                                        "so as not to pay again; check the service's "
+                        raise StepError(f"{uncertain} submits got no answer ({exc.reason}); "
+                                        "stopping so as not to pay again; check the service's "
                                         "dashboard, then run again", step=op.step) from None
                     self.ui.note(f"{_said(op.step, exc)}; the task may exist; submitting again")
                     await self._durable("intent", op.key, op.step,
@@ -1098,9 +1135,11 @@ class Engine:
                 if cb is None:
                     if aim:
                         aim = False
-                        aimed = learn_first = await self.poller.wait_first(op.type, t0)
+                        aimed = learn_first = await self.poller.wait_first(
+                            op.type, t0, lambda s: self.ui.poll_due(inst.id, s))
                     if not aimed:
-                        placed = await self.poller.wait(op.type, t0, n)
+                        placed = await self.poller.wait(
+                            op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s))
                         planned = placed if n == 0 else planned
                         n += 1
                 else:
@@ -1162,6 +1201,7 @@ class Engine:
         if deadline is not None:
             due = min(due, deadline)
         prov = cast(CallbackProvider, self.remote)
+        self.ui.poll_due(op.step, due - self.clock.now())  # the fallback poll, on screen
         while (left := due - self.clock.now()) > 0:
             for body in await cb.wait(task_id, left, self.clock):
                 try:

@@ -21,6 +21,8 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── PathError                  exit 1  a folder or file sunoflow must write (--out,
     │                                      --state-dir, --report, the lock) cannot be
     │                                      written (paths, checked before the run)
+    ├── ExportError                exit 1  album entries that could not be written, each
+    │                                      a positioned Diagnostic; the others were (export)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -104,15 +106,28 @@ class BudgetError(SunoflowError):
     pass
 
 
+class ExportError(SunoflowError):
+    """Some `outputs:` entries failed; `written` lists the files of those that did not."""
+
+    def __init__(self, diagnostics: list[Diagnostic], written: list[dict[str, object]]) -> None:
+        self.diagnostics = diagnostics
+        self.written = written
+        super().__init__("\n".join(str(d) for d in diagnostics))
+
+
 class ProviderError(SunoflowError):
     def __init__(self, message: str, *, step: str | None = None, code: int | None = None) -> None:
         self.step = step
         self.code = code
         super().__init__(message)
 
+    @property
+    def reason(self) -> str:
+        """The message without the step id: for lines that already start with it."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        base = super().__str__()
-        return f"{self.step}: {base}" if self.step else base
+        return f"{self.step}: {self.reason}" if self.step else self.reason
 
 
 class AuthError(ProviderError):

@@ -20,6 +20,7 @@ from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
     CreditsError,
+    ExportError,
     FrozenError,
     Interrupted,
     PathError,
@@ -45,6 +46,12 @@ def state_dir_of(arg: str | None, recipe_path: Path) -> Path:
     return Path(os.path.abspath(arg)) if arg else default_state_dir(recipe_path)
 
 
+def default_out_dir(recipe_path: Path) -> Path:
+    """`out/NAME/` beside the recipe, NAME being its file name without the extension (the
+    NAME of `NAME.lock`): two recipes in one folder never write into each other's album."""
+    return Path(os.path.abspath(recipe_path)).parent / "out" / recipe_path.stem
+
+
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None,
@@ -67,7 +74,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
     sdir = state_dir_of(state_dir, r.path)
     # As the user named the recipe (not where its links lead): messages show this path.
-    odir = Path(out_dir) if out_dir else Path(os.path.abspath(r.path)).parent / "out"
+    odir = Path(out_dir) if out_dir else default_out_dir(r.path)
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)
@@ -107,7 +114,11 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     elif lock_sha is None and opts.get("frozen") and not store.states:
         raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
                           "directory: nothing to build from")
-    _check_budget(p, store, opts.get("max_credits"))
+    # What the plan says this run will cost (what is not paid yet): shown at the start and
+    # held against --max-credits. Only a paid provider has anything to estimate.
+    estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \
+        else None
+    _check_budget(estimate, opts.get("max_credits"))
     if opts.get("frozen"):
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
@@ -163,7 +174,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 for prov in provs.values():
                     await prov.aclose()
 
-    ui.start(sum(1 for i in engine.selected if i.kind == "step"))
+    ui.spent = lambda: engine.spent
+    ui.time_left = engine.time_left
+    ui.start(sum(1 for i in engine.selected if i.kind == "step"), estimate)
     try:
         status = anyio.run(session)
     finally:
@@ -185,6 +198,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                                      recipe_sha=_sha(r.path),
                                      lock_sha=_sha(lock_path) if lock_path.exists() else None,
                                      store_root=store.blobs)
+        except ExportError as exc:
+            status, error, exported = "failed", str(exc), exc.written
         except SunoflowError as exc:
             status, error = "failed", str(exc)
         for w in exported:
@@ -286,19 +301,19 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = (),
-              ids: set[str] | None = None) -> float:
-    """The plan's estimate (credits) for what is not done yet, leaving out `paid` states
-    (and, given `ids`, the instances this run does not select: --only)."""
-    from runner.report import price
+def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
+    """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
+    instances this run selects: --only)."""
+    from runner.report import PAID_ALREADY, price
     from runner.status import resolve
 
     known = resolve(p, store)
-    # Only step instances are priced (a reusable recipe's call has no status of its own).
+    # In flight: paid by an earlier run and polled by this one, never submitted again
+    # (engine rule 2), so it costs nothing more and counts neither against the cap nor
+    # against the balance. Only step instances are priced (a call has no status).
     return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
                and (ids is None or iid in ids)
-               and known.get(iid, {}).get("status") not in ("done", "missing", "skipped",
-                                                             *paid))
+               and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped"))
 
 
 def _check_balance(p: planner.Plan, store: Store, balance: float | None,
@@ -308,18 +323,17 @@ def _check_balance(p: planner.Plan, store: Store, balance: float | None,
     credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
     if balance is None:
         return
-    estimate = _estimate(p, store, paid=("in flight",), ids=ids)
+    estimate = _estimate(p, store, ids=ids)
     if estimate > balance:
         raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
                            f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
                            "up, or pass --ignore-balance to start anyway")
 
 
-def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
-    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
-    if cap is None:
+def _check_budget(estimate: float | None, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not paid yet exceeds the cap."""
+    if cap is None or estimate is None:
         return
-    estimate = _estimate(p, store)
     if estimate > cap:
         raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
                           "credits (see `sunoflow plan`); nothing was submitted")
@@ -395,22 +409,38 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
         if engine.plan.instances[rec.id].kind == "step":
             by[rec.status] = by.get(rec.status, 0) + 1
     c = engine.counts
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(by.items()))
-    ui.note(f"{status}: {parts}; {c.submissions} submissions, {c.polls} polls, "
-            f"{c.downloads} downloads" + (f", {c.possibly_submitted} possibly submitted"
-                                          if c.possibly_submitted else "")
+    order = ("succeeded", "cached", "failed", "skipped", "pending")
+    parts = ", ".join(f"{by[s]} {s}" for s in order if by.get(s)) or "nothing to do"
+    total = sum(by.values())
+    ui.note(f"steps: {parts} (of {total} step instance{'s' if total != 1 else ''}); "
+            f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
+            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
             + (f", {c.early_refused} early requests refused (none paid)"
                if c.early_refused else ""))
-    for rec in engine.records.values():
-        if rec.status == "failed":
-            ui.note(f"  failed: {rec.error}")
+    for line in credit_lines(engine, credits or {}):
+        ui.note(line)
+    # Each error was shown when its step failed; here once more (a live view does not keep
+    # them on screen), each message once. Every message names its step.
+    for msg in dict.fromkeys(rec.error or f"{rec.id}: failed" for rec in
+                             engine.records.values() if rec.status == "failed"):
+        ui.note(f"failed: {msg}")
     if error:
-        ui.note(f"  export failed: {error}")
-    spend = credits_line(credits) if credits is not None else None
-    if spend:
-        ui.note(spend)
+        ui.note(f"export failed (the other album files were written):\n{error}"
+                if out is not None else f"export failed:\n{error}")
     if out is not None:
         ui.note(f"album written to {out}")
+    ui.note(f"run {status}")
+
+
+def credit_lines(engine: Engine, credits: dict[str, Any]) -> list[str]:
+    """What the run cost: the balance before and after and the spend where the service
+    reports a balance, else the spend at the plan's prices."""
+    line = credits_line(credits)
+    if line is not None:
+        return [line]
+    if engine.spent or engine.counts.submissions:
+        return [f"credits: about {engine.spent:g} spent (the plan's prices)"]
+    return []
 
 
 def credits_line(credits: dict[str, Any]) -> str | None:
@@ -420,8 +450,8 @@ def credits_line(credits: dict[str, Any]) -> str | None:
     if before is None:
         return None
     if after is None:
-        return f"credits: {before:g} (nothing submitted)" if not estimated else \
-            f"credits: {before:g} before; estimated spend {estimated:g}"
-    return (f"credits: {before:g} before, {after:g} after: {before - after:g} spent "
-            f"(estimated {estimated:g})")
+        return f"credits: {before:.10g} (nothing submitted)" if not estimated else \
+            f"credits: {before:.10g} before; estimated spend {estimated:.10g}"
+    return (f"credits: {before:.10g} before, {after:.10g} after: {before - after:.10g} spent "
+            f"(estimated {estimated:.10g})")
 

@@ -36,3 +36,19 @@ def safe_lines(text: str) -> str:
     """`text` whose own line breaks are sunoflow's (a diagnostic and its hint), each line
     made safe."""
     return "\n".join(safe(line) for line in text.split("\n"))
+
+
+HINT = "\n    hint: "
+
+
+def safe_message(text: str) -> str:
+    """A message as printed: sunoflow's own structure kept, everything else made safe.
+
+    A diagnostic's hint (`HINT`) and an export failure's list (a line break after a line
+    ending in ':') are sunoflow's line breaks; every other line break, which can only have
+    come from a recipe or a service, is escaped with the rest of the text. A service that
+    writes HINT itself gets an indented line, which cannot start a CI workflow command."""
+    head, colon, rest = text.partition(":\n")
+    if colon and "\n" not in head:
+        return safe(head) + ":\n" + "\n".join(safe_message(line) for line in rest.split("\n"))
+    return HINT.join(safe(part) for part in text.split(HINT))

@@ -154,7 +154,7 @@ def test_a_place_that_cannot_be_written_is_named_before_the_run(tmp_path, readon
         in run.stderr
     assert "Read-only file system" in run.stderr or "Permission denied" in run.stderr
     # Nothing ran: no step was made (the state, when writable, holds no result).
-    assert not (tmp_path / "album" / "out" / "one.mp3").exists()
+    assert not (tmp_path / "album" / "out" / "r" / "one.mp3").exists()
 
 
 @pytest.mark.parametrize(("option", "make", "code", "message"), [
@@ -195,8 +195,8 @@ def test_the_album_folder_is_named_as_the_user_named_the_recipe(tmp_path) -> Non
     (tmp_path / "link").symlink_to(real)
     run = sunoflow("run", str(tmp_path / "link" / "r.yaml"))
     assert run.returncode == 0, run.stderr
-    assert f"album written to {tmp_path / 'link' / 'out'}" in run.stderr
-    assert (real / "out" / "one.mp3").is_file()
+    assert f"album written to {tmp_path / 'link' / 'out' / 'r'}" in run.stderr
+    assert (real / "out" / "r" / "one.mp3").is_file()
 
 
 # --- the crash log ---------------------------------------------------------------------

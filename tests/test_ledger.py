@@ -80,7 +80,7 @@ def test_a_deleted_state_directory_pays_for_nothing_the_lock_records(tmp_path: P
         first = run(tmp_path, srv.url)
         assert first.returncode == 0, first.stderr
         assert sorted(submits(srv.log)) == sorted(SUBMITS[:2] * 2 + SUBMITS[2:] * 2)
-        made = album(tmp_path / "out")
+        made = album(tmp_path / "out" / "ep")
         assert len([n for n in made if n.endswith((".wav", ".mp3"))]) == 4
         lock = (tmp_path / "ep.lock").read_bytes()
 
@@ -98,7 +98,7 @@ def test_a_deleted_state_directory_pays_for_nothing_the_lock_records(tmp_path: P
         again = run(tmp_path, srv.url)
         assert again.returncode == 0, again.stderr
         assert submits(srv.log[before:]) == []
-        assert album(tmp_path / "out") == made
+        assert album(tmp_path / "out" / "ep") == made
         assert statuses(tmp_path) == {"cached"}
         assert (tmp_path / "ep.lock").read_bytes() == lock
 
@@ -114,7 +114,7 @@ def test_a_deleted_state_directory_pays_for_nothing_the_lock_records(tmp_path: P
         assert submits(after) == []
         assert any(e["path"] == "/api/v1/generate/record-info" for e in after)
         assert any(e["path"].startswith("/files/") and e["status"] == 403 for e in after)
-        assert album(tmp_path / "out") == made
+        assert album(tmp_path / "out" / "ep") == made
         assert statuses(tmp_path) == {"cached"}
         assert (tmp_path / "ep.lock").read_bytes() == lock
 
@@ -164,7 +164,7 @@ def test_a_failed_force_rerun_falls_back_to_the_locked_result(tmp_path: Path):
     (tmp_path / "ep.yaml").write_text(RECIPE)
     with FakeServer("sunoapi", api_key=KEY) as srv:
         assert run(tmp_path, srv.url).returncode == 0
-        made = album(tmp_path / "out")
+        made = album(tmp_path / "out" / "ep")
         srv.configure(faults=[{"match": {"method": "POST", "path": "/api/v1/generate"},
                                "action": {"fail_task": "GENERATE_AUDIO_FAILED"}}])
         forced = run(tmp_path, srv.url, "--force", "song")
@@ -174,7 +174,7 @@ def test_a_failed_force_rerun_falls_back_to_the_locked_result(tmp_path: Path):
         plain = run(tmp_path, srv.url)
         assert plain.returncode == 0, plain.stderr
         assert submits(srv.log[before:]) == []
-        assert album(tmp_path / "out") == made
+        assert album(tmp_path / "out" / "ep") == made
 
 
 RELAY = """\
@@ -203,7 +203,7 @@ def test_the_lock_is_the_ledger_on_a_relay_too(tmp_path: Path):
     (tmp_path / "ep.yaml").write_text(RELAY)
     with FakeServer("newapi", api_key=KEY) as srv:
         assert run(tmp_path, srv.url).returncode == 0
-        made = album(tmp_path / "out")
+        made = album(tmp_path / "out" / "ep")
         assert relay_submits(srv.log) == ["/suno/submit/lyrics", "/suno/submit/music"]
         shutil.rmtree(tmp_path / ".sunoflow")
         shutil.rmtree(tmp_path / "out")
@@ -211,4 +211,4 @@ def test_the_lock_is_the_ledger_on_a_relay_too(tmp_path: Path):
         again = run(tmp_path, srv.url)
         assert again.returncode == 0, again.stderr
         assert relay_submits(srv.log[before:]) == []
-        assert album(tmp_path / "out") == made
+        assert album(tmp_path / "out" / "ep") == made

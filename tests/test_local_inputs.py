@@ -60,22 +60,22 @@ def test_replacing_a_local_file_reruns_exactly_what_reads_it(tmp_path: Path):
     tone(tmp_path / "intro.wav", 330)
     first = sunoflow("run", "demo.yaml", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    cut = (tmp_path / "out" / "cut.wav").read_bytes()
-    both = (tmp_path / "out" / "both.mp3").read_bytes()
+    cut = (tmp_path / "out" / "demo" / "cut.wav").read_bytes()
+    both = (tmp_path / "out" / "demo" / "both.mp3").read_bytes()
 
     tone(tmp_path / "demo.wav", 880)  # another recording under the same name
     second = sunoflow("run", "demo.yaml", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert statuses(tmp_path) == {"cut": "succeeded", "both": "succeeded", "song": "cached"}
-    assert (tmp_path / "out" / "cut.wav").read_bytes() != cut
-    both2 = (tmp_path / "out" / "both.mp3").read_bytes()
+    assert (tmp_path / "out" / "demo" / "cut.wav").read_bytes() != cut
+    both2 = (tmp_path / "out" / "demo" / "both.mp3").read_bytes()
     assert both2 != both
 
     tone(tmp_path / "intro.wav", 220)  # a file named inside a track object in the recipe
     third = sunoflow("run", "demo.yaml", cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     assert statuses(tmp_path) == {"cut": "cached", "both": "succeeded", "song": "cached"}
-    assert (tmp_path / "out" / "both.mp3").read_bytes() != both2
+    assert (tmp_path / "out" / "demo" / "both.mp3").read_bytes() != both2
 
     # The same content again (a touched or copied file): nothing runs.
     os.utime(tmp_path / "demo.wav")
