@@ -38,6 +38,21 @@ rendered must be the very track every later run renders.
    for that task. So a released step renders the same inputs, hence the same key, in this
    run and every later one. A task's first stage is taken once, whether a callback, a
    poll or both report it (`_poll`).
+
+Beyond one machine (`--cache`, runner.ledger): the cache's ledger extends rules 1-3 to
+every runner that shares it.
+
+8. Before a paid submission the key is claimed in the ledger with a create-only write
+   (`_claim`). A key the cache records as done is adopted, not paid; a key another runner
+   has a task id for is polled by that id (and journaled, so rule 2 covers it from then
+   on), never submitted; a live claim of another runner is waited for; a claim whose
+   lease expired without a task id is "possibly submitted" and follows rule 3. The task id
+   goes to the ledger right after the journal, and a claim under which nothing was
+   submitted is freed. When the ledger cannot be reached, nothing is submitted: the run
+   stops, since no claim can be checked. Stored files are pulled from the cache before
+   any re-download, recovery or local re-making (`_restore`), and every finished key's
+   files and record are pushed (`_share`); a cache that is unreachable for files is only
+   a warning.
 """
 
 from __future__ import annotations
@@ -47,6 +62,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -103,6 +119,8 @@ class Options:
     clock: Clock = field(default_factory=Clock)
     handle_signals: bool = True
     callbacks: Callbacks | None = None  # --listen: the run's callback registry
+    blobs: Any = None  # --cache: runner.blobsync.Blobs, files shared by content
+    ledger: Any = None  # --cache: runner.ledger.Ledger, paid work claimed across runners
 
 
 @dataclass(slots=True)
@@ -167,6 +185,9 @@ class Engine:
         self.early_of: dict[str, list[str]] = {}
         self.first_released: set[str] = set()
         self._release_early: Callable[[str], None] = lambda iid: None
+        self.blobs, self.ledger = opts.blobs, opts.ledger
+        self.adopted: set[str] = set()  # keys whose task another runner submitted (rule 8)
+        self._held_claim: Any = None  # the claim `_claim` just took (handed to `_remote`)
 
     # --- selection -----------------------------------------------------------------
 
@@ -493,6 +514,7 @@ class Engine:
         outputs, files = await self._materialize(sub.result, op)
         # Local work is free and deterministic: losing this line in a crash costs nothing.
         self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False)
+        await self._share(op, outputs, files, [], None)
         return outputs
 
     async def _restore(self, inst: Instance, op: Op, prov: Provider, st: Any) -> Any:
@@ -500,6 +522,8 @@ class Engine:
         by its recorded URL, or else through the provider's fresh links for the same task.
         Each file must hash to what was recorded."""
         missing = [f for f in st.files if not self.store.has_blob(f)]
+        if missing and self.blobs is not None:
+            missing = await self.blobs.pull(missing)  # the cache first: no service request
         if not missing:
             return st.outputs
         if prov.kind == "local":
@@ -516,6 +540,7 @@ class Engine:
                 self.ui.note(f"{inst.id}: re-downloaded {f['url']} but its content changed")
                 return None
         else:
+            await self._share(op, st.outputs, st.files, st.task_ids, st.credits)
             return st.outputs
         if not st.task_ids:
             return None
@@ -540,6 +565,7 @@ class Engine:
             outputs = st.outputs
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=list(st.task_ids), credits=st.credits)
+        await self._share(op, outputs, files, st.task_ids, st.credits)
         return outputs
 
     async def _refresh(self, op: Op, task_id: str) -> Result | None:
@@ -557,8 +583,15 @@ class Engine:
     # --- remote: the never-pay-twice path ------------------------------------------
 
     async def _remote(self, inst: Instance, op: Op, rec: StepRecord, st: Any) -> Any:
+        # The ledger claims this call takes are renewed while held and released with it.
+        async with AsyncExitStack() as holds:
+            return await self._remote_held(inst, op, rec, st, holds)
+
+    async def _remote_held(self, inst: Instance, op: Op, rec: StepRecord, st: Any,
+                           holds: AsyncExitStack) -> Any:
         task_id: str | None = None
         attempts = st.attempts if st is not None else 0
+        uncertain = False  # rule 3: an earlier run may have made a task we know no id of
         if st is not None and st.status == "submitted":
             task_id = st.task_id  # rule 2: resume by polling; never resubmit
             self.ui.event(inst.id, "resumed", f"task {task_id}")
@@ -566,45 +599,66 @@ class Engine:
                     all(self.store.has_blob(f) for f in st.first_files):
                 self._released_first(inst, st.first)  # rule 7: the recorded first track
         elif st is not None and st.status in ("intent", "uncertain"):
-            # Rule 3: the previous run may have created a task whose id it never learned.
-            self.counts.possibly_submitted += 1
-            if not self.opts.resubmit_uncertain:
-                raise StepError("possibly submitted by an earlier run (its task id was never "
-                                "recorded); not resubmitting because of "
-                                "--no-resubmit-uncertain", step=inst.id)
-            self.ui.note(f"{inst.id}: possibly submitted by an earlier run without a recorded "
-                         "task id; submitting again (the service has no way to look it up)")
+            uncertain = True
+            if self.ledger is None:
+                self._resubmit_uncertain(inst, "an earlier run")
         refunds = failures = 0
         result: Result | None = None
+        claim: Any = None
         while result is None:
+            if task_id is None and self.ledger is not None:
+                got = await self._claim(inst, op, rec, uncertain)
+                uncertain = False
+                if got is not None and got[0] == "done":
+                    return got[1]
+                if got is not None:
+                    task_id = got[1]  # rule 8: another runner's task, polled by its id
+                    self.adopted.add(op.key)
+                    await self._durable("submitted", op.key, op.step, task_id=task_id)
+                    self.ui.event(inst.id, "resumed", f"task {task_id} (another runner's)")
+                else:
+                    claim = self._held_claim
+                    await holds.enter_async_context(claim.held())
             if task_id is None:
                 # The --concurrency slots bound work on this machine (submits, downloads),
                 # not tasks running at the service: a task being polled holds no slot.
                 # Stop and budget are checked inside the slot, so a task that waited for
                 # one cannot submit past a stop decided meanwhile.
                 PRIORITY.set(self.urgency.submit(inst.id))
-                async with self.remote_slots:
-                    if self.stop_reason:
-                        raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
-                    self._check_budget(inst)
-                    attempts += 1
-                    rec.attempts = attempts
-                    await self._durable("intent", op.key, op.step, attempt=attempts)
-                    sub = await self._submit(op)
-                    self.counts.submissions += 1
-                    self.spent += self._price(inst)
+                sent = False
+                try:
+                    async with self.remote_slots:
+                        if self.stop_reason:
+                            raise StepError(f"not submitted: {self.stop_reason}",
+                                            step=inst.id)
+                        self._check_budget(inst)
+                        attempts += 1
+                        rec.attempts = attempts
+                        await self._durable("intent", op.key, op.step, attempt=attempts)
+                        sent = True
+                        sub = await self._submit(op, claim)
+                        self.counts.submissions += 1
+                        self.spent += self._price(inst)
+                except BaseException:
+                    if claim is not None and not sent:
+                        await self._free(claim, "stopped before submitting")
+                    raise
                 if sub.task_id is None:
                     assert sub.result is not None
                     result = sub.result
                     break
                 task_id = sub.task_id
                 await self._durable("submitted", op.key, op.step, task_id=task_id)
+                if claim is not None:
+                    await self._ledger_task(inst, claim, task_id)
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
             rec.task_ids.append(task_id)
             try:
                 result = await self._poll(inst, op, task_id)
             except TaskFailed as exc:
                 await self._durable("failed", op.key, op.step, error=str(exc), task_id=task_id)
+                if self.ledger is not None:
+                    await self._ledger_failed(op, task_id, str(exc))
                 task_id = None
                 if exc.refunded and refunds < MAX_REFUND_RETRIES:
                     refunds += 1  # rule 5: refunded, so trying again costs nothing
@@ -624,7 +678,108 @@ class Engine:
             outputs, files = await self._materialize(result, op, task_id, first)
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits)
+        await self._share(op, outputs, files, rec.task_ids, result.credits)
+        if claim is not None:
+            claim.closed = True  # a result without a task id: the done record stands now
         return outputs
+
+    def _resubmit_uncertain(self, inst: Instance, who: str) -> None:
+        """Rule 3: a submission that may have made a task whose id nobody recorded."""
+        self.counts.possibly_submitted += 1
+        if not self.opts.resubmit_uncertain:
+            raise StepError(f"possibly submitted by {who} (its task id was never recorded); "
+                            "not resubmitting because of --no-resubmit-uncertain",
+                            step=inst.id)
+        self.ui.note(f"{inst.id}: possibly submitted by {who} without a recorded task id; "
+                     "submitting again (the service has no way to look it up)")
+
+    # --- the shared cache (rule 8) ---------------------------------------------------
+
+    async def _claim(self, inst: Instance, op: Op, rec: StepRecord,
+                     uncertain: bool) -> tuple[str, Any] | None:
+        """Decide through the ledger who pays for this key: ("done", outputs) when the
+        cache has its result, ("task", id) when another runner submitted it, or None when
+        this run holds the claim (`_held_claim`) and submits. `uncertain`: this state
+        directory's journal says an earlier run may have submitted it (rule 3)."""
+        from runner.cache import CacheError
+        from runner.ledger import adopt
+
+        try:
+            verdict = await self.ledger.acquire(
+                op.key, op.step, takeover=self.opts.resubmit_uncertain)
+        except CacheError as exc:
+            # No claim can be checked: paying now could pay twice. Stop submitting.
+            self.stop_reason = self.stop_reason or "the cache's ledger cannot be reached"
+            raise StepError(f"not submitted: {exc}; without the ledger another runner's "
+                            "claim cannot be checked", step=inst.id) from None
+        if verdict.kind == "done":
+            st = adopt(self.store, verdict.entry)
+            outputs = await self._restore(inst, op, self.remote, st)
+            if outputs is None:
+                raise StepError("the cache records this step as done, but its files could "
+                                "not be fetched; not paying again: use --force or "
+                                "`sunoflow reroll` to do that on purpose", step=inst.id)
+            rec.task_ids = list(st.task_ids)
+            self.ui.event(inst.id, "cached", "from the cache")
+            return ("done", outputs)
+        if verdict.kind == "task":
+            return ("task", verdict.task_id)
+        self._held_claim = verdict.claim
+        if uncertain or verdict.uncertain:
+            try:
+                self._resubmit_uncertain(inst, "an earlier run" if uncertain else
+                                         "another runner whose claim expired")
+            except StepError:
+                await self._free(verdict.claim, "possibly submitted; not resubmitting")
+                raise
+        return None
+
+    async def _ledger_task(self, inst: Instance, claim: Any, task_id: str) -> None:
+        from runner.cache import CacheError
+
+        try:
+            await claim.task(task_id)
+        except CacheError as exc:
+            # Paid already: go on. The claim's lease keeps others waiting while it is
+            # renewed; past it they count the key as possibly submitted.
+            self.ui.note(f"{inst.id}: task {task_id} could not be recorded in the cache "
+                         f"({exc})")
+
+    async def _ledger_failed(self, op: Op, task_id: str, why: str) -> None:
+        from runner.cache import CacheError
+
+        try:
+            await self.ledger.failed(op.key, task_id, why)
+        except CacheError as exc:
+            self.ui.note(f"{op.step}: {exc}")
+
+    async def _free(self, claim: Any, why: str) -> None:
+        """Give up a claim under which nothing was submitted (shielded: also on the way
+        out of an interrupt), so the next runner need not wait for the lease."""
+        from runner.cache import CacheError
+
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await claim.free(why)
+            except CacheError:
+                pass  # it expires with its lease
+
+    async def _share(self, op: Op, outputs: Any, files: list[dict[str, Any]],
+                     task_ids: list[str], credits: Any) -> None:
+        """A finished key into the cache: its files (by content), then its record, so a
+        reader of the record finds every file."""
+        if self.blobs is not None:
+            await self.blobs.push(files)
+        if self.ledger is None:
+            return
+        from runner.cache import CacheError
+        from runner.ledger import entry_of
+
+        try:
+            await self.ledger.finish(entry_of(op.key, op.step, outputs, files, task_ids,
+                                              credits))
+        except CacheError as exc:
+            self.ui.note(f"{op.step}: the cache did not take its result ({exc})")
 
     def _first_of(self, key_: str, task_id: str | None) -> tuple[Any, list[Any]] | None:
         """The first track recorded for this task (rule 7), with its files."""
@@ -674,7 +829,7 @@ class Engine:
             self.stop_reason = f"--max-credits {cap:g} reached ({self.spent:g} spent)"
             raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
 
-    async def _submit(self, op: Op) -> Any:
+    async def _submit(self, op: Op, claim: Any = None) -> Any:
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         tries = uncertain = 0  # uncertain: submits of this call that may have made a task
         try:
@@ -719,6 +874,8 @@ class Engine:
                 # upload before the submit, transient codes past the retries): say so, so
                 # the next run does not count this step as possibly submitted (rule 3).
                 await self._durable("failed", op.key, op.step, error=f"not submitted: {exc}")
+                if claim is not None:
+                    await self._free(claim, f"not submitted: {exc}")
             raise
 
     async def _submit_once(self, op: Op) -> Any:
@@ -747,9 +904,11 @@ class Engine:
         # and none is recorded for this task (a recorded one was released from the
         # journal, `_remote`, and is never replaced). Taken once, from whichever reports it
         # first, a callback or a poll: so it is downloaded, journaled and released once.
+        # Not from a task another runner submitted (rule 8): that runner pins the first
+        # track its released steps rendered; this one takes the whole result.
         want_first = self.recipe.provider.release_on_first and \
             bool(self.early_of.get(inst.id)) and inst.id not in self.first_released and \
-            self._first_of(op.key, task_id) is None
+            self._first_of(op.key, task_id) is None and op.key not in self.adopted
         # Without callbacks, one extra poll is aimed at the first stage (pacing.Poller).
         # Only a task that got it teaches when first stages come (`learn_first`): the
         # others' polls are placed for their completion, and the first stages they happen
