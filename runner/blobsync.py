@@ -51,6 +51,9 @@ class Blobs:
             name = blob_name(f["sha256"], suffix(f["path"]))
             if name in self.known:
                 continue
+            # Claimed before the first await: two steps that carry the same file (a cover
+            # image both takes share) push it once, not twice at the same moment.
+            self.known.add(name)
             try:
                 if await self.cache.head(name) is None:
                     if not self.store.has_blob(f):
@@ -59,9 +62,9 @@ class Blobs:
                     self.pushed += 1
                     self.bytes_up += int(f.get("size") or 0)
             except CacheError as exc:
+                self.known.discard(name)
                 self._off(exc)
                 return
-            self.known.add(name)
 
     async def pull(self, files: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Fetch the stored files missing here from the cache; return those still missing

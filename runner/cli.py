@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import __version__
+from runner.cache import add_option as _cache_option
 from runner.errors import RecipeError, SunoflowError, UsageError
 
 EPILOG = """\
@@ -82,13 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    _cache_option(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("clean", help="delete stored files that the lock does not reference")
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument("--cache", metavar="URL", help="push each file to this cache before "
+                   "deleting it, keeping the ones it cannot take (default: $SUNOFLOW_CACHE)")
     p.set_defaults(func=cmd_clean)
+
+    for name, verb in (("push", "put every file the lock references, and its records, "
+                        "into the cache"),
+                       ("pull", "fetch every file the lock references that this machine "
+                        "lacks from the cache")):
+        p = sub.add_parser(name, help=verb)
+        p.add_argument("recipe", metavar="RECIPE")
+        p.add_argument("--state-dir", metavar="DIR",
+                       help="default: .sunoflow/ beside the recipe")
+        _cache_option(p)
+        p.set_defaults(func=cmd_push if name == "push" else cmd_pull)
 
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
                        "what reruns downstream and its cost first")
@@ -97,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _cache_option(p)
     p.set_defaults(func=cmd_reroll)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
@@ -127,14 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sunoapi: take the service's callbacks on this address (port 0: any "
                    "free one) instead of mostly polling; the service reaches it through the "
                    "provider's callback_url (default http://HOST:PORT)")
+    _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
     return parser
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from runner import cache, recipe, sync
     from runner import plan as planner
-    from runner import recipe
     from runner.run import default_state_dir
     from runner.status import resolve
     from runner.store import Store
@@ -143,7 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     p = planner.build(r)
     state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
     store = Store(state).open(create=False)
-    rows = resolve(p, store)
+    url = cache.choose(args.cache, r.provider.cache)
+    rows = resolve(p, store) if url is None else sync.status_rows(p, store, cache.open_cache(url))
     width = max(len(i) for i in rows)
     counts: dict[str, int] = {}
     for iid, row in rows.items():
@@ -155,7 +173,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from runner import lock
+    from runner import cache, lock, sync
     from runner.run import default_state_dir
 
     recipe_path = Path(args.recipe)
@@ -167,14 +185,20 @@ def cmd_clean(args: argparse.Namespace) -> int:
     state = Path(args.state_dir) if args.state_dir else default_state_dir(recipe_path)
     blobs = state / "blobs" / "sha256"
     removed = freed = 0
-    for f in sorted(blobs.rglob("*")) if blobs.exists() else []:
-        if f.is_file() and f.name[:64] not in keep:
-            removed += 1
-            freed += f.stat().st_size
-            if args.dry_run:
-                print(f"would delete {f}")
-            else:
-                f.unlink()
+    doomed = [f for f in (sorted(blobs.rglob("*")) if blobs.exists() else [])
+              if f.is_file() and f.name[:64] not in keep]
+    url = cache.choose(args.cache, None)
+    if url is not None and not args.dry_run:
+        # --cache: a file goes only once the cache holds it (pushed now if need be).
+        safe = sync.keep_copies(doomed, url)
+        doomed = [f for f in doomed if f in safe]
+    for f in doomed:
+        removed += 1
+        freed += f.stat().st_size
+        if args.dry_run:
+            print(f"would delete {f}")
+        else:
+            f.unlink()
     print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
           f"({freed / 1e6:.1f} MB) not referenced by {lock_path.name}")
     return 0
@@ -202,7 +226,7 @@ def cmd_reroll(args: argparse.Namespace) -> int:
             return 0
     return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
                        out_dir=None, report_path=None,
-                       opts={"force": {args.step}})
+                       opts={"force": {args.step}}, cache=args.cache)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -221,7 +245,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts={"concurrency": args.concurrency, "keep_going": args.keep_going,
               "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
               "resubmit_uncertain": not args.no_resubmit_uncertain,
-              "max_credits": args.max_credits}, listen=listen)
+              "max_credits": args.max_credits}, listen=listen, cache=args.cache)
+
+
+def _state_of(args: argparse.Namespace) -> Path:
+    from runner.run import default_state_dir
+
+    return Path(args.state_dir) if args.state_dir else default_state_dir(Path(args.recipe))
+
+
+def _cache_of(args: argparse.Namespace) -> str:
+    from runner import cache, recipe
+
+    url = cache.choose(args.cache, recipe.load(args.recipe, overrides={}).provider.cache)
+    if url is None:
+        raise UsageError(f"{args.command} needs a cache: --cache URL or SUNOFLOW_CACHE")
+    return url
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from runner import sync
+
+    return sync.push(Path(args.recipe), _state_of(args), _cache_of(args))
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from runner import sync
+
+    return sync.pull(Path(args.recipe), _state_of(args), _cache_of(args))
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -280,3 +280,30 @@ class Claim:
         await self.ledger.cache.put(self._path("free"), json.dumps(
             {"runner": self.ledger.rid, "why": why[:200]}).encode())
         self.closed = True
+
+
+async def seed(ledger: Ledger, plan: Any, store: Store, *, persist: bool = True) -> int:
+    """Adopt every finished key of this plan that the cache records and this store does
+    not (a fresh machine, a new CI job): walked level by level, since a step's key is
+    known only once its inputs' outputs are. One LIST, then one GET per adopted key.
+    Returns how many were adopted; nothing is fetched but records (files come later, from
+    the blob cache, when a step needs them)."""
+    from runner.status import resolve
+
+    keys = await ledger.done_keys()
+    adopted = 0
+    while keys:
+        want = {row["key"] for row in resolve(plan, store).values()
+                if row["key"] in keys and getattr(store.states.get(row["key"]), "status",
+                                                   None) != "done"}
+        if not want:
+            break
+        for k in sorted(want):
+            entry = await ledger.done(k)
+            if entry is not None and entry.get("key") == k:
+                adopt(store, entry, persist=persist)
+                adopted += 1
+        keys -= want
+    if persist:
+        store.sync()
+    return adopted

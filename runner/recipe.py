@@ -54,6 +54,7 @@ class Provider:
     prices: dict[str, float] = field(default_factory=dict)
     take_seconds: float = 30.0
     concat: str = "remote"
+    cache: str | None = None  # the shared cache (runner.cache); --cache and $SUNOFLOW_CACHE win
 
 
 @dataclass(frozen=True)
@@ -564,7 +565,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         # Switching provider on the command line drops settings that belong to the other one.
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
-                          "request_timeout", "take_seconds", "max_download_bytes")}
+                          "request_timeout", "take_seconds", "max_download_bytes", "cache")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         base["base_url"] = overrides["base_url"]
@@ -587,6 +588,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         prices=dict(base.get("prices") or {}),
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),
+        cache=base.get("cache") or None,
     )
 
 

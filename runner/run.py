@@ -37,7 +37,8 @@ def default_state_dir(recipe_path: Path) -> Path:
 
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
-            quiet: bool = False, listen: tuple[str, int] | None = None) -> int:
+            quiet: bool = False, listen: tuple[str, int] | None = None,
+            cache: str | None = None) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
@@ -60,6 +61,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     store = Store(sdir).open()
     store.lock()
     lock_path = lock.path_for(r.path)
+    ui = progress.make(quiet)
+    shared = _shared(cache, r, p, store, ui)
     if opts.get("frozen"):
         if lock_path.exists():
             lock.seed(store, lock.read(lock_path))
@@ -78,7 +81,6 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
                                                   store=store, clock=clock)
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
-    ui = progress.make(quiet)
     callbacks: Callbacks | None = None
     listener: Listener | None = None
     if listen is not None and remote is not None:
@@ -86,13 +88,19 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
 
         callbacks = Callbacks(remote.callback_task_id, r.provider.max_poll_interval)
         listener = Listener(callbacks, ui.always)
-    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts)
+    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts,
+                          blobs=shared[0] if shared else None,
+                          ledger=shared[1] if shared else None)
     engine = Engine(p, store, provs, engine_opts, ui)
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
+    # With a cache that already holds the album, nothing may reach the music service, not
+    # even the balance request: it is asked only when some step may still be submitted.
+    ask_balance = shared is None or _to_submit(p, store)
+
     async def work() -> str:
-        if remote is not None and not opts.get("frozen"):
+        if remote is not None and not opts.get("frozen") and ask_balance:
             credits["before"] = await _credits(remote)
         result = await engine.run()
         if remote is not None and engine.counts.submissions:
@@ -157,6 +165,40 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if status == "interrupted":
         raise Interrupted("interrupted; run the same command again to resume")
     return 0 if status == "succeeded" else 1
+
+
+def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
+            ui: Any) -> tuple[Any, Any] | None:
+    """The cache's blobs and ledger for this run (None without a cache), with the keys it
+    records as finished adopted into the store (runner.ledger.seed)."""
+    from runner import cache as caches
+
+    chosen = caches.choose(url, r.provider.cache)
+    if chosen is None:
+        return None
+    from runner.blobsync import Blobs
+    from runner.ledger import Ledger, lease_from_env, runner_id, seed
+
+    c = caches.open_cache(chosen)
+    ledger = Ledger(c, runner_id(store), lease=lease_from_env(), note=ui.note)
+    blobs = Blobs(c, store, ui.always)
+    try:
+        n = anyio.run(seed, ledger, p, store)
+    except caches.CacheError as exc:
+        # Only a warning here: the ledger is checked again before anything is paid.
+        ui.always(f"{exc}; going on with the local state")
+    else:
+        if n:
+            ui.note(f"cache {c.url}: {n} finished steps taken from the cache")
+    return blobs, ledger
+
+
+def _to_submit(p: planner.Plan, store: Store) -> bool:
+    """Whether any step instance is not known finished (it may need a submission)."""
+    from runner.status import resolve
+
+    return any(row["status"] not in ("done", "missing", "skipped")
+               for row in resolve(p, store).values())
 
 
 def _write_report(report: dict[str, Any], f: TextIO) -> None:
