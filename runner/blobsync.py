@@ -13,7 +13,7 @@ cache), and stops talking to it for files.
 
 from __future__ import annotations
 
-import os
+import secrets
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from runner.cache import Cache, CacheError
+from runner.cache import Cache, CacheError, Exists
 from runner.lock import suffix
 from runner.store import Store
 
@@ -58,7 +58,12 @@ class Blobs:
                 if await self.cache.head(name) is None:
                     if not self.store.has_blob(f):
                         continue  # nothing here to share (pulled later, or gone)
-                    await self.cache.put(name, Path(f["path"]))
+                    try:
+                        # Create-only: another runner pushing the same file at the same
+                        # moment is harmless (same name, same bytes); the first stands.
+                        await self.cache.put(name, Path(f["path"]), create=True)
+                    except Exists:
+                        continue
                     self.pushed += 1
                     self.bytes_up += int(f.get("size") or 0)
             except CacheError as exc:
@@ -81,7 +86,8 @@ class Blobs:
         ext = suffix(f["path"])
         name = blob_name(f["sha256"], ext)
         self.store.tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self.store.tmp / f"pull-{f['sha256']}-{os.getpid()}{ext}"
+        # A name of its own: two steps may pull the same file at the same moment.
+        tmp = self.store.tmp / f"pull-{f['sha256'][:16]}-{secrets.token_hex(6)}{ext}"
         try:
             if not await self.cache.get_file(name, tmp):
                 return False
