@@ -770,8 +770,8 @@ class Engine:
         reader of the record finds every file."""
         if self.blobs is not None:
             await self.blobs.push(files)
-        if self.ledger is None:
-            return
+        if self.ledger is None or (self.blobs is not None and self.blobs.down):
+            return  # (a cache found unreachable: said once, by the blobs)
         from runner.cache import CacheError
         from runner.ledger import entry_of
 

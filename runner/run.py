@@ -148,6 +148,12 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             status, error = "failed", str(exc)
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
+    if shared is not None:
+        blobs, ledger = shared
+        report["cache"] = {"url": ledger.cache.url, "requests": ledger.cache.stats.requests,
+                           "seconds": round(ledger.cache.stats.seconds, 3),
+                           "claims": ledger.claims, "pushed": blobs.pushed,
+                           "pulled": blobs.pulled}
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)

@@ -85,7 +85,8 @@ def cmd(tmp: Path, url: str, s3: S3Server, *args: str, state: str = "state",
         out: str = "out", cache: str | None = None, **extra: str) -> list[str]:
     return [sys.executable, "-m", "runner", "run", str(tmp / "ep.yaml"), "--base-url", url,
             "--state-dir", str(tmp / state), "--out", str(tmp / out),
-            "--cache", s3.url if cache is None else cache, "--report", str(tmp / f"{state}.json"), *args]
+            "--cache", s3.url if cache is None else cache,
+            "--report", str(tmp / f"{state}.json"), *args]
 
 
 def run(tmp: Path, url: str, s3: S3Server, *args: str, state: str = "state",
@@ -165,7 +166,8 @@ def test_push_then_pull_round_trips_every_file_byte_for_byte(tmp_path: Path, s3:
 
     referenced = lock.referenced(lock.read(tmp_path / "ep.lock"))
     in_cache = {k.removeprefix("blobs/")[:64] for k in s3.keys("blobs/")}
-    assert referenced and referenced <= in_cache
+    assert referenced
+    assert referenced <= in_cache
     assert len(s3.keys("done/")) == 12  # every step instance's record
     # A second push costs one existence check per file and uploads nothing.
     again = sunoflow(tmp_path, s3, "push", "ep.yaml", "--state-dir", "state",
