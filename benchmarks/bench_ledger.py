@@ -1,6 +1,7 @@
 """What `--cache` costs per step: requests to the cache and wall time, measured on the CLI.
 
     python benchmarks/bench_ledger.py [SONGS] [RUNS]    # default 10 songs, 3 runs; medians
+    python benchmarks/bench_ledger.py --cycle [KEYS]     # one paid step's ledger work alone
 
 An album of SONGS songs (lyrics, generate, WAV: three paid steps a song, plus a local
 normalize) runs against the sunoapi fake with instant tasks (latency 0, so what is left is
@@ -11,6 +12,11 @@ sunoflow's own work and the cache's), on a fresh state directory each time:
   its task id recorded, every file pushed and every key's record published;
 - `second`: another fresh state directory with the same cache (a second machine): every
   key is adopted from the cache's records and every file pulled, nothing paid.
+
+`--cycle` times what the ledger adds to one paid step on its own, one step after another
+(no concurrency to hide it): acquire (the done record, the claim list, the create-only
+claim), the task id, the done record; then a second runner's adoption of the same key;
+on moto's S3 server and on a local folder.
 
 It prints the cache requests of each kind (from the run's JSON report, `cache.requests`),
 per step instance, and the wall time of each run. moto's server is Python on loopback,
@@ -112,5 +118,48 @@ def main() -> None:
           "per step")
 
 
+def cycle(keys: int) -> None:
+    import anyio
+
+    from runner.cache import open_cache
+    from runner.ledger import Ledger
+    from tests.s3server import S3Server
+
+    async def measure(url: str) -> tuple[float, float, dict[str, int], dict[str, int]]:
+        a, b = Ledger(open_cache(url), "a"), Ledger(open_cache(url), "b")
+        t0 = time.perf_counter()
+        for i in range(keys):
+            k = f"{i:032x}"
+            verdict = await a.acquire(k, f"s[{i}]", takeover=True)
+            assert verdict.claim is not None
+            await verdict.claim.task(f"task-{i}")
+            await a.finish({"v": 1, "key": k, "step": f"s[{i}]", "task_ids": [f"task-{i}"],
+                            "credits": None, "outputs": {"text": "x"}, "files": []})
+        paid = (time.perf_counter() - t0) / keys
+        t0 = time.perf_counter()
+        for i in range(keys):
+            assert (await b.acquire(f"{i:032x}", "s", takeover=True)).kind == "done"
+        adopted = (time.perf_counter() - t0) / keys
+        return paid, adopted, a.cache.stats.requests, b.cache.stats.requests
+
+    s3 = S3Server()
+    os.environ.update(s3.env())
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            for name, url in (("moto S3", s3.url), ("folder", f"file://{d}/c")):
+                paid, adopted, ra, rb = anyio.run(measure, url)
+                per = {k: v / keys for k, v in sorted(ra.items())}
+                print(f"{name}: a paid step {paid * 1000:.1f} ms "
+                      f"({sum(ra.values()) / keys:.0f} requests: "
+                      + ", ".join(f"{k} {v:g}" for k, v in per.items())
+                      + f"); adopting a done key {adopted * 1000:.1f} ms "
+                      f"({sum(rb.values()) / keys:.0f} request)")
+    finally:
+        s3.stop()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--cycle"]:
+        cycle(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
+    else:
+        main()

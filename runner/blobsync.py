@@ -35,6 +35,7 @@ class Blobs:
         self.cache, self.store, self.warn = cache, store, warn
         self.known: set[str] = set()  # names the cache is known to hold (pushed or seen)
         self.down: str | None = None  # why the cache is off for files, once it failed
+        self.pulling: dict[str, anyio.Event] = {}  # sha256 -> set when its pull is over
         self.pushed = self.pulled = 0
         self.bytes_up = self.bytes_down = 0
 
@@ -76,10 +77,23 @@ class Blobs:
         (not in the cache, corrupt there, or the cache unreachable)."""
         still: list[dict[str, Any]] = []
         for f in files:
+            # Steps that share a file (one song's track in its WAV and its video) may ask
+            # for it at the same moment: the first fetches it, the others wait for that.
+            busy = self.pulling.get(f["sha256"])
+            if busy is not None:
+                await busy.wait()
             if self.store.has_blob(f):
                 continue
-            if self.down is not None or not await self._pull_one(f):
+            if self.down is not None:
                 still.append(f)
+                continue
+            self.pulling[f["sha256"]] = done = anyio.Event()
+            try:
+                if not await self._pull_one(f):
+                    still.append(f)
+            finally:
+                done.set()
+                del self.pulling[f["sha256"]]
         return still
 
     async def _pull_one(self, f: dict[str, Any]) -> bool:
