@@ -439,3 +439,52 @@ def test_a_recipe_may_not_name_a_folder_cache(tmp_path: Path, s3: S3Server):
                          timeout=60)
     assert res.returncode == 2
     assert res.stderr.startswith("ep.yaml:4:65: provider.cache: 'file:///etc' does not match")
+
+
+def test_a_claim_of_this_state_directory_s_own_dead_run_is_taken_over_at_once(
+        tmp_path: Path, s3: S3Server):
+    """A run killed between its claim and its task id, run again on the same machine: its
+    own earlier claim is known dead (one run per state directory), so it does not wait for
+    the lease (60 s here): possibly submitted, as the journal alone would say."""
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "runner-id").write_text("0123456789abcdef\n")
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        k = _root_key(tmp_path, srv.url)
+        s3.write(f"ledger/{k}/claim-0.json", json.dumps(
+            {"v": 1, "runner": "0123456789abcdef", "nonce": "x", "step": "words[0]",
+             "at": 0, "lease": 60}).encode())
+        res = run(tmp_path, srv.url, s3)
+        assert res.returncode == 0, res.stderr
+    assert "waiting for its task id" not in res.stderr
+    assert report(tmp_path)["counts"]["possibly_submitted"] == 1
+
+
+def test_clean_with_a_cache_deletes_a_file_only_once_the_cache_holds_it(
+        tmp_path: Path, s3: S3Server):
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        made = run(tmp_path, srv.url, s3, cache="")
+        assert made.returncode == 0, made.stderr
+    # A file no step of the lock references any more (an edited step's old result).
+    data = b"an old take, paid for once"
+    sha = hashlib.sha256(data).hexdigest()
+    old = tmp_path / "state" / "blobs" / "sha256" / sha[:2] / f"{sha}.mp3"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_bytes(data)
+    s3.stop()
+    kept = sunoflow(tmp_path, s3, "clean", "ep.yaml", "--state-dir", "state",
+                    "--cache", s3.url)
+    assert kept.returncode == 0, kept.stderr
+    assert old.exists()  # the cache could not take it: not deleted
+    assert "the remaining files are kept" in kept.stdout + kept.stderr
+
+    live = S3Server()
+    try:
+        cleaned = sunoflow(tmp_path, live, "clean", "ep.yaml", "--state-dir", "state",
+                           "--cache", live.url)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert not old.exists()
+        assert live.read(f"blobs/{sha}.mp3") == data
+    finally:
+        live.stop()
