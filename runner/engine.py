@@ -187,7 +187,6 @@ class Engine:
         self._release_early: Callable[[str], None] = lambda iid: None
         self.blobs, self.ledger = opts.blobs, opts.ledger
         self.adopted: set[str] = set()  # keys whose task another runner submitted (rule 8)
-        self._held_claim: Any = None  # the claim `_claim` just took (handed to `_remote`)
 
     # --- selection -----------------------------------------------------------------
 
@@ -607,17 +606,17 @@ class Engine:
         claim: Any = None
         while result is None:
             if task_id is None and self.ledger is not None:
-                got = await self._claim(inst, op, rec, uncertain)
+                kind, got = await self._claim(inst, op, rec, uncertain)
                 uncertain = False
-                if got is not None and got[0] == "done":
-                    return got[1]
-                if got is not None:
-                    task_id = got[1]  # rule 8: another runner's task, polled by its id
+                if kind == "done":
+                    return got
+                if kind == "task":
+                    task_id = got  # rule 8: another runner's task, polled by its id
                     self.adopted.add(op.key)
                     await self._durable("submitted", op.key, op.step, task_id=task_id)
                     self.ui.event(inst.id, "resumed", f"task {task_id} (another runner's)")
                 else:
-                    claim = self._held_claim
+                    claim = got
                     await holds.enter_async_context(claim.held())
             if task_id is None:
                 # The --concurrency slots bound work on this machine (submits, downloads),
@@ -696,17 +695,20 @@ class Engine:
     # --- the shared cache (rule 8) ---------------------------------------------------
 
     async def _claim(self, inst: Instance, op: Op, rec: StepRecord,
-                     uncertain: bool) -> tuple[str, Any] | None:
+                     uncertain: bool) -> tuple[str, Any]:
         """Decide through the ledger who pays for this key: ("done", outputs) when the
-        cache has its result, ("task", id) when another runner submitted it, or None when
-        this run holds the claim (`_held_claim`) and submits. `uncertain`: this state
-        directory's journal says an earlier run may have submitted it (rule 3)."""
+        cache has its result, ("task", id) when another runner submitted it, or ("claim",
+        the claim) when this run holds it and submits. `uncertain`: this state directory's
+        journal says an earlier run may have submitted it (rule 3). A step run again on
+        purpose (--force, reroll) takes neither a cached result nor another's task: it
+        claims the key afresh and pays, as asked."""
         from runner.cache import CacheError
         from runner.ledger import adopt
 
         try:
             verdict = await self.ledger.acquire(
-                op.key, op.step, takeover=self.opts.resubmit_uncertain)
+                op.key, op.step, takeover=self.opts.resubmit_uncertain,
+                fresh=inst.path in self.forced)
         except CacheError as exc:
             # No claim can be checked: paying now could pay twice. Stop submitting.
             self.stop_reason = self.stop_reason or "the cache's ledger cannot be reached"
@@ -724,7 +726,6 @@ class Engine:
             return ("done", outputs)
         if verdict.kind == "task":
             return ("task", verdict.task_id)
-        self._held_claim = verdict.claim
         if uncertain or verdict.uncertain:
             try:
                 self._resubmit_uncertain(inst, "an earlier run" if uncertain else
@@ -732,7 +733,7 @@ class Engine:
             except StepError:
                 await self._free(verdict.claim, "possibly submitted; not resubmitting")
                 raise
-        return None
+        return ("claim", verdict.claim)
 
     async def _ledger_task(self, inst: Instance, claim: Any, task_id: str) -> None:
         from runner.cache import CacheError

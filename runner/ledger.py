@@ -161,14 +161,17 @@ class Ledger:
 
     # --- claims --------------------------------------------------------------------
 
-    async def acquire(self, key: str, step: str, *, takeover: bool) -> Verdict:
+    async def acquire(self, key: str, step: str, *, takeover: bool,
+                      fresh: bool = False) -> Verdict:
         """Decide who pays for `key` (steps 1-4 of the module docstring). Waits while
-        another runner's live claim stands. CacheError: the ledger cannot be checked."""
+        another runner's live claim stands. `fresh`: a step run again on purpose
+        (--force, reroll): a done record or a recorded task does not count, a new claim is
+        taken after them. CacheError: the ledger cannot be checked."""
         seen: tuple[Any, ...] | None = None
         since = 0.0
         told = False
         while True:
-            entry = await self.done(key)
+            entry = None if fresh else await self.done(key)
             if entry is not None:
                 return Verdict("done", entry=entry)
             objs = {m["path"].rsplit("/", 1)[-1]: m
@@ -177,11 +180,13 @@ class Ledger:
                      if name.startswith("claim-") and name[6:-5].isdigit()), default=-1)
             uncertain = False
             self.last_n[key] = n
-            if n >= 0 and f"task-{n}.json" in objs and f"failed-{n}.json" not in objs:
+            answered = f"task-{n}.json" in objs
+            if n >= 0 and answered and f"failed-{n}.json" not in objs and not fresh:
                 raw = await self.cache.get(f"ledger/{key}/task-{n}.json")
                 if raw:
                     return Verdict("task", task_id=json.loads(raw)["task_id"])
-            if n >= 0 and f"free-{n}.json" not in objs and f"failed-{n}.json" not in objs:
+            if n >= 0 and not answered and f"free-{n}.json" not in objs and \
+                    f"failed-{n}.json" not in objs:
                 raw = await self.cache.get(f"ledger/{key}/claim-{n}.json")
                 holder = json.loads(raw).get("runner") if raw else None
                 newest = max((objs[x] for x in (f"claim-{n}.json", f"beat-{n}.json")
@@ -200,10 +205,11 @@ class Ledger:
                     await anyio.sleep(min(max(self.lease / 8, 0.05), 5.0))
                     continue
                 if not takeover:
-                    raise StepError("possibly submitted by another runner whose claim "
-                                    f"expired without a task id (runner {holder}); not "
-                                    "resubmitting because of --no-resubmit-uncertain",
-                                    step=step)
+                    who = "an earlier run of this state directory" if holder == self.rid \
+                        else f"another runner ({holder})"
+                    raise StepError(f"possibly submitted by {who} whose claim expired "
+                                    "without a task id; not resubmitting because of "
+                                    "--no-resubmit-uncertain", step=step)
                 uncertain = True
             claim = await self._create(key, step, n + 1)
             if claim is not None:

@@ -286,7 +286,8 @@ def test_a_claim_whose_lease_expired_without_a_task_is_possibly_submitted(
         lease = env_for(s3, SUNOFLOW_CACHE_LEASE="1")
         stopped = run(tmp_path, srv.url, s3, "--no-resubmit-uncertain", env=lease)
         assert stopped.returncode == 1
-        assert "possibly submitted by another runner whose claim expired" in stopped.stderr
+        assert "possibly submitted by another runner (dead-runner) whose claim expired " \
+            "without a task id; not resubmitting" in stopped.stderr
         assert [p for p, body in paid(srv.log) if "tree called Ash" in body] == []
 
         resumed = run(tmp_path, srv.url, s3, env=lease)
@@ -488,3 +489,17 @@ def test_clean_with_a_cache_deletes_a_file_only_once_the_cache_holds_it(
         assert live.read(f"blobs/{sha}.mp3") == data
     finally:
         live.stop()
+
+
+def test_force_pays_again_on_purpose_with_a_cache(tmp_path: Path, s3: S3Server):
+    """--force (and reroll) asks for a fresh, paid result: the cache's record of the step
+    must not stand in for it."""
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        made = run(tmp_path, srv.url, s3)
+        assert made.returncode == 0, made.stderr
+        before = len(srv.log)
+        forced = run(tmp_path, srv.url, s3, "--force", "words")
+        assert forced.returncode == 0, forced.stderr
+        again = [p for p, _ in paid(srv.log[before:])]
+    assert again.count("/api/v1/lyrics") == 3
