@@ -137,90 +137,74 @@ class Cache:
         return CacheError(f"cache {self.url}: cannot {what} {path}: "
                           f"{redact(str(exc) or type(exc).__name__)}")
 
+    # Each request runs obstore's blocking call in a worker thread. Its asyncio calls were
+    # tried first: after a failed request, the interpreter aborted at exit in about half
+    # of the runs (SIGABRT from the library's runtime meeting a closed event loop), which
+    # would turn "exit 1, clear message" into a crash; the blocking calls never did.
+    async def _call(self, kind: str, what: str, path: str, fn: Any) -> Any:
+        import anyio
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        t = time.monotonic()
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except (AlreadyExistsError, PreconditionError):
+            raise Exists(path) from None
+        except FileNotFoundError:  # obstore's NotFoundError is one
+            return _ABSENT
+        except Exception as exc:  # noqa: BLE001 - the library's errors, translated
+            raise self._fail(exc, what, path) from None
+        finally:
+            self.stats.add(kind, time.monotonic() - t)
+
     async def head(self, path: str) -> dict[str, Any] | None:
         """The object's metadata (size, e_tag, last_modified), or None when absent."""
         import obstore
-        from obstore.exceptions import NotFoundError
 
-        t = time.monotonic()
-        try:
-            return dict(await obstore.head_async(self._store, path))
-        except (NotFoundError, FileNotFoundError):
-            return None
-        except Exception as exc:  # noqa: BLE001 - the library's errors, translated
-            raise self._fail(exc, "check", path) from None
-        finally:
-            self.stats.add("head", time.monotonic() - t)
+        meta = await self._call("head", "check", path, lambda: obstore.head(self._store, path))
+        return None if meta is _ABSENT else dict(meta)
 
     async def get(self, path: str) -> bytes | None:
         import obstore
-        from obstore.exceptions import NotFoundError
 
-        t = time.monotonic()
-        try:
-            res = await obstore.get_async(self._store, path)
-            return bytes(await res.bytes_async())
-        except (NotFoundError, FileNotFoundError):
-            return None
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, "read", path) from None
-        finally:
-            self.stats.add("get", time.monotonic() - t)
+        data = await self._call("get", "read", path,
+                                lambda: bytes(obstore.get(self._store, path).bytes()))
+        return None if data is _ABSENT else bytes(data)
 
     async def get_file(self, path: str, dest: Path) -> bool:
         """Stream the object into `dest` (not atomic: the caller renames it); False when
         absent."""
         import obstore
-        from obstore.exceptions import NotFoundError
 
-        t = time.monotonic()
-        try:
-            res = await obstore.get_async(self._store, path)
+        def fetch() -> bool:
+            res = obstore.get(self._store, path)
             with dest.open("wb") as f:
-                async for chunk in res.stream(min_chunk_size=1 << 20):
+                for chunk in res.stream(min_chunk_size=1 << 20):
                     f.write(chunk)
             return True
-        except (NotFoundError, FileNotFoundError):
-            return False
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, "read", path) from None
-        finally:
-            self.stats.add("get", time.monotonic() - t)
+
+        return await self._call("get", "read", path, fetch) is True
 
     async def put(self, path: str, data: bytes | Path, *, create: bool = False) -> None:
         """Write the object; `create`: only if absent (S3 If-None-Match), else `Exists`."""
         import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        t = time.monotonic()
-        try:
-            await obstore.put_async(self._store, path, data,
-                                    mode="create" if create else "overwrite")
-        except (AlreadyExistsError, PreconditionError):
-            if not create:
-                raise
-            raise Exists(path) from None
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, "write", path) from None
-        finally:
-            self.stats.add("put", time.monotonic() - t)
+        await self._call("put", "write", path, lambda: obstore.put(
+            self._store, path, data, mode="create" if create else "overwrite"))
 
     async def list(self, prefix: str) -> list[dict[str, Any]]:
         """Every object under `prefix` (paths relative to the cache's prefix)."""
         import obstore
 
-        t = time.monotonic()
-        try:
-            out: list[dict[str, Any]] = []
-            async for chunk in obstore.list(self._store, prefix=prefix):
-                out.extend(dict(m) for m in chunk)
-            return out
-        except FileNotFoundError:
-            return []
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(exc, "list", prefix) from None
-        finally:
-            self.stats.add("list", time.monotonic() - t)
+        def listing() -> list[dict[str, Any]]:
+            return [dict(m) for chunk in obstore.list(self._store, prefix=prefix)
+                    for m in chunk]
+
+        found = await self._call("list", "list", prefix, listing)
+        return [] if found is _ABSENT else list(found)
+
+
+_ABSENT = object()  # what a request for a missing object answers (translated to None)
 
 
 def open_cache(url: str, env: Mapping[str, str] | None = None) -> Cache:
