@@ -138,11 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "without its task id being recorded")
     p.add_argument("--max-credits", type=float, metavar="N",
                    help="refuse to submit beyond this many credits")
+    p.add_argument("--ignore-balance", action="store_true",
+                   help="start even when the service's balance is below the plan's estimate "
+                   "(by default the run refuses to start, exit 1, nothing spent)")
     p.add_argument("--report", metavar="FILE", help="write a JSON report")
     p.add_argument("--listen", metavar="HOST:PORT",
-                   help="sunoapi: take the service's callbacks on this address (port 0: any "
-                   "free one) instead of mostly polling; the service reaches it through the "
-                   "provider's callback_url (default http://HOST:PORT)")
+                   help="sunoapi and newapi: take the service's callbacks on this address "
+                   "(port 0: any free one) instead of mostly polling; the service reaches it "
+                   "through the provider's callback_url (default http://HOST:PORT)")
     _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
@@ -245,7 +248,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts={"concurrency": args.concurrency, "keep_going": args.keep_going,
               "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
               "resubmit_uncertain": not args.no_resubmit_uncertain,
-              "max_credits": args.max_credits}, listen=listen, cache=args.cache)
+              "max_credits": args.max_credits}, listen=listen,
+        ignore_balance=args.ignore_balance, cache=args.cache)
 
 
 def _state_of(args: argparse.Namespace) -> Path:

@@ -69,7 +69,7 @@ from typing import Any, cast
 
 import anyio
 
-from runner import models, paths
+from runner import deadlines, models, paths
 from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
@@ -79,6 +79,7 @@ from runner.errors import (
     StepError,
     TaskFailed,
     TransientError,
+    WrongAddress,
 )
 from runner.pacing import (
     AHEAD,
@@ -160,6 +161,7 @@ class Engine:
         self.settled: anyio.Event | None = None  # a set event shared by every settled key
         self.steps_ctx: dict[str, Any] = self.scopes.steps[""]
         self.stop_reason: str | None = None
+        self.wrong_address = False  # a step met a refused first connection (WrongAddress)
         self.interrupted = False
         self.failed_paid: list[str] = []  # --frozen: steps that would need a paid submission
         self.spent = 0.0
@@ -362,6 +364,15 @@ class Engine:
                 return
             self._publish(inst, outputs)
             rec.outputs = outputs
+        except WrongAddress as exc:
+            if self.wrong_address:
+                # Another step met the same refused address at the same moment: one
+                # failure says it; this one simply did not run (nothing was created).
+                self._skip(inst.id, "not run: the service's address is wrong (see above)")
+            else:
+                self.wrong_address = True
+                self.stop_reason = str(exc)
+                self._fail(rec, exc)
         except (AuthError, CreditsError) as exc:
             self.stop_reason = str(exc)
             self._fail(rec, exc)
@@ -666,7 +677,7 @@ class Engine:
                     continue
                 if failures < inst.step.retry:
                     failures += 1  # rule 5: the recipe asked to pay for another try
-                    self.ui.note(f"{inst.id}: {exc}; retry {failures} of {inst.step.retry} "
+                    self.ui.note(f"{_said(inst.id, exc)}; retry {failures} of {inst.step.retry} "
                                  "(a new paid submission)")
                     continue
                 raise
@@ -854,7 +865,7 @@ class Engine:
                         raise StepError(f"{uncertain} submits got no answer ({exc}); stopping "
                                         "so as not to pay again; check the service's "
                                         "dashboard, then run again", step=op.step) from None
-                    self.ui.note(f"{op.step}: {exc}; the task may exist; submitting again")
+                    self.ui.note(f"{_said(op.step, exc)}; the task may exist; submitting again")
                     await self._durable("intent", op.key, op.step,
                                         attempt=tries + uncertain + 1)
                 except TransientError as exc:
@@ -863,7 +874,7 @@ class Engine:
                     if tries > MAX_SUBMIT_RETRIES:
                         raise
                     delay = backoff.next(exc.retry_after)
-                    self.ui.note(f"{op.step}: {exc}; retrying in {delay:.1f} s")
+                    self.ui.note(f"{_said(op.step, exc)}; retrying in {delay:.1f} s")
                     await self.clock.sleep(delay)
                 finally:
                     self.inflight_submits -= 1
@@ -892,7 +903,10 @@ class Engine:
 
     async def _poll(self, inst: Instance, op: Op, task_id: str) -> Result:
         t0 = self.clock.now()
-        timeout = inst.step.timeout
+        # Every remote wait ends (runner.deadlines): the step's timeout, the provider's for
+        # this operation, or its default. A timed-out task stays recorded (rule 2).
+        timeout = deadlines.timeout_for(op.type, inst.step.timeout,
+                                        self.recipe.provider.timeouts)
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         n = 0
         # Only a task this run submitted can be called back (the URL's token is per run):
@@ -928,10 +942,11 @@ class Engine:
                 # The deadline is measured on the engine's clock, between polls; each
                 # request is bounded by request_timeout, so a step can overrun by at most
                 # one request.
-                if timeout is not None and self.clock.now() - t0 >= timeout:
+                if self.clock.now() - t0 >= timeout:
                     raise StepError(f"timed out after {timeout:g} s waiting for task "
                                     f"{task_id}; it stays recorded, and the next run polls "
-                                    "it again", step=inst.id)
+                                    "it again (to wait longer: the step's timeout, or "
+                                    f"provider.timeouts.{op.type})", step=inst.id)
                 aimed = False
                 if cb is None:
                     if aim:
@@ -943,7 +958,7 @@ class Engine:
                         n += 1
                 else:
                     called = await self._callback(
-                        op, task_id, cb, t0, n, None if timeout is None else t0 + timeout,
+                        op, task_id, cb, t0, n, t0 + timeout,
                         first if want_first else None)
                     if called is not None:
                         took = self.clock.now() - t0  # a callback comes when the task ends
@@ -1087,6 +1102,12 @@ class Engine:
                     raise StepError(f"download failed: {exc}", step=op.step) from None
                 await self.clock.sleep(backoff.next())
         raise AssertionError("unreachable")
+
+
+def _said(step: str, exc: ProviderError) -> str:
+    """`exc` as a message about `step`, naming the step once (a provider's errors name it
+    already)."""
+    return str(exc) if exc.step else f"{step}: {exc}"
 
 
 def _pace(op: str) -> str:

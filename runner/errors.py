@@ -19,6 +19,9 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
         ├── CreditsError                   insufficient credits: stop every new submission
+        │                                  (also: the balance cannot cover the plan, run)
+        ├── WrongAddress                   the very first connection to a host was refused:
+        │                                  its address is wrong; stop the run (http)
         ├── TransientError                 the request did not create a task, or a poll or
         │                                  download failed: retry with backoff
         ├── PossiblySubmitted              a submit may have created a task whose id we
@@ -99,6 +102,12 @@ class AuthError(ProviderError):
 
 class CreditsError(ProviderError):
     pass
+
+
+class WrongAddress(ProviderError):
+    """No connection to a host that has not answered once in this run: the address is
+    wrong (or the service is down). No task can exist, so the run stops at once instead of
+    retrying for minutes."""
 
 
 class TransientError(ProviderError):

@@ -24,6 +24,11 @@ from runner.tags import write_tags
 from runner.template import TemplateError, compile_template, is_template, render, render_path
 
 AUDIO = (".mp3", ".flac", ".wav", ".m4a")
+# What a recipe's audio steps make. Anything else in AUDIO (.m4a) comes only from the
+# service's recovery of expired links (REFERENCE 2.19), never from the recipe: an output
+# named for one of these formats is transcoded to it, so a committed recipe rebuilds after
+# its links expire without edits.
+RECIPE_AUDIO = (".mp3", ".flac", ".wav")
 MEDIA = (*AUDIO, ".mp4", ".png", ".jpg", ".jpeg", ".lrc")
 _BAD = re.compile(r"[\x00-\x1f\x7f<>:\"|?*\\]")
 
@@ -101,7 +106,7 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
     # Artwork may also come from the recipe's folder (or an --allow-path folder).
     roots = Roots.of(recipe.path, recipe.allow_paths, store_root)
     root = out_dir.resolve()
-    planned: list[tuple[Path, Path, Path, dict[str, Any]]] = []
+    planned: list[tuple[Path, Path, Path, dict[str, Any], str | None]] = []
     for o in recipe.outputs:
         try:
             contexts = _entries(recipe, o, steps, results)
@@ -131,25 +136,34 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
             except ValueError as exc:
                 raise StepError(f"outputs[{o.index}]: {exc}") from None
             src_ext, dest_ext = Path(str(src)).suffix.lower(), relp.suffix.lower()
-            if src_ext and dest_ext != src_ext and src_ext in MEDIA and dest_ext in MEDIA:
+            recovered = recontainer(src_ext, dest_ext)
+            if not recovered and src_ext and dest_ext != src_ext and src_ext in MEDIA and \
+                    dest_ext in MEDIA:
                 raise StepError(f"outputs[{o.index}]: '{relp.as_posix()}' ends in {dest_ext}, "
                                 f"but the file is {src_ext}; name it {relp.stem}{src_ext}, or "
                                 f"add a transcode step to make {dest_ext}")
             dest = _destination(root, relp, o.index)
-            planned.append((Path(str(src)), dest, relp, tags))
+            planned.append((Path(str(src)), dest, relp, tags, src_ext if recovered else None))
             if lrc:
                 lrc_src = _confined(lrc, stored, "lrc", o.index) if stored else Path(str(lrc))
                 lrc_rel = relp.with_suffix(".lrc")
-                planned.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {}))
+                planned.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {},
+                                None))
     # Every entry is rendered and checked before the first file is written: a mistake in
     # the last entry leaves the previous album untouched, not half replaced.
     written: list[dict[str, Any]] = []
-    for src_path, dest, relp, tags in planned:
-        _place(src_path, dest)
+    for src_path, dest, relp, tags, from_ext in planned:
+        if from_ext is None:
+            _place(src_path, dest)
+        else:
+            _transcode(src_path, dest)
         if tags and dest.suffix.lower() in AUDIO:
             write_tags(dest, tags)
-        written.append({"path": relp.as_posix(), "sha256": _sha(dest),
-                        "size": dest.stat().st_size})
+        entry: dict[str, Any] = {"path": relp.as_posix(), "sha256": _sha(dest),
+                                 "size": dest.stat().st_size}
+        if from_ext is not None:
+            entry["transcoded_from"] = from_ext
+        written.append(entry)
     audio = [w["path"] for w in written if Path(w["path"]).suffix.lower() in AUDIO
              and "/" not in w["path"]]
     if audio:
@@ -159,6 +173,23 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
                 "lock_sha256": lock_sha, "files": sorted(written, key=lambda w: w["path"])}
     replace_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return written
+
+
+def recontainer(src_ext: str, dest_ext: str) -> bool:
+    """Whether an output is made by transcoding: the stored file is in a container only the
+    service's recovery hands out (.m4a) and the output names a format a recipe makes."""
+    return src_ext in AUDIO and src_ext not in RECIPE_AUDIO and dest_ext in RECIPE_AUDIO
+
+
+def _transcode(src: Path, dest: Path) -> None:
+    from runner import media
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        media.transcode(src, dest, fmt=dest.suffix.lower()[1:])
+    except media.MediaError as exc:
+        raise StepError(f"{dest.name}: transcoding the recovered {src.suffix} file to "
+                        f"{dest.suffix} failed: {exc}") from None
 
 
 def _playlist_name(name: str) -> str:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-MODELS = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
+# V3_5 is on sunoapi.org's overview page (REFERENCE 5) and is a relay `mv` (chirp-v3-5).
+MODELS = ("V3_5", "V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
 DEFAULT_MODEL = "V4_5"
 
 # The service's internal model names, as record-info reports them in `modelName`.
 MODEL_NAMES = {
-    "V4": "chirp-v4", "V4_5": "chirp-v4-5", "V4_5PLUS": "chirp-v4-5-plus",
+    "V3_5": "chirp-v3-5", "V4": "chirp-v4", "V4_5": "chirp-v4-5", "V4_5PLUS": "chirp-v4-5-plus",
     "V4_5ALL": "chirp-v4-5-all", "V5": "chirp-v5", "V5_5": "chirp-v5-5",
 }
 
-PROMPT_CUSTOM = {"V4": 3000}  # others 5000
+# V3_5 is older than V4 and no page gives it larger limits: it takes V4's (up to 4 min).
+PROMPT_CUSTOM = {"V3_5": 3000, "V4": 3000}  # others 5000
 PROMPT_NON_CUSTOM = 500
-STYLE = {"V4": 200}  # others 1000
-TITLE = {"V4": 80, "V4_5ALL": 80}  # others 100
+STYLE = {"V3_5": 200, "V4": 200}  # others 1000
+TITLE = {"V3_5": 80, "V4": 80, "V4_5ALL": 80}  # others 100
 UPLOAD_SECONDS = {"V4_5ALL": 60}  # others 480
 LYRICS_WORDS = 200
 SHORT_TEXT = {"author": 50, "domain_name": 50, "content": 500}

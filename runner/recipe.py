@@ -55,6 +55,8 @@ class Provider:
     take_seconds: float = 30.0
     concat: str = "remote"
     cache: str | None = None  # the shared cache (runner.cache); --cache and $SUNOFLOW_CACHE win
+    # Seconds a remote operation may be waited for, per step type or "*" (runner.deadlines).
+    timeouts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -565,7 +567,8 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         # Switching provider on the command line drops settings that belong to the other one.
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
-                          "request_timeout", "take_seconds", "max_download_bytes", "cache")}
+                          "request_timeout", "take_seconds", "max_download_bytes",
+                          "timeouts", "cache")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         base["base_url"] = overrides["base_url"]
@@ -589,6 +592,8 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),
         cache=base.get("cache") or None,
+        timeouts={str(k): t for k, v in dict(base.get("timeouts") or {}).items()
+                  if (t := parse_duration(v)) is not None},
     )
 
 

@@ -19,10 +19,12 @@ from runner.callbacks import Callbacks
 from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
+    CreditsError,
     FrozenError,
     Interrupted,
     SunoflowError,
     UsageError,
+    WrongAddress,
 )
 from runner.pacing import Clock
 from runner.store import Store
@@ -38,7 +40,7 @@ def default_state_dir(recipe_path: Path) -> Path:
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None,
-            cache: str | None = None) -> int:
+            ignore_balance: bool = False, cache: str | None = None) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
@@ -102,6 +104,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     async def work() -> str:
         if remote is not None and not opts.get("frozen") and ask_balance:
             credits["before"] = await _credits(remote)
+            if not ignore_balance:
+                _check_balance(p, store, credits["before"],
+                               {i.id for i in engine.selected})
         result = await engine.run()
         if remote is not None and engine.counts.submissions:
             credits["after"] = await _credits(remote)
@@ -146,6 +151,12 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                                      store_root=store.blobs)
         except SunoflowError as exc:
             status, error = "failed", str(exc)
+        for w in exported:
+            if w.get("transcoded_from"):
+                # The service's recovery gave the song back in another container.
+                ui.note(f"{w['path']}: the stored audio is {w['transcoded_from']} (links "
+                        f"recovered after they expired); transcoded to "
+                        f"{Path(w['path']).suffix} with the recipe's tags")
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
     if shared is not None:
@@ -154,12 +165,14 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                            "seconds": round(ledger.cache.stats.seconds, 3),
                            "claims": ledger.claims, "pushed": blobs.pushed,
                            "pulled": blobs.pulled}
+    if credits["before"] is not None and credits["after"] is not None:
+        report["credits"]["spent"] = credits["before"] - credits["after"]
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
     if report_path:
         paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
-    summary(engine, status, odir if exported else None, error, ui)
+    summary(engine, status, odir if exported else None, error, ui, report["credits"])
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
@@ -223,14 +236,9 @@ def _write_report(report: dict[str, Any], f: TextIO) -> None:
 
 
 def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
-    if provider.kind == "newapi":
-        raise UsageError("--listen: callbacks are a sunoapi feature; the newapi relay format "
-                         "has no callback sunoflow could rely on (relays' notify_hook is "
-                         "undocumented by new-api itself), so a newapi run polls; drop "
-                         "--listen")
-    if provider.kind != "sunoapi":
+    if provider.kind not in ("sunoapi", "newapi"):
         raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
-                         "back; callbacks need provider sunoapi")
+                         "back; callbacks need provider sunoapi or newapi")
     host = listen[0]
     if host in ("", "0.0.0.0", "::") and not provider.callback_url:
         raise UsageError(f"--listen {host or '*'}:{listen[1]} listens on every address, so "
@@ -260,8 +268,12 @@ def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engi
 
 
 async def _credits(prov: Any) -> Any:
+    """The balance, or None: a missing or failing credits endpoint never fails a run. A
+    wrong address does: nothing else of the run could reach the service either."""
     try:
         return await prov.credits()
+    except WrongAddress:
+        raise
     except SunoflowError:
         return None
 
@@ -272,16 +284,40 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
-    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
-    if cap is None:
-        return
+def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = (),
+              ids: set[str] | None = None) -> float:
+    """The plan's estimate (credits) for what is not done yet, leaving out `paid` states
+    (and, given `ids`, the instances this run does not select: --only)."""
     from runner.report import price
     from runner.status import resolve
 
     known = resolve(p, store)
-    estimate = sum(price(p, inst) for iid, inst in p.instances.items()
-                   if known[iid]["status"] not in ("done", "missing", "skipped"))
+    # Only step instances are priced (a reusable recipe's call has no status of its own).
+    return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
+               and (ids is None or iid in ids)
+               and known.get(iid, {}).get("status") not in ("done", "missing", "skipped",
+                                                             *paid))
+
+
+def _check_balance(p: planner.Plan, store: Store, balance: float | None,
+                   ids: set[str]) -> None:
+    """Before the first paid submission: refuse to start a run the balance cannot cover
+    (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no
+    credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
+    if balance is None:
+        return
+    estimate = _estimate(p, store, paid=("in flight",), ids=ids)
+    if estimate > balance:
+        raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
+                           f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
+                           "up, or pass --ignore-balance to start anyway")
+
+
+def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
+    if cap is None:
+        return
+    estimate = _estimate(p, store)
     if estimate > cap:
         raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
                           "credits (see `sunoflow plan`); nothing was submitted")
@@ -343,7 +379,7 @@ def summary_table(engine: Engine) -> list[str]:
 
 
 def summary(engine: Engine, status: str, out: Path | None, error: str | None,
-            ui: Any) -> None:
+            ui: Any, credits: dict[str, Any] | None = None) -> None:
     for line in summary_table(engine):
         ui.note(line)
     by: dict[str, int] = {}
@@ -360,6 +396,22 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
             ui.note(f"  failed: {rec.error}")
     if error:
         ui.note(f"  export failed: {error}")
+    spend = credits_line(credits) if credits is not None else None
+    if spend:
+        ui.note(spend)
     if out is not None:
         ui.note(f"album written to {out}")
+
+
+def credits_line(credits: dict[str, Any]) -> str | None:
+    """The balance before and after and the spend, where the service reports a balance."""
+    before, after = credits.get("before"), credits.get("after")
+    estimated = credits.get("estimated_spent") or 0
+    if before is None:
+        return None
+    if after is None:
+        return f"credits: {before:g} (nothing submitted)" if not estimated else \
+            f"credits: {before:g} before; estimated spend {estimated:g}"
+    return (f"credits: {before:g} before, {after:g} after: {before - after:g} spent "
+            f"(estimated {estimated:g})")
 

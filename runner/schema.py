@@ -103,6 +103,14 @@ PROVIDER = {
                                          "file:///path, only with --cache or "
                                          "SUNOFLOW_CACHE); credentials come from the "
                                          "environment"},
+                "timeouts": {"type": "object",
+                             "propertyNames": {"enum": sorted(TYPES) + ["*"]},
+                             "additionalProperties": {
+                                 "anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                                           {"type": "string", "pattern": DURATION}]},
+                             "description": "how long a remote task of each step type may "
+                                            "be waited for ('*': every type); a step's "
+                                            "timeout wins (defaults: README, Timeouts)"},
             },
         },
     ],

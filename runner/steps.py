@@ -22,6 +22,9 @@ TRACK: dict[str, OutType] = {
     "id": "str", "task_id": "str", "title": "str", "duration": "num", "tags": "str",
     "prompt": "str", "model": "str", "model_name": "str", "audio_url": "str",
     "image_url": "str", "file": "file", "image_file": "file",
+    # sunoapi music tracks: the stream the service plays while the task runs (never the
+    # stored result); absent on tracks made elsewhere.
+    "stream_url": "str",
 }
 STEM_NAMES = ("vocals", "instrumental", "backing_vocals", "drums", "bass", "guitar", "keyboard",
               "percussion", "strings", "synth", "fx", "brass", "woodwinds")
@@ -161,7 +164,8 @@ TYPES: dict[str, StepType] = {t.name: t for t in [
         **{k: GENERATE_IN[k] for k in ("title", "negative_tags", "model", "vocal_gender",
                                        *WEIGHTS)}},
        AUDIO_OUT, required=("audio", "tags", "title"), price=12, **MUSIC),
-    _t("cover", "cover artwork for a generated track (usually two images)", {},
+    _t("cover", "cover artwork images for a generated track (usually two); not a musical "
+       "cover: upload_cover makes a new song from uploaded audio", {},
        {"images": ("list", URL_FILE), "task_id": "str"}, required=("audio",), price=1,
        expected=30.0),
     _t("lyrics", "write lyrics (several variants)",

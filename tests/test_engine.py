@@ -32,7 +32,8 @@ from runner.store import Store
 RECIPE = """\
 version: 1
 name: t
-provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1}
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1,
+           timeouts: {"*": 100h}}
 steps:
   words:
     uses: lyrics
@@ -99,6 +100,9 @@ class ScriptedProvider(Quiet):
         return finished(op, task_id, op.inputs.get("prompt", "la"))
 
 
+# The scripted tasks run for as long as a test needs, on a fake clock that jumps ahead while
+# every task waits: the default deadlines (runner.deadlines) are lifted, and the tests of
+# deadlines set a step's `timeout`.
 def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
                **opts: Any) -> Engine:
     path = tmp_path / "r.yaml"

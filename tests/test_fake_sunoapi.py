@@ -206,7 +206,7 @@ def test_v5_5_custom_mode_honours_duration(client):
     [
         ({"customMode": None}, "customMode"),
         ({"instrumental": "no"}, "instrumental"),
-        ({"model": "V3_5"}, "model"),
+        ({"model": "V3"}, "model"),
         ({"model": None}, "model"),
         ({"callBackUrl": None}, "callBackUrl"),
         ({"callBackUrl": "not a url"}, "callBackUrl"),

@@ -25,6 +25,7 @@ from runner.errors import (
     StepError,
     TaskFailed,
     TransientError,
+    WrongAddress,
 )
 from runner.fake import FakeServer
 from runner.pacing import PRIORITY, FakeClock, Urgency
@@ -522,7 +523,24 @@ def test_a_read_timeout_is_possibly_submitted_on_submit_and_transient_on_poll(sr
     run(go)
 
 
-def test_a_connect_error_is_transient_even_on_submit(tmp_path):
+def test_a_connect_error_is_transient_even_on_submit_once_the_host_answered(tmp_path):
+    with FakeServer("sunoapi") as dead:
+        url = dead.url
+    cfg = ProviderConfig(kind="sunoapi", base_url=url, request_timeout=2.0)
+
+    async def go() -> None:
+        prov = SunoApiProvider(cfg, env={"SUNO_API_KEY": KEY}, clock=FakeClock())
+        prov.api.answered.add(url)  # it answered earlier in this run: now it is down
+        try:
+            with pytest.raises(TransientError, match="cannot reach"):
+                await prov.submit(op_of(tmp_path, "generate", **SONG))
+        finally:
+            await prov.aclose()
+
+    run(go)
+
+
+def test_a_refused_first_connection_is_a_wrong_address(tmp_path):
     with FakeServer("sunoapi") as dead:
         url = dead.url
     cfg = ProviderConfig(kind="sunoapi", base_url=url, request_timeout=2.0)
@@ -530,8 +548,9 @@ def test_a_connect_error_is_transient_even_on_submit(tmp_path):
     async def go() -> None:
         prov = SunoApiProvider(cfg, env={"SUNO_API_KEY": KEY}, clock=FakeClock())
         try:
-            with pytest.raises(TransientError, match="cannot reach"):
+            with pytest.raises(WrongAddress, match="Check base_url") as info:
                 await prov.submit(op_of(tmp_path, "generate", **SONG))
+            assert url in str(info.value)
         finally:
             await prov.aclose()
 

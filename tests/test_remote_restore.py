@@ -62,3 +62,50 @@ def test_expired_links_are_recovered_without_a_new_submission(tmp_path: Path):
     assert (tmp_path / "out" / "kept.mp3").read_bytes() == album
     steps = json.loads((tmp_path / "report.json").read_text())["steps"]
     assert [s["status"] for s in steps] == ["cached", "cached"]
+
+
+KEPT = """\
+version: 1
+name: kept
+provider: {kind: sunoapi, poll_interval: 0.05, max_poll_interval: 0.2}
+steps:
+  song:
+    uses: generate
+    with: {title: Kept, style: dub, prompt: "la la la"}
+outputs:
+  - path: kept.mp3
+    from: "{{ steps.song.file }}"
+    tags: {title: Kept Forever, album: Old Links}
+"""
+
+
+def test_a_recovered_m4a_rebuilds_an_mp3_output_without_edits(tmp_path: Path):
+    from mutagen.id3 import ID3
+
+    from runner import media
+
+    (tmp_path / "r.yaml").write_text(KEPT)
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        first = run(tmp_path, srv.url)
+        assert first.returncode == 0, first.stderr
+        shutil.rmtree(tmp_path / ".sunoflow" / "blobs")
+        shutil.rmtree(tmp_path / "out")
+        # ~15 days later: every audio link is dead, fresh or not; only recovery helps, and
+        # it hands the songs back as .m4a.
+        srv.configure(faults=[{"match": {"path": "/files/audio/*"},
+                               "action": {"expired": True}}])
+        before = len(srv.log)
+        second = run(tmp_path, srv.url)
+        after = srv.log[before:]
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out
+    assert [e for e in after if e["method"] == "POST" and e["path"] in SUBMITS] == []
+    assert any(e["path"] == "/api/v1/suno/recovery" for e in after)
+    kept = tmp_path / "out" / "kept.mp3"
+    assert media.probe(kept).format == "mp3"
+    assert str(ID3(kept)["TIT2"]) == "Kept Forever"
+    assert str(ID3(kept)["TALB"]) == "Old Links"
+    assert "kept.mp3: the stored audio is .m4a" in out
+    assert "transcoded to .mp3" in out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["files"][0]["transcoded_from"] == ".m4a"

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from runner.fake import PROTOCOLS, FakeServer
-from runner.fake.config import ConfigError
+from runner.fake.config import CHOICES, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--credits", type=int, help="the starting balance")
     parser.add_argument("--seed", type=int, help="seed of the latency, id and fault draws")
+    # The documented shapes a host may answer in (config.py names each reading).
+    parser.add_argument("--record-style", choices=CHOICES["record_style"],
+                        help="music record-info items: sunoData camelCase or api.box's "
+                             "response.data snake_case")
+    parser.add_argument("--running-status", metavar="WORD",
+                        help="the word a running music task reports (e.g. GENERATING)")
+    parser.add_argument("--relay-fail-status", choices=CHOICES["relay_fail_status"],
+                        help="the relay's failed-task status word")
+    parser.add_argument("--credits-endpoint", choices=CHOICES["credits_endpoint"],
+                        help="which balance endpoint the host serves")
     return parser
 
 
@@ -44,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             "api_key": args.api_key,
             "credits": args.credits,
             "seed": args.seed,
+            "record_style": args.record_style,
+            "running_status": args.running_status,
+            "relay_fail_status": args.relay_fail_status,
+            "credits_endpoint": args.credits_endpoint,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")

@@ -38,6 +38,18 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            (default 15): how long it waits for the answer. Only loopback
                            URLs are called; any other counts as a failed delivery, and a
                            failed last stage makes record-info say CALLBACK_EXCEPTION.
+                           The relay POSTs its task object to a submit's `notify_hook`
+                           when the task ends (same keys).
+    record_style           "sunoapi" (default): music record-info lists
+                           `response.sunoData[]` camelCase; "apibox": `response.data[]`
+                           snake_case, as api.box's page shows (REFERENCE 5)
+    running_status         null (default: PENDING, TEXT_SUCCESS, FIRST_SUCCESS) or a word
+                           a running music task reports instead (the quick start's
+                           GENERATING; any word plays a host's undocumented one)
+    relay_fail_status      "FAILURE" (default, new-api's TaskDto) | "FAIL" (the relay page)
+    credits_endpoint       "credit" (default: GET /api/v1/generate/credit, data = integer)
+                           | "get-credits" (only GET /api/v1/get-credits, data.credits, as
+                           the quick start's sample reads it) | "both" | "none"
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -119,6 +131,15 @@ DEFAULTS: dict[str, Any] = {
     "extend_returns": None,
     "relay_extras": True,
     "callbacks": None,
+    "record_style": "sunoapi",
+    "running_status": None,
+    "relay_fail_status": "FAILURE",
+    "credits_endpoint": "credit",
+}
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "record_style": ("sunoapi", "apibox"),
+    "relay_fail_status": ("FAILURE", "FAIL"),
+    "credits_endpoint": ("credit", "get-credits", "both", "none"),
 }
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
 
@@ -288,6 +309,12 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("relay_extras: expected true or false")
     if full["callbacks"] is not None:
         full["callbacks"] = _validate_callbacks(full["callbacks"])
+    for key, allowed in CHOICES.items():
+        if full[key] not in allowed:
+            raise ConfigError(f"{key}: expected one of {list(allowed)}, got {full[key]!r}")
+    word = full["running_status"]
+    if word is not None and not (isinstance(word, str) and word.strip()):
+        raise ConfigError("running_status: expected a status word or null")
     return full
 
 

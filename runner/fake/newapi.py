@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from runner.fake import content
+from runner.fake.courier import Courier
 from runner.fake.server import ApiError, Protocol, Request, Response, Route
 from runner.fake.state import Clip, NoCredits, Resource, Task
 
@@ -76,6 +77,12 @@ def _history(clips: dict[str, Clip], clip: Clip) -> list[dict[str, Any]]:
 
 class NewApi(Protocol):
     name = "newapi"
+
+    def __init__(self, world: Any) -> None:
+        super().__init__(world)
+        # `notify_hook` (the relay page, REFERENCE 5): the task object, POSTed when the task
+        # ends, with the `callbacks` configuration's delays and faults.
+        self.courier = Courier(self.world, lambda task, stage, base: self._dto(base, task))
 
     def route(self, method: str, path: str, body: Any) -> Route | None:
         path = path.rstrip("/")
@@ -148,7 +155,7 @@ class NewApi(Protocol):
     ) -> Task:
         try:
             # new-api gives the quota back for every failed task.
-            return self.world.create_task(
+            task = self.world.create_task(
                 req.entry,
                 req.fault,
                 task_id=self.world.new_relay_id(),
@@ -159,6 +166,11 @@ class NewApi(Protocol):
             )
         except NoCredits as exc:
             raise ApiError("quota_not_enough", str(exc), http_status=403) from None
+        hook = params.get("notify_hook")
+        if isinstance(hook, str) and hook and self.world.config["callbacks"] is not None:
+            stages = [(1.0, "complete")]
+            req.after.append(lambda: self.courier.schedule(task, hook, req.base, stages))
+        return task
 
     def _add_clip(
         self,
@@ -368,7 +380,7 @@ class NewApi(Protocol):
             return "SUBMITTED", fraction
         return ("QUEUED" if fraction < 0.15 else "IN_PROGRESS"), fraction
 
-    def _clip(self, req: Request, clip: Clip, status: str) -> dict[str, Any]:
+    def _clip(self, base: str, clip: Clip, status: str) -> dict[str, Any]:
         world = self.world
         done = status == "SUCCESS"
         started = status in ("IN_PROGRESS", "SUCCESS")
@@ -378,8 +390,8 @@ class NewApi(Protocol):
             "IN_PROGRESS": "streaming",
             "QUEUED": "queued",
         }.get(status, "submitted")
-        audio = world.url(req.base, f"audio/{clip.id}.mp3") if started else ""
-        image = world.url(req.base, f"image/{clip.id}.png") if started else ""
+        audio = world.url(base, f"audio/{clip.id}.mp3") if started else ""
+        image = world.url(base, f"image/{clip.id}.png") if started else ""
         task = world.task(clip.task_id)
         failure = task.fail if task is not None and status == "FAILURE" else None
         with world.lock:
@@ -401,7 +413,7 @@ class NewApi(Protocol):
         created = dt.datetime.fromtimestamp(world.epoch_ms(clip.created) / 1000, dt.UTC)
         return {
             "id": clip.id,
-            "video_url": world.url(req.base, f"video/{clip.id}.mp4") if done else "",
+            "video_url": world.url(base, f"video/{clip.id}.mp4") if done else "",
             "audio_url": audio,
             "image_url": image,
             "image_large_url": image,
@@ -415,7 +427,7 @@ class NewApi(Protocol):
             "created_at": created.isoformat().replace("+00:00", "Z"),
         }
 
-    def _dto(self, req: Request, task: Task) -> dict[str, Any]:
+    def _dto(self, base: str, task: Task) -> dict[str, Any]:
         world = self.world
         status, fraction = self._status(task)
         data: Any
@@ -430,7 +442,7 @@ class NewApi(Protocol):
         else:
             with world.lock:
                 clips = [world.clips[c] for c in task.clips]
-            data = [self._clip(req, clip, status) for clip in clips]
+            data = [self._clip(base, clip, status) for clip in clips]
         fail_reason = ""
         if status == "FAILURE" and task.fail:
             fail_reason = task.fail.get("message") or task.fail["status"]
@@ -438,7 +450,8 @@ class NewApi(Protocol):
         return {
             "task_id": task.id,
             "action": ACTIONS[task.op],
-            "status": status,
+            # FAILURE in new-api's TaskDto, FAIL on the relay page: a configured reading.
+            "status": self.world.config["relay_fail_status"] if status == "FAILURE" else status,
             "fail_reason": fail_reason,
             "submit_time": world.epoch_ms(task.created),
             "start_time": world.epoch_ms(task.created + 0.15 * task.wall) if started else 0,
@@ -457,10 +470,10 @@ class NewApi(Protocol):
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError("invalid_request", "ids must be a list of task ids")
         found = [self.world.task(i) for i in ids]
-        return self.success([self._dto(req, t) for t in found if t is not None])
+        return self.success([self._dto(req.base, t) for t in found if t is not None])
 
     def fetch_one(self, req: Request) -> Response:
         task = self.world.task(req.path.rstrip("/").rsplit("/", 1)[-1])
         if task is None:
             raise ApiError("task_not_exist", "task_not_exist")
-        return self.success(self._dto(req, task))
+        return self.success(self._dto(req.base, task))

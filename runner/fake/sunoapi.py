@@ -114,6 +114,7 @@ class SunoApi(Protocol):
                 "replace_section", self.replace_section, NEWER
             ),
             (get, f"{v1}/generate/credit"): Route("credit", self.credit),
+            (get, f"{v1}/get-credits"): Route("credit", self.get_credits),
             (post, f"{v1}/suno/recovery"): Route("recovery", self.recovery, NEWER),
             (get, f"{v1}/suno/recovery/record-info"): Route("poll", self.recovery_record, NEWER),
             (post, "/api/file-base64-upload"): Route(
@@ -530,6 +531,9 @@ class SunoApi(Protocol):
         now = self.world.now()
         if task.done(now):
             return task.fail["status"] if task.fail else self._success(task)
+        running = self.world.config["running_status"]
+        if running is not None:
+            return str(running)  # a host's own word for "running" (the quick start's)
         fraction = task.fraction(now)
         if fraction >= FIRST_AT:
             return "FIRST_SUCCESS"
@@ -571,6 +575,15 @@ class SunoApi(Protocol):
                 for i, clip in enumerate(clips)
             ]
             response = {"taskId": task.id, "sunoData": items}
+            if self.world.config["record_style"] == "apibox":
+                # api.box's example: response.data[] with the callbacks' snake_case items.
+                response = {
+                    "taskId": task.id,
+                    "data": [
+                        {sunoapi_callbacks.SNAKE.get(k, k): v for k, v in item.items()}
+                        for item in items
+                    ],
+                }
         failed = task.fail is not None and task.done(self.world.now())
         code, message = self._fail(task) if failed else (None, None)
         data: dict[str, Any] = {"taskId": task.id}
@@ -906,7 +919,15 @@ class SunoApi(Protocol):
     # -- credits and recovery --------------------------------------------------------------
 
     def credit(self, req: Request) -> Response:
+        if self.world.config["credits_endpoint"] in ("get-credits", "none"):
+            return self.not_found(req.method, req.path)
         return self.ok(self.world.balance())
+
+    def get_credits(self, req: Request) -> Response:
+        """The quick start's sample endpoint: `data.credits` (REFERENCE 2.15)."""
+        if self.world.config["credits_endpoint"] in ("credit", "none"):
+            return self.not_found(req.method, req.path)
+        return self.ok({"credits": self.world.balance()})
 
     def recovery(self, req: Request) -> Response:
         body = json_object(req)

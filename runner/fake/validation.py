@@ -12,9 +12,10 @@ from typing import Any
 from runner.fake import content
 from runner.fake.server import ApiError, Request
 
-MODELS = ("V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
+MODELS = ("V3_5", "V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
 ADD_MODELS = ("V4_5PLUS", "V5", "V5_5")  # add-vocals / add-instrumental
 MODEL_NAMES = {
+    "V3_5": "chirp-v3-5",
     "V4": "chirp-v4",
     "V4_5": "chirp-v4-5",
     "V4_5PLUS": "chirp-v4-5-plus",
@@ -27,15 +28,15 @@ LYRICS_PROMPT_WORDS = 200
 
 
 def prompt_limit(model: str) -> int:
-    return 3000 if model == "V4" else 5000
+    return 3000 if model in ("V3_5", "V4") else 5000
 
 
 def style_limit(model: str) -> int:
-    return 200 if model == "V4" else 1000
+    return 200 if model in ("V3_5", "V4") else 1000
 
 
 def title_limit(model: str) -> int:
-    return 80 if model in ("V4", "V4_5ALL") else 100
+    return 80 if model in ("V3_5", "V4", "V4_5ALL") else 100
 
 
 def source_limit(model: str) -> float:

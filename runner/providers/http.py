@@ -5,7 +5,9 @@ Whether a failed request may have created a paid task decides whether the engine
 retry it for free, so the translation is the same for every provider and lives here:
 
 - the request never reached the service (connect error or timeout, no free connection in
-  the pool): TransientError, for a submit as for a poll;
+  the pool): TransientError, for a submit as for a poll; but a connection refused (or a
+  name that does not resolve) by a host that has not answered once in this run is
+  WrongAddress: the address is wrong, no task can exist, and the run stops at once;
 - the request was sent and its answer lost (read timeout, connection reset or closed,
   an HTTP 502/503/504 from a gateway, a 200 whose body we cannot read): for a submit
   PossiblySubmitted (the task may exist and we will never learn its id), for a poll
@@ -31,7 +33,13 @@ from urllib.parse import urlsplit
 import httpx
 from anyio.lowlevel import RunVar
 
-from runner.errors import AuthError, PossiblySubmitted, StepError, TransientError
+from runner.errors import (
+    AuthError,
+    PossiblySubmitted,
+    StepError,
+    TransientError,
+    WrongAddress,
+)
 from runner.httpclient import async_client
 from runner.pacing import PRIORITY, SENT_AT, Clock, RateLimiter
 from runner.recipe import Provider as ProviderConfig
@@ -180,6 +188,9 @@ class ApiClient:
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
         self.clock = clock
         self.requests = 0
+        self.answered: set[str] = set()  # hosts (scheme://netloc) that answered this run
+        self.setting = {"base_url": self.base_url,
+                        "upload_base_url": (config.upload_base_url or "").rstrip("/")}
 
     def __repr__(self) -> str:
         return f"ApiClient({self.kind}, {self.base_url!r})"
@@ -207,7 +218,14 @@ class ApiClient:
         self.requests += 1
         try:
             resp = await self.client.request(method, full, **kw)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except httpx.ConnectError as exc:
+            # Never connected: the service cannot have seen the request.
+            host = _origin(full)
+            if host not in self.answered:
+                raise self._wrong_address(host, exc, step=step) from exc
+            raise TransientError(f"{where}: cannot reach {urlsplit(full).netloc} "
+                                 f"({type(exc).__name__})", step=step) from exc
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never connected: the service cannot have seen the request.
             raise TransientError(f"{where}: cannot reach {urlsplit(full).netloc} "
                                  f"({type(exc).__name__})", step=step) from exc
@@ -230,6 +248,7 @@ class ApiClient:
                 # The server counted the request on arrival, before this moment: from now
                 # on our window cannot reopen ahead of its window.
                 self.limiter.release(slot)
+        self.answered.add(_origin(full))
         text = self.redact(resp.text)
         try:
             body = json.loads(text) if text.strip() else None
@@ -243,6 +262,39 @@ class ApiClient:
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+
+    def _wrong_address(self, host: str, exc: Exception, *, step: str | None) -> WrongAddress:
+        names = [n for n, url in self.setting.items() if url and _origin(url) == host]
+        setting = names[0] if names else "base_url"  # base_url first: it names both
+        flag = " (or --base-url)" if "base_url" in names or not names else ""
+        why = _os_reason(exc) or str(exc).strip() or type(exc).__name__
+        return WrongAddress(f"cannot connect to {host} ({why}); no task was created. Check "
+                            f"{setting} in the recipe's provider block{flag}: is the address "
+                            "right, and is the service up?", step=step)
+
+
+def _os_reason(exc: BaseException) -> str | None:
+    """The system's words under a connect error ("Connection refused"), where there are
+    some: httpx says only "All connection attempts failed"."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            # asyncio words a refusal "Connect call failed (...)"; the errno says it plainly.
+            return os.strerror(seen.errno) if seen.errno and seen.errno > 0 else \
+                seen.strerror
+        nested = getattr(seen, "exceptions", None)  # an ExceptionGroup of attempts
+        if nested:
+            seen = nested[0]
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def lost(where: str, why: str, *, step: str | None, submit: bool) -> Exception:

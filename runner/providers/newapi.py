@@ -13,6 +13,12 @@ relay does not offer it (new-api itself answers `invalid_action`) or the recipe 
 
 What the relay format has no field for (vocal_gender, weights, persona, negative_tags) is
 not sent.
+
+Callbacks (`sunoflow run --listen`): the relay page documents `notify_hook` on music and
+lyrics submits, POSTed with the task object when the task ends. The provider sends the
+run's listener URL there and reads a body exactly as a fetch of the same task (`_finished`);
+the engine confirms a reported failure with a poll and keeps polling as the slow fallback.
+An extend's callback only wakes the wait: its whole song needs the concat a poll does.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted
+from runner.providers import Fetch, Op, Produced, Result, Submitted, codes
 from runner.providers.http import (
     GATEWAY,
     Answer,
@@ -51,14 +57,24 @@ from runner.store import Store
 
 log = logging.getLogger("sunoflow")
 
-# The recipe's model -> the relay's `mv`. `mv` given in the step's inputs wins.
-MV: dict[str, str] = dict(MODEL_NAMES)
+# The recipe's model -> the relay's `mv`, both ways. `mv` given in the step's inputs wins.
+# chirp-v3-0 is new-api's default `mv` (REFERENCE 3.2); it has no sunoapi model, so a
+# track the relay made with it reads as model "V3".
+MV: dict[str, str] = {**MODEL_NAMES, "V3": "chirp-v3-0"}
 MODEL_OF_MV = {mv: model for model, mv in MV.items()}
-RUNNING = frozenset({"NOT_START", "SUBMITTED", "QUEUED", "IN_PROGRESS"})
 UPSTREAM_LOST = frozenset({"do_request_failed", "read_response_body_failed",
                            "unmarshal_response_body_failed"})
 UPLOAD_POLLS = 120  # polls of an audio-url import before giving up (it takes seconds)
 MISSING_LIMIT = 10  # fetches in a row that do not know a task before it is an error
+
+
+def _dto_of(body: Any) -> dict[str, Any] | None:
+    """The task object a notify_hook body carries: the object itself, or wrapped in the
+    relay's `{code, data: {...}}` envelope (both readings are plausible; none is
+    documented)."""
+    if isinstance(body, dict) and "task_id" not in body and isinstance(body.get("data"), dict):
+        body = body["data"]
+    return body if isinstance(body, dict) else None
 
 
 class InvalidAction(StepError):
@@ -101,6 +117,7 @@ class NewApiProvider:
         self._batch: _Batch | None = None
         self._concat: dict[str, list[str]] = {}  # extend task -> its concat tasks
         self._missing: dict[str, int] = {}
+        self.notify_hook: str | None = None  # --listen: the run's callback URL
 
     @property
     def files(self) -> httpx.AsyncClient:
@@ -146,6 +163,42 @@ class NewApiProvider:
 
     async def credits(self) -> float | None:
         return None  # new-api offers no Suno balance endpoint
+
+    # --- callbacks (runner.providers.CallbackProvider) -----------------------------------
+
+    def use_callback_url(self, url: str) -> None:
+        """Send `url` as `notify_hook` on every music and lyrics submit from now on. Its last
+        segment is the run's secret token: an answer quoting it is redacted like the key."""
+        self.notify_hook = url
+        token = url.rstrip("/").rsplit("/", 1)[-1]
+        redact = self.api.redact
+        self.api.redact = lambda text: redact(text).replace(token, "[redacted]")
+
+    def callback_task_id(self, body: Any) -> str | None:
+        dto = _dto_of(body)
+        tid = dto.get("task_id") if dto is not None else None
+        return tid if isinstance(tid, str) and 0 < len(tid) <= 128 else None
+
+    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
+        """What a fetch with the same task object would answer: None while it runs (and
+        for an extend, whose whole song a poll makes), the Result when done; TaskFailed
+        when it reports a failure (the engine polls to confirm). Never raises anything
+        else, whatever the body holds."""
+        dto = _dto_of(body)
+        if dto is None or dto.get("task_id") != task_id:
+            return None
+        try:
+            done = self._finished(op, dto)
+            if done is None or op.type in ("extend", "upload_extend"):
+                return None
+            if op.type == "lyrics":
+                return self._lyrics(op, task_id, dto)
+            tracks = self._tracks(op, task_id, done)
+        except TaskFailed:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None  # a body we cannot read: the fallback poll decides
+        return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -197,6 +250,8 @@ class NewApiProvider:
     async def _submit(self, op: Op, action: str, body: dict[str, Any], *,
                       paid: bool = True) -> str:
         path = f"/suno/submit/{action}"
+        if self.notify_hook is not None and action in ("music", "lyrics"):
+            body = {**body, "notify_hook": self.notify_hook}  # the relay page's field
         answer = await self.api.send("POST", path, step=op.step, submit=paid, json=body)
         failure = self._error(answer, step=op.step, submit=paid)
         if failure is not None:
@@ -258,11 +313,23 @@ class NewApiProvider:
     # --- request bodies ----------------------------------------------------------------
 
     def _mv(self, op: Op, source: dict[str, Any] | None = None) -> tuple[str, str]:
-        """(mv, the recipe's model name) for this operation."""
+        """(mv, the recipe's model name) for this operation. An extend without a model of
+        its own keeps its source's: the model the source clip was made with (its
+        `model_name`), which the relay must be asked for again."""
         i = op.inputs
-        model = i.get("model") or (source or {}).get("model") or DEFAULT_MODEL
-        mv = i.get("mv") or MV.get(str(model)) or (source or {}).get("model_name") or str(model)
-        return str(mv), str(model if not i.get("mv") else MODEL_OF_MV.get(str(mv), model))
+        if i.get("mv"):
+            mv = str(i["mv"])
+            return mv, MODEL_OF_MV.get(mv, str(i.get("model") or mv))
+        if i.get("model"):
+            model = str(i["model"])
+            return MV.get(model, model), model
+        src = source or {}
+        name, src_model = src.get("model_name"), src.get("model")
+        if isinstance(name, str) and name:
+            return name, MODEL_OF_MV.get(name, str(src_model or name))
+        if isinstance(src_model, str) and src_model:
+            return MV.get(src_model, src_model), src_model
+        return MV[DEFAULT_MODEL], DEFAULT_MODEL
 
     def _generate_body(self, op: Op) -> dict[str, Any]:
         i = op.inputs
@@ -328,7 +395,7 @@ class NewApiProvider:
                           or clip.get("title")}
                 body = self._extend_body(op, source, upload_id, str(clip["id"]))
                 return await self._submit(op, "music", body)
-            if dto is not None and dto.get("status") == "FAILURE":
+            if dto is not None and codes.failed(str(dto.get("status") or "")):
                 raise StepError(f"the relay could not import {url}: "
                                 f"{dto.get('fail_reason') or 'failed'}", step=op.step)
             await self.clock.sleep(min(2.0, self.config.poll_interval))
@@ -345,15 +412,17 @@ class NewApiProvider:
                                             and all(c.get("audio_url") for c in data)):
                 return None  # success before the links: fetch again
             return data
-        if status == "FAILURE":
+        if codes.failed(status):
+            # FAILURE (new-api's TaskDto), FAIL (the relay page), any *FAIL* / *ERROR* word.
             data = dto.get("data")
-            clips: list[dict[str, Any]] = data if isinstance(data, list) else []
+            clips = [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
             # new-api returns the quota of a failed task; clips say so in refund_credits.
             refunded = any((c.get("metadata") or {}).get("refund_credits") for c in clips)
             raise TaskFailed(f"the relay failed task {dto.get('task_id')}: "
-                             f"{dto.get('fail_reason') or 'FAILURE'}"
+                             f"{status}: {dto.get('fail_reason') or 'no reason given'}"
                              + ("; the credits were refunded" if refunded else ""),
                              step=op.step, refunded=refunded)
+        codes.note_unknown(status, self.kind)
         return None  # NOT_START, SUBMITTED, QUEUED, IN_PROGRESS and anything unknown
 
     def _lyrics(self, op: Op, task_id: str, dto: dict[str, Any]) -> Result:
@@ -377,11 +446,13 @@ class NewApiProvider:
             url = str(c["audio_url"])
             image = c.get("image_large_url") or c.get("image_url") or None
             duration = meta.get("duration")
+            name = c.get("model_name") or mv
             tracks.append({
                 "id": str(c.get("id")), "task_id": task_id, "title": c.get("title") or "",
                 "duration": float(duration) if isinstance(duration, (int, float)) else None,
                 "tags": meta.get("tags") or "", "prompt": meta.get("prompt") or
-                c.get("text") or "", "model": model, "model_name": c.get("model_name") or mv,
+                c.get("text") or "", "model": MODEL_OF_MV.get(str(name), model),
+                "model_name": name,
                 "audio_url": url, "image_url": image, "file": Fetch(url, suffix(url, ".mp3")),
                 "image_file": Fetch(image, suffix(image, ".jpeg")) if image else None,
             })

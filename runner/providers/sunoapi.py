@@ -44,7 +44,16 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, First, Op, Produced, Result, Submitted, sunoapi_callback
+from runner.providers import (
+    Fetch,
+    First,
+    Op,
+    Produced,
+    Result,
+    Submitted,
+    codes,
+    sunoapi_callback,
+)
 from runner.providers.http import (
     GATEWAY,
     PLACEHOLDER_CALLBACK,
@@ -61,6 +70,7 @@ from runner.store import Store
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
 CLASSIC, NEWER = "classic", "newer"  # which code table an endpoint answers with
+CREDIT_PATHS = (f"{V1}/generate/credit", f"{V1}/get-credits")
 
 UPLOAD_PATH = "sunoflow"
 UPLOAD_MAX_AGE = 2.5 * 24 * 3600  # the host deletes uploads after 3 days; keep a margin
@@ -82,9 +92,6 @@ STEMS = {
     "stringsUrl": "strings", "synthUrl": "synth", "fxUrl": "fx", "brassUrl": "brass",
     "woodwindsUrl": "woodwinds",
 }
-FAILED = frozenset({"CREATE_TASK_FAILED", "GENERATE_AUDIO_FAILED", "GENERATE_LYRICS_FAILED",
-                    "GENERATE_WAV_FAILED", "GENERATE_MP4_FAILED", "CALLBACK_EXCEPTION",
-                    "SENSITIVE_WORD_ERROR", "FAILED", "ERROR"})
 
 
 @dataclass(frozen=True)
@@ -120,13 +127,43 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 
 def _failed(status: str) -> bool:
-    return status in FAILED or status.endswith(("_FAILED", "_ERROR"))
+    """A failure word by family (runner.providers.codes); CALLBACK_EXCEPTION reaches this
+    only when the record holds no finished work, and then the task has nothing to give."""
+    return status == "CALLBACK_EXCEPTION" or codes.failed(status)
 
 
 def _refunded(code: Any, message: str) -> bool:
     # 531: "generation failed, credits refunded" (callback and record codes, REFERENCE 1.2).
-    text = message.lower()
-    return str(code) == "531" or ("refunded" in text and "not refunded" not in text)
+    return codes.task(code, message).outcome == codes.REFUNDED
+
+
+def music_items(response: Any) -> list[dict[str, Any]]:
+    """A music record's clips, in either documented shape: sunoapi.org's
+    `response.sunoData[]` (camelCase) or api.box's `response.data[]` (snake_case, the
+    callbacks' items; REFERENCE 5), read into the camelCase a reader expects."""
+    if not isinstance(response, dict):
+        return []
+    items = response.get("sunoData")
+    if items is None:
+        items = response.get("data")
+    if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
+        return []  # nothing readable: as if no clip were listed
+    return [sunoapi_callback.music_item(it) for it in items]
+
+
+def balance(data: Any) -> float | None:
+    """`data` of a credits answer: an integer (/generate/credit) or {credits: N}
+    (/get-credits)."""
+    if isinstance(data, dict):
+        data = data.get("credits")
+    if isinstance(data, bool) or not isinstance(data, (int, float)):
+        return None
+    return float(data)
+
+
+def stream_url(item: dict[str, Any]) -> str | None:
+    url = item.get("streamAudioUrl")
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
 def _param(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +226,7 @@ class SunoApiProvider:
         self._uploads: dict[str, dict[str, Any]] | None = None
         self._upload_locks: dict[str, anyio.Lock] = {}
         self.wall = time.time  # upload ages are wall-clock: they outlive the process
+        self._credit_path: str | None = None
 
     @property
     def files(self) -> httpx.AsyncClient:
@@ -289,12 +327,19 @@ class SunoApiProvider:
         return ep.reader, data
 
     async def credits(self) -> float | None:
-        env = await self._call(None, "GET", f"{V1}/generate/credit", family=CLASSIC,
-                               submit=False)
-        data = env.get("data")
-        if isinstance(data, dict):
-            data = data.get("credits")
-        return float(data) if isinstance(data, (int, float)) else None
+        """The balance: from `/generate/credit` (the reference page), else from the quick
+        start's `/get-credits` where a host serves only that (REFERENCE 2.15, 5); None when
+        it serves neither. The path that answered is used for the rest of the run."""
+        for path in [self._credit_path] if self._credit_path else CREDIT_PATHS:
+            try:
+                env = await self._call(None, "GET", path, family=CLASSIC, submit=False)
+            except StepError as exc:
+                if exc.code in (404, 405):
+                    continue  # this host does not serve that endpoint: try the other
+                raise
+            self._credit_path = path
+            return balance(env.get("data"))
+        return None
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -345,23 +390,21 @@ class SunoApiProvider:
     def _code_error(self, answer: Answer, code: int, msg: str, *, step: str | None,
                     family: str) -> Exception:
         where, detail = answer.where, f"{code}: {msg}" if msg else str(code)
+        meaning = codes.envelope(code, newer=family == NEWER)  # the one table
         if code == 401:
             return AuthError(f"{where}: the service refused the key ({detail}); check the "
                              f"key in the environment variable {self.config.api_key_env}",
                              step=step, code=code)
-        if code == 402 or (code == 429 and family == CLASSIC):
+        if meaning.outcome == codes.STOP:
             return CreditsError(f"{where}: insufficient credits ({detail}); top up your "
                                 "sunoapi account, then run again (finished steps are not "
                                 "paid for twice)", step=step, code=code)
-        if code in (405, 429, 430):
-            return TransientError(f"{where}: rate limited ({detail})", step=step, code=code,
-                                  retry_after=answer.retry_after)
-        if code == 455:
-            return TransientError(f"{where}: the service is under maintenance ({detail})",
-                                  step=step, code=code, retry_after=answer.retry_after)
-        if code >= 500:
-            # The service's own error answer: it created no task (DESIGN section 4).
-            return TransientError(f"{where}: service error ({detail})", step=step, code=code,
+        if meaning.outcome == codes.NOT_CREATED:
+            # The service's own answer that it created no task (DESIGN section 4): free to
+            # send again.
+            what = {405: "rate limited", 429: "rate limited", 430: "rate limited",
+                    455: "the service is under maintenance"}.get(code, "service error")
+            return TransientError(f"{where}: {what} ({detail})", step=step, code=code,
                                   retry_after=answer.retry_after)
         return StepError(f"{where}: the service rejected the request ({detail})", step=step,
                          code=code)
@@ -514,10 +557,7 @@ class SunoApiProvider:
     def _read_music(self, op: Op, task_id: str, data: dict[str, Any]
                     ) -> Result | First | None:
         status = str(data.get("status") or "").upper()
-        response = data.get("response")
-        items = response.get("sunoData") if isinstance(response, dict) else None
-        if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
-            items = []  # nothing readable: as if no clip were listed
+        items = music_items(data.get("response"))
         complete = bool(items) and all(it.get("audioUrl") for it in items)
         # CALLBACK_EXCEPTION: only the callback to us failed; the songs may well exist.
         if status == "SUCCESS" or (status == "CALLBACK_EXCEPTION" and complete):
@@ -528,7 +568,10 @@ class SunoApiProvider:
                 items[0].get("id"):
             # The first clip alone, read as the complete result will read it.
             return First(Result(self._music_outputs(op, task_id, data, items[:1])))
-        return None  # PENDING, TEXT_SUCCESS, FIRST_SUCCESS without a URL, anything unknown
+        # PENDING, TEXT_SUCCESS, GENERATING, FIRST_SUCCESS without a URL, anything unknown:
+        # polled again, until the step's timeout (runner.deadlines) ends the wait.
+        codes.note_unknown(status, self.kind)
+        return None
 
     def _model(self, op: Op, data: dict[str, Any]) -> str:
         param = _param(data)
@@ -557,6 +600,9 @@ class SunoApiProvider:
                 "model": model, "model_name": it.get("modelName") or MODEL_NAMES.get(model, model),
                 "audio_url": url, "image_url": image, "file": Fetch(url, suffix(url, ".mp3")),
                 "image_file": Fetch(image, suffix(image, ".jpeg")) if image else None,
+                # Playable while the task runs (REFERENCE 1.3), for a preview; a plain
+                # string, never a Fetch: the stream is not the result and is not stored.
+                "stream_url": stream_url(it),
             })
         return {"tracks": tracks, "task_id": tid, "file": tracks[0]["file"]}
 

@@ -76,7 +76,8 @@ def _camel(snake: str) -> str:
     return head + "".join(w.capitalize() for w in rest)
 
 
-def _music_item(item: dict[str, Any]) -> dict[str, Any]:
+def music_item(item: dict[str, Any]) -> dict[str, Any]:
+    """One clip, snake_case or camelCase, as record-info's camelCase."""
     out: dict[str, Any] = {}
     for src, dst in MUSIC_FIELDS.items():
         value = item.get(src, item.get(dst))
@@ -98,7 +99,7 @@ def details(reader: str, op_type: str, body: Any) -> dict[str, Any]:
         if not ok:
             return {"status": "GENERATE_AUDIO_FAILED", **_failure(body)}
         items = data.get("data")
-        songs = [_music_item(it) for it in items if isinstance(it, dict)] \
+        songs = [music_item(it) for it in items if isinstance(it, dict)] \
             if isinstance(items, list) else []
         return {"status": STAGES.get(stage(body) or "", "PENDING"),
                 "response": {"sunoData": songs}}
