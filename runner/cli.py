@@ -26,6 +26,7 @@ examples:
   sunoflow plan examples/album.yaml              what would run, what it waits for, what it costs
   sunoflow run examples/album.yaml               make the album (local provider: free, offline)
   sunoflow run album.yaml --provider sunoapi     the same recipe against sunoapi.org
+  sunoflow review examples/album.yaml            hear both takes of every song, keep one
   sunoflow graph examples/album.yaml --format mermaid
   sunoflow schema > recipe.schema.json
 
@@ -108,12 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
                        "what reruns downstream and its cost first")
     p.add_argument("recipe", metavar="RECIPE")
-    p.add_argument("step", metavar="STEP")
+    p.add_argument("step", metavar="STEP", help="a step (every song), one instance "
+                   "('song[1]', 'song[1]/whole') or a step inside calls ('song/first')")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
+                   "recipe)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _cache_option(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reroll)
+
+    p = sub.add_parser("review", help="a local page to hear every take, keep one, reroll a "
+                       "song, and see the graph and timeline of the run (spends nothing "
+                       "unless you confirm a reroll)")
+    p.add_argument("recipe", metavar="RECIPE")
+    _recipe_options(p)
+    p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
+                   "recipe)")
+    p.add_argument("--host", metavar="HOST", help="listen on this address (default "
+                   "127.0.0.1, this machine only); the page answers only to this name, so "
+                   "give the address others will type")
+    p.add_argument("--port", type=int, default=0, metavar="N",
+                   help="port (default 0: any free one; the URL printed says which)")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
+    p.add_argument("--export", metavar="DIR", help="write a static copy (index.html, "
+                   "assets, audio) to DIR instead of serving, e.g. for a CI artifact")
+    _cache_option(p)
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
     p.add_argument("recipe", metavar="RECIPE")
@@ -210,17 +234,26 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_reroll(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe, report, run
+    from runner.engine import forceable, rerun
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    if args.step not in p.paths:
-        raise UsageError(f"no step '{args.step}' in {args.recipe}"
-                         + (f"; {s}" if (s := recipe.suggest(args.step, p.paths)) else ""))
-    again = p.downstream({args.step})
-    rows = [i for i in p.steps() if i.path in again]
+    if not forceable(p, args.step):
+        names = p.paths | {i.id for i in p.instances.values() if i.kind in ("step", "leave")}
+        raise UsageError(f"no step or step instance '{args.step}' in {args.recipe}"
+                         + (f"; {s}" if (s := recipe.suggest(args.step, names)) else ""))
+    rows = rerun(p, {args.step})
     cost = sum(report.price(p, i) for i in rows)
+    pending = _unfinished_paid(p, args, {i.id for i in rows})
+    paid = [i.id for i in rows if report.price(p, i) > 0]
     print(f"reroll {args.step}: {len(rows)} step instances run again "
-          f"({', '.join(sorted({i.path for i in rows}))}), about {cost:g} credits")
+          f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
+          f"), about {cost:g} credits"
+          + (f" (paid: {', '.join(paid)})" if paid else ""))
+    if pending:
+        print(f"  and {len(pending)} paid step instances not done yet run too "
+              f"({', '.join(_short(pending))}), about "
+              f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("reroll spends credits: confirm with --yes")
@@ -228,8 +261,45 @@ def cmd_reroll(args: argparse.Namespace) -> int:
             print("nothing done")
             return 0
     return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
-                       out_dir=None, report_path=None,
+                       out_dir=args.out, report_path=None, quiet=args.quiet,
                        opts={"force": {args.step}}, cache=args.cache)
+
+
+def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
+    """Paid step instances the reroll's run would submit besides the ones rerolled: those
+    the state directory does not hold yet (a reroll runs the whole recipe)."""
+    from runner import report
+    from runner.run import default_state_dir
+    from runner.status import resolve
+    from runner.store import Store
+
+    state = Path(args.state_dir) if args.state_dir else default_state_dir(p.recipe.path)
+    known = resolve(p, Store(state).open(create=False)) if state.exists() else {}
+    return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
+            and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
+
+
+def _short(ids: list[str], n: int = 12) -> list[str]:
+    return ids if len(ids) <= n else [*ids[:n], f"... {len(ids) - n} more"]
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from runner import cache, recipe, sync
+    from runner.review.command import main as review
+
+    # The page's reroll runs `sunoflow reroll` with the same recipe options.
+    cli_args = [*(["--provider", args.provider] if args.provider else []),
+                *(["--base-url", args.base_url] if args.base_url else []),
+                *(a for v in args.var for a in ("--var", v)),
+                *(a for d in args.allow_path for a in ("--allow-path", d))]
+    url = cache.choose(args.cache, recipe.load(args.recipe, overrides=overrides(args))
+                       .provider.cache)
+    if url is not None:
+        cli_args += ["--cache", url]  # the page's reroll claims through the same ledger
+        sync.prefetch(Path(args.recipe), _state_of(args), url)  # takes to play, from it
+    return review(args.recipe, overrides=overrides(args), cli_args=cli_args,
+                  state_dir=args.state_dir, out_dir=args.out, host=args.host,
+                  port=args.port, open_browser=args.open, export_dir=args.export)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -181,7 +181,15 @@ class Engine:
                                     self.poller)
         self.base_dir = self.recipe.path.parent.resolve()
         self.roots = paths.Roots.of(self.recipe.path, self.recipe.allow_paths, store.blobs)
-        self.forced = plan.downstream(set(opts.force)) if opts.force else set()
+        # --force STEP (a path: every instance of it and everything downstream) or
+        # --force 'song[1]' (one instance, or every step inside one call: `reroll` of one
+        # song). Downstream of one instance needs no forcing: its new result changes the
+        # inputs, hence the keys, of the steps that read it.
+        self.forced, self.forced_ids = forced_sets(plan, opts.force)
+        # When this run started and when each instance became ready: written with its
+        # ``done`` (optional fields: `sunoflow review` draws the last run's timeline).
+        self.run_id = round(time.time(), 3)
+        self.queued: dict[str, float] = {}
         # Early release (rule 7): instance -> the selected instances that read only its
         # first track; which have been released; the run's hook that releases them.
         self.early_of: dict[str, list[str]] = {}
@@ -248,6 +256,8 @@ class Engine:
                         inst = self.plan.instances[iid]
                         work = self._prepare(inst) if self.records[iid].status == "pending" \
                             else None
+                        if work is not None:
+                            self.queued[iid] = round(time.time(), 3)
                         if work is None:
                             release(iid)
                         elif (slots := self._first_slots(work)) is not None:
@@ -463,7 +473,7 @@ class Engine:
         k = instance_key(self.recipe.provider, step.uses, inputs, route)
         rec.key = k
         st = self.store.states.get(k)
-        forced = inst.path in self.forced
+        forced = inst.path in self.forced or inst.id in self.forced_ids
         if st is not None and st.status == "done" and not forced and \
                 all(self.store.has_blob(f) for f in st.files):
             self._cached(inst, rec, st, st.outputs)
@@ -510,20 +520,27 @@ class Engine:
                 self.failed_paid.append(inst.id)
                 raise StepError("--frozen: needs a paid submission (not in the lock and "
                                 "store)", step=inst.id)
-            outputs = await self._remote(inst, op, rec, st if not forced else None)
+            # Forced, a finished result is paid for again on purpose; but a task a forced
+            # run already submitted and never finished (killed, timed out) is polled, not
+            # paid for a second time (rule 2 holds under --force and reroll too).
+            outputs = await self._remote(inst, op, rec, st if not forced or (
+                st is not None and st.status == "submitted") else None)
         rec.status = "succeeded"
         self.ui.event(inst.id, "succeeded", "")
         return outputs
 
     async def _local(self, op: Op, rec: StepRecord) -> Any:
         async with self.cpu_slots:
+            started = round(time.time(), 3)
             self.ui.event(op.step, "running", "")
             sub = await self.providers["local"].submit(op)
         assert sub.result is not None
         rec.attempts += 1
+        finished = round(time.time(), 3)
         outputs, files = await self._materialize(sub.result, op)
         # Local work is free and deterministic: losing this line in a crash costs nothing.
-        self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False)
+        self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False,
+                          times={**self._times(op.step, finished), "started": started})
         await self._share(op, outputs, files, [], None)
         return outputs
 
@@ -635,7 +652,7 @@ class Engine:
                 # Stop and budget are checked inside the slot, so a task that waited for
                 # one cannot submit past a stop decided meanwhile.
                 PRIORITY.set(self.urgency.submit(inst.id))
-                sent = False
+                on_wire = False  # the submit left: from here a task may exist
                 try:
                     async with self.remote_slots:
                         if self.stop_reason:
@@ -644,13 +661,16 @@ class Engine:
                         self._check_budget(inst)
                         attempts += 1
                         rec.attempts = attempts
-                        await self._durable("intent", op.key, op.step, attempt=attempts)
-                        sent = True
+                        await self._durable("intent", op.key, op.step, attempt=attempts,
+                                            run=self.run_id)
+                        SENT_AT.set(None)
+                        on_wire = True
                         sub = await self._submit(op, claim)
+                        sent = _wall(self.clock, SENT_AT.get())
                         self.counts.submissions += 1
                         self.spent += self._price(inst)
                 except BaseException:
-                    if claim is not None and not sent:
+                    if claim is not None and not on_wire:
                         await self._free(claim, "stopped before submitting")
                     raise
                 if sub.task_id is None:
@@ -658,7 +678,10 @@ class Engine:
                     result = sub.result
                     break
                 task_id = sub.task_id
-                await self._durable("submitted", op.key, op.step, task_id=task_id)
+                # `sent`: when the submit left the rate limiter (the wait before it is
+                # the rate limit's), for `sunoflow review`'s timeline; optional.
+                await self._durable("submitted", op.key, op.step, task_id=task_id,
+                                    **({"sent": sent} if sent is not None else {}))
                 if claim is not None:
                     await self._ledger_task(inst, claim, task_id)
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
@@ -682,16 +705,28 @@ class Engine:
                     continue
                 raise
         first = self._first_of(op.key, task_id)
+        finished = round(time.time(), 3)
         # Fetching a finished task's files is brief local work that the next steps wait
         # for: it takes a place before any submit (which may hold one for the rate limit).
         async with self.remote_slots.take(AHEAD):
             outputs, files = await self._materialize(result, op, task_id, first)
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
-                            task_ids=rec.task_ids, credits=result.credits)
+                            task_ids=rec.task_ids, credits=result.credits,
+                            times=self._times(op.step, finished))
         await self._share(op, outputs, files, rec.task_ids, result.credits)
         if claim is not None:
             claim.closed = True  # a result without a task id: the done record stands now
         return outputs
+
+    def _times(self, iid: str, finished: float) -> dict[str, float]:
+        """The optional `times` of a ``done`` event (epoch seconds): the run it belongs to,
+        when the instance was ready to go, when its work finished (the task done, before
+        its files were fetched). The rest of an instance's timeline is in the times of its
+        ``intent``, ``submitted`` and ``first`` events and of the ``done`` itself."""
+        out = {"run": self.run_id, "finished": finished}
+        if iid in self.queued:
+            out["queued"] = self.queued[iid]
+        return out
 
     def _resubmit_uncertain(self, inst: Instance, who: str) -> None:
         """Rule 3: a submission that may have made a task whose id nobody recorded."""
@@ -1102,6 +1137,48 @@ class Engine:
                     raise StepError(f"download failed: {exc}", step=op.step) from None
                 await self.clock.sleep(backoff.next())
         raise AssertionError("unreachable")
+
+
+def _wall(clock: Clock, at: float | None) -> float | None:
+    """A time of the engine's clock (`at`, monotonic) as epoch seconds."""
+    if at is None:
+        return None
+    return round(time.time() - (clock.now() - at), 3)
+
+
+def forced_sets(plan: Plan, force: set[str]) -> tuple[set[str], set[str]]:
+    """(step paths, instance ids) that --force names: a path forces every instance of it
+    and everything downstream; an instance id (`song[1]/whole`) forces that instance; a
+    call's id (`song[1]`) every step instance inside that call."""
+    paths_ = {f for f in force if f in plan.paths}
+    ids: set[str] = set()
+    for f in force - paths_:
+        inst = plan.instances.get(f)
+        if inst is not None and inst.kind == "step":
+            ids.add(f)
+        else:
+            ids |= {i.id for i in plan.steps() if i.id.startswith(f + "/")}
+    return (plan.downstream(paths_) if paths_ else set()), ids
+
+
+def rerun(plan: Plan, names: set[str]) -> list[Instance]:
+    """The step instances a --force of `names` runs again: the forced ones, and every
+    instance that reads them, transitively (their inputs change with the new result)."""
+    paths_, hit = forced_sets(plan, names)
+    hit = set(hit)
+    for inst in plan.instances.values():  # in a topological order
+        # A call's ends share its path: only a step instance is hit by its path.
+        if inst.kind == "step" and inst.path in paths_ or any(d in hit for d in inst.deps):
+            hit.add(inst.id)
+    return [i for i in plan.steps() if i.id in hit]
+
+
+def forceable(plan: Plan, name: str) -> bool:
+    """A name --force and reroll accept: a step path, a step instance, or a call."""
+    if name in plan.paths:
+        return True
+    inst = plan.instances.get(name)
+    return inst is not None and inst.kind in ("step", "leave")
 
 
 def _said(step: str, exc: ProviderError) -> str:

@@ -231,6 +231,12 @@ def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     ex = _Expander(recipe, units)
     ex.unit(top, "", None, recipe.input_defaults(), "")
     diags = [d for u in units.values() for d in u.ck.diags] + ex.diags
+    if recipe.takes:
+        from runner import takes
+
+        music = {iid: i.kind == "step" and _makes_takes(i.step)
+                 for iid, i in ex.instances.items() if i.kind == "step"}
+        diags += takes.unknown(recipe.takes, recipe.takes_doc, music, suggest)
     if diags:
         raise RecipeError(diags)
     return Plan(recipe, ex.instances, top.ck.fan, ex.path_deps(), ex.scopes)
@@ -383,6 +389,7 @@ class _Expander:
         this level (steps and calls, not their insides). `known`: the inputs whose values
         are known before the run (for the static checks)."""
         ck, r = u.ck, u.recipe
+        takes = self.top.takes
         mine: list[str] = []
         self.scopes[prefix] = Scope(prefix, r, ck.fan, enter, known)
         for sid in u.order:
@@ -413,15 +420,21 @@ class _Expander:
                     got = _all(ck, nd)
                     deps.extend(got)
                     whole.update(got)  # `needs` waits for the whole step
+                # A take kept for one song (runner.takes) counts as that instance's
+                # `take:`: a step reading `tracks[0]` of a song whose kept take is 1 must
+                # wait for the whole task, not start from its first track.
                 early = [d for d in dict.fromkeys(deps) if d not in whole and
-                         _staged(r.steps[d.split("[", 1)[0]])] if step.callee is None else []
+                         _staged(r.steps[d.split("[", 1)[0]], takes.get(prefix + d))] \
+                    if step.callee is None else []
                 if prefix:
                     deps = [prefix + d for d in deps]
                     early = [prefix + d for d in early]
                 if enter is not None:
                     deps.append(enter)  # every inner instance waits for its call's inputs
                 item = loop_items[i] if (i is not None and loop_items is not None) else None
-                inst = Instance(prefix + local, step, i, item,
+                kept = takes.get(prefix + local)
+                inst = Instance(prefix + local, step if kept is None else replace(step, take=kept),
+                                i, item,
                                 prefix + src if src is not None else None,
                                 tuple(dict.fromkeys(deps)), prefix, path + sid,
                                 early=tuple(early))
@@ -604,12 +617,20 @@ def _first_track_ref(ck: Checker, ref: Ref) -> bool:
     return len(parts) > 1 and parts[1].kind != "attr" and _first_track(parts[2:])
 
 
-def _staged(step: Step) -> bool:
+def _staged(step: Step, kept: int | None = None) -> bool:
     """A music step whose service reports its first track before the second (its `first`
-    stage), read with its first take: only those can release a step early."""
+    stage), read with its first take: only those can release a step early. `kept`: the
+    take kept for this instance (runner.takes), which stands for the step's `take:`."""
     t = TYPES.get(step.uses or "")
-    return t is not None and t.pace == "music" and step.take in ("both", 0) and \
+    take = step.take if kept is None else kept
+    return t is not None and t.pace == "music" and take in ("both", 0) and \
         step.callee is None
+
+
+def _makes_takes(step: Step) -> bool:
+    """A step whose result is two takes to choose from (a music step's `tracks`)."""
+    t = TYPES.get(step.uses or "")
+    return t is not None and t.pace == "music"
 
 
 def _order(ck: Checker, deps: dict[str, set[str]]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,10 @@ class Recipe:
     inputs: dict[str, Input] = field(default_factory=dict)
     exposed: dict[str, str] = field(default_factory=dict)  # a reusable recipe's outputs
     allow_paths: tuple[Path, ...] = ()  # --allow-path: folders beside its own it may read
+    # NAME.takes.yaml beside it (runner.takes): step instance -> the take kept. Read for the
+    # recipe that is run only; the plan applies each to its instance.
+    takes: dict[str, int] = field(default_factory=dict)
+    takes_doc: Document | None = None
 
     def input_defaults(self) -> dict[str, Any]:
         """Each input's value when the caller gives none (null for an optional one)."""
@@ -358,7 +362,14 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
     every problem found."""
     p = Path(path)
     doc = source.read(p, display=display or str(path))
-    return from_document(doc, p, overrides or {}, includes)
+    r = from_document(doc, p, overrides or {}, includes)
+    if includes is None:  # the recipe that is run, not one it uses
+        from runner import takes
+
+        kept, kdoc = takes.read(p)
+        if kdoc is not None:
+            r = replace(r, takes=kept, takes_doc=kdoc)
+    return r
 
 
 def from_document(doc: Document, path: Path, overrides: dict[str, Any],

@@ -51,8 +51,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     p = planner.build(r)
     if listen is not None:
         _check_listen(r.provider, listen)
+    from runner.engine import forceable
+
     for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
-        if sid not in p.paths:
+        if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)

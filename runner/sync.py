@@ -96,6 +96,17 @@ def pull(recipe_path: Path, state: Path, url: str) -> int:
     return 1 if missing else 0
 
 
+def prefetch(recipe_path: Path, state: Path, url: str) -> None:
+    """`review --cache`: pull what the lock references before the page plays it; the page
+    works without (a take it cannot find is shown as missing), so failures only warn."""
+    import sys
+
+    try:
+        pull(recipe_path, state, url)
+    except (CacheError, UsageError) as exc:
+        print(f"sunoflow: {exc}; reviewing what is here", file=sys.stderr)
+
+
 def status_rows(plan: Any, store: Store, cache: Cache) -> dict[str, dict[str, Any]]:
     """`status --cache`: the store as the cache completes it (nothing written here):
     finished keys the cache records count as done, and a done step whose files are missing

@@ -503,3 +503,20 @@ def test_force_pays_again_on_purpose_with_a_cache(tmp_path: Path, s3: S3Server):
         assert forced.returncode == 0, forced.stderr
         again = [p for p, _ in paid(srv.log[before:])]
     assert again.count("/api/v1/lyrics") == 3
+
+
+def test_review_with_a_cache_pulls_the_takes_it_plays(tmp_path: Path, s3: S3Server):
+    (tmp_path / "ep.yaml").write_text(RECIPE)
+    with FakeServer("sunoapi", api_key=KEY) as srv:
+        made = run(tmp_path, srv.url, s3)
+        assert made.returncode == 0, made.stderr
+        shutil.rmtree(tmp_path / "state" / "blobs")
+        before = len(srv.log)
+        page = sunoflow(tmp_path, s3, "review", "ep.yaml", "--state-dir", "state",
+                        "--base-url", srv.url, "--export", "page", "--cache", s3.url)
+        assert page.returncode == 0, page.stderr
+        assert srv.log[before:] == []
+    assert "pull: " in page.stderr
+    assert list((tmp_path / "state").rglob("blobs/**/*.mp3"))  # pulled back
+    exported = {p.name for p in (tmp_path / "page").rglob("*") if p.is_file()}
+    assert any(name.endswith(".mp3") for name in exported), sorted(exported)
