@@ -466,9 +466,13 @@ class Engine:
             inputs = {k: render(v, ctx) for k, v in step.with_.items()}
         except TemplateError as exc:
             raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
-        for fld, msg, _hint in models.check(step.uses, inputs):
-            raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
         route = route_of(self.recipe.provider, step.uses, inputs)
+        # The same rules `validate` applied to what was known before the run, now on the
+        # rendered values: a request the provider would refuse is never sent (nothing is
+        # journaled or paid for it).
+        kind = "local" if route == "local" else self.recipe.provider.kind
+        for fld, msg, _hint in models.check(step.uses, inputs, kind):
+            raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
         prov = self.providers["local"] if route == "local" else self.remote
         k = instance_key(self.recipe.provider, step.uses, inputs, route)
         rec.key = k

@@ -36,6 +36,7 @@ from runner import fanin, models, paths
 from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError
 from runner.include import INPUT_TYPES, at, fits
+from runner.paths import Roots
 from runner.recipe import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
 from runner.refs import Checker
 from runner.steps import TYPES
@@ -318,7 +319,8 @@ def _check_album(ck: Checker) -> None:
     """The `outputs:` entries of the recipe that is run (the album)."""
     for o in ck.r.outputs:
         base = ("outputs", o.index)
-        _n, _items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        _n, items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        _static_album_paths(ck, o, items if frm is None else None)
         for key, val in (("path", o.path), ("from", o.from_), ("lrc", o.lrc)):
             if val is not None and is_template(val):
                 c = ck.compile((*base, key), val)
@@ -326,6 +328,8 @@ def _check_album(ck: Checker) -> None:
                     ck.item_from["\0out"] = frm
                     ck.check_refs((*base, key), c, "\0out" if frm else None,
                                   looped=o.for_each is not None)
+                    if key != "path":
+                        _album_file_type(ck, (*base, key), c, frm, key)
         for tk, tv in o.tags.items():
             if is_template(tv):
                 c = ck.compile((*base, "tags", tk), tv)
@@ -333,7 +337,95 @@ def _check_album(ck: Checker) -> None:
                     ck.item_from["\0out"] = frm
                     ck.check_refs((*base, "tags", tk), c, "\0out" if frm else None,
                                   looped=o.for_each is not None)
+                    if tk == "cover":
+                        _album_file_type(ck, (*base, "tags", tk), c, frm, "cover")
     ck.item_from.pop("\0out", None)
+
+
+def _album_file_type(ck: Checker, where: tuple[Any, ...], c: Compiled, frm: str | None,
+                     key: str) -> None:
+    """A `from`, `lrc` or `cover` that is exactly one reference to a step's output must
+    name a file output (or, but for `lrc`, an object that has one): a text output such as
+    `steps.words.text` can never be a file the steps made, so it is refused before the run
+    instead of at export, after every paid step."""
+    if not c.is_ref:
+        return  # an expression: checked at export, when its value exists
+    ref = c.refs[0]
+    if ref.root == "steps":
+        typ = ck.ref_type(c)
+    elif ref.root == "item" and frm is not None and frm in ck.r.steps:
+        typ = ck.outputs_of(frm)
+        for part in ref.parts:
+            if isinstance(typ, dict) and part.kind != "expr" and str(part.value) in typ:
+                typ = typ[str(part.value)]
+            elif isinstance(typ, tuple) and (part.kind == "expr" or isinstance(part.value, int)):
+                typ = typ[1]
+            else:
+                return
+    else:
+        return
+    ok = typ == "file" or typ in ("any", None) or (
+        key != "lrc" and isinstance(typ, dict) and typ.get("file") == "file")
+    if not ok:
+        shown = c.source.strip("{} ")
+        label = f"outputs[{where[1]}]." + ".".join(map(str, where[2:]))
+        if isinstance(typ, dict) and "file" in typ:
+            ck.err(where, f"{label}: {shown} is an object, not a file", f"name its file: "
+                   f"\"{{{{ {shown}.file }}}}\"")
+            return
+        what = "text" if typ == "str" else "a number" if typ == "num" else \
+            "a list" if isinstance(typ, tuple) else "an object without a file"
+        ck.err(where, f"{label}: {shown} is {what}, not a file a step made",
+               "name a file output, e.g. \"{{ steps.song.tracks[0].file }}\"")
+
+
+def _static_album_paths(ck: Checker, o: Any, items: list[Any] | None) -> None:
+    """The files an album entry reads, checked before the run wherever their templates
+    need no step's outputs (export checks them again): `from` and `lrc` must be files
+    the steps made, so a value known before the run cannot be one; `cover` must stay
+    inside the recipe's folders (runner.paths)."""
+    if o.for_each is not None and items is None:
+        items = []  # a loop over step outputs: known only after the run
+    cases = [(None, None)] if o.for_each is None else list(enumerate(items or []))
+    for key, val in (("from", o.from_), ("lrc", o.lrc), ("cover", o.tags.get("cover"))):
+        where = ("outputs", o.index, *(("tags",) if key == "cover" else ()), key)
+        if not isinstance(val, str) or not val:
+            continue
+        if not is_template(val):
+            if key == "lrc":
+                ck.err(where, f"outputs[{o.index}].lrc: {val!r} is not a step's file output",
+                       "e.g. lrc: \"{{ steps.timing.lrc }}\"")
+            continue  # a literal `from` and `cover` are checked with the recipe
+        try:
+            c = compile_template(val)
+        except TemplateError:
+            continue  # reported where the templates are compiled
+        if any(r.root == "steps" or r.root == "inputs" for r in c.refs):
+            continue
+        for index, item in cases:
+            ctx: dict[str, Any] = {"vars": ck.r.vars, "steps": {}, "inputs": {}}
+            if index is not None:
+                ctx.update(index=index, item=item)
+            try:
+                value = c.render(ctx)
+            except TemplateError:
+                continue
+            if isinstance(value, dict):
+                value = value.get("file")
+            if not isinstance(value, str) or not value:
+                continue
+            shown = f"outputs[{o.index}]" + (f" (item {index})" if index is not None else "")
+            if key != "cover":
+                ck.err(where, f"{shown}.{key}: {value!r} is not a step's file output (it is "
+                       "known before the run)", "name a step's file, e.g. "
+                       "\"{{ steps.song.tracks[0].file }}\"")
+                break
+            try:
+                Roots.of(ck.r.path, ck.r.allow_paths).resolve(value)
+            except paths.Outside as exc:
+                ck.err(where, f"{shown}.tags.cover: {exc}", "use a step's image or a file "
+                       "beside the recipe")
+                break
 
 
 def _check_call(ck: Checker, step: Step) -> None:
@@ -682,8 +774,27 @@ def _check_service_tracks(ck: Checker, step: Step) -> None:
             return
 
 
+# Step types whose sunoapi request carries an uploaded file (REFERENCE 2.3-2.6): a local
+# path or a stored track is uploaded first, with the key; only a literal URL is not.
+UPLOADS = frozenset({"upload_cover", "upload_extend", "add_vocals", "add_instrumental"})
+
+
+def _check_upload_host(ck: Checker, step: Step) -> None:
+    prov = ck.provider
+    audio = step.with_.get("audio")
+    if prov.kind != "sunoapi" or prov.upload_base_url or step.uses not in UPLOADS or \
+            isinstance(audio, str) and not is_template(audio) and paths.is_url(audio):
+        return
+    ck.err(("steps", step.id, "with", "audio") if "audio" in step.with_ else
+           ("steps", step.id), f"step '{step.id}' ({step.uses}) uploads its audio with the "
+           f"key, and no upload host is known for {prov.base_url} (only api.sunoapi.org's "
+           "is documented)", "set provider.upload_base_url to the upload address your "
+           "provider documents, or give audio as an http(s) URL")
+
+
 def _check_provider(ck: Checker, step: Step) -> None:
     _check_service_tracks(ck, step)
+    _check_upload_host(ck, step)
     kind = ck.provider.kind
     if step.type is not None and kind not in step.type.support:
         can = [k for k in step.type.support]
@@ -704,15 +815,25 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
         if is_template(v):
             c = compile_template(v)
             if not _static(c, inst, known):
+                # Known only during the run: the rules that depend on it are checked by
+                # the engine when it is rendered, before the step's request.
+                values[k] = models.UNKNOWN
                 continue
             try:
                 values[k] = c.render(ctx)
             except TemplateError as exc:
                 ck.err(("steps", step.id, "with", k), f"{inst.id}: {exc}")
+                values[k] = models.UNKNOWN
                 continue
         else:
             values[k] = v
-    for fld, msg, hint in models.check(step.uses, values):
+    if values.get("audio") is models.UNKNOWN:
+        values["audio"] = _known_source(ck, step)
+    kind = ck.provider.kind if step.type.support.get(ck.provider.kind) == "remote" \
+        else "local"
+    raw = ck.doc.data["steps"].get(step.id) if isinstance(ck.doc.data.get("steps"), dict) \
+        else None
+    for fld, msg, hint in models.check(step.uses, values, kind):
         where = ("steps", step.id, "with", fld)
         prefix = f"{inst.id}: " if inst.index is not None or inst.scope else ""
         src = step.with_.get(fld)
@@ -722,8 +843,13 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
             doc, cpath = via
             ex.diags.append(doc.diag(cpath, f"{prefix}{msg} ({at(ck.doc, where)} uses it as "
                                      f"{fld})", hint))
+        elif fld in step.with_:
+            ck.err(where, prefix + msg, hint)
         else:
-            ck.err(where if fld in step.with_ else ("steps", step.id), prefix + msg, hint)
+            # A missing field: point at the `with` key (or the step, without one).
+            has_with = isinstance(raw, dict) and "with" in raw
+            ck.err(("steps", step.id, "with") if has_with else ("steps", step.id),
+                   prefix + msg, hint, key=True)
     for where, text in paths.local_paths(values):
         try:
             ex.top.roots.resolve(text)  # every local path: against the top recipe's folder
@@ -733,6 +859,42 @@ def _static_limits(ck: Checker, recipe: Recipe, inst: Instance, known: dict[str,
             rendered = any(True for _ in templates_in(step.with_.get(where[0])))
             who = inst.id if rendered and inst.index is not None else step.id
             ck.err(("steps", step.id, "with", *where), f"{paths.label(who, step.uses)}: {exc}")
+
+
+class _Partial(dict[str, Any]):
+    """A track known only in part before the run: every other field is UNKNOWN."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key, models.UNKNOWN)
+
+
+def _known_source(ck: Checker, step: Step) -> Any:
+    """What is known before the run of the track an extend continues: the model of a
+    generate or upload_cover it names (`steps.X.tracks[i]`, or `item.tracks[i]` over X),
+    which the service requires the extend to match (REFERENCE 2.2)."""
+    if step.uses != "extend":
+        return models.UNKNOWN
+    try:
+        c = compile_template(step.with_["audio"])
+    except TemplateError:
+        return models.UNKNOWN
+    if not c.is_ref:
+        return models.UNKNOWN
+    ref = c.refs[0]
+    parts = list(ref.parts)
+    if ref.root == "steps" and parts and parts[0].kind != "expr":
+        x: str | None = str(parts[0].value)
+    elif ref.root == "item":
+        x = ck.item_from.get(step.id)
+    else:
+        return models.UNKNOWN
+    src = ck.r.steps.get(x or "")
+    if src is None or src.uses not in ("generate", "upload_cover") or src.callee is not None:
+        return models.UNKNOWN
+    model = src.with_.get("model", models.DEFAULT_MODEL)
+    if not isinstance(model, str) or is_template(model) or "mv" in src.with_:
+        return models.UNKNOWN
+    return _Partial(model=model)
 
 
 def _from_input(ex: _Expander, inst: Instance, src: Any) -> tuple[Any, tuple[Any, ...]] | None:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jsonschema import ValidationError
 
@@ -29,13 +30,29 @@ from runner.template import TemplateError, compile_template, is_template
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "local": {"base_url": None, "rate_limit": None},
     "sunoapi": {"base_url": "https://api.sunoapi.org",
-                "upload_base_url": "https://sunoapiorg.redpandaai.co",
                 "rate_limit": {"requests": 20, "per_seconds": 10}},
     "newapi": {"base_url": None, "rate_limit": {"requests": 20, "per_seconds": 10}},
 }
 
 
 DEFAULT_MAX_DOWNLOAD = 512 * 2**20  # bytes of one result file
+
+# The hosts whose upload host is documented (REFERENCE 2.20): uploads carry the key, so
+# they go only where the API host's own documentation sends them. A host on this machine
+# (a fake, a tunnel's local end) is its own upload host; any other needs
+# `upload_base_url`, refused at validation when a step uploads (runner.plan).
+UPLOAD_HOSTS = {"api.sunoapi.org": "https://sunoapiorg.redpandaai.co"}
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def upload_host(base_url: str | None) -> str | None:
+    """The upload address that serves the API at `base_url`, when it is known."""
+    if not base_url:
+        return None
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host in UPLOAD_HOSTS:
+        return UPLOAD_HOSTS[host]
+    return base_url.rstrip("/") if host in LOOPBACK else None
 
 
 @dataclass(frozen=True)
@@ -582,9 +599,14 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
                           "timeouts", "cache")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
+        moved = _host(overrides["base_url"]) != _host(base.get("base_url"))
         base["base_url"] = overrides["base_url"]
-        if kind == "sunoapi" and "upload_base_url" not in block:
-            base["upload_base_url"] = overrides["base_url"]
+        if moved:
+            # The recipe's upload host belongs to the API host it named: with another API
+            # host on the command line, the key must not go to the old one's uploads.
+            base.pop("upload_base_url", None)
+    if kind == "sunoapi" and not base.get("upload_base_url"):
+        base["upload_base_url"] = upload_host(base.get("base_url"))
     rl = base.get("rate_limit")
     return Provider(
         kind=kind,
@@ -606,6 +628,11 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         timeouts={str(k): t for k, v in dict(base.get("timeouts") or {}).items()
                   if (t := parse_duration(v)) is not None},
     )
+
+
+def _host(url: Any) -> str | None:
+    """The server a URL names (host and port): another one is another operator."""
+    return urlsplit(url).netloc.lower() if isinstance(url, str) else None
 
 
 def parse_duration(v: Any) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from runner import fanin
+from runner import fanin, models
 from runner.errors import Diagnostic
 from runner.include import at
 from runner.recipe import Provider, Recipe, Step, _kind, _show, suggest
@@ -241,6 +241,7 @@ class Checker:
         if typ is None:
             return  # a call whose recipe did not load: reported there
         trail = shown
+        count: int | None = None  # how many items the list at hand holds, when known
         for part in parts:
             if part.kind == "expr":
                 if isinstance(typ, tuple):
@@ -266,10 +267,21 @@ class Checker:
                     self.err(path, msg, suggest(name, typ), ref.line)
                     return
                 typ = typ[name]
+                count = models.takes(step.type, step.take) \
+                    if trail == shown and name == "tracks" else None
                 trail += f".{name}"
             elif isinstance(typ, tuple):
                 if part.kind == "attr":
                     return  # a filter-like attribute of a list; let the render judge
+                if count is not None and isinstance(part.value, int) \
+                        and not isinstance(part.value, bool) and not -count <= part.value < count:
+                    kept = " (take keeps one)" if count == 1 and step.type is not None \
+                        and step.type.pace == "music" else ""
+                    self.err(path, f"{trail}[{part.value}] cannot exist: {step.uses} gives "
+                             f"{count} track{'s' if count != 1 else ''}{kept}",
+                             f"tracks[0]{' or tracks[1]' if count == 2 else ''}", ref.line)
+                    return
+                count = None
                 typ = typ[1]
                 trail += f"[{part.value}]"
             else:

@@ -25,17 +25,30 @@ ask for unbounded memory or time is bounded per render, to MAX_SIZE (1,000,000):
   item a `map` passes through one): at most MAX_CALLS; output, literal text repeated by
   loops and macros included: MAX_SIZE characters.
 
-What is not bounded is the sum of many large operations: each one costs at most about a
-second (sorting a million items, say), but a long template can ask for many of them.
+- in all, per render: what the operators, calls and filters build (strings by their
+  characters, lists, tuples and mappings by 8 bytes per item) at most MAX_BUILT
+  (10,000,000; about 10 MB), counted as it is built, so many values each under MAX_SIZE
+  cannot add up (`range(30000)|map('center', 200000)|list` stops after 50 of them);
+  `|tojson(indent=n)` is measured before it runs;
+- time: MAX_SECONDS (2 s) of this thread's CPU per render (CPU, not the wall clock, so a
+  busy machine does not turn a good template into a refused one), checked at every call,
+  filter, operator, output and every 1,024 loop turns; one operation in progress when it
+  passes runs to its end, and each is bounded above (about a second for the largest:
+  sorting a million items);
+- numbers: an integer an operator makes, or a template returns or writes, has at most
+  MAX_INT_BITS bits (about 1,200 digits; Python itself refuses to print 4,300), and a
+  float must be finite.
 
 Each limit raises SecurityError, which runner.template reports as "not allowed in a
-template: ...".
+template: ...". docs/SECURITY.md states these bounds for users.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,7 +63,9 @@ MAX_SIZE = 1_000_000
 # it only has to stay small enough to be hashed into a step's key.
 MAX_NATIVE = 16 * MAX_SIZE
 MAX_CALLS = 100_000  # a call (a macro's above all) costs ~100 times a loop turn
-MAX_INT_BITS = 64 * MAX_SIZE
+MAX_INT_BITS = 4096
+MAX_BUILT = 10_000_000  # what one render may build in all (characters, or 8 per item)
+MAX_SECONDS = 2.0  # what one render may take
 REMOVED_GLOBALS = ("lipsum", "cycler", "joiner", "namespace")
 _PRINTF_WIDTH = re.compile(r"%[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
 _LOOP_FILTER = "_sunoflow_counted"
@@ -61,10 +76,11 @@ _SIZED_FILTER = "_sunoflow_sized"
 class _Budget:
     """What one render has spent, kept on its EvalContext."""
 
-    __slots__ = ("turns", "calls", "output", "memo")
+    __slots__ = ("turns", "calls", "output", "built", "deadline", "memo")
 
     def __init__(self) -> None:
-        self.turns = self.calls = self.output = 0
+        self.turns = self.calls = self.output = self.built = 0
+        self.deadline = time.thread_time() + MAX_SECONDS
         # id -> (object, weight): the object is kept alive so that its id stays its own.
         self.memo: dict[int, tuple[Any, int]] = {}
 
@@ -90,10 +106,15 @@ def weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None,
     def w(v: Any, depth: int) -> int:
         if isinstance(v, str):
             return len(v)
-        if v is None or isinstance(v, (bool, float)):
+        if v is None or isinstance(v, bool):
             return 5
         if isinstance(v, int):
+            _check_int(v)
             return int(v.bit_length()) // 3 + 1
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise SecurityError(f"the number {v} (not finite) is not allowed")
+            return 5
         if isinstance(v, (list, tuple, dict, set, frozenset)):
             hit = memo.get(id(v))
             if hit is not None and hit[0] is v:
@@ -111,6 +132,49 @@ def weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None,
         return 16  # other objects (ranges, generators, undefined) print short
 
     return w(value, 0)
+
+
+def _check_int(v: int) -> None:
+    if v.bit_length() > MAX_INT_BITS:
+        raise SecurityError(f"a number of more than {MAX_INT_BITS} bits (about "
+                            f"{int(MAX_INT_BITS * 0.30103):,} digits) is not allowed")
+
+
+def _spend(b: _Budget, value: Any) -> Any:
+    """Count what a call, filter or operator built against MAX_BUILT, and the clock."""
+    if isinstance(value, str):
+        b.built += len(value)
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        b.built += 8 * len(value)
+    elif _is_int(value):
+        _check_int(value)
+    if b.built > MAX_BUILT:
+        raise SecurityError(f"the template builds more than {MAX_BUILT:,} bytes in all")
+    _tick(b)
+    return value
+
+
+def _tick(b: _Budget) -> None:
+    if time.thread_time() > b.deadline:
+        raise SecurityError(f"the template ran for more than {MAX_SECONDS:g} s")
+
+
+def _json_size(value: Any, indent: int, limit: int = MAX_SIZE) -> int:
+    """About how long `value` is as indented JSON: each item on its own line, indented
+    by its depth (counting stops a little past `limit`)."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack and total <= limit:
+        v, depth = stack.pop()
+        total += depth * indent + 2
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+            total += sum(len(str(k)) for k in v)
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, depth + 1) for x in v)
+        else:
+            total += weight(v, limit=limit)
+    return total
 
 
 def _too_big(size: int, what: str = "the result", unit: str = "characters",
@@ -240,6 +304,11 @@ def _filter_precheck(memo: dict[int, tuple[Any, int]], name: str, value: Any,
         width = _arg(args, kwargs, 0, "width", 80)
         if _is_int(width):
             _too_big(width)
+    elif name == "tojson":
+        indent = _arg(args, kwargs, 0, "indent")
+        width = len(indent) if isinstance(indent, str) else indent if _is_int(indent) else 0
+        if width > 0:
+            _too_big(_json_size(value, width))
     elif name == "format" and isinstance(value, str):
         _check_printf(value)
         _too_big(len(value) + value.count("%") * _sized(memo, *args, *kwargs.values()))
@@ -282,7 +351,7 @@ def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             result = fn(context.environment, value, *args, **kwargs)
         else:
             result = fn(value, *args, **kwargs)
-        return _after(result)
+        return _spend(b, _after(result))
 
     return guarded
 
@@ -297,6 +366,8 @@ def _counted(eval_ctx: EvalContext, iterable: Any) -> Iterator[Any]:
         b.turns += 1
         if b.turns > MAX_SIZE:
             raise SecurityError(f"the template's loops run more than {MAX_SIZE:,} times")
+        if not b.turns & 1023:
+            _tick(b)
         yield x
 
 
@@ -308,13 +379,16 @@ def _cost(context: Context, _value: Any, chars: int) -> None:
 
 @pass_eval_context
 def _sized_filter(eval_ctx: EvalContext, value: Any) -> Any:
-    """Around each operand of `~`, which turns it into text."""
-    _sized(_budget(eval_ctx).memo, value)
+    """Around each operand of `~`, which turns it into text (and builds that text)."""
+    b = _budget(eval_ctx)
+    b.built += _sized(b.memo, value)
+    _spend(b, None)
     return value
 
 
 def _count_call(b: _Budget) -> None:
     b.calls += 1
+    _tick(b)
     if b.calls > MAX_CALLS:
         raise SecurityError(f"the template makes more than {MAX_CALLS:,} calls (functions, "
                             "methods and filters)")
@@ -322,6 +396,7 @@ def _count_call(b: _Budget) -> None:
 
 def _emit(b: _Budget, chars: int) -> None:
     b.output += chars
+    _tick(b)
     if b.output > MAX_SIZE:
         raise SecurityError(f"the template writes more than {MAX_SIZE:,} characters")
 
@@ -378,7 +453,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
             items = right if isinstance(right, tuple) else \
                 tuple(right.values()) if isinstance(right, dict) else (right,)
             _too_big(len(left) + left.count("%") * _sized(memo, *items))
-        return super().call_binop(context, operator, left, right)
+        return _spend(_budget(context.eval_ctx),
+                      super().call_binop(context, operator, left, right))
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         b = _budget(context.eval_ctx)
@@ -393,7 +469,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             length = _arg(args, kwargs, 0, "length", 1)
             if _is_int(length):
                 _too_big(length)
-        return _after(super().call(context, obj, *args, **kwargs))
+        return _spend(b, _after(super().call(context, obj, *args, **kwargs)))
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:

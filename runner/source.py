@@ -22,6 +22,8 @@ from runner.errors import Diagnostic, RecipeError
 MAX_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_VALUES = 500_000
+MAX_INT = 2**63 - 1  # integers in a recipe: what JSON readers and ffmpeg take safely
+_MAX_DIGITS = {10: 19, 8: 21, 16: 16}  # digits of MAX_INT in each base
 
 Path_ = tuple[str | int, ...]
 
@@ -151,6 +153,7 @@ def _tag_error(tag: str) -> str:
     return f"YAML tag '{shown}' is not allowed in a recipe"
 
 
+_NUMBER_HINT = "quote it if it is meant as text"
 _TAG_HINT = "a recipe is plain data; remove the tag (quote the value if it must stay a string)"
 
 
@@ -194,18 +197,35 @@ def _plain(value: str) -> Any:
     if value in _BOOL:
         return _BOOL[value]
     if _INT.match(value):
-        return int(value)
+        return _int(value, value.lstrip("+-"), 10)
     if _OCT.match(value):
-        return int(value[2:], 8)
+        return _int(value, value[2:], 8)
     if _HEX.match(value):
-        return int(value[2:], 16)
+        return _int(value, value[2:], 16)
     if _FLOAT.match(value):
-        return float(value)
-    if _INF.match(value):
-        return -math.inf if value.startswith("-") else math.inf
-    if _NAN.match(value):
-        return math.nan
+        f = float(value)
+        if not math.isfinite(f):
+            raise ValueError(f"{_brief(value)} is too large a number (at most about 1e308)")
+        return f
+    if _INF.match(value) or _NAN.match(value):
+        raise ValueError(f"{value} is not a number a recipe can use (infinity and NaN are "
+                         "refused)")
     return value
+
+
+def _brief(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
+
+
+def _int(text: str, digits: str, base: int) -> int:
+    """An integer within MAX_INT: longer numbers mean nothing in a recipe, and Python's
+    own limit on converting them (4300 digits) would surface as an internal error."""
+    if len(digits.lstrip("0")) > _MAX_DIGITS[base]:
+        raise ValueError(f"{_brief(text)} is too large a number (at most {MAX_INT:,})")
+    n = int(digits, base) * (-1 if text.startswith("-") else 1)
+    if abs(n) > MAX_INT:
+        raise ValueError(f"{_brief(text)} is too large a number (at most {MAX_INT:,})")
+    return n
 
 
 def _mark(m: Any) -> Mark:
@@ -325,11 +345,14 @@ def _build(text: str, name: str) -> Document:
                         v = _scalar(value, tag, ev.implicit, ev.style)
                     except ValueError as exc:
                         raise fail(ev.start_mark, str(exc),
-                                   _TAG_HINT if "tag" in str(exc) else None) from None
+                                   _TAG_HINT if "tag" in str(exc) else _NUMBER_HINT) from None
                 elif ev.style or not ev.implicit[0]:
                     v = value  # quoted or block scalar: always a string
                 else:
-                    v = _plain(value)
+                    try:
+                        v = _plain(value)
+                    except ValueError as exc:
+                        raise fail(ev.start_mark, str(exc), _NUMBER_HINT) from None
                 start_m, end_m = ev.start_mark, ev.end_mark
                 span = (start_m.index, end_m.index, ev.style or "") \
                     if type(v) is str and start_m is not None and end_m is not None else None
@@ -414,8 +437,20 @@ def _build(text: str, name: str) -> Document:
             hint = f"'{at}' cannot start a plain value; quote the value"
         raise RecipeError([Diagnostic(name, line, col, f"YAML syntax error: {problem}",
                                       hint)]) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (a control character): where it is, in one line.
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - text.rfind("\n", 0, pos)
+        char = exc.character if isinstance(exc.character, int) else \
+            ord(str(exc.character)[:1] or " ")
+        raise RecipeError([Diagnostic(name, line, col, f"character U+{char:04X} is not allowed "
+                                      "in YAML (a control character)",
+                                      "remove it; inside a double-quoted string write it as an "
+                                      "escape such as \\x1b")]) from None
     except yaml.YAMLError as exc:
-        raise RecipeError([Diagnostic(name, 1, 1, f"YAML error: {exc}")]) from None
+        detail = " ".join(str(exc).split())  # one line, whatever the parser wrote
+        raise RecipeError([Diagnostic(name, 1, 1, f"YAML error: {detail}")]) from None
     if docs == 0 or result is None:
         raise RecipeError([Diagnostic(name, 1, 1, "recipe is empty",
                                       "start with 'version: 1', a 'name' and 'steps'")])

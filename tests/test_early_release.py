@@ -332,7 +332,7 @@ steps:
     with: {prompt: la}
   long:
     uses: extend
-    with: {audio: "{{ steps.song.tracks[%d] }}", continue_at: 10}
+    with: {audio: "{{ steps.song.tracks[%d] }}", continue_at: 10, prompt: more, style: pop}
 """
 TAKES_LAST = 100.0  # every task of the double takes this long on the engine's clock
 
@@ -437,7 +437,7 @@ steps:
   long:
     uses: extend
     for_each: "{{ steps.song }}"
-    with: {audio: "{{ item.tracks[0] }}", continue_at: 30}
+    with: {audio: "{{ item.tracks[0] }}", continue_at: 30, prompt: more, style: pop}
   title:
     uses: tag
     for_each: "{{ steps.song }}"

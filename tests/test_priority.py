@@ -37,7 +37,7 @@ steps:
   long:
     uses: extend
     for_each: "{{ steps.song }}"
-    with: {audio: "{{ item.tracks[0] }}", continue_at: 20}
+    with: {audio: "{{ item.tracks[0] }}", continue_at: 20, prompt: more}
   master:
     uses: convert
     for_each: "{{ steps.long }}"

@@ -207,7 +207,8 @@ outputs:
     from: "{{{{ vars.where }}}}"
 """)
     r = sunoflow("run", "r.yaml", cwd=tmp_path)
-    assert r.returncode == 1
-    assert "outputs[0]: from" in r.stderr
-    assert "is not a step's output" in r.stderr
+    # Known before the run, so refused before it (runner.plan._static_album_paths).
+    assert r.returncode == 2
+    assert "outputs[0].from: " in r.stderr
+    assert "is not a step's file output (it is known before the run)" in r.stderr
     assert not (tmp_path / "out" / "stolen.txt").exists()

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the relay's failed-task status word")
     parser.add_argument("--credits-endpoint", choices=CHOICES["credits_endpoint"],
                         help="which balance endpoint the host serves")
+    parser.add_argument("--empty-required", choices=CHOICES["empty_required"],
+                        help="whether an empty negativeTags (documented as required) counts "
+                             "as given (default accept)")
     return parser
 
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             "running_status": args.running_status,
             "relay_fail_status": args.relay_fail_status,
             "credits_endpoint": args.credits_endpoint,
+            "empty_required": args.empty_required,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")

@@ -28,6 +28,9 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
     lyrics_variants        default 2
     extend_returns         "whole" | "continuation" | null (sunoapi whole, relay continuation)
     relay_extras           relay concat and upload endpoints on (default) or off
+    empty_required         "accept" (default) | "refuse": whether an empty negativeTags,
+                           documented as required on add-vocals and add-instrumental
+                           (REFERENCE 2.5, 2.6), counts as given; the docs do not say
     callbacks              null (default: no callbacks are sent) or {"delay": s,
                            "jitter": s, "duplicate": p, "loss": p, "timeout": s}: sunoapi
                            POSTs each stage (text, first, complete; error for a failed task)
@@ -130,6 +133,7 @@ DEFAULTS: dict[str, Any] = {
     "lyrics_variants": 2,
     "extend_returns": None,
     "relay_extras": True,
+    "empty_required": "accept",
     "callbacks": None,
     "record_style": "sunoapi",
     "running_status": None,
@@ -140,6 +144,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "record_style": ("sunoapi", "apibox"),
     "relay_fail_status": ("FAILURE", "FAIL"),
     "credits_endpoint": ("credit", "get-credits", "both", "none"),
+    "empty_required": ("accept", "refuse"),
 }
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
 

@@ -441,13 +441,17 @@ class SunoApi(Protocol):
         )
         return self.ok({"taskId": task.id})
 
+    def _empty_ok(self) -> bool:
+        """An empty negativeTags: given (accept) or missing (refuse)? Undocumented."""
+        return bool(self.world.config["empty_required"] == "accept")
+
     def add_vocals(self, req: Request) -> Response:
         body = json_object(req)
         url = required_string(body, "uploadUrl")
         callback(body)
         prompt = required_string(body, "prompt")
         title = required_string(body, "title")
-        required_string(body, "negativeTags", allow_empty=True)
+        required_string(body, "negativeTags", allow_empty=self._empty_ok())
         style = required_string(body, "style")
         model = model_field(body, ADD_MODELS, default="V4_5PLUS")
         check_length("prompt", prompt, prompt_limit(model), model)
@@ -471,7 +475,7 @@ class SunoApi(Protocol):
         body = json_object(req)
         url = required_string(body, "uploadUrl")
         title = required_string(body, "title")
-        negative = required_string(body, "negativeTags", allow_empty=True)
+        negative = required_string(body, "negativeTags", allow_empty=self._empty_ok())
         tags = required_string(body, "tags")
         callback(body)
         model = model_field(body, ADD_MODELS, default="V4_5PLUS")

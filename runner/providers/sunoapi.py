@@ -219,7 +219,9 @@ class SunoApiProvider:
         self.clock = clock or Clock()
         self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
-        self.upload_base = (config.upload_base_url or config.base_url or "").rstrip("/")
+        # Never the API host's by default: uploads carry the key, and only the upload host
+        # the recipe names or runner.recipe.upload_host knows may receive it.
+        self.upload_base = (config.upload_base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
         self.recovery_callback = self.callback
         self._files = files_client(config)
@@ -751,6 +753,11 @@ class SunoApiProvider:
             Path(tmp).unlink(missing_ok=True)
 
     async def _upload(self, op: Op, path: Path) -> str:
+        if not self.upload_base:
+            # Validation refuses this (runner.plan._check_upload_host); kept as the last
+            # guard: with no known upload host, the file and the key go nowhere.
+            raise StepError(f"no upload host is known for {self.config.base_url}: set "
+                            "provider.upload_base_url", step=op.step)
         data = await anyio.to_thread.run_sync(path.read_bytes)
         sha = hashlib.sha256(data).hexdigest()
         lock = self._upload_locks.setdefault(sha, anyio.Lock())
