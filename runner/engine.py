@@ -39,10 +39,34 @@ rendered must be the very track every later run renders.
    run and every later one. A task's first stage is taken once, whether a callback, a
    poll or both report it (`_poll`).
 
+Early release is a speculation (runner.early): nobody documents whether a service accepts
+work on a task that has not finished. `release_on_first: auto` tries it unless the host
+is known to refuse that operation; a refusal falls back, and is remembered.
+
+8. A request sent early (a task it reads was released at its first stage and has not
+   finished) that the service refuses by a definite answer created no task: the service
+   answered, and said no (a 4xx, or its own "not created" code; never a gateway 5xx, a
+   timeout or a lost answer, which may hide a task: early.refusal). `_submit` journals
+   it ``failed`` (not submitted) before anything else, so a run killed before the
+   resubmission submits it once on resume, and does not count it possibly submitted.
+   The resubmission renders nothing anew (the same inputs, the first track pinned by
+   rule 7, so the same key) and is sent once, only after every task it reads has
+   finished: that request is not early, so it cannot be refused for being early; a
+   second refusal fails the step (`_remote`). A refused request paid nothing, and the
+   one resubmission is the only one that can pay. An early request whose answer was
+   lost stays under rule 3: on a host that accepts early work it may have made a task,
+   so it is resubmitted with a warning and counted like any other; a later refusal does
+   not clear it (a host's servers need not answer alike). After a refusal, the run sends
+   that operation to that host early no more (`auto`): a request already waiting for the
+   rate limiter is withdrawn before it leaves (errors.Withheld), and waits too. A task
+   taken early that the service then fails for being early is learned the same way;
+   whether to submit it again stays rule 5's (refunded, or `retry`), and that submission
+   waits for the tasks it reads.
+
 Beyond one machine (`--cache`, runner.ledger): the cache's ledger extends rules 1-3 to
 every runner that shares it.
 
-8. Before a paid submission the key is claimed in the ledger with a create-only write
+9. Before a paid submission the key is claimed in the ledger with a create-only write
    (`_claim`). A key the cache records as done is adopted, not paid; a key another runner
    has a task id for is polled by that id (and journaled, so rule 2 covers it from then
    on), never submitted; a live claim of another runner is waited for; a claim whose
@@ -69,7 +93,7 @@ from typing import Any, cast
 
 import anyio
 
-from runner import deadlines, models, paths
+from runner import deadlines, early, models, paths
 from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
@@ -79,12 +103,14 @@ from runner.errors import (
     StepError,
     TaskFailed,
     TransientError,
+    Withheld,
     WrongAddress,
 )
 from runner.pacing import (
     AHEAD,
     ANY,
     PRIORITY,
+    SEND_CHECK,
     SENT_AT,
     Backoff,
     Clock,
@@ -134,6 +160,7 @@ class StepRecord:
     error: str | None = None
     key: str | None = None
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the run told about this step
 
 
 @dataclass
@@ -143,6 +170,7 @@ class Counts:
     downloads: int = 0
     possibly_submitted: int = 0
     callbacks: int = 0  # tasks completed by a callback rather than a poll
+    early_refused: int = 0  # early requests the service refused (rule 8): none was paid
 
 
 class Engine:
@@ -196,7 +224,14 @@ class Engine:
         self.first_released: set[str] = set()
         self._release_early: Callable[[str], None] = lambda iid: None
         self.blobs, self.ledger = opts.blobs, opts.ledger
-        self.adopted: set[str] = set()  # keys whose task another runner submitted (rule 8)
+        self.adopted: set[str] = set()  # keys whose task another runner submitted (rule 9)
+        # Rule 8: the policy for this host, and the instances that have finished (one
+        # refused early waits for those it reads).
+        pc = self.recipe.provider
+        self.speculation = early.Speculation(pc.release_on_first, early.host_of(pc.base_url),
+                                             early.Memory.load(opts.state_dir))
+        self.over: set[str] = set()
+        self._over_events: dict[str, anyio.Event] = {}
 
     # --- selection -----------------------------------------------------------------
 
@@ -222,9 +257,10 @@ class Engine:
         for inst in self.selected:
             deps = [d for d in inst.deps if d in ids]
             remaining[inst.id] = len(deps)
-            early = inst.early
+            # A step of an operation this host refuses early waits for whole tasks.
+            reads_first = inst.early if inst.early and self._speculates(inst) else ()
             for d in deps:
-                (early_of if early and d in early else dependents).setdefault(
+                (early_of if d in reads_first else dependents).setdefault(
                     d, []).append(inst.id)
             self.records[inst.id] = StepRecord(inst.id)
         ready = deque(i.id for i in self.selected if remaining[i.id] == 0)
@@ -236,6 +272,7 @@ class Engine:
 
                 def release(iid: str) -> None:
                     nonlocal left
+                    self._ended(iid)
                     status = self.records[iid].status
                     users = dependents.get(iid, ())
                     if iid not in self.first_released and iid in early_of:
@@ -278,6 +315,11 @@ class Engine:
                         return
                     self.first_released.add(iid)
                     for dep in early_of.get(iid, ()):
+                        if not self._speculates(self.plan.instances[dep]):
+                            # Refused since the run began (rule 8): it waits for the whole
+                            # task, as `release` then counts it among the dependents.
+                            dependents.setdefault(iid, []).append(dep)
+                            continue
                         remaining[dep] -= 1
                         if remaining[dep] == 0:
                             ready.append(dep)
@@ -630,10 +672,14 @@ class Engine:
                     all(self.store.has_blob(f) for f in st.first_files):
                 self._released_first(inst, st.first)  # rule 7: the recorded first track
         elif st is not None and st.status in ("intent", "uncertain"):
+            # Rule 3: the previous run may have created a task whose id it never learned
+            # (with a ledger, decided in `_claim`: another runner may have its result).
             uncertain = True
             if self.ledger is None:
                 self._resubmit_uncertain(inst, "an earlier run")
         refunds = failures = 0
+        refused: str | None = None  # rule 8: how this step's early request was refused
+        sent_early = False  # rule 8: the task being polled was submitted early
         result: Result | None = None
         claim: Any = None
         while result is None:
@@ -643,7 +689,7 @@ class Engine:
                 if kind == "done":
                     return got
                 if kind == "task":
-                    task_id = got  # rule 8: another runner's task, polled by its id
+                    task_id = got  # rule 9: another runner's task, polled by its id
                     self.adopted.add(op.key)
                     await self._durable("submitted", op.key, op.step, task_id=task_id)
                     self.ui.event(inst.id, "resumed", f"task {task_id} (another runner's)")
@@ -651,12 +697,24 @@ class Engine:
                     claim = got
                     await holds.enter_async_context(claim.held())
             if task_id is None:
+                # Rule 8: the tasks this step reads that were released at their first stage
+                # and have not finished. After a refusal, or for an operation this host
+                # refuses early, the request waits for them rather than go early.
+                unfinished = self._unfinished_reads(inst)
+                if unfinished and (refused is not None or not self._speculates(inst)):
+                    if refused is None:
+                        rec.notes.append(f"{self.speculation.host} refuses {op.type} on an "
+                                         "unfinished task: waited for "
+                                         f"{', '.join(unfinished)} to finish")
+                    await self._whole(inst, unfinished)
+                    unfinished = []
                 # The --concurrency slots bound work on this machine (submits, downloads),
                 # not tasks running at the service: a task being polled holds no slot.
                 # Stop and budget are checked inside the slot, so a task that waited for
                 # one cannot submit past a stop decided meanwhile.
                 PRIORITY.set(self.urgency.submit(inst.id))
-                on_wire = False  # the submit left: from here a task may exist
+                SEND_CHECK.set(self._early_check(op.type) if unfinished else None)
+                on_wire = False  # the submit left: from here a task may exist (rule 9)
                 try:
                     async with self.remote_slots:
                         if self.stop_reason:
@@ -669,19 +727,39 @@ class Engine:
                                             run=self.run_id)
                         SENT_AT.set(None)
                         on_wire = True
-                        sub = await self._submit(op, claim)
+                        sub = await self._submit(op, claim)  # frees the claim on "no task"
                         sent = _wall(self.clock, SENT_AT.get())
                         self.counts.submissions += 1
                         self.spent += self._price(inst)
-                except BaseException:
+                except Withheld:
+                    continue  # never sent (rule 8): back to the top, where it waits
+                except ProviderError as exc:
+                    # Rule 8: only the answer to an early request, and only once; the
+                    # second request is not early, and its refusal fails the step.
+                    how = early.refusal(exc) if unfinished and refused is None else None
+                    if how is None:
+                        raise
+                    refused = how
+                    await self._refused_early(inst, op, rec, exc, how, unfinished)
+                    continue
+                finally:
+                    SEND_CHECK.set(None)
                     if claim is not None and not on_wire:
+                        # Stopped before the submit left (a stop, the budget, an
+                        # interrupt): nothing was sent, so the claim is given back.
                         await self._free(claim, "stopped before submitting")
-                    raise
+                if refused == early.MAYBE:
+                    # The same request, refused while a task it reads ran, was taken once
+                    # that task finished: the refusal was for being early.
+                    await self._learn(inst, op, "refused while the task it reads ran, "
+                                      "accepted once it finished")
+                    refused = early.SAYS
                 if sub.task_id is None:
                     assert sub.result is not None
                     result = sub.result
                     break
                 task_id = sub.task_id
+                sent_early = bool(unfinished)
                 # `sent`: when the submit left the rate limiter (the wait before it is
                 # the rate limit's), for `sunoflow review`'s timeline; optional.
                 await self._durable("submitted", op.key, op.step, task_id=task_id,
@@ -697,6 +775,13 @@ class Engine:
                 if self.ledger is not None:
                     await self._ledger_failed(op, task_id, str(exc))
                 task_id = None
+                if sent_early and refused is None and early.NOT_FINISHED.search(str(exc)):
+                    # Another reading of rule 8: taken early, then failed for being early.
+                    # Whether to pay again stays rule 5's; any new submission waits for
+                    # the tasks this one reads, and the host is learned.
+                    refused = early.SAYS
+                    rec.notes.append(f"{inst.id}: the service failed the early task ({exc})")
+                    await self._learn(inst, op, str(exc).removeprefix(f"{inst.id}: "))
                 if exc.refunded and refunds < MAX_REFUND_RETRIES:
                     refunds += 1  # rule 5: refunded, so trying again costs nothing
                     self.ui.note(f"{inst.id}: the service failed the task and refunded it; "
@@ -722,16 +807,6 @@ class Engine:
             claim.closed = True  # a result without a task id: the done record stands now
         return outputs
 
-    def _times(self, iid: str, finished: float) -> dict[str, float]:
-        """The optional `times` of a ``done`` event (epoch seconds): the run it belongs to,
-        when the instance was ready to go, when its work finished (the task done, before
-        its files were fetched). The rest of an instance's timeline is in the times of its
-        ``intent``, ``submitted`` and ``first`` events and of the ``done`` itself."""
-        out = {"run": self.run_id, "finished": finished}
-        if iid in self.queued:
-            out["queued"] = self.queued[iid]
-        return out
-
     def _resubmit_uncertain(self, inst: Instance, who: str) -> None:
         """Rule 3: a submission that may have made a task whose id nobody recorded."""
         self.counts.possibly_submitted += 1
@@ -742,7 +817,7 @@ class Engine:
         self.ui.note(f"{inst.id}: possibly submitted by {who} without a recorded task id; "
                      "submitting again (the service has no way to look it up)")
 
-    # --- the shared cache (rule 8) ---------------------------------------------------
+    # --- the shared cache (rule 9) ---------------------------------------------------
 
     async def _claim(self, inst: Instance, op: Op, rec: StepRecord,
                      uncertain: bool) -> tuple[str, Any]:
@@ -832,6 +907,99 @@ class Engine:
         except CacheError as exc:
             self.ui.note(f"{op.step}: the cache did not take its result ({exc})")
 
+    # --- early release as a speculation (rule 8) ------------------------------------
+
+    def _speculates(self, inst: Instance) -> bool:
+        """May `inst` start from the first stage of the tasks it reads? Work that sends no
+        request to the service (a local step, a call's ends) always may, unless early
+        release is off: nothing can refuse it."""
+        sp = self.speculation
+        if sp.mode == early.NEVER:
+            return False
+        step = inst.step
+        if inst.kind != "step" or step.type is None or \
+                step.type.support.get(self.recipe.provider.kind) != "remote":
+            return True
+        if step.uses == "convert" and self.plan.static_value(inst, "format", "wav") != "wav":
+            return True  # only WAV is made by the service (route_of)
+        return sp.allows(step.uses)
+
+    def _unfinished_reads(self, inst: Instance) -> list[str]:
+        """The tasks `inst` reads that were released at their first stage and have not
+        finished: non-empty means a request now would be early."""
+        return [d for d in inst.early if d in self.first_released and d not in self.over]
+
+    def _early_check(self, op_type: str) -> Callable[[], None]:
+        """SEND_CHECK for an early request: withdraw it if the host was found to refuse
+        `op_type` early while it waited for the rate limiter (rule 8)."""
+        def check() -> None:
+            if not self.speculation.allows(op_type):
+                raise Withheld(f"{op_type} is refused early by {self.speculation.host}")
+        return check
+
+    def _ended(self, iid: str) -> None:
+        """`iid` has finished (any status): wake the steps refused early that wait for it."""
+        self.over.add(iid)
+        ev = self._over_events.pop(iid, None)
+        if ev is not None:
+            ev.set()
+
+    async def _whole(self, inst: Instance, ids: list[str]) -> None:
+        """Wait until every task in `ids` has finished, holding no place (the places are
+        what they need to finish); fail the step if one of them did not succeed."""
+        self.remote_slots.forgo()
+        for d in ids:
+            if d not in self.over:
+                await self._over_events.setdefault(d, anyio.Event()).wait()
+        for d in ids:
+            status = self.records[d].status
+            if status not in ("succeeded", "cached"):
+                raise StepError(f"needs {d}, which {status}", step=inst.id)
+
+    async def _refused_early(self, inst: Instance, op: Op, rec: StepRecord,
+                             exc: ProviderError, how: str, waits: list[str]) -> None:
+        """Rule 8: the service refused this early request and created no task (`_submit`
+        has journaled it as not submitted). Say so; learn it when the answer says why."""
+        self.counts.early_refused += 1
+        said = str(exc).removeprefix(f"{inst.id}: ")
+        why = "because a task it reads has not finished" if how == early.SAYS else \
+            "perhaps because a task it reads has not finished"
+        note = (f"{inst.id}: the service refused the early {op.type} request {why} "
+                f"({said}); it created no task, so nothing was paid: waiting for "
+                f"{', '.join(waits)} to finish, then submitting once more")
+        rec.notes.append(note)
+        self.ui.note(note)
+        if how == early.SAYS:
+            await self._learn(inst, op, said)
+
+    async def _learn(self, inst: Instance, op: Op, message: str) -> None:
+        """Remember that this host refuses `op.type` early: in this run at once, and in
+        the state directory for later runs (`auto` sends it early no more)."""
+        sp = self.speculation
+        if not sp.learn(op.type, inst.id, message):
+            return
+        where = sp.memory.path
+        try:
+            await anyio.to_thread.run_sync(sp.memory.save)
+            kept = f"; remembered in {where}" if where is not None and sp.memory.writable \
+                else ""
+        except OSError as exc:
+            kept = f"; could not remember it in {where} ({exc.strerror or exc})"
+        tail = "are still sent early (release_on_first: true)" if sp.mode == early.ALWAYS \
+            else "wait for whole tasks"
+        self.ui.note(f"early release: {sp.host} refuses {op.type} on an unfinished task; "
+                     f"this run's other {op.type} steps {tail}{kept}")
+
+    def _times(self, iid: str, finished: float) -> dict[str, float]:
+        """The optional `times` of a ``done`` event (epoch seconds): the run it belongs to,
+        when the instance was ready to go, when its work finished (the task done, before
+        its files were fetched). The rest of an instance's timeline is in the times of its
+        ``intent``, ``submitted`` and ``first`` events and of the ``done`` itself."""
+        out = {"run": self.run_id, "finished": finished}
+        if iid in self.queued:
+            out["queued"] = self.queued[iid]
+        return out
+
     def _first_of(self, key_: str, task_id: str | None) -> tuple[Any, list[Any]] | None:
         """The first track recorded for this task (rule 7), with its files."""
         st = self.store.states.get(key_)
@@ -908,6 +1076,10 @@ class Engine:
                     await self._durable("intent", op.key, op.step,
                                         attempt=tries + uncertain + 1)
                 except TransientError as exc:
+                    if SEND_CHECK.get() is not None and early.refusal(exc) == early.SAYS:
+                        # An early request refused with the service's own 5xx, saying
+                        # why: retrying it now would only be refused again (rule 8).
+                        raise
                     # Rule 4: the provider proved no task was created; retrying is free.
                     tries += 1
                     if tries > MAX_SUBMIT_RETRIES:
@@ -926,7 +1098,7 @@ class Engine:
                 # the next run does not count this step as possibly submitted (rule 3).
                 await self._durable("failed", op.key, op.step, error=f"not submitted: {exc}")
                 if claim is not None:
-                    await self._free(claim, f"not submitted: {exc}")
+                    await self._free(claim, f"not submitted: {exc}")  # rule 9
             raise
 
     async def _submit_once(self, op: Op) -> Any:
@@ -958,10 +1130,11 @@ class Engine:
         # and none is recorded for this task (a recorded one was released from the
         # journal, `_remote`, and is never replaced). Taken once, from whichever reports it
         # first, a callback or a poll: so it is downloaded, journaled and released once.
-        # Not from a task another runner submitted (rule 8): that runner pins the first
+        # Not from a task another runner submitted (rule 9): that runner pins the first
         # track its released steps rendered; this one takes the whole result.
-        want_first = self.recipe.provider.release_on_first and \
-            bool(self.early_of.get(inst.id)) and inst.id not in self.first_released and \
+        want_first = any(self._speculates(self.plan.instances[d])
+                         for d in self.early_of.get(inst.id, ())) and \
+            inst.id not in self.first_released and \
             self._first_of(op.key, task_id) is None and op.key not in self.adopted
         # Without callbacks, one extra poll is aimed at the first stage (pacing.Poller).
         # Only a task that got it teaches when first stages come (`learn_first`): the

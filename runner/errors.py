@@ -27,6 +27,9 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
         ├── PossiblySubmitted              a submit may have created a task whose id we
         │                                  never saw (gateway 502/503/504, read timeout)
         ├── TaskFailed                     the service ran the task and failed it
+        ├── Withheld                       the engine withdrew a submit before it left
+        │                                  (early release: the host refuses it); nothing
+        │                                  reached the service
         └── StepError                      a step's inputs or local work failed (ffmpeg,
                                            a render error at run time)
 """
@@ -124,6 +127,11 @@ class TaskFailed(ProviderError):
     def __init__(self, message: str, *, refunded: bool = False, **kw: object) -> None:
         self.refunded = refunded
         super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class Withheld(ProviderError):
+    """Raised through a provider by the engine's check (runner.pacing.SEND_CHECK), after
+    the rate limiter and before the request is sent: the request never left."""
 
 
 class StepError(ProviderError):

@@ -94,6 +94,13 @@ AHEAD = Urgency(math.inf)  # before anything that gives a priority (first come f
 # every provider method: providers know nothing of the graph.
 PRIORITY: contextvars.ContextVar[Urgency] = contextvars.ContextVar("priority", default=ANY)
 
+# Called by the provider's HTTP client for a request that may create a paid task, once the
+# rate limiter has let it go and before it is sent; it raises (errors.Withheld) to keep the
+# request here. The engine sets it for an early submit (runner.early): a refusal learned
+# while that request waited for the window means it would only be refused too.
+SEND_CHECK: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "send_check", default=None)
+
 
 class _Waiter:
     __slots__ = ("key", "turn")

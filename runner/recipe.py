@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from jsonschema import ValidationError
 
+from runner import early, source
 from runner import schema as schemas
-from runner import source
 from runner.bulk import building
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.include import INPUT_TYPES, Includes, at, fits
@@ -62,7 +62,9 @@ class Provider:
     upload_base_url: str | None = None
     api_key_env: str = "SUNO_API_KEY"
     callback_url: str | None = None
-    release_on_first: bool = True  # a song's `first` stage starts its tracks[0] users
+    # Whether a song's `first` stage starts its tracks[0] users (runner.early): auto
+    # (default), always (`true` in the recipe) or never (`false`).
+    release_on_first: str = "auto"
     rate_limit: tuple[int, float] | None = None
     poll_interval: float = 10.0
     max_poll_interval: float = 60.0
@@ -317,7 +319,9 @@ def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> lis
         hint = suggest(inst, [e for e in enum if isinstance(e, str)]) \
             if isinstance(inst, str) else None
         return [doc.diag(path, f"{where}: unknown value {_show(inst)}; expected one of "
-                         f"{', '.join(map(str, enum))}", hint)]
+                         # As YAML spells them: `true`, not Python's `True`.
+                         f"{', '.join(e if isinstance(e, str) else json.dumps(e) for e in enum)}",
+                         hint)]
     if v == "const":
         return [doc.diag(path, f"{where} must be {_show(s['const'])}; got {_show(inst)}",
                          "this sunoflow reads recipe language version 1"
@@ -615,7 +619,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         and str(base["upload_base_url"]).rstrip("/"),
         api_key_env=base.get("api_key_env", "SUNO_API_KEY"),
         callback_url=base.get("callback_url"),
-        release_on_first=bool(base.get("release_on_first", True)),
+        release_on_first=early.mode_of(base.get("release_on_first", "auto")),
         rate_limit=(int(rl["requests"]), float(rl["per_seconds"])) if rl else None,
         poll_interval=float(base.get("poll_interval", 10.0)),
         max_poll_interval=float(base.get("max_poll_interval", 60.0)),

@@ -344,12 +344,18 @@ def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
         "provider": engine.recipe.provider.kind,
         "steps": [{"id": rec.id, "status": rec.status if rec.status != "pending" else "skipped",
                    "task_ids": rec.task_ids, "attempts": rec.attempts, "outputs": rec.outputs,
-                   "error": rec.error, "key": rec.key, "seconds": rec.seconds}
+                   "error": rec.error, "key": rec.key, "seconds": rec.seconds,
+                   "notes": rec.notes}
                   for rec in engine.records.values() if _reported(engine, rec)],
         "counts": asdict(engine.counts),
         "credits": {"before": None, "after": None, "estimated_spent": engine.spent},
         "outputs": exported,
         "error": error,
+        # Early release (runner.early): the mode, the operations this host is known to
+        # refuse before a task finishes, and what this run learned.
+        "early_release": {"mode": engine.speculation.mode, "host": engine.speculation.host,
+                          "refusing": engine.speculation.refusing(),
+                          "learned": engine.speculation.learned},
     }
 
 
@@ -392,7 +398,9 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
     parts = ", ".join(f"{n} {s}" for s, n in sorted(by.items()))
     ui.note(f"{status}: {parts}; {c.submissions} submissions, {c.polls} polls, "
             f"{c.downloads} downloads" + (f", {c.possibly_submitted} possibly submitted"
-                                          if c.possibly_submitted else ""))
+                                          if c.possibly_submitted else "")
+            + (f", {c.early_refused} early requests refused (none paid)"
+               if c.early_refused else ""))
     for rec in engine.records.values():
         if rec.status == "failed":
             ui.note(f"  failed: {rec.error}")

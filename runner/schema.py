@@ -72,11 +72,15 @@ PROVIDER = {
                 "callback_url": {"type": "string", "pattern": "^https?://",
                                  "description": "sunoapi with `run --listen`: the public "
                                                 "address that forwards to the listener"},
-                "release_on_first": {"type": "boolean",
+                "release_on_first": {"enum": ["auto", True, False],
                                      "description": "sunoapi: start the steps that use "
                                                     "only a song's first track when that "
                                                     "track is ready, reported by a callback "
-                                                    "or found by a poll (default true)"},
+                                                    "or found by a poll. auto (default): "
+                                                    "unless the host is known to refuse "
+                                                    "that operation before the task "
+                                                    "finishes; true: always (a refusal "
+                                                    "still costs nothing); false: never"},
                 "rate_limit": {
                     "type": "object", "additionalProperties": False,
                     "required": ["requests", "per_seconds"],

@@ -490,3 +490,402 @@ def test_pin_first_keeps_the_recorded_track_first():
     # The service renamed the clip: the recorded one still comes first, in its place.
     renamed = {"tracks": [{"id": "C", "file": "c"}, {"id": "B", "file": "b"}], "file": "c"}
     assert pin_first(renamed, first)["tracks"] == [a, {"id": "B", "file": "b"}]
+
+
+# --- a host that refuses work on an unfinished task (engine rule 8) ---------------------
+# REFERENCE 5: whether the service takes an extend, WAV, MP4, stems or cover request for a
+# take whose task is only at its first stage is documented nowhere. The fake plays both
+# readings (`unfinished_work`): lenient takes it, strict refuses it with an answer that
+# makes no task and costs nothing. Paid submissions are counted on the fake: every task it
+# makes is charged, a refusal makes none.
+
+READINGS = {"lenient": "accept", "strict": "refuse"}
+WAV = "/api/v1/wav/generate"
+EXTEND = "/api/v1/generate/extend"
+
+
+@pytest.fixture(params=sorted(READINGS))
+def reading(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def fake_server(reading: str, **extra: Any) -> FakeServer:
+    return FakeServer("sunoapi", api_key=KEY, **{**CONFIG, **extra},
+                      unfinished_work=READINGS[reading])
+
+
+def paid_tasks(srv: FakeServer) -> Counter[str]:
+    return Counter(t["op"] for t in srv.tasks)
+
+
+def posts(srv: FakeServer, path: str) -> list[dict[str, Any]]:
+    return [e for e in srv.log if e["method"] == "POST" and e["path"] == path]
+
+
+def refused(srv: FakeServer, path: str = WAV) -> list[dict[str, Any]]:
+    """Answered requests that made no task: the refusals."""
+    return [e for e in posts(srv, path) if e["task_id"] is None and e["status"] is not None]
+
+
+def accepted(srv: FakeServer, path: str = WAV) -> list[dict[str, Any]]:
+    return [e for e in posts(srv, path) if e["task_id"]]
+
+
+def report(tmp: Path) -> dict[str, Any]:
+    return dict(json.loads((tmp / "report.json").read_text()))
+
+
+def memory(tmp: Path) -> dict[str, Any]:
+    path = tmp / "state" / "early.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def remembered(tmp: Path, srv: FakeServer) -> list[str]:
+    return sorted(memory(tmp).get("refused", {}).get(srv.url, {}))
+
+
+def step_events(tmp: Path, step: str) -> list[str]:
+    return [e["e"] for e in journal(tmp) if e["step"] == step]
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["callbacks", "polling"])
+def test_early_work_pays_each_task_once_whether_the_host_takes_it_or_not(
+        reading, tmp_path, listen):
+    """Lenient: the WAV of the first take is made while the song runs. Strict: the early
+    request is refused (no task, no charge), the step waits for the whole song and
+    submits once more; the refusal is said, reported and remembered."""
+    write(tmp_path)
+    with fake_server(reading) as srv, running(tmp_path, srv, listen=listen) as proc:
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)
+        if reading == "lenient":
+            post = until(lambda: accepted(srv), "the early WAV")[0]
+            assert post["t"] < task["t_ready"]
+        else:
+            until(lambda: refused(srv), "the refused early WAV")
+            until(lambda: remembered(tmp_path, srv), "the refusal remembered")
+            assert len(posts(srv, WAV)) == 1  # it waits for the song: nothing more is sent
+        srv.advance(SONG)
+        finish(proc)
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        rep = report(tmp_path)
+        first = next(s for s in rep["steps"] if s["id"] == "first")
+        assert rep["counts"]["possibly_submitted"] == 0
+        if reading == "strict":
+            assert len(refused(srv)) == 1
+            assert all(p["t"] >= task["t_ready"] for p in accepted(srv))
+            assert rep["counts"]["early_refused"] == 1
+            assert "it created no task, so nothing was paid" in first["notes"][0]
+            assert rep["early_release"]["refusing"] == ["convert"]
+            assert rep["early_release"]["learned"][0]["step"] == "first"
+            assert remembered(tmp_path, srv) == ["convert"]
+            assert memory(tmp_path)["version"] == 1
+            # The refused attempt is journaled as not submitted: a resumed run would not
+            # count it as possibly submitted.
+            assert step_events(tmp_path, "first") == ["intent", "failed", "intent",
+                                                      "submitted", "done"]
+            failed = next(e for e in journal(tmp_path) if e["e"] == "failed")
+            assert failed["error"].startswith("not submitted")
+        else:
+            assert refused(srv) == []
+            assert (rep["counts"]["early_refused"], first["notes"]) == (0, [])
+            assert memory(tmp_path) == {}
+        assert (tmp_path / "out" / "first.wav").read_bytes()[:4] == b"RIFF"
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["callbacks", "polling"])
+def test_kill_between_the_refusal_and_the_resubmission_then_resume_pays_once(
+        tmp_path, listen):
+    with fake_server("strict") as srv:
+        write(tmp_path)
+        with running(tmp_path, srv, listen=listen) as proc:
+            task = song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: refused(srv), "the refused early WAV")
+            until(lambda: "failed" in step_events(tmp_path, "first"), "the refusal journaled")
+            # (Killed before this, the next run would ask early once more: also free.)
+            until(lambda: remembered(tmp_path, srv), "the refusal remembered")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        # Resumed while the song still runs: the run remembers that this host refuses an
+        # early WAV, so it sends none, and submits it once the song is done.
+        with running(tmp_path, srv, listen=listen) as proc:
+            until(lambda: song_polls(srv, task, 0.8 * SONG)[1:], "the song polled again")
+            srv.advance(SONG)
+            finish(proc)
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert len(refused(srv)) == 1
+        assert all(p["t"] >= task["t_ready"] for p in accepted(srv))
+        assert report(tmp_path)["counts"]["possibly_submitted"] == 0
+        assert (tmp_path / "out" / "first.wav").read_bytes()[:4] == b"RIFF"
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_the_next_run_remembers_the_refusal_and_sends_nothing_early(tmp_path):
+    with fake_server("strict") as srv:
+        write(tmp_path)
+        with running(tmp_path, srv, listen=False) as proc:
+            song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: refused(srv), "the refused early WAV")
+            srv.advance(SONG)
+            finish(proc)
+        assert remembered(tmp_path, srv) == ["convert"]
+        # A new song (another title: new keys) on the same host, from the same state
+        # directory.
+        srv.reset()
+        path = tmp_path / "early.yaml"
+        path.write_text(path.read_text().replace("Rain", "Snow"))
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            at = srv.advance(0.8 * SONG)
+            # Polls have found the first stage (three: a release would be under way).
+            until(lambda: len(song_polls(srv, task, at)) >= 3, "polls of the first stage")
+            assert posts(srv, WAV) == []
+            srv.advance(SONG)
+            finish(proc)
+        assert refused(srv) == []
+        assert all(p["t"] >= task["t_ready"] for p in accepted(srv))
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        rep = report(tmp_path)
+        assert rep["early_release"]["refusing"] == ["convert"]
+        assert rep["early_release"]["learned"] == []
+        # Nothing is taken early for a song whose early steps all wait: no `first`.
+        firsts = [e["outputs"]["tracks"][0]["title"] for e in journal(tmp_path)
+                  if e["e"] == "first"]
+        assert firsts == ["Rain"]
+
+
+def seed_memory(tmp: Path, srv: FakeServer, *ops: str) -> None:
+    """early.json as an earlier run against this host leaves it."""
+    (tmp / "state").mkdir(exist_ok=True)
+    doc = {"version": 1, "refused": {srv.url: {op: {"at": 1.0, "message": "has not finished"}
+                                               for op in ops}}}
+    (tmp / "state" / "early.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("mode", ["true", "false"])
+def test_release_on_first_true_and_false_against_a_host_known_to_refuse(tmp_path, mode):
+    """`true` sends early anyway (a refusal still costs nothing); `false` never does."""
+    with fake_server("strict") as srv:
+        write(tmp_path, f", release_on_first: {mode}")
+        seed_memory(tmp_path, srv, "convert")
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            at = srv.advance(0.8 * SONG)
+            if mode == "true":
+                until(lambda: refused(srv), "the refused early WAV")
+            else:
+                until(lambda: len(song_polls(srv, task, at)) >= 3, "polls of the first stage")
+                assert posts(srv, WAV) == []
+            srv.advance(SONG)
+            finish(proc)
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert len(refused(srv)) == (1 if mode == "true" else 0)
+        assert all(p["t"] >= task["t_ready"] for p in accepted(srv))
+        assert ("first" in step_events(tmp_path, "song")) is (mode == "true")
+        rep = report(tmp_path)
+        assert rep["early_release"]["mode"] == {"true": "always", "false": "never"}[mode]
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_an_early_request_whose_answer_is_lost_stays_possibly_submitted(tmp_path):
+    """A gateway 502 answers the early WAV: it may have made a task (on a host that takes
+    early work), so it counts as possibly submitted and is sent again at once (rule 3);
+    that one is refused for being early (rule 8), so the step waits and pays once."""
+    fault = {"match": {"path": WAV}, "action": {"http_status": 502}, "times": 1}
+    with fake_server("strict", faults=[fault]) as srv:
+        write(tmp_path)
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: refused(srv) and [e for e in refused(srv) if e["status"] == 200],
+                  "the refused early WAV")
+            srv.advance(SONG)
+            finish(proc)
+        assert [e["status"] for e in posts(srv, WAV)] == [502, 200, 200, 200]
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert all(p["t"] >= task["t_ready"] for p in accepted(srv))
+        counts = report(tmp_path)["counts"]
+        assert (counts["possibly_submitted"], counts["early_refused"]) == (1, 1)
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+@pytest.mark.parametrize(("refusal", "status"), [
+    ({"code": 422, "http_status": 422, "message": "audio {task_id} is still generating"},
+     422),
+    ({"code": 409, "message": "conflict"}, 200),
+    ({"code": 404, "http_status": 404, "message": "audioId not found"}, 404),
+    ({"code": 500, "message": "the task is not finished yet"}, 200),
+], ids=["422-says-so", "409-unclear", "404-unclear", "500-says-so"])
+def test_a_refusal_in_other_words_falls_back_and_is_learned(tmp_path, refusal, status):
+    """Other readings of the refusal: another code, another HTTP status, words that do
+    not say why. Words that say it are learned at once; an unclear refusal is learned
+    when the same request is taken once the song has finished."""
+    with fake_server("strict", unfinished_refusal=refusal) as srv:
+        write(tmp_path)
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: refused(srv), "the refused early WAV")
+            srv.advance(SONG)
+            finish(proc)
+        assert refused(srv)[0]["status"] == status
+        assert len(refused(srv)) == 1
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert all(p["t"] >= task["t_ready"] for p in accepted(srv))
+        assert remembered(tmp_path, srv) == ["convert"]
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_a_genuine_refusal_of_an_early_request_fails_the_step_and_teaches_nothing(
+        tmp_path):
+    """The service refuses every WAV request, for a reason that is not timing. The early
+    one might be a refusal for being early, so it is sent once more after the song (free:
+    a refusal makes no task); refused again, the step fails with the service's words, and
+    nothing is remembered against the host."""
+    fault = {"match": {"path": WAV}, "action": {"envelope_code": 400,
+                                                 "message": "audioId is invalid"}}
+    with fake_server("lenient", faults=[fault]) as srv:
+        write(tmp_path, fmt="mp3")  # the other take is made locally
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: refused(srv), "the refused early WAV")
+            srv.advance(SONG)
+            err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 1, err
+        assert [e["t"] < task["t_ready"] for e in posts(srv, WAV)] == [True, False]
+        assert paid_tasks(srv) == Counter({"generate": 1})
+        first = next(s for s in report(tmp_path)["steps"] if s["id"] == "first")
+        assert first["status"] == "failed"
+        assert "audioId is invalid" in first["error"]
+        assert memory(tmp_path) == {}
+
+
+# --- a 16-song album: lyrics > generate > extend > WAV --------------------------------
+
+SONGS = 16
+ALBUM = """\
+version: 1
+name: album
+provider:
+  kind: sunoapi
+  poll_interval: 0.05
+  max_poll_interval: 0.2
+  rate_limit: {requests: 1000, per_seconds: 1}
+vars:
+  songs: %(songs)s
+steps:
+  words:
+    uses: lyrics
+    for_each: "{{ vars.songs }}"
+    with: {prompt: "a song about {{ item }}"}
+  song:
+    uses: generate
+    for_each: "{{ vars.songs }}"
+    with: {title: "{{ item }}", style: pop, prompt: "{{ steps.words[index].text }}"}
+  long:
+    uses: extend
+    for_each: "{{ steps.song }}"
+    with: {audio: "{{ item.tracks[0] }}", continue_at: 20, prompt: "a final chorus"}
+  master:
+    uses: convert
+    for_each: "{{ steps.long }}"
+    with: {audio: "{{ item.tracks[0] }}", format: wav}
+outputs:
+  - for_each: "{{ steps.master }}"
+    path: "{{ '%%02d' %% (index + 1) }}.wav"
+    from: "{{ item.file }}"
+"""
+
+
+def source_of(srv: FakeServer) -> dict[str, dict[str, Any]]:
+    """clip id -> the task that made it."""
+    return {c: t for t in srv.tasks for c in t["clips"]}
+
+
+def started_before_source_finished(srv: FakeServer, path: str) -> list[bool]:
+    made_by = source_of(srv)
+    return [p["t"] < made_by[p["json"]["audioId"]]["t_ready"] for p in accepted(srv, path)]
+
+
+@pytest.mark.parametrize(("reading", "listen"), [("strict", False), ("strict", True),
+                                                 ("lenient", False)],
+                         ids=["strict-polling", "strict-callbacks", "lenient-polling"])
+def test_a_16_song_album_pays_every_task_once_on_either_reading(tmp_path, reading, listen):
+    """Every music task takes SONG fake seconds; the test moves the fake's clock past each
+    first stage, then past each end. Strict: the early extends and WAVs are refused (free),
+    the host is learned, and the steps wait for whole tasks. Lenient: they all start
+    before the task they read has finished."""
+    (tmp_path / "early.yaml").write_text(ALBUM % {
+        "songs": json.dumps([f"song {i:02d}" for i in range(1, SONGS + 1)])})
+    strict = reading == "strict"
+    with fake_server(reading) as srv, running(tmp_path, srv, listen=listen) as proc:
+        def made(op: str) -> list[dict[str, Any]]:
+            return [t for t in srv.tasks if t["op"] == op]
+
+        until(lambda: len(made("generate")) == SONGS, "every song submitted", timeout=120)
+        srv.advance(0.8 * SONG)  # every song at its first stage
+        if strict:
+            until(lambda: "extend" in remembered(tmp_path, srv), "the extend refusal learned")
+            assert made("extend") == []
+            srv.advance(SONG)  # every song done
+        until(lambda: len(made("extend")) == SONGS, "every extend submitted", timeout=120)
+        srv.advance(0.8 * SONG)  # every extension at its first stage (lenient: songs done)
+        if strict:
+            until(lambda: "convert" in remembered(tmp_path, srv), "the WAV refusal learned")
+            assert made("wav") == []
+            srv.advance(SONG)
+        until(lambda: len(made("wav")) == SONGS, "every WAV submitted", timeout=120)
+        srv.advance(SONG)
+        finish(proc)
+        price = {"lyrics": 1, "generate": 12, "extend": 12, "wav": 1}
+        assert paid_tasks(srv) == Counter(dict.fromkeys(price, SONGS))
+        assert srv.credits == 1_000_000 - SONGS * sum(price.values())
+        # Each extend and each WAV reads a different clip: no work was bought twice.
+        for path in (EXTEND, WAV):
+            assert len({p["json"]["audioId"] for p in accepted(srv, path)}) == SONGS
+            early = started_before_source_finished(srv, path)
+            assert early == [not strict] * SONGS, path
+            clips = Counter(p["json"]["audioId"] for p in refused(srv, path))
+            if strict:
+                assert clips, path
+                assert max(clips.values()) == 1, path  # never refused twice
+            else:
+                assert not clips, path
+        counts = report(tmp_path)["counts"]
+        assert counts["possibly_submitted"] == 0
+        assert counts["early_refused"] == (len(refused(srv, EXTEND)) + len(refused(srv, WAV)))
+        assert remembered(tmp_path, srv) == (["convert", "extend"] if strict else [])
+        out = sorted((tmp_path / "out").glob("*.wav"))
+        assert len(out) == SONGS
+        assert all(f.read_bytes()[:4] == b"RIFF" for f in out)
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_a_task_taken_early_then_failed_for_it_is_learned_and_retried_after_the_song(
+        tmp_path):
+    """A third reading: the host takes the early WAV, then fails the task because its
+    source had not finished, refunding it (code 531). Rule 5 may resubmit (refunded: free),
+    and does so once the song has finished; the host is learned."""
+    fault = {"match": {"path": WAV}, "times": 1,
+             "action": {"fail_task": "GENERATE_WAV_FAILED", "code": 531,
+                        "message": "the source audio has not finished"}}
+    with fake_server("lenient", faults=[fault]) as srv:
+        write(tmp_path)
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            srv.advance(0.8 * SONG)
+            until(lambda: remembered(tmp_path, srv), "the failure learned")
+            assert len(accepted(srv)) == 1  # it waits for the song
+            srv.advance(SONG)
+            finish(proc)
+        wavs = [t for t in srv.tasks if t["op"] == "wav"]
+        assert [(t["state"], t["refunded"]) for t in wavs] == [
+            ("failed", True), ("succeeded", False), ("succeeded", False)]
+        assert [p["t"] < task["t_ready"] for p in accepted(srv)] == [True, False, False]
+        assert srv.credits == 1_000_000 - 12 - 2
+        assert remembered(tmp_path, srv) == ["convert"]
+        assert_next_run_pays_nothing(tmp_path, srv)

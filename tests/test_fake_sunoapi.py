@@ -1197,3 +1197,102 @@ def test_cli_rejects_a_bad_config_with_exit_2(tmp_path):
     assert proc.returncode == 2
     assert out == ""
     assert "latency_scale" in err
+
+
+# -- work on an unfinished task (config unfinished_work) -----------------------------------
+# REFERENCE 5: whether the service takes an extend, WAV, MP4, stems or cover request for a
+# task at FIRST_SUCCESS is documented nowhere, so the fake plays both readings.
+
+UNFINISHED_SONG = 100.0  # model seconds; the first clip is ready from 75
+
+
+def first_stage_song(srv, client) -> tuple[str, list[str]]:
+    """A song at FIRST_SUCCESS: its first clip ready, the task not finished."""
+    srv.configure(latency_scale=1,
+                  latency={"generate": {"dist": "fixed", "value": UNFINISHED_SONG},
+                           "*": {"dist": "fixed", "value": 0}})
+    tid = task_id(client, f"{V1}/generate", song())
+    srv.advance(0.8 * UNFINISHED_SONG)
+    data = record(client, tid)
+    assert data["status"] == "FIRST_SUCCESS"
+    return tid, [i["id"] for i in data["response"]["sunoData"]]
+
+
+def work_on_first_clip(tid: str, clip: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{V1}/wav/generate", {"taskId": tid, "audioId": clip, "callBackUrl": CB}),
+        (f"{V1}/mp4/generate", {"taskId": tid, "audioId": clip, "callBackUrl": CB}),
+        (f"{V1}/vocal-removal/generate",
+         {"taskId": tid, "audioId": clip, "type": "separate_vocal", "callBackUrl": CB}),
+        (f"{V1}/generate/extend", {"audioId": clip, "defaultParamFlag": False,
+                                   "model": "V4_5", "callBackUrl": CB}),
+        (f"{V1}/suno/cover/generate", {"taskId": tid, "callBackUrl": CB}),
+    ]
+
+
+def test_by_default_work_on_the_first_clip_of_an_unfinished_task_is_accepted(srv, client):
+    tid, (first, second) = first_stage_song(srv, client)
+    for path, body in work_on_first_clip(tid, first):
+        assert post(client, path, body)["code"] == 200, path
+    # The second clip is not ready: refused as before, whatever the reading.
+    wav = post(client, f"{V1}/wav/generate", {"taskId": tid, "audioId": second,
+                                               "callBackUrl": CB})
+    assert wav["code"] == 400
+
+
+def test_the_strict_reading_refuses_work_on_an_unfinished_task_for_free(srv, client):
+    tid, (first, _second) = first_stage_song(srv, client)
+    srv.configure(unfinished_work="refuse")
+    before, tasks = srv.credits, len(srv.tasks)
+    for path, body in work_on_first_clip(tid, first):
+        answer = post(client, path, body)
+        assert (answer["code"], answer["msg"]) == (400, f"task {tid} has not finished"), path
+    assert (srv.credits, len(srv.tasks)) == (before, tasks)  # no task, no charge
+    srv.advance(UNFINISHED_SONG)  # finished: the same requests are taken
+    for path, body in work_on_first_clip(tid, first):
+        assert post(client, path, body)["code"] == 200, path
+
+
+@pytest.mark.parametrize(("refusal", "status"), [
+    ({"code": 422, "http_status": 422, "message": "audio {task_id} is still generating"}, 422),
+    ({"code": 409, "message": "conflict"}, 200),
+    ({"code": "TASK_NOT_READY"}, 200),
+])
+def test_the_strict_refusal_takes_other_codes_and_words(srv, client, refusal, status):
+    tid, (first, _second) = first_stage_song(srv, client)
+    srv.configure(unfinished_work="refuse", unfinished_refusal=refusal)
+    answer = client.post(f"{V1}/wav/generate",
+                         json={"taskId": tid, "audioId": first, "callBackUrl": CB})
+    assert answer.status_code == status
+    body = answer.json()
+    assert body["code"] == refusal["code"]
+    assert body["msg"] == refusal.get("message", "task {task_id} has not finished").replace(
+        "{task_id}", tid)
+    assert not [t for t in srv.tasks if t["op"] == "wav"]
+
+
+@pytest.mark.parametrize(("patch", "word"), [
+    ({"unfinished_work": "sometimes"}, "unfinished_work"),
+    ({"unfinished_refusal": {"code": 200}}, "unfinished_refusal.code"),
+    ({"unfinished_refusal": {"http_status": 99}}, "unfinished_refusal.http_status"),
+    ({"unfinished_refusal": {"colour": "red"}}, "unfinished_refusal"),
+])
+def test_a_bad_unfinished_setting_is_named(patch, word):
+    with pytest.raises(ConfigError, match=word):
+        FakeServer("sunoapi", **patch)
+
+
+def test_cli_flags_play_the_strict_reading():
+    proc = start_cli("--unfinished", "refuse", "--unfinished-code", "422",
+                     "--unfinished-http-status", "422", "--unfinished-message", "not yet")
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        with http(url) as c:
+            config = c.get("/_fake/config").json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert config["unfinished_work"] == "refuse"
+    assert config["unfinished_refusal"] == {"code": 422, "http_status": 422,
+                                            "message": "not yet"}

@@ -39,10 +39,27 @@ def _parser() -> argparse.ArgumentParser:
                         help="the relay's failed-task status word")
     parser.add_argument("--credits-endpoint", choices=CHOICES["credits_endpoint"],
                         help="which balance endpoint the host serves")
+    parser.add_argument("--unfinished", choices=CHOICES["unfinished_work"],
+                        dest="unfinished_work",
+                        help="sunoapi: accept (default) or refuse work on a music task that "
+                             "has reached only its first stage (config unfinished_work)")
+    parser.add_argument("--unfinished-code", metavar="CODE",
+                        help="the envelope code of that refusal (default 400)")
+    parser.add_argument("--unfinished-http-status", type=int, metavar="STATUS",
+                        help="the HTTP status of that refusal (default 200, as envelopes)")
+    parser.add_argument("--unfinished-message", metavar="TEXT",
+                        help="its message; {task_id} names the task")
     parser.add_argument("--empty-required", choices=CHOICES["empty_required"],
                         help="whether an empty negativeTags (documented as required) counts "
                              "as given (default accept)")
     return parser
+
+
+def _code(text: str | None) -> int | str | None:
+    """An envelope code from the command line: a number when it is one."""
+    if text is None:
+        return None
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")
         config.update({k: v for k, v in flags.items() if v is not None})
+        if args.unfinished_work is not None:
+            config["unfinished_work"] = args.unfinished_work
+        refusal = {"code": _code(args.unfinished_code), "http_status":
+                   args.unfinished_http_status, "message": args.unfinished_message}
+        refusal = {k: v for k, v in refusal.items() if v is not None}
+        if refusal:
+            base = config.get("unfinished_refusal")
+            config["unfinished_refusal"] = {**(base if isinstance(base, dict) else {}),
+                                            **refusal}
         server = FakeServer(args.protocol, host=args.host, port=args.port, config=config)
         server.start()
     except (OSError, ValueError) as exc:  # ConfigError and JSONDecodeError are ValueErrors

@@ -53,6 +53,17 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
     credits_endpoint       "credit" (default: GET /api/v1/generate/credit, data = integer)
                            | "get-credits" (only GET /api/v1/get-credits, data.credits, as
                            the quick start's sample reads it) | "both" | "none"
+    unfinished_work        sunoapi: "accept" (default) or "refuse" work on a music task that
+                           has reached only its first stage (FIRST_SUCCESS): an extend, WAV,
+                           MP4, stems, timestamps or replace-section of its first clip, or
+                           cover art of the task. Undocumented (REFERENCE 5), so both
+                           readings are played. "refuse" answers with `unfinished_refusal`
+                           and, like every refusal, creates no task and costs nothing.
+    unfinished_refusal     how "refuse" answers: {"code": 400, "http_status": null,
+                           "message": "task {task_id} has not finished"}; code is the
+                           envelope code (an int or a string), http_status the HTTP status
+                           (null: 200, as the service's own envelopes), message a text in
+                           which {task_id} names the unfinished task
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -139,13 +150,18 @@ DEFAULTS: dict[str, Any] = {
     "running_status": None,
     "relay_fail_status": "FAILURE",
     "credits_endpoint": "credit",
+    "unfinished_work": "accept",
+    "unfinished_refusal": {},
 }
 CHOICES: dict[str, tuple[Any, ...]] = {
     "record_style": ("sunoapi", "apibox"),
     "relay_fail_status": ("FAILURE", "FAIL"),
     "credits_endpoint": ("credit", "get-credits", "both", "none"),
+    "unfinished_work": ("accept", "refuse"),
     "empty_required": ("accept", "refuse"),
 }
+REFUSAL_KEYS: dict[str, Any] = {"code": 400, "http_status": None,
+                                "message": "task {task_id} has not finished"}
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
 
 MATCH_KEYS = frozenset({"path", "method", "op", "json"})
@@ -320,7 +336,29 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     word = full["running_status"]
     if word is not None and not (isinstance(word, str) and word.strip()):
         raise ConfigError("running_status: expected a status word or null")
+    full["unfinished_refusal"] = _validate_refusal(full["unfinished_refusal"])
     return full
+
+
+def _validate_refusal(spec: Any) -> dict[str, Any]:
+    where = "unfinished_refusal"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected an object like {{'code': 422}}")
+    unknown = set(spec) - set(REFUSAL_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: "
+                          f"{sorted(REFUSAL_KEYS)}")
+    out = {**REFUSAL_KEYS, **spec}
+    code = out["code"]
+    if isinstance(code, bool) or not isinstance(code, int | str) or code in ("", 200):
+        raise ConfigError(f"{where}.code: expected an error code (an integer or a string)")
+    status = out["http_status"]
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                               or not 200 <= status < 600):
+        raise ConfigError(f"{where}.http_status: expected an HTTP status code or null")
+    if not isinstance(out["message"], str):
+        raise ConfigError(f"{where}.message: expected a string")
+    return out
 
 
 def _validate_callbacks(spec: Any) -> dict[str, float]:

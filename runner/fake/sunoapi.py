@@ -237,18 +237,30 @@ class SunoApi(Protocol):
             raise ApiError(missing, f"audioId {audio_id} not found")
         if task_id is not None and clip.task_id != task_id:
             raise ApiError(missing, f"audioId {audio_id} does not belong to task {task_id}")
-        now = self.world.now()
-        if not (task.succeeded(now) or (task.clips[:1] == [clip.id] and task.first_ready(now))):
-            raise ApiError(400, f"task {clip.task_id} has not finished successfully")
+        self._check_finished(task, first=task.clips[:1] == [clip.id])
         return clip
 
     def _finished_task(self, task_id: str, missing: int) -> Task:
         task = self.world.task(task_id, MUSIC_OPS)
         if task is None:
             raise ApiError(missing, f"taskId {task_id} not found")
-        if not task.succeeded(self.world.now()):
-            raise ApiError(400, f"task {task_id} has not finished successfully")
+        self._check_finished(task, first=True)
         return task
+
+    def _check_finished(self, task: Task, *, first: bool) -> None:
+        """Work on `task` (on its first clip when `first`) may start: it succeeded, or,
+        unless `unfinished_work` is "refuse", it has reached its first stage. A refusal
+        is raised before any task is made or any credit taken."""
+        now = self.world.now()
+        if task.succeeded(now):
+            return
+        config = self.world.config
+        if config["unfinished_work"] == "refuse" and not task.done(now):
+            refusal = config["unfinished_refusal"]
+            raise ApiError(refusal["code"], refusal["message"].replace("{task_id}", task.id),
+                           http_status=refusal["http_status"])
+        if not (first and task.first_ready(now)):
+            raise ApiError(400, f"task {task.id} has not finished successfully")
 
     def _source_duration(self, req: Request, url: str, model: str | None) -> float:
         """Seconds of the audio behind an uploadUrl, checked against the model's limit."""

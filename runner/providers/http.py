@@ -41,7 +41,7 @@ from runner.errors import (
     WrongAddress,
 )
 from runner.httpclient import async_client
-from runner.pacing import PRIORITY, SENT_AT, Clock, RateLimiter
+from runner.pacing import PRIORITY, SEND_CHECK, SENT_AT, Clock, RateLimiter
 from runner.recipe import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
@@ -215,8 +215,11 @@ class ApiClient:
         slot = await self.limiter.acquire(PRIORITY.get()) if self.limiter is not None \
             else None
         SENT_AT.set(self.clock.now())
-        self.requests += 1
         try:
+            check = SEND_CHECK.get() if submit else None
+            if check is not None:
+                check()  # raises Withheld: the request is not sent (runner.early)
+            self.requests += 1
             resp = await self.client.request(method, full, **kw)
         except httpx.ConnectError as exc:
             # Never connected: the service cannot have seen the request.
