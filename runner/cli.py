@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import __version__
+from runner.cache import add_option as _cache_option
 from runner.errors import RecipeError, SunoflowError, UsageError
 from runner.terminal import safe
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
+    _cache_option(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("clean", help="delete stored files that no recipe using the state "
@@ -101,7 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forget", action="store_true",
                    help="drop RECIPE from the state directory's list of recipes (its files "
                    "are then kept only if another recipe needs them)")
+    p.add_argument("--cache", metavar="URL", help="push each file to this cache before "
+                   "deleting it, keeping the ones it cannot take (default: $SUNOFLOW_CACHE)")
     p.set_defaults(func=cmd_clean)
+
+    for name, verb in (("push", "put every file the lock references, and its records, "
+                        "into the cache"),
+                       ("pull", "fetch every file the lock references that this machine "
+                        "lacks from the cache")):
+        p = sub.add_parser(name, help=verb)
+        p.add_argument("recipe", metavar="RECIPE")
+        p.add_argument("--state-dir", metavar="DIR",
+                       help="default: .sunoflow/ beside the recipe")
+        _cache_option(p)
+        p.set_defaults(func=cmd_push if name == "push" else cmd_pull)
 
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
                        "what reruns downstream and its cost first")
@@ -113,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
                    "NAME.yaml)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reroll)
 
@@ -132,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     p.add_argument("--export", metavar="DIR", help="write a static copy (index.html, "
                    "assets, audio) to DIR instead of serving, e.g. for a CI artifact")
+    _cache_option(p)
     p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
@@ -165,13 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sunoapi and newapi: take the service's callbacks on this address "
                    "(port 0: any free one) instead of mostly polling; the service reaches it "
                    "through the provider's callback_url (default http://HOST:PORT)")
+    _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
     return parser
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from runner import lock, recipe
+    from runner import cache, lock, recipe, sync
     from runner import plan as planner
     from runner.run import state_dir_of
     from runner.status import resolve
@@ -180,7 +198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
     store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
-    rows = resolve(p, store)
+    url = cache.choose(args.cache, r.provider.cache)
+    rows = resolve(p, store) if url is None else sync.status_rows(p, store, cache.open_cache(url))
     width = max(len(i) for i in rows)
     counts: dict[str, int] = {}
     for iid, row in rows.items():
@@ -192,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from runner import ledger, lock
+    from runner import cache, ledger, lock, sync
     from runner.run import state_dir_of
     from runner.store import Store
 
@@ -223,6 +242,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     try:
         verdicts, notes = ledger.decide(state, ledger.User(Path(os.path.abspath(recipe_path)),
                                                            Path(os.path.abspath(lock_path))))
+        url = cache.choose(args.cache, None)
+        if url is not None and not args.dry_run:
+            # --cache: a file goes only once the cache holds it (pushed now if need be).
+            held = sync.keep_copies([v.path for v in verdicts if v.delete], url)
+            verdicts = [v if not v.delete or v.path in held else
+                        ledger.Verdict(v.path, False, "the cache could not take it")
+                        for v in verdicts]
         for note in notes:
             print(safe(f"note: {note}"))
         removed = freed = kept = 0
@@ -276,7 +302,7 @@ def cmd_reroll(args: argparse.Namespace) -> int:
             return 0
     return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
                        out_dir=args.out, report_path=None, quiet=args.quiet,
-                       opts={"force": {args.step}})
+                       opts={"force": {args.step}}, cache=args.cache)
 
 
 def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
@@ -299,6 +325,7 @@ def _short(ids: list[str], n: int = 12) -> list[str]:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    from runner import cache, recipe, sync
     from runner.review.command import main as review
 
     # The page's reroll runs `sunoflow reroll` with the same recipe options.
@@ -306,6 +333,11 @@ def cmd_review(args: argparse.Namespace) -> int:
                 *(["--base-url", args.base_url] if args.base_url else []),
                 *(a for v in args.var for a in ("--var", v)),
                 *(a for d in args.allow_path for a in ("--allow-path", d))]
+    url = cache.choose(args.cache, recipe.load(args.recipe, overrides=overrides(args))
+                       .provider.cache)
+    if url is not None:
+        cli_args += ["--cache", url]  # the page's reroll claims through the same ledger
+        sync.prefetch(Path(args.recipe), _state_of(args), url)  # takes to play, from it
     return review(args.recipe, overrides=overrides(args), cli_args=cli_args,
                   state_dir=args.state_dir, out_dir=args.out, host=args.host,
                   port=args.port, open_browser=args.open, export_dir=args.export)
@@ -328,7 +360,34 @@ def cmd_run(args: argparse.Namespace) -> int:
               "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
               "resubmit_uncertain": not args.no_resubmit_uncertain,
               "max_credits": args.max_credits}, listen=listen,
-        ignore_balance=args.ignore_balance)
+        ignore_balance=args.ignore_balance, cache=args.cache)
+
+
+def _state_of(args: argparse.Namespace) -> Path:
+    from runner.run import default_state_dir
+
+    return Path(args.state_dir) if args.state_dir else default_state_dir(Path(args.recipe))
+
+
+def _cache_of(args: argparse.Namespace) -> str:
+    from runner import cache, recipe
+
+    url = cache.choose(args.cache, recipe.load(args.recipe, overrides={}).provider.cache)
+    if url is None:
+        raise UsageError(f"{args.command} needs a cache: --cache URL or SUNOFLOW_CACHE")
+    return url
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from runner import sync
+
+    return sync.push(Path(args.recipe), _state_of(args), _cache_of(args))
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from runner import sync
+
+    return sync.pull(Path(args.recipe), _state_of(args), _cache_of(args))
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

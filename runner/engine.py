@@ -71,6 +71,21 @@ The ledger and the disk.
    (`_journal_task`); nothing more is submitted in that run.
 10. The committed lock is the ledger: every key it records is known to the store before
     the run (runner.lock.seed) and is restored (`_restore`), never submitted.
+
+Beyond one machine (`--cache`, runner.claims): the cache's ledger extends rules 1-3 to
+every runner that shares it.
+
+11. Before a paid submission the key is claimed in the ledger with a create-only write
+    (`_claim`). A key the cache records as done is adopted, not paid; a key another runner
+    has a task id for is polled by that id (and journaled, so rule 2 covers it from then
+    on), never submitted; a live claim of another runner is waited for; a claim whose
+    lease expired without a task id is "possibly submitted" and follows rule 3. The task id
+    goes to the ledger right after the journal, and a claim under which nothing was
+    submitted is freed. When the ledger cannot be reached, nothing is submitted: the run
+    stops, since no claim can be checked. Stored files are pulled from the cache before
+    any re-download, recovery or local re-making (`_restore`), and every finished key's
+    files and record are pushed (`_share`); a cache that is unreachable for files is only
+    a warning.
 """
 
 from __future__ import annotations
@@ -80,6 +95,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -140,6 +156,8 @@ class Options:
     clock: Clock = field(default_factory=Clock)
     handle_signals: bool = True
     callbacks: Callbacks | None = None  # --listen: the run's callback registry
+    blobs: Any = None  # --cache: runner.blobsync.Blobs, files shared by content
+    ledger: Any = None  # --cache: runner.ledger.Ledger, paid work claimed across runners
 
 
 @dataclass(slots=True)
@@ -225,6 +243,8 @@ class Engine:
         self.blob_sources: list[Callable[[dict[str, Any]], Awaitable[bool]]] = []
         self.unjournaled: dict[str, tuple[str, str]] = {}  # key -> (step, paid task id)
         self.file_hashes: dict[tuple[Any, ...], str] = {}  # local input files, by identity
+        self.blobs, self.ledger = opts.blobs, opts.ledger
+        self.adopted: set[str] = set()  # keys whose task another runner submitted (rule 11)
         # Rule 8: the policy for this host, and the instances that have finished (one
         # refused early waits for those it reads).
         pc = self.recipe.provider
@@ -610,6 +630,7 @@ class Engine:
         # Local work is free and deterministic: losing this line in a crash costs nothing.
         self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False,
                           times={**self._times(op.step, finished), "started": started})
+        await self._share(op, outputs, files, [], None)
         return outputs
 
     async def _restore(self, inst: Instance, op: Op, prov: Provider, st: Any) -> Any:
@@ -622,6 +643,8 @@ class Engine:
         the same task id. Never a new submission: each file must hash to what was
         recorded."""
         missing = [f for f in st.files if not self.store.has_blob(f)]
+        if missing and self.blobs is not None:
+            missing = await self.blobs.pull(missing)  # the cache first: no service request
         if not missing:
             return st.outputs
         for f in missing:
@@ -631,6 +654,7 @@ class Engine:
             if not found:
                 return None  # the recorded URL now serves other content
         else:
+            await self._share(op, st.outputs, st.files, st.task_ids, st.credits)
             return st.outputs
         if prov.kind == "local":
             return None  # free and deterministic: make it again
@@ -659,6 +683,7 @@ class Engine:
             outputs, files = st.outputs, st.files
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=list(st.task_ids), credits=st.credits)
+        await self._share(op, outputs, files, st.task_ids, st.credits)
         return outputs
 
     async def _recover_blob(self, inst: Instance, f: dict[str, Any]) -> bool | None:
@@ -702,8 +727,15 @@ class Engine:
     # --- remote: the never-pay-twice path ------------------------------------------
 
     async def _remote(self, inst: Instance, op: Op, rec: StepRecord, st: Any) -> Any:
+        # The ledger claims this call takes are renewed while held and released with it.
+        async with AsyncExitStack() as holds:
+            return await self._remote_held(inst, op, rec, st, holds)
+
+    async def _remote_held(self, inst: Instance, op: Op, rec: StepRecord, st: Any,
+                           holds: AsyncExitStack) -> Any:
         task_id: str | None = None
         attempts = st.attempts if st is not None else 0
+        uncertain = False  # rule 3: an earlier run may have made a task we know no id of
         if st is not None and st.status == "submitted":
             task_id = st.task_id  # rule 2: resume by polling; never resubmit
             self.task_started.setdefault(inst.id, self.clock.now())
@@ -712,19 +744,30 @@ class Engine:
                     all(self.store.has_blob(f) for f in st.first_files):
                 self._released_first(inst, st.first)  # rule 7: the recorded first track
         elif st is not None and st.status in ("intent", "uncertain"):
-            # Rule 3: the previous run may have created a task whose id it never learned.
-            self.counts.possibly_submitted += 1
-            if not self.opts.resubmit_uncertain:
-                raise StepError("possibly submitted by an earlier run (its task id was never "
-                                "recorded); not resubmitting because of "
-                                "--no-resubmit-uncertain", step=inst.id)
-            self.ui.note(f"{inst.id}: possibly submitted by an earlier run without a recorded "
-                         "task id; submitting again (the service has no way to look it up)")
+            # Rule 3: the previous run may have created a task whose id it never learned
+            # (with a ledger, decided in `_claim`: another runner may have its result).
+            uncertain = True
+            if self.ledger is None:
+                self._resubmit_uncertain(inst, "an earlier run")
         refunds = failures = 0
         refused: str | None = None  # rule 8: how this step's early request was refused
         sent_early = False  # rule 8: the task being polled was submitted early
         result: Result | None = None
+        claim: Any = None
         while result is None:
+            if task_id is None and self.ledger is not None:
+                kind, got = await self._claim(inst, op, rec, uncertain)
+                uncertain = False
+                if kind == "done":
+                    return got
+                if kind == "task":
+                    task_id = got  # rule 11: another runner's task, polled by its id
+                    self.adopted.add(op.key)
+                    await self._durable("submitted", op.key, op.step, task_id=task_id)
+                    self.ui.event(inst.id, "resumed", f"task {task_id} (another runner's)")
+                else:
+                    claim = got
+                    await holds.enter_async_context(claim.held())
             if task_id is None:
                 # Rule 8: the tasks this step reads that were released at their first stage
                 # and have not finished. After a refusal, or for an operation this host
@@ -743,6 +786,7 @@ class Engine:
                 # one cannot submit past a stop decided meanwhile.
                 PRIORITY.set(self.urgency.submit(inst.id))
                 SEND_CHECK.set(self._early_check(op.type) if unfinished else None)
+                on_wire = False  # the submit left: from here a task may exist (rule 11)
                 try:
                     async with self.remote_slots:
                         if self.store.degraded and not self.stop_reason:
@@ -756,7 +800,8 @@ class Engine:
                         await self._durable("intent", op.key, op.step, attempt=attempts,
                                             run=self.run_id)
                         SENT_AT.set(None)
-                        sub = await self._submit(op)
+                        on_wire = True
+                        sub = await self._submit(op, claim)  # frees the claim on "no task"
                         sent = _wall(self.clock, SENT_AT.get())
                         self.counts.submissions += 1
                         self.spent += self._price(inst)
@@ -773,6 +818,10 @@ class Engine:
                     continue
                 finally:
                     SEND_CHECK.set(None)
+                    if claim is not None and not on_wire:
+                        # Stopped before the submit left (a stop, the budget, an
+                        # interrupt): nothing was sent, so the claim is given back.
+                        await self._free(claim, "stopped before submitting")
                 if refused == early.MAYBE:
                     # The same request, refused while a task it reads ran, was taken once
                     # that task finished: the refusal was for being early.
@@ -789,12 +838,16 @@ class Engine:
                 # the rate limit's), for `sunoflow review`'s timeline; optional.
                 await self._journal_task(inst, op, task_id, sent)
                 self.task_started[inst.id] = self.clock.now()
+                if claim is not None:
+                    await self._ledger_task(inst, claim, task_id)
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
             rec.task_ids.append(task_id)
             try:
                 result = await self._poll(inst, op, task_id)
             except TaskFailed as exc:
                 await self._durable("failed", op.key, op.step, error=str(exc), task_id=task_id)
+                if self.ledger is not None:
+                    await self._ledger_failed(op, task_id, str(exc))
                 task_id = None
                 if sent_early and refused is None and early.NOT_FINISHED.search(str(exc)):
                     # Another reading of rule 8: taken early, then failed for being early.
@@ -823,6 +876,9 @@ class Engine:
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits,
                             times=self._times(op.step, finished))
+        await self._share(op, outputs, files, rec.task_ids, result.credits)
+        if claim is not None:
+            claim.closed = True  # a result without a task id: the done record stands now
         return outputs
 
     async def _journal_task(self, inst: Instance, op: Op, task_id: str,
@@ -863,6 +919,106 @@ class Engine:
             except JournalError:
                 left.append((step, task_id))
         return left
+
+    def _resubmit_uncertain(self, inst: Instance, who: str) -> None:
+        """Rule 3: a submission that may have made a task whose id nobody recorded."""
+        self.counts.possibly_submitted += 1
+        if not self.opts.resubmit_uncertain:
+            raise StepError(f"possibly submitted by {who} (its task id was never recorded); "
+                            "not resubmitting because of --no-resubmit-uncertain",
+                            step=inst.id)
+        self.ui.note(f"{inst.id}: possibly submitted by {who} without a recorded task id; "
+                     "submitting again (the service has no way to look it up)")
+
+    # --- the shared cache (rule 11) ---------------------------------------------------
+
+    async def _claim(self, inst: Instance, op: Op, rec: StepRecord,
+                     uncertain: bool) -> tuple[str, Any]:
+        """Decide through the ledger who pays for this key: ("done", outputs) when the
+        cache has its result, ("task", id) when another runner submitted it, or ("claim",
+        the claim) when this run holds it and submits. `uncertain`: this state directory's
+        journal says an earlier run may have submitted it (rule 3). A step run again on
+        purpose (--force, reroll) takes neither a cached result nor another's task: it
+        claims the key afresh and pays, as asked."""
+        from runner.cache import CacheError
+        from runner.claims import adopt
+
+        try:
+            verdict = await self.ledger.acquire(
+                op.key, op.step, takeover=self.opts.resubmit_uncertain,
+                fresh=inst.path in self.forced)
+        except CacheError as exc:
+            # No claim can be checked: paying now could pay twice. Stop submitting.
+            self.stop_reason = self.stop_reason or "the cache's ledger cannot be reached"
+            raise StepError(f"not submitted: {exc}; without the ledger another runner's "
+                            "claim cannot be checked", step=inst.id) from None
+        if verdict.kind == "done":
+            st = adopt(self.store, verdict.entry)
+            outputs = await self._restore(inst, op, self.remote, st)
+            if outputs is None:
+                raise StepError("the cache records this step as done, but its files could "
+                                "not be fetched; not paying again: use --force or "
+                                "`sunoflow reroll` to do that on purpose", step=inst.id)
+            rec.task_ids = list(st.task_ids)
+            self.ui.event(inst.id, "cached", "from the cache")
+            return ("done", outputs)
+        if verdict.kind == "task":
+            return ("task", verdict.task_id)
+        if uncertain or verdict.uncertain:
+            try:
+                self._resubmit_uncertain(inst, "an earlier run" if uncertain else
+                                         "another runner whose claim expired")
+            except StepError:
+                await self._free(verdict.claim, "possibly submitted; not resubmitting")
+                raise
+        return ("claim", verdict.claim)
+
+    async def _ledger_task(self, inst: Instance, claim: Any, task_id: str) -> None:
+        from runner.cache import CacheError
+
+        try:
+            await claim.task(task_id)
+        except CacheError as exc:
+            # Paid already: go on. The claim's lease keeps others waiting while it is
+            # renewed; past it they count the key as possibly submitted.
+            self.ui.note(f"{inst.id}: task {task_id} could not be recorded in the cache "
+                         f"({exc})")
+
+    async def _ledger_failed(self, op: Op, task_id: str, why: str) -> None:
+        from runner.cache import CacheError
+
+        try:
+            await self.ledger.failed(op.key, task_id, why)
+        except CacheError as exc:
+            self.ui.note(f"{op.step}: {exc}")
+
+    async def _free(self, claim: Any, why: str) -> None:
+        """Give up a claim under which nothing was submitted (shielded: also on the way
+        out of an interrupt), so the next runner need not wait for the lease."""
+        from runner.cache import CacheError
+
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await claim.free(why)
+            except CacheError:
+                pass  # it expires with its lease
+
+    async def _share(self, op: Op, outputs: Any, files: list[dict[str, Any]],
+                     task_ids: list[str], credits: Any) -> None:
+        """A finished key into the cache: its files (by content), then its record, so a
+        reader of the record finds every file."""
+        if self.blobs is not None:
+            await self.blobs.push(files)
+        if self.ledger is None or (self.blobs is not None and self.blobs.down):
+            return  # (a cache found unreachable: said once, by the blobs)
+        from runner.cache import CacheError
+        from runner.claims import entry_of
+
+        try:
+            await self.ledger.finish(entry_of(op.key, op.step, outputs, files, task_ids,
+                                              credits))
+        except CacheError as exc:
+            self.ui.note(f"{op.step}: the cache did not take its result ({exc})")
 
     # --- early release as a speculation (rule 8) ------------------------------------
 
@@ -1025,7 +1181,7 @@ class Engine:
             self.stop_reason = f"--max-credits {cap:g} reached ({self.spent:g} spent)"
             raise StepError(f"not submitted: {self.stop_reason}", step=inst.id)
 
-    async def _submit(self, op: Op) -> Any:
+    async def _submit(self, op: Op, claim: Any = None) -> Any:
         backoff = Backoff(base=min(1.0, self.recipe.provider.poll_interval), cap=30.0)
         tries = uncertain = 0  # uncertain: submits of this call that may have made a task
         try:
@@ -1074,6 +1230,8 @@ class Engine:
                 # upload before the submit, transient codes past the retries): say so, so
                 # the next run does not count this step as possibly submitted (rule 3).
                 await self._durable("failed", op.key, op.step, error=f"not submitted: {exc}")
+                if claim is not None:
+                    await self._free(claim, f"not submitted: {exc}")  # rule 11
             raise
 
     async def _submit_once(self, op: Op) -> Any:
@@ -1105,9 +1263,12 @@ class Engine:
         # and none is recorded for this task (a recorded one was released from the
         # journal, `_remote`, and is never replaced). Taken once, from whichever reports it
         # first, a callback or a poll: so it is downloaded, journaled and released once.
+        # Not from a task another runner submitted (rule 11): that runner pins the first
+        # track its released steps rendered; this one takes the whole result.
         want_first = any(self._speculates(self.plan.instances[d])
                          for d in self.early_of.get(inst.id, ())) and \
-            inst.id not in self.first_released and self._first_of(op.key, task_id) is None
+            inst.id not in self.first_released and \
+            self._first_of(op.key, task_id) is None and op.key not in self.adopted
         # Without callbacks, one extra poll is aimed at the first stage (pacing.Poller).
         # Only a task that got it teaches when first stages come (`learn_first`): the
         # others' polls are placed for their completion, and the first stages they happen

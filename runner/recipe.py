@@ -73,6 +73,7 @@ class Provider:
     prices: dict[str, float] = field(default_factory=dict)
     take_seconds: float = 30.0
     concat: str = "remote"
+    cache: str | None = None  # the shared cache (runner.cache); --cache and $SUNOFLOW_CACHE win
     # Seconds a remote operation may be waited for, per step type or "*" (runner.deadlines).
     timeouts: dict[str, float] = field(default_factory=dict)
 
@@ -599,7 +600,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         block = {k: v for k, v in block.items()
                  if k in ("api_key_env", "prices", "poll_interval", "max_poll_interval",
                           "request_timeout", "take_seconds", "max_download_bytes",
-                          "timeouts")}
+                          "timeouts", "cache")}
     base = {**PROVIDER_DEFAULTS[kind], **{k: v for k, v in block.items() if k != "kind"}}
     if overrides.get("base_url"):
         moved = _host(overrides["base_url"]) != _host(base.get("base_url"))
@@ -627,6 +628,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         prices=dict(base.get("prices") or {}),
         take_seconds=float(base.get("take_seconds", 30.0)),
         concat=base.get("concat", "remote"),
+        cache=base.get("cache") or None,
         timeouts={str(k): t for k, v in dict(base.get("timeouts") or {}).items()
                   if (t := parse_duration(v)) is not None},
     )

@@ -55,7 +55,7 @@ def default_out_dir(recipe_path: Path) -> Path:
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None,
-            ignore_balance: bool = False) -> int:
+            ignore_balance: bool = False, cache: str | None = None) -> int:
     r = recipes.load(recipe_path, overrides=overrides)
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
@@ -114,6 +114,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     elif lock_sha is None and opts.get("frozen") and not store.states:
         raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
                           "directory: nothing to build from")
+    # The shared cache (--cache): its finished keys are adopted before the estimate.
+    shared = _shared(cache, r, p, store, ui)
     # What the plan says this run will cost (what is not paid yet): shown at the start and
     # held against --max-credits. Only a paid provider has anything to estimate.
     estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \
@@ -139,13 +141,19 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
 
         callbacks = Callbacks(remote.callback_task_id, r.provider.max_poll_interval)
         listener = Listener(callbacks, ui.always)
-    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts)
+    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts,
+                          blobs=shared[0] if shared else None,
+                          ledger=shared[1] if shared else None)
     engine = Engine(p, store, provs, engine_opts, ui)
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
+    # With a cache that already holds the album, nothing may reach the music service, not
+    # even the balance request: it is asked only when some step may still be submitted.
+    ask_balance = shared is None or _to_submit(p, store)
+
     async def work() -> str:
-        if remote is not None and not opts.get("frozen"):
+        if remote is not None and not opts.get("frozen") and ask_balance:
             credits["before"] = await _credits(remote)
             if not ignore_balance:
                 _check_balance(p, store, credits["before"],
@@ -210,6 +218,12 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                         f"{Path(w['path']).suffix} with the recipe's tags")
     report = build_report(engine, status, exported, error)
     report["credits"].update(credits)
+    if shared is not None:
+        blobs, claims = shared
+        report["cache"] = {"url": claims.cache.url, "requests": claims.cache.stats.requests,
+                           "seconds": round(claims.cache.stats.seconds, 3),
+                           "claims": claims.claims, "pushed": blobs.pushed,
+                           "pulled": blobs.pulled}
     if credits["before"] is not None and credits["after"] is not None:
         report["credits"]["spent"] = credits["before"] - credits["after"]
     if callbacks is not None:
@@ -235,6 +249,40 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if status == "interrupted":
         raise Interrupted("interrupted; run the same command again to resume")
     return 0 if status == "succeeded" else 1
+
+
+def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
+            ui: Any) -> tuple[Any, Any] | None:
+    """The cache's blobs and ledger for this run (None without a cache), with the keys it
+    records as finished adopted into the store (runner.claims.seed)."""
+    from runner import cache as caches
+
+    chosen = caches.choose(url, r.provider.cache)
+    if chosen is None:
+        return None
+    from runner.blobsync import Blobs
+    from runner.claims import Ledger, lease_from_env, runner_id, seed
+
+    c = caches.open_cache(chosen)
+    claims = Ledger(c, runner_id(store), lease=lease_from_env(), note=ui.note)
+    blobs = Blobs(c, store, ui.always)
+    try:
+        n = anyio.run(seed, claims, p, store)
+    except caches.CacheError as exc:
+        # Only a warning here: the ledger is checked again before anything is paid.
+        ui.always(f"{exc}; going on with the local state")
+    else:
+        if n:
+            ui.note(f"cache {c.url}: {n} finished steps taken from the cache")
+    return blobs, claims
+
+
+def _to_submit(p: planner.Plan, store: Store) -> bool:
+    """Whether any step instance is not known finished (it may need a submission)."""
+    from runner.status import resolve
+
+    return any(row["status"] not in ("done", "missing", "skipped")
+               for row in resolve(p, store).values())
 
 
 def _write_report(report: dict[str, Any], f: TextIO) -> None:

@@ -101,6 +101,12 @@ PROVIDER = {
                                  "description": "local provider: length of a generated take"},
                 "concat": {"enum": ["remote", "local"],
                            "description": "newapi: whether the relay offers /suno/submit/concat"},
+                "cache": {"type": "string", "pattern": "^(s3|gs|az)://[^/?#@]+(/[^?#]*)?$",
+                          "description": "a shared cache of stored files and paid work: "
+                                         "s3://bucket/prefix, gs://..., az://... (a folder, "
+                                         "file:///path, only with --cache or "
+                                         "SUNOFLOW_CACHE); credentials come from the "
+                                         "environment"},
                 "timeouts": {"type": "object",
                              "propertyNames": {"enum": sorted(TYPES) + ["*"]},
                              "additionalProperties": {
