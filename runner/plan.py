@@ -950,7 +950,8 @@ def key(step_type: str, inputs: dict[str, Any], provider_kind: str, base_url: st
     return sys.intern(hashlib.sha256(blob.encode()).hexdigest()[:32])
 
 
-VOLATILE = frozenset({"audio_url", "image_url", "url", "stream_audio_url", "video_url"})
+VOLATILE = frozenset({"audio_url", "image_url", "url", "stream_audio_url", "stream_url",
+                      "video_url"})
 
 
 def canonical(value: Any) -> Any:

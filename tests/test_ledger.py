@@ -212,3 +212,15 @@ def test_the_lock_is_the_ledger_on_a_relay_too(tmp_path: Path):
         assert again.returncode == 0, again.stderr
         assert relay_submits(srv.log[before:]) == []
         assert album(tmp_path / "out" / "ep") == made
+
+
+def test_a_tracks_stream_link_is_not_part_of_any_key():
+    # The stream link expires like the other links and a fresh result may carry another:
+    # in a key it would make every step that reads the track a new, paid piece of work.
+    p = Provider(kind="sunoapi", base_url="https://api.sunoapi.org")
+    track = {"id": "a", "task_id": "t", "file": "/x/blobs/sha256/ab/abcd.mp3",
+             "audio_url": "http://u"}
+    keys = {instance_key(p, "extend", {"audio": {**track, "stream_url": s},
+                                       "continue_at": 30}, "remote")
+            for s in (None, "http://s/1.mp3", "http://s/2.mp3")}
+    assert len(keys) == 1
