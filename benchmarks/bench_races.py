@@ -2,14 +2,16 @@
 on the same fake with the same settings, side by side.
 
     python benchmarks/bench_races.py [--scenes a,b,c] [--runs 5] [--scale 0.05]
-    python benchmarks/bench_races.py pool URL SONGS SCALE P OUTDIR FULL   (one pool run)
+    python benchmarks/bench_races.py pool URL SONGS SCALE P OUTDIR FULL [STAGGER]  (one run)
 
 The pool: one thread per song, each around an httpx.Client of its own, running its song's
 chain (lyrics > generate > extend > WAV; with FULL also the video of the first song and the
 stems of every 10th, as in album_common.recipe) and polling its task every P model seconds
 after each submit. Like an SDK, it raises on a "rate limit exceeded" answer: the song is
 lost (the run stops at the first one, which is what the user sees). P is tuned the way a
-careful user would: the smallest P of a ladder whose run gets no rate-limited answer.
+careful user would: the smallest P of a ladder whose run gets no rate-limited answer; past
+4 songs the songs also start STAGGER model s apart (the limit's pace, 0.5 s), without which
+no P avoids the limit at 16 songs (every song's lyrics poll and generate submit burst).
 
 Scenes (every run on a fresh fake with the same seed; the fake's own process):
   a. 4 independent songs, fixed latencies (lyrics 10, generate 150, extend 150, WAV 30
@@ -80,6 +82,12 @@ SPREAD = {
 LADDER = (2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0, 80.0)
 
 
+# A careful user at the real limit also starts the songs at the limit's pace, one every
+# 10 s / 20 requests (model s): with every thread started at 0, the lyrics polls and the
+# generate submits of 16 songs land in one burst of 32 requests, and no P avoids a 430.
+STAGGER = RATE_SECONDS / RATE_REQUESTS
+
+
 class RateLimited(Exception):
     pass
 
@@ -99,10 +107,12 @@ class SdkClient(Client):
 def pool_main(argv: list[str]) -> int:
     url, songs, scale, p = argv[0], int(argv[1]), float(argv[2]), float(argv[3])
     out, full = Path(argv[4]), argv[5] == "1"
+    stagger = float(argv[6]) if len(argv) > 6 else 0.0
     stop = threading.Event()
     lost: list[int] = []
 
     def one(i: int) -> None:
+        time.sleep(i * stagger * scale)
         if stop.is_set():
             lost.append(i)
             return
@@ -231,7 +241,8 @@ def sunoflow(scene: str, n: int, scale: float, listen: bool = False,
 def pool(n: int, scale: float, p: float, full: bool) -> Any:
     def cmd_of(work: Path, url: str) -> tuple[list[str], str]:
         return ([sys.executable, str(HERE / "bench_races.py"), "pool", url, str(n), str(scale),
-                 str(p), str(work / "files"), "1" if full else "0"], "pool")
+                 str(p), str(work / "files"), "1" if full else "0",
+                 str(STAGGER if n > 4 else 0.0)], "pool")
     return cmd_of
 
 
