@@ -2,7 +2,7 @@
 on the same fake with the same settings, side by side.
 
     python benchmarks/bench_races.py [--scenes a,b,c] [--runs 5] [--scale 0.05]
-    python benchmarks/bench_races.py pool URL SONGS SCALE P OUTDIR FULL [STAGGER]  (one run)
+    python benchmarks/bench_races.py pool URL SONGS SCALE P OUTDIR FULL [STAGGER [retry]]
 
 The pool: one thread per song, each around an httpx.Client of its own, running its song's
 chain (lyrics > generate > extend > WAV; with FULL also the video of the first song and the
@@ -91,6 +91,9 @@ LADDER = (2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 40.0, 50.0, 6
 STAGGER = 2 * RATE_SECONDS / RATE_REQUESTS
 
 
+RETRY = False  # --pool-retry
+
+
 class RateLimited(Exception):
     pass
 
@@ -98,8 +101,13 @@ class RateLimited(Exception):
 class SdkClient(Client):
     """album_baselines.Client as an SDK behaves: a rate-limited answer raises."""
 
+    retry = False  # RETRY: a rate-limited answer is retried 2 model s later instead
+
     def api(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         env = self.http.request(method, path, **kw).json()
+        while self.retry and env.get("code") in RATE_LIMITED:
+            self.sleep(2.0)
+            env = self.http.request(method, path, **kw).json()
         if env.get("code") in RATE_LIMITED:
             raise RateLimited(f"{method} {path}: {env.get('msg')}")
         if env.get("code") != 200:
@@ -111,6 +119,7 @@ def pool_main(argv: list[str]) -> int:
     url, songs, scale, p = argv[0], int(argv[1]), float(argv[2]), float(argv[3])
     out, full = Path(argv[4]), argv[5] == "1"
     stagger = float(argv[6]) if len(argv) > 6 else 0.0
+    retry = len(argv) > 7 and argv[7] == "retry"
     stop = threading.Event()
     lost: list[int] = []
 
@@ -122,6 +131,7 @@ def pool_main(argv: list[str]) -> int:
         d = out / f"{i:04d}"
         d.mkdir(parents=True, exist_ok=True)
         c = SdkClient(url, scale, d, 1)
+        c.retry = retry
         try:
             tid, take = c.head(i, p)
             tails = c.tails(i, tid, take) if full else c.tails(i, tid, take)[:1]
@@ -245,7 +255,7 @@ def pool(n: int, scale: float, p: float, full: bool) -> Any:
     def cmd_of(work: Path, url: str) -> tuple[list[str], str]:
         return ([sys.executable, str(HERE / "bench_races.py"), "pool", url, str(n), str(scale),
                  str(p), str(work / "files"), "1" if full else "0",
-                 str(STAGGER if n > 4 else 0.0)], "pool")
+                 str(STAGGER if n > 4 else 0.0)] + (["retry"] if RETRY else []), "pool")
     return cmd_of
 
 
@@ -288,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the tuning: 'a=2.5,b=17.5,c=50'")
     p.add_argument("--kill-after", type=float, default=300.0, help="wall s per run at most")
     p.add_argument("--keep", metavar="DIR")
+    p.add_argument("--pool-retry", action="store_true",
+                   help="the pool retries a rate-limited answer 2 model s later (with "
+                   "--pool-p: measured, no P of the ladder avoids the limit at 16 or 100 "
+                   "songs without it)")
     args = p.parse_args(args_in)
     print(f"machine: {os.cpu_count()} cores, {platform.platform()}, "
           f"Python {platform.python_version()}")
@@ -298,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-races-"))
     root.mkdir(parents=True, exist_ok=True)
     given = dict(kv.split("=") for kv in args.pool_p.split(",") if kv)
+    global RETRY
+    RETRY = args.pool_retry
     rows: list[str] = []
     t_start = time.perf_counter()
     ka = args.kill_after
