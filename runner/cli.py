@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import RecipeError, SunoflowError, UsageError
+from runner.terminal import safe
 
 EPILOG = """\
 examples:
@@ -27,6 +27,7 @@ examples:
   sunoflow run album.yaml --provider sunoapi     the same recipe against sunoapi.org
   sunoflow review examples/album.yaml            hear both takes of every song, keep one
   sunoflow graph examples/album.yaml --format mermaid
+  sunoflow steps generate                        what a step type gives back
   sunoflow schema > recipe.schema.json
 
 exit codes: 0 ok, 1 a step failed or the run was stopped, 2 invalid recipe or usage,
@@ -75,8 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", action="store_true", help="one node per for_each instance")
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("schema", help="print the recipe JSON Schema")
+    p = sub.add_parser("schema", help="print the recipe JSON Schema (inputs, and what each "
+                       "step type gives back: $defs/outputs_TYPE)")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("steps", help="what each step type gives back (its outputs); with a "
+                       "TYPE, every output and every field of a track")
+    p.add_argument("type", nargs="?", metavar="TYPE")
+    p.set_defaults(func=cmd_steps)
 
     p = sub.add_parser("status", help="what the state store holds for each step: done, "
                        "stale (inputs changed), missing (files gone), to run")
@@ -85,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("clean", help="delete stored files that the lock does not reference")
+    p = sub.add_parser("clean", help="delete stored files that no recipe using the state "
+                       "directory needs (none of their locks refers to them)")
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every stored file, whether it would go and why")
+    p.add_argument("--forget", action="store_true",
+                   help="drop RECIPE from the state directory's list of recipes (its files "
+                   "are then kept only if another recipe needs them)")
     p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
@@ -98,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "('song[1]', 'song[1]/whole') or a step inside calls ('song/first')")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
-                   "recipe)")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
+                   "NAME.yaml)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_reroll)
@@ -110,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
-                   "recipe)")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
+                   "NAME.yaml)")
     p.add_argument("--host", metavar="HOST", help="listen on this address (default "
                    "127.0.0.1, this machine only); the page answers only to this name, so "
                    "give the address others will type")
@@ -126,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
-    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/ beside the "
-                   "recipe)")
+    p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
+                   "NAME.yaml)")
     p.add_argument("--concurrency", type=int, default=50, metavar="N",
                    help="submits and downloads at once (default 50); tasks being polled at "
                    "the service hold no slot; local work also stays within the cores")
@@ -159,50 +171,77 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from runner import lock, recipe
     from runner import plan as planner
-    from runner import recipe
-    from runner.run import default_state_dir
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
-    store = Store(state).open(create=False)
+    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
     rows = resolve(p, store)
     width = max(len(i) for i in rows)
     counts: dict[str, int] = {}
     for iid, row in rows.items():
         status = "to run" if row["status"] == "unknown" else row["status"]
         counts[status] = counts.get(status, 0) + 1
-        print(f"{iid:<{width}}  {status}")
+        print(safe(f"{iid:<{width}}  {status}"))
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from runner import lock
-    from runner.run import default_state_dir
+    from runner import ledger, lock
+    from runner.run import state_dir_of
+    from runner.store import Store
 
     recipe_path = Path(args.recipe)
     lock_path = lock.path_for(recipe_path)
+    state = state_dir_of(args.state_dir, recipe_path)
+    store = Store(state)
+    if args.forget:
+        if not state.exists():
+            raise UsageError(f"no state directory {state}")
+        store.lock()  # the list is written by runs too
+        try:
+            gone = ledger.forget(state, recipe_path)
+        finally:
+            store.close()
+        print(safe(f"{recipe_path}: " + ("forgotten; clean no longer keeps files for it"
+                                        if gone else f"not in the list of {state}")))
+        return 0
     if not lock_path.exists():
         raise UsageError(f"no lock file {lock_path}: run the recipe first (clean keeps what "
-                         "the lock references)")
-    keep = lock.referenced(lock.read(lock_path))
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(recipe_path)
-    blobs = state / "blobs" / "sha256"
-    removed = freed = 0
-    for f in sorted(blobs.rglob("*")) if blobs.exists() else []:
-        if f.is_file() and f.name[:64] not in keep:
+                         "the locks reference)")
+    if not state.exists():
+        print(safe(f"nothing to clean: no state directory {state}"))
+        return 0
+    # A run holds this lock from before its first submit to its end: deleting under it
+    # would take away files the run has just recorded or is about to read.
+    store.lock(purpose="clean")
+    try:
+        verdicts, notes = ledger.decide(state, ledger.User(Path(os.path.abspath(recipe_path)),
+                                                           Path(os.path.abspath(lock_path))))
+        for note in notes:
+            print(safe(f"note: {note}"))
+        removed = freed = kept = 0
+        for v in verdicts:
+            if not v.delete:
+                kept += 1
+                if args.dry_run:
+                    print(safe(f"keep {v.path}: {v.why}"))
+                continue
             removed += 1
-            freed += f.stat().st_size
+            freed += v.path.stat().st_size
             if args.dry_run:
-                print(f"would delete {f}")
+                print(safe(f"would delete {v.path}: {v.why}"))
             else:
-                f.unlink()
-    print(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
-          f"({freed / 1e6:.1f} MB) not referenced by {lock_path.name}")
+                v.path.unlink()
+    finally:
+        store.close()
+    print(safe(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
+               f"({freed / 1e6:.1f} MB) that no recipe using {state} needs; kept {kept}"))
     return 0
 
 
@@ -221,12 +260,12 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     cost = sum(report.price(p, i) for i in rows)
     pending = _unfinished_paid(p, args, {i.id for i in rows})
     paid = [i.id for i in rows if report.price(p, i) > 0]
-    print(f"reroll {args.step}: {len(rows)} step instances run again "
+    print(f"reroll {args.step}: {report.plural(len(rows), 'step instance')} run again "
           f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
           f"), about {cost:g} credits"
           + (f" (paid: {', '.join(paid)})" if paid else ""))
     if pending:
-        print(f"  and {len(pending)} paid step instances not done yet run too "
+        print(f"  and {report.plural(len(pending), 'paid step instance')} not done yet run too "
               f"({', '.join(_short(pending))}), about "
               f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
@@ -243,13 +282,14 @@ def cmd_reroll(args: argparse.Namespace) -> int:
 def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
     """Paid step instances the reroll's run would submit besides the ones rerolled: those
     the state directory does not hold yet (a reroll runs the whole recipe)."""
-    from runner import report
-    from runner.run import default_state_dir
+    from runner import lock, report
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(p.recipe.path)
-    known = resolve(p, Store(state).open(create=False)) if state.exists() else {}
+    store = lock.reading(Store(state_dir_of(args.state_dir, p.recipe.path), readonly=True),
+                         p.recipe.path)
+    known = resolve(p, store) if store.states else {}
     return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
             and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
 
@@ -303,6 +343,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe
+    from runner.report import plural
 
     failed = False
     for path in args.recipes:
@@ -312,28 +353,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
             p = planner.build(r, partial=True)
         except RecipeError as exc:
             failed = True
-            print(exc, file=sys.stderr)
+            print(shown(exc), file=sys.stderr)
             continue
-        size = f"{len(p.instances)} instances" if p.instances or not r.inputs else \
+        # The same count as `plan`: the instances that do work, not a call's two ends.
+        size = plural(len(p.steps()), "step instance") if p.instances or not r.inputs else \
             "its loops over inputs are checked where it is used"
-        print(f"{path}: ok ({len(r.steps)} steps, {size}, provider {r.provider.kind})")
+        print(safe(f"{path}: ok ({plural(len(r.steps), 'step')}, {size}, provider "
+                   f"{r.provider.kind})"))
     return 2 if failed else 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from runner import lock, recipe, report
     from runner import plan as planner
-    from runner import recipe, report
-    from runner.run import default_state_dir
+    from runner.run import state_dir_of
     from runner.status import resolve
     from runner.store import Store
 
     r = recipe.load(args.recipe, overrides=overrides(args))
     p = planner.build(r)
-    state = Path(args.state_dir) if args.state_dir else default_state_dir(r.path)
-    done = {}
-    if state.exists():
-        store = Store(state).open(create=False)
-        done = {iid: v["status"] for iid, v in resolve(p, store).items()}
+    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
+    done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
+        if store.states else {}
     report.print_plan(p, as_json=args.json, done=done)
     return 0
 
@@ -355,6 +396,53 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def shown(exc: SunoflowError) -> str:
+    """An error as printed: a recipe's diagnostics one per line (with their hints), any
+    other error on one line; control characters in either escaped (runner.terminal)."""
+    if isinstance(exc, RecipeError):
+        return "\n".join(safe(f"{d.file}:{d.line}:{d.col}: {d.message}")
+                         + (f"\n    hint: {safe(d.hint)}" if d.hint else "")
+                         for d in exc.diagnostics)
+    return safe(f"sunoflow: {exc}")
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    from runner import outputs_doc
+    from runner.recipe import suggest
+    from runner.steps import TYPES
+
+    if args.type is not None and (args.type.startswith("sunoflow:")
+                                  or args.type.endswith((".yaml", ".yml"))):
+        return _recipe_outputs(args.type)
+    if args.type is not None and args.type not in TYPES:
+        raise UsageError(f"no step type '{args.type}'"
+                         + (f"; {s}" if (s := suggest(args.type, TYPES)) else "")
+                         + f" (types: {', '.join(TYPES)})")
+    sys.stdout.write(outputs_doc.listing(args.type))
+    return 0
+
+
+def _recipe_outputs(name: str) -> int:
+    """`sunoflow steps lib/song.yaml` or `sunoflow steps sunoflow:master`: a reusable
+    recipe's outputs, as a step that uses it gives them."""
+    from runner import outputs_doc, recipe
+    from runner import plan as planner
+    from runner.include import STOCK, stock_dir, stock_names
+
+    path = name
+    if name.startswith(STOCK):
+        stem = name[len(STOCK):]
+        if stem not in stock_names():
+            raise UsageError(f"no stock recipe '{name}'"
+                             + (f"; {s}" if (s := recipe.suggest(stem, stock_names())) else "")
+                             + f" (stock recipes: {', '.join(stock_names())})")
+        path = str(stock_dir() / f"{stem}.yaml")
+    r = recipe.load(path)
+    sys.stdout.write(outputs_doc.recipe_listing(name, str(r.doc.data.get("description") or ""),
+                                                planner.output_types(r)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -365,16 +453,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SunoflowError as exc:
-        print(f"sunoflow: {exc}" if not isinstance(exc, RecipeError) else str(exc),
-              file=sys.stderr)
+        print(shown(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("sunoflow: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except Exception:  # noqa: BLE001 - the one place a bug becomes a message and a log
-        log = Path(tempfile.gettempdir()) / f"sunoflow-crash-{os.getpid()}.log"
-        log.write_text(traceback.format_exc())
-        print(f"sunoflow: internal error (a bug); the traceback is in {log}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
+        from runner import crashlog
+
+        log = crashlog.write(traceback.format_exc())
+        where = f"the traceback is in {log}" if log is not None else \
+            "no folder took its traceback"
+        print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
+                   "please report it with that file"), file=sys.stderr)
         return 1

@@ -124,6 +124,7 @@ async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
                 raise DownloadRejected(f"{_shown(url)}: sent with Content-Encoding "
                                        f"{resp.headers['content-encoding']!r} after we asked "
                                        "for none")
+            _not_a_playlist(current, resp.headers.get("content-type"))
             expected = _length(resp.headers.get("content-length"), url)
             if expected is not None and expected > max_bytes:
                 raise DownloadRejected(f"{_shown(url)} is {expected:,} bytes; the cap is "
@@ -137,6 +138,10 @@ async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
                 batch: list[bytes] = []
                 pending = 0
                 async for chunk in resp.aiter_raw(1 << 16):
+                    if got == 0 and chunk.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U"):
+                        raise DownloadRejected(f"{_shown(url)} is an HLS playlist (#EXTM3U), "
+                                               "not an audio file; sunoflow stores whole files "
+                                               "only")
                     got += len(chunk)
                     if got > max_bytes:
                         raise DownloadRejected(f"{_shown(url)} exceeds the cap of "
@@ -150,8 +155,41 @@ async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
             if expected is not None and got != expected:
                 raise TransientError(f"download {_shown(url)}: got {got:,} of {expected:,} "
                                      "bytes")
+            if expected is not None and _more_than_announced(resp):
+                # The length announced was short: what we have is a cut file that would
+                # decode (an MP3 plays to where it was cut). Fetched again, it may be whole.
+                raise TransientError(f"download {_shown(url)}: the server sent more than "
+                                     f"the {expected:,} bytes its Content-Length announced")
             return Streamed(got, h.hexdigest(), current, resp.headers.get("content-type"))
     raise DownloadRejected(f"{_shown(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+PLAYLIST_TYPES = frozenset({"application/vnd.apple.mpegurl", "application/x-mpegurl",
+                            "audio/mpegurl", "audio/x-mpegurl", "audio/x-scpls"})
+PLAYLIST_SUFFIXES = (".m3u8", ".m3u", ".pls")
+
+
+def _not_a_playlist(url: str, content_type: str | None) -> None:
+    """A playlist (an HLS stream's .m3u8) lists other URLs; stored, it would be a text
+    file named song.mp3. Refused by its name, its type, or (in _stream) its first line."""
+    ct = (content_type or "").split(";")[0].strip().lower()
+    if ct in PLAYLIST_TYPES or urlsplit(url).path.lower().endswith(PLAYLIST_SUFFIXES):
+        raise DownloadRejected(f"{_shown(url)} is a playlist ({ct or 'by its name'}), not "
+                               "an audio file; sunoflow stores whole files only")
+
+
+def _more_than_announced(resp: httpx.Response) -> bool:
+    """Whether bytes followed the body that Content-Length announced, read with it into
+    h11's buffer. Best effort: it reads httpcore's private state, and answers False where
+    it does not find it (another transport, a future httpcore), and bytes that arrive
+    only after the body was read are not seen."""
+    node: Any = resp.stream
+    for attr in ("_stream", "_httpcore_stream", "_stream", "_connection", "_h11_state"):
+        node = getattr(node, attr, node)
+    trailing = getattr(node, "trailing_data", None)
+    if isinstance(trailing, tuple) and trailing and trailing[0]:
+        return True
+    return False
 
 
 def _write(f: BinaryIO, h: Any, chunks: list[bytes], last: bool = False) -> None:
@@ -180,16 +218,21 @@ async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
                 max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> dict[str, Any]:
     """Download `url` into the store; return {path, sha256, size, url}."""
     _check_scheme(url, "download of")
-    store.tmp.mkdir(parents=True, exist_ok=True)
     tmp = store.tmp / f"{secrets.token_hex(8)}.part"
     final: Path | None = None
     try:
+        store.tmp.mkdir(parents=True, exist_ok=True)
         got = await stream_to(client, url, tmp, max_bytes=max_bytes, deadline=deadline)
         ext = suffix_for(got.url, got.content_type)
         final = tmp.with_suffix(ext) if ext else tmp.with_suffix("")
         os.replace(tmp, final)
         info = await anyio.to_thread.run_sync(store.ingest, final)
         return {**info, "url": url}
+    except OSError as exc:
+        # This machine's disk (full, read-only, failing): the task stays recorded, so the
+        # next run fetches it again instead of paying.
+        raise DownloadRejected(f"cannot store the download of {_shown(url)} in "
+                               f"{store.root}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup of a scratch file
         if final is not None:

@@ -62,6 +62,15 @@ is known to refuse that operation; a refusal falls back, and is remembered.
    taken early that the service then fails for being early is learned the same way;
    whether to submit it again stays rule 5's (refunded, or `retry`), and that submission
    waits for the tasks it reads.
+
+The ledger and the disk.
+
+9. A journal that cannot take a line stops the run: no submit follows an ``intent`` that is
+   not on disk, and a task id the journal refuses (after spending the state directory's
+   reserve, store.Store.record) is kept in memory, printed and written again at the end
+   (`_journal_task`); nothing more is submitted in that run.
+10. The committed lock is the ledger: every key it records is known to the store before
+    the run (runner.lock.seed) and is restored (`_restore`), never submitted.
 """
 
 from __future__ import annotations
@@ -77,11 +86,12 @@ from typing import Any, cast
 
 import anyio
 
-from runner import deadlines, early, models, paths
+from runner import blame, deadlines, early, models, paths
 from runner.callbacks import Callbacks
 from runner.errors import (
     AuthError,
     CreditsError,
+    JournalError,
     PossiblySubmitted,
     ProviderError,
     StepError,
@@ -175,6 +185,10 @@ class Engine:
         self.interrupted = False
         self.failed_paid: list[str] = []  # --frozen: steps that would need a paid submission
         self.spent = 0.0
+        # For the progress view's time left: when each service task in flight started, and
+        # when the run did (engine clock).
+        self.task_started: dict[str, float] = {}
+        self.t_start = self.clock.now()
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
@@ -205,6 +219,12 @@ class Engine:
         self.early_of: dict[str, list[str]] = {}
         self.first_released: set[str] = set()
         self._release_early: Callable[[str], None] = lambda iid: None
+        # Where a missing stored file is looked for before its recorded URL
+        # (`_recover_blob`): each takes a lock/journal file record and puts that content
+        # in the store, answering whether it did.
+        self.blob_sources: list[Callable[[dict[str, Any]], Awaitable[bool]]] = []
+        self.unjournaled: dict[str, tuple[str, str]] = {}  # key -> (step, paid task id)
+        self.file_hashes: dict[tuple[Any, ...], str] = {}  # local input files, by identity
         # Rule 8: the policy for this host, and the instances that have finished (one
         # refused early waits for those it reads).
         pc = self.recipe.provider
@@ -313,6 +333,10 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 self.store.sync()
+                for step, task_id in self.rejournal():
+                    self.ui.always(f"{step}: task {task_id} is paid for but NOT in the "
+                                   "journal; before running again, check it on the service "
+                                   "(the next run cannot know it and would submit again)")
                 if self._http is not None:
                     await self._http.aclose()
         if self.interrupted:
@@ -408,6 +432,11 @@ class Engine:
         except (AuthError, CreditsError) as exc:
             self.stop_reason = str(exc)
             self._fail(rec, exc)
+        except JournalError as exc:
+            # The journal is what proves what was paid: without it nothing more is
+            # submitted (rule 3); what is paid already is still polled.
+            self.stop_reason = str(exc)
+            self._fail(rec, StepError(str(exc), step=inst.id))
         except ProviderError as exc:
             self._fail(rec, exc)
         finally:
@@ -479,15 +508,26 @@ class Engine:
         step = inst.step
         assert step.type is not None, "reusable recipes are expanded before the engine"
         item = self._context_item(inst)
+        ctx: dict[str, Any] = {}
+        where: tuple[Any, ...] = ("steps", step.id, "if")
         try:
             ctx = self.scopes.context(inst, item)
             if not self.scopes.condition(inst, ctx):
                 rec.status, rec.error = "skipped", "if: condition is false"
                 self.ui.event(inst.id, "skipped", "if: false")
                 return None
-            inputs = {k: render(v, ctx) for k, v in step.with_.items()}
+            inputs = {}
+            for k, v in step.with_.items():
+                where = ("steps", step.id, "with", k)
+                inputs[k] = render(v, ctx)
         except TemplateError as exc:
-            raise StepError(f"cannot render inputs: {exc}", step=inst.id) from None
+            # Said as the validator says it: the template's position in its own file (a
+            # reusable recipe's, inside a call) and the closest name that exists.
+            scope = self.plan.scopes.get(inst.scope)
+            diag = blame.diagnose(scope.recipe if scope else self.recipe, where,
+                                  step.if_ if where[-1] == "if" else step.with_.get(where[-1]),
+                                  ctx, exc)
+            raise StepError(f"cannot render inputs: {diag}", step=inst.id) from None
         route = route_of(self.recipe.provider, step.uses, inputs)
         # The same rules `validate` applied to what was known before the run, now on the
         # rendered values: a request the provider would refuse is never sent (nothing is
@@ -496,7 +536,10 @@ class Engine:
         for fld, msg, _hint in models.check(step.uses, inputs, kind):
             raise StepError(f"{msg} (after rendering '{fld}')", step=inst.id)
         prov = self.providers["local"] if route == "local" else self.remote
-        k = instance_key(self.recipe.provider, step.uses, inputs, route)
+        # A local file enters the key by content (read only where the recipe may read:
+        # content_hashes confines each path as check_inputs does).
+        k = instance_key(self.recipe.provider, step.uses, inputs, route,
+                         paths.content_hashes(inputs, self.roots, self.file_hashes))
         rec.key = k
         st = self.store.states.get(k)
         forced = inst.path in self.forced or inst.id in self.forced_ids
@@ -570,27 +613,27 @@ class Engine:
         return outputs
 
     async def _restore(self, inst: Instance, op: Op, prov: Provider, st: Any) -> Any:
-        """A finished step's outputs, re-fetching any stored file that has gone missing:
-        by its recorded URL, or else through the provider's fresh links for the same task.
-        Each file must hash to what was recorded."""
+        """A finished step's outputs, finding any stored file that has gone missing. The one
+        restore path, whether files vanished from the store, the state directory was
+        deleted (the lock then seeded the key: runner.lock.seed) or --frozen builds from
+        the lock. In order: each missing file by its content hash (`_recover_blob`: other
+        places that may hold it, then its recorded URL); failing that, a local step is made
+        again (free, deterministic: None), a remote one gets the provider's fresh links for
+        the same task id. Never a new submission: each file must hash to what was
+        recorded."""
         missing = [f for f in st.files if not self.store.has_blob(f)]
         if not missing:
             return st.outputs
-        if prov.kind == "local":
-            return None  # free and deterministic: make it again
-        from runner import download
-
         for f in missing:
-            try:
-                info = await download.fetch(self.http, f["url"], self.store,
-                                            max_bytes=self.recipe.provider.max_download_bytes)
-            except (download.LinkExpired, download.DownloadRejected, TransientError, KeyError):
+            found = await self._recover_blob(inst, f)
+            if found is None:
                 break
-            if info["sha256"] != f["sha256"]:
-                self.ui.note(f"{inst.id}: re-downloaded {f['url']} but its content changed")
-                return None
+            if not found:
+                return None  # the recorded URL now serves other content
         else:
             return st.outputs
+        if prov.kind == "local":
+            return None  # free and deterministic: make it again
         if not st.task_ids:
             return None
         task_id = st.task_ids[-1]
@@ -610,11 +653,39 @@ class Engine:
         else:
             # Same files (by content): keep the recorded outputs. Fresh links would change
             # the inputs, hence the keys, of every step that reads them, and those would be
-            # paid for again.
-            outputs = st.outputs
+            # paid for again. The recorded file entries stay too: the lock is the same
+            # bytes after a restore (the fresh links expire as well; a later restore asks
+            # for fresh ones again).
+            outputs, files = st.outputs, st.files
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=list(st.task_ids), credits=st.credits)
         return outputs
+
+    async def _recover_blob(self, inst: Instance, f: dict[str, Any]) -> bool | None:
+        """Put one missing stored file back by its recorded sha256: True when it is back,
+        None when no source had it, False when its recorded URL serves other content.
+
+        The seam for sources of stored files other than the service: each of
+        `self.blob_sources` (a shared cache, say) is asked first, by content hash, and
+        must put exactly that content in the store (Store.ingest) or answer False. Then
+        the file's recorded URL (links expire after about 15 days)."""
+        for source in self.blob_sources:
+            if await source(f) and self.store.has_blob(f):
+                return True
+        url = f.get("url")
+        if not isinstance(url, str):
+            return None
+        from runner import download
+
+        try:
+            info = await download.fetch(self.http, url, self.store,
+                                        max_bytes=self.recipe.provider.max_download_bytes)
+        except (download.LinkExpired, download.DownloadRejected, TransientError):
+            return None
+        if info["sha256"] != f.get("sha256"):
+            self.ui.note(f"{inst.id}: re-downloaded {url} but its content changed")
+            return False
+        return True
 
     async def _refresh(self, op: Op, task_id: str) -> Result | None:
         """Fresh result links for a finished task, retrying transient failures (free)."""
@@ -635,6 +706,7 @@ class Engine:
         attempts = st.attempts if st is not None else 0
         if st is not None and st.status == "submitted":
             task_id = st.task_id  # rule 2: resume by polling; never resubmit
+            self.task_started.setdefault(inst.id, self.clock.now())
             self.ui.event(inst.id, "resumed", f"task {task_id}")
             if st.first is not None and st.first_task == task_id and \
                     all(self.store.has_blob(f) for f in st.first_files):
@@ -673,6 +745,8 @@ class Engine:
                 SEND_CHECK.set(self._early_check(op.type) if unfinished else None)
                 try:
                     async with self.remote_slots:
+                        if self.store.degraded and not self.stop_reason:
+                            self.stop_reason = self.store.degraded
                         if self.stop_reason:
                             raise StepError(f"not submitted: {self.stop_reason}",
                                             step=inst.id)
@@ -713,8 +787,8 @@ class Engine:
                 sent_early = bool(unfinished)
                 # `sent`: when the submit left the rate limiter (the wait before it is
                 # the rate limit's), for `sunoflow review`'s timeline; optional.
-                await self._durable("submitted", op.key, op.step, task_id=task_id,
-                                    **({"sent": sent} if sent is not None else {}))
+                await self._journal_task(inst, op, task_id, sent)
+                self.task_started[inst.id] = self.clock.now()
                 self.ui.event(inst.id, "submitted", f"task {task_id}")
             rec.task_ids.append(task_id)
             try:
@@ -750,6 +824,45 @@ class Engine:
                             task_ids=rec.task_ids, credits=result.credits,
                             times=self._times(op.step, finished))
         return outputs
+
+    async def _journal_task(self, inst: Instance, op: Op, task_id: str,
+                            sent: float | None = None) -> None:
+        """Record a paid task's id (rule 3). Should the journal refuse the line even after
+        spending its reserve (store.Store.record), the id is not lost: it stays in this
+        run's memory (the task is polled and its files fetched as usual, and the line is
+        tried again when the run ends, `rejournal`), it is printed now so that a person can
+        recover it, and nothing more is submitted."""
+        try:
+            await self._durable("submitted", op.key, op.step, task_id=task_id,
+                                **({"sent": sent} if sent is not None else {}))
+            if self.store.degraded and not self.stop_reason:
+                self.stop_reason = self.store.degraded
+                self.ui.always(f"{inst.id}: {self.store.degraded}: task {task_id} is "
+                               "recorded, and nothing more is submitted in this run; free "
+                               "some space, then run again (the task is polled, not paid)")
+        except JournalError as exc:
+            self.unjournaled[op.key] = (op.step, task_id)
+            self.stop_reason = str(exc)
+            self.ui.always(f"{inst.id}: task {task_id} was submitted and paid for, but its id "
+                           f"could not be journaled ({exc}); keep this id: the run goes on "
+                           "polling it and tries to record it again")
+
+    def rejournal(self) -> list[tuple[str, str]]:
+        """Try again to record the task ids the journal refused (`_journal_task`); return
+        those still not recorded, as (step, task id). A task whose `done` was recorded
+        since needs nothing more."""
+        left = []
+        for k, (step, task_id) in list(self.unjournaled.items()):
+            st = self.store.states.get(k)
+            if st is not None and (st.status == "done" or task_id in st.task_ids):
+                del self.unjournaled[k]
+                continue
+            try:
+                self.store.record("submitted", k, step, task_id=task_id)
+                del self.unjournaled[k]
+            except JournalError:
+                left.append((step, task_id))
+        return left
 
     # --- early release as a speculation (rule 8) ------------------------------------
 
@@ -859,7 +972,7 @@ class Engine:
             async with self.remote_slots.take(AHEAD):
                 outputs, files = await self._materialize(part, op, task_id)
         except ProviderError as exc:
-            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc}); "
+            self.ui.note(f"{inst.id}: the first track could not be fetched early ({exc.reason}); "
                          "waiting for the whole task")
             return
         # Durable before anything starts from it: every later run must render the same
@@ -880,6 +993,26 @@ class Engine:
         cancellation: an interrupt waits for the line to be on disk."""
         await anyio.to_thread.run_sync(
             lambda: self.store.record(event, key_, step, durable=True, **data))
+
+    def time_left(self) -> tuple[float, bool] | None:
+        """For the progress view: about how many seconds the run has left, and whether
+        that comes from durations this run measured (else the step types' typical ones).
+        The critical path's figures for the service's tasks (runner.priority); a run with
+        no service work goes by the pace of its finished steps so far."""
+        left = {iid: self.clock.now() - t for iid, t in self.task_started.items()}
+        left |= {inst.id: 0.0 for inst in self.selected if inst.id not in left}
+        for iid, rec in self.records.items():
+            if rec.status != "pending":
+                left.pop(iid, None)  # (an instance not yet reached has no record)
+        if not left:
+            return None
+        if self.urgency.remaining(left) is not None:
+            return self.urgency.remaining(left)
+        finished = [rec for rec in self.records.values() if rec.status == "succeeded"]
+        if not finished:
+            return None
+        took = self.clock.now() - self.t_start
+        return took / len(finished) * len(left), True
 
     def _price(self, inst: Instance) -> float:
         from runner.report import price
@@ -907,14 +1040,14 @@ class Engine:
                     await self._durable("uncertain", op.key, op.step, error=str(exc))
                     self.counts.possibly_submitted += 1
                     if not self.opts.resubmit_uncertain:
-                        raise StepError(f"possibly submitted ({exc}); not resubmitting "
+                        raise StepError(f"possibly submitted ({exc.reason}); not resubmitting "
                                         "because of --no-resubmit-uncertain",
                                         step=op.step) from None
                     if uncertain > MAX_UNCERTAIN_RESUBMITS:
                         # Every unanswered submit may have been a paid task: stop before a
                         # service that never answers costs us without bound.
-                        raise StepError(f"{uncertain} submits got no answer ({exc}); stopping "
-                                        "so as not to pay again; check the service's "
+                        raise StepError(f"{uncertain} submits got no answer ({exc.reason}); "
+                                        "stopping so as not to pay again; check the service's "
                                         "dashboard, then run again", step=op.step) from None
                     self.ui.note(f"{_said(op.step, exc)}; the task may exist; submitting again")
                     await self._durable("intent", op.key, op.step,
@@ -1002,9 +1135,11 @@ class Engine:
                 if cb is None:
                     if aim:
                         aim = False
-                        aimed = learn_first = await self.poller.wait_first(op.type, t0)
+                        aimed = learn_first = await self.poller.wait_first(
+                            op.type, t0, lambda s: self.ui.poll_due(inst.id, s))
                     if not aimed:
-                        placed = await self.poller.wait(op.type, t0, n)
+                        placed = await self.poller.wait(
+                            op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s))
                         planned = placed if n == 0 else planned
                         n += 1
                 else:
@@ -1066,6 +1201,7 @@ class Engine:
         if deadline is not None:
             due = min(due, deadline)
         prov = cast(CallbackProvider, self.remote)
+        self.ui.poll_due(op.step, due - self.clock.now())  # the fallback poll, on screen
         while (left := due - self.clock.now()) > 0:
             for body in await cb.wait(task_id, left, self.clock):
                 try:
@@ -1225,12 +1361,17 @@ def route_of(provider: ProviderConfig, uses: str, inputs: dict[str, Any]) -> str
 
 
 def instance_key(provider: ProviderConfig, uses: str, inputs: dict[str, Any],
-                 route: str) -> str:
+                 route: str, files: dict[str, str] | None = None) -> str:
+    """`files`: the content hash of each local file the inputs name (paths.content_hashes).
+    Added to the key only when there is one, so the keys of steps that read no local file
+    are those of earlier versions (no journal or lock entry is orphaned by this)."""
+    extra: dict[str, Any] = {"local_files": files} if files else {}
     if route == "local":
         # Local work depends on the take length, never on which service the recipe names:
         # switching provider does not redo a free local step whose inputs are unchanged.
-        return key(uses, inputs, "local", None, {"take_seconds": provider.take_seconds})
-    return key(uses, inputs, provider.kind, provider.base_url)
+        return key(uses, inputs, "local", None, {"take_seconds": provider.take_seconds,
+                                                 **extra})
+    return key(uses, inputs, provider.kind, provider.base_url, extra or None)
 
 
 def _dotted(path: tuple[Any, ...]) -> str:

@@ -14,7 +14,15 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
     ├── Interrupted                exit 130 Ctrl-C / SIGTERM (engine)
     ├── BudgetError                exit 1  --max-credits: the estimate exceeds the cap (run)
     ├── StoreError                 exit 1  the state directory is unreadable or from a
-    │                                      newer sunoflow (store)
+    │   │                                  newer sunoflow (store)
+    │   └── JournalError                   a durable journal line could not be written
+    │                                      (disk full, I/O error): nothing more is
+    │                                      submitted in this run (store, engine)
+    ├── PathError                  exit 1  a folder or file sunoflow must write (--out,
+    │                                      --state-dir, --report, the lock) cannot be
+    │                                      written (paths, checked before the run)
+    ├── ExportError                exit 1  album entries that could not be written, each
+    │                                      a positioned Diagnostic; the others were (export)
     └── ProviderError              exit 1  raised by providers, translated at the HTTP
         │                                  boundary, carrying the step id
         ├── AuthError                      401: stop every new submission
@@ -26,6 +34,8 @@ escapes is a bug: the CLI prints one line pointing at the log with the traceback
         │                                  download failed: retry with backoff
         ├── PossiblySubmitted              a submit may have created a task whose id we
         │                                  never saw (gateway 502/503/504, read timeout)
+        │   └── answers.Garbled            the answer broke off or broke a bound but named
+        │                                  its task id: the provider keeps the task
         ├── TaskFailed                     the service ran the task and failed it
         ├── Withheld                       the engine withdrew a submit before it left
         │                                  (early release: the host refuses it); nothing
@@ -84,8 +94,25 @@ class StoreError(SunoflowError):
     pass
 
 
+class JournalError(StoreError):
+    """The journal could not take a line that proves a payment (store.Store.record)."""
+
+
+class PathError(SunoflowError):
+    pass
+
+
 class BudgetError(SunoflowError):
     pass
+
+
+class ExportError(SunoflowError):
+    """Some `outputs:` entries failed; `written` lists the files of those that did not."""
+
+    def __init__(self, diagnostics: list[Diagnostic], written: list[dict[str, object]]) -> None:
+        self.diagnostics = diagnostics
+        self.written = written
+        super().__init__("\n".join(str(d) for d in diagnostics))
 
 
 class ProviderError(SunoflowError):
@@ -94,9 +121,13 @@ class ProviderError(SunoflowError):
         self.code = code
         super().__init__(message)
 
+    @property
+    def reason(self) -> str:
+        """The message without the step id: for lines that already start with it."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        base = super().__str__()
-        return f"{self.step}: {base}" if self.step else base
+        return f"{self.step}: {self.reason}" if self.step else self.reason
 
 
 class AuthError(ProviderError):

@@ -17,9 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from runner.errors import StepError
+from runner.blame import diagnose
+from runner.errors import Diagnostic, ExportError, StepError
 from runner.paths import Outside, Roots, fresh_file, replace_text
-from runner.recipe import OutputFile, Recipe
+from runner.recipe import OutputFile, Recipe, _kind
 from runner.tags import write_tags
 from runner.template import TemplateError, compile_template, is_template, render, render_path
 
@@ -55,11 +56,26 @@ def _entries(recipe: Recipe, o: OutputFile, steps: dict[str, Any],
     if isinstance(fe, list):
         items = fe
     else:
-        items = compile_template(fe).render(base)
+        try:
+            items = compile_template(fe).render(base)
+        except TemplateError as exc:
+            raise _Problem(diagnose(recipe, ("outputs", o.index, "for_each"), fe, base,
+                                    exc)) from None
     if not isinstance(items, list):
-        raise StepError(f"outputs[{o.index}].for_each must give a list; it gives "
-                        f"{type(items).__name__}")
+        raise _Problem(recipe.doc.diag(
+            ("outputs", o.index, "for_each"), f"outputs[{o.index}].for_each must give a "
+            f"list; it gives {_kind(items)}",
+            "loop over a mapping's pairs with '| dictsort' (item[0] is the name, item[1] "
+            "the value)" if isinstance(items, dict) else None))
     return [{**base, "item": it, "index": i} for i, it in enumerate(items)]
+
+
+class _Problem(Exception):
+    """One album entry that cannot be written: a positioned diagnostic."""
+
+    def __init__(self, diag: Diagnostic) -> None:
+        self.diag = diag
+        super().__init__(str(diag))
 
 
 def _confined(value: Any, roots: list[Path], what: str, index: int) -> Path:
@@ -106,57 +122,34 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
     # Artwork may also come from the recipe's folder (or an --allow-path folder).
     roots = Roots.of(recipe.path, recipe.allow_paths, store_root)
     root = out_dir.resolve()
-    planned: list[tuple[Path, Path, Path, dict[str, Any], str | None]] = []
+    planned: list[tuple[Path, Path, Path, dict[str, Any], str | None, int]] = []
+    problems: list[Diagnostic] = []
     for o in recipe.outputs:
         try:
             contexts = _entries(recipe, o, steps, results)
-        except TemplateError as exc:
-            raise StepError(f"outputs[{o.index}].for_each: {exc}") from None
+        except _Problem as exc:
+            problems.append(exc.diag)
+            continue
         for ctx in contexts:
             try:
-                if is_template(o.if_) and not compile_template(o.if_).render(ctx):
-                    continue
-                rel = render_path(o.path, ctx)
-                src = render(o.from_, ctx)
-                tags = {k: render(v, ctx) for k, v in o.tags.items()}
-                lrc = render(o.lrc, ctx) if o.lrc else None
-            except TemplateError as exc:
-                raise StepError(f"outputs[{o.index}]: {exc}") from None
-            if src is None or (isinstance(src, dict) and not src.get("file")):
-                raise StepError(f"outputs[{o.index}]: 'from' gives no file (is the step "
-                                "skipped?)")
-            if isinstance(src, dict):
-                src = src["file"]
-            if stored:
-                src = _confined(src, stored, "from", o.index)
-            if tags.get("cover"):
-                tags["cover"] = _cover(tags["cover"], roots, o.index)
-            try:
-                relp = safe_relpath(str(rel))
-            except ValueError as exc:
-                raise StepError(f"outputs[{o.index}]: {exc}") from None
-            src_ext, dest_ext = Path(str(src)).suffix.lower(), relp.suffix.lower()
-            recovered = recontainer(src_ext, dest_ext)
-            if not recovered and src_ext and dest_ext != src_ext and src_ext in MEDIA and \
-                    dest_ext in MEDIA:
-                raise StepError(f"outputs[{o.index}]: '{relp.as_posix()}' ends in {dest_ext}, "
-                                f"but the file is {src_ext}; name it {relp.stem}{src_ext}, or "
-                                f"add a transcode step to make {dest_ext}")
-            dest = _destination(root, relp, o.index)
-            planned.append((Path(str(src)), dest, relp, tags, src_ext if recovered else None))
-            if lrc:
-                lrc_src = _confined(lrc, stored, "lrc", o.index) if stored else Path(str(lrc))
-                lrc_rel = relp.with_suffix(".lrc")
-                planned.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {},
-                                None))
-    # Every entry is rendered and checked before the first file is written: a mistake in
-    # the last entry leaves the previous album untouched, not half replaced.
+                planned += _plan_entry(recipe, o, ctx, root, stored, roots)
+            except _Problem as exc:
+                problems.append(exc.diag)
+    # Every entry is rendered and checked before the first file is written. An entry that
+    # cannot be written does not discard the others: they are written, listed in the
+    # playlist and the manifest, and the problems are reported together (ExportError).
     written: list[dict[str, Any]] = []
-    for src_path, dest, relp, tags, from_ext in planned:
+    tags_of: dict[str, dict[str, Any]] = {}
+    for src_path, dest, relp, tags, from_ext, index in planned:
         if from_ext is None:
             _place(src_path, dest)
         else:
-            _transcode(src_path, dest)
+            try:
+                _transcode(src_path, dest)
+            except StepError as exc:
+                problems.append(recipe.doc.diag(("outputs", index, "path"), exc.reason))
+                continue
+        tags_of[relp.as_posix()] = tags
         if tags and dest.suffix.lower() in AUDIO:
             write_tags(dest, tags)
         entry: dict[str, Any] = {"path": relp.as_posix(), "sha256": _sha(dest),
@@ -164,15 +157,132 @@ def export(recipe: Recipe, steps: dict[str, Any], results: dict[str, Any], out_d
         if from_ext is not None:
             entry["transcoded_from"] = from_ext
         written.append(entry)
-    audio = [w["path"] for w in written if Path(w["path"]).suffix.lower() in AUDIO
-             and "/" not in w["path"]]
+    audio = _playlist_entries([w["path"] for w in written])
     if audio:
         replace_text(root / f"{_playlist_name(recipe.name)}.m3u",
-                     "#EXTM3U\n" + "".join(f"{p}\n" for p in audio))
-    manifest = {"format": 1, "recipe": recipe.file, "recipe_sha256": recipe_sha,
-                "lock_sha256": lock_sha, "files": sorted(written, key=lambda w: w["path"])}
+                     "#EXTM3U\n" + "".join(_extinf(root / p, tags_of.get(p, {})) + f"{p}\n"
+                                            for p in audio))
+    manifest = {"format": 2, "recipe": recipe.file, "recipe_sha256": recipe_sha,
+                "lock_sha256": lock_sha, "files": sorted(written, key=lambda w: w["path"]),
+                "other_files": _others(root, {w["path"] for w in written}, recipe.name)}
     replace_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    if problems:
+        raise ExportError(sorted(set(problems)), written)
     return written
+
+
+def _plan_entry(recipe: Recipe, o: OutputFile, ctx: dict[str, Any], root: Path,
+                stored: list[Path], roots: Roots
+                ) -> list[tuple[Path, Path, Path, dict[str, Any], str | None, int]]:
+    """What one entry writes: (source, destination, relative path, tags, the extension of
+    a recovered file to transcode from or None, the entry's index), checked."""
+    at: tuple[Any, ...] = ("outputs", o.index)
+
+    def problem(key: tuple[Any, ...], exc: StepError) -> _Problem:
+        return _Problem(recipe.doc.diag((*at, *key), exc.reason))
+
+    def rendered(key: tuple[Any, ...], value: Any, fn: Any = render) -> Any:
+        try:
+            return fn(value, ctx)
+        except TemplateError as exc:
+            raise _Problem(diagnose(recipe, (*at, *key), value, ctx, exc)) from None
+
+    if is_template(o.if_) and not rendered(("if",), o.if_):
+        return []
+    rel = rendered(("path",), o.path, render_path)
+    src = rendered(("from",), o.from_)
+    tags = {k: rendered(("tags", k), v) for k, v in o.tags.items()}
+    lrc = rendered(("lrc",), o.lrc) if o.lrc else None
+    if src is None or (isinstance(src, dict) and not src.get("file")):
+        raise problem(("from",), StepError(f"outputs[{o.index}]: 'from' gives no file (is "
+                                           "the step skipped?)"))
+    if isinstance(src, dict):
+        src = src["file"]
+    try:
+        if stored:
+            src = _confined(src, stored, "from", o.index)
+    except StepError as exc:
+        raise problem(("from",), exc) from None
+    try:
+        if tags.get("cover"):
+            tags["cover"] = _cover(tags["cover"], roots, o.index)
+    except StepError as exc:
+        raise problem(("tags", "cover"), exc) from None
+    try:
+        relp = safe_relpath(str(rel))
+    except ValueError as exc:
+        raise problem(("path",), StepError(f"outputs[{o.index}]: {exc}")) from None
+    src_ext, dest_ext = Path(str(src)).suffix.lower(), relp.suffix.lower()
+    recovered = recontainer(src_ext, dest_ext)
+    try:
+        if not recovered and src_ext and dest_ext != src_ext and src_ext in MEDIA and \
+                dest_ext in MEDIA:
+            raise StepError(f"outputs[{o.index}]: '{relp.as_posix()}' ends in {dest_ext}, "
+                            f"but the file is {src_ext}; name it {relp.stem}{src_ext}, or "
+                            f"add a transcode step to make {dest_ext}")
+        out: list[tuple[Path, Path, Path, dict[str, Any], str | None, int]] = [
+            (Path(str(src)), _destination(root, relp, o.index), relp, tags,
+             src_ext if recovered else None, o.index)]
+    except StepError as exc:
+        raise problem(("path",), exc) from None
+    if lrc:
+        try:
+            lrc_src = _confined(lrc, stored, "lrc", o.index) if stored else Path(str(lrc))
+        except StepError as exc:
+            raise problem(("lrc",), exc) from None
+        lrc_rel = relp.with_suffix(".lrc")
+        out.append((lrc_src, _destination(root, lrc_rel, o.index), lrc_rel, {}, None,
+                    o.index))
+    return out
+
+
+def _playlist_entries(paths: list[str]) -> list[str]:
+    """The audio files the playlist lists, in the order they were written: those of the
+    shallowest folder level that holds audio, so `album/01.mp3` ... are listed when every
+    song is in a subfolder, and `stems/...` are not when the songs are at the top."""
+    audio = [p for p in paths if Path(p).suffix.lower() in AUDIO]
+    if not audio:
+        return []
+    top = min(p.count("/") for p in audio)
+    return [p for p in audio if p.count("/") == top]
+
+
+def _extinf(path: Path, tags: dict[str, Any]) -> str:
+    """`#EXTINF:SECONDS,ARTIST - TITLE`: from the entry's tags, else the file's own (a
+    `tag` step wrote them), else the file name."""
+    try:
+        import mutagen
+
+        f = mutagen.File(path, easy=True)
+    except Exception:  # noqa: BLE001 - a file mutagen cannot read still gets a line
+        f = None
+    seconds = round(f.info.length) if f is not None and getattr(f, "info", None) else -1
+
+    def tag(name: str) -> str:
+        if tags.get(name):
+            return str(tags[name])
+        try:
+            got = f.get(name) if f is not None and f.tags is not None else None
+        except Exception:  # noqa: BLE001 - WAV files without an ID3 chunk, and the like
+            got = None
+        return str(got[0]) if got else ""
+
+    title = tag("title") or path.stem
+    artist = tag("artist")
+    label = f"{artist} - {title}" if artist else title
+    return f"#EXTINF:{seconds},{' '.join(label.split())}\n"
+
+
+def _others(root: Path, ours: set[str], name: str) -> list[str]:
+    """Files in the album folder that this run did not write (an earlier run's outputs
+    that the recipe no longer names, say): the manifest describes the whole folder."""
+    skip = {"manifest.json", f"{_playlist_name(name)}.m3u"}
+    out = []
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root).as_posix()
+        if f.is_file() and rel not in ours and rel not in skip:
+            out.append(rel)
+    return out
 
 
 def recontainer(src_ext: str, dest_ext: str) -> bool:

@@ -7,9 +7,10 @@ sha256, size and source URL of every file. Outputs are stored with file paths re
 ``sha256:<hash><ext>``, so the lock is independent of where the state directory lives.
 
 The lock is deterministic: instances in plan order, keys in a fixed order, no timestamps;
-two runs that did the same work write the same bytes. `--frozen` seeds the state store
-from it (store.record "done"), so a fresh checkout re-downloads or re-makes every file and
-checks it against the recorded hash, without submitting anything paid.
+two runs that did the same work write the same bytes. Every run seeds the state store
+from it (store.record "done"; runner.run), so a fresh checkout re-downloads or re-makes
+every file and checks it against the recorded hash, without submitting anything paid:
+the lock is the ledger of what was paid for.
 """
 
 from __future__ import annotations
@@ -189,19 +190,30 @@ def read(path: Path) -> dict[str, Any]:
 def seed(store: Store, data: dict[str, Any]) -> int:
     """Make the store know every locked result; return how many were added. Files are not
     fetched here: the engine re-downloads (by URL, or through the provider by task id) or
-    re-makes whatever is missing, and checks each against its recorded sha256."""
+    re-makes whatever is missing, and checks each against its recorded sha256.
+
+    The journal wins where it knows more: a ``done`` it holds is newer than or equal to
+    the lock's, and a ``submitted`` task (a --force rerun that was stopped) is a paid task
+    the next run must poll, not replace with the older locked result. Any other state
+    (intent, uncertain, failed) gives way to the lock: its result was paid for and is
+    taken instead of submitting again."""
     added = 0
     for iid, entry in data["steps"].items():
-        k = entry.get("key")
-        if not k:
+        k = entry.get("key") if isinstance(entry, dict) else None
+        if not k or not isinstance(k, str):
             continue
         st = store.states.get(k)
-        if st is not None and st.status == "done":
+        if st is not None and st.status in ("done", "submitted"):
             continue
-        files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
-                  "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
-                  **({"url": f["url"]} if f.get("url") else {})}
-                 for f in entry.get("files", [])]
+        try:
+            files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
+                      "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
+                      **({"url": f["url"]} if f.get("url") else {})}
+                     for f in entry.get("files", [])]
+        except (KeyError, TypeError, AttributeError):
+            # Refused rather than skipped: a skipped entry would be paid for again.
+            raise StoreError(f"lock entry {iid}: its files are not as sunoflow writes them; "
+                             "restore the lock from version control") from None
         task_ids = entry.get("task_ids") or []
         store.record("done", k, iid, durable=False, outputs=_unref(entry.get("outputs"), store),
                      files=files, task_ids=task_ids, credits=entry.get("credits"))
@@ -210,5 +222,22 @@ def seed(store: Store, data: dict[str, Any]) -> int:
     return added
 
 
+def reading(store: Store, recipe_path: Path) -> Store:
+    """`store` (made readonly) opened for reading, knowing also what the recipe's lock
+    records, as a run would (`seed`): so `status` and `plan` say what a run would pay for
+    even with the state directory gone. Nothing is written."""
+    store.open(create=False)
+    lock_path = path_for(recipe_path)
+    if lock_path.is_file() and not lock_path.is_symlink():  # as a run reads it
+        seed(store, read(lock_path))
+    return store
+
+
 def referenced(data: dict[str, Any]) -> set[str]:
-    return {f["sha256"] for e in data["steps"].values() for f in e.get("files", [])}
+    """The sha256 of every file the lock records. A lock not as sunoflow writes it is
+    refused: `clean` must not delete what a damaged lock may still refer to."""
+    try:
+        return {str(f["sha256"]) for e in data["steps"].values() for f in e.get("files", [])}
+    except (KeyError, TypeError, AttributeError):
+        raise StoreError(f"{data.get('recipe', 'a lock')}: its files are not as sunoflow "
+                         "writes them; restore the lock from version control") from None

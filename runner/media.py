@@ -1376,10 +1376,18 @@ def cover_image(out: Path, *, seed: str, size: int = 512) -> None:
 _VIDEO_W, _VIDEO_H, _VIDEO_FPS = 640, 360, 20
 
 
-def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> None:
+def _tag_text(text: str) -> str:
+    """A tag value on ffmpeg's command line: one line, no control characters, bounded."""
+    return "".join(c if c.isprintable() else " " for c in text)[:200]
+
+
+def video(audio: Path, out: Path, *, seed: str, image: Path | None = None,
+          title: str = "", artist: str = "") -> None:
     """Render an MP4 (H.264 + AAC) as long as ``audio``: the artwork (``image``, or the
     one :func:`cover_image` draws for ``seed``) over a blurred copy of itself, and an
-    animated waveform of the audio beside it."""
+    animated waveform of the audio beside it. ``title`` and ``artist`` go into the MP4's
+    tags, which players show (not drawn on the picture: that would need a font, and the
+    same bytes on every machine matter more)."""
     audio, out = Path(audio), Path(out)
     _check_input("video", audio)
     if out.suffix.lower() != ".mp4":
@@ -1465,6 +1473,8 @@ def video(audio: Path, out: Path, *, seed: str, image: Path | None = None) -> No
                 str(CHANNELS),
                 "-map_metadata",
                 "-1",
+                *(["-metadata", f"title={_tag_text(title)}"] if title else []),
+                *(["-metadata", f"artist={_tag_text(artist)}"] if artist else []),
                 "-fflags",
                 "+bitexact",
                 "-flags",

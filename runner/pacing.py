@@ -466,7 +466,8 @@ class Poller:
         d = self.estimate(op)
         return None if d is None else FIRST_SHARE * d
 
-    async def wait_first(self, op: str, t0: float) -> bool:
+    async def wait_first(self, op: str, t0: float,
+                         due_in: Callable[[float], None] | None = None) -> bool:
         """Sleep until a task of `op` submitted at `t0` is expected to reach its first
         stage, and return True: the caller polls then, once, besides the usual polls.
         Return False at once, without sleeping, when there is nothing to aim at: nothing
@@ -477,10 +478,13 @@ class Poller:
         elapsed = self.clock.now() - t0
         if at is None or full is None or at <= elapsed or at >= full:
             return False
+        if due_in is not None:
+            due_in(at - elapsed)
         await self.clock.sleep(at - elapsed)
         return True
 
-    async def wait(self, op: str, t0: float, n: int) -> bool:
+    async def wait(self, op: str, t0: float, n: int,
+                   due_in: Callable[[float], None] | None = None) -> bool:
         """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return
         whether a first poll was placed by the poller (a probe, or at the median) rather than
         sent late because the task waited for others to learn or was resumed late: only
@@ -501,6 +505,8 @@ class Poller:
                     if now >= due and line[0] is me:
                         self.turn[fam] = now + self.interval
                         return True  # a probe: finding its task done teaches as usual
+                    if due_in is not None:  # for the progress view: its turn, at the soonest
+                        due_in(max(0.0, due - now) + self.interval * line.index(me))
                     await sleep_or(self.clock, self.learned.setdefault(fam, anyio.Event()),
                                    max(due - now, self.interval / 5))
             finally:
@@ -529,5 +535,7 @@ class Poller:
         # (Later polls are not spread out while requests queue for the rate limit: there
         # submits go first (runner.priority), so a poll takes no submission's place.)
         least = self.interval / 5 if n and not queued else 0.0
+        if due_in is not None:
+            due_in(max(due - elapsed, least))
         await self.clock.sleep(max(due - elapsed, least))
         return n > 0 or planned

@@ -20,6 +20,7 @@ Recipes arrive in pull requests, so a path in a recipe is untrusted. The rules:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner.errors import StepError, UsageError
+from runner.errors import PathError, StepError, UsageError
 
 FILE_FIELDS = ("file", "image_file")  # the fields of a track object that name local files
 PATH_INPUTS = ("audio", "clips")  # the step inputs that take tracks or local paths
@@ -136,6 +137,41 @@ def _walk(value: Any, where: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...],
             yield from _walk(v, (*where, i))
 
 
+def content_hashes(inputs: dict[str, Any], roots: Roots,
+                   memo: dict[tuple[Any, ...], str]) -> dict[str, str]:
+    """The sha256 of every local file a step's inputs name, by where it is named
+    (`{"audio": "<sha>", "clips.1.file": ...}`): what enters the step's key, so that a
+    file replaced under the same name reruns what reads it (DESIGN 5). Files in the state
+    store are left out: their path already is their content hash (plan.canonical). A file
+    that is not there hashes as "missing" (the step then fails when it reads it). `memo`
+    (per run) holds each file's hash by identity, size and modification time, so a large
+    file read by many steps is read once."""
+    out: dict[str, str] = {}
+    for where, text in local_paths(inputs):
+        if "/blobs/sha256/" in text:
+            continue
+        try:
+            target = roots.resolve(text)
+            st = target.stat()
+        except (Outside, OSError):
+            out[".".join(map(str, where))] = "missing"
+            continue
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        sha = memo.get(ident)
+        if sha is None:
+            sha = memo[ident] = _sha256(target)
+        out[".".join(map(str, where))] = sha
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def label(step: str, uses: str) -> str:
     """How a path message names its step: `step 'remix' (upload_cover)`."""
     return f"step '{step}' ({uses})"
@@ -183,6 +219,52 @@ def writable_dir(path: Path, what: str, recipe_path: Path, *, scan: bool) -> Non
             raise UsageError(f"{what} {path} contains a symbolic link ({link} -> "
                              f"{os.readlink(link)}); sunoflow never makes links, so it was "
                              "put there: remove it")
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in `folder`, making the folder (and its missing parents)
+    for the test and removing them again; OSError when that fails."""
+    made: list[Path] = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    try:
+        for d in reversed(made):
+            d.mkdir()
+        fd, probe = fresh_file(folder / "write-probe")
+        os.close(fd)
+        probe.unlink()
+    finally:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def can_write_dir(path: Path, what: str) -> None:
+    """Make sure sunoflow can create files in the folder `path` (or make it), before
+    anything is paid for: PathError (exit 1) naming the folder as the user gave it, or
+    UsageError (exit 2) when it names a file. A file is really made and removed: the
+    permission bits do not tell (root ignores them; a read-only mount does not)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder")
+    try:
+        _probe(path)
+    except OSError as exc:
+        raise PathError(f"cannot write to {what} {path}: {exc.strerror or exc}") from None
+
+
+def can_write_file(path: Path, what: str) -> None:
+    """Make sure the file `path` can be written (a new file in its folder, renamed over
+    it): as can_write_dir."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a folder; name a file")
+    try:
+        _probe(path.parent)
+    except OSError as exc:
+        raise PathError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
 
 
 def find_symlink(root: Path) -> Path | None:

@@ -209,6 +209,12 @@ class _Unit:
         return self._types
 
 
+def output_types(recipe: Recipe) -> dict[str, Any]:
+    """A reusable recipe's outputs, with the type of each that names a step's output
+    directly (what `sunoflow steps RECIPE` lists; the checker judges callers by it)."""
+    return _check_unit(recipe, recipe.provider, {}, None).output_types()
+
+
 @building
 def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     """Check and expand the recipe. Raises RecipeError with every problem found (each
@@ -319,14 +325,16 @@ def _check_album(ck: Checker) -> None:
     """The `outputs:` entries of the recipe that is run (the album)."""
     for o in ck.r.outputs:
         base = ("outputs", o.index)
+        ck.item_type = None
         _n, items, frm = ck._loop(o.for_each, (*base, "for_each"), frozenset())
+        typed = frm is not None or ck.item_type is not None  # what `item` is, is known
         _static_album_paths(ck, o, items if frm is None else None)
         for key, val in (("path", o.path), ("from", o.from_), ("lrc", o.lrc)):
             if val is not None and is_template(val):
                 c = ck.compile((*base, key), val)
                 if c is not None:
                     ck.item_from["\0out"] = frm
-                    ck.check_refs((*base, key), c, "\0out" if frm else None,
+                    ck.check_refs((*base, key), c, "\0out" if typed else None,
                                   looped=o.for_each is not None)
                     if key != "path":
                         _album_file_type(ck, (*base, key), c, frm, key)
@@ -335,11 +343,12 @@ def _check_album(ck: Checker) -> None:
                 c = ck.compile((*base, "tags", tk), tv)
                 if c is not None:
                     ck.item_from["\0out"] = frm
-                    ck.check_refs((*base, "tags", tk), c, "\0out" if frm else None,
+                    ck.check_refs((*base, "tags", tk), c, "\0out" if typed else None,
                                   looped=o.for_each is not None)
                     if tk == "cover":
                         _album_file_type(ck, (*base, "tags", tk), c, frm, "cover")
     ck.item_from.pop("\0out", None)
+    ck.item_type = None
 
 
 def _album_file_type(ck: Checker, where: tuple[Any, ...], c: Compiled, frm: str | None,

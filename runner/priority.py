@@ -87,6 +87,23 @@ class CriticalPath:
             return Urgency(self._submit(iid) + self.longest, 1.0 / self.unit)  # a probe
         return Urgency(self.tails.get(iid, 0.0), 1.0 / self.unit)
 
+    def remaining(self, unfinished: dict[str, float]) -> tuple[float, bool] | None:
+        """About how many engine seconds the run has left: over `unfinished` (instance id
+        -> seconds its service task has run, 0 when not started), the longest of what its
+        own task has left plus the way after it. And whether that comes from durations the
+        run measured. None when no service work is left to go by."""
+        self._update()
+        best: float | None = None
+        for iid, ran in unfinished.items():
+            fam = self.family.get(iid)
+            if fam is None and iid not in self.tails:
+                continue
+            own = max(0.0, self.used.get(fam, 0.0) * self.unit - ran) if fam else 0.0
+            way = own + self.tails.get(iid, 0.0) * self.unit
+            if fam is not None or way > 0:
+                best = way if best is None else max(best, way)
+        return None if best is None else (best, bool(self.known))
+
     def _submit(self, iid: str) -> float:
         fam = self.family.get(iid)
         return (self.used[fam] if fam else 0.0) + self.tails.get(iid, 0.0) + self.longest

@@ -13,6 +13,7 @@ from runner import fanin, models
 from runner.errors import Diagnostic
 from runner.include import at
 from runner.recipe import Provider, Recipe, Step, _kind, _show, suggest
+from runner.steps import TRACK
 from runner.template import (
     SCOPE,
     Compiled,
@@ -51,6 +52,9 @@ class Checker:
         self.items: dict[str, list[Any] | None] = {}
         self.item_from: dict[str, str | None] = {}
         self.broken: set[str] = set()  # steps whose for_each failed: their length is unknown
+        # The type of `item` in the album entry being checked, when its loop is a list the
+        # outputs' types describe (`steps.all.tracks`, a flattened list of tracks).
+        self.item_type: Any = None
 
     def err(self, path: tuple[Any, ...], msg: str, hint: str | None = None,
             line: int = 1, key: bool = False) -> None:
@@ -86,7 +90,8 @@ class Checker:
             return 0, [], None
         roots = {r.root for r in c.refs}
         if roots == {"steps"} and c.native and len(c.refs) == 1 and len(c.refs[0].parts) == 1 \
-                and c.refs[0].parts[0].kind in ("attr", "const"):
+                and c.refs[0].parts[0].kind in ("attr", "const") \
+                and (c.is_ref or path[0] != "outputs"):
             x = str(c.refs[0].parts[0].value)
             if x not in self.r.steps:
                 self.err(path, f"for_each refers to unknown step '{x}'",
@@ -109,6 +114,14 @@ class Checker:
             # An album entry is written after the run, so its list may come from outputs
             # (e.g. a folder per stem: "{{ steps.stems.stems | dictsort }}").
             self.check_refs(path, c, None, looped=False)
+            typ = self.loop_type(c)
+            if isinstance(typ, dict):
+                self.err(path, f"for_each over a mapping: '{fe}' gives one value per name "
+                         f"({', '.join(list(typ)[:4])}{', ...' if len(typ) > 4 else ''}), "
+                         "not a list", "loop over its pairs: add '| dictsort' (item[0] is "
+                         "the name, item[1] the value)")
+                return 0, [], None
+            self.item_type = typ[1] if isinstance(typ, tuple) else None
             return None, None, None
         if roots - {"vars", "inputs"} or ("inputs" in roots and path[0] != "steps"):
             # (An album entry's loop is rendered after the run, where inputs are not seen.)
@@ -155,9 +168,12 @@ class Checker:
         looped = (sid is not None and self.r.steps[sid].for_each is not None) \
             if looped is None else looped
         for name in sorted(c.names - set(SCOPE)):
+            scoped = next((f"did you mean '{scope}.{name}'?" for scope, names in
+                           (("vars", self.r.vars), ("inputs", self.r.inputs))
+                           if name in names), None)
             self.err(path, f"unknown name '{name}' in template",
-                     suggest(name, SCOPE) or "templates can use vars, steps, item and index "
-                     "(never the environment)")
+                     scoped or suggest(name, SCOPE) or "templates can use vars, steps, item "
+                     "and index (never the environment)")
         for ref in c.refs:
             if ref.root == "vars":
                 self._check_var(path, ref)
@@ -171,6 +187,8 @@ class Checker:
                     src = self.item_from[sid]
                     assert src is not None
                     self._check_outputs(path, ref, src, list(ref.parts), "item")
+                elif ref.root == "item" and sid == "\0out" and self.item_type is not None:
+                    self._check_fields(path, ref, self.item_type, list(ref.parts), "item")
             elif ref.root == "inputs":
                 self._check_input(path, ref)
 
@@ -286,6 +304,67 @@ class Checker:
                 trail += f"[{part.value}]"
             else:
                 return
+
+    def _check_fields(self, path: tuple[Any, ...], ref: Ref, typ: Any, parts: list[Part],
+                      trail: str) -> None:
+        """`parts` against an output type that is not a step's own outputs (the item of a
+        loop over a list of tracks, say)."""
+        for part in parts:
+            if part.kind == "expr" and isinstance(typ, tuple):
+                typ, trail = typ[1], trail + "[…]"
+            elif isinstance(typ, dict) and part.kind != "expr":
+                name = str(part.value)
+                if name not in typ:
+                    what = "a track" if typ is TRACK else trail
+                    self.err(path, f"{trail} has no field '{name}' ({what} has: "
+                             f"{', '.join(typ)})", suggest(name, typ), ref.line)
+                    return
+                typ, trail = typ[name], f"{trail}.{name}"
+            elif isinstance(typ, tuple) and part.kind == "const":
+                typ, trail = typ[1], f"{trail}[{part.value}]"
+            else:
+                return
+
+    def loop_type(self, c: Compiled) -> Any:
+        """The type of an album loop's list: one reference (`steps.one.tracks`), or one
+        through list filters that keep what the list holds (`sort`, `list`, ...), take a
+        field of each (`map(attribute='tracks')`) or flatten (`sum(start=[])`). None when
+        it cannot be told."""
+        if c.is_ref:
+            return self.ref_type(c)
+        if len(c.refs) != 1 or c.refs[0].root != "steps":
+            return None
+        import jinja2
+        from jinja2 import nodes
+
+        try:
+            body = jinja2.Environment().parse(c.source).body
+        except jinja2.TemplateError:
+            return None
+        if len(body) != 1 or not isinstance(body[0], nodes.Output) \
+                or len(body[0].nodes) != 1:
+            return None
+
+        def of(node: Any) -> Any:
+            if not isinstance(node, nodes.Filter):
+                return self.ref_type(compile_template("{{ " + c.refs[0].text() + " }}"))
+            inner = of(node.node)
+            if not isinstance(inner, tuple):
+                return None
+            kw: dict[str, Any] = {str(k.key): k.value.value for k in node.kwargs
+                                  if isinstance(k.value, nodes.Const)}
+            kw |= {str(k.key): [] for k in node.kwargs
+                   if isinstance(k.value, nodes.List) and not k.value.items}
+            if node.name in ("list", "sort", "reverse", "unique", "selectattr", "rejectattr"):
+                return inner
+            if node.name == "map" and isinstance(inner[1], dict) \
+                    and kw.get("attribute") in inner[1]:
+                return ("list", inner[1][kw["attribute"]])
+            if node.name == "sum" and kw.get("start") == [] and isinstance(inner[1], tuple):
+                return inner[1]
+            return None
+
+        return of(body[0].nodes[0])
 
     def outputs_of(self, x: str) -> dict[str, Any] | None:
         """What step `x` outputs: its type's outputs, or for a call, the callee's outputs

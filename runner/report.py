@@ -8,6 +8,19 @@ from typing import Any
 
 from runner.plan import Instance, Plan
 from runner.template import is_template
+from runner.terminal import safe
+
+
+def plural(n: int | float, word: str, many: str | None = None) -> str:
+    """`1 step instance`, `2 step instances`, `0 credits`."""
+    return f"{n:g} {word if n == 1 else (many or word + 's')}"
+
+
+# What `plan` and the budget count as already paid: a finished result, and a task the service
+# is working on (its id is journaled, so a resumed run polls it and never submits it again:
+# engine rule 2). A possibly-submitted step (no task id recorded) may be paid again, so it
+# still counts.
+PAID_ALREADY = ("done", "missing", "in flight")
 
 
 def price(plan: Plan, inst: Instance) -> float:
@@ -49,13 +62,24 @@ def plan_rows(plan: Plan, done: dict[str, str] | None = None) -> list[dict[str, 
         status = (done or {}).get(inst.id, "to run")
         if status == "unknown":
             status = "to run"
-        paid = 0 if status == "done" else (1 if price(plan, inst) > 0 else 0)
+        cost = price(plan, inst)
+        paid = 0 if status in PAID_ALREADY else (1 if cost > 0 else 0)
         conditional = is_template(inst.step.if_) or inst.step.if_ is False
         rows.append({"id": inst.id, "uses": inst.step.uses, "needs": plan.waits_for(inst),
                      "waits_for": _deps_text(plan, inst), "status": status,
-                     "paid_submissions": paid, "credits": price(plan, inst) if paid else 0.0,
+                     "paid_submissions": paid, "credits": cost if paid else 0.0,
+                     "in_flight": status == "in flight" and cost > 0,
                      "conditional": conditional})
     return rows
+
+
+def _paid_text(x: dict[str, Any]) -> str:
+    if x["in_flight"]:
+        return "paid, in flight"  # nothing more to pay: the next run polls it
+    if x["paid_submissions"]:
+        return f"{x['paid_submissions']} ({x['credits']:g} cr)" + (" (if)" if x["conditional"]
+                                                                    else "")
+    return "-"
 
 
 def print_plan(plan: Plan, *, as_json: bool = False, done: dict[str, str] | None = None) -> None:
@@ -63,27 +87,28 @@ def print_plan(plan: Plan, *, as_json: bool = False, done: dict[str, str] | None
     total_paid = sum(r["paid_submissions"] for r in rows)
     total_credits = sum(r["credits"] for r in rows)
     reused = sum(1 for r in rows if r["status"] == "done")
+    in_flight = sum(1 for r in rows if r["in_flight"])
     r = plan.recipe
     if as_json:
         json.dump({"recipe": r.file, "provider": r.provider.kind, "instances": rows,
                    "paid_submissions": total_paid, "credits": total_credits,
-                   "reused": reused}, sys.stdout, indent=2)
+                   "reused": reused, "in_flight": in_flight}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    w_id = max([len(x["id"]) for x in rows] + [8])
-    w_uses = max([len(x["uses"]) for x in rows] + [4])
     w_wait = min(max([len(x["waits_for"]) for x in rows] + [9]), 40)
-    out = [f"{r.file}: {len(rows)} step instances on provider {r.provider.kind}"
-           + (f" ({r.provider.base_url})" if r.provider.base_url else ""),
-           f"{'INSTANCE':<{w_id}}  {'TYPE':<{w_uses}}  {'WAITS FOR':<{w_wait}}  "
-           f"{'STATUS':<7}  PAID"]
+    table = [("INSTANCE", "TYPE", "WAITS FOR", "STATUS", "PAID")]
     for x in rows:
-        wait = x["waits_for"] if len(x["waits_for"]) <= w_wait else x["waits_for"][:w_wait - 1] \
-            + "…"
-        paid = f"{x['paid_submissions']} ({x['credits']:g} cr)" if x["paid_submissions"] else "-"
-        flag = " (if)" if x["conditional"] else ""
-        out.append(f"{x['id']:<{w_id}}  {x['uses']:<{w_uses}}  {wait:<{w_wait}}  "
-                   f"{x['status']:<7}  {paid}{flag}")
-    out.append(f"total: {total_paid} paid submission{'s' if total_paid != 1 else ''}, "
-               f"{total_credits:g} credits; {reused} reused from the state store")
-    print("\n".join(out))
+        wait = x["waits_for"] if len(x["waits_for"]) <= w_wait else \
+            x["waits_for"][:w_wait - 1] + "…"
+        table.append((x["id"], x["uses"], wait, x["status"], _paid_text(x)))
+    # Every column as wide as its widest cell, so `in flight` and `missing` line up too.
+    widths = [max(len(row[c]) for row in table) for c in range(4)]
+    out = [f"{r.file}: {plural(len(rows), 'step instance')} on provider {r.provider.kind}"
+           + (f" ({r.provider.base_url})" if r.provider.base_url else "")]
+    out += ["  ".join(cell.ljust(widths[c]) if c < 4 else cell
+                      for c, cell in enumerate(row)).rstrip() for row in table]
+    out.append(f"total: {plural(total_paid, 'paid submission')}, "
+               f"{plural(total_credits, 'credit')}; {reused} reused from the state store"
+               + (f"; {plural(in_flight, 'paid task')} in flight (already paid: the run "
+                  "polls them, at no further cost)" if in_flight else ""))
+    print("\n".join(safe(line) for line in out))

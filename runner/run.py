@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import export, lock, paths, progress, providers
+from runner import crashlog, export, ledger, lock, paths, progress, providers
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.callbacks import Callbacks
@@ -20,8 +20,10 @@ from runner.engine import Engine, Options
 from runner.errors import (
     BudgetError,
     CreditsError,
+    ExportError,
     FrozenError,
     Interrupted,
+    PathError,
     SunoflowError,
     UsageError,
     WrongAddress,
@@ -35,6 +37,19 @@ if TYPE_CHECKING:
 
 def default_state_dir(recipe_path: Path) -> Path:
     return recipe_path.resolve().parent / ".sunoflow"
+
+
+def state_dir_of(arg: str | None, recipe_path: Path) -> Path:
+    """The state directory, absolute: `--state-dir` is relative to the folder the command
+    runs in (as every path on a command line), made absolute here, once; by default
+    `.sunoflow/` beside the recipe."""
+    return Path(os.path.abspath(arg)) if arg else default_state_dir(recipe_path)
+
+
+def default_out_dir(recipe_path: Path) -> Path:
+    """`out/NAME/` beside the recipe, NAME being its file name without the extension (the
+    NAME of `NAME.lock`): two recipes in one folder never write into each other's album."""
+    return Path(os.path.abspath(recipe_path)).parent / "out" / recipe_path.stem
 
 
 def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
@@ -57,21 +72,53 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
-    sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
-    odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
+    sdir = state_dir_of(state_dir, r.path)
+    # As the user named the recipe (not where its links lead): messages show this path.
+    odir = Path(out_dir) if out_dir else default_out_dir(r.path)
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
     paths.writable_dir(sdir, "the state directory", r.path, scan=True)
     paths.writable_dir(odir, "the album folder", r.path, scan=False)
+    # Every place the run writes, tried now: a read-only one found after the paid steps
+    # ran would lose their record (the state), the album or the report.
+    paths.can_write_dir(sdir, "the state directory")
+    if r.outputs and not opts.get("only"):
+        paths.can_write_dir(odir, "the album folder")
+    if report_path:
+        paths.can_write_file(Path(report_path), "the report")
+    if not opts.get("frozen") and not opts.get("only"):
+        paths.can_write_dir(lock.path_for(r.path).parent, "the lock file's folder")
     store = Store(sdir).open()
+    crashlog.use(sdir)
     store.lock()
+    ui = progress.make(quiet)
+    for warning in store.warnings:
+        ui.always(f"warning: {warning}")
     lock_path = lock.path_for(r.path)
-    if opts.get("frozen"):
-        if lock_path.exists():
-            lock.seed(store, lock.read(lock_path))
-        elif not store.states:
-            raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
-                              "directory: nothing to build from")
-    _check_budget(p, store, opts.get("max_credits"))
+    if lock_path.is_symlink():
+        # sunoflow writes its lock through a fresh name, never a link: a link committed in
+        # its place is not read (its target may be any file) and is replaced when the run
+        # writes the lock.
+        ui.always(f"warning: {lock_path} is a symbolic link; not reading it as the lock "
+                  "(sunoflow replaces it)")
+    # Before anything is paid: `clean` keeps what every recipe in this list refers to.
+    ledger.register(store.root, r.path, lock_path)
+    # The committed lock is the ledger (DESIGN 5): every key it records was paid for, so
+    # every run, not only --frozen, makes the store know it before anything is decided.
+    # A key the lock records is then restored (engine._restore), never submitted; only
+    # keys absent from both the lock and the journal can be paid for. A lock that cannot
+    # be read stops the run: going on without it would pay again for all it records.
+    lock_sha = _sha(lock_path) if lock_path.is_file() and not lock_path.is_symlink() \
+        else None
+    if lock_sha is not None and not ledger.absorbed(store.root, lock_sha):
+        lock.seed(store, lock.read(lock_path))
+    elif lock_sha is None and opts.get("frozen") and not store.states:
+        raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
+                          "directory: nothing to build from")
+    # What the plan says this run will cost (what is not paid yet): shown at the start and
+    # held against --max-credits. Only a paid provider has anything to estimate.
+    estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \
+        else None
+    _check_budget(estimate, opts.get("max_credits"))
     if opts.get("frozen"):
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
@@ -83,7 +130,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
                                                   store=store, clock=clock)
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
-    ui = progress.make(quiet)
+    if remote is not None and not opts.get("frozen"):
+        store.reserve()  # room for a paid task's id on a disk that fills up (runner.store)
     callbacks: Callbacks | None = None
     listener: Listener | None = None
     if listen is not None and remote is not None:
@@ -126,7 +174,9 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 for prov in provs.values():
                     await prov.aclose()
 
-    ui.start(sum(1 for i in engine.selected if i.kind == "step"))
+    ui.spent = lambda: engine.spent
+    ui.time_left = engine.time_left
+    ui.start(sum(1 for i in engine.selected if i.kind == "step"), estimate)
     try:
         status = anyio.run(session)
     finally:
@@ -135,6 +185,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                 not _lock_current(lock_path, r.path, store, engine):
             if lock.write(lock_path, p, engine.records, store):
                 ui.note(f"lock written: {lock_path.name}")
+            # The lock now is what this journal says (runner.ledger: the next run need not
+            # read it while neither changes).
+            store.sync()
+            ledger.absorb(store.root, _sha(lock_path))
         store.close()
     exported: list[dict[str, Any]] = []
     error: str | None = None
@@ -144,6 +198,8 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
                                      recipe_sha=_sha(r.path),
                                      lock_sha=_sha(lock_path) if lock_path.exists() else None,
                                      store_root=store.blobs)
+        except ExportError as exc:
+            status, error, exported = "failed", str(exc), exc.written
         except SunoflowError as exc:
             status, error = "failed", str(exc)
         for w in exported:
@@ -159,9 +215,15 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
         _callback_summary(callbacks, ui)
+    unwritten: str | None = None
     if report_path:
-        paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        try:
+            paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        except OSError as exc:  # tried before the run; a disk can still fill up since
+            unwritten = f"cannot write the report {report_path}: {exc.strerror or exc}"
     summary(engine, status, odir if exported else None, error, ui, report["credits"])
+    if unwritten is not None:
+        raise PathError(unwritten)
     if engine.failed_paid:
         later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
                  for rec in engine.records.values() if rec.status == "skipped"
@@ -239,19 +301,19 @@ def _paid(p: planner.Plan, iid: str) -> bool:
     return price(p, p.instances[iid]) > 0
 
 
-def _estimate(p: planner.Plan, store: Store, paid: tuple[str, ...] = (),
-              ids: set[str] | None = None) -> float:
-    """The plan's estimate (credits) for what is not done yet, leaving out `paid` states
-    (and, given `ids`, the instances this run does not select: --only)."""
-    from runner.report import price
+def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
+    """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
+    instances this run selects: --only)."""
+    from runner.report import PAID_ALREADY, price
     from runner.status import resolve
 
     known = resolve(p, store)
-    # Only step instances are priced (a reusable recipe's call has no status of its own).
+    # In flight: paid by an earlier run and polled by this one, never submitted again
+    # (engine rule 2), so it costs nothing more and counts neither against the cap nor
+    # against the balance. Only step instances are priced (a call has no status).
     return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
                and (ids is None or iid in ids)
-               and known.get(iid, {}).get("status") not in ("done", "missing", "skipped",
-                                                             *paid))
+               and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped"))
 
 
 def _check_balance(p: planner.Plan, store: Store, balance: float | None,
@@ -261,18 +323,17 @@ def _check_balance(p: planner.Plan, store: Store, balance: float | None,
     credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
     if balance is None:
         return
-    estimate = _estimate(p, store, paid=("in flight",), ids=ids)
+    estimate = _estimate(p, store, ids=ids)
     if estimate > balance:
         raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
                            f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
                            "up, or pass --ignore-balance to start anyway")
 
 
-def _check_budget(p: planner.Plan, store: Store, cap: float | None) -> None:
-    """Refuse to start when the plan's estimate for what is not done yet exceeds the cap."""
-    if cap is None:
+def _check_budget(estimate: float | None, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not paid yet exceeds the cap."""
+    if cap is None or estimate is None:
         return
-    estimate = _estimate(p, store)
     if estimate > cap:
         raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
                           "credits (see `sunoflow plan`); nothing was submitted")
@@ -348,22 +409,38 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
         if engine.plan.instances[rec.id].kind == "step":
             by[rec.status] = by.get(rec.status, 0) + 1
     c = engine.counts
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(by.items()))
-    ui.note(f"{status}: {parts}; {c.submissions} submissions, {c.polls} polls, "
-            f"{c.downloads} downloads" + (f", {c.possibly_submitted} possibly submitted"
-                                          if c.possibly_submitted else "")
+    order = ("succeeded", "cached", "failed", "skipped", "pending")
+    parts = ", ".join(f"{by[s]} {s}" for s in order if by.get(s)) or "nothing to do"
+    total = sum(by.values())
+    ui.note(f"steps: {parts} (of {total} step instance{'s' if total != 1 else ''}); "
+            f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
+            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
             + (f", {c.early_refused} early requests refused (none paid)"
                if c.early_refused else ""))
-    for rec in engine.records.values():
-        if rec.status == "failed":
-            ui.note(f"  failed: {rec.error}")
+    for line in credit_lines(engine, credits or {}):
+        ui.note(line)
+    # Each error was shown when its step failed; here once more (a live view does not keep
+    # them on screen), each message once. Every message names its step.
+    for msg in dict.fromkeys(rec.error or f"{rec.id}: failed" for rec in
+                             engine.records.values() if rec.status == "failed"):
+        ui.note(f"failed: {msg}")
     if error:
-        ui.note(f"  export failed: {error}")
-    spend = credits_line(credits) if credits is not None else None
-    if spend:
-        ui.note(spend)
+        ui.note(f"export failed (the other album files were written):\n{error}"
+                if out is not None else f"export failed:\n{error}")
     if out is not None:
         ui.note(f"album written to {out}")
+    ui.note(f"run {status}")
+
+
+def credit_lines(engine: Engine, credits: dict[str, Any]) -> list[str]:
+    """What the run cost: the balance before and after and the spend where the service
+    reports a balance, else the spend at the plan's prices."""
+    line = credits_line(credits)
+    if line is not None:
+        return [line]
+    if engine.spent or engine.counts.submissions:
+        return [f"credits: about {engine.spent:g} spent (the plan's prices)"]
+    return []
 
 
 def credits_line(credits: dict[str, Any]) -> str | None:
@@ -373,8 +450,8 @@ def credits_line(credits: dict[str, Any]) -> str | None:
     if before is None:
         return None
     if after is None:
-        return f"credits: {before:g} (nothing submitted)" if not estimated else \
-            f"credits: {before:g} before; estimated spend {estimated:g}"
-    return (f"credits: {before:g} before, {after:g} after: {before - after:g} spent "
-            f"(estimated {estimated:g})")
+        return f"credits: {before:.10g} (nothing submitted)" if not estimated else \
+            f"credits: {before:.10g} before; estimated spend {estimated:.10g}"
+    return (f"credits: {before:.10g} before, {after:.10g} after: {before - after:.10g} spent "
+            f"(estimated {estimated:.10g})")
 

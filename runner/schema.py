@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from runner import verdict
+from runner import outputs_doc, verdict
 from runner.include import INPUT_TYPES
 from runner.steps import DEFAULTABLE, PROVIDER_KINDS, TYPES
 
@@ -228,6 +228,8 @@ def published() -> dict[str, Any]:
     top = _top(step)
     for name in sorted(TYPES):
         top["$defs"][f"with_{name}"] = with_schema(name)
+    # What each step type gives back, for editors and readers (not checked against).
+    top["$defs"].update(outputs_doc.schema_defs())
     return top
 
 

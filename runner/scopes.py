@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner import blame
 from runner.errors import StepError
 from runner.include import INPUT_TYPES, at, fits
 from runner.plan import Instance, Plan, context, truthy
 from runner.recipe import NO_DEFAULT, _got
-from runner.template import compile_template, is_template, render
+from runner.template import TemplateError, compile_template, is_template, render
 
 
 class Scopes:
@@ -64,7 +65,12 @@ class Scopes:
         caller = self.plan.scopes[inst.scope].recipe
         for name, spec in callee.inputs.items():
             if name in step.with_:
-                value = render(step.with_[name], ctx)
+                try:
+                    value = render(step.with_[name], ctx)
+                except TemplateError as exc:
+                    diag = blame.diagnose(caller, ("steps", step.id, "with", name),
+                                          step.with_[name], ctx, exc)
+                    raise StepError(f"cannot render: {diag}", step=inst.call) from None
                 if value is not None and not fits(spec.type, value):
                     raise StepError(
                         f"input '{name}' of {callee.file} must be "
@@ -86,6 +92,12 @@ class Scopes:
         scope = self.plan.scopes[prefix]
         ctx = {"vars": scope.recipe.vars, "steps": self.steps[prefix],
                "inputs": self.inputs.get(prefix, {})}
-        outputs = {name: render(src, ctx) for name, src in scope.recipe.exposed.items()}
+        outputs = {}
+        for name, src in scope.recipe.exposed.items():
+            try:
+                outputs[name] = render(src, ctx)
+            except TemplateError as exc:
+                diag = blame.diagnose(scope.recipe, ("outputs", name), src, ctx, exc)
+                raise StepError(f"cannot render its outputs: {diag}", step=inst.id) from None
         self.publish(inst, outputs)
         return outputs

@@ -271,6 +271,31 @@ def parse(raw: bytes, name: str) -> Document:
     return _build(text, name)
 
 
+_BARE_TEMPLATE = re.compile(r"^(?P<head>\s*(?:-\s+)?(?:[^\s'\"{][^:]*:\s+)?)"
+                            r"(?P<value>\{\{.*\}\}[^#]*?)\s*(?:#.*)?$")
+
+
+_FLOW_TEMPLATE = re.compile(r"(?<=[:,\[-] )\{\{[^\"']*?\}\}")
+
+
+def _unquoted_template(text: str, line: int) -> str | None:
+    """The hint for `title: {{ item.title }}`: YAML reads an unquoted `{{` as the start of
+    a mapping, so the line fails to parse (or parses as a mapping) for a reason a recipe
+    author would never guess."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return None
+    m = _BARE_TEMPLATE.match(lines[line - 1])
+    if m is None:
+        inner = _FLOW_TEMPLATE.search(lines[line - 1])  # `with: {prompt: {{ x }}}`
+        return None if inner is None else (
+            "quote a value that starts with a template, or YAML reads '{{' as a mapping: "
+            f'"{inner.group(0)}"')
+    value = m.group("value").strip().replace('"', "'")
+    return (f"quote a value that starts with a template, or YAML reads '{{{{' as a mapping: "
+            f'{m.group("head").strip()} "{value}"'.rstrip())
+
+
 def _build(text: str, name: str) -> Document:
     doc = Document(name, None, text)
     marks, key_marks, spans = doc.marks, doc.key_marks, doc.spans
@@ -284,6 +309,7 @@ def _build(text: str, name: str) -> Document:
 
     def fail(m: Any, message: str, hint: str | None = None) -> RecipeError:
         mk = _mark(m)
+        hint = hint or _unquoted_template(text, mk.line)
         return RecipeError([Diagnostic(name, mk.line, mk.col, message, hint)])
 
     def attach(value: Any, start: Any, anchor: str | None, size: int,
@@ -433,6 +459,8 @@ def _build(text: str, name: str) -> Document:
             elif exc.context_mark is not None and (exc.context_mark.line + 1,
                                                    exc.context_mark.column + 1) != (line, col):
                 hint = f"{context} ({where})"
+        hint = hint if hint and "mapping values" not in problem else \
+            _unquoted_template(text, line) or hint
         if at in ("@", "`") and hint is None:
             hint = f"'{at}' cannot start a plain value; quote the value"
         raise RecipeError([Diagnostic(name, line, col, f"YAML syntax error: {problem}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner import paths
 from runner.engine import apply_take, instance_key, route_of
 from runner.errors import StepError
 from runner.plan import Plan
@@ -27,6 +28,8 @@ def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
     listed.
     """
     scopes = Scopes(plan)
+    roots = paths.Roots.of(plan.recipe.path, plan.recipe.allow_paths, store.blobs)
+    hashes: dict[tuple[Any, ...], str] = {}
     results: dict[str, Any] = {}
     finished_steps = {st.step for st in store.states.values() if st.status == "done"}
     out: dict[str, dict[str, Any]] = {}
@@ -55,7 +58,8 @@ def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
             out[iid] = {"status": "unknown", "key": None, "route": None}
             continue
         route = route_of(plan.recipe.provider, inst.step.uses, inputs)
-        k = instance_key(plan.recipe.provider, inst.step.uses, inputs, route)
+        k = instance_key(plan.recipe.provider, inst.step.uses, inputs, route,
+                         paths.content_hashes(inputs, roots, hashes))
         st = store.states.get(k)
         if st is not None and st.status == "done":
             view = apply_take(st.outputs, inst.step.take)

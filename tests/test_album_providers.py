@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from mutagen.mp4 import MP4
 from project import git_init
 
 from runner.fake import FakeServer
@@ -33,7 +35,7 @@ def run(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def layout(cwd: Path) -> list[str]:
-    manifest = json.loads((cwd / "out" / "manifest.json").read_text())
+    manifest = json.loads((cwd / "out" / "album" / "manifest.json").read_text())
     return sorted(f["path"] for f in manifest["files"])
 
 
@@ -69,6 +71,21 @@ def test_the_example_album_has_the_same_layout_on_local_and_sunoapi(tmp_path: Pa
     assert posts.count("/api/v1/generate/extend") == 2
     assert posts.count("/api/v1/vocal-removal/generate") == 1
     assert posts.count("/api/v1/mp4/generate") == 1
+    # The stems are of the finished song: the separation's source is the extension's take.
+    [extend0] = [e for e in log if e["method"] == "POST" and e["path"] ==
+                 "/api/v1/generate/extend" and e["json"].get("title") == "Sunrise"]
+    [split] = [e for e in log if e["path"] == "/api/v1/vocal-removal/generate"]
+    assert split["json"]["taskId"] == extend0["task_id"]
+    for album in (local, remote):
+        # The playlist: the four songs at the top of the folder, with length and names.
+        m3u = (album / "out" / "album" / "summer-ep.m3u").read_text().splitlines()
+        assert m3u[0] == "#EXTM3U"
+        assert re.fullmatch(r"#EXTINF:\d+,The Sunoflowers - Sunrise", m3u[1]), m3u
+        assert [x for x in m3u if not x.startswith("#")] == ["01 - Sunrise.mp3",
+                                                              "02 - Noon.mp3"]
+    teaser = MP4(local / "out" / "album" / "Sunrise (teaser).mp4").tags
+    assert teaser["\xa9nam"] == ["Sunrise"]
+    assert teaser["\xa9ART"] == ["The Sunoflowers"]
     counts = json.loads((remote / "report.json").read_text())["counts"]
     assert counts["submissions"] == 8
     assert counts["possibly_submitted"] == 0

@@ -32,6 +32,7 @@ from runner.store import Store
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 BIG = bytes(range(256)) * 10_000  # 2.56 MB: more than one of download's write batches
 CAP = 4096
+PLAYLIST = b"#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:10.0,\nsegment0.ts\n#EXT-X-ENDLIST\n"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -103,6 +104,14 @@ class Handler(BaseHTTPRequestHandler):
             self._body(BODY, length=None)
         elif p == "/short":
             self._body(BODY[:500], length="1000")
+        elif p == "/long":  # announces less than it sends: the file would be cut
+            self._body(BODY[:1000], length="500")
+        elif p == "/stream.m3u8":
+            self._body(PLAYLIST, Content_Type="audio/mpeg")
+        elif p == "/hls":
+            self._body(PLAYLIST, Content_Type="application/vnd.apple.mpegurl")
+        elif p == "/sneaky.mp3":
+            self._body(PLAYLIST, Content_Type="audio/mpeg")
         elif p == "/bad-length":
             self._body(BODY[:10], length="ten")
         elif p == "/gzip":
@@ -246,6 +255,20 @@ def test_a_body_that_disagrees_with_its_length_is_retryable(server: str, store: 
     with pytest.raises(TransientError) as exc:
         fetch(store, f"{server}{path}")
     assert message in str(exc.value)
+    assert leftovers(store) == []
+
+
+def test_a_body_longer_than_its_announced_length_is_not_taken_as_the_file(
+        server: str, store: Store) -> None:
+    with pytest.raises(TransientError, match="more than the 500 bytes its Content-Length"):
+        fetch(store, f"{server}/long")
+    assert leftovers(store) == []
+
+
+@pytest.mark.parametrize("path", ["/stream.m3u8", "/hls", "/sneaky.mp3"])
+def test_a_playlist_is_never_stored_as_audio(server: str, store: Store, path: str) -> None:
+    with pytest.raises(DownloadRejected, match="playlist"):
+        fetch(store, f"{server}{path}")
     assert leftovers(store) == []
 
 

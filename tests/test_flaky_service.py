@@ -78,9 +78,9 @@ def test_transient_failures_cost_nothing_extra(tmp_path: Path):
     for blob in (tmp_path / ".sunoflow" / "blobs").rglob("*"):
         if blob.is_file():
             assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name[:64]
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())
     assert len(manifest["files"]) == SONGS
     for f in manifest["files"]:
-        data = (tmp_path / "out" / f["path"]).read_bytes()
+        data = (tmp_path / "out" / "r" / f["path"]).read_bytes()
         assert data[:4] == b"RIFF"
         assert hashlib.sha256(data).hexdigest() == f["sha256"]

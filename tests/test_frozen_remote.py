@@ -63,7 +63,7 @@ def test_frozen_rebuild_from_the_lock_alone(tmp_path: Path):
     with FakeServer("sunoapi", api_key=KEY) as srv:
         first = run(tmp_path, srv.url)
         assert first.returncode == 0, first.stderr
-        out = tmp_path / "out"
+        out = tmp_path / "out" / "ep"
         album = {p.name: p.read_bytes() for p in out.iterdir()}
         assert "1 - Ash.lrc" in album
         assert album["1 - Ash.lrc"].startswith(b"[")

@@ -72,12 +72,12 @@ def test_a_run_writes_a_deterministic_lock(built: Path, tmp_path_factory: pytest
 
 
 def test_frozen_rebuilds_from_the_lock_byte_for_byte(built: Path):
-    manifest = json.loads((built / "out" / "manifest.json").read_text())
+    manifest = json.loads((built / "out" / "locked" / "manifest.json").read_text())
     shutil.rmtree(built / "out")
     shutil.rmtree(built / ".sunoflow")
     r = sunoflow("run", "locked.yaml", "--frozen", "--report", "r.json", cwd=built)
     assert r.returncode == 0, r.stderr
-    again = json.loads((built / "out" / "manifest.json").read_text())
+    again = json.loads((built / "out" / "locked" / "manifest.json").read_text())
     assert again["files"] == manifest["files"]
     rep = json.loads((built / "r.json").read_text())
     assert rep["counts"]["submissions"] == 0

@@ -74,7 +74,7 @@ def test_a_finished_steps_outputs_are_held_once(tmp_path: Path):
 
 def test_outputs_read_from_the_journal_hold_repeated_strings_once(tmp_path: Path):
     track = {"id": "clip-1", "task_id": "task-9", "model": "V4_5", "title": "Song",
-             "file": str(tmp_path / "blobs" / "sha256" / "ab" / ("ab" * 32 + ".mp3"))}
+             "file": str(tmp_path / "state" / "blobs" / "sha256" / "ab" / ("ab" * 32 + ".mp3"))}
     outputs = {"tracks": [track, {**track, "id": "clip-2"}], "task_id": "task-9",
                "file": track["file"], "lyrics": "la " * 200}
     store = Store(tmp_path / "state").open()

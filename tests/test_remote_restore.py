@@ -47,7 +47,7 @@ def test_expired_links_are_recovered_without_a_new_submission(tmp_path: Path):
     with FakeServer("sunoapi", api_key=KEY) as srv:
         first = run(tmp_path, srv.url)
         assert first.returncode == 0, first.stderr
-        album = (tmp_path / "out" / "kept.mp3").read_bytes()
+        album = (tmp_path / "out" / "r" / "kept.mp3").read_bytes()
         shutil.rmtree(tmp_path / ".sunoflow" / "blobs")
         shutil.rmtree(tmp_path / "out")
         # The recorded link is dead now (as after ~15 days): only fresh links work.
@@ -59,7 +59,7 @@ def test_expired_links_are_recovered_without_a_new_submission(tmp_path: Path):
         after = srv.log[before:]
     assert [e for e in after if e["method"] == "POST" and e["path"] in SUBMITS] == []
     assert any(e["path"] == "/api/v1/generate/record-info" for e in after)
-    assert (tmp_path / "out" / "kept.mp3").read_bytes() == album
+    assert (tmp_path / "out" / "r" / "kept.mp3").read_bytes() == album
     steps = json.loads((tmp_path / "report.json").read_text())["steps"]
     assert [s["status"] for s in steps] == ["cached", "cached"]
 
@@ -101,11 +101,11 @@ def test_a_recovered_m4a_rebuilds_an_mp3_output_without_edits(tmp_path: Path):
     assert second.returncode == 0, out
     assert [e for e in after if e["method"] == "POST" and e["path"] in SUBMITS] == []
     assert any(e["path"] == "/api/v1/suno/recovery" for e in after)
-    kept = tmp_path / "out" / "kept.mp3"
+    kept = tmp_path / "out" / "r" / "kept.mp3"
     assert media.probe(kept).format == "mp3"
     assert str(ID3(kept)["TIT2"]) == "Kept Forever"
     assert str(ID3(kept)["TALB"]) == "Old Links"
     assert "kept.mp3: the stored audio is .m4a" in out
     assert "transcoded to .mp3" in out
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "r" / "manifest.json").read_text())
     assert manifest["files"][0]["transcoded_from"] == ".m4a"

@@ -75,13 +75,13 @@ outputs:
 """)
     r = sunoflow("run", "one.yaml", "--report", "r.json", cwd=album)
     assert r.returncode == 0, r.stderr
-    info = media.probe(album / "out" / "Harbour.flac")
+    info = media.probe(album / "out" / "one" / "Harbour.flac")
     assert info.format == "flac"
     # A 3 s take extended from 1 s before its end by a 3 s continuation: 5 s in all.
     assert abs(info.duration - 5.0) < 0.1
     from mutagen.flac import FLAC
 
-    tags = FLAC(album / "out" / "Harbour.flac")
+    tags = FLAC(album / "out" / "one" / "Harbour.flac")
     assert (tags["TITLE"], tags["ARTIST"], tags["TRACKNUMBER"]) == (["Harbour"], ["The Gulls"],
                                                                     ["1"])
     st = statuses(album / "r.json")
@@ -123,7 +123,7 @@ outputs:
 """)
     r = sunoflow("run", "k.yaml", cwd=album)
     assert r.returncode == 0, r.stderr
-    out = album / "out"
+    out = album / "out" / "k"
     assert (out / "Road (karaoke).lrc").read_text().startswith("[")
     assert media.probe(out / "Road (karaoke).mp3").format == "mp3"
     assert media.probe(out / "Road (vocals).mp3").format == "mp3"
@@ -147,7 +147,7 @@ outputs:
 """)
     r = sunoflow("run", "r.yaml", cwd=album)
     assert r.returncode == 0, r.stderr
-    info = media.probe(album / "out" / "Demo (remix).mp3")
+    info = media.probe(album / "out" / "r" / "Demo (remix).mp3")
     assert abs(info.duration - media.probe(album / "demo.mp3").duration) < 0.1
 
     write(album, "bad.yaml", (album / "r.yaml").read_text().replace("demo.mp3", "nope.mp3"))
@@ -176,11 +176,11 @@ outputs:
 """)
     r = sunoflow("run", "s.yaml", cwd=album)
     assert r.returncode == 0, r.stderr
-    folders = sorted(p.name for p in (album / "out" / "stems").iterdir())
+    folders = sorted(p.name for p in (album / "out" / "s" / "stems").iterdir())
     # What the local provider's split_stem returns; the service returns up to twelve.
     assert folders == ["bass", "drums", "fx", "keyboard", "vocals"]
     for name in folders:
-        assert media.probe(album / "out" / "stems" / name / "Tide.mp3").format == "mp3"
+        assert media.probe(album / "out" / "s" / "stems" / name / "Tide.mp3").format == "mp3"
 
 
 def test_every_stock_recipe_validates_on_its_own(album: Path):
@@ -537,7 +537,7 @@ def test_a_stock_recipe_is_called_by_name_from_any_folder(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     st = statuses(tmp_path / "rep.json")
     assert st["song/first"] == st["song/whole"] == st["master/tagged"] == "succeeded"
-    info = media.probe(tmp_path / "out" / "tide.mp3")
+    info = media.probe(tmp_path / "out" / "r" / "tide.mp3")
     assert info.duration > 1
 
 

@@ -115,7 +115,7 @@ def test_keep_a_take_then_run_pays_nothing_and_reroll_pays_once(page, tmp_path, 
                    (tmp_path / ".sunoflow" / "journal.jsonl").read_text().splitlines()]
         song0 = next(e for e in journal if e["step"] == "song[0]" and e["e"] == "done")
         take1 = Path(song0["outputs"]["tracks"][1]["file"]).read_bytes()
-        assert (tmp_path / "out" / "1 - Sunrise.mp3").read_bytes() == take1
+        assert (tmp_path / "out" / "ep" / "1 - Sunrise.mp3").read_bytes() == take1
         # Reroll the second song: the confirmation says what it costs, then pays once.
         page.goto(url)
         song2 = page.locator("article.card").nth(1)
@@ -140,7 +140,7 @@ def test_the_static_copy_plays_from_file_urls(page, tmp_path):
     assert r.returncode == 0, r.stderr
     index = tmp_path / "site" / "index.html"
     shutil.rmtree(tmp_path / ".sunoflow")  # the copy stands alone
-    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(tmp_path / "out" / "ep")
     requests: list[str] = []
     page.on("request", lambda req: requests.append(req.url))
     page.goto(index.as_uri())

@@ -63,7 +63,7 @@ def test_it_serves_only_stored_files_and_the_album_folder(url: str, album: Path)
     blob = re.search(r"/blob/([0-9a-f]{64}\.mp3)", page).group(1)
     assert httpx.get(f"{base}/blob/{blob}?t={token}").status_code == 200
     (album / "secret.txt").write_text("not yours")
-    (album / "out" / "leak.mp3").symlink_to(album / "secret.txt")
+    (album / "out" / "ep" / "leak.mp3").symlink_to(album / "secret.txt")
     for path in ("/blob/../../ep.yaml", "/blob/..%2F..%2Fep.yaml", f"/blob/{blob[:-4]}.txt",
                  "/out/../ep.yaml", "/out/%2E%2E/secret.txt", "/out/leak.mp3",
                  "/out//etc/passwd", "/wave/" + "0" * 64 + ".png", "/assets/../model.py",
@@ -74,7 +74,7 @@ def test_it_serves_only_stored_files_and_the_album_folder(url: str, album: Path)
         no_traceback(r)
     song = httpx.get(f"{base}/out/1%20-%20Sunrise.mp3?t={token}")
     assert song.status_code == 200
-    assert song.content == (album / "out" / "1 - Sunrise.mp3").read_bytes()
+    assert song.content == (album / "out" / "ep" / "1 - Sunrise.mp3").read_bytes()
 
 
 def test_files_are_served_by_range(url: str):

@@ -125,6 +125,6 @@ def test_the_page_refuses_a_reroll_that_would_pay_for_unfinished_songs_too(srv, 
     assert paid(srv) == 2
     # The command line says so too, with the extra cost, before asking.
     cli = sunoflow(tmp_path, "reroll", "ep.yaml", "song[1]", remote=srv.url)
-    assert "and 1 paid step instances not done yet run too (song[2]), about 12 credits more" \
+    assert "and 1 paid step instance not done yet run too (song[2]), about 12 credits more" \
         in cli.stdout
     assert paid(srv) == 2

@@ -66,7 +66,7 @@ def report(path: Path) -> dict:
 def test_run_makes_the_album_and_a_rerun_reuses_everything(small: Path):
     r = sunoflow("run", "small.yaml", "--report", "r1.json", cwd=small)
     assert r.returncode == 0, r.stderr
-    out = small / "out"
+    out = small / "out" / "small"
     wavs = sorted(p.name for p in out.glob("*.wav"))
     # The title '../../Two/evil' becomes part of one file name: no folders, no escape.
     assert wavs == ["1 - One.wav", "2 - .._.._Two_evil.wav"]
@@ -99,7 +99,7 @@ def test_two_runs_in_different_folders_give_identical_bytes(tmp_path: Path):
         d.mkdir()
         (d / "small.yaml").write_text(SMALL)
         assert sunoflow("run", "small.yaml", "-q", cwd=d).returncode == 0
-        digests.append(json.loads((d / "out" / "manifest.json").read_text())["files"])
+        digests.append(json.loads((d / "out" / "small" / "manifest.json").read_text())["files"])
     assert digests[0] == digests[1]
 
 
@@ -211,4 +211,4 @@ outputs:
     assert r.returncode == 2
     assert "outputs[0].from: " in r.stderr
     assert "is not a step's file output (it is known before the run)" in r.stderr
-    assert not (tmp_path / "out" / "stolen.txt").exists()
+    assert not (tmp_path / "out" / "r" / "stolen.txt").exists()

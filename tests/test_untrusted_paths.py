@@ -84,7 +84,7 @@ def test_allow_path_widens_what_a_recipe_may_read(layout: Path) -> None:
         assert sunoflow(cmd, "r.yaml", "--allow-path", "../shared", cwd=recipe).returncode == 0
     done = sunoflow("run", "r.yaml", "--allow-path", "../shared", "--quiet", cwd=recipe)
     assert done.returncode == 0, done.stderr
-    assert 0.9 < media.probe(recipe / "out" / "cut.mp3").duration < 1.1
+    assert 0.9 < media.probe(recipe / "out" / "r" / "cut.mp3").duration < 1.1
     # The link case again, now allowed: the file is inside an allowed folder.
     (recipe / "take.mp3").symlink_to(layout / "shared" / "take.mp3")
     (recipe / "r.yaml").write_text(TRIM.format(audio="take.mp3"))
@@ -150,8 +150,8 @@ def test_links_committed_where_sunoflow_writes_are_refused_or_replaced(layout: P
     (recipe / "out").symlink_to(layout / "shared", target_is_directory=True)
     r = sunoflow("run", "r.yaml", "--quiet", cwd=recipe)
     assert r.returncode == 2
-    assert f"the album folder {recipe / 'out'} leads through a symbolic link to " \
-           f"{(layout / 'shared').resolve()}" in r.stderr
+    assert f"the album folder {recipe / 'out' / 'r'} leads through a symbolic link to " \
+           f"{(layout / 'shared').resolve() / 'r'}" in r.stderr
     (recipe / "out").unlink()
 
     # A link inside the state directory (where the engine writes scratch files by key).
@@ -164,16 +164,16 @@ def test_links_committed_where_sunoflow_writes_are_refused_or_replaced(layout: P
     (recipe / ".sunoflow" / "tmp" / "work").unlink()
 
     # Links in place of files sunoflow writes: replaced, never written through.
-    (recipe / "out").mkdir()
-    for name in ("out/manifest.json", "out/cut.mp3", "out/cut.m3u", "r.lock",
+    (recipe / "out" / "r").mkdir(parents=True)
+    for name in ("out/r/manifest.json", "out/r/cut.mp3", "out/r/cut.m3u", "r.lock",
                  "report.json"):
         (recipe / name).symlink_to(victim)
     r = sunoflow("run", "r.yaml", "--quiet", "--report", "report.json", cwd=recipe)
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "precious\n"
-    for name in ("out/manifest.json", "out/cut.mp3", "out/cut.m3u", "r.lock", "report.json"):
+    for name in ("out/r/manifest.json", "out/r/cut.mp3", "out/r/cut.m3u", "r.lock", "report.json"):
         assert not (recipe / name).is_symlink(), name
-    assert (recipe / "out" / "cut.mp3").stat().st_mode & 0o777 == 0o644 & ~_umask()
+    assert (recipe / "out" / "r" / "cut.mp3").stat().st_mode & 0o777 == 0o644 & ~_umask()
 
 
 def _umask() -> int:

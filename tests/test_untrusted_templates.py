@@ -211,9 +211,11 @@ def test_a_template_over_step_outputs_fails_its_step_at_run_time(tmp_path: Path)
     assert SECRET not in r.stdout + r.stderr
     steps = {s["id"]: s for s in json.loads((tmp_path / "report.json").read_text())["steps"]}
     assert steps["words"]["status"] == "succeeded"
-    prefix = "cannot render inputs: " + NOT_ALLOWED
-    assert steps["bomb"]["error"] == "bomb: " + prefix + \
+    # Each names the template's position, as validate would.
+    prefix = "cannot render inputs: r.yaml:{}: steps.{}.with.prompt: " + NOT_ALLOWED
+    assert steps["bomb"]["error"] == "bomb: " + prefix.format("10:20", "bomb") + \
         "the result would have 1,000,000,000 characters (at most 1,000,000)"
-    assert steps["peek"]["error"] == "peek: " + prefix + \
+    assert steps["peek"]["error"] == "peek: " + prefix.format("13:20", "peek") + \
         "access to attribute '__class__' of 'dict' object is unsafe."
-    assert steps["loop"]["error"].startswith("loop: " + prefix + "the result would have ")
+    assert steps["loop"]["error"].startswith("loop: " + prefix.format("17:15", "loop")
+                                             + "the result would have ")

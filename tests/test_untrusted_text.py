@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mutagen import id3
+from mutagen.mp4 import MP4
 
 from runner import media
 
@@ -56,7 +57,7 @@ def test_metacharacters_reach_tags_exactly_and_nothing_else(tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert not pwned.exists()
     assert not (tmp_path / "x").exists()
-    out = tmp_path / "out"
+    out = tmp_path / "out" / "r"
     [mp3] = [p for p in out.iterdir() if p.suffix == ".mp3"]
     assert mp3.parent == out  # the slashes and dots in the text made no folder
     tags = id3.ID3(mp3)
@@ -64,14 +65,20 @@ def test_metacharacters_reach_tags_exactly_and_nothing_else(tmp_path: Path) -> N
     assert str(tags["TPE1"]) == text
     assert str(tags["TALB"]) == text
     assert tags.getall("USLT")[0].text == text
-    # The video decodes without a single error, and the text is nowhere in it (metadata is
-    # dropped; the local studio draws nothing from text).
+    # The video decodes without a single error, and the text is only in its tags (the
+    # song's title and the author, each on one line; the local studio draws nothing).
     teaser = out / "teaser.mp4"
     check = subprocess.run([media.ffmpeg_exe(), "-v", "error", "-i", str(teaser), "-f", "null",
                             "-"], capture_output=True, text=True, timeout=120)
     assert (check.returncode, check.stderr) == (0, "")
     assert media.probe(teaser).duration > 2.5
-    assert text.split("\n")[0].encode() not in teaser.read_bytes()
+    video_tags = MP4(teaser).tags
+    assert video_tags["\xa9nam"] == [text.replace("\n", " ")]
+    assert video_tags["\xa9ART"] == [("-x " + text[:20]).replace("\n", " ")]
+    rest = teaser.read_bytes()
+    for value in (*video_tags["\xa9nam"], *video_tags["\xa9ART"]):
+        rest = rest.replace(value.encode(), b"")
+    assert text.split("\n")[0].encode() not in rest
 
 
 def test_a_playlist_in_the_folder_cannot_make_ffmpeg_read_other_files(tmp_path: Path) -> None:

@@ -123,3 +123,8 @@ class FakeServer:
     def advance(self, seconds: float) -> float:
         """Move the fake's clock forward, as if `seconds` of wall time had passed."""
         return self.world.advance(seconds)
+
+    def expire_links(self) -> int:
+        """Kill every result link handed out so far (as `POST /_fake/expire`): the recorded
+        URLs then answer 403 and only the service's fresh links work."""
+        return self.world.expire_all()

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--credits", type=int, help="the starting balance")
     parser.add_argument("--seed", type=int, help="seed of the latency, id and fault draws")
+    parser.add_argument("--fault", action="append", default=[], metavar="JSON",
+                        help="add a fault rule (repeatable), e.g. "
+                        '\'{"match": {"path": "/api/v1/generate"}, "action": {"endless": true}}\'')
     # The documented shapes a host may answer in (config.py names each reading).
     parser.add_argument("--record-style", choices=CHOICES["record_style"],
                         help="music record-info items: sunoData camelCase or api.box's "
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")
         config.update({k: v for k, v in flags.items() if v is not None})
+        if args.fault:
+            config["faults"] = [*config.get("faults", []), *map(json.loads, args.fault)]
         if args.unfinished_work is not None:
             config["unfinished_work"] = args.unfinished_work
         refusal = {"code": _code(args.unfinished_code), "http_status":

@@ -17,6 +17,12 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            [+ after_create] | reset [+ after_create] | delay (s) |
                            fail_task [+ code, message] | truncate_download |
                            slow_download (bytes/s) | expired [+ status]
+                           hostile answers (the task is created first, as after_create):
+                           patch (an object merged into the JSON answer, lists item
+                           by item: wrong types),
+                           nest (N: a key "deep" holding N nested lists), escape_json (every
+                           letter and digit of its strings as \\u00XX), endless (true:
+                           the answer's body never ends), drip (bytes/s for any answer)
     rate_limit             {"requests": N, "per_seconds": S} (wall time) or null
     api_key                require "Authorization: Bearer KEY", or null
     credits                starting balance, default 1_000_000
@@ -179,6 +185,11 @@ ACTION_KEYS = frozenset(
         "slow_download",
         "expired",
         "status",
+        "patch",
+        "nest",
+        "endless",
+        "drip",
+        "escape_json",
     }
 )
 # At least one of these makes an action do something.
@@ -260,11 +271,20 @@ def _validate_fault(rule: Any, where: str) -> None:
         raise ConfigError(f"{where}.action.envelope_code: expected an integer or a string")
     if "fail_task" in action and not isinstance(action["fail_task"], str):
         raise ConfigError(f"{where}.action.fail_task: expected a status name")
-    for key in ("delay", "slow_download"):
+    for key in ("delay", "slow_download", "drip"):
         if key in action:
             _number(action[key], f"{where}.action.{key}")
-    if action.get("slow_download") == 0:
-        raise ConfigError(f"{where}.action.slow_download: must be > 0 bytes per second")
+    for key in ("slow_download", "drip"):
+        if action.get(key) == 0:
+            raise ConfigError(f"{where}.action.{key}: must be > 0 bytes per second")
+    if "patch" in action and not isinstance(action["patch"], dict):
+        raise ConfigError(f"{where}.action.patch: expected an object (merged into the answer)")
+    if "nest" in action and (isinstance(action["nest"], bool)
+                             or not isinstance(action["nest"], int) or action["nest"] < 1):
+        raise ConfigError(f"{where}.action.nest: expected a positive integer (a depth)")
+    for key in ("endless", "escape_json"):
+        if key in action and not isinstance(action[key], bool):
+            raise ConfigError(f"{where}.action.{key}: expected true or false")
     times = rule.get("times")
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
         raise ConfigError(f"{where}.times: expected a non-negative integer or null")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import socket
 import socketserver
 import struct
@@ -76,6 +77,7 @@ class Response:
     reset: bool = False  # close the connection with a TCP RST instead of answering
     truncate: bool = False  # announce the full length, send half, close
     rate: float | None = None  # bytes per second
+    endless: bool = False  # after the body, keep sending filler until the client leaves
 
     @classmethod
     def json_body(
@@ -205,6 +207,10 @@ class App:
                 resp = gateway_error(action["http_status"])
             elif action and after and action.get("reset"):
                 resp = Response(reset=True)
+        if action and not is_file and not resp.reset:
+            _hostile(resp, action)
+        if action and "drip" in action:
+            resp.rate = float(action["drip"])
         if action and "delay" in action:
             resp.delay = float(action["delay"])
         return resp
@@ -282,12 +288,57 @@ class App:
         if (method, path) == ("POST", "/_fake/reset"):
             world.reset()
             return Response.json_body({"ok": True})
+        if (method, path) == ("POST", "/_fake/expire"):
+            return Response.json_body({"expired": world.expire_all()})
         if (method, path) == ("POST", "/_fake/advance"):
             seconds = payload.get("seconds") if isinstance(payload, dict) else None
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
                 return Response.json_body({"error": 'expected {"seconds": N >= 0}'}, 400)
             return Response.json_body({"now": world.advance(float(seconds))})
         return Response.json_body({"error": f"no control endpoint {method} {path}"}, 404)
+
+
+def _patched(doc: Any, patch: Any) -> Any:
+    """`patch` merged into `doc`: objects key by key, lists item by item (so one field of
+    every song can be spoiled), anything else replaced."""
+    if isinstance(doc, dict) and isinstance(patch, dict):
+        return {**doc, **{k: _patched(doc.get(k), v) for k, v in patch.items()}}
+    if isinstance(doc, list) and isinstance(patch, list):
+        return [_patched(d, p) for d, p in zip(doc, patch, strict=False)] + \
+            doc[len(patch):] + patch[len(doc):]
+    return patch
+
+
+def _hostile(resp: Response, action: dict[str, Any]) -> None:
+    """The answer a hostile or broken service gives once the task exists (so a client that
+    cannot read it has really been charged): wrong types merged in, a nesting bomb, a body
+    without end."""
+    if "patch" in action:
+        try:
+            doc = json.loads(resp.body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            resp.body = json.dumps(_patched(doc, action["patch"]), ensure_ascii=False).encode()
+    if "nest" in action and resp.body.startswith(b"{"):
+        depth = int(action["nest"])
+        resp.body = b'{"deep":' + b"[" * depth + b"]" * depth + b"," + resp.body[1:]
+    if action.get("escape_json"):
+        resp.body = _STRING.sub(_escaped, resp.body)
+    if action.get("endless"):
+        resp.endless = True
+
+
+# A JSON string literal (escapes included).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _escaped(m: re.Match[bytes]) -> bytes:
+    """A JSON string with every ASCII letter and digit written as a \\u00XX escape."""
+    text = json.loads(m[0])
+    return ('"' + "".join(f"\\u{ord(c):04x}" if c.isascii() and c.isalnum()
+                          else json.dumps(c, ensure_ascii=False)[1:-1] for c in text)
+            + '"').encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -345,6 +396,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
+        if resp.endless:
+            self._write_endless(resp, stopping)
+            return
         self.send_header("Content-Length", str(len(resp.body)))
         for name, value in resp.headers.items():
             self.send_header(name, value)
@@ -366,6 +420,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+    def _write_endless(self, resp: Response, stopping: threading.Event) -> None:
+        """The start of the real answer, then a JSON string that never closes: the body
+        is delimited by the connection's end, which never comes while the client reads."""
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        head = resp.body[: max(1, len(resp.body) - 1)] + b',"pad":"'
+        self.wfile.write(head)
+        filler = b"x" * (1 << 16)
+        while not stopping.is_set():
+            if resp.rate:
+                if stopping.wait(1.0):
+                    break
+                self.wfile.write(filler[: max(1, int(resp.rate))])
+            else:
+                self.wfile.write(filler)
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -316,6 +316,16 @@ class World:
             if self.generation.get(key, 1) == gen:
                 self.generation[key] = gen + 1
 
+    def expire_all(self, status: int = 403) -> int:
+        """Every link handed out so far dies at once (as after the ~15 days result links
+        live); the record-info recovery mints fresh ones. Returns how many died."""
+        with self.lock:
+            for key in self.resources:
+                gen = self.generation.get(key, 1)
+                self.expired[(key, gen)] = status
+                self.generation[key] = gen + 1
+            return len(self.resources)
+
     def own_resource(self, url: str, base: str) -> tuple[bool, Resource | None]:
         """(whether `url` points at this server's /files/, the live resource or None)."""
         parts = urlsplit(url)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import json
 import os
 import re
 import ssl
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 from anyio.lowlevel import RunVar
 
@@ -42,6 +42,7 @@ from runner.errors import (
 )
 from runner.httpclient import async_client
 from runner.pacing import PRIORITY, SEND_CHECK, SENT_AT, Clock, RateLimiter
+from runner.providers import answers
 from runner.recipe import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
@@ -180,11 +181,14 @@ class ApiClient:
         self.transport: httpx.AsyncBaseTransport | None = None
         # httpx masks the Authorization header in every repr; the key lives only there
         # and in the closures below.
-        headers = {"Authorization": f"Bearer {key}"}
+        # identity: a compressed answer could inflate past the size cap in one read.
+        headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "identity"}
+        self.request_timeout = config.request_timeout
         self.clients = PerLoop(lambda: async_client(
             headers=headers, timeout=timeout, follow_redirects=False, verify=ssl_context(),
             transport=self.transport))
         self.redact = _redactor(key)
+        self.plain_key = '"' not in key and "\\" not in key
         self.limiter = RateLimiter(*config.rate_limit, clock) if config.rate_limit else None
         self.clock = clock
         self.requests = 0
@@ -215,12 +219,18 @@ class ApiClient:
         slot = await self.limiter.acquire(PRIORITY.get()) if self.limiter is not None \
             else None
         SENT_AT.set(self.clock.now())
+        got: list[bytes] = []  # what arrived of the body, kept if the deadline strikes
+        limit = answers.deadline(self.request_timeout, _upload_size(kw))
         try:
             check = SEND_CHECK.get() if submit else None
             if check is not None:
                 check()  # raises Withheld: the request is not sent (runner.early)
             self.requests += 1
-            resp = await self.client.request(method, full, **kw)
+            # The per-read timeout bounds each wait; this bounds the whole exchange (an
+            # answer dripping a byte a second never trips a per-read timeout).
+            with anyio.fail_after(limit):
+                async with self.client.stream(method, full, **kw) as resp:
+                    raw = await answers.read_capped(resp, got)
         except httpx.ConnectError as exc:
             # Never connected: the service cannot have seen the request.
             host = _origin(full)
@@ -245,23 +255,48 @@ class ApiClient:
         except httpx.TransportError as exc:
             # ReadTimeout, ReadError, RemoteProtocolError and the rest: the request went
             # out and its answer was lost.
-            raise lost(where, type(exc).__name__, step=step, submit=submit) from exc
+            raise self._lost(where, type(exc).__name__, got, step=step,
+                             submit=submit) from exc
+        except TimeoutError:
+            raise self._lost(where, f"no complete answer within {limit:g} s", got, step=step,
+                             submit=submit) from None
+        except answers.TooLarge as exc:
+            raise self._lost(where, str(exc), got, step=step, submit=submit) from None
         finally:
             if self.limiter is not None and slot is not None:
                 # The server counted the request on arrival, before this moment: from now
                 # on our window cannot reopen ahead of its window.
                 self.limiter.release(slot)
         self.answered.add(_origin(full))
-        text = self.redact(resp.text)
+        decoded = answers.decode(raw, resp)
+        # Redacted after decoding: a key echoed as JSON escapes (\u0073k-...) is the key.
+        unescaped = answers.unescape_ascii(decoded)
+        text = self.redact(unescaped)
         try:
-            body = json.loads(text) if text.strip() else None
+            body = answers.shape(answers.loads(decoded)) if decoded.strip() else None
         except ValueError:
             body = None
+        if text != unescaped or not self.plain_key:
+            # Every JSON spelling of a key of printable ASCII without `"` or `\` shows it
+            # in `unescaped`; so a clean `unescaped` means clean strings: no walk needed.
+            body = answers.redact_tree(body, self.redact)
+        answers.answered(resp.status_code, text, paid=submit)
         headers = resp.headers
         if "location" in headers:  # quoted in messages; a service may echo the key there
             headers = headers.copy()
-            headers["location"] = self.redact(headers["location"])
+            headers["location"] = self.redact(answers.unescape_ascii(headers["location"]))
         return Answer(method, path, resp.status_code, headers, body, text)
+
+    def _lost(self, where: str, why: str, got: list[bytes], *, step: str | None,
+              submit: bool) -> Exception:
+        """The error for an answer that broke off or broke a bound after the request went
+        out: a submit whose partial answer names one task id keeps it (answers.Garbled)."""
+        if submit:
+            tid = answers.salvage_task_id(self.redact(answers.decode(b"".join(got))))
+            if tid is not None:
+                return answers.Garbled(f"{where}: the answer was unreadable ({why}) but "
+                                       f"named task {tid}", task_id=tid, step=step)
+        return lost(where, why, step=step, submit=submit)
 
     async def aclose(self) -> None:
         await self.clients.aclose()
@@ -298,6 +333,16 @@ def _os_reason(exc: BaseException) -> str | None:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _upload_size(kw: dict[str, Any]) -> int:
+    """The bytes of the files a request uploads (its deadline grows with them)."""
+    files = kw.get("files") or {}
+    size = 0
+    for value in files.values() if isinstance(files, dict) else ():
+        content = value[1] if isinstance(value, tuple) and len(value) > 1 else value
+        size += len(content) if isinstance(content, (bytes, str)) else 0
+    return size
 
 
 def lost(where: str, why: str, *, step: str | None, submit: bool) -> Exception:

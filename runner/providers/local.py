@@ -248,8 +248,12 @@ class LocalProvider:
         audio = op.inputs.get("audio")
         image = audio.get("image_file") if isinstance(audio, dict) else None
         out = op.workdir / "video.mp4"
+        title = audio.get("title") if isinstance(audio, dict) else None
+        author = op.inputs.get("author")
         media.video(src, out, seed=_seed(op),
-                    image=op.local_file(image) if isinstance(image, str) and image else None)
+                    image=op.local_file(image) if isinstance(image, str) and image else None,
+                    title=title if isinstance(title, str) else "",
+                    artist=author if isinstance(author, str) else "")
         return {"url": None, "file": Produced(out), "task_id": f"local-{op.key[:12]}"}
 
     def _concat(self, op: Op) -> dict[str, Any]:

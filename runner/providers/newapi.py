@@ -42,7 +42,7 @@ from runner.errors import (
 )
 from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted, codes
+from runner.providers import Fetch, Op, Produced, Result, Submitted, answers, codes
 from runner.providers.http import (
     GATEWAY,
     Answer,
@@ -129,6 +129,7 @@ class NewApiProvider:
 
     # --- the Provider protocol -------------------------------------------------------
 
+    @answers.guard_submit
     async def submit(self, op: Op) -> Submitted:
         if op.type == "generate":
             return Submitted(await self._submit(op, "music", self._generate_body(op)))
@@ -143,6 +144,7 @@ class NewApiProvider:
                                                 {"prompt": op.inputs.get("prompt") or ""}))
         raise StepError(f"the newapi relay does not perform '{op.type}'", step=op.step)
 
+    @answers.guard_poll
     async def poll(self, op: Op, task_id: str) -> Result | None:
         dto = await self._fetch_one(op.step, task_id)
         if dto is None:
@@ -157,6 +159,7 @@ class NewApiProvider:
             return await self._whole(op, task_id, tracks)
         return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
 
+    @answers.guard_poll
     async def refresh(self, op: Op, task_id: str) -> Result | None:
         # The relay hands out its current links on every fetch; a poll is the refresh.
         return await self.poll(op, task_id)
@@ -179,6 +182,7 @@ class NewApiProvider:
         tid = dto.get("task_id") if dto is not None else None
         return tid if isinstance(tid, str) and 0 < len(tid) <= 128 else None
 
+    @answers.guard_callback
     def from_callback(self, op: Op, task_id: str, body: Any) -> Result | None:
         """What a fetch with the same task object would answer: None while it runs (and
         for an extend, whose whole song a poll makes), the Result when done; TaskFailed

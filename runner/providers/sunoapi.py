@@ -51,6 +51,7 @@ from runner.providers import (
     Produced,
     Result,
     Submitted,
+    answers,
     codes,
     sunoapi_callback,
 )
@@ -240,6 +241,7 @@ class SunoApiProvider:
 
     # --- the Provider protocol -------------------------------------------------------
 
+    @answers.guard_submit
     async def submit(self, op: Op) -> Submitted:
         ep = ENDPOINTS.get(op.type)
         if ep is None:
@@ -258,6 +260,7 @@ class SunoApiProvider:
                        submit=True)
         return Submitted(str(task_id))
 
+    @answers.guard_poll
     async def poll(self, op: Op, task_id: str) -> Result | First | None:
         ep = ENDPOINTS.get(op.type)
         if ep is None or ep.details is None:
@@ -271,6 +274,7 @@ class SunoApiProvider:
         result: Result | First | None = read(op, task_id, data)
         return result
 
+    @answers.guard_poll
     async def refresh(self, op: Op, task_id: str) -> Result | None:
         ep = ENDPOINTS.get(op.type)
         if ep is None or ep.details is None:
@@ -302,6 +306,7 @@ class SunoApiProvider:
     def callback_task_id(self, body: Any) -> str | None:
         return sunoapi_callback.task_id(body)
 
+    @answers.guard_callback
     def from_callback(self, op: Op, task_id: str, body: Any) -> Result | First | None:
         """A callback's result, read exactly as a poll answer with the same content would
         be: None while the task runs (the text stage, or a body with nothing usable), a

@@ -10,7 +10,7 @@ from runner import paths
 from runner import plan as planner
 from runner import recipe as recipes
 from runner.errors import UsageError
-from runner.run import default_state_dir
+from runner.run import default_out_dir, default_state_dir
 
 
 def main(recipe: str, *, overrides: dict[str, Any], cli_args: list[str],
@@ -20,7 +20,7 @@ def main(recipe: str, *, overrides: dict[str, Any], cli_args: list[str],
     planner.build(r)  # a recipe that does not plan is refused here, positioned
     rpath = Path(recipe)
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
-    odir = Path(out_dir) if out_dir else r.path.resolve().parent / "out"
+    odir = Path(out_dir) if out_dir else default_out_dir(r.path)
     if export_dir is not None:
         from runner.review.export import export
 
