@@ -2,6 +2,7 @@
 on the same fake with the same settings, side by side.
 
     python benchmarks/bench_races.py [--scenes a,b,c] [--runs 5] [--scale 0.05]
+    python benchmarks/bench_races.py --scenes b --pool-p b=17.5 --pool-retry
     python benchmarks/bench_races.py pool URL SONGS SCALE P OUTDIR FULL [STAGGER [retry]]
 
 The pool: one thread per song, each around an httpx.Client of its own, running its song's
@@ -13,6 +14,9 @@ careful user would: the smallest P of a ladder whose run gets no rate-limited an
 4 songs the songs also start STAGGER model s apart (the limit's pace for a poll and a
 submit per song, 1 s), without which
 no P avoids the limit at 16 songs (every song's lyrics poll and generate submit burst).
+Measured: at 16 and 100 songs no rung avoids it even so, and the tuning stops with an
+error; give P with --pool-p and let the pool retry a 430 (--pool-retry), as
+docs/BENCHMARKS.md does.
 
 Scenes (every run on a fresh fake with the same seed; the fake's own process):
   a. 4 independent songs, fixed latencies (lyrics 10, generate 150, extend 150, WAV 30
