@@ -490,6 +490,7 @@ class Poller:
         sent late because the task waited for others to learn or was resumed late: only
         then does finding the task done at once say something about how long it took."""
         fam = self.family(op)
+        queued = False  # it waited in line while its family was learned by another's probe
         if not self.seen.get(fam):
             # Nothing known: the family's tasks take turns, first come first served, and a
             # task that was just probed goes to the back of the line. The first probe is one
@@ -510,6 +511,7 @@ class Poller:
                                    max(due - now, self.interval / 5))
             finally:
                 line.remove(me)
+            queued = True
         d = self.durations(op)
         elapsed = self.clock.now() - t0
         gap = min(self.max_interval, self._spacing(d))
@@ -519,8 +521,12 @@ class Poller:
             if at > elapsed or int(level * len(d)) >= len(d) - 1:
                 break
             level = 1 - (1 - level) / 2
-        if n == 0:
-            due = at  # the first poll: at the median (at once for a task resumed late)
+        if n == 0 or queued:
+            # The first poll placed by what is known: at the median, at once for a task
+            # resumed late or one that took turns (probed, found running) while the first
+            # of its family was learned: a cohort submitted together is mostly done by then
+            # (measured: waiting the usual `gap` here made 3 of 4 songs ~14 s late).
+            due = at
             planned = at > elapsed
         elif at > elapsed:
             due = min(at, elapsed + gap)
@@ -528,7 +534,7 @@ class Poller:
             due = elapsed + gap  # later than every duration seen: poll every `gap`
         # (Later polls are not spread out while requests queue for the rate limit: there
         # submits go first (runner.priority), so a poll takes no submission's place.)
-        least = self.interval / 5 if n else 0.0
+        least = self.interval / 5 if n and not queued else 0.0
         if due_in is not None:
             due_in(max(due - elapsed, least))
         await self.clock.sleep(max(due - elapsed, least))

@@ -413,6 +413,38 @@ def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
     assert poller.estimate("lyrics") is not None
 
 
+def test_a_cohort_that_took_turns_polls_at_once_when_the_first_is_found_done():
+    """Four tasks submitted together, all done at 155 s: one probe per interval finds the
+    first done; the others, each probed (found running) while nothing was known, are past
+    the median just learned and poll at once, not a poll spacing later."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    found: list[float] = []
+    done_at = 155.0
+
+    async def task() -> None:
+        n, running = 0, None
+        while True:
+            await poller.wait("generate", 0.0, n)
+            n += 1
+            if clock.now() >= done_at:
+                poller.learn("generate", running, clock.now())
+                found.append(clock.now())
+                return
+            running = clock.now()
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(task)
+
+    run(go)
+    assert len(found) == 4
+    # (FakeClock adds up every waiter's sleep, so "at once" is within one of the waiters'
+    # wake-ups, interval / 5; a poll spacing is a tenth of the ~150 s median.)
+    assert max(found) - min(found) <= 10.0 / 5
+
+
 def test_a_poll_that_waited_long_for_the_rate_limit_teaches_nothing():
     """Behind more urgent requests a poll may wait a minute: finding the task done then
     says nothing of when it ended, and learning it would make every later poll later."""
