@@ -19,10 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
+# The same cycle with a shared cache (README "Sharing across machines"): checked against the
+# schema here; what its jobs do (push, pull, a --frozen rebuild from the cache alone) is
+# tested in tests/test_cache.py against a real S3 server.
+CACHE_WORKFLOW = ROOT / "examples" / "ci" / "github-actions-cache.yml"
 # One short song: the same chain, a fraction of the ffmpeg work.
 ONE = ('tracks=[{title: Sunrise, style: indie folk, theme: first light}]')
 QUICK = "provider: {kind: local, take_seconds: 14}\n"
@@ -36,12 +41,13 @@ def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
-def test_the_workflow_is_valid_for_github(tmp_path):
-    ok = check_jsonschema(WORKFLOW)
+@pytest.mark.parametrize("workflow", [WORKFLOW, CACHE_WORKFLOW], ids=lambda p: p.name)
+def test_the_workflow_is_valid_for_github(tmp_path, workflow: Path):
+    ok = check_jsonschema(workflow)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     # The check is real: the same file with a misspelt key is refused.
     broken = tmp_path / "broken.yml"
-    broken.write_text(WORKFLOW.read_text().replace("runs-on:", "run-on:", 1))
+    broken.write_text(workflow.read_text().replace("runs-on:", "run-on:", 1))
     assert check_jsonschema(broken).returncode != 0
 
 
