@@ -209,3 +209,24 @@ def test_a_song_under_way_shows_its_first_take_as_a_preview_and_its_bar_so_far(t
         assert "Keep the" not in card  # a preview cannot be kept
         assert "so far, running" in live["timeline"]
         assert ">running<" in live["graph"]
+
+
+def test_a_client_that_hangs_up_leaves_no_traceback(tmp_path: Path):
+    # A browser closes connections at will (a tab closed mid-request, a seek that drops a
+    # Range read). The terminal running `sunoflow review` must not fill with tracebacks.
+    import socket
+    import struct
+
+    make_album(tmp_path)
+    with serving(tmp_path) as u:
+        base, token = split(u)
+        host, port = urlsplit(base).hostname, urlsplit(base).port
+        for _ in range(3):
+            s = socket.create_connection((host, port))
+            s.sendall(b"GET /?t=" + token.encode() + b" HTTP/1.1\r\nHost: 127.0.0.")
+            # Reset, not a polite close: SO_LINGER 0 sends RST.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        assert httpx.get(u).status_code == 200  # still serving, after the resets
+    log = (tmp_path / "review.log").read_text()
+    assert "Traceback" not in log, log

@@ -346,10 +346,23 @@ def _reason(status: int) -> str:
         return "Error"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser hangs up at will (a tab closed, a seek that drops a Range read): not an
+        error. Anything else the handler let through is said on one line, never as a
+        traceback (the handler answers its own errors with a 4xx/5xx page)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        print(f"sunoflow review: a request failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+
+
 def serve(review: Review, host: str, port: int, *, open_browser: bool = False,
           ready: Any = None) -> int:
-    server = ThreadingHTTPServer((host, port), make_handler(review))
-    server.daemon_threads = True
+    server = _Server((host, port), make_handler(review))
     port = server.server_address[1]
     names = {"127.0.0.1", "localhost", "[::1]"} | ({host} if host not in ("", "0.0.0.0", "::")
                                                   else set())
