@@ -111,11 +111,14 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         else None
     if lock_sha is not None and not ledger.absorbed(store.root, lock_sha):
         lock.seed(store, lock.read(lock_path))
-    elif lock_sha is None and opts.get("frozen") and not store.states:
-        raise FrozenError(f"--frozen: no lock file ({lock_path.name}) and an empty state "
-                          "directory: nothing to build from")
-    # The shared cache (--cache): its finished keys are adopted before the estimate.
+    # The shared cache (--cache): the finished keys it records and the store lacks are
+    # adopted too (claims.seed), before --frozen asks whether there is anything to build
+    # from and before the estimate.
     shared = _shared(cache, r, p, store, ui)
+    if lock_sha is None and opts.get("frozen") and not store.states:
+        raise FrozenError(f"--frozen: no lock file ({lock_path.name}), an empty state "
+                          "directory" + (" and nothing in the cache" if shared else "")
+                          + ": nothing to build from")
     # What the plan says this run will cost (what is not paid yet): shown at the start and
     # held against --max-credits. Only a paid provider has anything to estimate.
     estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \

@@ -301,17 +301,21 @@ def test_a_claim_whose_lease_expired_without_a_task_is_possibly_submitted(
 
 
 @pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("with_lock", [True, False], ids=["lock", "cache-alone"])
 def test_a_fresh_machine_rebuilds_the_album_from_the_cache_without_the_service(
-        tmp_path: Path, s3: S3Server, frozen: bool):
+        tmp_path: Path, s3: S3Server, frozen: bool, with_lock: bool):
     (tmp_path / "ep.yaml").write_text(RECIPE)
     with FakeServer("sunoapi", api_key=KEY) as srv:
         made = run(tmp_path, srv.url, s3)
         assert made.returncode == 0, made.stderr
         first = album(tmp_path / "out")
-        # A fresh checkout: the recipe and its lock only. The service's links have
+        # A fresh checkout: the recipe and its lock only (or, a lock never committed, the
+        # recipe alone: the cache's records are the ledger). The service's links have
         # expired, and any request to it would be counted.
         shutil.rmtree(tmp_path / "state")
         shutil.rmtree(tmp_path / "out")
+        if not with_lock:
+            (tmp_path / "ep.lock").unlink()
         srv.configure(faults=[{"match": {"method": "GET", "op": "download"},
                                "action": {"expired": True}}])
         before = len(srv.log)
