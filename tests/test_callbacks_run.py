@@ -156,10 +156,15 @@ def test_duplicate_and_reordered_callbacks_are_harmless(srv, tmp_path):
     assert rep["counts"]["callbacks"] == 4
     assert rep["callbacks"]["rejected"] == {}
     until(lambda: len(srv.callbacks) == 12, "every copy to be sent")  # 2 x (3 + 1 + 1 + 1)
-    # A copy that came while the run lived was answered 200; one after it ended found the
-    # listener gone. None was refused as forged.
-    assert all(d["status"] == 200 or "ConnectError" in (d["error"] or "")
-               for d in srv.callbacks), srv.callbacks
+    # A copy that came while the run lived was answered 200; one that came as it ended
+    # found the listener gone: refused, or reset or left unanswered by a process on its way
+    # out (a transport error, no HTTP status; which one is a race with the exit). None was
+    # answered with a refusal.
+    refused = [(d["status"], d["error"]) for d in srv.callbacks
+               if d["status"] not in (200, None)]
+    assert refused == [], refused
+    assert all(d["error"] and d["error"] != "lost" for d in srv.callbacks
+               if d["status"] is None), srv.callbacks
     assert {s["status"] for s in rep["steps"]} == {"succeeded"}
 
 
