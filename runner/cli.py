@@ -18,7 +18,7 @@ from typing import Any
 from runner import __version__
 from runner.cache import add_option as _cache_option
 from runner.errors import RecipeError, SunoflowError, UsageError
-from runner.terminal import safe
+from runner.terminal import plural, safe
 
 EPILOG = """\
 examples:
@@ -286,12 +286,12 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     cost = sum(report.price(p, i) for i in rows)
     pending = _unfinished_paid(p, args, {i.id for i in rows})
     paid = [i.id for i in rows if report.price(p, i) > 0]
-    print(f"reroll {args.step}: {report.plural(len(rows), 'step instance')} run again "
+    print(f"reroll {args.step}: {plural(len(rows), 'step instance')} run again "
           f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
           f"), about {cost:g} credits"
           + (f" (paid: {', '.join(paid)})" if paid else ""))
     if pending:
-        print(f"  and {report.plural(len(pending), 'paid step instance')} not done yet run too "
+        print(f"  and {plural(len(pending), 'paid step instance')} not done yet run too "
               f"({', '.join(_short(pending))}), about "
               f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
@@ -402,7 +402,6 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from runner import plan as planner
     from runner import recipe
-    from runner.report import plural
 
     failed = False
     for path in args.recipes:

@@ -237,10 +237,6 @@ class Engine:
         self.early_of: dict[str, list[str]] = {}
         self.first_released: set[str] = set()
         self._release_early: Callable[[str], None] = lambda iid: None
-        # Where a missing stored file is looked for before its recorded URL
-        # (`_recover_blob`): each takes a lock/journal file record and puts that content
-        # in the store, answering whether it did.
-        self.blob_sources: list[Callable[[dict[str, Any]], Awaitable[bool]]] = []
         self.unjournaled: dict[str, tuple[str, str]] = {}  # key -> (step, paid task id)
         self.file_hashes: dict[tuple[Any, ...], str] = {}  # local input files, by identity
         self.blobs, self.ledger = opts.blobs, opts.ledger
@@ -687,16 +683,10 @@ class Engine:
         return outputs
 
     async def _recover_blob(self, inst: Instance, f: dict[str, Any]) -> bool | None:
-        """Put one missing stored file back by its recorded sha256: True when it is back,
-        None when no source had it, False when its recorded URL serves other content.
-
-        The seam for sources of stored files other than the service: each of
-        `self.blob_sources` (a shared cache, say) is asked first, by content hash, and
-        must put exactly that content in the store (Store.ingest) or answer False. Then
-        the file's recorded URL (links expire after about 15 days)."""
-        for source in self.blob_sources:
-            if await source(f) and self.store.has_blob(f):
-                return True
+        """Put one missing stored file back by its recorded sha256 from its recorded URL
+        (links expire after about 15 days): True when it is back, None when the URL had
+        nothing, False when it serves other content. A shared cache was asked before
+        (`_restore`: self.blobs.pull), by content hash."""
         url = f.get("url")
         if not isinstance(url, str):
             return None

@@ -24,16 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from runner.terminal import safe, safe_message
+from runner.terminal import plural, safe, safe_message
 
 FINAL = ("succeeded", "cached", "failed", "skipped")
 # How a finished instance is recorded: a word that reads without colour, and a style.
 RECORD = {"succeeded": ("done", "green"), "cached": ("cached", "cyan"),
           "failed": ("FAILED", "bold red"), "skipped": ("skipped", "yellow")}
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def duration(seconds: float) -> str:

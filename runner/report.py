@@ -8,13 +8,7 @@ from typing import Any
 
 from runner.plan import Instance, Plan
 from runner.template import is_template
-from runner.terminal import safe
-
-
-def plural(n: int | float, word: str, many: str | None = None) -> str:
-    """`1 step instance`, `2 step instances`, `0 credits`."""
-    return f"{n:g} {word if n == 1 else (many or word + 's')}"
-
+from runner.terminal import plural, safe
 
 # What `plan` and the budget count as already paid: a finished result, and a task the service
 # is working on (its id is journaled, so a resumed run polls it and never submits it again:

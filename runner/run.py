@@ -30,6 +30,7 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.store import Store
+from runner.terminal import plural
 
 if TYPE_CHECKING:
     from runner.listen import Listener
@@ -463,7 +464,7 @@ def summary(engine: Engine, status: str, out: Path | None, error: str | None,
     order = ("succeeded", "cached", "failed", "skipped", "pending")
     parts = ", ".join(f"{by[s]} {s}" for s in order if by.get(s)) or "nothing to do"
     total = sum(by.values())
-    ui.note(f"steps: {parts} (of {total} step instance{'s' if total != 1 else ''}); "
+    ui.note(f"steps: {parts} (of {plural(total, 'step instance')}); "
             f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
             + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
             + (f", {c.early_refused} early requests refused (none paid)"

@@ -32,10 +32,11 @@ def safe(text: str) -> str:
     return text
 
 
-def safe_lines(text: str) -> str:
-    """`text` whose own line breaks are sunoflow's (a diagnostic and its hint), each line
-    made safe."""
-    return "\n".join(safe(line) for line in text.split("\n"))
+def plural(n: int | float, word: str, many: str | None = None) -> str:
+    """`1 step instance`, `2 step instances`, `0 credits`, `1000000 credits` (never
+    `1e+06`), `2.5 credits`."""
+    num = f"{int(n)}" if float(n).is_integer() else f"{n:g}"
+    return f"{num} {word if n == 1 else (many or word + 's')}"
 
 
 HINT = "\n    hint: "

@@ -121,3 +121,12 @@ steps:
     assert p.stdout.splitlines()[0] == "one.yaml: 1 step instance on provider local"
     assert p.stdout.splitlines()[-1] == ("total: 0 paid submissions, 0 credits; 0 reused "
                                          "from the state store")
+
+
+def test_counts_read_as_words_and_never_in_exponent_form():
+    from runner.terminal import plural
+
+    assert plural(1, "step instance") == "1 step instance"
+    assert plural(2, "step instance") == "2 step instances"
+    assert plural(1_000_000, "credit") == "1000000 credits"  # not "1e+06 credits"
+    assert plural(2.5, "credit") == "2.5 credits"
