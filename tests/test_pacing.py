@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.engine import _pace
+from runner.engine.core import _pace
 from runner.pacing import (
     AHEAD,
     DONE_AT_FIRST,

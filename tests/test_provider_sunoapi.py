@@ -32,9 +32,9 @@ from runner.pacing import PRIORITY, FakeClock, Urgency
 from runner.providers import Fetch, First, Op, Produced, Result
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
-from runner.recipe import Provider as ProviderConfig
-from runner.steps import TYPES
-from runner.store import Store
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.types import TYPES
+from runner.store.journal import Store
 
 KEY = "sk-live-7Hq2mZ9xTestKey0042"
 V1 = "/api/v1"
@@ -855,7 +855,7 @@ class GatedClock(FakeClock):
 
 def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
         srv, store, tmp_path):
-    """The engine sets PRIORITY for each task (runner.priority); the provider's requests
+    """The engine sets PRIORITY for each task (runner.engine.priority); the provider's requests
     wait for the shared limiter in that order, not in the order they came."""
     clock = GatedClock()
 

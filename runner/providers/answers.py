@@ -362,5 +362,5 @@ def check_result(res: Any) -> None:
         elif isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, Fetch) and not isinstance(v.url, str):
-            # (Its scheme is judged by runner.download, which refuses all but http(s).)
+            # (Its scheme is judged by runner.providers.download, which refuses all but http(s).)
             raise ValueError(f"a result link that is not text: {v.url!r:.80}")

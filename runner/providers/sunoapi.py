@@ -42,7 +42,6 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
 from runner.providers import (
     Fetch,
@@ -65,8 +64,9 @@ from runner.providers.http import (
     lost,
     suffix,
 )
-from runner.recipe import Provider as ProviderConfig
-from runner.store import Store
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
+from runner.store.journal import Store
 
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
@@ -221,7 +221,7 @@ class SunoApiProvider:
         self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
         # Never the API host's by default: uploads carry the key, and only the upload host
-        # the recipe names or runner.recipe.upload_host knows may receive it.
+        # the recipe names or runner.recipe.load.upload_host knows may receive it.
         self.upload_base = (config.upload_base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
         self.recovery_callback = self.callback
@@ -576,7 +576,7 @@ class SunoApiProvider:
             # The first clip alone, read as the complete result will read it.
             return First(Result(self._music_outputs(op, task_id, data, items[:1])))
         # PENDING, TEXT_SUCCESS, GENERATING, FIRST_SUCCESS without a URL, anything unknown:
-        # polled again, until the step's timeout (runner.deadlines) ends the wait.
+        # polled again, until the step's timeout (runner.engine.deadlines) ends the wait.
         codes.note_unknown(status, self.kind)
         return None
 
@@ -759,7 +759,7 @@ class SunoApiProvider:
 
     async def _upload(self, op: Op, path: Path) -> str:
         if not self.upload_base:
-            # Validation refuses this (runner.plan._check_upload_host); kept as the last
+            # Validation refuses this (runner.plan.build._check_upload_host); kept as the last
             # guard: with no known upload host, the file and the key go nowhere.
             raise StepError(f"no upload host is known for {self.config.base_url}: set "
                             "provider.upload_base_url", step=op.step)

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import plan as planner
-from runner import recipe as recipes
-from runner import report
-from runner.engine import rerun
-from runner.plan import Instance, Plan
+from runner.engine.core import rerun
+from runner.plan import build as planner
+from runner.plan.build import Instance, Plan
+from runner.recipe import load as recipes
+from runner.report import plan_table as report
 from runner.review.history import History, KeyHistory
 from runner.review.history import read as read_history
-from runner.status import resolve
-from runner.store import Store
+from runner.store.journal import Store
+from runner.store.status import resolve
 
 BLOB = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,6})?\Z")
 MUSIC = "music"
@@ -118,7 +118,8 @@ def blob_name(path: Any) -> str | None:
 
 def signature(recipe_path: Path, state_dir: Path, out_dir: Path) -> str:
     """A cheap fingerprint of everything the page reads (sizes and times of the files)."""
-    from runner import lock, takes
+    from runner.recipe import takes
+    from runner.store import lock
 
     parts = []
     for p in (recipe_path, takes.path_for(recipe_path), lock.path_for(recipe_path),
@@ -133,7 +134,7 @@ def signature(recipe_path: Path, state_dir: Path, out_dir: Path) -> str:
 
 def load(recipe_path: Path, state_dir: Path, out_dir: Path,
          overrides: dict[str, Any]) -> Album:
-    from runner import takes
+    from runner.recipe import takes
 
     version = signature(recipe_path, state_dir, out_dir)
     r = recipes.load(recipe_path, overrides=overrides)
