@@ -29,7 +29,7 @@ from runner.errors import (
 )
 from runner.fake import FakeServer
 from runner.pacing import PRIORITY, FakeClock, Urgency
-from runner.providers import Fetch, First, Op, Produced, Result
+from runner.providers import Fetch, First, Op, Produced, Result, Streams
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
 from runner.recipe import Provider as ProviderConfig
@@ -297,8 +297,9 @@ def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
 
 
 def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
-    """PENDING and TEXT_SUCCESS mean running; FIRST_SUCCESS gives the first track alone
-    (a First), exactly as the complete result then lists it first."""
+    """PENDING and TEXT_SUCCESS mean running (TEXT_SUCCESS with the stream links, a
+    Streams); FIRST_SUCCESS gives the first track alone (a First), exactly as the complete
+    result then lists it first."""
     with FakeServer("sunoapi", api_key=KEY, latency_scale=1.0,
                     latency={"generate": {"dist": "fixed", "value": 100}}) as srv:
         async def go() -> None:
@@ -309,10 +310,16 @@ def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
                 assert sub.task_id is not None
                 assert await prov.poll(op, sub.task_id) is None  # PENDING
                 srv.advance(30)
-                assert await prov.poll(op, sub.task_id) is None  # TEXT_SUCCESS
+                # TEXT_SUCCESS: still running, with the takes' stream links (a preview
+                # for `sunoflow review`, never a result).
+                text = await prov.poll(op, sub.task_id)
+                assert isinstance(text, Streams)
+                assert [t["n"] for t in text.tracks] == [0, 1]
                 srv.advance(50)
                 first = await prov.poll(op, sub.task_id)  # FIRST_SUCCESS
                 assert isinstance(first, First)
+                assert first.streams is not None
+                assert first.streams.tracks == text.tracks  # the second take's link too
                 srv.advance(30)
                 done = await prov.poll(op, sub.task_id)
                 assert isinstance(done, Result)
