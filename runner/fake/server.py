@@ -11,6 +11,11 @@ A request goes through `App.dispatch`, in this order:
 6. "after_create" actions replace the answer (the task exists but the client never hears
    of it: the "possibly submitted" case); `delay` holds any answer back.
 
+Files under `/files/` answer a `Range: bytes=...` request with 206 as a CDN does (a
+browser's player seeks so); a stream link (`/files/stream/...`, offered from a music
+task's text stage on) plays the first half of its take while the task runs, the whole
+take after (World.so_far).
+
 The HTTP layer (`_Handler`) only reads requests and writes `Response`s, including the
 misbehaving ones (reset, truncated, slow).
 """
@@ -265,6 +270,7 @@ class App:
                 b"</Code><Message>Request has expired</Message></Error>"
             )
             return Response(expired, xml, "application/xml")
+        resource = self.world.so_far(key, resource)
         resp = _ranged(req, resource.content(), resource.content_type())
         if action and action.get("truncate_download"):
             resp.truncate = True
