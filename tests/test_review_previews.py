@@ -146,3 +146,37 @@ def test_a_spoiled_previews_file_shows_no_preview_and_no_error(tmp_path, srv, ru
         assert r.status_code == 200
         assert "javascript:" not in r.text
         assert "Preview" not in r.json()["cards"]["song[0]"]
+
+
+def test_the_text_callback_alone_brings_the_previews(tmp_path):
+    """With `--listen`, the `text` stage's callback carries the stream links too: every
+    poll is answered "maintenance" (455, no answer about the task), so the links can
+    only have come from the callback. The callback ends nothing: the run finishes on the
+    `complete` stage, with one paid submission per song."""
+    refuse_polls = [{"match": {"path": "/api/v1/generate/record-info"},
+                     "action": {"envelope_code": 455}}]
+    with FakeServer("sunoapi", api_key=KEY, callbacks={}, faults=refuse_polls,
+                    **CONFIG) as srv:
+        (tmp_path / "ep.yaml").write_text(RECIPE)
+        with (tmp_path / "run.log").open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "runner", "run", "ep.yaml", "-q",
+                                     "--base-url", srv.url, "--listen", "127.0.0.1:0"],
+                                    cwd=tmp_path, env=env(), stdout=log,
+                                    stderr=subprocess.STDOUT, text=True)
+        try:
+            until(lambda: submits(srv) == 2 or proc.poll() is not None, "two submits")
+            srv.advance(0.3 * SONG)  # the text stage: its callback is sent
+            until(lambda: len(recorded(tmp_path)) == 2, "the text callbacks' links recorded")
+            assert proc.poll() is None  # a preview ends nothing
+            texts = [d for d in srv.world.snapshot_deliveries() if d.get("stage") == "text"]
+            assert texts, srv.world.snapshot_deliveries()
+            for tid, entry in recorded(tmp_path).items():
+                assert [t["id"] for t in entry["tracks"]] == srv.world.tasks[tid].clips
+            srv.configure(faults=[])
+            srv.advance(SONG)
+            assert proc.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        assert submits(srv) == 2
