@@ -119,6 +119,15 @@ def test_a_running_songs_streams_show_as_previews_and_cost_nothing(tmp_path, srv
         assert part.headers["Content-Range"] == f"bytes 100-{len(whole.content) - 1}/" \
             f"{len(whole.content)}"
 
+        # A static copy made meanwhile holds no preview: it loads nothing from elsewhere.
+        r = subprocess.run([sys.executable, "-m", "runner", "review", "ep.yaml", "--export",
+                            "site", "--base-url", srv.url], cwd=tmp_path, env=env(),
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        static = (tmp_path / "site" / "index.html").read_text()
+        assert "/files/stream/" not in static
+        assert "Being made" in static
+
         # The songs finish: the takes replace the previews.
         srv.advance(SONG)
         assert running.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
