@@ -132,12 +132,13 @@ from runner.pacing import (
 )
 from runner.plan.build import Instance, Plan, key
 from runner.plan.scopes import Scopes
-from runner.providers import CallbackProvider, Fetch, First, Op, Produced, Provider, Result
+from runner.providers import CallbackProvider, Fetch, First, Op, Produced, Provider, Result, Streams
 from runner.recipe import blame
 from runner.recipe.load import Provider as ProviderConfig
 from runner.recipe.template import TemplateError, render
 from runner.steps import models
 from runner.steps.types import TYPES
+from runner.store import previews
 from runner.store.journal import Store, compact
 
 MAX_SUBMIT_RETRIES = 8
@@ -251,6 +252,9 @@ class Engine:
                                              early.Memory.load(opts.state_dir))
         self.over: set[str] = set()
         self._over_events: dict[str, anyio.Event] = {}
+        # Running tasks' stream links, for `sunoflow review` (not the journal: they
+        # decide nothing, see `_poll`).
+        self.previews = previews.Previews(opts.state_dir)
 
     # --- selection -----------------------------------------------------------------
 
@@ -1320,6 +1324,15 @@ class Engine:
                 sent_at = SENT_AT.get()
                 sent = (sent_at or before) - t0
                 waited = sent_at - before if sent_at is not None else 0.0
+                if isinstance(res, Streams):
+                    # A running task's stream links: written for the review page, and
+                    # otherwise exactly the None below. Money: a Streams is never a
+                    # Result, so it cannot end the task, journal it or lead to a
+                    # submission; done and resubmitted stay decided by a Result or a
+                    # TaskFailed alone (rules 1-5), and a failed write is only a lost
+                    # preview (runner.store.previews).
+                    await self.previews.note(inst.id, op.key, task_id, res)
+                    res = None
                 if res is None:
                     running = before_first = sent
                     continue
@@ -1329,6 +1342,8 @@ class Engine:
                     self.poller.learn_first(op.type, before_first, sent, aimed, waited)
                 if isinstance(res, First):
                     running = sent
+                    if res.streams is not None:  # the second take's link (see above)
+                        await self.previews.note(inst.id, op.key, task_id, res.streams)
                     if want_first:
                         await first(res)
                     continue
@@ -1342,6 +1357,7 @@ class Engine:
         finally:
             if cb is not None:
                 cb.finish(task_id)  # later callbacks for it are duplicates: ignored
+            self.previews.forget(task_id)
 
     async def _callback(self, op: Op, task_id: str, cb: Callbacks, t0: float, n: int,
                         deadline: float | None,
@@ -1364,7 +1380,13 @@ class Engine:
                     # Whether to pay again (rule 5) is decided on the service's own
                     # record, never on a pushed message alone: poll now.
                     return None
+                if isinstance(res, Streams):
+                    # The `text` stage's links: a preview, never an end (see `_poll`).
+                    await self.previews.note(op.step, op.key, task_id, res)
+                    continue
                 if isinstance(res, First):
+                    if res.streams is not None:
+                        await self.previews.note(op.step, op.key, task_id, res.streams)
                     if on_first is not None:
                         await on_first(res)
                         on_first = None

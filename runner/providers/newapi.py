@@ -427,6 +427,8 @@ class NewApiProvider:
                              + ("; the credits were refunded" if refunded else ""),
                              step=op.step, refunded=refunded)
         codes.note_unknown(status, self.kind)
+        # No stream preview (runner.providers.Streams) from the relay: no relay page names
+        # a stream link, and a clip's audio_url while it is "streaming" is undocumented.
         return None  # NOT_START, SUBMITTED, QUEUED, IN_PROGRESS and anything unknown
 
     def _lyrics(self, op: Op, task_id: str, dto: dict[str, Any]) -> Result:
