@@ -10,13 +10,21 @@ music, stems, WAV and MP4; `taskId` for lyrics and cover art.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runner.fake.config import MUSIC_OPS
-from runner.fake.state import FIRST_AT, TEXT_AT, Task
+from runner.fake.state import FIRST_AT, TEXT_AT, Clip, Task
 
-if TYPE_CHECKING:
-    from runner.fake.sunoapi import SunoApi
+
+class SunoApi(Protocol):
+    """What a body reads of the service (runner.fake.sunoapi.SunoApi), named here because
+    that module imports this one: no import circle, not even a type-only one."""
+
+    world: Any
+
+    def _fail(self, task: Task) -> tuple[int, str]: ...
+
+    def _suno_item(self, base: str, clip: Clip, ready: bool) -> dict[str, Any]: ...
 
 STEM_OPS = frozenset({"separate_vocal", "split_stem", "split_stem_advanced"})
 CALLED_BACK = MUSIC_OPS | STEM_OPS | {"lyrics", "wav", "mp4", "cover"}
