@@ -11,6 +11,10 @@
 Keyword options are configuration keys (see `runner.fake.config.DEFAULTS`); `config`
 takes a whole configuration dict (a parsed `--config` file) that the keywords override.
 From a shell: `python -m runner.fake --protocol sunoapi --port 0`.
+
+Never imports the client's parts (recipe, plan, engine, store, providers, CLI): the fake is
+our reading of the services, written apart from the client it tests, so that one mistake
+shared by both cannot make them agree (tests/test_layout.py checks it).
 """
 
 from __future__ import annotations

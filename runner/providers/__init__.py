@@ -22,6 +22,9 @@ callback body is about, and reads a body into the same Result (or First) a poll 
 
 Results hold file placeholders: ``Fetch(url)`` for a file to download and ``Produced(path)``
 for one made on this machine. The engine replaces each with the stored file.
+
+Never imports the engine or the store (tests/test_layout.py checks it): a provider is
+handed what it needs (an uploads cache), never the run's state.
 """
 
 from __future__ import annotations

@@ -11,4 +11,8 @@ folder. One folder, so that it moves as one:
     actions.py  its only writes: keep a take, reroll one song (never paying twice)
     export.py   the static copy
     command.py  what `sunoflow review` does with its arguments
+
+It reads what a run left (recipe, takes file, state, album). It never imports the
+providers: a reroll, the one thing that pays, runs `sunoflow reroll` in a process of its
+own, so it goes through the engine's never-pay-twice path like any run.
 """
