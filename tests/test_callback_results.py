@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +20,9 @@ from runner.pacing import FakeClock
 from runner.providers import First, Op, Result, Streams
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
 from runner.recipe.load import Provider as ProviderConfig
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 KEY = "sk-callback-results-5521"
 
@@ -55,7 +57,7 @@ async def submit_and_poll(prov: SunoApiProvider, op: Op) -> tuple[str, Result]:
     return sub.task_id, res
 
 
-def test_callbacks_and_polls_read_the_same_for_every_family(srv, tmp_path):
+async def test_callbacks_and_polls_read_the_same_for_every_family(srv, tmp_path):
     prov = make(srv.url)
 
     async def main() -> None:
@@ -79,11 +81,11 @@ def test_callbacks_and_polls_read_the_same_for_every_family(srv, tmp_path):
             assert called.outputs == polled.outputs, op.type
         await prov.aclose()
 
-    anyio.run(main)
+    await main()
 
 
-def test_the_text_stage_means_running_and_the_first_stage_brings_the_first_track(srv,
-                                                                                 tmp_path):
+async def test_the_text_stage_means_running_and_the_first_stage_brings_the_first_track(srv,
+                                                                                       tmp_path):
     prov = make(srv.url)
 
     async def main() -> None:
@@ -99,7 +101,7 @@ def test_the_text_stage_means_running_and_the_first_stage_brings_the_first_track
         assert first.result.outputs["tracks"] == polled.outputs["tracks"][:1]
         await prov.aclose()
 
-    anyio.run(main)
+    await main()
 
 
 def test_a_first_stage_without_the_first_clips_url_means_still_running(tmp_path):
@@ -124,7 +126,7 @@ def test_a_first_stage_without_the_first_clips_url_means_still_running(tmp_path)
 
 
 @pytest.mark.parametrize(("code", "refunded"), [(531, True), (501, False)])
-def test_an_error_callback_fails_the_task_as_the_poll_does(srv, tmp_path, code, refunded):
+async def test_an_error_callback_fails_the_task_as_the_poll_does(srv, tmp_path, code, refunded):
     srv.configure(faults=[{"match": {"op": "generate"}, "action": {
         "fail_task": "GENERATE_AUDIO_FAILED", "code": code}}])
     prov = make(srv.url)
@@ -140,7 +142,7 @@ def test_an_error_callback_fails_the_task_as_the_poll_does(srv, tmp_path, code, 
         assert called.value.refunded is polled.value.refunded is refunded
         await prov.aclose()
 
-    anyio.run(main)
+    await main()
 
 
 def test_a_callback_names_its_task_in_either_casing():
@@ -202,7 +204,7 @@ def test_no_body_makes_the_provider_raise_anything_but_task_failed(tmp_path_fact
     assert res is None or isinstance(res.outputs, dict)
 
 
-def test_an_answer_that_quotes_the_callback_url_does_not_leak_the_token(tmp_path):
+async def test_an_answer_that_quotes_the_callback_url_does_not_leak_the_token(tmp_path):
     prov = make()
     token = "tok-" + "Z" * 40
     prov.use_callback_url(f"https://hooks.example.net/cb/{token}")
@@ -219,6 +221,6 @@ def test_an_answer_that_quotes_the_callback_url_does_not_leak_the_token(tmp_path
         await prov.aclose()
         return info.value
 
-    exc = anyio.run(main)
+    exc = await main()
     assert "hooks.example.net/cb/[redacted]" in str(exc)
     assert token not in str(exc)

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
@@ -28,6 +27,9 @@ from runner.providers.download import DownloadRejected, LinkExpired
 from runner.providers.http import ApiClient, http_failure
 from runner.recipe.load import Provider as ProviderConfig
 from runner.store.journal import Store
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 BIG = bytes(range(256)) * 10_000  # 2.56 MB: more than one of download's write batches
@@ -151,12 +153,12 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "state").open()
 
 
-def fetch(store: Store, url: str, **kw: object) -> dict[str, object]:
+async def fetch(store: Store, url: str, **kw: object) -> dict[str, object]:
     async def go() -> dict[str, object]:
         async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
             return await download.fetch(client, url, store, max_bytes=CAP, **kw)  # type: ignore[arg-type]
 
-    return anyio.run(go)
+    return await go()
 
 
 def leftovers(store: Store) -> list[Path]:
@@ -164,17 +166,17 @@ def leftovers(store: Store) -> list[Path]:
             ("VERSION", "journal.jsonl", "lock")]
 
 
-def test_a_file_and_a_chain_of_five_redirects_are_fetched(server: str, store: Store) -> None:
-    info = fetch(store, f"{server}/small.mp3")
-    assert Path(str(info["path"])).read_bytes() == BODY[:1000]
+async def test_a_file_and_a_chain_of_five_redirects_are_fetched(server: str, store: Store) -> None:
+    info = await fetch(store, f"{server}/small.mp3")
+    assert Path(str(info["path"])).read_bytes() == BODY[:1000]  # noqa: ASYNC240
     assert str(info["path"]).endswith(".mp3")
-    info = fetch(store, f"{server}/chain/5")
-    assert Path(str(info["path"])).read_bytes() == BODY[:100]
+    info = await fetch(store, f"{server}/chain/5")
+    assert Path(str(info["path"])).read_bytes() == BODY[:100]  # noqa: ASYNC240
     assert info["url"] == f"{server}/chain/5"
     assert not list(store.tmp.iterdir())
 
 
-def test_the_disk_work_of_a_download_stays_off_the_event_loop(
+async def test_the_disk_work_of_a_download_stays_off_the_event_loop(
         server: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writing, hashing and fsyncing a file ran on the event loop, where every file held
     up every other request, callback and rate-limit grant of the run (100 WAVs of 2 MB
@@ -206,8 +208,8 @@ def test_the_disk_work_of_a_download_stays_off_the_event_loop(
         async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
             return await download.fetch(client, f"{server}/big.wav", store)
 
-    info = anyio.run(go)
-    assert Path(str(info["path"])).read_bytes() == BIG
+    info = await go()
+    assert Path(str(info["path"])).read_bytes() == BIG  # noqa: ASYNC240
     assert info["sha256"] == real_sha256(BIG).hexdigest()
     assert seen["fsync"]
     assert seen["sha256.update"]
@@ -228,9 +230,9 @@ def test_the_disk_work_of_a_download_stays_off_the_event_loop(
     ("/big-unannounced", "/big-unannounced exceeds the cap of 4,096 bytes"),
     ("/gzip", "/gzip: sent with Content-Encoding 'gzip' after we asked for none"),
 ])
-def test_refused(server: str, store: Store, path: str, message: str) -> None:
+async def test_refused(server: str, store: Store, path: str, message: str) -> None:
     with pytest.raises(DownloadRejected) as exc:
-        fetch(store, f"{server}{path}")
+        await fetch(store, f"{server}{path}")
     assert message.format(server=server) in str(exc.value)
     assert leftovers(store) == []
 
@@ -238,9 +240,9 @@ def test_refused(server: str, store: Store, path: str, message: str) -> None:
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x.mp3",
                                  "FILE:///etc/passwd", "/etc/passwd", "data:,x",
                                  "gopher://127.0.0.1/"])
-def test_only_http_urls_are_fetched(store: Store, url: str) -> None:
+async def test_only_http_urls_are_fetched(store: Store, url: str) -> None:
     with pytest.raises(DownloadRejected, match="only http"):
-        fetch(store, url)
+        await fetch(store, url)
     assert leftovers(store) == []
 
 
@@ -250,47 +252,47 @@ def test_only_http_urls_are_fetched(store: Store, url: str) -> None:
                "complete message body (received 500 bytes, expected 1000)"),
     ("/bad-length", "/bad-length: RemoteProtocolError: bad Content-Length"),
 ])
-def test_a_body_that_disagrees_with_its_length_is_retryable(server: str, store: Store,
+async def test_a_body_that_disagrees_with_its_length_is_retryable(server: str, store: Store,
                                                            path: str, message: str) -> None:
     with pytest.raises(TransientError) as exc:
-        fetch(store, f"{server}{path}")
+        await fetch(store, f"{server}{path}")
     assert message in str(exc.value)
     assert leftovers(store) == []
 
 
-def test_a_body_longer_than_its_announced_length_is_not_taken_as_the_file(
+async def test_a_body_longer_than_its_announced_length_is_not_taken_as_the_file(
         server: str, store: Store) -> None:
     with pytest.raises(TransientError, match="more than the 500 bytes its Content-Length"):
-        fetch(store, f"{server}/long")
+        await fetch(store, f"{server}/long")
     assert leftovers(store) == []
 
 
 @pytest.mark.parametrize("path", ["/stream.m3u8", "/hls", "/sneaky.mp3"])
-def test_a_playlist_is_never_stored_as_audio(server: str, store: Store, path: str) -> None:
+async def test_a_playlist_is_never_stored_as_audio(server: str, store: Store, path: str) -> None:
     with pytest.raises(DownloadRejected, match="playlist"):
-        fetch(store, f"{server}{path}")
+        await fetch(store, f"{server}{path}")
     assert leftovers(store) == []
 
 
-def test_a_gone_link_asks_for_a_fresh_one(server: str, store: Store) -> None:
+async def test_a_gone_link_asks_for_a_fresh_one(server: str, store: Store) -> None:
     with pytest.raises(LinkExpired):
-        fetch(store, f"{server}/gone")
+        await fetch(store, f"{server}/gone")
 
 
-def test_a_download_that_never_finishes_stops_at_its_deadline(server: str,
-                                                              store: Store) -> None:
+async def test_a_download_that_never_finishes_stops_at_its_deadline(server: str,
+                                                                    store: Store) -> None:
     # The server sends headers and then nothing, ever: the deadline is the only way out.
     with pytest.raises(DownloadRejected, match="not complete after 0.3 s"):
-        fetch(store, f"{server}/stall", deadline=0.3)
+        await fetch(store, f"{server}/stall", deadline=0.3)
     assert leftovers(store) == []
 
 
-def test_a_connection_refused_is_retryable(store: Store) -> None:
+async def test_a_connection_refused_is_retryable(store: Store) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     with pytest.raises(TransientError, match="ConnectError"):
-        fetch(store, f"http://127.0.0.1:{port}/x.mp3")
+        await fetch(store, f"http://127.0.0.1:{port}/x.mp3")
 
 
 RECIPE = """\
@@ -321,7 +323,7 @@ def test_the_cap_is_set_in_the_provider_block(tmp_path: Path) -> None:
     assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
 
 
-def test_an_api_answer_redirecting_to_a_malformed_url_is_a_step_error(server: str) -> None:
+async def test_an_api_answer_redirecting_to_a_malformed_url_is_a_step_error(server: str) -> None:
     """httpx parses a Location even when it does not follow it; an API answer whose
     Location it cannot parse is a clean step failure, not a crash."""
     config = ProviderConfig(kind="sunoapi", base_url=server, request_timeout=5.0)
@@ -334,10 +336,10 @@ def test_an_api_answer_redirecting_to_a_malformed_url_is_a_step_error(server: st
             await api.aclose()
 
     with pytest.raises(StepError, match=r"^song: POST /to-data: invalid URL"):
-        anyio.run(go)
+        await go()
 
 
-def test_a_key_echoed_in_a_redirect_is_not_quoted(server: str) -> None:
+async def test_a_key_echoed_in_a_redirect_is_not_quoted(server: str) -> None:
     config = ProviderConfig(kind="sunoapi", base_url=server, request_timeout=5.0)
     api = ApiClient(config, env={"SUNO_API_KEY": "sk-Echoed-42"}, clock=FakeClock())
 
@@ -348,7 +350,7 @@ def test_a_key_echoed_in_a_redirect_is_not_quoted(server: str) -> None:
         finally:
             await api.aclose()
 
-    failure = anyio.run(go)
+    failure = await go()
     assert str(failure) == ("song: POST /echo-auth: the service redirects (HTTP 302) to "
                             "https://login.example/?was=Bearer+[redacted]; set base_url to "
                             "the address it names")

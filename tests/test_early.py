@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anyio
 import pytest
 
 from runner.engine import early
@@ -25,6 +24,9 @@ from runner.fake import FakeServer
 from runner.pacing import SEND_CHECK, FakeClock
 from runner.providers.http import ApiClient
 from runner.recipe import load as recipes
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 WAV = "POST /api/v1/wav/generate"
 
@@ -124,7 +126,7 @@ def test_a_memory_from_a_newer_sunoflow_is_neither_read_nor_overwritten(
 
 
 
-def test_a_submit_withdrawn_while_it_waited_for_the_rate_limiter_never_leaves() -> None:
+async def test_a_submit_withdrawn_while_it_waited_for_the_rate_limiter_never_leaves() -> None:
     """The engine's SEND_CHECK runs after the rate limiter and before the request is sent:
     a refusal learned meanwhile keeps an early submit here (errors.Withheld). Requests
     that cannot pay (polls, uploads) are never held."""
@@ -154,5 +156,5 @@ def test_a_submit_withdrawn_while_it_waited_for_the_rate_limiter_never_leaves() 
             finally:
                 await api.aclose()
 
-        assert anyio.run(main) == [200, 200]
+        assert await main() == [200, 200]
         assert [e["path"] for e in srv.log] == ["/api/v1/generate/credit"] * 2

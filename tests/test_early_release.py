@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from doubles import Quiet
@@ -33,6 +32,9 @@ from runner.providers import First, Op, Produced, Result, Submitted
 from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.store.journal import Store
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 KEY = "sk-early-release-Key-31c"
 SONG = 600.0  # fake seconds a song takes; its first track is ready at three quarters
@@ -375,10 +377,10 @@ class Staged(Quiet):
         return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
 
 
-def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list[str]]:
+async def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list[str]]:
     """Run TAKES (`long` reads the song's track `take`) with the durations of music already
     learned (the median: TAKES_LAST), as later in a run."""
-    tmp.mkdir()
+    tmp.mkdir()  # noqa: ASYNC240
     (tmp / "aim.yaml").write_text(TAKES % (extra, take))
     plan = build(recipes.load(tmp / "aim.yaml"))
     store = Store(tmp / "state").open()
@@ -389,17 +391,17 @@ def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list[str]]
                  PlainProgress(quiet=True))
     for _ in range(9):
         eng.poller.learn("generate", None, TAKES_LAST / DONE_AT_FIRST)
-    assert anyio.run(eng.run) == "succeeded"
+    assert await eng.run() == "succeeded"
     store.close()
     return prov, [f"{e['e']} {e['step']}" for e in journal(tmp)]
 
 
-def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_dependants(
+async def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_dependants(
         tmp_path):
     # `long` reads tracks[0]: one more poll, at three quarters of the learned duration,
     # finds the first stage, which is journaled, and `long` starts from it; the usual
     # poll then finds the song done.
-    early, events = aimed_run(tmp_path / "early", 0)
+    early, events = await aimed_run(tmp_path / "early", 0)
     assert early.polls["song"][0] == pytest.approx(0.75 * TAKES_LAST)
     assert len(early.polls["song"]) == 2
     assert early.polls["song"][1] >= TAKES_LAST
@@ -408,7 +410,7 @@ def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_dependa
     # `long` reads tracks[1], or release_on_first is off: today's schedule, one poll at
     # the median, and `long` starts when the song is done.
     for name, take, extra in (("other", 1, ""), ("off", 0, ", release_on_first: false")):
-        prov, events = aimed_run(tmp_path / name, take, extra)
+        prov, events = await aimed_run(tmp_path / name, take, extra)
         assert prov.polls["song"] == [pytest.approx(TAKES_LAST)], name
         assert prov.audio["long"] == f"task-song-{take}"
         assert "first song" not in events

@@ -29,6 +29,9 @@ from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.store.journal import Store
 
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
+
 RECIPE = """\
 version: 1
 name: t
@@ -103,10 +106,10 @@ class ScriptedProvider(Quiet):
 # The scripted tasks run for as long as a test needs, on a fake clock that jumps ahead while
 # every task waits: the default deadlines (runner.engine.deadlines) are lifted, and the tests of
 # deadlines set a step's `timeout`.
-def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
-               **opts: Any) -> Engine:
+async def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
+                     **opts: Any) -> Engine:
     path = tmp_path / "r.yaml"
-    tmp_path.mkdir(parents=True, exist_ok=True)
+    tmp_path.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     path.write_text(RECIPE % step_extra)
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
@@ -115,7 +118,7 @@ def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = 
     eng = Engine(plan, store, providers,  # type: ignore[dict-item]
                  Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False,
                          **opts), PlainProgress(quiet=True))
-    eng.status = anyio.run(eng.run)  # type: ignore[attr-defined]
+    eng.status = await eng.run()  # type: ignore[attr-defined]
     store.close()
     return eng
 
@@ -124,83 +127,83 @@ def submitted(ledger: Ledger, step: str) -> int:
     return sum(1 for s, _ in ledger.created if s == step)
 
 
-def test_each_instance_is_submitted_once_and_a_second_run_submits_nothing(tmp_path: Path):
+async def test_each_instance_is_submitted_once_and_a_second_run_submits_nothing(tmp_path: Path):
     ledger = Ledger()
-    eng = run_engine(tmp_path, ScriptedProvider(ledger))
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger))
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     assert len(ledger.created) == 6
     assert eng.counts.submissions == 6
     again = Ledger()
-    eng2 = run_engine(tmp_path, ScriptedProvider(again))
+    eng2 = await run_engine(tmp_path, ScriptedProvider(again))
     assert again.created == []
     assert {r.status for r in eng2.records.values()} == {"cached"}
 
 
-def test_transient_submit_errors_are_retried_without_a_new_task(tmp_path: Path):
+async def test_transient_submit_errors_are_retried_without_a_new_task(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, {"song[1]": [TransientError("430", retry_after=7.0),
                                                  TransientError("connect refused")]})
-    eng = run_engine(tmp_path, prov)
+    eng = await run_engine(tmp_path, prov)
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     assert submitted(ledger, "song[1]") == 1
     assert eng.records["song[1]"].attempts == 1
     assert 7.0 in eng.clock.slept  # type: ignore[attr-defined]  # Retry-After honoured
 
 
-def test_possibly_submitted_is_counted_and_resubmitted_by_default(tmp_path: Path):
+async def test_possibly_submitted_is_counted_and_resubmitted_by_default(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("HTTP 504")]})
-    eng = run_engine(tmp_path, prov)
+    eng = await run_engine(tmp_path, prov)
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     assert submitted(ledger, "song[0]") == 2  # the lost one, and the resubmission
     assert eng.counts.possibly_submitted == 1
 
 
-def test_no_resubmit_uncertain_stops_instead(tmp_path: Path):
+async def test_no_resubmit_uncertain_stops_instead(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("read timeout")]})
-    eng = run_engine(tmp_path, prov, resubmit_uncertain=False)
+    eng = await run_engine(tmp_path, prov, resubmit_uncertain=False)
     assert eng.status == "failed"  # type: ignore[attr-defined]
     assert submitted(ledger, "song[0]") == 1
     assert "not resubmitting" in (eng.records["song[0]"].error or "")
 
 
-def test_a_failed_task_is_not_resubmitted_without_retry(tmp_path: Path):
+async def test_a_failed_task_is_not_resubmitted_without_retry(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, poll_script={
         "song[2]": [TaskFailed("GENERATE_AUDIO_FAILED")]})
-    eng = run_engine(tmp_path, prov, keep_going=True)
+    eng = await run_engine(tmp_path, prov, keep_going=True)
     assert eng.status == "failed"  # type: ignore[attr-defined]
     assert submitted(ledger, "song[2]") == 1
     assert eng.records["song[2]"].status == "failed"
     assert eng.records["song[0]"].status == "succeeded"  # keep-going finished the others
 
 
-def test_retry_pays_for_another_try_only_when_asked(tmp_path: Path):
+async def test_retry_pays_for_another_try_only_when_asked(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, poll_script={
         "song[2]": [TaskFailed("SENSITIVE_WORD_ERROR")]})
-    eng = run_engine(tmp_path, prov, step_extra="retry: 1")
+    eng = await run_engine(tmp_path, prov, step_extra="retry: 1")
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     assert submitted(ledger, "song[2]") == 2
 
 
-def test_a_refunded_failure_is_resubmitted_for_free(tmp_path: Path):
+async def test_a_refunded_failure_is_resubmitted_for_free(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, poll_script={
         "song[0]": [TaskFailed("531 failed, refunded", refunded=True)]})
-    eng = run_engine(tmp_path, prov)
+    eng = await run_engine(tmp_path, prov)
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     assert submitted(ledger, "song[0]") == 2
 
 
 @pytest.mark.parametrize("exc", [AuthError("401: check SUNO_API_KEY"),
                                  CreditsError("insufficient credits")])
-def test_auth_and_credit_errors_stop_every_new_submission(tmp_path: Path, exc: Exception):
+async def test_auth_and_credit_errors_stop_every_new_submission(tmp_path: Path, exc: Exception):
     ledger = Ledger()
     # The service answers words[0] with the error; nothing else may be submitted after it.
     prov = ScriptedProvider(ledger, {"words[0]": [exc]})
-    eng = run_engine(tmp_path, prov, keep_going=True, concurrency=1)
+    eng = await run_engine(tmp_path, prov, keep_going=True, concurrency=1)
     assert eng.status == "failed"  # type: ignore[attr-defined]
     assert eng.stop_reason
     assert str(exc) in eng.stop_reason
@@ -208,40 +211,40 @@ def test_auth_and_credit_errors_stop_every_new_submission(tmp_path: Path, exc: E
     assert all(r.status in ("failed", "skipped") for r in eng.records.values())
 
 
-def test_fail_fast_stops_submitting_but_keep_going_finishes_branches(tmp_path: Path):
+async def test_fail_fast_stops_submitting_but_keep_going_finishes_branches(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, poll_script={"words[0]": [TaskFailed("failed")]})
-    eng = run_engine(tmp_path / "a", prov, concurrency=1)
+    eng = await run_engine(tmp_path / "a", prov, concurrency=1)
     assert eng.status == "failed"  # type: ignore[attr-defined]
     assert eng.records["song[0]"].status == "skipped"
     assert submitted(ledger, "song[1]") == 0
     ledger2 = Ledger()
     prov2 = ScriptedProvider(ledger2, poll_script={"words[0]": [TaskFailed("failed")]})
-    eng2 = run_engine(tmp_path / "b", prov2, concurrency=1, keep_going=True)
+    eng2 = await run_engine(tmp_path / "b", prov2, concurrency=1, keep_going=True)
     assert eng2.records["song[0]"].status == "skipped"
     assert eng2.records["song[1]"].status == "succeeded"
     assert eng2.records["song[2]"].status == "succeeded"
 
 
-def test_resume_polls_a_recorded_task_and_never_resubmits_it(tmp_path: Path):
+async def test_resume_polls_a_recorded_task_and_never_resubmits_it(tmp_path: Path):
     ledger = Ledger()
     # First run: song[1] stays running until the step times out; its task id is recorded.
     prov = ScriptedProvider(ledger, poll_script={"song[1]": ["running"] * 1000})
-    eng = run_engine(tmp_path, prov, step_extra="timeout: 30")
+    eng = await run_engine(tmp_path, prov, step_extra="timeout: 30")
     assert eng.records["song[1]"].status == "failed"
     first = [t for s, t in ledger.created if s == "song[1]"]
     assert len(first) == 1
     ledger2 = Ledger()
     prov2 = ScriptedProvider(ledger2)
-    eng2 = run_engine(tmp_path, prov2, step_extra="timeout: 30")
+    eng2 = await run_engine(tmp_path, prov2, step_extra="timeout: 30")
     assert eng2.status == "succeeded"  # type: ignore[attr-defined]
     assert ledger2.created == []
     assert eng2.records["song[1]"].task_ids == first
 
 
-def test_an_intent_without_a_task_id_is_possibly_submitted_on_resume(tmp_path: Path):
+async def test_an_intent_without_a_task_id_is_possibly_submitted_on_resume(tmp_path: Path):
     ledger = Ledger()
-    run_engine(tmp_path, ScriptedProvider(ledger))
+    await run_engine(tmp_path, ScriptedProvider(ledger))
     store = Store(tmp_path / "state").open()
     key = next(k for k, s in store.states.items() if s.step == "song[0]")
     # Simulate a kill between the intent and the service's answer for a fresh key.
@@ -249,7 +252,7 @@ def test_an_intent_without_a_task_id_is_possibly_submitted_on_resume(tmp_path: P
     store.record("intent", key, "song[0]", attempt=1)
     store.close()
     ledger2 = Ledger()
-    eng = run_engine(tmp_path, ScriptedProvider(ledger2))
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger2))
     assert eng.counts.possibly_submitted == 1
     assert submitted(ledger2, "song[0]") == 1
     ledger3 = Ledger()
@@ -257,42 +260,42 @@ def test_an_intent_without_a_task_id_is_possibly_submitted_on_resume(tmp_path: P
     store.record("forget", key, "song[0]")
     store.record("intent", key, "song[0]", attempt=1)
     store.close()
-    eng3 = run_engine(tmp_path, ScriptedProvider(ledger3), resubmit_uncertain=False)
+    eng3 = await run_engine(tmp_path, ScriptedProvider(ledger3), resubmit_uncertain=False)
     assert ledger3.created == []
     assert eng3.records["song[0]"].status == "failed"
 
 
-def test_only_runs_a_step_and_what_it_needs(tmp_path: Path):
+async def test_only_runs_a_step_and_what_it_needs(tmp_path: Path):
     ledger = Ledger()
-    eng = run_engine(tmp_path, ScriptedProvider(ledger), only={"words"})
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger), only={"words"})
     assert {s for s, _ in ledger.created} == {"words[0]", "words[1]", "words[2]"}
     assert set(eng.records) == {"words[0]", "words[1]", "words[2]"}
 
 
-def test_force_reruns_the_step_and_downstream_only(tmp_path: Path):
-    run_engine(tmp_path, ScriptedProvider(Ledger()))
+async def test_force_reruns_the_step_and_downstream_only(tmp_path: Path):
+    await run_engine(tmp_path, ScriptedProvider(Ledger()))
     ledger = Ledger()
-    eng = run_engine(tmp_path, ScriptedProvider(ledger), force={"song"})
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger), force={"song"})
     assert sorted(s for s, _ in ledger.created) == ["song[0]", "song[1]", "song[2]"]
     assert all(eng.records[f"words[{i}]"].status == "cached" for i in range(3))
 
 
-def test_max_credits_refuses_to_submit_past_the_budget(tmp_path: Path):
+async def test_max_credits_refuses_to_submit_past_the_budget(tmp_path: Path):
     ledger = Ledger()
     # lyrics cost 1 credit each by default, generate 12: 3 + 12 fits, the second song not.
-    eng = run_engine(tmp_path, ScriptedProvider(ledger), max_credits=20, concurrency=1)
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger), max_credits=20, concurrency=1)
     assert eng.status == "failed"  # type: ignore[attr-defined]
     assert len(ledger.created) == 4
     assert "--max-credits" in (eng.stop_reason or "")
 
 
-def test_journal_survives_a_torn_last_line(tmp_path: Path):
-    run_engine(tmp_path, ScriptedProvider(Ledger()))
+async def test_journal_survives_a_torn_last_line(tmp_path: Path):
+    await run_engine(tmp_path, ScriptedProvider(Ledger()))
     journal = tmp_path / "state" / "journal.jsonl"
     with journal.open("ab") as f:
         f.write(b'{"v":1,"e":"intent","key":"abc","step":"song[0]"')  # killed mid-write
     ledger = Ledger()
-    eng = run_engine(tmp_path, ScriptedProvider(ledger))
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger))
     assert ledger.created == []
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     lines = journal.read_bytes().split(b"\n")
@@ -312,22 +315,22 @@ def test_recipe_text_helper_is_valid():
     assert "for_each" in textwrap.dedent(RECIPE)
 
 
-def test_a_service_that_never_answers_a_submit_is_not_paid_without_bound(tmp_path: Path):
+async def test_a_service_that_never_answers_a_submit_is_not_paid_without_bound(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("HTTP 502")] * 50})
-    eng = run_engine(tmp_path, prov, keep_going=True)
+    eng = await run_engine(tmp_path, prov, keep_going=True)
     assert eng.records["song[0]"].status == "failed"
     assert "got no answer" in (eng.records["song[0]"].error or "")
     assert submitted(ledger, "song[0]") == 3  # the first and two resubmissions, no more
     assert eng.counts.possibly_submitted == 3
 
 
-def test_concurrency_bounds_submits_not_tasks_running_at_the_service(tmp_path: Path):
+async def test_concurrency_bounds_submits_not_tasks_running_at_the_service(tmp_path: Path):
     # With one slot, a task being polled must not hold it: each lyrics task keeps running
     # until all three were submitted, which only happens if polling holds no slot.
     prov = ScriptedProvider(Ledger(), poll_script={
         f"words[{i}]": ["until_all_submitted"] for i in range(3)})
-    eng = run_engine(tmp_path, prov, concurrency=1)
+    eng = await run_engine(tmp_path, prov, concurrency=1)
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
     in_flight = peak = 0
     for kind, _step in prov.events:
@@ -336,7 +339,7 @@ def test_concurrency_bounds_submits_not_tasks_running_at_the_service(tmp_path: P
     assert peak == 3
 
 
-def test_a_queued_instance_whose_key_is_in_flight_gives_its_place_back(tmp_path: Path):
+async def test_a_queued_instance_whose_key_is_in_flight_gives_its_place_back(tmp_path: Path):
     # Two instances with the same inputs (one key) and one place: the first takes the
     # place to submit; the second is handed it next and finds the key in flight, so it
     # waits for the first, which needs a place again to fetch its files. Holding on to
@@ -356,7 +359,7 @@ def test_a_queued_instance_whose_key_is_in_flight_gives_its_place_back(tmp_path:
         with anyio.fail_after(20):  # real seconds, only so that a regression fails, not hangs
             return await eng.run()
 
-    assert anyio.run(go) == "succeeded"
+    assert await go() == "succeeded"
     store.close()
     assert submitted(ledger, "words[0]") + submitted(ledger, "words[1]") == 1
     assert eng.remote_slots.held == 0

@@ -18,6 +18,9 @@ from runner.providers.http import ApiClient, files_client
 from runner.providers.httpclient import CachedStream, async_client, cheap_pool_checks, is_readable
 from runner.recipe.load import Provider as ProviderConfig
 
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
+
 
 class ClosingServer:
     """Answers each connection's one request with a keep-alive 200, then closes it."""
@@ -71,7 +74,7 @@ def test_installed_httpx_pools_are_recognised(monkeypatch: pytest.MonkeyPatch) -
     assert cheap_pool_checks(httpx.AsyncClient(transport=mock)) == 0
 
 
-def test_sunoflow_clients_are_made_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sunoflow_clients_are_made_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUNO_API_KEY", "sk-test-0123456789")
     config = ProviderConfig(kind="sunoapi", base_url="http://127.0.0.1:9")
 
@@ -82,10 +85,10 @@ def test_sunoflow_clients_are_made_cheap(monkeypatch: pytest.MonkeyPatch) -> Non
         return [cheap_pool_checks(api.client), cheap_pool_checks(files.get()),
                 cheap_pool_checks(async_client())]
 
-    assert anyio.run(main) == [0, 0, 0]
+    assert await main() == [0, 0, 0]
 
 
-def test_a_connection_the_server_closed_is_not_reused(server: ClosingServer) -> None:
+async def test_a_connection_the_server_closed_is_not_reused(server: ClosingServer) -> None:
     async def main() -> tuple[int, int, list[str]]:
         async with async_client() as client:
             first = await client.get(server.url)
@@ -96,7 +99,7 @@ def test_a_connection_the_server_closed_is_not_reused(server: ClosingServer) -> 
             await anyio.to_thread.run_sync(server.closed.acquire)
             return first.status_code, second.status_code, [first.text, second.text]
 
-    assert anyio.run(main) == (200, 200, ["ok", "ok"])
+    assert await main() == (200, 200, ["ok", "ok"])
     assert server.connections == 2
 
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from test_engine import RECIPE, Ledger, ScriptedProvider, run_engine, submitted
 
@@ -25,6 +24,9 @@ from runner.plan import build as planner
 from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.store.journal import Store
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 # --- lines of the wrong shape ----------------------------------------------------------------
 
@@ -41,8 +43,9 @@ BAD = [b"{}", b"123", b"null", b'"text"', b"[1, 2]",
 
 
 @pytest.mark.parametrize("bad", BAD, ids=[b.decode()[:40] for b in BAD])
-def test_a_line_of_the_wrong_shape_is_skipped_with_its_line_number(tmp_path: Path, bad: bytes):
-    run_engine(tmp_path, ScriptedProvider(Ledger()))
+async def test_a_line_of_the_wrong_shape_is_skipped_with_its_line_number(tmp_path: Path,
+                                                                        bad: bytes):
+    await run_engine(tmp_path, ScriptedProvider(Ledger()))
     journal = tmp_path / "state" / "journal.jsonl"
     lines = journal.read_bytes().splitlines(keepends=True)
     middle = len(lines) // 2
@@ -54,7 +57,7 @@ def test_a_line_of_the_wrong_shape_is_skipped_with_its_line_number(tmp_path: Pat
     store.close()
     # The valid lines around it still count: nothing is paid again.
     ledger = Ledger()
-    eng = run_engine(tmp_path, ScriptedProvider(ledger))
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger))
     assert ledger.created == []
     assert eng.status == "succeeded"  # type: ignore[attr-defined]
 
@@ -106,12 +109,12 @@ def engine_with(tmp_path: Path, store: Store, provider: ScriptedProvider,
                           concurrency=1), PlainProgress(stream=out))
 
 
-def test_a_refused_task_id_is_kept_printed_and_written_again(tmp_path: Path):
+async def test_a_refused_task_id_is_kept_printed_and_written_again(tmp_path: Path):
     ledger = Ledger()
     out = io.StringIO()
     store = RefusingStore(tmp_path / "state", "words[0]", times=2).open()
     eng = engine_with(tmp_path, store, ScriptedProvider(ledger), out)
-    assert anyio.run(eng.run) == "failed"
+    assert await eng.run() == "failed"
     store.close()
     task = next(t for s, t in ledger.created if s == "words[0]")
     text = out.getvalue()
@@ -129,18 +132,18 @@ def test_a_refused_task_id_is_kept_printed_and_written_again(tmp_path: Path):
     again = Ledger()
     eng2 = engine_with(tmp_path, Store(tmp_path / "state").open(), ScriptedProvider(again),
                        io.StringIO())
-    assert anyio.run(eng2.run) == "succeeded"
+    assert await eng2.run() == "succeeded"
     assert submitted(again, "words[0]") == 0
 
 
-def test_a_task_id_still_refused_at_the_end_is_named_for_the_user(tmp_path: Path):
+async def test_a_task_id_still_refused_at_the_end_is_named_for_the_user(tmp_path: Path):
     ledger = Ledger()
     out = io.StringIO()
     # The `submitted` line is refused every time, and the task ends without a `done`.
     store = RefusingStore(tmp_path / "state", "words[0]", times=99).open()
     provider = ScriptedProvider(ledger, poll_script={"words[0]": [TaskFailed("FAILED")]})
     eng = engine_with(tmp_path, store, provider, out)
-    assert anyio.run(eng.run) == "failed"
+    assert await eng.run() == "failed"
     store.close()
     task = next(t for s, t in ledger.created if s == "words[0]")
     assert f"words[0]: task {task} is paid for but NOT in the journal" in out.getvalue()

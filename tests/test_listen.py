@@ -17,6 +17,9 @@ from runner.errors import UsageError
 from runner.pacing import Clock
 from runner.providers.sunoapi_callback import task_id
 
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
+
 Test = Callable[["Rig"], Awaitable[None]]
 
 
@@ -34,7 +37,7 @@ class Rig:
         return list(self.callbacks.tasks[tid].inbox)
 
 
-def serve(test: Test, **kw: Any) -> Rig:
+async def serve(test: Test, **kw: Any) -> Rig:
     rig: Rig | None = None
 
     async def main() -> None:
@@ -53,7 +56,7 @@ def serve(test: Test, **kw: Any) -> Rig:
                 await rig.http.aclose()
                 tg.cancel_scope.cancel()
 
-    anyio.run(main)
+    await main()
     assert rig is not None
     return rig
 
@@ -73,28 +76,28 @@ def complete(tid: str = "t1") -> dict[str, Any]:
             "data": {"callbackType": "complete", "task_id": tid, "data": []}}
 
 
-def test_a_callback_for_a_task_of_this_run_is_filed_and_answered_200():
+async def test_a_callback_for_a_task_of_this_run_is_filed_and_answered_200():
     async def test(rig: Rig) -> None:
         resp = await rig.http.post(rig.url, json=complete())
         assert resp.status_code == 200
         assert resp.headers["connection"] == "close"
         assert rig.inbox("t1") == [complete()]
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.received == 1
     assert rig.notes == []
 
 
-def test_a_reverse_proxy_may_keep_a_path_prefix():
+async def test_a_reverse_proxy_may_keep_a_path_prefix():
     async def test(rig: Rig) -> None:
         url = f"{rig.base}/hooks/sunoflow/cb/{rig.callbacks.token}?from=proxy"
         assert (await rig.http.post(url, json=complete())).status_code == 200
         assert rig.inbox("t1") == [complete()]
 
-    serve(test)
+    await serve(test)
 
 
-def test_a_wrong_token_or_path_is_404_logged_without_the_token_and_changes_nothing():
+async def test_a_wrong_token_or_path_is_404_logged_without_the_token_and_changes_nothing():
     async def test(rig: Rig) -> None:
         token = rig.callbacks.token
         forged = [f"{rig.base}/cb/{token[:-1]}x", f"{rig.base}/cb/", f"{rig.base}/cb/{token}/x",
@@ -105,7 +108,7 @@ def test_a_wrong_token_or_path_is_404_logged_without_the_token_and_changes_nothi
             assert token not in resp.text
         assert rig.inbox("t1") == []
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"wrong path or token": 5}
     assert rig.callbacks.stats.received == 0
     assert len(rig.notes) == 5
@@ -113,7 +116,7 @@ def test_a_wrong_token_or_path_is_404_logged_without_the_token_and_changes_nothi
     assert not any(rig.callbacks.token in n or rig.callbacks.token[:8] in n for n in rig.notes)
 
 
-def test_an_unknown_task_is_404_and_a_body_without_a_task_is_400():
+async def test_an_unknown_task_is_404_and_a_body_without_a_task_is_400():
     async def test(rig: Rig) -> None:
         assert (await rig.http.post(rig.url, json=complete("t2"))).status_code == 404
         assert (await rig.http.post(rig.url, json={"code": 200, "data": {}})).status_code == 400
@@ -122,7 +125,7 @@ def test_an_unknown_task_is_404_and_a_body_without_a_task_is_400():
         assert rig.inbox("t1") == []
         assert not rig.callbacks.expects("t2")
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"unknown task": 1, "no task id": 2}
     assert [n.split(")")[0] for n in rig.notes] == [
         "callback rejected (unknown task", "callback rejected (no task id",
@@ -133,18 +136,18 @@ def test_an_unknown_task_is_404_and_a_body_without_a_task_is_400():
     b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000,
     b'{"data": ' * 50_000 + b"1" + b"}" * 50_000,
 ])
-def test_malformed_json_is_400_and_changes_nothing(raw: bytes):
+async def test_malformed_json_is_400_and_changes_nothing(raw: bytes):
     async def test(rig: Rig) -> None:
         resp = await rig.http.post(rig.url, content=raw,
                                    headers={"content-type": "application/json"})
         assert resp.status_code == 400
         assert rig.inbox("t1") == []
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"malformed JSON": 1}
 
 
-def test_an_oversized_body_is_413_whether_announced_or_chunked():
+async def test_an_oversized_body_is_413_whether_announced_or_chunked():
     big = json.dumps({**complete(), "pad": "x" * MAX_BODY}).encode()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -161,20 +164,20 @@ def test_an_oversized_body_is_413_whether_announced_or_chunked():
         assert (await rig.http.post(rig.url, content=fits)).status_code == 200
         assert len(rig.inbox("t1")) == 1
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"body too large": 2}
 
 
-def test_only_post_is_accepted():
+async def test_only_post_is_accepted():
     async def test(rig: Rig) -> None:
         assert (await rig.http.get(rig.url)).status_code == 405
         assert (await rig.http.put(rig.url, json=complete())).status_code == 405
         assert rig.inbox("t1") == []
 
-    serve(test)
+    await serve(test)
 
 
-def test_not_http_is_closed_unanswered():
+async def test_not_http_is_closed_unanswered():
     async def test(rig: Rig) -> None:
         host, port = rig.base.removeprefix("http://").split(":")
         async with await anyio.connect_tcp(host, int(port)) as raw:
@@ -182,11 +185,11 @@ def test_not_http_is_closed_unanswered():
             assert await read_all(raw) == b""
         assert rig.inbox("t1") == []
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"not HTTP/1.1": 1}
 
 
-def test_a_slow_client_is_cut_off_and_does_not_hold_up_others():
+async def test_a_slow_client_is_cut_off_and_does_not_hold_up_others():
     async def test(rig: Rig) -> None:
         host, port = rig.base.removeprefix("http://").split(":")
         async with await anyio.connect_tcp(host, int(port)) as slow:
@@ -198,11 +201,11 @@ def test_a_slow_client_is_cut_off_and_does_not_hold_up_others():
             assert (await read_all(slow)).startswith(b"HTTP/1.1 408 ")
         assert rig.inbox("t1") == [complete()]
 
-    rig = serve(test, read_timeout=0.3)
+    rig = await serve(test, read_timeout=0.3)
     assert rig.callbacks.stats.rejected == {"too slow": 1}
 
 
-def test_connections_beyond_the_cap_are_closed_unanswered():
+async def test_connections_beyond_the_cap_are_closed_unanswered():
     async def test(rig: Rig) -> None:
         host, port = rig.base.removeprefix("http://").split(":")
         async with await anyio.connect_tcp(host, int(port)) as hog:
@@ -218,11 +221,11 @@ def test_connections_beyond_the_cap_are_closed_unanswered():
         assert (await rig.http.post(rig.url, json=complete())).status_code == 200
         assert rig.inbox("t1") == [complete()]
 
-    rig = serve(test, max_connections=1)
+    rig = await serve(test, max_connections=1)
     assert rig.callbacks.stats.rejected["too many connections"] == 1
 
 
-def test_a_callback_that_overtakes_its_submit_waits_for_the_task_id():
+async def test_a_callback_that_overtakes_its_submit_waits_for_the_task_id():
     async def test(rig: Rig) -> None:
         cb = rig.callbacks
         with cb.submitting():
@@ -236,30 +239,30 @@ def test_a_callback_that_overtakes_its_submit_waits_for_the_task_id():
         assert not cb.expects("ghost")
         assert (await rig.http.post(rig.url, json=complete("ghost"))).status_code == 404
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"unknown task": 2}
     assert rig.callbacks.stats.received == 1
 
 
-def test_callbacks_after_a_task_finished_are_answered_200_and_ignored():
+async def test_callbacks_after_a_task_finished_are_answered_200_and_ignored():
     async def test(rig: Rig) -> None:
         rig.callbacks.finish("t1")
         for _ in range(2):
             assert (await rig.http.post(rig.url, json=complete())).status_code == 200
         assert rig.inbox("t1") == []
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.ignored == 2
 
 
-def test_a_one_mebibyte_callback_is_answered_at_once():
+async def test_a_one_mebibyte_callback_is_answered_at_once():
     fits = json.dumps({**complete(), "pad": "x" * (MAX_BODY - 200)}).encode()
 
     async def test(rig: Rig) -> None:
         with anyio.fail_after(5):  # the services give up after 15 s
             assert (await rig.http.post(rig.url, content=fits)).status_code == 200
 
-    serve(test)
+    await serve(test)
 
 
 def test_the_fallback_schedule_learns_from_callbacks_only():
@@ -294,7 +297,7 @@ def test_bad_listen_addresses(text: str):
         parse_address(text)
 
 
-def test_what_is_held_is_bounded_and_the_excess_is_503(monkeypatch):
+async def test_what_is_held_is_bounded_and_the_excess_is_503(monkeypatch):
     monkeypatch.setattr("runner.callbacks.registry.HELD_MAX", 5)
 
     async def test(rig: Rig) -> None:
@@ -307,17 +310,17 @@ def test_what_is_held_is_bounded_and_the_excess_is_503(monkeypatch):
         assert len(await rig.callbacks.wait("t1", 0, Clock())) == 2
         assert (await rig.http.post(rig.url, json=complete())).status_code == 200
 
-    rig = serve(test)
+    rig = await serve(test)
     assert rig.callbacks.stats.rejected == {"too many held": 2}
     assert rig.callbacks.held == 4
 
 
-def test_rejections_are_logged_up_to_a_limit_then_counted():
+async def test_rejections_are_logged_up_to_a_limit_then_counted():
     async def test(rig: Rig) -> None:
         for _ in range(LOG_MAX + 5):
             assert (await rig.http.post(f"{rig.base}/cb/nope", json={})).status_code == 404
 
-    rig = serve(test)
+    rig = await serve(test)
     assert len(rig.notes) == LOG_MAX
     assert rig.notes[-1].endswith("further rejections are only counted")
     assert rig.callbacks.stats.rejected == {"wrong path or token": LOG_MAX + 5}

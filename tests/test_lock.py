@@ -9,7 +9,6 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import anyio
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -22,6 +21,9 @@ from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.store import lock, yamlout
 from runner.store.journal import Store
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 RECIPE = """\
 version: 1
@@ -135,7 +137,7 @@ def test_reroll_says_what_reruns_and_needs_confirmation(built: Path):
     assert "short            succeeded" in r.stderr
 
 
-def test_the_lock_is_written_an_entry_at_a_time_as_the_same_bytes(built: Path):
+async def test_the_lock_is_written_an_entry_at_a_time_as_the_same_bytes(built: Path):
     # The run wrote its lock streamed (lock.write); it must be the lock built whole.
     p = planner.build(recipes.load(built / "locked.yaml"))
     store = Store(built / ".sunoflow").open()
@@ -143,7 +145,7 @@ def test_the_lock_is_written_an_entry_at_a_time_as_the_same_bytes(built: Path):
     eng = Engine(p, store, {"local": local}, Options(state_dir=built / ".sunoflow",
                                                      handle_signals=False),
                  PlainProgress(quiet=True))
-    assert anyio.run(eng.run) == "succeeded"
+    assert await eng.run() == "succeeded"
     path = built / "locked.lock"
     text = path.read_text()
     assert text == lock.dumps(lock.build(p, eng.records, store))
@@ -155,7 +157,7 @@ def test_the_lock_is_written_an_entry_at_a_time_as_the_same_bytes(built: Path):
     assert lock.write(nothing, p, {}, store) is True
     assert nothing.read_text() == lock.dumps(lock.build(p, {}, store))
     assert "steps: {}" in nothing.read_text()
-    assert not list(built.glob(".*.part"))  # no temporary file left behind
+    assert not list(built.glob(".*.part"))  # no temporary file left behind  # noqa: ASYNC240
     store.close()
 
 

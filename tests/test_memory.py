@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-import anyio
+import pytest
 
 from runner import providers
 from runner.cli import run as run_mod
@@ -17,6 +17,9 @@ from runner.plan import build as planner
 from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.store.journal import Store, compact
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 RECIPE = """\
 version: 1
@@ -34,7 +37,7 @@ steps:
 """
 
 
-def run(tmp_path: Path) -> tuple[Engine, Store]:
+async def run(tmp_path: Path) -> tuple[Engine, Store]:
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE)
     plan = planner.build(recipes.load(path))
@@ -43,7 +46,7 @@ def run(tmp_path: Path) -> tuple[Engine, Store]:
     eng = Engine(plan, store, {"local": local},
                  Options(state_dir=tmp_path / "state", handle_signals=False),
                  PlainProgress(quiet=True))
-    assert anyio.run(eng.run) == "succeeded"
+    assert await eng.run() == "succeeded"
     return eng, store
 
 
@@ -60,13 +63,13 @@ def shared_once(eng: Engine, store: Store) -> None:
         assert rec.key is st.key
 
 
-def test_a_finished_steps_outputs_are_held_once(tmp_path: Path):
-    eng, store = run(tmp_path)
+async def test_a_finished_steps_outputs_are_held_once(tmp_path: Path):
+    eng, store = await run(tmp_path)
     assert {r.status for r in eng.records.values()} == {"succeeded"}
     shared_once(eng, store)
     store.close()
     # Resumed from the journal: every instance cached, still one copy each.
-    eng, store = run(tmp_path)
+    eng, store = await run(tmp_path)
     assert {r.status for r in eng.records.values()} == {"cached"}
     shared_once(eng, store)
     store.close()

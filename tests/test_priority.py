@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 from doubles import Quiet, finished
 
@@ -18,6 +17,9 @@ from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.steps.types import TYPES
 from runner.store.journal import Store
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 # Two songs: lyrics -> generate -> extend -> WAV (at the service) -> a trim (local, free),
 # and a video of the first song only, so the first song's chain is the longer one.
@@ -213,7 +215,7 @@ class Recorder(Quiet):
         return finished(op, task_id)
 
 
-def test_the_engine_sends_each_request_with_its_critical_path_priority(tmp_path: Path):
+async def test_the_engine_sends_each_request_with_its_critical_path_priority(tmp_path: Path):
     path = tmp_path / "r.yaml"
     path.write_text("""\
 version: 1
@@ -235,7 +237,7 @@ steps:
     eng = Engine(plan, store, {"local": rec, "sunoapi": rec},  # type: ignore[dict-item]
                  Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False),
                  PlainProgress(quiet=True))
-    assert anyio.run(eng.run) == "succeeded"
+    assert await eng.run() == "succeeded"
     store.close()
     got: dict[tuple[str, str], list[float]] = {}
     for kind, step, prio in rec.seen:

@@ -30,6 +30,9 @@ from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.types import TYPES
 from runner.studio import media
 
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
+
 KEY = "sk-relay-Zq81TestKey"
 
 
@@ -65,7 +68,7 @@ def run(fn: Any, *args: Any) -> Any:
     return anyio.run(fn, *args)
 
 
-def with_provider(srv: FakeServer, body: Any, **config: Any) -> Any:
+async def with_provider(srv: FakeServer, body: Any, **config: Any) -> Any:
     async def go() -> Any:
         prov = make(srv, **config)
         try:
@@ -73,7 +76,7 @@ def with_provider(srv: FakeServer, body: Any, **config: Any) -> Any:
         finally:
             await prov.aclose()
 
-    return run(go)
+    return await go()
 
 
 def submits(srv: FakeServer, action: str) -> list[dict[str, Any]]:
@@ -84,8 +87,8 @@ def fetches(srv: FakeServer) -> list[dict[str, Any]]:
     return [e for e in srv.log if e["path"] == "/suno/fetch"]
 
 
-def song(srv: FakeServer, tmp: Path) -> dict[str, Any]:
-    res = with_provider(srv, lambda p: drive(p, op_of(tmp, "generate", prompt="la la",
+async def song(srv: FakeServer, tmp: Path) -> dict[str, Any]:
+    res = await with_provider(srv, lambda p: drive(p, op_of(tmp, "generate", prompt="la la",
                                                       style="folk", title="Dawn")))
     return dict(res.outputs["tracks"][0])
 
@@ -95,19 +98,19 @@ def song(srv: FakeServer, tmp: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("type_", sorted(t for t, st in TYPES.items()
                                           if st.support.get("newapi") == "remote"))
-def test_every_step_type_the_relay_runs_is_submitted(srv, tmp_path, type_):
-    source = song(srv, tmp_path)
+async def test_every_step_type_the_relay_runs_is_submitted(srv, tmp_path, type_):
+    source = await song(srv, tmp_path)
     inputs: dict[str, Any] = {
         "generate": {"prompt": "x"}, "lyrics": {"prompt": "x"},
         "extend": {"audio": source, "continue_at": 5},
         "upload_extend": {"audio": source["audio_url"], "continue_at": 5},
     }[type_]
-    res = with_provider(srv, lambda p: drive(p, op_of(tmp_path, type_, **inputs)))
+    res = await with_provider(srv, lambda p: drive(p, op_of(tmp_path, type_, **inputs)))
     assert set(res.outputs) == set(TYPES[type_].outputs)
 
 
-def test_generate_custom_maps_fields_and_model(srv, tmp_path):
-    res = with_provider(srv, lambda p: drive(p, op_of(
+async def test_generate_custom_maps_fields_and_model(srv, tmp_path):
+    res = await with_provider(srv, lambda p: drive(p, op_of(
         tmp_path, "generate", prompt="[Verse] hello", style="indie", title="Hi", model="V5",
         instrumental=False)))
     body = submits(srv, "music")[0]["json"]
@@ -121,13 +124,13 @@ def test_generate_custom_maps_fields_and_model(srv, tmp_path):
     assert t["task_id"] == res.outputs["task_id"]
     assert t["file"] == Fetch(t["audio_url"], ".mp3")
     assert isinstance(t["image_file"], Fetch)
-    assert httpx.get(t["audio_url"]).status_code == 200
+    assert httpx.get(t["audio_url"]).status_code == 200  # noqa: ASYNC210
 
 
-def test_generate_inspiration_mode_and_mv_override(srv, tmp_path):
-    with_provider(srv, lambda p: drive(p, op_of(tmp_path, "generate", prompt="rain at night",
+async def test_generate_inspiration_mode_and_mv_override(srv, tmp_path):
+    await with_provider(srv, lambda p: drive(p, op_of(tmp_path, "generate", prompt="rain at night",
                                                  instrumental=True)))
-    with_provider(srv, lambda p: drive(p, op_of(tmp_path, "generate", prompt="x", style="s",
+    await with_provider(srv, lambda p: drive(p, op_of(tmp_path, "generate", prompt="x", style="s",
                                                  model="V4", mv="chirp-auk")))
     first, second = (e["json"] for e in submits(srv, "music"))
     assert first == {"mv": "chirp-v4-5", "make_instrumental": True,
@@ -135,8 +138,8 @@ def test_generate_inspiration_mode_and_mv_override(srv, tmp_path):
     assert second["mv"] == "chirp-auk"
 
 
-def test_lyrics(srv, tmp_path):
-    res = with_provider(srv, lambda p: drive(p, op_of(tmp_path, "lyrics",
+async def test_lyrics(srv, tmp_path):
+    res = await with_provider(srv, lambda p: drive(p, op_of(tmp_path, "lyrics",
                                                        prompt="a song about the sea")))
     assert submits(srv, "lyrics")[0]["json"] == {"prompt": "a song about the sea"}
     assert res.outputs["text"] == res.outputs["texts"][0]["text"]
@@ -147,9 +150,9 @@ def test_lyrics(srv, tmp_path):
 # -- extend: the whole song ----------------------------------------------------------------
 
 
-def test_extend_by_remote_concat_is_the_whole_song(srv, tmp_path):
-    source = song(srv, tmp_path)
-    res = with_provider(srv, lambda p: drive(p, op_of(tmp_path, "extend", audio=source,
+async def test_extend_by_remote_concat_is_the_whole_song(srv, tmp_path):
+    source = await song(srv, tmp_path)
+    res = await with_provider(srv, lambda p: drive(p, op_of(tmp_path, "extend", audio=source,
                                                        continue_at=12, prompt="more")))
     body = submits(srv, "music")[-1]["json"]
     assert (body["task_id"], body["continue_clip_id"], body["continue_at"]) == (
@@ -160,17 +163,17 @@ def test_extend_by_remote_concat_is_the_whole_song(srv, tmp_path):
     assert [t["duration"] for t in tracks] == [12 + 30, 12 + 30]
     assert res.outputs["task_id"] in res.task_ids
     assert len(res.task_ids) == 3
-    assert httpx.get(tracks[0]["audio_url"]).status_code == 200
+    assert httpx.get(tracks[0]["audio_url"]).status_code == 200  # noqa: ASYNC210
 
 
 # Short clips keep the local ffmpeg work of these tests small.
 SHORT = {"clip_duration": 8.0, "continuation_duration": 4.0}
 
 
-def test_extend_with_local_concat_joins_source_and_continuation(tmp_path):
+async def test_extend_with_local_concat_joins_source_and_continuation(tmp_path):
     with FakeServer("newapi", api_key=KEY, **SHORT) as srv:
-        source = song(srv, tmp_path)
-        res = with_provider(srv, lambda p: drive(p, op_of(tmp_path, "extend", audio=source,
+        source = await song(srv, tmp_path)
+        res = await with_provider(srv, lambda p: drive(p, op_of(tmp_path, "extend", audio=source,
                                                            continue_at=5)), concat="local")
         assert submits(srv, "concat") == []
     tracks = res.outputs["tracks"]
@@ -183,17 +186,17 @@ def test_extend_with_local_concat_joins_source_and_continuation(tmp_path):
     assert res.outputs["file"] == tracks[0]["file"]
 
 
-def test_invalid_action_falls_back_to_local_concat_and_says_so_once(tmp_path, caplog):
+async def test_invalid_action_falls_back_to_local_concat_and_says_so_once(tmp_path, caplog):
     with FakeServer("newapi", api_key=KEY, relay_extras=False, clips_per_task=1,
                     **SHORT) as srv:
-        source = song(srv, tmp_path)
+        source = await song(srv, tmp_path)
 
         async def two(prov: NewApiProvider) -> list[Result]:
             return [await drive(prov, op_of(tmp_path, "extend", audio=source, continue_at=at))
                     for at in (2, 6)]
 
         with caplog.at_level(logging.WARNING, logger="sunoflow"):
-            first, second = with_provider(srv, two)
+            first, second = await with_provider(srv, two)
         concat = submits(srv, "concat")
     assert [e["status"] for e in concat] == [400]  # asked once, then never again
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
@@ -203,9 +206,9 @@ def test_invalid_action_falls_back_to_local_concat_and_says_so_once(tmp_path, ca
     assert media.probe(second.outputs["file"].path).duration == pytest.approx(6 + 4, abs=0.1)
 
 
-def test_upload_extend_imports_the_audio_then_extends_it(srv, tmp_path):
-    source = song(srv, tmp_path)
-    res = with_provider(srv, lambda p: drive(p, op_of(
+async def test_upload_extend_imports_the_audio_then_extends_it(srv, tmp_path):
+    source = await song(srv, tmp_path)
+    res = await with_provider(srv, lambda p: drive(p, op_of(
         tmp_path, "upload_extend", audio=source["audio_url"], continue_at=8, style="rock",
         title="Up")))
     upload = [e for e in srv.log if e["path"] == "/suno/uploads/audio-url"]
@@ -215,11 +218,11 @@ def test_upload_extend_imports_the_audio_then_extends_it(srv, tmp_path):
     assert res.outputs["tracks"][0]["duration"] == 8 + 30
 
 
-def test_upload_extend_on_a_relay_without_uploads_is_a_step_error(tmp_path):
+async def test_upload_extend_on_a_relay_without_uploads_is_a_step_error(tmp_path):
     with FakeServer("newapi", api_key=KEY, relay_extras=False) as srv:
-        source = song(srv, tmp_path)
+        source = await song(srv, tmp_path)
         with pytest.raises(StepError, match="does not import audio"):
-            with_provider(srv, lambda p: p.submit(op_of(
+            await with_provider(srv, lambda p: p.submit(op_of(
                 tmp_path, "upload_extend", audio=source["audio_url"], continue_at=5)))
         assert len(submits(srv, "music")) == 1  # only the source song: nothing paid
 
@@ -227,7 +230,7 @@ def test_upload_extend_on_a_relay_without_uploads_is_a_step_error(tmp_path):
 # -- batched polling --------------------------------------------------------------------
 
 
-def test_concurrent_polls_share_one_fetch(srv, tmp_path):
+async def test_concurrent_polls_share_one_fetch(srv, tmp_path):
     n = 6
 
     async def body(prov: NewApiProvider) -> list[Result | None]:
@@ -245,13 +248,13 @@ def test_concurrent_polls_share_one_fetch(srv, tmp_path):
         assert [r.outputs["task_id"] for r in results if r] == ids
         return results
 
-    results = with_provider(srv, body)
+    results = await with_provider(srv, body)
     assert all(r is not None for r in results)
     [fetch] = fetches(srv)
     assert len(fetch["json"]["ids"]) == n
 
 
-def test_a_failed_shared_fetch_fails_every_poll_with_its_own_step(srv, tmp_path):
+async def test_a_failed_shared_fetch_fails_every_poll_with_its_own_step(srv, tmp_path):
     async def body(prov: NewApiProvider) -> list[BaseException]:
         ops = [op_of(tmp_path, "lyrics", f"words[{i}]", prompt="x") for i in range(3)]
         ids = [(await prov.submit(op)).task_id for op in ops]
@@ -270,7 +273,7 @@ def test_a_failed_shared_fetch_fails_every_poll_with_its_own_step(srv, tmp_path)
                 tg.start_soon(one, i)
         return errors
 
-    errors = with_provider(srv, body)
+    errors = await with_provider(srv, body)
     assert all(isinstance(e, TransientError) for e in errors)
     assert sorted(e.step for e in errors) == ["words[0]", "words[1]", "words[2]"]
     assert len(fetches(srv)) == 1
@@ -279,8 +282,8 @@ def test_a_failed_shared_fetch_fails_every_poll_with_its_own_step(srv, tmp_path)
 # -- errors ----------------------------------------------------------------------------
 
 
-def submit_error(srv: FakeServer, tmp: Path, type_: str = "generate", **config: Any
-                 ) -> ProviderError:
+async def submit_error(srv: FakeServer, tmp: Path, type_: str = "generate", **config: Any
+                       ) -> ProviderError:
     inputs = {"prompt": "x", "style": "pop", "title": "T"} if type_ == "generate" else \
         {"prompt": "x"}
 
@@ -289,19 +292,19 @@ def submit_error(srv: FakeServer, tmp: Path, type_: str = "generate", **config: 
             await drive(prov, op_of(tmp, type_, **inputs))
         return info.value
 
-    exc: ProviderError = with_provider(srv, body, **config)
+    exc: ProviderError = await with_provider(srv, body, **config)
     assert exc.step == f"{type_}[0]"
     return exc
 
 
-def test_no_quota_is_a_credits_error(srv, tmp_path):
+async def test_no_quota_is_a_credits_error(srv, tmp_path):
     srv.configure(credits=0)
-    exc = submit_error(srv, tmp_path)
+    exc = await submit_error(srv, tmp_path)
     assert isinstance(exc, CreditsError)
     assert "top up" in str(exc)
 
 
-def test_a_wrong_key_is_an_auth_error(srv, tmp_path):
+async def test_a_wrong_key_is_an_auth_error(srv, tmp_path):
     async def body(prov: NewApiProvider) -> None:
         await prov.submit(op_of(tmp_path, "lyrics", prompt="x"))
 
@@ -315,7 +318,7 @@ def test_a_wrong_key_is_an_auth_error(srv, tmp_path):
             await prov.aclose()
 
     with pytest.raises(AuthError, match="RELAY_KEY") as info:
-        run(go)
+        await go()
     assert "sk-not-it" not in str(info.value)
 
 
@@ -328,17 +331,17 @@ def test_a_wrong_key_is_an_auth_error(srv, tmp_path):
     ({"envelope_code": "invalid_request", "message": "prompt_empty"}, StepError),
     ({"envelope_code": "quota_not_enough", "http_status": 403}, CreditsError),
 ])
-def test_submit_errors(srv, tmp_path, action, expected):
+async def test_submit_errors(srv, tmp_path, action, expected):
     srv.configure(faults=[{"match": {"path": "/suno/submit/music"}, "action": action}])
-    exc = submit_error(srv, tmp_path)
+    exc = await submit_error(srv, tmp_path)
     assert type(exc) is expected
     assert KEY not in str(exc)
 
 
-def test_a_failed_task_is_refunded_on_the_relay(srv, tmp_path):
+async def test_a_failed_task_is_refunded_on_the_relay(srv, tmp_path):
     srv.configure(faults=[{"match": {"op": "generate"}, "times": 1,
                            "action": {"fail_task": "FAILURE", "message": "upstream error"}}])
-    exc = submit_error(srv, tmp_path)
+    exc = await submit_error(srv, tmp_path)
     assert isinstance(exc, TaskFailed)
     assert exc.refunded is True
     assert "upstream error" in str(exc)
@@ -349,7 +352,7 @@ def test_base_url_is_required():
         NewApiProvider(ProviderConfig(kind="newapi"), env={"SUNO_API_KEY": KEY})
 
 
-def test_rate_limited_polls_and_submits_share_the_limiter(srv, tmp_path):
+async def test_rate_limited_polls_and_submits_share_the_limiter(srv, tmp_path):
     clock = FakeClock()
     sent: list[float] = []
 
@@ -367,7 +370,7 @@ def test_rate_limited_polls_and_submits_share_the_limiter(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
     assert len(sent) == len(srv.log) == 6
     for t in sent:
         assert sum(1 for u in sent if t <= u < t + 5.0) <= 2

@@ -36,6 +36,9 @@ from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.types import TYPES
 from runner.store.journal import Store
 
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
+
 KEY = "sk-live-7Hq2mZ9xTestKey0042"
 V1 = "/api/v1"
 
@@ -109,7 +112,7 @@ def submits(srv: FakeServer, path: str) -> list[dict[str, Any]]:
     return [e for e in srv.log if e["method"] == "POST" and e["path"] == f"{V1}{path}"]
 
 
-def generated(srv: FakeServer, tmp: Path, **inputs: Any) -> dict[str, Any]:
+async def generated(srv: FakeServer, tmp: Path, **inputs: Any) -> dict[str, Any]:
     """A finished song's first track, as the engine would pass it on (file downloaded)."""
     async def go() -> dict[str, Any]:
         prov = make(srv)
@@ -121,9 +124,9 @@ def generated(srv: FakeServer, tmp: Path, **inputs: Any) -> dict[str, Any]:
             await prov.aclose()
         return dict(res.outputs["tracks"][0])
 
-    track: dict[str, Any] = run(go)
+    track: dict[str, Any] = await go()
     local = tmp / f"{track['id']}.mp3"
-    local.write_bytes(httpx.get(track["audio_url"]).content)
+    local.write_bytes(httpx.get(track["audio_url"]).content)  # noqa: ASYNC210
     return {**track, "file": str(local), "image_file": None}
 
 
@@ -135,7 +138,7 @@ def test_every_step_type_that_sunoapi_runs_remotely_has_an_endpoint():
     assert set(ENDPOINTS) == remote
 
 
-def test_generate_outputs_two_takes_with_fetchable_files(srv, store, tmp_path):
+async def test_generate_outputs_two_takes_with_fetchable_files(srv, store, tmp_path):
     async def go() -> Result:
         prov = make(srv, store)
         try:
@@ -144,7 +147,7 @@ def test_generate_outputs_two_takes_with_fetchable_files(srv, store, tmp_path):
         finally:
             await prov.aclose()
 
-    res = run(go)
+    res = await go()
     tracks = res.outputs["tracks"]
     assert len(tracks) == 2
     assert set(tracks[0]) == set(TYPES["generate"].outputs["tracks"][1])
@@ -162,7 +165,7 @@ def test_generate_outputs_two_takes_with_fetchable_files(srv, store, tmp_path):
                     "style": "indie folk", "title": "Sunrise"}
 
 
-def test_generate_without_style_or_title_is_non_custom(srv, tmp_path):
+async def test_generate_without_style_or_title_is_non_custom(srv, tmp_path):
     async def go() -> None:
         prov = make(srv, callback_url="https://example.test/hook")
         try:
@@ -172,7 +175,7 @@ def test_generate_without_style_or_title_is_non_custom(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
     body = submits(srv, "/generate")[0]["json"]
     assert body == {"customMode": False, "instrumental": True, "model": "V5",
                     "callBackUrl": "https://example.test/hook", "prompt": "a song about rain",
@@ -199,8 +202,8 @@ def _expected_keys(type_: str) -> set[str]:
     ("convert", {"format": "wav"}, "/wav/generate"),
     ("video", {"author": "The Band", "domain_name": "band.test"}, "/mp4/generate"),
 ])
-def test_audio_step_types_end_to_end(srv, store, tmp_path, type_, inputs, path):
-    track = generated(srv, tmp_path)
+async def test_audio_step_types_end_to_end(srv, store, tmp_path, type_, inputs, path):
+    track = await generated(srv, tmp_path)
 
     async def go() -> Result:
         prov = make(srv, store)
@@ -209,7 +212,7 @@ def test_audio_step_types_end_to_end(srv, store, tmp_path, type_, inputs, path):
         finally:
             await prov.aclose()
 
-    res = run(go)
+    res = await go()
     assert set(res.outputs) == _expected_keys(type_)
     assert_files_download(res.outputs)
     assert len(submits(srv, path)) == 1
@@ -248,8 +251,8 @@ def test_audio_step_types_end_to_end(srv, store, tmp_path, type_, inputs, path):
         assert words[0]["word"] in text
 
 
-def test_separate_vocal_returns_the_two_stems(srv, tmp_path):
-    track = generated(srv, tmp_path)
+async def test_separate_vocal_returns_the_two_stems(srv, tmp_path):
+    track = await generated(srv, tmp_path)
 
     async def go() -> Result:
         prov = make(srv)
@@ -258,7 +261,7 @@ def test_separate_vocal_returns_the_two_stems(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    res = run(go)
+    res = await go()
     assert set(res.outputs["stems"]) == {"vocals", "instrumental"}
     assert submits(srv, "/vocal-removal/generate")[0]["json"]["type"] == "separate_vocal"
 
@@ -269,7 +272,7 @@ def test_separate_vocal_returns_the_two_stems(srv, tmp_path):
     ("boost_style", {"content": "Pop, Mysterious"},
      lambda o: o["text"].startswith("Pop, Mysterious")),
 ])
-def test_text_step_types(srv, tmp_path, type_, inputs, check):
+async def test_text_step_types(srv, tmp_path, type_, inputs, check):
     async def go() -> Result:
         prov = make(srv)
         try:
@@ -277,12 +280,12 @@ def test_text_step_types(srv, tmp_path, type_, inputs, check):
         finally:
             await prov.aclose()
 
-    res = run(go)
+    res = await go()
     assert set(res.outputs) == _expected_keys(type_)
     assert check(res.outputs)
 
 
-def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
+async def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
     async def go() -> None:
         prov = make(srv)
         try:
@@ -292,11 +295,11 @@ def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
             await prov.aclose()
 
     with pytest.raises(StepError, match="made on this machine"):
-        run(go)
+        await go()
     assert srv.log == []
 
 
-def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
+async def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
     """PENDING and TEXT_SUCCESS mean running (TEXT_SUCCESS with the stream links, a
     Streams); FIRST_SUCCESS gives the first track alone (a First), exactly as the complete
     result then lists it first."""
@@ -329,12 +332,12 @@ def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
             finally:
                 await prov.aclose()
 
-        run(go)
+        await go()
 
 
 
 @pytest.mark.parametrize("style", ["sunoapi", "apibox"])
-def test_a_running_song_offers_its_stream_links_in_either_record_shape(tmp_path, style):
+async def test_a_running_song_offers_its_stream_links_in_either_record_shape(tmp_path, style):
     """TEXT_SUCCESS lists each take's stream (`sunoData[].streamAudioUrl`, or api.box's
     `data[].stream_audio_url`): a Streams, never a Result; the links are the fake's own
     and play real audio."""
@@ -355,7 +358,7 @@ def test_a_running_song_offers_its_stream_links_in_either_record_shape(tmp_path,
             finally:
                 await prov.aclose()
 
-        run(go)
+        await go()
 
 
 def test_only_http_stream_links_of_a_sane_length_are_offered():
@@ -376,10 +379,10 @@ def test_only_http_stream_links_of_a_sane_length_are_offered():
 # -- uploads --------------------------------------------------------------------------
 
 
-def test_a_local_file_is_uploaded_once_for_two_uses_and_again_when_old(srv, store, tmp_path):
-    track = generated(srv, tmp_path)
+async def test_a_local_file_is_uploaded_once_for_two_uses_and_again_when_old(srv, store, tmp_path):
+    track = await generated(srv, tmp_path)
     demo = tmp_path / "demo.mp3"
-    demo.write_bytes(Path(track["file"]).read_bytes())
+    demo.write_bytes(Path(track["file"]).read_bytes())  # noqa: ASYNC240
 
     async def use(type_: str, prov: SunoApiProvider | None = None, **inputs: Any) -> None:
         mine = prov or make(srv, store)
@@ -401,8 +404,8 @@ def test_a_local_file_is_uploaded_once_for_two_uses_and_again_when_old(srv, stor
         finally:
             await prov.aclose()
 
-    run(both)
-    run(lambda: use("add_vocals", prompt="sing", style="soul", title="C"))
+    await both()
+    await use("add_vocals", prompt="sing", style="soul", title="C")
     uploads = [e for e in srv.log if e["path"] == "/api/file-stream-upload"]
     assert len(uploads) == 1
     cache = json.loads((store.root / "uploads.json").read_text())
@@ -412,11 +415,11 @@ def test_a_local_file_is_uploaded_once_for_two_uses_and_again_when_old(srv, stor
     # Uploads live three days: an entry older than the margin is uploaded again.
     entry["uploaded_at"] -= UPLOAD_MAX_AGE + 60
     (store.root / "uploads.json").write_text(json.dumps(cache))
-    run(lambda: use("add_vocals", prompt="again", style="soul", title="D"))
+    await use("add_vocals", prompt="again", style="soul", title="D")
     assert len([e for e in srv.log if e["path"] == "/api/file-stream-upload"]) == 2
 
 
-def test_a_missing_local_file_is_a_step_error(srv, tmp_path):
+async def test_a_missing_local_file_is_a_step_error(srv, tmp_path):
     async def go() -> None:
         prov = make(srv)
         try:
@@ -426,7 +429,7 @@ def test_a_missing_local_file_is_a_step_error(srv, tmp_path):
             await prov.aclose()
 
     with pytest.raises(StepError, match="audio file not found: nope.mp3"):
-        run(go)
+        await go()
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -439,8 +442,8 @@ async def mock(prov: SunoApiProvider, handler: Any) -> None:
     prov.api.transport = httpx.MockTransport(handler)
 
 
-def submit_error(srv: FakeServer, tmp: Path, type_: str, inputs: dict[str, Any],
-                 **config: Any) -> ProviderError:
+async def submit_error(srv: FakeServer, tmp: Path, type_: str, inputs: dict[str, Any],
+                       **config: Any) -> ProviderError:
     async def go() -> ProviderError:
         prov = make(srv, **config)
         try:
@@ -450,7 +453,7 @@ def submit_error(srv: FakeServer, tmp: Path, type_: str, inputs: dict[str, Any],
         finally:
             await prov.aclose()
 
-    exc: ProviderError = run(go)
+    exc: ProviderError = await go()
     assert exc.step == f"{type_}[0]"
     return exc
 
@@ -471,12 +474,12 @@ SONG = {"prompt": "words", "style": "pop", "title": "T"}
     ("/generate", "generate", 413, StepError, "fault 413"),
     ("/generate", "generate", 422, StepError, "fault 422"),
 ])
-def test_envelope_codes_on_the_generate_family(srv, tmp_path, path, type_, code, expected,
+async def test_envelope_codes_on_the_generate_family(srv, tmp_path, path, type_, code, expected,
                                               words):
     srv.configure(faults=[{"match": {"path": f"{V1}{path}", "method": "POST"},
                            "action": {"envelope_code": code}}])
     inputs = SONG if type_ == "generate" else {"prompt": "sea"}
-    exc = submit_error(srv, tmp_path, type_, inputs)
+    exc = await submit_error(srv, tmp_path, type_, inputs)
     assert type(exc) is expected
     assert words in str(exc)
     assert exc.code == code
@@ -488,23 +491,23 @@ def test_envelope_codes_on_the_generate_family(srv, tmp_path, path, type_, code,
                                              ("cover", "/suno/cover/generate"),
                                              ("separate", "/vocal-removal/generate")])
 @pytest.mark.parametrize(("code", "expected"), [(402, CreditsError), (429, TransientError)])
-def test_newer_endpoints_say_402_for_credits_and_429_for_rate(srv, tmp_path, type_, path,
-                                                              code, expected):
-    track = generated(srv, tmp_path)
+async def test_newer_endpoints_say_402_for_credits_and_429_for_rate(srv, tmp_path, type_, path,
+                                                                    code, expected):
+    track = await generated(srv, tmp_path)
     srv.configure(faults=[{"match": {"path": f"{V1}{path}"}, "action": {"envelope_code": code}}])
-    exc = submit_error(srv, tmp_path, type_, {"audio": track})
+    exc = await submit_error(srv, tmp_path, type_, {"audio": track})
     assert type(exc) is expected
 
 
-def test_real_credit_exhaustion(srv, tmp_path):
-    track = generated(srv, tmp_path)
+async def test_real_credit_exhaustion(srv, tmp_path):
+    track = await generated(srv, tmp_path)
     srv.configure(credits=0)
-    assert isinstance(submit_error(srv, tmp_path, "generate", SONG), CreditsError)
-    assert isinstance(submit_error(srv, tmp_path, "convert", {"audio": track}), CreditsError)
+    assert isinstance(await submit_error(srv, tmp_path, "generate", SONG), CreditsError)
+    assert isinstance(await submit_error(srv, tmp_path, "convert", {"audio": track}), CreditsError)
 
 
-def test_a_wrong_key_is_an_auth_error_naming_the_variable(srv, tmp_path):
-    exc = submit_error(srv, tmp_path, "generate", SONG,
+async def test_a_wrong_key_is_an_auth_error_naming_the_variable(srv, tmp_path):
+    exc = await submit_error(srv, tmp_path, "generate", SONG,
                        env={"MY_SUNO": "sk-wrong-key-123"}, api_key_env="MY_SUNO")
     assert isinstance(exc, AuthError)
     assert "MY_SUNO" in str(exc)
@@ -519,11 +522,11 @@ def test_a_missing_key_names_the_variable():
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
-def test_gateway_errors_may_hide_a_task_on_submit_and_are_transient_on_poll(srv, tmp_path,
+async def test_gateway_errors_may_hide_a_task_on_submit_and_are_transient_on_poll(srv, tmp_path,
                                                                            status):
     srv.configure(faults=[{"match": {"path": f"{V1}/generate"}, "times": 1,
                            "action": {"http_status": status, "after_create": True}}])
-    exc = submit_error(srv, tmp_path, "generate", SONG)
+    exc = await submit_error(srv, tmp_path, "generate", SONG)
     assert isinstance(exc, PossiblySubmitted)
     assert len(srv.tasks) == 1  # it did exist: that is why this is not a free retry
 
@@ -540,20 +543,20 @@ def test_gateway_errors_may_hide_a_task_on_submit_and_are_transient_on_poll(srv,
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
 @pytest.mark.parametrize("after_create", [False, True])
-def test_a_reset_connection_on_submit_is_possibly_submitted(srv, tmp_path, after_create):
+async def test_a_reset_connection_on_submit_is_possibly_submitted(srv, tmp_path, after_create):
     srv.configure(faults=[{"match": {"path": f"{V1}/generate"}, "times": 1,
                            "action": {"reset": True, "after_create": after_create}}])
-    assert isinstance(submit_error(srv, tmp_path, "generate", SONG), PossiblySubmitted)
+    assert isinstance(await submit_error(srv, tmp_path, "generate", SONG), PossiblySubmitted)
 
 
-def test_a_read_timeout_is_possibly_submitted_on_submit_and_transient_on_poll(srv, tmp_path):
+async def test_a_read_timeout_is_possibly_submitted_on_submit_and_transient_on_poll(srv, tmp_path):
     srv.configure(faults=[{"match": {"path": f"{V1}/generate"}, "times": 1,
                            "action": {"delay": 5}}])
-    exc = submit_error(srv, tmp_path, "generate", SONG, request_timeout=0.3)
+    exc = await submit_error(srv, tmp_path, "generate", SONG, request_timeout=0.3)
     assert isinstance(exc, PossiblySubmitted)
     assert "ReadTimeout" in str(exc)
     srv.configure(faults=[{"match": {"path": f"{V1}/generate/record-info"}, "times": 1,
@@ -567,10 +570,10 @@ def test_a_read_timeout_is_possibly_submitted_on_submit_and_transient_on_poll(sr
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
-def test_a_connect_error_is_transient_even_on_submit_once_the_host_answered(tmp_path):
+async def test_a_connect_error_is_transient_even_on_submit_once_the_host_answered(tmp_path):
     with FakeServer("sunoapi") as dead:
         url = dead.url
     cfg = ProviderConfig(kind="sunoapi", base_url=url, request_timeout=2.0)
@@ -584,10 +587,10 @@ def test_a_connect_error_is_transient_even_on_submit_once_the_host_answered(tmp_
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
-def test_a_refused_first_connection_is_a_wrong_address(tmp_path):
+async def test_a_refused_first_connection_is_a_wrong_address(tmp_path):
     with FakeServer("sunoapi") as dead:
         url = dead.url
     cfg = ProviderConfig(kind="sunoapi", base_url=url, request_timeout=2.0)
@@ -601,10 +604,10 @@ def test_a_refused_first_connection_is_a_wrong_address(tmp_path):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
-def test_retry_after_is_honoured(srv, tmp_path):
+async def test_retry_after_is_honoured(srv, tmp_path):
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/generate"):
             return httpx.Response(200, json={"code": 430, "msg": "slow down", "data": None},
@@ -624,10 +627,10 @@ def test_retry_after_is_honoured(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
-def test_an_answer_echoing_the_key_is_redacted_and_a_redirect_is_not_followed(srv, tmp_path):
+async def test_an_answer_echoing_the_key_is_redacted_and_a_redirect_is_not_followed(srv, tmp_path):
     def answer(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(200, json={"code": 400, "msg": "bad header "
@@ -647,7 +650,7 @@ def test_an_answer_echoing_the_key_is_redacted_and_a_redirect_is_not_followed(sr
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
 def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it():
@@ -660,7 +663,7 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_quoting_it():
 @pytest.mark.parametrize(("status", "text"), [(200, "<html>oops</html>"),
                                               (200, '{"code": 200, "msg": "ok"}'),
                                               (500, "Internal Server Error")])
-def test_an_unreadable_answer_to_a_submit_may_hide_a_task(srv, tmp_path, status, text):
+async def test_an_unreadable_answer_to_a_submit_may_hide_a_task(srv, tmp_path, status, text):
     """A 200 we cannot read (or a bare 500) may stand for a created task: not a free retry."""
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, text=text)
@@ -676,14 +679,14 @@ def test_an_unreadable_answer_to_a_submit_may_hide_a_task(srv, tmp_path, status,
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
 @pytest.mark.parametrize(("type_", "path"), [("convert", "/wav/generate"),
                                              ("video", "/mp4/generate"),
                                              ("cover", "/suno/cover/generate")])
-def test_409_reuses_the_existing_record(srv, tmp_path, type_, path):
-    track = generated(srv, tmp_path)
+async def test_409_reuses_the_existing_record(srv, tmp_path, type_, path):
+    track = await generated(srv, tmp_path)
 
     async def go() -> list[Any]:
         prov = make(srv)
@@ -692,7 +695,7 @@ def test_409_reuses_the_existing_record(srv, tmp_path, type_, path):
         finally:
             await prov.aclose()
 
-    first, second = run(go)
+    first, second = await go()
     assert [e["envelope_code"] for e in submits(srv, path)] == [200, 409]
     assert first.outputs == second.outputs
     assert len([t for t in srv.tasks if t["op"] != "generate"]) == 1
@@ -708,22 +711,22 @@ def test_409_reuses_the_existing_record(srv, tmp_path, type_, path):
     ("separate", "GENERATE_AUDIO_FAILED", 500, False),
     ("cover", "GENERATE_COVER_FAILED", 500, False),
 ])
-def test_failure_statuses_raise_task_failed(srv, tmp_path, type_, fault, code, refunded):
+async def test_failure_statuses_raise_task_failed(srv, tmp_path, type_, fault, code, refunded):
     inputs: dict[str, Any] = SONG if type_ == "generate" else {"prompt": "sea"}
     if type_ not in ("generate", "lyrics"):
-        inputs = {"audio": generated(srv, tmp_path)}
+        inputs = {"audio": await generated(srv, tmp_path)}
     action: dict[str, Any] = {"fail_task": fault}
     if code is not None:
         action["code"] = code
     op_name = {"convert": "wav", "video": "mp4", "separate": "separate_vocal"}.get(type_, type_)
     srv.configure(faults=[{"match": {"op": op_name}, "times": 1, "action": action}])
-    exc = submit_error(srv, tmp_path, type_, inputs)
+    exc = await submit_error(srv, tmp_path, type_, inputs)
     assert isinstance(exc, TaskFailed)
     assert exc.refunded is refunded
     assert (fault in str(exc)) or type_ == "cover"
 
 
-def test_callback_exception_with_songs_is_a_success(srv, tmp_path):
+async def test_callback_exception_with_songs_is_a_success(srv, tmp_path):
     srv.configure(faults=[{"match": {"op": "generate"}, "times": 1,
                            "action": {"fail_task": "CALLBACK_EXCEPTION"}}])
 
@@ -734,12 +737,12 @@ def test_callback_exception_with_songs_is_a_success(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    assert len(run(go).outputs["tracks"]) == 2
+    assert len((await go()).outputs["tracks"]) == 2
 
 
-def test_the_key_never_leaks(srv, tmp_path, caplog):
+async def test_the_key_never_leaks(srv, tmp_path, caplog):
     """Not in any exception message or repr, nor in a request body the fake logged."""
-    track = generated(srv, tmp_path)
+    track = await generated(srv, tmp_path)
     seen: list[str] = []
     cases = [
         ([{"match": {"path": f"{V1}/generate"}, "action": {"envelope_code": 401}}], "generate",
@@ -755,11 +758,11 @@ def test_the_key_never_leaks(srv, tmp_path, caplog):
     ]
     for faults, type_, inputs in cases:
         srv.configure(faults=faults)
-        exc = submit_error(srv, tmp_path, type_, inputs)
+        exc = await submit_error(srv, tmp_path, type_, inputs)
         seen += [str(exc), repr(exc), repr(exc.__cause__)]
     srv.configure(faults=[])
     demo = tmp_path / "demo.mp3"
-    demo.write_bytes(Path(track["file"]).read_bytes())
+    demo.write_bytes(Path(track["file"]).read_bytes())  # noqa: ASYNC240
 
     async def go() -> None:
         prov = make(srv)
@@ -770,7 +773,7 @@ def test_the_key_never_leaks(srv, tmp_path, caplog):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
     seen.append(caplog.text)
     assert all(KEY not in s for s in seen)
     assert KEY not in json.dumps(srv.log)
@@ -779,7 +782,7 @@ def test_the_key_never_leaks(srv, tmp_path, caplog):
 # -- refresh ------------------------------------------------------------------------------
 
 
-def test_refresh_reads_fresh_links_from_record_info(srv, tmp_path):
+async def test_refresh_reads_fresh_links_from_record_info(srv, tmp_path):
     async def go() -> Result:
         prov = make(srv)
         op = op_of(tmp_path, "generate", **SONG)
@@ -797,12 +800,12 @@ def test_refresh_reads_fresh_links_from_record_info(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    assert_files_download(run(go).outputs)
+    assert_files_download((await go()).outputs)
     assert [e for e in srv.log if "recovery" in e["path"]] == []
     assert len(submits(srv, "/generate")) == 1
 
 
-def test_refresh_falls_back_to_recovery_when_fresh_links_are_dead_too(srv, tmp_path):
+async def test_refresh_falls_back_to_recovery_when_fresh_links_are_dead_too(srv, tmp_path):
     async def go() -> Result:
         prov = make(srv)
         op = op_of(tmp_path, "generate", **SONG)
@@ -825,7 +828,7 @@ def test_refresh_falls_back_to_recovery_when_fresh_links_are_dead_too(srv, tmp_p
         finally:
             await prov.aclose()
 
-    assert_files_download(run(go).outputs)
+    assert_files_download((await go()).outputs)
     recovery = submits(srv, "/suno/recovery")
     assert len(recovery) == 1
     assert recovery[0]["json"]["sunoTaskId"] == srv.tasks[0]["task_id"]
@@ -835,7 +838,7 @@ def test_refresh_falls_back_to_recovery_when_fresh_links_are_dead_too(srv, tmp_p
     assert len(submits(srv, "/generate")) == 1  # never a new paid generation
 
 
-def test_refresh_gives_up_when_recovery_fails(srv, tmp_path):
+async def test_refresh_gives_up_when_recovery_fails(srv, tmp_path):
     async def go() -> None:
         prov = make(srv)
         op = op_of(tmp_path, "generate", **SONG)
@@ -849,13 +852,13 @@ def test_refresh_gives_up_when_recovery_fails(srv, tmp_path):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
 
 
 # -- pacing and credits ------------------------------------------------------------------
 
 
-def test_every_api_request_goes_through_one_rate_limiter(srv, store, tmp_path):
+async def test_every_api_request_goes_through_one_rate_limiter(srv, store, tmp_path):
     clock = FakeClock()
     sent: list[float] = []
 
@@ -877,7 +880,7 @@ def test_every_api_request_goes_through_one_rate_limiter(srv, store, tmp_path):
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
     api = [e for e in srv.log if e["op"] != "download"]
     assert len(sent) == len(api) >= 11
     for t in sent:
@@ -900,7 +903,7 @@ class GatedClock(FakeClock):
         await super().sleep(seconds)
 
 
-def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
+async def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
         srv, store, tmp_path):
     """The engine sets PRIORITY for each task (runner.engine.priority); the provider's requests
     wait for the shared limiter in that order, not in the order they came."""
@@ -927,12 +930,12 @@ def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
         finally:
             await prov.aclose()
 
-    run(go)
+    await go()
     assert [e["json"]["prompt"] for e in srv.log if e["method"] == "POST"] == \
         ["high", "mid", "low"]
 
 
-def test_credits_reads_the_balance(srv):
+async def test_credits_reads_the_balance(srv):
     srv.configure(credits=4321)
 
     async def go() -> float | None:
@@ -942,17 +945,17 @@ def test_credits_reads_the_balance(srv):
         finally:
             await prov.aclose()
 
-    assert run(go) == 4321.0
+    assert await go() == 4321.0
 
 
-def test_one_provider_serves_several_event_loops(srv, tmp_path):
+async def test_one_provider_serves_several_event_loops(srv, tmp_path):
     """run.py asks for the balance, runs the engine and closes the provider in separate
     `anyio.run` calls; pooled connections must not leak from one loop into the next."""
     prov = make(srv)
-    assert run(prov.credits) is not None
-    res = run(drive, prov, op_of(tmp_path, "generate", **SONG))
-    assert run(prov.credits) is not None
-    run(prov.aclose)
+    assert await prov.credits() is not None
+    res = await drive(prov, op_of(tmp_path, "generate", **SONG))
+    assert await prov.credits() is not None
+    await prov.aclose()
     assert len(res.outputs["tracks"]) == 2
 
 

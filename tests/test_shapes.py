@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from runner.engine import deadlines
@@ -26,6 +25,9 @@ from runner.providers import Fetch, Op, Result, codes
 from runner.providers.newapi import NewApiProvider
 from runner.providers.sunoapi import SunoApiProvider
 from runner.recipe.load import Provider as ProviderConfig
+
+# The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
+pytestmark = pytest.mark.anyio
 
 KEY = "sk-shapes-Key-5150aa"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -70,9 +72,9 @@ async def finish(prov: Any, op: Op, srv: FakeServer, *, advance: float = 0.0) ->
 # --- api.box's record-info shape -------------------------------------------------------------
 
 @pytest.mark.parametrize("style", ["sunoapi", "apibox"])
-def test_both_record_shapes_give_the_same_tracks(tmp_path, style):
+async def test_both_record_shapes_give_the_same_tracks(tmp_path, style):
     with FakeServer("sunoapi", api_key=KEY, record_style=style) as srv:
-        res = anyio.run(finish, sunoapi(srv), op_of(tmp_path, "generate", **SONG), srv)
+        res = await finish(sunoapi(srv), op_of(tmp_path, "generate", **SONG), srv)
         raw = srv.log[-1]
     tracks = res.outputs["tracks"]
     assert len(tracks) == 2
@@ -109,7 +111,7 @@ def test_the_apibox_fake_answers_snake_case_under_response_data(tmp_path):
 
 # --- status words ----------------------------------------------------------------------------
 
-def test_the_quick_starts_generating_keeps_polling_then_success(tmp_path):
+async def test_the_quick_starts_generating_keeps_polling_then_success(tmp_path):
     with FakeServer("sunoapi", api_key=KEY, running_status="GENERATING",
                     latency_scale=1.0, latency={"*": {"dist": "fixed", "value": 50}}) as srv:
         async def go() -> Any:
@@ -123,7 +125,7 @@ def test_the_quick_starts_generating_keeps_polling_then_success(tmp_path):
             finally:
                 await prov.aclose()
 
-        running, done = anyio.run(go)
+        running, done = await go()
     assert running is None
     assert isinstance(done, Result)
 
@@ -131,33 +133,33 @@ def test_the_quick_starts_generating_keeps_polling_then_success(tmp_path):
 @pytest.mark.parametrize("word", ["FAILED", "SENSITIVE_WORD_ERROR", "CREATE_TASK_FAILED",
                                   "GENERATE_AUDIO_FAILED", "MODERATION_FAILURE",
                                   "UPSTREAM_ERROR"])
-def test_every_failure_word_ends_the_task_with_its_message(tmp_path, word):
+async def test_every_failure_word_ends_the_task_with_its_message(tmp_path, word):
     fault = {"match": {"path": "/api/v1/generate"},
              "action": {"fail_task": word, "code": 501, "message": "no song today"}}
     with FakeServer("sunoapi", api_key=KEY, faults=[fault]) as srv:
         with pytest.raises(TaskFailed) as info:
-            anyio.run(finish, sunoapi(srv), op_of(tmp_path, "generate", **SONG), srv)
+            await finish(sunoapi(srv), op_of(tmp_path, "generate", **SONG), srv)
     assert word in str(info.value)
     assert "no song today" in str(info.value)
     assert not info.value.refunded
 
 
-def test_a_531_failure_is_refunded(tmp_path):
+async def test_a_531_failure_is_refunded(tmp_path):
     fault = {"match": {"path": "/api/v1/generate"},
              "action": {"fail_task": "GENERATE_AUDIO_FAILED", "code": 531}}
     with FakeServer("sunoapi", api_key=KEY, faults=[fault]) as srv:
         with pytest.raises(TaskFailed) as info:
-            anyio.run(finish, sunoapi(srv), op_of(tmp_path, "generate", **SONG), srv)
+            await finish(sunoapi(srv), op_of(tmp_path, "generate", **SONG), srv)
     assert info.value.refunded
 
 
 @pytest.mark.parametrize("word", ["FAIL", "FAILURE"])
-def test_the_relays_fail_word_ends_the_task_with_its_reason(tmp_path, word):
+async def test_the_relays_fail_word_ends_the_task_with_its_reason(tmp_path, word):
     fault = {"match": {"path": "/suno/submit/music"},
              "action": {"fail_task": "GENERATE_AUDIO_FAILED", "message": "lyrics flagged"}}
     with FakeServer("newapi", api_key=KEY, faults=[fault], relay_fail_status=word) as srv:
         with pytest.raises(TaskFailed) as info:
-            anyio.run(finish, relay(srv), op_of(tmp_path, "generate", **SONG), srv)
+            await finish(relay(srv), op_of(tmp_path, "generate", **SONG), srv)
     assert f"{word}: lyrics flagged" in str(info.value)
 
 
@@ -194,7 +196,7 @@ def test_the_readme_prints_the_code_table():
 # --- models ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("model", "mv"), [("V3_5", "chirp-v3-5"), ("V4_5", "chirp-v4-5")])
-def test_a_relay_extend_keeps_its_sources_model(tmp_path, model, mv):
+async def test_a_relay_extend_keeps_its_sources_model(tmp_path, model, mv):
     async def go(srv: FakeServer) -> tuple[Any, Any]:
         prov = relay(srv)
         try:
@@ -210,14 +212,14 @@ def test_a_relay_extend_keeps_its_sources_model(tmp_path, model, mv):
             await prov.aclose()
 
     with FakeServer("newapi", api_key=KEY) as srv:
-        src, log = anyio.run(go, srv)
+        src, log = await go(srv)
     sent = [e["json"] for e in log if e["path"] == "/suno/submit/music"]
     assert [b["mv"] for b in sent] == [mv, mv]
     assert src["model"] == model
     assert src["model_name"] == mv
 
 
-def test_relay_mv_values_map_back_to_models(tmp_path):
+async def test_relay_mv_values_map_back_to_models(tmp_path):
     async def go(srv: FakeServer) -> Any:
         prov = relay(srv)
         try:
@@ -232,14 +234,14 @@ def test_relay_mv_values_map_back_to_models(tmp_path):
             await prov.aclose()
 
     with FakeServer("newapi", api_key=KEY) as srv:
-        src = anyio.run(go, srv)
+        src = await go(srv)
         sent = [e["json"]["mv"] for e in srv.log if e["path"] == "/suno/submit/music"]
     assert src["model"] == "V3"
     assert src["model_name"] == "chirp-v3-0"
     assert sent == ["chirp-v3-0", "chirp-v3-0"]
 
 
-def test_v3_5_is_accepted_with_its_limits(tmp_path):
+async def test_v3_5_is_accepted_with_its_limits(tmp_path):
     from runner.steps import models
 
     assert "V3_5" in models.MODELS
@@ -247,8 +249,7 @@ def test_v3_5_is_accepted_with_its_limits(tmp_path):
                                          "prompt": "p"})
     assert any(f == "style" and "200" in m for f, m, _ in problems)
     with FakeServer("sunoapi", api_key=KEY) as srv:
-        res = anyio.run(finish, sunoapi(srv),
-                        op_of(tmp_path, "generate", model="V3_5", **SONG), srv)
+        res = await finish(sunoapi(srv), op_of(tmp_path, "generate", model="V3_5", **SONG), srv)
     assert res.outputs["tracks"][0]["model"] == "V3_5"
     assert res.outputs["tracks"][0]["model_name"] == "chirp-v3-5"
 

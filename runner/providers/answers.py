@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httpx
 
 from runner.errors import PossiblySubmitted, ProviderError, StepError, TaskFailed
+from runner.providers.httpclient import chunks
 
 if TYPE_CHECKING:
     from runner.providers import First, Op, Result, Streams, Submitted
@@ -82,11 +83,12 @@ async def read_capped(resp: httpx.Response, into: list[bytes],
     if length.strip().isdigit() and int(length) > cap:
         raise TooLarge(f"an answer of {int(length):,} bytes (the cap is {cap:,})")
     got = 0
-    async for chunk in resp.aiter_bytes():
-        got += len(chunk)
-        if got > cap:
-            raise TooLarge(f"an answer larger than {cap:,} bytes")
-        into.append(chunk)
+    async with chunks(resp) as body:
+        async for chunk in body:
+            got += len(chunk)
+            if got > cap:
+                raise TooLarge(f"an answer larger than {cap:,} bytes")
+            into.append(chunk)
     return b"".join(into)
 
 

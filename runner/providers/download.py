@@ -28,6 +28,7 @@ import anyio
 import httpx
 
 from runner.errors import TransientError
+from runner.providers.httpclient import chunks
 from runner.recipe.load import DEFAULT_MAX_DOWNLOAD
 from runner.store.journal import Store
 
@@ -137,20 +138,21 @@ async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
                 # request, callback and rate-limit grant of the run (a 2 MB WAV: ~10 ms).
                 batch: list[bytes] = []
                 pending = 0
-                async for chunk in resp.aiter_raw(1 << 16):
-                    if got == 0 and chunk.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U"):
-                        raise DownloadRejected(f"{_shown(url)} is an HLS playlist (#EXTM3U), "
-                                               "not an audio file; sunoflow stores whole files "
-                                               "only")
-                    got += len(chunk)
-                    if got > max_bytes:
-                        raise DownloadRejected(f"{_shown(url)} exceeds the cap of "
-                                               f"{max_bytes:,} bytes (max_download_bytes)")
-                    batch.append(chunk)
-                    pending += len(chunk)
-                    if pending >= WRITE_BATCH:
-                        await anyio.to_thread.run_sync(_write, f, h, batch)
-                        batch, pending = [], 0
+                async with chunks(resp, 1 << 16, raw=True) as body:
+                    async for chunk in body:
+                        if got == 0 and chunk.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U"):
+                            raise DownloadRejected(f"{_shown(url)} is an HLS playlist (#EXTM3U), "
+                                                   "not an audio file; sunoflow stores whole files "
+                                                   "only")
+                        got += len(chunk)
+                        if got > max_bytes:
+                            raise DownloadRejected(f"{_shown(url)} exceeds the cap of "
+                                                   f"{max_bytes:,} bytes (max_download_bytes)")
+                        batch.append(chunk)
+                        pending += len(chunk)
+                        if pending >= WRITE_BATCH:
+                            await anyio.to_thread.run_sync(_write, f, h, batch)
+                            batch, pending = [], 0
                 await anyio.to_thread.run_sync(_write, f, h, batch, True)
             if expected is not None and got != expected:
                 raise TransientError(f"download {_shown(url)}: got {got:,} of {expected:,} "

@@ -18,11 +18,12 @@ logic, only the question it asks is cheaper.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -128,3 +129,14 @@ def async_client(**kw: Any) -> httpx.AsyncClient:
     client = httpx.AsyncClient(**kw)
     cheap_pool_checks(client)
     return client
+
+
+def chunks(resp: httpx.Response, size: int | None = None, *, raw: bool = False,
+           ) -> contextlib.aclosing[AsyncGenerator[bytes, None]]:
+    """`async with chunks(resp) as body: async for chunk in body: ...`: the body's chunks
+    (as sent, with raw=True), closed when the block ends however it ends. httpx's `aiter_*`
+    are async generators: one left early (a cap reached, a rejected first line) would be
+    closed only when collected, by asyncio's finalizer outside any cancel scope, and on trio
+    not at all (it warns: "garbage collected before it had been exhausted")."""
+    body = resp.aiter_raw(size) if raw else resp.aiter_bytes(size)
+    return contextlib.aclosing(cast("AsyncGenerator[bytes, None]", body))
