@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mutagen.mp4 import MP4
 from project import git_init
 
@@ -39,6 +40,7 @@ def layout(cwd: Path) -> list[str]:
     return sorted(f["path"] for f in manifest["files"])
 
 
+@pytest.mark.slow  # the example album, end to end
 def test_the_example_album_has_the_same_layout_on_local_and_sunoapi(tmp_path: Path):
     local, remote = tmp_path / "local" / "examples", tmp_path / "remote" / "examples"
     for d in (local, remote):

@@ -175,6 +175,7 @@ def play(root: Path, flow: dict[str, Any], event: str, actions: Actions) -> dict
     return results
 
 
+@pytest.mark.slow  # the example album, end to end
 def test_the_workflow_shell_steps_build_commit_and_rebuild_frozen(tmp_path):
     flow = yaml.safe_load(WORKFLOW.read_text())
     # The repository: the examples (the album made short) and the stock recipes.
