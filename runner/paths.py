@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,29 @@ class Outside(ValueError):
 
 def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
+
+
+def file_suffix(name: str) -> str:
+    """The suffix a stored file keeps from a file name or a URL's path (`.mp3`), lower-cased;
+    "" unless it is a dot and one to five letters or digits (a signed link's path may end
+    in anything)."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext if ext and len(ext) <= 6 and ext[1:].isalnum() else ""
+
+
+HASH_CHUNK = 1 << 16  # bytes read at a time when hashing a file
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read into one small buffer: `read(1 << 20)` allocated a
+    megabyte for every file hashed, a 4 KB image too, in each worker thread doing it."""
+    h = hashlib.sha256()
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -159,17 +183,9 @@ def content_hashes(inputs: dict[str, Any], roots: Roots,
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         sha = memo.get(ident)
         if sha is None:
-            sha = memo[ident] = _sha256(target)
+            sha = memo[ident] = sha256_file(target)
         out[".".join(map(str, where))] = sha
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 16):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def label(step: str, uses: str) -> str:
@@ -294,6 +310,18 @@ def fresh_file(dest: Path) -> tuple[int, Path]:
 def replace_text(dest: Path, text: str, *, fsync: bool = False) -> None:
     """Write `text` to `dest` through a fresh temporary file (see fresh_file)."""
     replace_with(dest, lambda f: f.write(text), fsync=fsync)
+
+
+def replace_copy(src: Path, dest: Path) -> None:
+    """Replace `dest` with a copy of `src` through a fresh temporary file (see fresh_file):
+    a reader never sees half a file, and a link at `dest` is replaced, not written through."""
+    fd, tmp = fresh_file(dest)
+    try:
+        with os.fdopen(fd, "wb") as f, src.open("rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_with(dest: Path, write: Callable[[TextIO], object], *,

@@ -9,17 +9,14 @@ the audio in order, and manifest.json holds every file's sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from runner.album.tags import write_tags
 from runner.errors import Diagnostic, ExportError, StepError
-from runner.paths import Outside, Roots, fresh_file, replace_text
+from runner.paths import Outside, Roots, replace_copy, replace_text, sha256_file
 from runner.recipe.blame import diagnose
 from runner.recipe.load import OutputFile, Recipe, _kind
 from runner.recipe.template import TemplateError, compile_template, is_template, render, render_path
@@ -311,18 +308,8 @@ def _place(src: Path, dest: Path) -> None:
     # A copy, not a hard link: tags are written into the album file, and must never change
     # the blob in the store (whose name is its hash). A fresh temporary name (O_EXCL), so
     # nothing placed beside it can redirect the write.
-    fd, tmp = fresh_file(dest)
-    try:
-        with os.fdopen(fd, "wb") as f, src.open("rb") as s:
-            shutil.copyfileobj(s, f, 1 << 20)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_copy(src, dest)
 
 
 def _sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(p)

@@ -1528,7 +1528,7 @@ def route_of(provider: ProviderConfig, uses: str, inputs: dict[str, Any]) -> str
         # The service makes WAV of its own tracks; anything else is local ffmpeg.
         audio = inputs.get("audio")
         own = isinstance(audio, dict) and audio.get("id") and audio.get("task_id") and \
-            not str(audio.get("task_id", "")).startswith("local-")
+            not models.is_local_task(audio.get("task_id", ""))
         if inputs.get("format", "wav") != "wav" or not own:
             return "local"
     if uses == "concat" and provider.kind == "newapi" and provider.concat != "remote":

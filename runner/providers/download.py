@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from runner import paths
 from runner.errors import TransientError
 from runner.providers.httpclient import chunks
 from runner.recipe.load import DEFAULT_MAX_DOWNLOAD
@@ -56,9 +57,8 @@ class Streamed:
 
 
 def suffix_for(url: str, content_type: str | None = None) -> str:
-    path = urlsplit(url).path
-    ext = os.path.splitext(path)[1].lower()
-    if ext and len(ext) <= 6 and ext[1:].isalnum():
+    ext = paths.file_suffix(urlsplit(url).path)
+    if ext:
         return ext
     ct = (content_type or "").split(";")[0].strip()
     return {"audio/mpeg": ".mp3", "audio/wav": ".wav", "audio/x-wav": ".wav",

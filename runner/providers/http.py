@@ -33,6 +33,7 @@ import anyio
 import httpx
 from anyio.lowlevel import RunVar
 
+from runner import paths
 from runner.errors import (
     AuthError,
     PossiblySubmitted,
@@ -127,8 +128,7 @@ def files_client(config: ProviderConfig) -> PerLoop:
 
 def suffix(url: str, default: str) -> str:
     """The file suffix a result URL names, or `default` (for Fetch placeholders)."""
-    ext = os.path.splitext(urlsplit(url).path)[1].lower()
-    return ext if ext and len(ext) <= 6 and ext[1:].isalnum() else default
+    return paths.file_suffix(urlsplit(url).path) or default
 
 
 def retry_after(headers: httpx.Headers) -> float | None:

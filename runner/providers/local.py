@@ -18,9 +18,10 @@ import anyio
 
 from runner.album.tags import TAGGABLE, write_tags
 from runner.errors import StepError
+from runner.paths import is_url
 from runner.providers import Op, Produced, Result, Submitted
 from runner.recipe.load import Provider as ProviderConfig
-from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, local_task_id
 from runner.steps.types import TAG_FIELDS
 from runner.studio import media, textgen
 
@@ -88,7 +89,7 @@ class LocalProvider:
                 raise StepError("the audio track has no downloaded file", step=op.step)
             return op.local_file(f)
         if isinstance(v, str):
-            if v.startswith(("http://", "https://")):
+            if is_url(v):
                 raise StepError("the local provider takes a track or a local file as audio, "
                                 f"not a URL ({v})", step=op.step)
             p = op.local_file(v)
@@ -103,7 +104,7 @@ class LocalProvider:
         model = op.inputs.get("model") or (source or {}).get("model") or DEFAULT_MODEL
         info = media.probe(path)
         return {
-            "id": f"local-{op.key[:12]}-{n}", "task_id": f"local-{op.key[:12]}",
+            "id": f"{local_task_id(op.key)}-{n}", "task_id": local_task_id(op.key),
             "title": title, "duration": round(info.duration, 3), "tags": style,
             "prompt": prompt, "model": model, "model_name": MODEL_NAMES.get(model, model),
             "audio_url": None, "image_url": None, "file": Produced(path),
@@ -186,12 +187,12 @@ class LocalProvider:
             out = op.workdir / f"cover{n}.png"
             media.cover_image(out, seed=_seed(op, f"cover{n}"))
             images.append({"url": None, "file": Produced(out)})
-        return {"images": images, "task_id": f"local-{op.key[:12]}"}
+        return {"images": images, "task_id": local_task_id(op.key)}
 
     def _lyrics(self, op: Op) -> dict[str, Any]:
         texts = textgen.lyrics(str(op.inputs.get("prompt") or ""))
         return {"texts": texts, "text": texts[0]["text"], "title": texts[0]["title"],
-                "task_id": f"local-{op.key[:12]}"}
+                "task_id": local_task_id(op.key)}
 
     def _timestamped_lyrics(self, op: Op) -> dict[str, Any]:
         audio = op.inputs.get("audio")
@@ -214,12 +215,12 @@ class LocalProvider:
             mp3 = op.workdir / f"{name}.mp3"
             media.transcode(path, mp3, fmt="mp3", bitrate_kbps=192)
             out[name] = {"url": None, "file": Produced(mp3)}
-        return {"stems": out, "task_id": f"local-{op.key[:12]}"}
+        return {"stems": out, "task_id": local_task_id(op.key)}
 
     def _convert(self, op: Op) -> dict[str, Any]:
         out = self._transcode(op)
         out["url"] = None
-        out["task_id"] = f"local-{op.key[:12]}"
+        out["task_id"] = local_task_id(op.key)
         return out
 
     def _transcode(self, op: Op) -> dict[str, Any]:
@@ -254,7 +255,7 @@ class LocalProvider:
                     image=op.local_file(image) if isinstance(image, str) and image else None,
                     title=title if isinstance(title, str) else "",
                     artist=author if isinstance(author, str) else "")
-        return {"url": None, "file": Produced(out), "task_id": f"local-{op.key[:12]}"}
+        return {"url": None, "file": Produced(out), "task_id": local_task_id(op.key)}
 
     def _concat(self, op: Op) -> dict[str, Any]:
         clips = op.inputs.get("clips")

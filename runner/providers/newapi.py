@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import httpx
 
+from runner import paths
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -51,7 +52,7 @@ from runner.providers.http import (
     suffix,
 )
 from runner.recipe.load import Provider as ProviderConfig
-from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode, is_local_task
 from runner.store.journal import Store
 from runner.studio import media
 
@@ -349,7 +350,7 @@ class NewApiProvider:
     def _source(self, op: Op) -> dict[str, Any]:
         audio = op.inputs.get("audio")
         if not isinstance(audio, dict) or not audio.get("id") or not audio.get("task_id") \
-                or str(audio["task_id"]).startswith("local-"):
+                or is_local_task(audio["task_id"]):
             raise StepError("extend on the relay needs a track the relay made as 'audio' "
                             "(with id and task_id); for other audio use upload_extend",
                             step=op.step)
@@ -373,7 +374,7 @@ class NewApiProvider:
         Only the continuation is paid: a failure before it is a free retry."""
         audio = op.inputs.get("audio")
         url = audio.get("audio_url") if isinstance(audio, dict) else audio
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not paths.is_url(url):
             raise StepError("upload_extend on the relay takes audio by URL (a track with an "
                             "audio_url, or an http(s) URL); it has no file upload",
                             step=op.step)
@@ -539,7 +540,7 @@ class NewApiProvider:
             url = audio.get("audio_url")
         else:
             url = audio
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not paths.is_url(url):
             raise StepError("the source of the extension has neither a file nor a URL",
                             step=op.step)
         dest = work / f"source{suffix(url, '.mp3')}"

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import anyio
 import httpx
 
+from runner import paths
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -66,7 +65,7 @@ from runner.providers.http import (
     suffix,
 )
 from runner.recipe.load import Provider as ProviderConfig
-from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode, is_local_task
 from runner.store.journal import Store
 
 V1 = "/api/v1"
@@ -165,7 +164,7 @@ def balance(data: Any) -> float | None:
 
 def stream_url(item: dict[str, Any]) -> str | None:
     url = item.get("streamAudioUrl")
-    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+    return url if isinstance(url, str) and paths.is_url(url) else None
 
 
 def running_streams(items: list[dict[str, Any]]) -> Streams | None:
@@ -443,7 +442,7 @@ class SunoApiProvider:
         if not isinstance(audio, dict) or not audio.get("id") or not audio.get("task_id"):
             raise StepError(f"{what} needs a track made by the service as 'audio' (a track "
                             "object with id and task_id)", step=op.step)
-        if str(audio["task_id"]).startswith("local-"):
+        if is_local_task(audio["task_id"]):
             hint = "use upload_extend for audio made elsewhere" if what == "extend" else \
                 "give it a track from a step the service ran (generate, extend, ...)"
             raise StepError(f"{what} needs a track made by the service, and this one was "
@@ -732,7 +731,7 @@ class SunoApiProvider:
             if audio.get("audio_url"):
                 return str(audio["audio_url"])
             raise StepError("the audio track has neither a file nor a URL", step=op.step)
-        if isinstance(audio, str) and audio.startswith(("http://", "https://")):
+        if isinstance(audio, str) and paths.is_url(audio):
             return audio
         if isinstance(audio, str) and audio:
             path = op.local_file(audio)
@@ -764,15 +763,7 @@ class SunoApiProvider:
             return
         text = json.dumps({"version": UPLOADS_VERSION, "uploads": self._uploads}, indent=1,
                           sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".uploads.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        paths.replace_text(path, text, fsync=True)
 
     async def _upload(self, op: Op, path: Path) -> str:
         if not self.upload_base:

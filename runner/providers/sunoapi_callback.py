@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner import paths
+
 MAX_ID = 128  # longer "task ids" are not the service's
 
 # snake_case callback item fields -> the record-info camelCase a reader expects.
@@ -51,7 +53,7 @@ def stage(body: Any) -> str | None:
 
 
 def _url(value: Any) -> str | None:
-    if isinstance(value, str) and value.startswith(("http://", "https://")):
+    if isinstance(value, str) and paths.is_url(value):
         return value
     return None
 

@@ -5,7 +5,6 @@ and no live updates (there is no server); everything else is the live page."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,4 @@ def export(recipe: Path, state_dir: Path, out_dir: Path, overrides: dict[str, An
 def _copy(src: Path, dst: Path) -> None:
     if dst.exists() and dst.stat().st_size == src.stat().st_size:
         return  # named by content (media, waves) or re-exported unchanged
-    tmp = dst.with_name(f".{dst.name}.part")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    paths.replace_copy(src, dst)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import paths
 from runner.engine.core import rerun
 from runner.plan import build as planner
 from runner.plan.build import Instance, Plan
@@ -235,7 +236,7 @@ def _takes(outputs: Any, used: int | None, preview: bool = False) -> list[Take]:
                         str(t.get("task_id") or ""), blob_name(t.get("image_file")),
                         in_album=used == n, preview=preview,
                         stream_url=stream if isinstance(stream, str)
-                        and stream.startswith(("https://", "http://")) else None))
+                        and paths.is_url(stream) else None))
     return out
 
 

@@ -41,6 +41,17 @@ SHORT_TEXT = {"author": 50, "domain_name": 50, "content": 500}
 ADD_MODELS = ("V4_5PLUS", "V5", "V5_5")  # add_vocals and add_instrumental
 MUSIC_TAKES = 2  # a music task answers with exactly two songs (REFERENCE 1.3)
 REMOTE = ("sunoapi", "newapi")
+# The task ids the local provider gives its work: no service's task, nothing paid for, and
+# nothing a service can extend, convert or look up.
+LOCAL_TASK = "local-"
+
+
+def local_task_id(key: str) -> str:
+    return f"{LOCAL_TASK}{key[:12]}"
+
+
+def is_local_task(task_id: object) -> bool:
+    return str(task_id).startswith(LOCAL_TASK)
 
 
 class _Unknown:

@@ -55,6 +55,7 @@ from typing import Any
 
 import anyio
 
+from runner import paths
 from runner.errors import StepError
 from runner.store.cache import Cache, CacheError, Exists
 from runner.store.journal import Store
@@ -83,9 +84,7 @@ def runner_id(store: Store) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         rid = secrets.token_hex(8)
-        tmp = path.with_name("runner-id.part")
-        tmp.write_text(rid + "\n")
-        os.replace(tmp, path)
+        paths.replace_text(path, rid + "\n")
         return rid
 
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -58,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import paths
 from runner.errors import JournalError, StoreError
 
 FORMAT = 1
@@ -68,7 +68,6 @@ FORMAT = 1
 EVENT_VERSION = {"first": 2}
 READS = 2  # the highest event version this sunoflow understands
 SYNC_EVERY = 0.2  # seconds between batched fsyncs of non-critical events
-HASH_CHUNK = 1 << 16  # bytes read at a time when hashing a file
 INTERN_UP_TO = 256  # characters: longer strings (lyrics, say) are seldom repeated
 RESERVE_BYTES = 64 * 1024  # spare room for a few hundred journal lines on a full disk
 EVENTS = frozenset({"intent", "submitted", "uncertain", "done", "first", "failed", "forget"})
@@ -401,15 +400,7 @@ class Store:
 
     def ingest(self, path: Path, *, move: bool = True) -> dict[str, Any]:
         """Hash `path` and put it in the store; return {path, sha256, size}."""
-        h = hashlib.sha256()
-        # Into one small buffer: `read(1 << 20)` allocated a megabyte for every file being
-        # hashed, a 4 KB image too, in each of the worker threads doing it.
-        buf = bytearray(HASH_CHUNK)
-        view = memoryview(buf)
-        with path.open("rb", buffering=0) as f:
-            while n := f.readinto(buf):
-                h.update(view[:n])
-        sha = h.hexdigest()
+        sha = paths.sha256_file(path)
         dest = self.blob_path(sha, _suffix(path))
         if dest.exists():
             if move:
@@ -419,9 +410,7 @@ class Store:
             if move:
                 os.replace(path, dest)
             else:
-                tmp = dest.with_name(dest.name + ".part")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, dest)
+                paths.replace_copy(path, dest)
         return {"path": str(dest), "sha256": sha, "size": dest.stat().st_size}
 
     def has_blob(self, info: dict[str, Any]) -> bool:
@@ -481,5 +470,4 @@ def malformed(ev: Any) -> str | None:
 
 
 def _suffix(path: Path) -> str:
-    s = path.suffix.lower()
-    return s if s and len(s) <= 6 and s[1:].isalnum() else ""
+    return paths.file_suffix(path.name)

@@ -25,6 +25,7 @@ import yaml
 from runner.errors import StoreError
 from runner.paths import fresh_file
 from runner.plan.build import Plan
+from runner.steps.models import is_local_task
 from runner.store import yamlout
 from runner.store.journal import Store
 
@@ -96,7 +97,7 @@ def _entries(plan: Plan, records: dict[str, Any],
         inst = plan.instances[iid]
         by_path = {f["path"]: f"sha256:{f['sha256']}{suffix(f['path'])}" for f in st.files}
         outputs = st.outputs
-        remote = bool(st.task_ids) and not str(st.task_ids[0]).startswith("local-")
+        remote = bool(st.task_ids) and not is_local_task(st.task_ids[0])
         entry: dict[str, Any] = {
             "key": rec.key,
             "uses": inst.step.uses,

@@ -87,7 +87,7 @@ def read(state_dir: Path) -> dict[str, dict[str, Any]]:
         tracks = [t for t in entry["tracks"] if isinstance(t, dict)
                   and isinstance(t.get("n"), int) and not isinstance(t.get("n"), bool)
                   and isinstance(t.get("stream_url"), str)
-                  and t["stream_url"].startswith(("https://", "http://"))]
+                  and paths.is_url(t["stream_url"])]
         if tracks:
             out[str(tid)] = {**entry, "tracks": tracks}
     return out
