@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import paths, providers
+from runner import paths
 from runner.album import export
 from runner.callbacks.registry import Callbacks
 from runner.cli import crashlog
@@ -30,10 +30,12 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.plan import build as planner
+from runner.providers.registry import create as make_provider
 from runner.recipe import load as recipes
 from runner.report import progress
 from runner.store import ledger, lock
 from runner.store.journal import Store
+from runner.store.uploads import UploadsFile
 from runner.terminal import plural
 
 if TYPE_CHECKING:
@@ -133,12 +135,13 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
         opts = {**opts, "keep_going": True}
-    provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
+    provs: dict[str, Any] = {"local": make_provider(recipes.Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
     clock = Clock()
     if r.provider.kind != "local":
-        provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
-                                                  store=store, clock=clock)
+        # The provider is handed the state directory's uploads cache, never the store.
+        provs[r.provider.kind] = make_provider(r.provider, env=dict(os.environ),
+                                               uploads=UploadsFile(store.root), clock=clock)
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
     if remote is not None and not opts.get("frozen"):
         store.reserve()  # room for a paid task's id on a disk that fills up (runner.store.journal)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +41,8 @@ from runner.errors import (
     TransientError,
 )
 from runner.pacing import Clock
-from runner.providers import (
+from runner.providers import answers, codes, sunoapi_callback
+from runner.providers.base import (
     Fetch,
     First,
     Op,
@@ -51,9 +50,7 @@ from runner.providers import (
     Result,
     Streams,
     Submitted,
-    answers,
-    codes,
-    sunoapi_callback,
+    Uploads,
 )
 from runner.providers.http import (
     GATEWAY,
@@ -67,7 +64,6 @@ from runner.providers.http import (
 )
 from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
-from runner.store.journal import Store
 
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
@@ -76,7 +72,6 @@ CREDIT_PATHS = (f"{V1}/generate/credit", f"{V1}/get-credits")
 
 UPLOAD_PATH = "sunoflow"
 UPLOAD_MAX_AGE = 2.5 * 24 * 3600  # the host deletes uploads after 3 days; keep a margin
-UPLOADS_VERSION = 1
 RECOVERY_POLL = 2.0  # seconds between recovery polls (the docs recommend ~2 s)
 RECOVERY_MAX_POLLS = 90
 ADD_DEFAULT_MODEL = "V4_5PLUS"  # the service's default for add-vocals / add-instrumental
@@ -226,10 +221,10 @@ class SunoApiProvider:
     reports_first = True  # record-info's FIRST_SUCCESS (REFERENCE 2.7, 2.22)
 
     def __init__(self, config: ProviderConfig, *, env: dict[str, str],
-                 store: Store | None = None, clock: Clock | None = None) -> None:
+                 uploads: Uploads | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or Clock()
-        self.store = store
+        self.uploads = uploads  # where uploaded files' URLs outlive the run (none: no cache)
         self.api = ApiClient(config, env=env, clock=self.clock)
         # Never the API host's by default: uploads carry the key, and only the upload host
         # the recipe names or runner.recipe.load.upload_host knows may receive it.
@@ -742,37 +737,14 @@ class SunoApiProvider:
         raise StepError(f"{op.type} needs 'audio': a track, a URL or a local path",
                         step=op.step)
 
-    def _cache_path(self) -> Path | None:
-        return self.store.root / "uploads.json" if self.store is not None else None
-
     def _load_uploads(self) -> dict[str, dict[str, Any]]:
         if self._uploads is None:
-            self._uploads = {}
-            path = self._cache_path()
-            if path is not None and path.exists():
-                try:
-                    doc = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    doc = {}  # a damaged cache only costs a re-upload
-                if isinstance(doc, dict) and doc.get("version") == UPLOADS_VERSION:
-                    self._uploads = dict(doc.get("uploads") or {})
+            self._uploads = self.uploads.load() if self.uploads is not None else {}
         return self._uploads
 
     def _save_uploads(self) -> None:
-        path = self._cache_path()
-        if path is None:
-            return
-        text = json.dumps({"version": UPLOADS_VERSION, "uploads": self._uploads}, indent=1,
-                          sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".uploads.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        if self.uploads is not None and self._uploads is not None:
+            self.uploads.save(self._uploads)
 
     async def _upload(self, op: Op, path: Path) -> str:
         if not self.upload_base:
