@@ -361,7 +361,7 @@ def test_a_running_song_offers_its_stream_links_in_either_record_shape(tmp_path,
 
 
 def test_only_http_stream_links_of_a_sane_length_are_offered():
-    from runner.providers.sunoapi import running_streams, stream_url
+    from runner.providers.sunoapi_answers import running_streams, stream_url
 
     def item(url: object) -> dict[str, object]:
         return {"id": "a", "title": "T", "streamAudioUrl": url}
