@@ -102,7 +102,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_reroll(args: argparse.Namespace) -> int:
     from runner.cli import run
-    from runner.engine.core import forceable, rerun
+    from runner.engine.core import Options, forceable, rerun
     from runner.plan import build as planner
     from runner.recipe import load as recipe
     from runner.report import plan_table as report
@@ -131,9 +131,12 @@ def cmd_reroll(args: argparse.Namespace) -> int:
         if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing done")
             return 0
-    return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
+    return run.execute(args.recipe, overrides=overrides(args),
+                       opts=Options(state_dir=run.state_dir_of(args.state_dir,
+                                                               Path(args.recipe)),
+                                    force={args.step}),
                        out_dir=args.out, report_path=None, quiet=args.quiet,
-                       opts={"force": {args.step}}, cache=args.cache)
+                       cache=args.cache)
 
 
 def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
@@ -178,6 +181,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from runner.cli import run
+    from runner.engine.core import Options
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -186,13 +190,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from runner.callbacks.listener import parse_address
 
         listen = parse_address(args.listen)
+    # The engine's options, from the command line (run.execute adds what the run makes).
+    opts = Options(state_dir=run.state_dir_of(args.state_dir, Path(args.recipe)),
+                   concurrency=args.concurrency, keep_going=args.keep_going,
+                   only=set(args.only), force=set(args.force), frozen=args.frozen,
+                   resubmit_uncertain=not args.no_resubmit_uncertain,
+                   max_credits=args.max_credits)
     return run.execute(
-        args.recipe, overrides=overrides(args), state_dir=args.state_dir, out_dir=args.out,
-        report_path=args.report, quiet=args.quiet,
-        opts={"concurrency": args.concurrency, "keep_going": args.keep_going,
-              "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
-              "resubmit_uncertain": not args.no_resubmit_uncertain,
-              "max_credits": args.max_credits}, listen=listen,
+        args.recipe, overrides=overrides(args), opts=opts, out_dir=args.out,
+        report_path=args.report, quiet=args.quiet, listen=listen,
         ignore_balance=args.ignore_balance, cache=args.cache)
 
 
