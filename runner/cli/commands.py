@@ -69,34 +69,18 @@ def cmd_clean(args: argparse.Namespace) -> int:
     # would take away files the run has just recorded or is about to read.
     store.lock(purpose="clean")
     try:
-        verdicts, notes = ledger.decide(state, ledger.User(Path(os.path.abspath(recipe_path)),
-                                                           Path(os.path.abspath(lock_path))))
         url = cache.choose(args.cache, None)
-        if url is not None and not args.dry_run:
-            # --cache: a file goes only once the cache holds it (pushed now if need be).
-            held = sync.keep_copies([v.path for v in verdicts if v.delete], url)
-            verdicts = [v if not v.delete or v.path in held else
-                        ledger.Verdict(v.path, False, "the cache could not take it")
-                        for v in verdicts]
-        for note in notes:
-            print(safe(f"note: {note}"))
-        removed = freed = kept = 0
-        for v in verdicts:
-            if not v.delete:
-                kept += 1
-                if args.dry_run:
-                    print(safe(f"keep {v.path}: {v.why}"))
-                continue
-            removed += 1
-            freed += v.path.stat().st_size
-            if args.dry_run:
-                print(safe(f"would delete {v.path}: {v.why}"))
-            else:
-                v.path.unlink()
+        swept = ledger.sweep(
+            state, ledger.User(Path(os.path.abspath(recipe_path)),
+                               Path(os.path.abspath(lock_path))),
+            dry_run=args.dry_run, say=lambda line: print(safe(line)),
+            keep_copies=(lambda files: sync.keep_copies(files, url))
+            if url is not None else None)
     finally:
         store.close()
-    print(safe(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
-               f"({freed / 1e6:.1f} MB) that no recipe using {state} needs; kept {kept}"))
+    print(safe(f"{'would delete' if args.dry_run else 'deleted'} {swept.removed} files "
+               f"({swept.freed / 1e6:.1f} MB) that no recipe using {state} needs; kept "
+               f"{swept.kept}"))
     return 0
 
 
