@@ -188,8 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """The command line's one entry (console script and `python -m runner`) and its one
+    error handler: a user mistake prints its message and exits with its code, Ctrl-C
+    exits 130, and anything else (a bug) is logged with versions and its traceback by
+    runner.cli.crashlog, on every path: parsing included, and exceptions that are not
+    Exceptions (a cancellation escaping an event loop, a group of them)."""
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -200,16 +205,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(commands.shown(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("sunoflow: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
-        from runner.cli import crashlog
+    except SystemExit:
+        raise  # argparse's --help and --version, printed already
+    except BaseException as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is None:
+            return _interrupted()  # Ctrl-C reached a task group: still an interruption
+        return _crashed(exc)
 
-        log = crashlog.write(traceback.format_exc())
-        where = f"the traceback is in {log}" if log is not None else \
-            "no folder took its traceback"
-        print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
-                   "please report it with that file"), file=sys.stderr)
-        return 1
+
+def _interrupted() -> int:
+    print("sunoflow: interrupted", file=sys.stderr)
+    return 130
+
+
+def _crashed(exc: BaseException) -> int:
+    from runner.cli import crashlog
+
+    log = crashlog.write("".join(traceback.format_exception(exc)))
+    where = f"the traceback is in {log}" if log is not None else \
+        "no folder took its traceback"
+    print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
+               "please report it with that file"), file=sys.stderr)
+    return 1
