@@ -86,3 +86,18 @@ def test_a_crash_log_on_a_full_disk_goes_to_the_next_folder(disk, tmp_dir,  # no
     assert log.parent == tmp_dir
     assert "RuntimeError: boom" in log.read_text()
     assert os.listdir(state) == []  # no empty log left behind
+
+
+@pytest.mark.parametrize("command", [["run"], ["reroll", "--yes"]])
+def test_a_recipe_path_that_is_a_link_loop_is_a_user_mistake(tmp_path, tmp_dir, capsys,
+                                                              command):
+    # The state directory is found from the recipe's real folder: only once the recipe
+    # was read, so a path that cannot be resolved gets the reader's positioned message.
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    argv = [command[0], str(tmp_path / "a.yaml"), *(["song"] if command[0] == "reroll"
+                                                     else []), *command[1:]]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{tmp_path / 'a.yaml'}:1:1: cannot read"), err
+    assert list(tmp_dir.iterdir()) == []

@@ -115,10 +115,8 @@ def cmd_reroll(args: argparse.Namespace) -> int:
         if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing done")
             return 0
-    return run.execute(args.recipe, overrides=overrides(args),
-                       opts=Options(state_dir=run.state_dir_of(args.state_dir,
-                                                               Path(args.recipe)),
-                                    force={args.step}),
+    return run.execute(r, opts=Options(state_dir=run.state_dir_of(args.state_dir, r.path),
+                                       force={args.step}),
                        out_dir=args.out, report_path=None, quiet=args.quiet,
                        cache=args.cache)
 
@@ -166,6 +164,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from runner.cli import run
     from runner.engine.core import Options
+    from runner.recipe import load as recipe
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -174,16 +173,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         from runner.callbacks.listener import parse_address
 
         listen = parse_address(args.listen)
+    r = recipe.load(args.recipe, overrides=overrides(args))
     # The engine's options, from the command line (run.execute adds what the run makes).
-    opts = Options(state_dir=run.state_dir_of(args.state_dir, Path(args.recipe)),
+    opts = Options(state_dir=run.state_dir_of(args.state_dir, r.path),
                    concurrency=args.concurrency, keep_going=args.keep_going,
                    only=set(args.only), force=set(args.force), frozen=args.frozen,
                    resubmit_uncertain=not args.no_resubmit_uncertain,
                    max_credits=args.max_credits)
-    return run.execute(
-        args.recipe, overrides=overrides(args), opts=opts, out_dir=args.out,
-        report_path=args.report, quiet=args.quiet, listen=listen,
-        ignore_balance=args.ignore_balance, cache=args.cache)
+    return run.execute(r, opts=opts, out_dir=args.out, report_path=args.report,
+                       quiet=args.quiet, listen=listen, ignore_balance=args.ignore_balance,
+                       cache=args.cache)
 
 
 def _state_of(args: argparse.Namespace) -> Path:

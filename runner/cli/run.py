@@ -59,14 +59,14 @@ def default_out_dir(recipe_path: Path) -> Path:
     return Path(os.path.abspath(recipe_path)).parent / "out" / recipe_path.stem
 
 
-def execute(recipe_path: str, *, overrides: dict[str, Any], opts: Options,
-            out_dir: str | None, report_path: str | None,
-            quiet: bool = False, listen: tuple[str, int] | None = None,
-            ignore_balance: bool = False, cache: str | None = None) -> int:
-    """Run the recipe with the engine options the command line chose (`opts`, its state
-    directory included); this adds what the run itself makes: the clock, the callback
-    registry and the cache's blobs and ledger."""
-    r = recipes.load(recipe_path, overrides=overrides)
+def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
+            report_path: str | None, quiet: bool = False,
+            listen: tuple[str, int] | None = None, ignore_balance: bool = False,
+            cache: str | None = None) -> int:
+    """Run the loaded recipe `r` with the engine options the command line chose (`opts`,
+    its state directory included); this adds what the run itself makes: the clock, the
+    callback registry and the cache's blobs and ledger."""
+    recipe_path = r.file  # as the user named it, for messages
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
     if unset:
