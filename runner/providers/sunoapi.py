@@ -69,7 +69,6 @@ UPLOAD_MAX_AGE = 2.5 * 24 * 3600  # the host deletes uploads after 3 days; keep 
 RECOVERY_POLL = 2.0  # seconds between recovery polls (the docs recommend ~2 s)
 RECOVERY_MAX_POLLS = 90
 
-
 # snake_case inputs -> the API's camelCase fields, for the optional music fields.
 OPTIONAL = {
     "negative_tags": "negativeTags", "vocal_gender": "vocalGender",
