@@ -98,18 +98,6 @@ ALLOWED: tuple[tuple[object, ...], ...] = (
     # engine (LAYOUT cut 4, the engine side: files client; providers/download.py): the
     # downloads are handed where to put a file instead of the Store
     ("import", "runner.providers.download", "runner.store.journal"),
-    # edges (LAYOUT cut 4): providers handed an uploads cache, not the Store
-    ("import", "runner.providers.sunoapi", "runner.store.journal"),
-    ("import", "runner.providers.newapi", "runner.store.journal"),
-    # edges (a registry, providers/registry.py): providers/__init__.py holds the Protocol
-    # and the kind -> class function, which imports each provider, which imports the
-    # Protocol back from providers/__init__.py.
-    ("circle", frozenset({
-        "runner.providers", "runner.providers.answers", "runner.providers.http",
-        "runner.providers.local", "runner.providers.newapi", "runner.providers.sunoapi",
-    })),
-    # edges: sunoapi.py split with a sans-I/O sunoapi_answers.py
-    ("size", "runner.providers.sunoapi"),
     # studio (LAYOUT cut 6): media.py split into ffmpeg / probe / compose / edit / art
     ("size", "runner.studio.media"),
 )

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from runner.paths import is_url
+
 # V3_5 is on sunoapi.org's overview page (REFERENCE 5) and is a relay `mv` (chirp-v3-5).
 MODELS = ("V3_5", "V4", "V4_5", "V4_5PLUS", "V4_5ALL", "V5", "V5_5")
 DEFAULT_MODEL = "V4_5"
@@ -313,7 +315,7 @@ def _persona(kind: str, i: Mapping[str, Any]) -> list[Problem]:
 def _relay_audio(kind: str, i: Mapping[str, Any]) -> list[Problem]:
     """The relay imports audio by URL only (/suno/uploads/audio-url, REFERENCE 3.2)."""
     audio = i.get("audio")
-    if isinstance(audio, str) and audio and not audio.startswith(("http://", "https://")):
+    if isinstance(audio, str) and audio and not is_url(audio):
         return [("audio", f"{kind} on newapi takes audio by URL; {audio!r} is a local file "
                  "(the relay has no file upload)",
                  "give an http(s) URL or a track the relay made")]
