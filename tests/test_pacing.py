@@ -26,10 +26,6 @@ from runner.pacing import (
 pytestmark = pytest.mark.anyio
 
 
-def run(fn: Any, *args: Any) -> Any:
-    return anyio.run(fn, *args)
-
-
 # -- rate limiter ---------------------------------------------------------------------------
 
 

@@ -64,10 +64,6 @@ async def drive(prov: NewApiProvider, op: Op, polls: int = 6) -> Result:
     raise AssertionError(f"task {sub.task_id} did not finish in {polls} polls")
 
 
-def run(fn: Any, *args: Any) -> Any:
-    return anyio.run(fn, *args)
-
-
 async def with_provider(srv: FakeServer, body: Any, **config: Any) -> Any:
     async def go() -> Any:
         prov = make(srv, **config)
