@@ -7,7 +7,7 @@ shared cache with its ledger of claims (`--cache`, `push`, `pull`).
     status.py   done, stale or to run        ledger.py  recipes and files `clean` may delete
     cache.py    the shared cache             claims.py  who pays for a key, across machines
     blobsync.py files to and from the cache  sync.py    push, pull, status/clean with a cache
-    previews.py stream previews
+    previews.py stream previews              uploads.py  the uploads cache, handed to providers
 
 Never imports the engine, the providers or the CLI: they use the store (tests/test_layout.py
 checks it). Its formats stay readable: no format change without a version bump.
