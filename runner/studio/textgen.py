@@ -2,16 +2,17 @@
 
 The local provider answers the text-producing step types (``lyrics``, ``boost_style``,
 ``timestamped_lyrics``) with these functions. Everything is a pure function of its
-arguments: the choices come from a sha256 of the input, never from ``random`` or the clock,
-so the same recipe gives the same words on every machine.
+arguments: the choices come from :mod:`runner.studio.dice` keyed by the input, never from
+``random`` or the clock, so the same recipe gives the same words on every machine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
+
+from runner.studio.dice import Dice
 
 MAX_STYLE_CHARS = 999  # the services take fewer than 1000
 MAX_TITLE_CHARS = 60
@@ -186,26 +187,6 @@ class Word(TypedDict):
     end: float
 
 
-def _digest(*parts: str) -> bytes:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
-
-
-class _Picker:
-    """Deterministic choices from a sha256 stream (counter mode)."""
-
-    def __init__(self, *parts: str) -> None:
-        self._key = _digest(*parts)
-        self._counter = 0
-
-    def index(self, n: int) -> int:
-        self._counter += 1
-        block = hashlib.sha256(self._key + self._counter.to_bytes(8, "big")).digest()
-        return int.from_bytes(block[:8], "big") % n
-
-    def pick(self, items: Sequence[str]) -> str:
-        return items[self.index(len(items))]
-
-
 def _keywords(prompt: str) -> list[str]:
     """Content phrases of ``prompt`` in order of first appearance, lower case: runs of
     content words, cut into pairs ("first light over the harbour" gives "first light"
@@ -234,7 +215,7 @@ def _fill(template: str, a: str, b: str) -> str:
 def title_from(prompt: str) -> str:
     """A short title from the prompt's content words (at most 60 characters)."""
     words = _keywords(prompt) or list(_FALLBACK_WORDS)
-    pick = _Picker("title", prompt)
+    pick = Dice("title", prompt)
     a = words[0]
     b = words[1] if len(words) > 1 else pick.pick(_FALLBACK_WORDS)
     if b == a:
@@ -259,13 +240,13 @@ def lyrics(prompt: str, *, variants: int = 2) -> list[dict[str, str]]:
     words = _keywords(prompt) or list(_FALLBACK_WORDS)
     out = []
     for variant in range(variants):
-        pick = _Picker("lyrics", prompt, str(variant))
+        pick = Dice("lyrics", prompt, str(variant))
 
-        def word(pick: _Picker = pick) -> str:
+        def word(pick: Dice = pick) -> str:
             return pick.pick(words)
 
         def section(
-            pool: Sequence[str], n: int, first: str | None = None, pick: _Picker = pick
+            pool: Sequence[str], n: int, first: str | None = None, pick: Dice = pick
         ) -> list[str]:
             chosen: list[str] = []
             # Distinct templates within a section; pools are larger than n.
@@ -305,7 +286,7 @@ def boost_style(content: str) -> str:
     key, instrumentation, vocals, mood and production, under 1000 characters."""
     base = " ".join(content.split())
     low = base.lower()
-    pick = _Picker("style", base)
+    pick = Dice("style", base)
     tokens = set(_WORD_RE.findall(low))
     genre = next((g for g in _GENRES if g in tokens or (g == "hip" and "hip-hop" in low)), None)
     (lo, hi), instruments, mood = _GENRES[genre] if genre else _DEFAULT_GENRE
