@@ -1,4 +1,5 @@
-"""Deterministic text for the offline studio: lyrics, titles, style prompts, word timings.
+"""Deterministic text for the offline studio: lyrics, titles, style prompts, word timings;
+and the one LRC writer (:func:`lrc`), which the providers of services use too.
 
 The local provider answers the text-producing step types (``lyrics``, ``boost_style``,
 ``timestamped_lyrics``) with these functions. Everything is a pure function of its
@@ -369,11 +370,28 @@ def _stamp(seconds: float) -> str:
     return f"[{minutes:02d}:{centis // 100:02d}.{centis % 100:02d}]"
 
 
-def lrc(words: Sequence[Mapping[str, Any]], text: str) -> str:
-    """LRC lyrics: one ``[mm:ss.xx] line`` per sung line of ``text``, timed by the start of
-    its first word in ``words`` (as :func:`align_words` returns, or a service's aligned
-    words: they are matched to the text in order, ignoring case and punctuation).
-    A line whose words cannot be found takes the time of the line before it."""
+# Without the lyrics' own lines, at most this many of the service's words make a line.
+_WORDS_PER_LINE = 8
+
+
+def lrc(words: Sequence[Mapping[str, Any]], text: str = "") -> str:
+    """LRC lyrics: one ``[mm:ss.xx]line`` per sung line, timed by the start of its first
+    word; the one LRC writer (the local provider and the services' aligned words).
+
+    The lines are those of ``text``, the lyrics as written (section tags such as
+    ``[Chorus]`` and blank lines dropped); ``words`` (as :func:`align_words` returns, or a
+    service's aligned words) are matched to it in order, ignoring case and punctuation,
+    and a line whose words cannot be found takes the time of the line before it. Without
+    a ``text`` that has a sung line, the lines come from the words themselves: a line
+    break inside a word ends a line, at most eight words make one, and a line that is
+    only a section tag is dropped. A time is rounded to whole hundredths before it is
+    split into minutes and seconds, so 59.996 s is ``[01:00.00]``, never ``[00:60.00]``.
+    """
+    rows = _rows_from_text(words, text) if _lyric_lines(text) else _rows_from_words(words)
+    return "".join(f"{_stamp(when)}{line}\n" for when, line in rows)
+
+
+def _rows_from_text(words: Sequence[Mapping[str, Any]], text: str) -> list[tuple[float, str]]:
     stream = [(_norm(str(w["word"])), float(w["start"])) for w in words if _norm(str(w["word"]))]
     pos = 0
     last = 0.0
@@ -394,5 +412,23 @@ def lrc(words: Sequence[Mapping[str, Any]], text: str) -> str:
             pos += len(tokens)
         if when is not None:
             last = max(last, when)
-        out.append(f"{_stamp(last)}{line.strip()}")
-    return "\n".join(out) + ("\n" if out else "")
+        out.append((last, line.strip()))
+    return out
+
+
+def _rows_from_words(words: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    rows: list[tuple[float, list[str]]] = []
+    new_line = True
+    for w in words:
+        # "[Verse]\nWaking ": the text before a break ends a line, the rest starts one.
+        for k, piece in enumerate(str(w["word"]).split("\n")):
+            new_line = new_line or k > 0
+            clean = " ".join(piece.split())
+            if not clean:
+                continue
+            if new_line or len(rows[-1][1]) >= _WORDS_PER_LINE:
+                rows.append((float(w["start"]), []))
+                new_line = False
+            rows[-1][1].append(clean)
+    lines = [(when, " ".join(ws)) for when, ws in rows]
+    return [(when, line) for when, line in lines if not _TAG_RE.match(line)]
