@@ -124,16 +124,29 @@ def stderr_tail(stderr: bytes) -> str:
     return " | ".join(lines[-_TAIL_LINES:]) or "no error output"
 
 
-def run(op: str, target: Path, args: Sequence[str], *, level: str = "error") -> bytes:
-    """Run ffmpeg with ``args``; return its stderr, raise MediaError on failure."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", level, *args]
+def argv(*args: str, level: str = "error") -> list[str]:
+    """ffmpeg's command line for ``args``: no banner, no stdin, no progress, and stderr
+    at ``level``."""
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", level, *args]
+
+
+def execute(
+    op: str, target: Path, cmd: Sequence[str], *, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the command line ``cmd`` (an :func:`argv`) in ffmpeg's environment, output
+    captured; with ``check``, a non-zero exit raises MediaError with its stderr's tail."""
     try:
         proc = subprocess.run(cmd, capture_output=True, check=False, env=child_env())
     except OSError as exc:
         raise MediaError(f"{op} {target}: cannot run ffmpeg: {exc}") from exc
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise MediaError(f"{op} {target}: ffmpeg: {stderr_tail(proc.stderr)}")
-    return proc.stderr
+    return proc
+
+
+def run(op: str, target: Path, args: Sequence[str], *, level: str = "error") -> bytes:
+    """Run ffmpeg with ``args``; return its stderr, raise MediaError on failure."""
+    return execute(op, target, argv(*args, level=level)).stderr
 
 
 def check_input(op: str, path: Path) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 from runner.studio.ffmpeg import (
     RATE,
     MediaError,
+    argv,
     check_input,
     child_env,
+    execute,
     ffmpeg_exe,
     input_args,
     stderr_tail,
@@ -79,8 +81,7 @@ def _channels(fields: list[str]) -> int | None:
 
 def _decode_audio(path: Path) -> list[str]:
     """The start of an ffmpeg command that decodes the first audio stream of `path`."""
-    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-            *input_args(path), "-map", "0:a:0"]
+    return argv(*input_args(path), "-map", "0:a:0")
 
 
 def _count_samples(path: Path) -> int:
@@ -121,12 +122,10 @@ def probe(path: Path) -> MediaInfo:
     """
     path = Path(path)
     check_input("probe", path)
+    # At the default level (info), which prints the input's description; without an
+    # output ffmpeg then exits 1.
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *input_args(path)]
-    try:
-        # Without an output ffmpeg exits 1 after printing the input description.
-        proc = subprocess.run(cmd, capture_output=True, check=False, env=child_env())
-    except OSError as exc:
-        raise MediaError(f"probe {path}: cannot run ffmpeg: {exc}") from exc
+    proc = execute("probe", path, cmd, check=False)
     text = proc.stderr.decode("utf-8", "replace")
     head = _INPUT_RE.search(text)
     if head is None:
@@ -204,11 +203,5 @@ def read_pcm(path: Path, sample_rate: int = 44100, channels: int = 2) -> bytes:
         "s16le",
         "-",
     ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, check=False, env=child_env())
-    except OSError as exc:
-        raise MediaError(f"read_pcm {path}: cannot run ffmpeg: {exc}") from exc
-    if proc.returncode != 0:
-        raise MediaError(f"read_pcm {path}: ffmpeg: {stderr_tail(proc.stderr)}")
-    return proc.stdout
+    return execute("read_pcm", path, cmd).stdout
 
