@@ -227,7 +227,7 @@ class LocalProvider:
         out = op.workdir / f"out.{fmt}"
         br = op.inputs.get("bitrate")
         edit.transcode(self._audio(op), out, fmt=fmt,
-                        bitrate_kbps=int(br) if isinstance(br, int) else None)
+                       bitrate_kbps=int(br) if isinstance(br, int) else None)
         return self._processed(op, out)
 
     def _processed(self, op: Op, out: Path) -> dict[str, Any]:
@@ -251,9 +251,9 @@ class LocalProvider:
         title = audio.get("title") if isinstance(audio, dict) else None
         author = op.inputs.get("author")
         art.video(src, out, seed=_seed(op),
-                    image=op.local_file(image) if isinstance(image, str) and image else None,
-                    title=title if isinstance(title, str) else "",
-                    artist=author if isinstance(author, str) else "")
+                  image=op.local_file(image) if isinstance(image, str) and image else None,
+                  title=title if isinstance(title, str) else "",
+                  artist=author if isinstance(author, str) else "")
         return {"url": None, "file": Produced(out), "task_id": f"local-{op.key[:12]}"}
 
     def _concat(self, op: Op) -> dict[str, Any]:
@@ -274,13 +274,13 @@ class LocalProvider:
         out = op.workdir / f"trim{self._ext(op)}"
         end = op.inputs.get("end")
         edit.trim(self._audio(op), out, start=float(op.inputs.get("start") or 0),
-                   end=float(end) if end is not None else None)
+                  end=float(end) if end is not None else None)
         return self._processed(op, out)
 
     def _fade(self, op: Op) -> dict[str, Any]:
         out = op.workdir / f"fade{self._ext(op)}"
         edit.fade(self._audio(op), out, fade_in=float(op.inputs.get("in") or 0),
-                   fade_out=float(op.inputs.get("out") or 0))
+                  fade_out=float(op.inputs.get("out") or 0))
         return self._processed(op, out)
 
     def _normalize(self, op: Op) -> dict[str, Any]:
