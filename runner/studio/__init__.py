@@ -1,7 +1,8 @@
 """The offline studio: real audio, pictures, video and text made on this machine, with
 the ffmpeg binary of the imageio-ffmpeg wheel and pure Python. The local provider performs
-every step type with it; the album export, the review page and the newapi provider borrow
-a few of its operations (transcode, trim, concat, probe, the ffmpeg command line).
+every step type with it; the album export, the review page, the fake and the service
+providers borrow a few of its parts (transcode, trim, concat, probe, the ffmpeg command
+line, the LRC writer, the random stream).
 
 - ``ffmpeg.py``  running the bundled ffmpeg: its argv, environment, input whitelist,
   error messages (``MediaError``), atomic outputs and the one audio shape.
