@@ -98,8 +98,6 @@ ALLOWED: tuple[tuple[object, ...], ...] = (
     # engine (LAYOUT cut 4, the engine side: files client; providers/download.py): the
     # downloads are handed where to put a file instead of the Store
     ("import", "runner.providers.download", "runner.store.journal"),
-    # studio (LAYOUT cut 6): media.py split into ffmpeg / probe / compose / edit / art
-    ("size", "runner.studio.media"),
 )
 
 
