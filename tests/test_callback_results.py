@@ -20,7 +20,7 @@ from runner.fake import sunoapi_callbacks as fake_bodies
 from runner.pacing import FakeClock
 from runner.providers import First, Op, Result, Streams
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 KEY = "sk-callback-results-5521"
 

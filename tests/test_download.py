@@ -26,7 +26,7 @@ from runner.pacing import FakeClock
 from runner.providers import download
 from runner.providers.download import DownloadRejected, LinkExpired
 from runner.providers.http import ApiClient, http_failure
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.store.journal import Store
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes

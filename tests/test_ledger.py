@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runner.engine.core import instance_key
 from runner.fake import FakeServer
-from runner.recipe.load import Provider
+from runner.recipe.model import Provider
 
 KEY = "sk-ledger-test-31"
 RECIPE = """\

@@ -25,7 +25,7 @@ from runner.pacing import FakeClock
 from runner.providers import Fetch, Op, Result, codes
 from runner.providers.newapi import NewApiProvider
 from runner.providers.sunoapi import SunoApiProvider
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 KEY = "sk-shapes-Key-5150aa"
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -30,7 +30,9 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.plan import build as planner
-from runner.recipe import load as recipes
+from runner.plan.build import Plan
+from runner.recipe.messages import suggest
+from runner.recipe.model import Provider, Recipe
 from runner.report import progress
 from runner.store import ledger, lock
 from runner.store.journal import Store
@@ -61,7 +63,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             out_dir: str | None, opts: dict[str, Any], report_path: str | None,
             quiet: bool = False, listen: tuple[str, int] | None = None,
             ignore_balance: bool = False, cache: str | None = None) -> int:
-    r = recipes.load(recipe_path, overrides=overrides)
+    r = planner.load(recipe_path, overrides=overrides)
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
     if unset:
@@ -76,7 +78,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
         if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
             raise UsageError(f"no step '{sid}' in {recipe_path}"
-                             + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
+                             + (f"; {s}" if (s := suggest(sid, p.paths)) else ""))
     sdir = state_dir_of(state_dir, r.path)
     # As the user named the recipe (not where its links lead): messages show this path.
     odir = Path(out_dir) if out_dir else default_out_dir(r.path)
@@ -133,7 +135,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
         opts = {**opts, "keep_going": True}
-    provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
+    provs: dict[str, Any] = {"local": providers.create(Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
     clock = Clock()
     if r.provider.kind != "local":
@@ -259,7 +261,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     return 0 if status == "succeeded" else 1
 
 
-def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
+def _shared(url: str | None, r: Recipe, p: Plan, store: Store,
             ui: Any) -> tuple[Any, Any] | None:
     """The cache's blobs and ledger for this run (None without a cache), with the keys it
     records as finished adopted into the store (runner.store.claims.seed)."""
@@ -285,7 +287,7 @@ def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
     return blobs, claims
 
 
-def _to_submit(p: planner.Plan, store: Store) -> bool:
+def _to_submit(p: Plan, store: Store) -> bool:
     """Whether any step instance is not known finished (it may need a submission)."""
     from runner.store.status import resolve
 
@@ -308,7 +310,7 @@ def _write_report(report: dict[str, Any], f: TextIO) -> None:
     f.write("".join(pieces))
 
 
-def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
+def _check_listen(provider: Provider, listen: tuple[str, int]) -> None:
     if provider.kind not in ("sunoapi", "newapi"):
         raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
                          "back; callbacks need provider sunoapi or newapi")
@@ -351,13 +353,13 @@ async def _credits(prov: Any) -> Any:
         return None
 
 
-def _paid(p: planner.Plan, iid: str) -> bool:
+def _paid(p: Plan, iid: str) -> bool:
     from runner.report.plan_table import price
 
     return price(p, p.instances[iid]) > 0
 
 
-def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
+def _estimate(p: Plan, store: Store, ids: set[str] | None = None) -> float:
     """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
     instances this run selects: --only)."""
     from runner.report.plan_table import PAID_ALREADY, price
@@ -372,7 +374,7 @@ def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> flo
                and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped"))
 
 
-def _check_balance(p: planner.Plan, store: Store, balance: float | None,
+def _check_balance(p: Plan, store: Store, balance: float | None,
                    ids: set[str]) -> None:
     """Before the first paid submission: refuse to start a run the balance cannot cover
     (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no

@@ -134,7 +134,7 @@ from runner.plan.build import Instance, Plan, key
 from runner.plan.scopes import Scopes
 from runner.providers import CallbackProvider, Fetch, First, Op, Produced, Provider, Result, Streams
 from runner.recipe import blame
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.recipe.template import TemplateError, render
 from runner.steps import models
 from runner.steps.types import TYPES

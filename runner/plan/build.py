@@ -1,5 +1,6 @@
 """The plan: expand `for_each` into instances, check every reference, find dependencies,
-order the graph, and compute each instance's key.
+order the graph, and compute each instance's key. `check()` is the whole of validation:
+the language's loader (runner.recipe.load), then the plan, their findings put together.
 
 Checks made here (and, for what a template may refer to, in runner.plan.refs), before
 anything runs: template syntax and names, references to unknown steps, vars, inputs or
@@ -36,10 +37,13 @@ from runner import paths
 from runner.errors import Diagnostic, RecipeError
 from runner.paths import Roots
 from runner.plan import fanin
-from runner.plan.refs import Checker
+from runner.plan.refs import Checker, Unit
+from runner.recipe import load as recipes
 from runner.recipe.bulk import building
-from runner.recipe.include import INPUT_TYPES, at, fits
-from runner.recipe.load import NO_DEFAULT, Provider, Recipe, Step, _got, suggest
+from runner.recipe.include import Includes
+from runner.recipe.messages import got, suggest
+from runner.recipe.model import INPUT_TYPES, NO_DEFAULT, Provider, Recipe, Step, fits
+from runner.recipe.source import at
 from runner.recipe.template import (
     Compiled,
     Ref,
@@ -187,30 +191,6 @@ class Plan:
         return [i for i in self.instances.values() if i.kind == "step"]
 
 
-@dataclass
-class _Unit:
-    """One recipe file, checked once however often it is used (a reusable recipe whose
-    loops use inputs: once per distinct value of those, runner.plan.fanin): its fan-outs,
-    compiled templates, order, and the checked recipes its steps use."""
-
-    recipe: Recipe
-    ck: Checker
-    compiled: dict[str, list[tuple[tuple[Any, ...], Compiled]]] = field(default_factory=dict)
-    step_deps: dict[str, set[str]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    exposed: dict[str, Compiled] = field(default_factory=dict)  # its outputs, compiled
-    _types: dict[str, Any] | None = None
-
-    def output_types(self) -> dict[str, Any]:
-        """Each output's type where it names a step's output directly, else "any" (not
-        checked further). Outputs that did not compile were reported; they count as any."""
-        if self._types is None:
-            self._types = {n: "any" for n in self.recipe.exposed}
-            self._types.update({n: self.ck.ref_type(c) or "any"
-                                for n, c in self.exposed.items()})
-        return self._types
-
-
 def output_types(recipe: Recipe) -> dict[str, Any]:
     """A reusable recipe's outputs, with the type of each that names a step's output
     directly (what `sunoflow steps RECIPE` lists; the checker judges callers by it)."""
@@ -223,7 +203,7 @@ def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     once, however many checks of a file found it). A reusable recipe whose loop uses an
     input without default has no length to plan that loop with: `partial` (validate)
     checks everything else and plans the loop empty; otherwise it is refused."""
-    units: dict[tuple[Path, str | None], _Unit] = {}
+    units: dict[tuple[Path, str | None], Unit] = {}
     top = _check_unit(recipe, recipe.provider, units, recipe.input_defaults())
     diags = [d for u in units.values() for d in u.ck.diags]
     if not partial:
@@ -251,8 +231,8 @@ def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     return Plan(recipe, ex.instances, top.ck.fan, ex.path_deps(), ex.scopes)
 
 
-def _check_unit(recipe: Recipe, provider: Provider, units: dict[tuple[Path, str | None], _Unit],
-                known: dict[str, Any] | None = None, note: str = "") -> _Unit:
+def _check_unit(recipe: Recipe, provider: Provider, units: dict[tuple[Path, str | None], Unit],
+                known: dict[str, Any] | None = None, note: str = "") -> Unit:
     """Check one recipe and, first, every recipe it uses: each file once, but a reusable
     recipe whose loops use inputs once before any call (`known` None: what does not depend
     on them) and then once per distinct value of those inputs (runner.plan.fanin). `note` is
@@ -263,7 +243,7 @@ def _check_unit(recipe: Recipe, provider: Provider, units: dict[tuple[Path, str 
         return units[ident]
     ck = Checker(recipe, provider, known if ck_key is not None else None,
                  note if ck_key else "")
-    unit = _Unit(recipe, ck)
+    unit = Unit(recipe, ck)
     units[ident] = unit
     for sid, step in recipe.steps.items():
         if step.callee is not None:
@@ -472,21 +452,21 @@ def _type_message(step: Step, name: str, value: Any, prefix: str = "") -> str:
     assert callee is not None
     spec = callee.inputs[name]
     return (f"{prefix}steps.{step.id}.with.{name}: input '{name}' of {callee.file} must be "
-            f"{INPUT_TYPES.get(spec.type, spec.type)}; got {_got(value)} (declared at "
+            f"{INPUT_TYPES.get(spec.type, spec.type)}; got {got(value)} (declared at "
             f"{at(callee.doc, ('inputs', name), key=True)})")
 
 
 class _Expander:
     """Makes the instances of a checked recipe, and of every call in it, in order."""
 
-    def __init__(self, top: Recipe, units: dict[tuple[Path, str | None], _Unit]) -> None:
+    def __init__(self, top: Recipe, units: dict[tuple[Path, str | None], Unit]) -> None:
         self.top = top
         self.units = units  # the checked recipes (runner.plan.build._check_unit's cache)
         self.instances: dict[str, Instance] = {}
         self.scopes: dict[str, Scope] = {}
         self.diags: list[Diagnostic] = []
 
-    def unit(self, u: _Unit, prefix: str, enter: str | None, known: dict[str, Any],
+    def unit(self, u: Unit, prefix: str, enter: str | None, known: dict[str, Any],
              path: str) -> list[str]:
         """Make the instances of unit `u` under `prefix`, and return the ids of those at
         this level (steps and calls, not their insides). `known`: the inputs whose values
@@ -557,8 +537,8 @@ class _Expander:
                 self.instances[inst.id] = replace(inst, deps=(*inside, start.id), kind="leave")
         return mine
 
-    def called(self, u: _Unit, start: Instance, known: dict[str, Any],
-               late: set[str]) -> _Unit | None:
+    def called(self, u: Unit, start: Instance, known: dict[str, Any],
+               late: set[str]) -> Unit | None:
         """The checked recipe one call runs: the file's one check, or for a recipe whose
         loops use inputs, its check for this call's values of them (None when the call is
         refused: those values are not known before the run, or a loop gets no list)."""
@@ -966,3 +946,46 @@ def canonical(value: Any) -> Any:
         return "blob:" + value.rsplit("/", 1)[-1]
     return value
 
+
+def check(path: str | Path, *, overrides: dict[str, Any] | None = None,
+          display: str | None = None, partial: bool = False) -> Plan:
+    """Load the recipe at `path` and plan it (`partial`: see build). Raises RecipeError
+    with every problem either finds."""
+    return build(load(path, overrides=overrides, display=display), partial=partial)
+
+
+def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
+         display: str | None = None) -> Recipe:
+    """The recipe at `path`, loaded (runner.recipe.load) with every recipe it uses. When
+    one of them has errors, the plan still looks at what of it did parse, so the author
+    sees every problem in one pass; the plan itself is not made."""
+    p = Path(path)
+    ov = overrides or {}
+    includes = Includes(roots=Roots.project(p, ov.get("allow_paths") or ()), read=_callee)
+    return _load(p, ov, display or str(path), includes)
+
+
+def _callee(path: Path, *, display: str, includes: Includes) -> Recipe:
+    return _load(path, {}, display, includes)
+
+
+def _load(path: Path, overrides: dict[str, Any], display: str,
+          includes: Includes) -> Recipe:
+    try:
+        return recipes.load(path, overrides=overrides, display=display, includes=includes)
+    except recipes.Unfinished as exc:
+        raise RecipeError(exc.diagnostics + _later(exc)) from None
+
+
+def _later(exc: recipes.Unfinished) -> list[Diagnostic]:
+    """With the loader's errors present, the plan's findings in what did parse. A recipe
+    too broken to plan yields none."""
+    seen = {(d.file, d.line, d.col) for d in exc.diagnostics}
+    try:
+        build(exc.partial)
+    except RecipeError as later:
+        # One message per position: where the schema already spoke, it said it better.
+        return [d for d in later.diagnostics if (d.file, d.line, d.col) not in seen]
+    except Exception:  # noqa: BLE001 - best effort only; the schema errors stand on their own
+        return []
+    return []

@@ -15,8 +15,9 @@ import json
 from typing import Any
 
 from runner.errors import Diagnostic
-from runner.recipe.include import at
-from runner.recipe.load import Recipe, _kind, _show
+from runner.recipe.messages import kind, show
+from runner.recipe.model import Recipe
+from runner.recipe.source import at
 from runner.recipe.template import Compiled, TemplateError, compile_template, is_template
 
 
@@ -102,7 +103,7 @@ def check_call(caller: Recipe, sid: str, callee: Recipe, known: dict[str, Any],
             out.append(caller.doc.diag(
                 ("steps", sid, "with", name),
                 f"{prefix}steps.{sid}.with.{name}: steps.{lsid}.for_each of {callee.file} "
-                f"({loop_at}) must give a list; with this '{name}' it gives {_kind(value)} "
-                f"{_show(value)}",
+                f"({loop_at}) must give a list; with this '{name}' it gives {kind(value)} "
+                f"{show(value)}",
                 f"pass a list, e.g. {name}: [a, b]"))
     return out

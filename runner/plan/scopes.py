@@ -15,8 +15,9 @@ from typing import Any
 from runner.errors import StepError
 from runner.plan.build import Instance, Plan, context, truthy
 from runner.recipe import blame
-from runner.recipe.include import INPUT_TYPES, at, fits
-from runner.recipe.load import NO_DEFAULT, _got
+from runner.recipe.messages import got as _got
+from runner.recipe.model import INPUT_TYPES, NO_DEFAULT, fits
+from runner.recipe.source import at
 from runner.recipe.template import TemplateError, compile_template, is_template, render
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.paths import Roots, readable
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 
 @dataclass(frozen=True)

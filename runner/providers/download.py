@@ -28,7 +28,7 @@ import anyio
 import httpx
 
 from runner.errors import TransientError
-from runner.recipe.load import DEFAULT_MAX_DOWNLOAD
+from runner.recipe.model import DEFAULT_MAX_DOWNLOAD
 from runner.store.journal import Store
 
 MAX_BYTES = DEFAULT_MAX_DOWNLOAD

@@ -50,7 +50,7 @@ from runner.providers.http import (
     lost,
     suffix,
 )
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.store.journal import Store
 from runner.studio import media

@@ -19,7 +19,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from runner.recipe import verdict
-from runner.recipe.include import INPUT_TYPES
+from runner.recipe.model import INPUT_TYPES
 from runner.steps import outputs_doc
 from runner.steps.types import DEFAULTABLE, PROVIDER_KINDS, TYPES
 

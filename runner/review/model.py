@@ -15,7 +15,6 @@ from typing import Any
 from runner.engine.core import rerun
 from runner.plan import build as planner
 from runner.plan.build import Instance, Plan
-from runner.recipe import load as recipes
 from runner.report import plan_table as report
 from runner.review.history import History, KeyHistory
 from runner.review.history import read as read_history
@@ -139,8 +138,8 @@ def load(recipe_path: Path, state_dir: Path, out_dir: Path,
     from runner.store import previews
 
     version = signature(recipe_path, state_dir, out_dir)
-    r = recipes.load(recipe_path, overrides=overrides)
-    p = planner.build(r)
+    p = planner.check(recipe_path, overrides=overrides)
+    r = p.recipe
     store = Store(state_dir).open(create=False)
     known = resolve(p, store) if state_dir.exists() else {}
     hist = read_history(state_dir / "journal.jsonl")
