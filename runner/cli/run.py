@@ -30,7 +30,7 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.plan import build as planner
-from runner.plan.build import Plan
+from runner.plan.model import Plan
 from runner.recipe.messages import suggest
 from runner.recipe.model import Provider, Recipe
 from runner.report import progress

@@ -130,7 +130,8 @@ from runner.pacing import (
     Slots,
     Urgency,
 )
-from runner.plan.build import Instance, Plan, key
+from runner.plan.keys import key
+from runner.plan.model import Instance, Plan
 from runner.plan.scopes import Scopes
 from runner.providers import CallbackProvider, Fetch, First, Op, Produced, Provider, Result, Streams
 from runner.recipe import blame

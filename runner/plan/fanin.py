@@ -2,8 +2,8 @@
 which inputs its loops use, and, at each call, whether their values are known before the
 run, as every loop's length must be.
 
-The plan checks such a recipe once per distinct value of those inputs (runner.plan.build,
-`_check_unit`), and first, here, each call that uses it: a value that is known only during
+The plan checks such a recipe once per distinct value of those inputs (runner.plan.unit,
+`check_unit`), and first, here, each call that uses it: a value that is known only during
 the run (it comes from a step's outputs) is refused, and so is a loop that would not get a
 list; each message points at the call's `with` entry in the caller and at the callee's
 `for_each`.

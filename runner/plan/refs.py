@@ -138,7 +138,7 @@ class Checker:
         inputs: dict[str, Any] = {}
         if "inputs" in roots:
             if self.known is None:
-                self.deferred.add(path[1])  # checked again at each call (runner.plan.build)
+                self.deferred.add(path[1])  # checked again at each call (runner.plan.expand)
                 return 0, None, None
             missing = sorted(n for n in fanin.input_names(c, self.r) if n not in self.known)
             if missing:

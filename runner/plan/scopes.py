@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.errors import StepError
-from runner.plan.build import Instance, Plan, context, truthy
+from runner.plan.model import Instance, Plan, context, truthy
 from runner.recipe import blame
 from runner.recipe.messages import got as _got
 from runner.recipe.model import INPUT_TYPES, NO_DEFAULT, fits

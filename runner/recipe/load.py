@@ -50,7 +50,7 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
 # The hosts whose upload host is documented (REFERENCE 2.20): uploads carry the key, so
 # they go only where the API host's own documentation sends them. A host on this machine
 # (a fake, a tunnel's local end) is its own upload host; any other needs
-# `upload_base_url`, refused at validation when a step uploads (runner.plan.build).
+# `upload_base_url`, refused at validation when a step uploads (runner.plan.unit).
 UPLOAD_HOSTS = {"api.sunoapi.org": "https://sunoapiorg.redpandaai.co"}
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 

@@ -12,7 +12,7 @@ step is often inside a reusable recipe (`uses: sunoflow:full-song`) that is not 
 file to edit; a separate file also needs no round-trip YAML editor to keep the recipe's
 comments and layout, and its diff in a pull request is one line per choice. `run`, `plan`,
 `status`, `reroll` and `review` read it through `recipe.load`; the plan applies each
-choice to its instance as if the step said `take: N` for that song only (runner.plan.build), so
+choice to its instance as if the step said `take: N` for that song only (runner.plan.expand), so
 a choice reruns only the free steps after it (a take is applied when read, never part of
 the key of the step that made it: runner.engine.core.apply_take).
 """

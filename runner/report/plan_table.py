@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from runner.plan.build import Instance, Plan
+from runner.plan.model import Instance, Plan
 from runner.recipe.template import is_template
 from runner.terminal import plural, safe
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from runner.engine.core import rerun
 from runner.plan import build as planner
-from runner.plan.build import Instance, Plan
+from runner.plan.model import Instance, Plan
 from runner.report import plan_table as report
 from runner.review.history import History, KeyHistory
 from runner.review.history import read as read_history

@@ -12,7 +12,7 @@ from typing import Any
 from runner import paths
 from runner.engine.core import apply_take, instance_key, route_of
 from runner.errors import StepError
-from runner.plan.build import Plan
+from runner.plan.model import Plan
 from runner.plan.scopes import Scopes
 from runner.recipe.template import TemplateError, render
 from runner.store.journal import Store
