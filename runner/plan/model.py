@@ -57,12 +57,6 @@ class Plan:
     step_deps: dict[str, set[str]] = field(default_factory=dict)  # by step path
     scopes: dict[str, Scope] = field(default_factory=dict)
 
-    def of_step(self, sid: str) -> list[Instance]:
-        n = self.fan[sid]
-        if n is None:
-            return [self.instances[sid]]
-        return [self.instances[f"{sid}[{i}]"] for i in range(n)]
-
     @property
     def paths(self) -> set[str]:
         """What --only and --force accept: step ids, and `call/inner` paths."""

@@ -282,9 +282,3 @@ def top_check() -> verdict.Check:
 def with_check(type_name: str) -> verdict.Check:
     """Whether a `with` is valid under with_validator(type_name)'s schema, quickly."""
     return _quick(with_validator(type_name).schema)
-
-
-@functools.cache
-def defaults_field_schema(field: str) -> dict[str, Any]:
-    props: dict[str, Any] = _top(STEP)["properties"]["defaults"]["properties"]
-    return dict(props[field])
