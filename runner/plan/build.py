@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import Diagnostic, RecipeError
-from runner.paths import Roots
 from runner.plan.expand import Expander, makes_takes
 from runner.plan.model import Plan
 from runner.plan.refs import Unit
@@ -93,20 +92,17 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
     """The recipe at `path`, loaded (runner.recipe.load) with every recipe it uses. When
     one of them has errors, the plan still looks at what of it did parse, so the author
     sees every problem in one pass; the plan itself is not made."""
-    p = Path(path)
-    ov = overrides or {}
-    includes = Includes(roots=Roots.project(p, ov.get("allow_paths") or ()), read=_callee)
-    return _load(p, ov, display or str(path), includes)
+    try:
+        return recipes.load(path, overrides=overrides, display=display, read=_callee)
+    except recipes.Unfinished as exc:
+        raise RecipeError(exc.diagnostics + _later(exc)) from None
 
 
 def _callee(path: Path, *, display: str, includes: Includes) -> Recipe:
-    return _load(path, {}, display, includes)
-
-
-def _load(path: Path, overrides: dict[str, Any], display: str,
-          includes: Includes) -> Recipe:
+    """A recipe that the recipe being loaded uses, read the same way (runner.recipe.include
+    hands it the loads under way)."""
     try:
-        return recipes.load(path, overrides=overrides, display=display, includes=includes)
+        return recipes.load(path, display=display, includes=includes)
     except recipes.Unfinished as exc:
         raise RecipeError(exc.diagnostics + _later(exc)) from None
 

@@ -22,7 +22,7 @@ from runner.paths import Outside, Roots
 from runner.recipe import schema as schemas
 from runner.recipe import source
 from runner.recipe.bulk import building
-from runner.recipe.include import Includes
+from runner.recipe.include import Includes, Reader
 from runner.recipe.messages import describe, got, kind, schema_errors, show, suggest
 from runner.recipe.model import (
     DEFAULT_MAX_DOWNLOAD,
@@ -77,14 +77,15 @@ class Unfinished(RecipeError):
 
 @building
 def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
-         display: str | None = None, includes: Includes | None = None) -> Recipe:
-    """Read, validate and freeze, with every recipe it uses (each read by `includes.read`:
-    this function, unless the caller hands another). Raises RecipeError listing every
-    problem found: Unfinished, with what did parse, when the file is a recipe at all."""
+         display: str | None = None, includes: Includes | None = None,
+         read: Reader | None = None) -> Recipe:
+    """Read, validate and freeze, with every recipe it uses (each read by `read`: this
+    function, unless the caller hands another). Raises RecipeError listing every problem
+    found: Unfinished, with what did parse, when the file is a recipe at all."""
     p = Path(path)
     doc = source.read(p, display=display or str(path))
-    r = from_document(doc, p, overrides or {}, includes)
-    if includes is None or not includes.stack:  # the recipe that is run, not one it uses
+    r = from_document(doc, p, overrides or {}, includes, read)
+    if includes is None:  # the recipe that is run, not one it uses
         from runner.recipe import takes
 
         kept, kdoc = takes.read(p)
@@ -94,10 +95,10 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
 
 
 def from_document(doc: Document, path: Path, overrides: dict[str, Any],
-                  includes: Includes | None = None) -> Recipe:
+                  includes: Includes | None = None, read: Reader | None = None) -> Recipe:
     if includes is None:
         includes = Includes(roots=Roots.project(path, overrides.get("allow_paths") or ()),
-                            read=load)
+                            read=read or load)
     data = doc.data
     if not isinstance(data, dict):
         raise RecipeError([doc.diag((), f"a recipe is a mapping; got {kind(data)}",
