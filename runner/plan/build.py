@@ -36,7 +36,6 @@ from runner.plan.unit import check_unit
 from runner.recipe import load as recipes
 from runner.recipe.bulk import building
 from runner.recipe.include import Includes
-from runner.recipe.messages import suggest
 from runner.recipe.model import Recipe
 
 
@@ -74,7 +73,7 @@ def build(recipe: Recipe, *, partial: bool = False) -> Plan:
 
         music = {iid: i.kind == "step" and makes_takes(i.step)
                  for iid, i in ex.instances.items() if i.kind == "step"}
-        diags += takes.unknown(recipe.takes, recipe.takes_doc, music, suggest)
+        diags += takes.unknown(recipe.takes, recipe.takes_doc, music)
     if diags:
         raise RecipeError(diags)
     return Plan(recipe, ex.instances, top.ck.fan, ex.path_deps(), ex.scopes)

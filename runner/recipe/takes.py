@@ -25,6 +25,7 @@ from typing import Any
 from runner import paths
 from runner.errors import Diagnostic, RecipeError
 from runner.recipe import source
+from runner.recipe.messages import suggest
 from runner.recipe.source import Document
 
 FORMAT = 1
@@ -73,8 +74,8 @@ def read(recipe_path: Path) -> tuple[dict[str, int], Document | None]:
     return out, doc
 
 
-def unknown(takes: dict[str, int], doc: Document | None, known: dict[str, Any],
-            suggest: Any) -> list[Diagnostic]:
+def unknown(takes: dict[str, int], doc: Document | None,
+            known: dict[str, Any]) -> list[Diagnostic]:
     """A diagnostic per kept take whose instance the plan does not have, or that makes no
     takes. `known`: instance id -> True when it makes two takes (a music step)."""
     out: list[Diagnostic] = []
