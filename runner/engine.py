@@ -214,7 +214,8 @@ class Engine:
         self.remote_slots = Slots(opts.concurrency, self.clock)
         self.cpu_slots = Slots(min(opts.concurrency, os.cpu_count() or 2), self.clock)
         pc = self.recipe.provider
-        self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace)
+        self.poller = Poller(pc.poll_interval, pc.max_poll_interval, self.clock, family=_pace,
+                             expected=lambda op: TYPES[op].expected if op in TYPES else 0.0)
         self.callbacks = opts.callbacks
         self._http: Any = None
         self.selected = self._select()
@@ -1319,6 +1320,7 @@ class Engine:
                 waited = sent_at - before if sent_at is not None else 0.0
                 if res is None:
                     running = before_first = sent
+                    self.poller.saw_running(op.type, sent)
                     continue
                 if learn_first:
                     # Past the first stage (its track ready, or done): when it came.
@@ -1326,6 +1328,7 @@ class Engine:
                     self.poller.learn_first(op.type, before_first, sent, aimed, waited)
                 if isinstance(res, First):
                     running = sent
+                    self.poller.saw_running(op.type, sent)
                     if want_first:
                         await first(res)
                     continue
