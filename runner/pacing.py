@@ -435,19 +435,23 @@ class Poller:
         """What a task of `op` is expected to take while nothing is known of its family:
         the defaults' figure (`expected`) scaled by how the families already learned in
         this run compare with theirs (the geometric mean of learned median / default, as
-        runner.priority does). None when no family is learned yet, or `op` has no figure:
-        the defaults alone say nothing of the service's pace (a fake at a tenth of the
-        time, a slow day)."""
+        runner.priority does, weighted by the durations behind each median). None when
+        no family is learned yet, or `op` has no figure: the defaults alone say nothing
+        of the service's pace (a fake at a tenth of the time, a slow day)."""
         base = self.expected(op)
         if base <= 0:
             return None
-        logs = []
+        logs, weights = 0.0, 0
         for fam, seen in self.seen.items():
             default = self.defaults.get(fam, 0.0)
             if seen and default > 0:
+                # Weighted by the durations behind each median: the first family is
+                # often learned from one probe of a short task, whose bracket is as wide
+                # as the interval (measured: lyrics of ~10 s learned as 17.7 s).
                 d = sorted(seen)
-                logs.append(math.log(max(d[len(d) // 2], 1e-9) / default))
-        return base * math.exp(sum(logs) / len(logs)) if logs else None
+                logs += len(d) * math.log(max(d[len(d) // 2], 1e-9) / default)
+                weights += len(d)
+        return base * math.exp(logs / weights) if weights else None
 
     def saw_running(self, op: str, age: float) -> None:
         """A poll sent `age` seconds after its task's submission found it running."""
@@ -551,27 +555,18 @@ class Poller:
         fam = self.family(op)
         self._default(op)
         queued = False  # it waited in line while its family was learned by another's probe
-        prior = self.prior(op) if not self.seen.get(fam) else None
-        if prior is not None and n == 0 and prior > self.clock.now() - t0:
-            # A new family, but others are known: each task polls once when the defaults,
-            # scaled to this run's pace, say it is about done (measured: WAV and lyrics
-            # took turns from zero knowledge, ~10 s late a step). At most one poll more a
-            # task than taking turns; a task found running then takes turns as usual.
-            left = prior - (self.clock.now() - t0)
-            if due_in is not None:
-                due_in(left)
-            await sleep_or(self.clock, self.learned.setdefault(fam, anyio.Event()), left)
-            if not self.seen.get(fam):
-                return True  # placed by the prior: a task found done teaches as usual
-        elif prior is not None and n == 1:
-            # Found running at its prior poll: no probe of the family before a poll spacing
-            # (at the prior's pace) has passed.
-            spacing = max(self.interval / 5, 0.1 * prior)
-            self.turn[fam] = max(self.turn.get(fam, 0.0), self.clock.now() + spacing)
         if not self.seen.get(fam):
             # Nothing known: the family's tasks take turns, first come first served, and a
             # task that was just probed goes to the back of the line. The first probe is one
             # interval after the first submission; each probe moves the turn on.
+            # Besides its turns, a task of a new family polls once when the defaults,
+            # scaled to this run's pace (`prior`), say it is about done, once another
+            # family is learned (measured: WAV took turns from zero knowledge, ~10 s late
+            # a step). At most one poll more a task; the turns go on as before, so a prior
+            # that is wrong costs that poll and nothing else.
+            prior = self.prior(op)
+            mine = t0 + prior if prior is not None and prior > self.clock.now() - t0 \
+                else None
             me = object()
             line = self.line.setdefault(fam, deque())
             line.append(me)
@@ -579,13 +574,18 @@ class Poller:
                 while not self.seen.get(fam):
                     now = self.clock.now()
                     due = self.turn.setdefault(fam, t0 + self.interval)
+                    if mine is not None and now >= mine:
+                        # (No probe of the family at the same moment: the turn moves on.)
+                        self.turn[fam] = max(due, now + self.interval / 5)
+                        return True  # placed by the prior: finding it done teaches
                     if now >= due and line[0] is me:
                         self.turn[fam] = now + self.interval
                         return True  # a probe: finding its task done teaches as usual
                     if due_in is not None:  # for the progress view: its turn, at the soonest
                         due_in(max(0.0, due - now) + self.interval * line.index(me))
+                    nap = max(due - now, self.interval / 5)
                     await sleep_or(self.clock, self.learned.setdefault(fam, anyio.Event()),
-                                   max(due - now, self.interval / 5))
+                                   nap if mine is None else min(nap, mine - now))
             finally:
                 line.remove(me)
             queued = True

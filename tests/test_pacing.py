@@ -569,12 +569,11 @@ def test_once_durations_are_known_samples_keep_their_own_edges():
     assert poller.durations("lyrics") == sorted([55.0, 60.0 * DONE_AT_FIRST, 52.5])
 
 
-def test_a_new_family_polls_once_at_its_scaled_prior_instead_of_taking_turns():
+def test_a_new_family_polls_once_at_its_scaled_prior_besides_taking_turns():
     """Music learned at 0.9 of the defaults' 150 s: a WAV (defaults: 30 s), nothing known
-    of WAV yet, polls first at 0.9 x 30 = 27 s after its own submission, each task on its
-    own (not one probe per interval for the cohort: 10 s after the first submission);
-    one found running then waits at least a poll spacing before the family's next
-    probe."""
+    of WAV yet, is polled at 0.9 x 30 = 27 s after its submission, besides its turns (one
+    probe per interval for the family, which go on as before: a wrong prior costs that
+    one poll and delays nothing)."""
     clock = FakeClock()
     poller = Poller(10.0, 60.0, clock, family=_pace, expected=_expected)
     assert poller.prior("convert") is None  # nothing learned: the defaults say nothing
@@ -582,18 +581,26 @@ def test_a_new_family_polls_once_at_its_scaled_prior_instead_of_taking_turns():
         poller.learn("generate", None, 135.0 / DONE_AT_FIRST)
     assert poller.prior("convert") == pytest.approx(27.0)
     assert poller.prior("concat") is None  # no figure in the defaults
+    # A family learned from fewer durations counts for less (lyrics: 10 s by default).
+    poller.learn("lyrics", None, 20.0 / DONE_AT_FIRST)
+    assert poller.prior("convert") == pytest.approx(30.0 * (0.9 ** 5 * 2.0) ** (1 / 6))
+    poller.seen.pop("lyrics")
 
     async def go() -> None:
-        for k in range(4):  # four WAV tasks submitted a second apart, each polled at 27 s
-            clock.t = 100.0 + k
-            assert await poller.wait("convert", 100.0 + k, 0) is True
-            assert clock.t == pytest.approx(127.0 + k)
-        # The last, found running at 27 s: the family's next probe no sooner than a
-        # spacing (a tenth of the prior, 2.7 s), though its turn (10 s after the first
-        # submission) is past.
-        before = clock.t
-        assert await poller.wait("convert", 103.0, 1) is True
-        assert clock.t - before == pytest.approx(2.7)
+        clock.t = 100.0
+        assert await poller.wait("convert", 100.0, 0) is True
+        assert clock.t == pytest.approx(110.0)  # its turn, as before
+        assert await poller.wait("convert", 100.0, 1) is True
+        assert clock.t == pytest.approx(120.0)  # and the next
+        assert await poller.wait("convert", 100.0, 2) is True
+        assert clock.t == pytest.approx(127.0)  # the prior's poll
+        assert await poller.wait("convert", 100.0, 3) is True
+        assert clock.t == pytest.approx(130.0)  # turns go on; no second prior poll
+        # A prior's poll moves a turn due at that moment on by a fifth of the interval.
+        clock.t, poller.turn["convert"] = 200.0, 227.0
+        assert await poller.wait("convert", 200.0, 0) is True
+        assert clock.t == pytest.approx(227.0)
+        assert poller.turn["convert"] == pytest.approx(229.0)
 
     run(go)
 
