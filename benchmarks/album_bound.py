@@ -150,7 +150,7 @@ def expected_first(chains: dict[int, dict[str, float]], first_at: float | None =
                    per: float = RATE_SECONDS) -> float:
     """The same schedule without foresight: the longest *expected* remaining chain first
     (every latency at its median, album_common.LATENCY), which is sunoflow's order
-    (runner.priority), executed perfectly: no network or local time, and with polls each
+    (runner.engine.priority), executed perfectly: no network or local time, and with polls each
     poll exactly when its task is ready. The gap from `clairvoyant` is the price of not
     knowing the draws; the gap from here to a real run is the client's execution."""
     medians = {s: {op: float(LATENCY[op]["median"]) for op in c} for s, c in chains.items()}

@@ -29,7 +29,7 @@ bench_callbacks.py counts two per task for every run, which changes nothing wher
 critical path binds). The figures are makespan / bound, mean (and max) over seeds, the
 same draws for every policy.
 
-What the simulator leaves out, and the real client (runner.priority, runner.pacing) had
+What the simulator leaves out, and the real client (runner.engine.priority, runner.pacing) had
 to handle: the medians are learned during the run (a poll of an operation nothing is
 known about yet goes first there, and a poll that waited long in the queue teaches
 nothing); submits wait for the rate limit inside a --concurrency place, so the places are

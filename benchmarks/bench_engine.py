@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner import textgen
+from runner.studio import textgen
 
 
 def recipe(n: int) -> str:

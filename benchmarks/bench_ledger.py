@@ -121,8 +121,8 @@ def main() -> None:
 def cycle(keys: int) -> None:
     import anyio
 
-    from runner.cache import open_cache
-    from runner.claims import Ledger
+    from runner.store.cache import open_cache
+    from runner.store.claims import Ledger
     from tests.s3server import S3Server
 
     async def measure(url: str) -> tuple[float, float, dict[str, int], dict[str, int]]:

@@ -102,8 +102,8 @@ def child(args: list[str], out: Path, mode: str) -> int:
     moment the engine returns."""
     import tracemalloc
 
-    from runner import engine as engine_mod
-    from runner.cli import main
+    from runner.cli.main import main
+    from runner.engine import core as engine_mod
 
     frames = MODES[mode]
     held: dict[str, Any] = {}

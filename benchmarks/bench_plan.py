@@ -26,7 +26,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from runner import plan, recipe
+from runner.plan import build as plan
+from runner.recipe import load as recipe
 t1 = time.perf_counter()
 p = plan.build(recipe.load(sys.argv[1]))
 t2 = time.perf_counter()

@@ -90,13 +90,13 @@ ANY = Urgency()  # no priority given: first come first served
 AHEAD = Urgency(math.inf)  # before anything that gives a priority (first come first served)
 
 # The urgency of the current task's requests, set by the engine before it sends them
-# (runner.priority: critical path first). A context variable rather than an argument of
+# (runner.engine.priority: critical path first). A context variable rather than an argument of
 # every provider method: providers know nothing of the graph.
 PRIORITY: contextvars.ContextVar[Urgency] = contextvars.ContextVar("priority", default=ANY)
 
 # Called by the provider's HTTP client for a request that may create a paid task, once the
 # rate limiter has let it go and before it is sent; it raises (errors.Withheld) to keep the
-# request here. The engine sets it for an early submit (runner.early): a refusal learned
+# request here. The engine sets it for an early submit (runner.engine.early): a refusal learned
 # while that request waited for the window means it would only be refused too.
 SEND_CHECK: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "send_check", default=None)
@@ -468,7 +468,7 @@ class Poller:
         does a poll that `waited` for the rate limiter longer than the poller spaces polls
         (a tenth of the median): the task may have ended long before it went out, and
         learning from it would make every later poll later still (the wait of polls behind
-        more urgent requests, runner.priority, is no part of the task's duration)."""
+        more urgent requests, runner.engine.priority, is no part of the task's duration)."""
         fam = self.family(op)
         self._default(op)
         guess = self._sample(op, self._floor(fam, lo, hi), hi, planned, waited)
@@ -619,7 +619,7 @@ class Poller:
             if ahead:
                 due = ahead[len(ahead) // 2]
         # (Later polls are not spread out while requests queue for the rate limit: there
-        # submits go first (runner.priority), so a poll takes no submission's place.)
+        # submits go first (runner.engine.priority), so a poll takes no submission's place.)
         least = self.interval / 5 if n and not queued else 0.0
         if due_in is not None:
             due_in(max(due - elapsed, least))

@@ -1,5 +1,5 @@
 """Bounded work for any input: every template is refused or rendered within the budget
-of runner.sandbox (MAX_BUILT bytes built, MAX_SECONDS), and numbers a recipe or a
+of runner.recipe.sandbox (MAX_BUILT bytes built, MAX_SECONDS), and numbers a recipe or a
 template makes stay within what can be printed and stored, each refused with a
 positioned message at validation."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import sandbox
-from runner.template import TemplateError, compile_template
+from runner.recipe import sandbox
+from runner.recipe.template import TemplateError, compile_template
 
 
 def validate(tmp: Path, text: str) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def validate(tmp: Path, text: str) -> subprocess.CompletedProcess[str]:
 # Runs `sunoflow validate` in a child and prints its peak memory (KiB) last on stdout.
 MEASURED = """\
 import resource, sys
-from runner.cli import main
+from runner.cli.main import main
 code = main(["validate", sys.argv[1]])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import plan, recipe
-from runner.bulk import building
 from runner.errors import RecipeError
+from runner.plan import build as plan
+from runner.recipe import load as recipe
+from runner.recipe.bulk import building
 
 
 @pytest.fixture

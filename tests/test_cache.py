@@ -138,7 +138,7 @@ def test_the_server_honours_create_only_writes(s3: S3Server, monkeypatch: pytest
     import obstore
     from obstore.exceptions import AlreadyExistsError
 
-    from runner.cache import open_cache
+    from runner.store.cache import open_cache
 
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
@@ -162,7 +162,7 @@ def test_push_then_pull_round_trips_every_file_byte_for_byte(tmp_path: Path, s3:
                       "--cache", s3.url)
     assert pushed.returncode == 0, pushed.stderr
     assert "push: " in pushed.stderr  # progress
-    from runner import lock
+    from runner.store import lock
 
     referenced = lock.referenced(lock.read(tmp_path / "ep.lock"))
     in_cache = {k.removeprefix("blobs/")[:64] for k in s3.keys("blobs/")}
@@ -264,10 +264,10 @@ def test_kill_9_of_one_runner_and_the_other_finishes_the_album(tmp_path: Path, s
 
 def _root_key(tmp: Path, url: str) -> str:
     """The key of words[0] (a step that needs no other), as sunoflow computes it."""
-    from runner import plan as planner
-    from runner import recipe
-    from runner.status import resolve
-    from runner.store import Store
+    from runner.plan import build as planner
+    from runner.recipe import load as recipe
+    from runner.store.journal import Store
+    from runner.store.status import resolve
 
     r = recipe.load(str(tmp / "ep.yaml"), overrides={"base_url": url})
     rows = resolve(planner.build(r), Store(tmp / "nothing"))

@@ -18,9 +18,9 @@ from runner.errors import ProviderError, TaskFailed
 from runner.fake import FakeServer
 from runner.fake import sunoapi_callbacks as fake_bodies
 from runner.pacing import FakeClock
-from runner.providers import First, Op, Result
+from runner.providers import First, Op, Result, Streams
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
-from runner.recipe import Provider as ProviderConfig
+from runner.recipe.load import Provider as ProviderConfig
 
 KEY = "sk-callback-results-5521"
 
@@ -89,7 +89,11 @@ def test_the_text_stage_means_running_and_the_first_stage_brings_the_first_track
     async def main() -> None:
         song = op_of(tmp_path, "generate", title="Rain", style="pop", prompt="la la")
         tid, polled = await submit_and_poll(prov, song)
-        assert prov.from_callback(song, tid, callback(srv, tid, "text")) is None
+        # The text stage: still running (never a Result); it brings only stream links.
+        text = prov.from_callback(song, tid, callback(srv, tid, "text"))
+        assert isinstance(text, Streams)
+        assert [t["id"] for t in text.tracks] == [t["id"] for t in polled.outputs["tracks"]]
+        assert all(t["stream_url"].startswith(f"{srv.url}/files/stream/") for t in text.tracks)
         first = prov.from_callback(song, tid, callback(srv, tid, "first"))
         assert isinstance(first, First)
         assert first.result.outputs["tracks"] == polled.outputs["tracks"][:1]

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from runner import schema, source
-from runner.cli import main
+from runner.cli.main import main
+from runner.recipe import schema, source
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"

@@ -1,6 +1,6 @@
 """Downloads of result files, whose URLs come from the service and are as untrusted as a
 recipe: a real HTTP server on loopback answers with redirects to other schemes, redirect
-loops, oversized and short bodies; runner.download must refuse each cleanly, leaving no
+loops, oversized and short bodies; runner.providers.download must refuse each cleanly, leaving no
 file in the store."""
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import anyio
 import httpx
 import pytest
 
-from runner import download
-from runner.download import DownloadRejected, LinkExpired
 from runner.errors import StepError, TransientError
 from runner.fake import FakeServer
 from runner.pacing import FakeClock
+from runner.providers import download
+from runner.providers.download import DownloadRejected, LinkExpired
 from runner.providers.http import ApiClient, http_failure
-from runner.recipe import Provider as ProviderConfig
-from runner.store import Store
+from runner.recipe.load import Provider as ProviderConfig
+from runner.store.journal import Store
 
 BODY = bytes(range(256)) * 40  # 10,240 bytes
 BIG = bytes(range(256)) * 10_000  # 2.56 MB: more than one of download's write batches

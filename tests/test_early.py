@@ -1,4 +1,4 @@
-"""runner.early on its own: how an answer to an early request reads, what the state
+"""runner.engine.early on its own: how an answer to an early request reads, what the state
 directory remembers, and the modes a recipe may name. (The runs against the fake, both
 readings of the service, are in test_early_release.py.)"""
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner import early
-from runner import recipe as recipes
+from runner.engine import early
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -25,6 +24,7 @@ from runner.errors import (
 from runner.fake import FakeServer
 from runner.pacing import SEND_CHECK, FakeClock
 from runner.providers.http import ApiClient
+from runner.recipe import load as recipes
 
 WAV = "POST /api/v1/wav/generate"
 

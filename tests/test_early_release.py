@@ -25,14 +25,14 @@ import pytest
 from doubles import Quiet
 from waiting import until
 
-from runner import recipe as recipes
-from runner.engine import Engine, Options, pin_first
+from runner.engine.core import Engine, Options, pin_first
 from runner.fake import FakeServer
 from runner.pacing import DONE_AT_FIRST, FakeClock
-from runner.plan import build
-from runner.progress import PlainProgress
+from runner.plan.build import build
 from runner.providers import First, Op, Produced, Result, Submitted
-from runner.store import Store
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.store.journal import Store
 
 KEY = "sk-early-release-Key-31c"
 SONG = 600.0  # fake seconds a song takes; its first track is ready at three quarters

@@ -14,9 +14,7 @@ import anyio
 import pytest
 from doubles import Quiet, finished
 
-from runner import plan as planner
-from runner import recipe as recipes
-from runner.engine import Engine, Options
+from runner.engine.core import Engine, Options
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -25,9 +23,11 @@ from runner.errors import (
     TransientError,
 )
 from runner.pacing import FakeClock
-from runner.progress import PlainProgress
+from runner.plan import build as planner
 from runner.providers import Op, Result, Submitted
-from runner.store import Store
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.store.journal import Store
 
 RECIPE = """\
 version: 1
@@ -101,7 +101,7 @@ class ScriptedProvider(Quiet):
 
 
 # The scripted tasks run for as long as a test needs, on a fake clock that jumps ahead while
-# every task waits: the default deadlines (runner.deadlines) are lifted, and the tests of
+# every task waits: the default deadlines (runner.engine.deadlines) are lifted, and the tests of
 # deadlines set a step's `timeout`.
 def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
                **opts: Any) -> Engine:

@@ -28,7 +28,7 @@ from runner.pacing import FakeClock
 from runner.providers import Op
 from runner.providers.newapi import NewApiProvider
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
-from runner.recipe import Provider as ProviderConfig
+from runner.recipe.load import Provider as ProviderConfig
 
 KEY = "sk-fuzz-answers-Key-0001"
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,

@@ -1,7 +1,7 @@
 """Random YAML and random recipe-shaped mappings, with adversarial scalars, fed to the
 loader and validator (`sunoflow validate`, in-process): the answer is always exit 0 or 2
 with positioned messages, never a traceback or an internal error, and the memory one
-validation allocates stays bounded (runner.source and runner.sandbox set the limits).
+validation allocates stays bounded (runner.recipe.source and runner.recipe.sandbox set the limits).
 
 Deterministic (derandomize) and small, so it runs in a few seconds."""
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from runner.cli import main
-from runner.steps import TYPES
+from runner.cli.main import main
+from runner.steps.types import TYPES
 
 FUZZ = settings(max_examples=50, derandomize=True, deadline=None, database=None,
                 phases=[Phase.explicit, Phase.generate],

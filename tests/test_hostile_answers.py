@@ -214,7 +214,7 @@ steps:
 
 
 def test_a_malformed_upload_answer_fails_before_anything_is_paid(suno, tmp_path):
-    from runner import media
+    from runner.studio import media
 
     media.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
     (tmp_path / "r.yaml").write_text(UPLOAD)

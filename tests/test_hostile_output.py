@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import cli
+from runner.cli import main as cli
 from runner.fake import FakeServer
 
 KEY = "sk-hostile-output-Key-42"
@@ -206,7 +206,7 @@ def crash(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kw: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("runner.run.build_report", boom)
+    monkeypatch.setattr("runner.cli.run.build_report", boom)
 
 
 def test_the_crash_log_is_never_written_through_a_planted_link(tmp_path, monkeypatch,
@@ -216,7 +216,7 @@ def test_the_crash_log_is_never_written_through_a_planted_link(tmp_path, monkeyp
     victim.write_text("precious")
     planted = tmp_path / f"sunoflow-crash-{os.getpid()}.log"
     planted.symlink_to(victim)
-    monkeypatch.setattr("runner.recipe.load", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr("runner.recipe.load.load", lambda *a, **k: (_ for _ in ()).throw(
         RuntimeError("boom")))
     assert cli.main(["validate", str(tmp_path / "r.yaml")]) == 1
     err = capsys.readouterr().err

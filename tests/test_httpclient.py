@@ -1,4 +1,4 @@
-"""runner.httpclient: the connection pools' cheaper check of idle connections. It must be
+"""runner.providers.httpclient: the connection pools' cheaper check of idle connections. It must be
 in place for the installed httpx (or the saving silently goes), and must still find a
 connection the server closed: reusing one would lose a request's answer, which for a
 submit means "possibly submitted"."""
@@ -13,10 +13,10 @@ import anyio
 import httpx
 import pytest
 
-from runner.httpclient import CachedStream, async_client, cheap_pool_checks, is_readable
 from runner.pacing import FakeClock
 from runner.providers.http import ApiClient, files_client
-from runner.recipe import Provider as ProviderConfig
+from runner.providers.httpclient import CachedStream, async_client, cheap_pool_checks, is_readable
+from runner.recipe.load import Provider as ProviderConfig
 
 
 class ClosingServer:

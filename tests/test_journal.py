@@ -18,13 +18,13 @@ import anyio
 import pytest
 from test_engine import RECIPE, Ledger, ScriptedProvider, run_engine, submitted
 
-from runner import plan as planner
-from runner import recipe as recipes
-from runner.engine import Engine, Options
+from runner.engine.core import Engine, Options
 from runner.errors import JournalError, TaskFailed
 from runner.pacing import FakeClock
-from runner.progress import PlainProgress
-from runner.store import Store
+from runner.plan import build as planner
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.store.journal import Store
 
 # --- lines of the wrong shape ----------------------------------------------------------------
 

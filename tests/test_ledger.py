@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.engine import instance_key
+from runner.engine.core import instance_key
 from runner.fake import FakeServer
-from runner.recipe import Provider
+from runner.recipe.load import Provider
 
 KEY = "sk-ledger-test-31"
 RECIPE = """\

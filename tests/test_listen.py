@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from runner.callbacks import Callbacks
+from runner.callbacks.listener import LOG_MAX, MAX_BODY, Listener, parse_address
+from runner.callbacks.registry import Callbacks
 from runner.errors import UsageError
-from runner.listen import LOG_MAX, MAX_BODY, Listener, parse_address
 from runner.pacing import Clock
 from runner.providers.sunoapi_callback import task_id
 
@@ -295,7 +295,7 @@ def test_bad_listen_addresses(text: str):
 
 
 def test_what_is_held_is_bounded_and_the_excess_is_503(monkeypatch):
-    monkeypatch.setattr("runner.callbacks.HELD_MAX", 5)
+    monkeypatch.setattr("runner.callbacks.registry.HELD_MAX", 5)
 
     async def test(rig: Rig) -> None:
         rig.callbacks.expect("t2")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import source
-from runner.template import TemplateError, compile_template
+from runner.recipe import source
+from runner.recipe.template import TemplateError, compile_template
 
 BLOCKS = {
     "literal": "k: |\n  one\n    two {{ x }}\n  three\n",

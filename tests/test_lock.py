@@ -15,12 +15,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner import lock, providers, yamlout
-from runner import plan as planner
-from runner import recipe as recipes
-from runner.engine import Engine, Options
-from runner.progress import PlainProgress
-from runner.store import Store
+from runner import providers
+from runner.engine.core import Engine, Options
+from runner.plan import build as planner
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.store import lock, yamlout
+from runner.store.journal import Store
 
 RECIPE = """\
 version: 1

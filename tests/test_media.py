@@ -1,4 +1,4 @@
-"""runner.media on real files: lengths, formats, stems, loudness, video, determinism.
+"""runner.studio.media on real files: lengths, formats, stems, loudness, video, determinism.
 
 Everything is measured by decoding with the same ffmpeg (there is no ffprobe): probe is
 checked first against WAV files written here with the standard library, so that the
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import media
-from runner.media import MediaError
+from runner.studio import media
+from runner.studio.media import MediaError
 
 MP3_FRAME = 1152 / 44100  # one MPEG-1 Layer III frame: the gapless tolerance
 AAC_FRAME = 1024 / 44100
@@ -678,7 +678,7 @@ def test_video_is_h264_and_aac_as_long_as_the_audio(tmp_path: Path, with_image: 
 _MAKE_ALL = """
 import sys
 from pathlib import Path
-from runner import media
+from runner.studio import media
 d = Path(sys.argv[1])
 media.synth(d / "s.mp3", seed="det", duration=3.0, style="lofi")
 media.extend(d / "s.mp3", d / "e.wav", continue_at=2.0, seed="det2", duration=2.0)

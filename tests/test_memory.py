@@ -10,13 +10,13 @@ from pathlib import Path
 
 import anyio
 
-from runner import plan as planner
 from runner import providers
-from runner import recipe as recipes
-from runner import run as run_mod
-from runner.engine import Engine, Options
-from runner.progress import PlainProgress
-from runner.store import Store, compact
+from runner.cli import run as run_mod
+from runner.engine.core import Engine, Options
+from runner.plan import build as planner
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.store.journal import Store, compact
 
 RECIPE = """\
 version: 1

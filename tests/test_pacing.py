@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.engine import _pace
+from runner.engine.core import _pace
 from runner.pacing import (
     AHEAD,
     DONE_AT_FIRST,
@@ -526,7 +526,7 @@ def test_tasks_without_early_dependants_keep_their_schedule():
 
 
 def _expected(op: str) -> float:
-    from runner.steps import TYPES
+    from runner.steps.types import TYPES
     return TYPES[op].expected if op in TYPES else 0.0
 
 

@@ -1,5 +1,5 @@
 """Critical path first: the priorities the plan gives each instance's requests
-(runner.priority), and that the engine hands them to the provider's rate limiter."""
+(runner.engine.priority), and that the engine hands them to the provider's rate limiter."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import anyio
 import pytest
 from doubles import Quiet, finished
 
-from runner import plan as planner
-from runner import recipe as recipes
-from runner.engine import Engine, Options, _pace
+from runner.engine.core import Engine, Options, _pace
+from runner.engine.priority import CriticalPath
 from runner.pacing import PRIORITY, FakeClock, Poller
-from runner.priority import CriticalPath
-from runner.progress import PlainProgress
+from runner.plan import build as planner
 from runner.providers import Op, Result, Submitted
-from runner.steps import TYPES
-from runner.store import Store
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.steps.types import TYPES
+from runner.store.journal import Store
 
 # Two songs: lyrics -> generate -> extend -> WAV (at the service) -> a trim (local, free),
 # and a video of the first song only, so the first song's chain is the longer one.
@@ -76,7 +76,7 @@ def critical_path(tmp_path: Path, text: str = ALBUM) -> tuple[Priorities, Poller
 
 def test_each_request_gets_the_longest_expected_way_to_the_end_from_the_step_defaults(
         tmp_path: Path):
-    """Defaults (runner.steps): lyrics 10 s, music 150, WAV 30, video 60; the trim is
+    """Defaults (runner.steps.types): lyrics 10 s, music 150, WAV 30, video 60; the trim is
     local (0). The first song's chain ends in the video (60 > 30), the second's in its
     WAV. A poll gets what is left after its task; a submit its task too, and one longest
     task (150) on top, so it goes before polls of chains about as long."""

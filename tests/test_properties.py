@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from project import git_init
 
-from runner import plan, recipe, source
 from runner.errors import RecipeError
+from runner.plan import build as plan
+from runner.recipe import load as recipe
+from runner.recipe import source
 
 ROOT = Path(__file__).resolve().parent.parent
 

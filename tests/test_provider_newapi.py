@@ -12,7 +12,6 @@ import anyio
 import httpx
 import pytest
 
-from runner import media
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -27,8 +26,9 @@ from runner.fake import FakeServer
 from runner.pacing import FakeClock
 from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.newapi import NewApiProvider
-from runner.recipe import Provider as ProviderConfig
-from runner.steps import TYPES
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.types import TYPES
+from runner.studio import media
 
 KEY = "sk-relay-Zq81TestKey"
 

@@ -29,12 +29,12 @@ from runner.errors import (
 )
 from runner.fake import FakeServer
 from runner.pacing import PRIORITY, FakeClock, Urgency
-from runner.providers import Fetch, First, Op, Produced, Result
+from runner.providers import Fetch, First, Op, Produced, Result, Streams
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
-from runner.recipe import Provider as ProviderConfig
-from runner.steps import TYPES
-from runner.store import Store
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.types import TYPES
+from runner.store.journal import Store
 
 KEY = "sk-live-7Hq2mZ9xTestKey0042"
 V1 = "/api/v1"
@@ -297,8 +297,9 @@ def test_extend_of_a_local_track_is_refused_before_paying(srv, tmp_path):
 
 
 def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
-    """PENDING and TEXT_SUCCESS mean running; FIRST_SUCCESS gives the first track alone
-    (a First), exactly as the complete result then lists it first."""
+    """PENDING and TEXT_SUCCESS mean running (TEXT_SUCCESS with the stream links, a
+    Streams); FIRST_SUCCESS gives the first track alone (a First), exactly as the complete
+    result then lists it first."""
     with FakeServer("sunoapi", api_key=KEY, latency_scale=1.0,
                     latency={"generate": {"dist": "fixed", "value": 100}}) as srv:
         async def go() -> None:
@@ -309,10 +310,16 @@ def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
                 assert sub.task_id is not None
                 assert await prov.poll(op, sub.task_id) is None  # PENDING
                 srv.advance(30)
-                assert await prov.poll(op, sub.task_id) is None  # TEXT_SUCCESS
+                # TEXT_SUCCESS: still running, with the takes' stream links (a preview
+                # for `sunoflow review`, never a result).
+                text = await prov.poll(op, sub.task_id)
+                assert isinstance(text, Streams)
+                assert [t["n"] for t in text.tracks] == [0, 1]
                 srv.advance(50)
                 first = await prov.poll(op, sub.task_id)  # FIRST_SUCCESS
                 assert isinstance(first, First)
+                assert first.streams is not None
+                assert first.streams.tracks == text.tracks  # the second take's link too
                 srv.advance(30)
                 done = await prov.poll(op, sub.task_id)
                 assert isinstance(done, Result)
@@ -324,6 +331,46 @@ def test_the_stages_of_a_song_running_then_its_first_track_then_done(tmp_path):
 
         run(go)
 
+
+
+@pytest.mark.parametrize("style", ["sunoapi", "apibox"])
+def test_a_running_song_offers_its_stream_links_in_either_record_shape(tmp_path, style):
+    """TEXT_SUCCESS lists each take's stream (`sunoData[].streamAudioUrl`, or api.box's
+    `data[].stream_audio_url`): a Streams, never a Result; the links are the fake's own
+    and play real audio."""
+    with FakeServer("sunoapi", api_key=KEY, latency_scale=1.0, record_style=style,
+                    latency={"generate": {"dist": "fixed", "value": 100}}) as srv:
+        async def go() -> None:
+            prov = make(srv)
+            op = op_of(tmp_path, "generate", prompt="x", style="pop", title="T")
+            try:
+                sub = await prov.submit(op)
+                assert sub.task_id is not None
+                srv.advance(30)
+                text = await prov.poll(op, sub.task_id)
+                assert isinstance(text, Streams)
+                assert [t["id"] for t in text.tracks] == srv.world.tasks[sub.task_id].clips
+                assert all(t["stream_url"].startswith(f"{srv.url}/files/stream/")
+                           for t in text.tracks)
+            finally:
+                await prov.aclose()
+
+        run(go)
+
+
+def test_only_http_stream_links_of_a_sane_length_are_offered():
+    from runner.providers.sunoapi import running_streams, stream_url
+
+    def item(url: object) -> dict[str, object]:
+        return {"id": "a", "title": "T", "streamAudioUrl": url}
+
+    for bad in ("javascript:alert(1)", "file:///etc/passwd", "", None, 7,
+                "https://h/" + "x" * 5000):
+        assert running_streams([item(bad)]) is None, bad
+    good = running_streams([item("ftp://h/a.mp3"), item("https://h/b.mp3")])
+    assert good is not None
+    assert [(t["n"], t["stream_url"]) for t in good.tracks] == [(1, "https://h/b.mp3")]
+    assert stream_url(item("http://h/c.mp3")) == "http://h/c.mp3"
 
 
 # -- uploads --------------------------------------------------------------------------
@@ -855,7 +902,7 @@ class GatedClock(FakeClock):
 
 def test_requests_waiting_for_the_rate_limit_go_by_the_priority_of_their_task(
         srv, store, tmp_path):
-    """The engine sets PRIORITY for each task (runner.priority); the provider's requests
+    """The engine sets PRIORITY for each task (runner.engine.priority); the provider's requests
     wait for the shared limiter in that order, not in the order they came."""
     clock = GatedClock()
 

@@ -82,7 +82,7 @@ outputs:
 def test_a_recovered_m4a_rebuilds_an_mp3_output_without_edits(tmp_path: Path):
     from mutagen.id3 import ID3
 
-    from runner import media
+    from runner.studio import media
 
     (tmp_path / "r.yaml").write_text(KEPT)
     with FakeServer("sunoapi", api_key=KEY) as srv:

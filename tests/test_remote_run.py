@@ -213,7 +213,7 @@ steps:
      "action": {"http_status": 403}},
 ], ids=["refused", "upload"])
 def test_a_submit_answered_no_is_not_possibly_submitted_on_the_next_run(srv, tmp_path, fault):
-    from runner import media
+    from runner.studio import media
 
     media.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
     (tmp_path / "ep.yaml").write_text(UPLOAD)

@@ -1,4 +1,4 @@
-"""Each provider's own request rules (runner.models NEEDS and RULES), checked before any
+"""Each provider's own request rules (runner.steps.models NEEDS and RULES), checked before any
 money is spent: by `validate` and `run` on what is known before the run, and by the
 engine on each instance's rendered inputs before its request. The fake services enforce
 the documented rules, so a request refused there after paying would show here as a paid
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.main import main
 from runner.fake import FakeServer
 
 ROOT = Path(__file__).resolve().parent.parent

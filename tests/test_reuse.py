@@ -19,7 +19,7 @@ import pytest
 import yaml
 from project import git_init
 
-from runner import media
+from runner.studio import media
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "provider: {kind: local, take_seconds: 3}"

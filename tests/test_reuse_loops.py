@@ -266,8 +266,8 @@ steps:
 
 
 def test_early_release_marks_follow_each_calls_own_instances(tmp_path: Path):
-    from runner import recipe
-    from runner.plan import build
+    from runner.plan.build import build
+    from runner.recipe import load as recipe
 
     side = SIDE.replace("outputs:\n", """\
   wav:

@@ -152,3 +152,55 @@ def test_the_static_copy_plays_from_file_urls(page, tmp_path):
     assert all(u.startswith(("file://", "data:")) for u in requests), requests
     page.screenshot(path=str(tmp_path / "static.png"))
     assert page.problems == []
+
+
+STREAMS = """els => Promise.all(els.map(a => new Promise((ok, no) => {
+    a.addEventListener('loadedmetadata', () => ok(a.duration));
+    a.addEventListener('error', () => no('error ' + a.src));
+    a.preload = 'metadata'; a.load(); })))"""
+
+
+def test_a_running_songs_stream_previews_load_then_give_way_to_the_takes(page, tmp_path):
+    """While `sunoflow run` waits for a song (held at its text stage on the fake's clock),
+    the page shows a preview player per take, pointing at the service's stream, and it
+    loads real audio; when the song is done the takes replace the previews, live."""
+    import subprocess
+    import sys
+
+    from tests.reviewing import env
+    from tests.test_review_previews import CONFIG, RECIPE, SONG, submits
+    from tests.waiting import until
+
+    with FakeServer("sunoapi", api_key=KEY, **CONFIG) as srv:
+        (tmp_path / "ep.yaml").write_text(RECIPE)
+        with (tmp_path / "run.log").open("w") as log:
+            run = subprocess.Popen([sys.executable, "-m", "runner", "run", "ep.yaml", "-q",
+                                    "--base-url", srv.url], cwd=tmp_path, env=env(),
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            until(lambda: submits(srv) == 2, "two submits")
+            srv.advance(0.3 * SONG)  # the text stage: stream links, no take yet
+            with serving(tmp_path, remote=srv.url) as url:
+                page.goto(url)
+                card = page.locator('[data-card="song[0]"]')
+                # The run records the links at its next poll; the page follows it.
+                card.locator("audio.stream").nth(1).wait_for(timeout=60_000)
+                assert card.locator(".badge.preview").count() == 2
+                assert card.locator("form").count() == 0  # a preview cannot be kept
+                durations = card.locator("audio.stream").evaluate_all(STREAMS)
+                assert [round(d) for d in durations] == [3, 3]  # the part made so far
+                page.screenshot(path=str(tmp_path / "preview.png"))
+                srv.advance(SONG)
+                assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
+                card.locator("audio.stream").first.wait_for(state="detached",
+                                                            timeout=60_000)
+                card = page.locator('[data-card="song[0]"]')
+                assert card.locator(".badge.preview").count() == 0
+                assert [round(d) for d in card.locator("audio").evaluate_all(DURATIONS)] \
+                    == [6, 6]
+        finally:
+            if run.poll() is None:
+                run.terminate()
+                run.wait(timeout=30)
+        assert submits(srv) == 2  # previews cost no submission
+    assert page.problems == []

@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import pytest
 
-from runner import deadlines
+from runner.engine import deadlines
 from runner.errors import TaskFailed
 from runner.fake import FakeServer
 from runner.pacing import FakeClock
 from runner.providers import Fetch, Op, Result, codes
 from runner.providers.newapi import NewApiProvider
 from runner.providers.sunoapi import SunoApiProvider
-from runner.recipe import Provider as ProviderConfig
+from runner.recipe.load import Provider as ProviderConfig
 
 KEY = "sk-shapes-Key-5150aa"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -240,7 +240,7 @@ def test_relay_mv_values_map_back_to_models(tmp_path):
 
 
 def test_v3_5_is_accepted_with_its_limits(tmp_path):
-    from runner import models
+    from runner.steps import models
 
     assert "V3_5" in models.MODELS
     problems = models.check("generate", {"model": "V3_5", "style": "s" * 201, "title": "t",
@@ -256,7 +256,7 @@ def test_v3_5_is_accepted_with_its_limits(tmp_path):
 # --- no endless waits (issue 15 §6) ------------------------------------------------------------
 
 def test_every_remote_operation_has_a_default_deadline():
-    from runner.steps import TYPES
+    from runner.steps.types import TYPES
 
     remote = [n for n, t in TYPES.items() if "remote" in t.support.values()]
     assert remote

@@ -11,14 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
-from runner import plan as planner
 from runner import providers
-from runner import recipe as recipes
-from runner.engine import Engine, Options
+from runner.engine.core import Engine, Options
 from runner.pacing import AHEAD, FakeClock, Slots, Urgency
-from runner.progress import PlainProgress
+from runner.plan import build as planner
 from runner.providers import Op, Submitted
-from runner.store import Store
+from runner.recipe import load as recipes
+from runner.report.progress import PlainProgress
+from runner.store.journal import Store
 
 
 def tasks_alive() -> int:

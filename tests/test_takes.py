@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner import plan as planner
-from runner import recipe
+from runner.plan import build as planner
+from runner.recipe import load as recipe
 
 RECIPE = """\
 version: 1

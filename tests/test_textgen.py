@@ -1,4 +1,4 @@
-"""runner.textgen: deterministic lyrics, titles, styles, word timings and LRC."""
+"""runner.studio.textgen: deterministic lyrics, titles, styles, word timings and LRC."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner import textgen
+from runner.studio import textgen
 
 REPO = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\[(\d\d):(\d\d)\.(\d\d)\](.*)$")
@@ -47,7 +47,7 @@ def test_lyrics_variants_and_fallback() -> None:
 
 def test_lyrics_are_deterministic_across_processes() -> None:
     code = (
-        "import json; from runner import textgen; "
+        "import json; from runner.studio import textgen; "
         "print(json.dumps([textgen.lyrics('neon rain in Tokyo'), "
         "textgen.boost_style('surf rock'), textgen.title_from('neon rain')]))"
     )

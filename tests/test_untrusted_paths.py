@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import media
-from runner.cli import main
+from runner.cli.main import main
 from runner.fake import FakeServer
+from runner.studio import media
 
 
 def sunoflow(*args: str, cwd: Path, env: dict[str, str] | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from mutagen import id3
 from mutagen.mp4 import MP4
 
-from runner import media
+from runner.studio import media
 
 # Run with the working directory where `pwned` would appear, had a shell seen the text.
 TEXT = "a'b\"c:d;e\nf -g $(touch pwned) `touch pwned` %{x} [x] , \\ : | & >x </dev/null"

@@ -1,5 +1,5 @@
 """Uploads carry the key: they go only to the upload host of the API host that runs the
-recipe (runner.recipe.upload_host), never to another operator's."""
+recipe (runner.recipe.load.upload_host), never to another operator's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner.fake import FakeServer
-from runner.recipe import provider_from
+from runner.recipe.load import provider_from
 
 KEY = "sk-upload-host-Key-77"
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner import outputs_doc
-from runner.steps import TRACK, TYPES
+from runner.steps import outputs_doc
+from runner.steps.types import TRACK, TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 

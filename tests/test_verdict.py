@@ -1,4 +1,4 @@
-"""runner.verdict must say "valid" exactly when jsonschema does: the loader skips
+"""runner.recipe.verdict must say "valid" exactly when jsonschema does: the loader skips
 jsonschema on its "valid", so a wrong yes would hide a user's mistake. Checked on every
 schema the loader uses and every fragment of them, with generated values and with
 mutated example recipes."""
@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from runner import schema, source, verdict
-from runner.steps import TYPES
+from runner.recipe import schema, source, verdict
+from runner.steps.types import TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(p for p in (ROOT / "examples").glob("*.yaml")) \

@@ -11,6 +11,11 @@ A request goes through `App.dispatch`, in this order:
 6. "after_create" actions replace the answer (the task exists but the client never hears
    of it: the "possibly submitted" case); `delay` holds any answer back.
 
+Files under `/files/` answer a `Range: bytes=...` request with 206 as a CDN does (a
+browser's player seeks so); a stream link (`/files/stream/...`, offered from a music
+task's text stage on) plays the first half of its take while the task runs, the whole
+take after (World.so_far).
+
 The HTTP layer (`_Handler`) only reads requests and writes `Response`s, including the
 misbehaving ones (reset, truncated, slow).
 """
@@ -85,6 +90,24 @@ class Response:
     ) -> Response:
         body = json.dumps(obj, ensure_ascii=False).encode()
         return cls(status=status, body=body, envelope_code=envelope_code)
+
+
+def _ranged(req: Request, data: bytes, ctype: str) -> Response:
+    """A file, whole or the one byte range asked for, as a CDN serves it: a browser's
+    player (a stream preview in `sunoflow review`) seeks with Range requests."""
+    size = len(data)
+    m = re.fullmatch(r"bytes=(\d*)-(\d*)", (req.headers.get("Range") or "").strip())
+    if m is None or not (m.group(1) or m.group(2)):
+        return Response(200, data, ctype, {"Accept-Ranges": "bytes"})
+    if m.group(1):
+        start = int(m.group(1))
+        end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    else:
+        start, end = max(0, size - int(m.group(2))), size - 1
+    if start >= size or start > end:
+        return Response(416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
+    return Response(206, data[start:end + 1], ctype,
+                    {"Accept-Ranges": "bytes", "Content-Range": f"bytes {start}-{end}/{size}"})
 
 
 def gateway_error(status: int) -> Response:
@@ -247,7 +270,8 @@ class App:
                 b"</Code><Message>Request has expired</Message></Error>"
             )
             return Response(expired, xml, "application/xml")
-        resp = Response(200, resource.content(), resource.content_type())
+        resource = self.world.so_far(key, resource)
+        resp = _ranged(req, resource.content(), resource.content_type())
         if action and action.get("truncate_download"):
             resp.truncate = True
         if action and "slow_download" in action:

@@ -309,6 +309,19 @@ class World:
                 return None, gen, None
             return resource, gen, self.expired.get((key, gen))
 
+    def so_far(self, key: str, resource: Resource) -> Resource:
+        """What a stream link plays: while its music task runs, the part of the take made
+        so far (its first half: real audio, shorter than the take, as a stream that is
+        still growing); the whole take once the task has ended."""
+        if not key.startswith("stream/") or resource.data is not None:
+            return resource
+        with self.lock:
+            clip = self.clips.get(key[len("stream/"):].rsplit(".", 1)[0])
+            task = self.tasks.get(clip.task_id) if clip is not None else None
+        if task is None or task.done(self.now()):
+            return resource
+        return Resource(resource.fmt, resource.duration / 2)
+
     def expire(self, key: str, gen: int, status: int = 403) -> None:
         """Make this URL generation dead (as a CDN link past its date); mint a fresh one."""
         with self.lock:

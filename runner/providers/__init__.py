@@ -12,6 +12,9 @@ operation at a time and does the journaling, retrying and downloading itself:
   TaskFailed when the service failed it. A provider whose service reports a music task's
   first track before the second (``reports_first``: sunoapi's FIRST_SUCCESS) returns a
   ``First`` for that stage, so the steps that read only that track can start early.
+  While a task runs, a provider whose service offers links to listen to the takes as they
+  are made (sunoapi's `streamAudioUrl`) may answer ``Streams`` instead of None: the same
+  "still running" to the engine, which only records the links for `sunoflow review`.
 
 A provider whose service can push results (sunoapi's `callBackUrl`) is also a
 ``CallbackProvider``: it sends the run's listener URL on every submit, names the task a
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.paths import Roots, readable
-from runner.recipe import Provider as ProviderConfig
+from runner.recipe.load import Provider as ProviderConfig
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,17 @@ class First:
     does not type-check."""
 
     result: Result
+    streams: Streams | None = None  # the other takes' stream links, for the review page
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A running task's stream links (previews, not results): the engine treats this
+    answer exactly as None ("still running") and records the links for the review page
+    (runner.streams). `tracks`: one {"n", "id", "title", "stream_url"} per take, links
+    http(s) only. Its own type, so no caller can take it for a finished task."""
+
+    tracks: tuple[dict[str, Any], ...]
 
 
 @dataclass
@@ -94,7 +108,7 @@ class Provider(Protocol):
 
     async def submit(self, op: Op) -> Submitted: ...
 
-    async def poll(self, op: Op, task_id: str) -> Result | First | None: ...
+    async def poll(self, op: Op, task_id: str) -> Result | First | Streams | None: ...
 
     async def refresh(self, op: Op, task_id: str) -> Result | None:
         """Fresh result URLs for a finished task whose links expired (never a new task)."""
@@ -110,8 +124,10 @@ class CallbackProvider(Provider, Protocol):
 
     def callback_task_id(self, body: Any) -> str | None: ...
 
-    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | First | None:
-        """What a poll with the same content would answer: None while the task runs, a
+    def from_callback(self, op: Op, task_id: str, body: Any
+                      ) -> Result | First | Streams | None:
+        """What a poll with the same content would answer: None (or Streams) while the
+        task runs, a
         First for a music task's `first` stage, its Result when done; raises TaskFailed
         when the body reports a failure. Never raises anything else, whatever the body
         holds."""

@@ -35,7 +35,7 @@ import httpx
 from runner.errors import PossiblySubmitted, ProviderError, StepError, TaskFailed
 
 if TYPE_CHECKING:
-    from runner.providers import First, Op, Result, Submitted
+    from runner.providers import First, Op, Result, Streams, Submitted
 
 MAX_ANSWER_BYTES = 8 << 20  # answers are a few KiB; a record with lyrics some 100 KiB
 MAX_DEPTH = 32  # the deepest documented answer nests 5 levels
@@ -326,12 +326,13 @@ def guard_callback(fn: C) -> C:
     use says nothing (None: the task is polled as usual). Only TaskFailed passes."""
 
     @functools.wraps(fn)
-    def from_callback(self: Any, op: Op, task_id: str, body: Any) -> Result | First | None:
+    def from_callback(self: Any, op: Op, task_id: str, body: Any
+                      ) -> Result | First | Streams | None:
         try:
             if not depth_ok(body):
                 return None
             body = shape(redact_tree(body, self.api.redact))  # (depth_ok: before recursion)
-            res: Result | First | None = fn(self, op, task_id, body)
+            res: Result | First | Streams | None = fn(self, op, task_id, body)
             check_result(res)
             return res
         except TaskFailed:
@@ -362,5 +363,5 @@ def check_result(res: Any) -> None:
         elif isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, Fetch) and not isinstance(v.url, str):
-            # (Its scheme is judged by runner.download, which refuses all but http(s).)
+            # (Its scheme is judged by runner.providers.download, which refuses all but http(s).)
             raise ValueError(f"a result link that is not text: {v.url!r:.80}")

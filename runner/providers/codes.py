@@ -8,7 +8,7 @@ Status words (REFERENCE 2.7, 2.22, 3.3, 5). A task's status is one of:
 - failed: every documented failure word (CREATE_TASK_FAILED, GENERATE_*_FAILED,
   SENSITIVE_WORD_ERROR, the quick start's FAILED, the relay's FAIL and FAILURE) and, as
   api.box's own client does, any word containing FAIL or ERROR: the task ends;
-- anything else: read as running, and bounded by the step's timeout (runner.deadlines),
+- anything else: read as running, and bounded by the step's timeout (runner.engine.deadlines),
   so no status word a host invents can keep a run waiting without end.
 
 Codes. A code reaches us in two places, and each documented value has one outcome:
@@ -62,7 +62,7 @@ _told: set[str] = set()
 
 def note_unknown(status: str, provider: str) -> None:
     """Say once per run and word that a host answered a status no page documents: it is
-    polled as running, and the step's timeout ends the wait (runner.deadlines)."""
+    polled as running, and the step's timeout ends the wait (runner.engine.deadlines)."""
     word = status.upper()
     if word and not known(word) and word not in _told:
         _told.add(word)

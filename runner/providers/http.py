@@ -40,10 +40,10 @@ from runner.errors import (
     TransientError,
     WrongAddress,
 )
-from runner.httpclient import async_client
 from runner.pacing import PRIORITY, SEND_CHECK, SENT_AT, Clock, RateLimiter
 from runner.providers import answers
-from runner.recipe import Provider as ProviderConfig
+from runner.providers.httpclient import async_client
+from runner.recipe.load import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
 # `.invalid` is reserved (RFC 2606): it never resolves, so no callback can leak results
@@ -215,7 +215,7 @@ class ApiClient:
         path = urlsplit(full).path
         where = f"{method} {path}"
         # Waiting requests go by the priority the engine gave this task (critical path
-        # first; runner.priority).
+        # first; runner.engine.priority).
         slot = await self.limiter.acquire(PRIORITY.get()) if self.limiter is not None \
             else None
         SENT_AT.set(self.clock.now())
@@ -224,7 +224,7 @@ class ApiClient:
         try:
             check = SEND_CHECK.get() if submit else None
             if check is not None:
-                check()  # raises Withheld: the request is not sent (runner.early)
+                check()  # raises Withheld: the request is not sent (runner.engine.early)
             self.requests += 1
             # The per-read timeout bounds each wait; this bounds the whole exchange (an
             # answer dripping a byte a second never trips a per-read timeout).

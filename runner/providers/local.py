@@ -1,9 +1,9 @@
 """The local provider: an offline studio that really performs every step type.
 
 Audio, images and video are made with the ffmpeg binary from the imageio-ffmpeg wheel
-(runner.media); text with runner.textgen. Everything is deterministic: the seed of a piece
-is a hash of the step type and its inputs, so the same recipe makes the same bytes on
-every machine. Nothing here costs money or touches the network.
+(runner.studio.media); text with runner.studio.textgen. Everything is deterministic: the
+seed of a piece is a hash of the step type and its inputs, so the same recipe makes the
+same bytes on every machine. Nothing here costs money or touches the network.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 import anyio
 
-from runner import media, textgen
+from runner.album.tags import TAGGABLE, write_tags
 from runner.errors import StepError
-from runner.models import DEFAULT_MODEL, MODEL_NAMES
 from runner.providers import Op, Produced, Result, Submitted
-from runner.recipe import Provider as ProviderConfig
-from runner.steps import TAG_FIELDS
-from runner.tags import TAGGABLE, write_tags
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES
+from runner.steps.types import TAG_FIELDS
+from runner.studio import media, textgen
 
 
 def _seed(op: Op, extra: str = "") -> str:

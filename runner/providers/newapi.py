@@ -31,7 +31,6 @@ from typing import Any
 import anyio
 import httpx
 
-from runner import media
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -40,7 +39,6 @@ from runner.errors import (
     TransientError,
     UsageError,
 )
-from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
 from runner.providers import Fetch, Op, Produced, Result, Submitted, answers, codes
 from runner.providers.http import (
@@ -52,8 +50,10 @@ from runner.providers.http import (
     lost,
     suffix,
 )
-from runner.recipe import Provider as ProviderConfig
-from runner.store import Store
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
+from runner.store.journal import Store
+from runner.studio import media
 
 log = logging.getLogger("sunoflow")
 
@@ -427,6 +427,8 @@ class NewApiProvider:
                              + ("; the credits were refunded" if refunded else ""),
                              step=op.step, refunded=refunded)
         codes.note_unknown(status, self.kind)
+        # No stream preview (runner.providers.Streams) from the relay: no relay page names
+        # a stream link, and a clip's audio_url while it is "streaming" is undocumented.
         return None  # NOT_START, SUBMITTED, QUEUED, IN_PROGRESS and anything unknown
 
     def _lyrics(self, op: Op, task_id: str, dto: dict[str, Any]) -> Result:
@@ -547,7 +549,7 @@ class NewApiProvider:
     async def _download(self, op: Op, url: str, dest: Path) -> None:
         """A result file for local work (not counted against the rate limit: not an API
         request, and never sent our key), with the limits of every download."""
-        from runner import download
+        from runner.providers import download
 
         dest.unlink(missing_ok=True)  # noqa: ASYNC240 - a leftover of a failed attempt
         try:

@@ -42,7 +42,6 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
 from runner.pacing import Clock
 from runner.providers import (
     Fetch,
@@ -50,6 +49,7 @@ from runner.providers import (
     Op,
     Produced,
     Result,
+    Streams,
     Submitted,
     answers,
     codes,
@@ -65,8 +65,9 @@ from runner.providers.http import (
     lost,
     suffix,
 )
-from runner.recipe import Provider as ProviderConfig
-from runner.store import Store
+from runner.recipe.load import Provider as ProviderConfig
+from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
+from runner.store.journal import Store
 
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
@@ -167,6 +168,16 @@ def stream_url(item: dict[str, Any]) -> str | None:
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
+def running_streams(items: list[dict[str, Any]]) -> Streams | None:
+    """The takes' stream links of a running music task, or None when it offers none."""
+    # Bounded like any text of an answer: a link too long for a browser is no preview.
+    tracks = tuple({"n": n, "id": str(it.get("id") or "")[:200],
+                    "title": str(it.get("title") or "")[:200], "stream_url": url}
+                   for n, it in enumerate(items)
+                   if (url := stream_url(it)) is not None and len(url) <= 4096)
+    return Streams(tracks) if tracks else None
+
+
 def _param(data: dict[str, Any]) -> dict[str, Any]:
     """record-info's `param`: the original request, as a JSON *string*."""
     raw = data.get("param")
@@ -221,7 +232,7 @@ class SunoApiProvider:
         self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
         # Never the API host's by default: uploads carry the key, and only the upload host
-        # the recipe names or runner.recipe.upload_host knows may receive it.
+        # the recipe names or runner.recipe.load.upload_host knows may receive it.
         self.upload_base = (config.upload_base_url or "").rstrip("/")
         self.callback = config.callback_url or PLACEHOLDER_CALLBACK
         self.recovery_callback = self.callback
@@ -261,7 +272,7 @@ class SunoApiProvider:
         return Submitted(str(task_id))
 
     @answers.guard_poll
-    async def poll(self, op: Op, task_id: str) -> Result | First | None:
+    async def poll(self, op: Op, task_id: str) -> Result | First | Streams | None:
         ep = ENDPOINTS.get(op.type)
         if ep is None or ep.details is None:
             raise StepError(f"'{op.type}' has no task to poll", step=op.step)
@@ -271,7 +282,7 @@ class SunoApiProvider:
         if not isinstance(data, dict):
             raise TransientError(f"GET {ep.details}: no data for task {task_id}", step=op.step)
         read = getattr(self, f"_read_{ep.reader}")
-        result: Result | First | None = read(op, task_id, data)
+        result: Result | First | Streams | None = read(op, task_id, data)
         return result
 
     @answers.guard_poll
@@ -307,7 +318,8 @@ class SunoApiProvider:
         return sunoapi_callback.task_id(body)
 
     @answers.guard_callback
-    def from_callback(self, op: Op, task_id: str, body: Any) -> Result | First | None:
+    def from_callback(self, op: Op, task_id: str, body: Any
+                      ) -> Result | First | Streams | None:
         """A callback's result, read exactly as a poll answer with the same content would
         be: None while the task runs (the text stage, or a body with nothing usable), a
         First for a music task's first stage, a Result when complete; TaskFailed when it
@@ -317,7 +329,7 @@ class SunoApiProvider:
             return None
         reader, data = got
         read = getattr(self, f"_read_{reader}")
-        result: Result | First | None = read(op, task_id, data)
+        result: Result | First | Streams | None = read(op, task_id, data)
         return result
 
     def _callback_details(self, op: Op, task_id: str, body: Any
@@ -562,7 +574,7 @@ class SunoApiProvider:
                           code=int(code) if isinstance(code, int) else None)
 
     def _read_music(self, op: Op, task_id: str, data: dict[str, Any]
-                    ) -> Result | First | None:
+                    ) -> Result | First | Streams | None:
         status = str(data.get("status") or "").upper()
         items = music_items(data.get("response"))
         complete = bool(items) and all(it.get("audioUrl") for it in items)
@@ -571,14 +583,19 @@ class SunoApiProvider:
             return Result(self._music_outputs(op, task_id, data, items)) if complete else None
         if _failed(status):
             raise self._fail(op, task_id, status, data)
+        # The stream links a running task offers (REFERENCE 1.3: at TEXT_SUCCESS, in
+        # record-info and in the `text` and `first` callbacks), for a preview only.
+        streams = running_streams(items)
         if status == "FIRST_SUCCESS" and items and items[0].get("audioUrl") and \
                 items[0].get("id"):
             # The first clip alone, read as the complete result will read it.
-            return First(Result(self._music_outputs(op, task_id, data, items[:1])))
+            return First(Result(self._music_outputs(op, task_id, data, items[:1])),
+                         streams)
         # PENDING, TEXT_SUCCESS, GENERATING, FIRST_SUCCESS without a URL, anything unknown:
-        # polled again, until the step's timeout (runner.deadlines) ends the wait.
+        # polled again, until the step's timeout (runner.engine.deadlines) ends the wait.
+        # Streams is that same "running" answer (runner.providers), links attached.
         codes.note_unknown(status, self.kind)
-        return None
+        return streams
 
     def _model(self, op: Op, data: dict[str, Any]) -> str:
         param = _param(data)
@@ -759,7 +776,7 @@ class SunoApiProvider:
 
     async def _upload(self, op: Op, path: Path) -> str:
         if not self.upload_base:
-            # Validation refuses this (runner.plan._check_upload_host); kept as the last
+            # Validation refuses this (runner.plan.build._check_upload_host); kept as the last
             # guard: with no known upload host, the file and the key go nowhere.
             raise StepError(f"no upload host is known for {self.config.base_url}: set "
                             "provider.upload_base_url", step=op.step)

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from runner import paths
-from runner import plan as planner
-from runner import recipe as recipes
+from runner.cli.run import default_out_dir, default_state_dir
 from runner.errors import UsageError
-from runner.run import default_out_dir, default_state_dir
+from runner.plan import build as planner
+from runner.recipe import load as recipes
 
 
 def main(recipe: str, *, overrides: dict[str, Any], cli_args: list[str],

@@ -16,8 +16,15 @@ from runner.review import model, pages, waveform
 def export(recipe: Path, state_dir: Path, out_dir: Path, overrides: dict[str, Any],
            dest: Path) -> tuple[Path, int]:
     """Write the static copy; returns its index.html and how many files it holds."""
+    from dataclasses import replace
+
     album = model.load(recipe, state_dir, out_dir, overrides)
     blobs = state_dir / "blobs" / "sha256"
+    for card in album.cards:
+        # A stream preview points at the service: the copy holds stored files only (it
+        # must play offline, and load nothing from elsewhere).
+        card.takes = [replace(t, stream_url=None) for t in card.takes
+                      if not (t.preview and t.blob is None)]
 
     def stored(name: str) -> Path | None:
         p = blobs / name[:2] / name

@@ -1,6 +1,6 @@
 """What the journal says happened, event by event: every result a key has had (a reroll's
 old takes stay listenable) and the times the timeline draws. Read-only; a torn or
-malformed line is skipped, as the store does (runner.store)."""
+malformed line is skipped, as the store does (runner.store.journal)."""
 
 from __future__ import annotations
 

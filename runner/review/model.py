@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import plan as planner
-from runner import recipe as recipes
-from runner import report
-from runner.engine import rerun
-from runner.plan import Instance, Plan
+from runner.engine.core import rerun
+from runner.plan import build as planner
+from runner.plan.build import Instance, Plan
+from runner.recipe import load as recipes
+from runner.report import plan_table as report
 from runner.review.history import History, KeyHistory
 from runner.review.history import read as read_history
-from runner.status import resolve
-from runner.store import Store
+from runner.store.journal import Store
+from runner.store.status import resolve
 
 BLOB = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,6})?\Z")
 MUSIC = "music"
@@ -118,11 +118,13 @@ def blob_name(path: Any) -> str | None:
 
 def signature(recipe_path: Path, state_dir: Path, out_dir: Path) -> str:
     """A cheap fingerprint of everything the page reads (sizes and times of the files)."""
-    from runner import lock, takes
+    from runner.recipe import takes
+    from runner.store import lock, previews
 
     parts = []
     for p in (recipe_path, takes.path_for(recipe_path), lock.path_for(recipe_path),
-              state_dir / "journal.jsonl", out_dir / "manifest.json"):
+              state_dir / "journal.jsonl", out_dir / "manifest.json",
+              state_dir / previews.FILE):
         try:
             st = p.stat()
             parts.append(f"{st.st_size}:{st.st_mtime_ns}")
@@ -133,7 +135,8 @@ def signature(recipe_path: Path, state_dir: Path, out_dir: Path) -> str:
 
 def load(recipe_path: Path, state_dir: Path, out_dir: Path,
          overrides: dict[str, Any]) -> Album:
-    from runner import takes
+    from runner.recipe import takes
+    from runner.store import previews
 
     version = signature(recipe_path, state_dir, out_dir)
     r = recipes.load(recipe_path, overrides=overrides)
@@ -142,10 +145,11 @@ def load(recipe_path: Path, state_dir: Path, out_dir: Path,
     known = resolve(p, store) if state_dir.exists() else {}
     hist = read_history(state_dir / "journal.jsonl")
     states = {iid: _state(row, hist.of(row.get("key")), hist) for iid, row in known.items()}
+    streams = previews.read(state_dir)
     # A song is "ready" whether made in the last run or before (the graph tells those
     # apart): so another song's reroll does not redraw this card under the listener.
     cards = [_card(p, n, inst, known.get(inst.id, {}), hist,
-                   _song_state(states.get(inst.id, "to run")), r.takes)
+                   _song_state(states.get(inst.id, "to run")), r.takes, streams)
              for n, inst in enumerate(song_instances(p), 1)]
     nodes = [Node(i.id, f"{i.id}: {i.step.uses}", states.get(i.id, "to run"),
                   step_deps(p, i.id), report.price(p, i) > 0) for i in p.steps()]
@@ -236,7 +240,8 @@ def _takes(outputs: Any, used: int | None, preview: bool = False) -> list[Take]:
 
 
 def _card(p: Plan, n: int, inst: Instance, row: dict[str, Any], hist: History, state: str,
-          kept_takes: dict[str, int]) -> Card:
+          kept_takes: dict[str, int], streams: dict[str, dict[str, Any]] | None = None
+          ) -> Card:
     take = inst.step.take
     used = take if take in (0, 1) else 0
     kh = hist.of(row.get("key"))
@@ -268,6 +273,18 @@ def _card(p: Plan, n: int, inst: Instance, row: dict[str, Any], hist: History, s
         if fails and state == "failed":
             error = str(fails[-1].get("error") or "failed")
         task_ids = [str(e["task_id"]) for e in kh.events if e.get("e") == "submitted"]
+        if state == "running" and task_ids:
+            # The links the run recorded for the task under way (runner.store.previews), one
+            # player per take not already here as a first take; gone once the result is.
+            entry = (streams or {}).get(task_ids[-1])
+            have = {t.index for t in takes}
+            for t in entry["tracks"] if entry and entry.get("key") == row.get("key") else []:
+                if t["n"] in (0, 1) and t["n"] not in have:
+                    have.add(t["n"])
+                    takes.append(Take(t["n"], None, None, str(t.get("title") or ""), "",
+                                      task_ids[-1], None, preview=True,
+                                      stream_url=t["stream_url"]))
+            takes.sort(key=lambda t: t.index)
     first = _lyrics_source(p, inst, hist)
     t0 = takes[used] if len(takes) > used else (takes[0] if takes else None)
     title = (t0.title if t0 else "") or str(p.static_value(inst, "title", "") or "") \

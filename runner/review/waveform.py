@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from runner.media import _child_env, _input, ffmpeg_exe
+from runner.studio.media import _child_env, _input, ffmpeg_exe
 
 SIZE = "640x96"
 COLOUR = "0x2f5d8a"  # the page's take colour; the picture is decoration, not information

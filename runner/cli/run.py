@@ -1,0 +1,513 @@
+"""One `sunoflow run`: load and plan the recipe, open the state directory, make the
+providers, run the engine, export the album and write the report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import anyio
+
+from runner import paths, providers
+from runner.album import export
+from runner.callbacks.registry import Callbacks
+from runner.cli import crashlog
+from runner.engine.core import Engine, Options
+from runner.errors import (
+    BudgetError,
+    CreditsError,
+    ExportError,
+    FrozenError,
+    Interrupted,
+    PathError,
+    SunoflowError,
+    UsageError,
+    WrongAddress,
+)
+from runner.pacing import Clock
+from runner.plan import build as planner
+from runner.recipe import load as recipes
+from runner.report import progress
+from runner.store import ledger, lock
+from runner.store.journal import Store
+from runner.terminal import plural
+
+if TYPE_CHECKING:
+    from runner.callbacks.listener import Listener
+
+
+def default_state_dir(recipe_path: Path) -> Path:
+    return recipe_path.resolve().parent / ".sunoflow"
+
+
+def state_dir_of(arg: str | None, recipe_path: Path) -> Path:
+    """The state directory, absolute: `--state-dir` is relative to the folder the command
+    runs in (as every path on a command line), made absolute here, once; by default
+    `.sunoflow/` beside the recipe."""
+    return Path(os.path.abspath(arg)) if arg else default_state_dir(recipe_path)
+
+
+def default_out_dir(recipe_path: Path) -> Path:
+    """`out/NAME/` beside the recipe, NAME being its file name without the extension (the
+    NAME of `NAME.lock`): two recipes in one folder never write into each other's album."""
+    return Path(os.path.abspath(recipe_path)).parent / "out" / recipe_path.stem
+
+
+def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
+            out_dir: str | None, opts: dict[str, Any], report_path: str | None,
+            quiet: bool = False, listen: tuple[str, int] | None = None,
+            ignore_balance: bool = False, cache: str | None = None) -> int:
+    r = recipes.load(recipe_path, overrides=overrides)
+    # Before the plan: a loop over an input with no default has no length to plan with.
+    unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
+    if unset:
+        raise UsageError(f"{recipe_path} is a reusable recipe: input '{unset[0]}' has no "
+                         "default; use it from another recipe (uses: ./path/to/it.yaml, "
+                         "with: {...})")
+    p = planner.build(r)
+    if listen is not None:
+        _check_listen(r.provider, listen)
+    from runner.engine.core import forceable
+
+    for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
+        if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
+            raise UsageError(f"no step '{sid}' in {recipe_path}"
+                             + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
+    sdir = state_dir_of(state_dir, r.path)
+    # As the user named the recipe (not where its links lead): messages show this path.
+    odir = Path(out_dir) if out_dir else default_out_dir(r.path)
+    # Both may sit beside the recipe, where a pull request can put links (runner.paths).
+    paths.writable_dir(sdir, "the state directory", r.path, scan=True)
+    paths.writable_dir(odir, "the album folder", r.path, scan=False)
+    # Every place the run writes, tried now: a read-only one found after the paid steps
+    # ran would lose their record (the state), the album or the report.
+    paths.can_write_dir(sdir, "the state directory")
+    if r.outputs and not opts.get("only"):
+        paths.can_write_dir(odir, "the album folder")
+    if report_path:
+        paths.can_write_file(Path(report_path), "the report")
+    if not opts.get("frozen") and not opts.get("only"):
+        paths.can_write_dir(lock.path_for(r.path).parent, "the lock file's folder")
+    store = Store(sdir).open()
+    crashlog.use(sdir)
+    store.lock()
+    ui = progress.make(quiet)
+    for warning in store.warnings:
+        ui.always(f"warning: {warning}")
+    lock_path = lock.path_for(r.path)
+    if lock_path.is_symlink():
+        # sunoflow writes its lock through a fresh name, never a link: a link committed in
+        # its place is not read (its target may be any file) and is replaced when the run
+        # writes the lock.
+        ui.always(f"warning: {lock_path} is a symbolic link; not reading it as the lock "
+                  "(sunoflow replaces it)")
+    # Before anything is paid: `clean` keeps what every recipe in this list refers to.
+    ledger.register(store.root, r.path, lock_path)
+    # The committed lock is the ledger (DESIGN 5): every key it records was paid for, so
+    # every run, not only --frozen, makes the store know it before anything is decided.
+    # A key the lock records is then restored (engine._restore), never submitted; only
+    # keys absent from both the lock and the journal can be paid for. A lock that cannot
+    # be read stops the run: going on without it would pay again for all it records.
+    lock_sha = _sha(lock_path) if lock_path.is_file() and not lock_path.is_symlink() \
+        else None
+    if lock_sha is not None and not ledger.absorbed(store.root, lock_sha):
+        lock.seed(store, lock.read(lock_path))
+    # The shared cache (--cache): the finished keys it records and the store lacks are
+    # adopted too (claims.seed), before --frozen asks whether there is anything to build
+    # from and before the estimate.
+    shared = _shared(cache, r, p, store, ui)
+    if lock_sha is None and opts.get("frozen") and not store.states:
+        raise FrozenError(f"--frozen: no lock file ({lock_path.name}), an empty state "
+                          "directory" + (" and nothing in the cache" if shared else "")
+                          + ": nothing to build from")
+    # What the plan says this run will cost (what is not paid yet): shown at the start and
+    # held against --max-credits. Only a paid provider has anything to estimate.
+    estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \
+        else None
+    _check_budget(estimate, opts.get("max_credits"))
+    if opts.get("frozen"):
+        # Nothing is paid in frozen mode, so go on past a missing step: the error then
+        # lists every step that would need a paid submission, not just the first.
+        opts = {**opts, "keep_going": True}
+    provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
+        kind="local", take_seconds=r.provider.take_seconds), env={})}
+    clock = Clock()
+    if r.provider.kind != "local":
+        provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
+                                                  store=store, clock=clock)
+    remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
+    if remote is not None and not opts.get("frozen"):
+        store.reserve()  # room for a paid task's id on a disk that fills up (runner.store.journal)
+    callbacks: Callbacks | None = None
+    listener: Listener | None = None
+    if listen is not None and remote is not None:
+        from runner.callbacks.listener import Listener
+
+        callbacks = Callbacks(remote.callback_task_id, r.provider.max_poll_interval)
+        listener = Listener(callbacks, ui.always)
+    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts,
+                          blobs=shared[0] if shared else None,
+                          ledger=shared[1] if shared else None)
+    engine = Engine(p, store, provs, engine_opts, ui)
+    status = "failed"
+    credits: dict[str, Any] = {"before": None, "after": None}
+
+    # With a cache that already holds the album, nothing may reach the music service, not
+    # even the balance request: it is asked only when some step may still be submitted.
+    ask_balance = shared is None or _to_submit(p, store)
+
+    async def work() -> str:
+        if remote is not None and not opts.get("frozen") and ask_balance:
+            credits["before"] = await _credits(remote)
+            if not ignore_balance:
+                _check_balance(p, store, credits["before"],
+                               {i.id for i in engine.selected})
+        result = await engine.run()
+        if remote is not None and engine.counts.submissions:
+            credits["after"] = await _credits(remote)
+        return result
+
+    async def session() -> str:
+        # One event loop for the whole run: the providers' HTTP clients belong to it.
+        try:
+            if listener is None or callbacks is None or listen is None:
+                return await work()
+            assert remote is not None
+            base = await listener.bind(*listen)
+            ui.always(f"listening for callbacks on {base}")
+            public = r.provider.callback_url or base
+            if r.provider.callback_url:
+                ui.note(f"the service calls back through {public.rstrip('/')}/cb/<token> "
+                        "(a new secret token every run)")
+            remote.use_callback_url(callbacks.url(public))
+            return await listener.serving(work)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for prov in provs.values():
+                    await prov.aclose()
+
+    ui.spent = lambda: engine.spent
+    ui.time_left = engine.time_left
+    ui.start(sum(1 for i in engine.selected if i.kind == "step"), estimate)
+    try:
+        status = anyio.run(session)
+    finally:
+        ui.stop()
+        if status == "succeeded" and not opts.get("only") and \
+                not _lock_current(lock_path, r.path, store, engine):
+            if lock.write(lock_path, p, engine.records, store):
+                ui.note(f"lock written: {lock_path.name}")
+            # The lock now is what this journal says (runner.store.ledger: the next run need not
+            # read it while neither changes).
+            store.sync()
+            ledger.absorb(store.root, _sha(lock_path))
+        store.close()
+    exported: list[dict[str, Any]] = []
+    error: str | None = None
+    if status == "succeeded" and not opts.get("only") and r.outputs:
+        try:
+            exported = export.export(r, engine.steps_ctx, engine.results, odir,
+                                     recipe_sha=_sha(r.path),
+                                     lock_sha=_sha(lock_path) if lock_path.exists() else None,
+                                     store_root=store.blobs)
+        except ExportError as exc:
+            status, error, exported = "failed", str(exc), exc.written
+        except SunoflowError as exc:
+            status, error = "failed", str(exc)
+        for w in exported:
+            if w.get("transcoded_from"):
+                # The service's recovery gave the song back in another container.
+                ui.note(f"{w['path']}: the stored audio is {w['transcoded_from']} (links "
+                        f"recovered after they expired); transcoded to "
+                        f"{Path(w['path']).suffix} with the recipe's tags")
+    report = build_report(engine, status, exported, error)
+    report["credits"].update(credits)
+    if shared is not None:
+        blobs, claims = shared
+        report["cache"] = {"url": claims.cache.url, "requests": claims.cache.stats.requests,
+                           "seconds": round(claims.cache.stats.seconds, 3),
+                           "claims": claims.claims, "pushed": blobs.pushed,
+                           "pulled": blobs.pulled}
+    if credits["before"] is not None and credits["after"] is not None:
+        report["credits"]["spent"] = credits["before"] - credits["after"]
+    if callbacks is not None:
+        report["callbacks"] = asdict(callbacks.stats)
+        _callback_summary(callbacks, ui)
+    unwritten: str | None = None
+    if report_path:
+        try:
+            paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+        except OSError as exc:  # tried before the run; a disk can still fill up since
+            unwritten = f"cannot write the report {report_path}: {exc.strerror or exc}"
+    summary(engine, status, odir if exported else None, error, ui, report["credits"])
+    if unwritten is not None:
+        raise PathError(unwritten)
+    if engine.failed_paid:
+        later = [rec.id + ("" if _paid(p, rec.id) else " (free)")
+                 for rec in engine.records.values() if rec.status == "skipped"
+                 and rec.error and rec.error.startswith("needs ")
+                 and p.instances[rec.id].kind == "step"]
+        raise FrozenError("--frozen: these steps would need a paid submission: "
+                          + ", ".join(engine.failed_paid)
+                          + (f"; and after them: {', '.join(later)}" if later else ""))
+    if status == "interrupted":
+        raise Interrupted("interrupted; run the same command again to resume")
+    return 0 if status == "succeeded" else 1
+
+
+def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
+            ui: Any) -> tuple[Any, Any] | None:
+    """The cache's blobs and ledger for this run (None without a cache), with the keys it
+    records as finished adopted into the store (runner.store.claims.seed)."""
+    from runner.store import cache as caches
+
+    chosen = caches.choose(url, r.provider.cache)
+    if chosen is None:
+        return None
+    from runner.store.blobsync import Blobs
+    from runner.store.claims import Ledger, lease_from_env, runner_id, seed
+
+    c = caches.open_cache(chosen)
+    claims = Ledger(c, runner_id(store), lease=lease_from_env(), note=ui.note)
+    blobs = Blobs(c, store, ui.always)
+    try:
+        n = anyio.run(seed, claims, p, store)
+    except caches.CacheError as exc:
+        # Only a warning here: the ledger is checked again before anything is paid.
+        ui.always(f"{exc}; going on with the local state")
+    else:
+        if n:
+            ui.note(f"cache {c.url}: {n} finished steps taken from the cache")
+    return blobs, claims
+
+
+def _to_submit(p: planner.Plan, store: Store) -> bool:
+    """Whether any step instance is not known finished (it may need a submission)."""
+    from runner.store.status import resolve
+
+    return any(row["status"] not in ("done", "missing", "skipped")
+               for row in resolve(p, store).values())
+
+
+def _write_report(report: dict[str, Any], f: TextIO) -> None:
+    """Streamed into the file: the report lists every step instance with its outputs, and
+    its text whole was as large as everything else the run held. The same text as
+    `json.dumps(report, indent=2, default=str)`, written a few thousand pieces at a time
+    (a write per piece, as json.dump does, made a 10,000-step resume 0.3 s slower)."""
+    pieces: list[str] = []
+    for piece in json.JSONEncoder(indent=2, default=str).iterencode(report):
+        pieces.append(piece)
+        if len(pieces) >= 4096:
+            f.write("".join(pieces))
+            pieces.clear()
+    pieces.append("\n")
+    f.write("".join(pieces))
+
+
+def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
+    if provider.kind not in ("sunoapi", "newapi"):
+        raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
+                         "back; callbacks need provider sunoapi or newapi")
+    host = listen[0]
+    if host in ("", "0.0.0.0", "::") and not provider.callback_url:
+        raise UsageError(f"--listen {host or '*'}:{listen[1]} listens on every address, so "
+                         "sunoflow cannot tell the service where to call back: set "
+                         "callback_url in the provider block to the public address that "
+                         "forwards to the listener")
+
+
+def _callback_summary(callbacks: Callbacks, ui: Any) -> None:
+    st = callbacks.stats
+    rejected = sum(st.rejected.values())
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(st.rejected.items()))
+    ui.note(f"callbacks: {st.received} received, {st.used} completed a task, {st.ignored} "
+            f"ignored (duplicates or late)"
+            + (f", {rejected} rejected ({reasons})" if rejected else ""))
+
+
+def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:
+    """True when a rerun changed nothing the lock records: every instance was cached and the
+    lock is newer than both the journal and the recipe (the lock is derived from them)."""
+    if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()
+                                     if engine.plan.instances[rec.id].kind == "step"):
+        return False
+    newest = max(recipe_path.stat().st_mtime,
+                 store.journal_path.stat().st_mtime if store.journal_path.exists() else 0.0)
+    return lock_path.stat().st_mtime >= newest
+
+
+async def _credits(prov: Any) -> Any:
+    """The balance, or None: a missing or failing credits endpoint never fails a run. A
+    wrong address does: nothing else of the run could reach the service either."""
+    try:
+        return await prov.credits()
+    except WrongAddress:
+        raise
+    except SunoflowError:
+        return None
+
+
+def _paid(p: planner.Plan, iid: str) -> bool:
+    from runner.report.plan_table import price
+
+    return price(p, p.instances[iid]) > 0
+
+
+def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
+    """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
+    instances this run selects: --only)."""
+    from runner.report.plan_table import PAID_ALREADY, price
+    from runner.store.status import resolve
+
+    known = resolve(p, store)
+    # In flight: paid by an earlier run and polled by this one, never submitted again
+    # (engine rule 2), so it costs nothing more and counts neither against the cap nor
+    # against the balance. Only step instances are priced (a call has no status).
+    return sum(price(p, inst) for iid, inst in p.instances.items() if inst.kind == "step"
+               and (ids is None or iid in ids)
+               and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped"))
+
+
+def _check_balance(p: planner.Plan, store: Store, balance: float | None,
+                   ids: set[str]) -> None:
+    """Before the first paid submission: refuse to start a run the balance cannot cover
+    (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no
+    credits endpoint) refuses nothing. `--ignore-balance` skips this (prices are estimates)."""
+    if balance is None:
+        return
+    estimate = _estimate(p, store, ids=ids)
+    if estimate > balance:
+        raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
+                           f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
+                           "up, or pass --ignore-balance to start anyway")
+
+
+def _check_budget(estimate: float | None, cap: float | None) -> None:
+    """Refuse to start when the plan's estimate for what is not paid yet exceeds the cap."""
+    if cap is None or estimate is None:
+        return
+    if estimate > cap:
+        raise BudgetError(f"--max-credits {cap:g}: this run is estimated at {estimate:g} "
+                          "credits (see `sunoflow plan`); nothing was submitted")
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _reported(engine: Engine, rec: Any) -> bool:
+    """Every step instance; of a call's two ends, the call itself (its outputs), and its
+    entry only when it did not start (why its steps did not run)."""
+    kind = engine.plan.instances[rec.id].kind
+    return kind != "enter" or rec.status not in ("succeeded", "pending")
+
+
+def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
+                 error: str | None) -> dict[str, Any]:
+    return {
+        "status": status,
+        "recipe": engine.recipe.file,
+        "provider": engine.recipe.provider.kind,
+        "steps": [{"id": rec.id, "status": rec.status if rec.status != "pending" else "skipped",
+                   "task_ids": rec.task_ids, "attempts": rec.attempts, "outputs": rec.outputs,
+                   "error": rec.error, "key": rec.key, "seconds": rec.seconds,
+                   "notes": rec.notes}
+                  for rec in engine.records.values() if _reported(engine, rec)],
+        "counts": asdict(engine.counts),
+        "credits": {"before": None, "after": None, "estimated_spent": engine.spent},
+        "outputs": exported,
+        "error": error,
+        # Early release (runner.engine.early): the mode, the operations this host is known to
+        # refuse before a task finishes, and what this run learned.
+        "early_release": {"mode": engine.speculation.mode, "host": engine.speculation.host,
+                          "refusing": engine.speculation.refusing(),
+                          "learned": engine.speculation.learned},
+    }
+
+
+def summary_table(engine: Engine) -> list[str]:
+    """One row per step: its type and how its instances ended."""
+    cols = ("succeeded", "cached", "failed", "skipped")
+    rows: dict[str, dict[str, Any]] = {}
+    for rec in engine.records.values():
+        inst = engine.plan.instances[rec.id]
+        if inst.kind != "step":
+            continue
+        row = rows.setdefault(inst.path, {"uses": inst.step.uses, "n": 0, "seconds": 0.0,
+                                             **{c: 0 for c in cols}})
+        row["n"] += 1
+        row["seconds"] = max(row["seconds"], rec.seconds)
+        if rec.status in cols:
+            row[rec.status] += 1
+    if not rows:
+        return []
+    w = max(4, *(len(k) for k in rows))
+    t = max(4, *(len(r["uses"]) for r in rows.values()))
+    lines = [f"{'STEP':<{w}}  {'TYPE':<{t}}  {'N':>4}  {'DONE':>4}  {'CACHED':>6}  "
+             f"{'FAILED':>6}  {'SKIPPED':>7}  {'LONGEST':>8}"]
+    for sid, r in rows.items():
+        lines.append(f"{sid:<{w}}  {r['uses']:<{t}}  {r['n']:>4}  {r['succeeded']:>4}  "
+                     f"{r['cached']:>6}  {r['failed']:>6}  {r['skipped']:>7}  "
+                     f"{r['seconds']:>7.1f}s")
+    return lines
+
+
+def summary(engine: Engine, status: str, out: Path | None, error: str | None,
+            ui: Any, credits: dict[str, Any] | None = None) -> None:
+    for line in summary_table(engine):
+        ui.note(line)
+    by: dict[str, int] = {}
+    for rec in engine.records.values():
+        if engine.plan.instances[rec.id].kind == "step":
+            by[rec.status] = by.get(rec.status, 0) + 1
+    c = engine.counts
+    order = ("succeeded", "cached", "failed", "skipped", "pending")
+    parts = ", ".join(f"{by[s]} {s}" for s in order if by.get(s)) or "nothing to do"
+    total = sum(by.values())
+    ui.note(f"steps: {parts} (of {plural(total, 'step instance')}); "
+            f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
+            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
+            + (f", {c.early_refused} early requests refused (none paid)"
+               if c.early_refused else ""))
+    for line in credit_lines(engine, credits or {}):
+        ui.note(line)
+    # Each error was shown when its step failed; here once more (a live view does not keep
+    # them on screen), each message once. Every message names its step.
+    for msg in dict.fromkeys(rec.error or f"{rec.id}: failed" for rec in
+                             engine.records.values() if rec.status == "failed"):
+        ui.note(f"failed: {msg}")
+    if error:
+        ui.note(f"export failed (the other album files were written):\n{error}"
+                if out is not None else f"export failed:\n{error}")
+    if out is not None:
+        ui.note(f"album written to {out}")
+    ui.note(f"run {status}")
+
+
+def credit_lines(engine: Engine, credits: dict[str, Any]) -> list[str]:
+    """What the run cost: the balance before and after and the spend where the service
+    reports a balance, else the spend at the plan's prices."""
+    line = credits_line(credits)
+    if line is not None:
+        return [line]
+    if engine.spent or engine.counts.submissions:
+        return [f"credits: about {engine.spent:g} spent (the plan's prices)"]
+    return []
+
+
+def credits_line(credits: dict[str, Any]) -> str | None:
+    """The balance before and after and the spend, where the service reports a balance."""
+    before, after = credits.get("before"), credits.get("after")
+    estimated = credits.get("estimated_spent") or 0
+    if before is None:
+        return None
+    if after is None:
+        return f"credits: {before:.10g} (nothing submitted)" if not estimated else \
+            f"credits: {before:.10g} before; estimated spend {estimated:.10g}"
+    return (f"credits: {before:.10g} before, {after:.10g} after: {before - after:.10g} spent "
+            f"(estimated {estimated:.10g})")
+
