@@ -386,6 +386,11 @@ class Poller:
     known, a task polls first at their median, then at rising quantiles (75 %, 87.5 %, ...),
     never more than a tenth of the median (or `max_interval`) apart: one or two polls for
     most tasks, and a late one is found late by a small fraction of the usual duration.
+    Three refinements (issue 21, measured in docs/BENCHMARKS.md): the brackets of the
+    first durations, learned while tasks took turns, are narrowed by the other tasks'
+    probes (`_floor`); a task past every duration seen looks next at the brackets' upper
+    edges; and a task of a new family is also polled once at its `prior` (the defaults'
+    figure scaled to the run's pace) once another family is learned.
 
     The first stage. A task whose dependants can start from its first track (engine rule
     7) gets one more poll, aimed at when that stage is expected (`wait_first`): the median
