@@ -25,7 +25,9 @@ import pytest
 from doubles import Quiet
 from waiting import until
 
-from runner.engine.core import Engine, Options, pin_first
+from runner.engine.files import pin_first
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.fake import FakeServer
 from runner.pacing import DONE_AT_FIRST, FakeClock
 from runner.plan.build import build

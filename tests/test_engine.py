@@ -14,7 +14,8 @@ import anyio
 import pytest
 from doubles import Quiet, finished
 
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import (
     AuthError,
     CreditsError,

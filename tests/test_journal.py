@@ -18,7 +18,8 @@ import anyio
 import pytest
 from test_engine import RECIPE, Ledger, ScriptedProvider, run_engine, submitted
 
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import JournalError, TaskFailed
 from runner.pacing import FakeClock
 from runner.plan import build as planner

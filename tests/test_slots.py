@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from runner import providers
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.pacing import AHEAD, FakeClock, Slots, Urgency
 from runner.plan import build as planner
 from runner.providers import Op, Submitted

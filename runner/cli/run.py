@@ -16,7 +16,8 @@ from runner import paths, providers
 from runner.album import export
 from runner.callbacks.registry import Callbacks
 from runner.cli import crashlog
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import (
     BudgetError,
     CreditsError,
@@ -71,7 +72,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     p = planner.build(r)
     if listen is not None:
         _check_listen(r.provider, listen)
-    from runner.engine.core import forceable
+    from runner.engine.force import forceable
 
     for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
         if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
@@ -352,7 +353,7 @@ async def _credits(prov: Any) -> Any:
 
 
 def _paid(p: planner.Plan, iid: str) -> bool:
-    from runner.report.plan_table import price
+    from runner.plan.cost import price
 
     return price(p, p.instances[iid]) > 0
 
@@ -360,7 +361,7 @@ def _paid(p: planner.Plan, iid: str) -> bool:
 def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
     """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
     instances this run selects: --only)."""
-    from runner.report.plan_table import PAID_ALREADY, price
+    from runner.plan.cost import PAID_ALREADY, price
     from runner.store.status import resolve
 
     known = resolve(p, store)
