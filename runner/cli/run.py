@@ -31,6 +31,7 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.plan import build as planner
+from runner.providers.download import Downloader
 from runner.recipe import load as recipes
 from runner.report import progress
 from runner.store import ledger, lock
@@ -153,7 +154,10 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts,
                           blobs=shared[0] if shared else None,
                           ledger=shared[1] if shared else None)
-    engine = Engine(p, store, provs, engine_opts, ui)
+    # The run's files client: the engine downloads results into the store through it (its
+    # HTTP client is made on the first download); closed with the providers below.
+    files = Downloader(r.provider.request_timeout)
+    engine = Engine(p, store, provs, engine_opts, ui, files)
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
@@ -190,6 +194,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             with anyio.CancelScope(shield=True):
                 for prov in provs.values():
                     await prov.aclose()
+                await files.aclose()
 
     ui.spent = lambda: engine.spent
     ui.time_left = engine.time_left
