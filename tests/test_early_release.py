@@ -386,7 +386,7 @@ def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list[str]]
     store = Store(tmp / "state").open()
     clock = FakeClock()
     prov = Staged(clock)
-    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
                  Options(state_dir=tmp / "state", clock=clock, handle_signals=False),
                  PlainProgress(quiet=True))
     for _ in range(9):

@@ -234,7 +234,7 @@ steps:
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
     rec = Recorder()
-    eng = Engine(plan, store, {"local": rec, "sunoapi": rec},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": rec, "sunoapi": rec},
                  Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False),
                  PlainProgress(quiet=True))
     assert anyio.run(eng.run) == "succeeded"

@@ -176,7 +176,7 @@ steps:
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
     local = CountingLocal()
-    eng = Engine(plan, store, {"local": local},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": local},
                  Options(state_dir=tmp_path / "state", concurrency=2, handle_signals=False),
                  PlainProgress(quiet=True))
     status = anyio.run(eng.run)

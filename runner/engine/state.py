@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -37,7 +37,7 @@ SUBMIT_GRACE = 0.8  # seconds an interrupt waits for a submit's answer (to recor
 
 
 class EngineState:
-    def __init__(self, plan: Plan, store: Store, providers: dict[str, Provider],
+    def __init__(self, plan: Plan, store: Store, providers: Mapping[str, Provider],
                  opts: Options, ui: UI, files: FilesClient | None = None) -> None:
         """`files`: the client that downloads results into the store; the run's (the
         caller closes it), or, when none is given, one the engine makes and closes (its
