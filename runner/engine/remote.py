@@ -188,8 +188,8 @@ class Remote(Polling):
 
     async def _journal_task(self, inst: Instance, op: Op, task_id: str,
                             sent: float | None = None) -> None:
-        """Record a paid task's id (rule 3). Should the journal refuse the line even after
-        spending its reserve (store.Store.record), the id is not lost: it stays in this
+        """Record a paid task's id (rules 3 and 9). Should the journal refuse the line even
+        after spending its reserve (store.Store.record), the id is not lost: it stays in this
         run's memory (the task is polled and its files fetched as usual, and the line is
         tried again when the run ends, `rejournal`), it is printed now so that a person can
         recover it, and nothing more is submitted."""
@@ -308,12 +308,12 @@ class Remote(Polling):
     async def _restore(self, inst: Instance, op: Op, prov: Provider, st: Any) -> Any:
         """A finished step's outputs, finding any stored file that has gone missing. The one
         restore path, whether files vanished from the store, the state directory was
-        deleted (the lock then seeded the key: runner.store.lock.seed) or --frozen builds from
-        the lock. In order: each missing file by its content hash (`_recover_blob`: other
-        places that may hold it, then its recorded URL); failing that, a local step is made
-        again (free, deterministic: None), a remote one gets the provider's fresh links for
-        the same task id. Never a new submission: each file must hash to what was
-        recorded."""
+        deleted (the lock then seeded the key: runner.store.lock.seed, rule 10) or --frozen
+        builds from the lock. In order: each missing file by its content hash
+        (`_recover_blob`: other places that may hold it, then its recorded URL); failing
+        that, a local step is made again (free, deterministic: None), a remote one gets the
+        provider's fresh links for the same task id. Never a new submission: each file must
+        hash to what was recorded."""
         missing = [f for f in st.files if not self.store.has_blob(f)]
         if missing and self.blobs is not None:
             missing = await self.blobs.pull(missing)  # the cache first: no service request

@@ -209,11 +209,13 @@ class Engine(Remote):
                 self.stop_reason = str(exc)
                 self._fail(rec, exc)
         except (AuthError, CreditsError) as exc:
+            # Rule 6: no new submission from now on (`_remote_held` checks stop_reason in
+            # its slot); what is paid for already keeps being polled and downloaded.
             self.stop_reason = str(exc)
             self._fail(rec, exc)
         except JournalError as exc:
             # The journal is what proves what was paid: without it nothing more is
-            # submitted (rule 3); what is paid already is still polled.
+            # submitted (rules 3 and 9); what is paid already is still polled.
             self.stop_reason = str(exc)
             self._fail(rec, StepError(str(exc), step=inst.id))
         except ProviderError as exc:
@@ -302,6 +304,7 @@ class Engine(Remote):
         rec.key = k
         st = self.store.states.get(k)
         forced = inst.path in self.forced or inst.id in self.forced_ids
+        # Rule 1: a done key is taken from the store, never run again (unless forced).
         if st is not None and st.status == "done" and not forced and \
                 all(self.store.has_blob(f) for f in st.files):
             self._cached(inst, rec, st, st.outputs)
