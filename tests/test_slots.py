@@ -11,12 +11,12 @@ from typing import Any
 import anyio
 import pytest
 
-from runner import providers
 from runner.engine.records import Options
 from runner.engine.scheduler import Engine
 from runner.pacing import AHEAD, FakeClock, Slots, Urgency
 from runner.plan import build as planner
 from runner.providers import Op, Submitted
+from runner.providers import registry as providers
 from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.store.journal import Store

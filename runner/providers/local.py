@@ -18,7 +18,7 @@ import anyio
 
 from runner.album.tags import TAGGABLE, write_tags
 from runner.errors import StepError
-from runner.providers import Op, Produced, Result, Submitted
+from runner.providers.base import Op, Produced, Result, Submitted
 from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES
 from runner.steps.types import TAG_FIELDS

@@ -40,7 +40,8 @@ from runner.errors import (
     UsageError,
 )
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted, answers, codes
+from runner.providers import answers, codes
+from runner.providers.base import Fetch, Op, Produced, Result, Submitted, Uploads
 from runner.providers.http import (
     GATEWAY,
     Answer,
@@ -52,7 +53,6 @@ from runner.providers.http import (
 )
 from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
-from runner.store.journal import Store
 from runner.studio import media
 
 log = logging.getLogger("sunoflow")
@@ -103,13 +103,15 @@ class NewApiProvider:
     batch_window = 0.05  # seconds a poll waits for others to share its fetch
 
     def __init__(self, config: ProviderConfig, *, env: dict[str, str],
-                 store: Store | None = None, clock: Clock | None = None) -> None:
+                 uploads: Uploads | None = None, clock: Clock | None = None) -> None:
+        # `uploads` is not kept: the relay takes audio by URL only (no file upload), so
+        # it has nothing to remember across runs; it is accepted as every remote
+        # provider is made alike (runner.providers.registry).
         if not config.base_url:
             raise UsageError("provider newapi needs base_url (the relay's address): set "
                              "provider.base_url in the recipe or pass --base-url")
         self.config = config
         self.clock = clock or Clock()
-        self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
         self._files = files_client(config)
         self.remote_concat = config.concat == "remote"
