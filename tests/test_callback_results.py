@@ -20,6 +20,7 @@ from runner.fake import sunoapi_callbacks as fake_bodies
 from runner.pacing import FakeClock
 from runner.providers import First, Op, Result, Streams
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
+from runner.providers.sunoapi_answers import read_music
 from runner.recipe.load import Provider as ProviderConfig
 
 KEY = "sk-callback-results-5521"
@@ -112,8 +113,8 @@ def test_a_first_stage_without_the_first_clips_url_means_still_running(tmp_path)
     for head in heads:
         data = {"taskId": "t", "status": "FIRST_SUCCESS",
                 "response": {"sunoData": [head, {"id": "b", "audioUrl": "http://h/b.mp3"}]}}
-        assert prov._read_music(song, "t", data) is None, head
-    assert prov._read_music(song, "t", {"status": "FIRST_SUCCESS", "response": {}}) is None
+        assert read_music(song, "t", data) is None, head
+    assert read_music(song, "t", {"status": "FIRST_SUCCESS", "response": {}}) is None
     body = {"code": 200, "data": {"callbackType": "first", "task_id": "t", "data": [
         {"id": "a", "audio_url": ""}, {"id": "b", "audio_url": "http://h/b.mp3"}]}}
     assert prov.from_callback(song, "t", body) is None

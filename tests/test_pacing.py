@@ -9,7 +9,6 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.engine.core import _pace
 from runner.pacing import (
     AHEAD,
     DONE_AT_FIRST,
@@ -21,6 +20,7 @@ from runner.pacing import (
     Slots,
     Urgency,
 )
+from runner.steps.types import pace_of as _pace
 
 
 def run(fn: Any, *args: Any) -> Any:

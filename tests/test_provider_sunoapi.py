@@ -35,6 +35,7 @@ from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
 from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.types import TYPES
 from runner.store.journal import Store
+from runner.store.uploads import UploadsFile
 
 KEY = "sk-live-7Hq2mZ9xTestKey0042"
 V1 = "/api/v1"
@@ -56,7 +57,8 @@ def make(srv: FakeServer, store: Store | None = None, *, env: dict[str, str] | N
     cfg = ProviderConfig(**{"kind": "sunoapi", "base_url": srv.url, "upload_base_url": srv.url,
                             "request_timeout": 5.0, **config})
     return SunoApiProvider(cfg, env={"SUNO_API_KEY": KEY} if env is None else env,
-                           store=store, clock=clock or FakeClock())
+                           uploads=UploadsFile(store.root) if store is not None else None,
+                           clock=clock or FakeClock())
 
 
 def op_of(tmp: Path, type_: str, **inputs: Any) -> Op:
@@ -359,7 +361,7 @@ def test_a_running_song_offers_its_stream_links_in_either_record_shape(tmp_path,
 
 
 def test_only_http_stream_links_of_a_sane_length_are_offered():
-    from runner.providers.sunoapi import running_streams, stream_url
+    from runner.providers.sunoapi_answers import running_streams, stream_url
 
     def item(url: object) -> dict[str, object]:
         return {"id": "a", "title": "T", "streamAudioUrl": url}

@@ -9,6 +9,7 @@ O_EXCL (never an existing file or link) and readable by its owner only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -41,7 +42,7 @@ def _versions() -> str:
 
 def write(traceback_text: str) -> Path | None:
     """The traceback, with versions, in a new file; its path, or None when no folder
-    takes it."""
+    takes it (one that cannot hold the text, a full disk, is passed over)."""
     text = _versions() + "\n" + traceback_text
     folders = [d for d in (_state_dir, Path(tempfile.gettempdir())) if d is not None]
     for folder in folders:
@@ -50,7 +51,14 @@ def write(traceback_text: str) -> Path | None:
                                         suffix=".log", dir=folder)
         except OSError:
             continue
-        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
-            f.write(text)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
+                f.write(text)
+        except OSError:
+            # A full disk gives the file a name but not its text: leave no empty log
+            # behind and try the next folder.
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            continue
         return Path(name)
     return None

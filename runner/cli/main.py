@@ -1,5 +1,5 @@
-"""The command line: parse arguments, dispatch to one function per subcommand, map errors to
-exit codes. No logic lives here.
+"""The command line: parse arguments, dispatch to one function per subcommand
+(runner.cli.commands), map errors to exit codes. No logic lives here.
 
 Exit codes: 0 success; 1 a step failed or the run was stopped (401, no credits, budget);
 2 invalid recipe or usage; 3 --frozen would need a paid submission; 130 interrupted.
@@ -8,17 +8,16 @@ Exit codes: 0 success; 1 a step failed or the run was stopped (401, no credits, 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from runner import __version__
-from runner.errors import RecipeError, SunoflowError, UsageError
+from runner.cli import commands
+from runner.errors import SunoflowError, UsageError
 from runner.store.cache import add_option as _cache_option
-from runner.terminal import plural, safe
+from runner.terminal import safe
 
 EPILOG = """\
 examples:
@@ -61,30 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check recipes; exit 2 if any is invalid")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
     _recipe_options(p)
-    p.set_defaults(func=cmd_validate)
+    p.set_defaults(func=commands.cmd_validate)
 
     p = sub.add_parser("plan", help="show each step instance, what it waits for and its cost")
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_plan)
+    p.set_defaults(func=commands.cmd_plan)
 
     p = sub.add_parser("graph", help="print the step graph")
     p.add_argument("recipe", metavar="RECIPE")
     _recipe_options(p)
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     p.add_argument("--instances", action="store_true", help="one node per for_each instance")
-    p.set_defaults(func=cmd_graph)
+    p.set_defaults(func=commands.cmd_graph)
 
     p = sub.add_parser("schema", help="print the recipe JSON Schema (inputs, and what each "
                        "step type gives back: $defs/outputs_TYPE)")
-    p.set_defaults(func=cmd_schema)
+    p.set_defaults(func=commands.cmd_schema)
 
     p = sub.add_parser("steps", help="what each step type gives back (its outputs); with a "
                        "TYPE, every output and every field of a track")
     p.add_argument("type", nargs="?", metavar="TYPE")
-    p.set_defaults(func=cmd_steps)
+    p.set_defaults(func=commands.cmd_steps)
 
     p = sub.add_parser("status", help="what the state store holds for each step: done, "
                        "stale (inputs changed), missing (files gone), to run")
@@ -92,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_options(p)
     p.add_argument("--state-dir", metavar="DIR", help="default: .sunoflow/ beside the recipe")
     _cache_option(p)
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=commands.cmd_status)
 
     p = sub.add_parser("clean", help="delete stored files that no recipe using the state "
                        "directory needs (none of their locks refers to them)")
@@ -105,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "are then kept only if another recipe needs them)")
     p.add_argument("--cache", metavar="URL", help="push each file to this cache before "
                    "deleting it, keeping the ones it cannot take (default: $SUNOFLOW_CACHE)")
-    p.set_defaults(func=cmd_clean)
+    p.set_defaults(func=commands.cmd_clean)
 
     for name, verb in (("push", "put every file the lock references, and its records, "
                         "into the cache"),
@@ -116,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", metavar="DIR",
                        help="default: .sunoflow/ beside the recipe")
         _cache_option(p)
-        p.set_defaults(func=cmd_push if name == "push" else cmd_pull)
+        p.set_defaults(func=commands.cmd_push if name == "push" else commands.cmd_pull)
 
     p = sub.add_parser("reroll", help="pay for a fresh result of one step on purpose; shows "
                        "what reruns downstream and its cost first")
@@ -130,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_reroll)
+    p.set_defaults(func=commands.cmd_reroll)
 
     p = sub.add_parser("review", help="a local page to hear every take, keep one, reroll a "
                        "song, and see the graph and timeline of the run (spends nothing "
@@ -149,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR", help="write a static copy (index.html, "
                    "assets, audio) to DIR instead of serving, e.g. for a CI artifact")
     _cache_option(p)
-    p.set_defaults(func=cmd_review)
+    p.set_defaults(func=commands.cmd_review)
 
     p = sub.add_parser("run", help="run a recipe: submit, poll, download, export the album")
     p.add_argument("recipe", metavar="RECIPE")
@@ -184,336 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "through the provider's callback_url (default http://HOST:PORT)")
     _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=commands.cmd_run)
     return parser
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from runner.cli.run import state_dir_of
-    from runner.plan import build as planner
-    from runner.recipe import load as recipe
-    from runner.store import cache, lock, sync
-    from runner.store.journal import Store
-    from runner.store.status import resolve
-
-    r = recipe.load(args.recipe, overrides=overrides(args))
-    p = planner.build(r)
-    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
-    url = cache.choose(args.cache, r.provider.cache)
-    rows = resolve(p, store) if url is None else sync.status_rows(p, store, cache.open_cache(url))
-    width = max(len(i) for i in rows)
-    counts: dict[str, int] = {}
-    for iid, row in rows.items():
-        status = "to run" if row["status"] == "unknown" else row["status"]
-        counts[status] = counts.get(status, 0) + 1
-        print(safe(f"{iid:<{width}}  {status}"))
-    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0
-
-
-def cmd_clean(args: argparse.Namespace) -> int:
-    from runner.cli.run import state_dir_of
-    from runner.store import cache, ledger, lock, sync
-    from runner.store.journal import Store
-
-    recipe_path = Path(args.recipe)
-    lock_path = lock.path_for(recipe_path)
-    state = state_dir_of(args.state_dir, recipe_path)
-    store = Store(state)
-    if args.forget:
-        if not state.exists():
-            raise UsageError(f"no state directory {state}")
-        store.lock()  # the list is written by runs too
-        try:
-            gone = ledger.forget(state, recipe_path)
-        finally:
-            store.close()
-        print(safe(f"{recipe_path}: " + ("forgotten; clean no longer keeps files for it"
-                                        if gone else f"not in the list of {state}")))
-        return 0
-    if not lock_path.exists():
-        raise UsageError(f"no lock file {lock_path}: run the recipe first (clean keeps what "
-                         "the locks reference)")
-    if not state.exists():
-        print(safe(f"nothing to clean: no state directory {state}"))
-        return 0
-    # A run holds this lock from before its first submit to its end: deleting under it
-    # would take away files the run has just recorded or is about to read.
-    store.lock(purpose="clean")
-    try:
-        verdicts, notes = ledger.decide(state, ledger.User(Path(os.path.abspath(recipe_path)),
-                                                           Path(os.path.abspath(lock_path))))
-        url = cache.choose(args.cache, None)
-        if url is not None and not args.dry_run:
-            # --cache: a file goes only once the cache holds it (pushed now if need be).
-            held = sync.keep_copies([v.path for v in verdicts if v.delete], url)
-            verdicts = [v if not v.delete or v.path in held else
-                        ledger.Verdict(v.path, False, "the cache could not take it")
-                        for v in verdicts]
-        for note in notes:
-            print(safe(f"note: {note}"))
-        removed = freed = kept = 0
-        for v in verdicts:
-            if not v.delete:
-                kept += 1
-                if args.dry_run:
-                    print(safe(f"keep {v.path}: {v.why}"))
-                continue
-            removed += 1
-            freed += v.path.stat().st_size
-            if args.dry_run:
-                print(safe(f"would delete {v.path}: {v.why}"))
-            else:
-                v.path.unlink()
-    finally:
-        store.close()
-    print(safe(f"{'would delete' if args.dry_run else 'deleted'} {removed} files "
-               f"({freed / 1e6:.1f} MB) that no recipe using {state} needs; kept {kept}"))
-    return 0
-
-
-def cmd_reroll(args: argparse.Namespace) -> int:
-    from runner.cli import run
-    from runner.engine.core import forceable, rerun
-    from runner.plan import build as planner
-    from runner.recipe import load as recipe
-    from runner.report import plan_table as report
-
-    r = recipe.load(args.recipe, overrides=overrides(args))
-    p = planner.build(r)
-    if not forceable(p, args.step):
-        names = p.paths | {i.id for i in p.instances.values() if i.kind in ("step", "leave")}
-        raise UsageError(f"no step or step instance '{args.step}' in {args.recipe}"
-                         + (f"; {s}" if (s := recipe.suggest(args.step, names)) else ""))
-    rows = rerun(p, {args.step})
-    cost = sum(report.price(p, i) for i in rows)
-    pending = _unfinished_paid(p, args, {i.id for i in rows})
-    paid = [i.id for i in rows if report.price(p, i) > 0]
-    print(f"reroll {args.step}: {plural(len(rows), 'step instance')} run again "
-          f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
-          f"), about {cost:g} credits"
-          + (f" (paid: {', '.join(paid)})" if paid else ""))
-    if pending:
-        print(f"  and {plural(len(pending), 'paid step instance')} not done yet run too "
-              f"({', '.join(_short(pending))}), about "
-              f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError("reroll spends credits: confirm with --yes")
-        if input("go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing done")
-            return 0
-    return run.execute(args.recipe, overrides=overrides(args), state_dir=args.state_dir,
-                       out_dir=args.out, report_path=None, quiet=args.quiet,
-                       opts={"force": {args.step}}, cache=args.cache)
-
-
-def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:
-    """Paid step instances the reroll's run would submit besides the ones rerolled: those
-    the state directory does not hold yet (a reroll runs the whole recipe)."""
-    from runner.cli.run import state_dir_of
-    from runner.report import plan_table as report
-    from runner.store import lock
-    from runner.store.journal import Store
-    from runner.store.status import resolve
-
-    store = lock.reading(Store(state_dir_of(args.state_dir, p.recipe.path), readonly=True),
-                         p.recipe.path)
-    known = resolve(p, store) if store.states else {}
-    return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
-            and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
-
-
-def _short(ids: list[str], n: int = 12) -> list[str]:
-    return ids if len(ids) <= n else [*ids[:n], f"... {len(ids) - n} more"]
-
-
-def cmd_review(args: argparse.Namespace) -> int:
-    from runner.recipe import load as recipe
-    from runner.review.command import main as review
-    from runner.store import cache, sync
-
-    # The page's reroll runs `sunoflow reroll` with the same recipe options.
-    cli_args = [*(["--provider", args.provider] if args.provider else []),
-                *(["--base-url", args.base_url] if args.base_url else []),
-                *(a for v in args.var for a in ("--var", v)),
-                *(a for d in args.allow_path for a in ("--allow-path", d))]
-    url = cache.choose(args.cache, recipe.load(args.recipe, overrides=overrides(args))
-                       .provider.cache)
-    if url is not None:
-        cli_args += ["--cache", url]  # the page's reroll claims through the same ledger
-        sync.prefetch(Path(args.recipe), _state_of(args), url)  # takes to play, from it
-    return review(args.recipe, overrides=overrides(args), cli_args=cli_args,
-                  state_dir=args.state_dir, out_dir=args.out, host=args.host,
-                  port=args.port, open_browser=args.open, export_dir=args.export)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from runner.cli import run
-
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    listen = None
-    if args.listen is not None:
-        from runner.callbacks.listener import parse_address
-
-        listen = parse_address(args.listen)
-    return run.execute(
-        args.recipe, overrides=overrides(args), state_dir=args.state_dir, out_dir=args.out,
-        report_path=args.report, quiet=args.quiet,
-        opts={"concurrency": args.concurrency, "keep_going": args.keep_going,
-              "only": set(args.only), "force": set(args.force), "frozen": args.frozen,
-              "resubmit_uncertain": not args.no_resubmit_uncertain,
-              "max_credits": args.max_credits}, listen=listen,
-        ignore_balance=args.ignore_balance, cache=args.cache)
-
-
-def _state_of(args: argparse.Namespace) -> Path:
-    from runner.cli.run import default_state_dir
-
-    return Path(args.state_dir) if args.state_dir else default_state_dir(Path(args.recipe))
-
-
-def _cache_of(args: argparse.Namespace) -> str:
-    from runner.recipe import load as recipe
-    from runner.store import cache
-
-    url = cache.choose(args.cache, recipe.load(args.recipe, overrides={}).provider.cache)
-    if url is None:
-        raise UsageError(f"{args.command} needs a cache: --cache URL or SUNOFLOW_CACHE")
-    return url
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    from runner.store import sync
-
-    return sync.push(Path(args.recipe), _state_of(args), _cache_of(args))
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    from runner.store import sync
-
-    return sync.pull(Path(args.recipe), _state_of(args), _cache_of(args))
-
-
-def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from runner.paths import allowed_dirs
-    from runner.recipe.load import parse_var
-
-    return {"provider": args.provider, "base_url": args.base_url,
-            "vars": dict(parse_var(v) for v in args.var),
-            "allow_paths": allowed_dirs(args.allow_path)}
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from runner.plan import build as planner
-    from runner.recipe import load as recipe
-
-    failed = False
-    for path in args.recipes:
-        try:
-            r = recipe.load(path, overrides=overrides(args))
-            # A reusable recipe validates on its own without values for its inputs.
-            p = planner.build(r, partial=True)
-        except RecipeError as exc:
-            failed = True
-            print(shown(exc), file=sys.stderr)
-            continue
-        # The same count as `plan`: the instances that do work, not a call's two ends.
-        size = plural(len(p.steps()), "step instance") if p.instances or not r.inputs else \
-            "its loops over inputs are checked where it is used"
-        print(safe(f"{path}: ok ({plural(len(r.steps), 'step')}, {size}, provider "
-                   f"{r.provider.kind})"))
-    return 2 if failed else 0
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from runner.cli.run import state_dir_of
-    from runner.plan import build as planner
-    from runner.recipe import load as recipe
-    from runner.report import plan_table as report
-    from runner.store import lock
-    from runner.store.journal import Store
-    from runner.store.status import resolve
-
-    r = recipe.load(args.recipe, overrides=overrides(args))
-    p = planner.build(r)
-    store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
-    done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
-        if store.states else {}
-    report.print_plan(p, as_json=args.json, done=done)
-    return 0
-
-
-def cmd_graph(args: argparse.Namespace) -> int:
-    from runner.plan import build as planner
-    from runner.recipe import load as recipe
-    from runner.report import graph
-
-    p = planner.build(recipe.load(args.recipe, overrides=overrides(args)))
-    fn = graph.mermaid if args.format == "mermaid" else graph.dot
-    sys.stdout.write(fn(p, instances=args.instances))
-    return 0
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    from runner.recipe.schema import published_text
-
-    sys.stdout.write(published_text())
-    return 0
-
-
-def shown(exc: SunoflowError) -> str:
-    """An error as printed: a recipe's diagnostics one per line (with their hints), any
-    other error on one line; control characters in either escaped (runner.terminal)."""
-    if isinstance(exc, RecipeError):
-        return "\n".join(safe(f"{d.file}:{d.line}:{d.col}: {d.message}")
-                         + (f"\n    hint: {safe(d.hint)}" if d.hint else "")
-                         for d in exc.diagnostics)
-    return safe(f"sunoflow: {exc}")
-
-
-def cmd_steps(args: argparse.Namespace) -> int:
-    from runner.recipe.load import suggest
-    from runner.steps import outputs_doc
-    from runner.steps.types import TYPES
-
-    if args.type is not None and (args.type.startswith("sunoflow:")
-                                  or args.type.endswith((".yaml", ".yml"))):
-        return _recipe_outputs(args.type)
-    if args.type is not None and args.type not in TYPES:
-        raise UsageError(f"no step type '{args.type}'"
-                         + (f"; {s}" if (s := suggest(args.type, TYPES)) else "")
-                         + f" (types: {', '.join(TYPES)})")
-    sys.stdout.write(outputs_doc.listing(args.type))
-    return 0
-
-
-def _recipe_outputs(name: str) -> int:
-    """`sunoflow steps lib/song.yaml` or `sunoflow steps sunoflow:master`: a reusable
-    recipe's outputs, as a step that uses it gives them."""
-    from runner.plan import build as planner
-    from runner.recipe import load as recipe
-    from runner.recipe.include import STOCK, stock_dir, stock_names
-    from runner.steps import outputs_doc
-
-    path = name
-    if name.startswith(STOCK):
-        stem = name[len(STOCK):]
-        if stem not in stock_names():
-            raise UsageError(f"no stock recipe '{name}'"
-                             + (f"; {s}" if (s := recipe.suggest(stem, stock_names())) else "")
-                             + f" (stock recipes: {', '.join(stock_names())})")
-        path = str(stock_dir() / f"{stem}.yaml")
-    r = recipe.load(path)
-    sys.stdout.write(outputs_doc.recipe_listing(name, str(r.doc.data.get("description") or ""),
-                                                planner.output_types(r)))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """The command line's one entry (console script and `python -m runner`) and its one
+    error handler: a user mistake prints its message and exits with its code, Ctrl-C
+    exits 130, and anything else (a bug) is logged with versions and its traceback by
+    runner.cli.crashlog, on every path: parsing included, and exceptions that are not
+    Exceptions (a cancellation escaping an event loop, a group of them)."""
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -521,19 +202,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SunoflowError as exc:
-        print(shown(exc), file=sys.stderr)
+        print(commands.shown(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("sunoflow: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
-        from runner.cli import crashlog
+    except SystemExit:
+        raise  # argparse's --help and --version, printed already
+    except BaseException as exc:  # noqa: BLE001 - the one place a bug becomes a message and a log
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[1] is None:
+            return _interrupted()  # Ctrl-C reached a task group: still an interruption
+        return _crashed(exc)
 
-        log = crashlog.write(traceback.format_exc())
-        where = f"the traceback is in {log}" if log is not None else \
-            "no folder took its traceback"
-        print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
-                   "please report it with that file"), file=sys.stderr)
-        return 1
+
+def _interrupted() -> int:
+    print("sunoflow: interrupted", file=sys.stderr)
+    return 130
+
+
+def _crashed(exc: BaseException) -> int:
+    from runner.cli import crashlog
+
+    log = crashlog.write("".join(traceback.format_exception(exc)))
+    where = f"the traceback is in {log}" if log is not None else \
+        "no folder took its traceback"
+    print(safe(f"sunoflow: internal error (a bug: {type(exc).__name__}); {where}; "
+               "please report it with that file"), file=sys.stderr)
+    return 1

@@ -6,17 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from runner import paths, providers
+from runner import paths
 from runner.album import export
 from runner.callbacks.registry import Callbacks
 from runner.cli import crashlog
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import (
     BudgetError,
     CreditsError,
@@ -30,10 +31,13 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.plan import build as planner
+from runner.providers.download import Downloader
+from runner.providers.registry import create as make_provider
 from runner.recipe import load as recipes
 from runner.report import progress
 from runner.store import ledger, lock
 from runner.store.journal import Store
+from runner.store.uploads import UploadsFile
 from runner.terminal import plural
 
 if TYPE_CHECKING:
@@ -57,11 +61,14 @@ def default_out_dir(recipe_path: Path) -> Path:
     return Path(os.path.abspath(recipe_path)).parent / "out" / recipe_path.stem
 
 
-def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | None,
-            out_dir: str | None, opts: dict[str, Any], report_path: str | None,
-            quiet: bool = False, listen: tuple[str, int] | None = None,
-            ignore_balance: bool = False, cache: str | None = None) -> int:
-    r = recipes.load(recipe_path, overrides=overrides)
+def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
+            report_path: str | None, quiet: bool = False,
+            listen: tuple[str, int] | None = None, ignore_balance: bool = False,
+            cache: str | None = None) -> int:
+    """Run the loaded recipe `r` with the engine options the command line chose (`opts`,
+    its state directory included); this adds what the run itself makes: the clock, the
+    callback registry and the cache's blobs and ledger."""
+    recipe_path = r.file  # as the user named it, for messages
     # Before the plan: a loop over an input with no default has no length to plan with.
     unset = [k for k, i in r.inputs.items() if k not in r.input_defaults()]
     if unset:
@@ -71,13 +78,13 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     p = planner.build(r)
     if listen is not None:
         _check_listen(r.provider, listen)
-    from runner.engine.core import forceable
+    from runner.engine.force import forceable
 
-    for sid in list(opts.get("only", ())) + list(opts.get("force", ())):
-        if sid not in p.paths and not (sid in opts.get("force", ()) and forceable(p, sid)):
+    for sid in [*opts.only, *opts.force]:
+        if sid not in p.paths and not (sid in opts.force and forceable(p, sid)):
             raise UsageError(f"no step '{sid}' in {recipe_path}"
                              + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
-    sdir = state_dir_of(state_dir, r.path)
+    sdir = opts.state_dir
     # As the user named the recipe (not where its links lead): messages show this path.
     odir = Path(out_dir) if out_dir else default_out_dir(r.path)
     # Both may sit beside the recipe, where a pull request can put links (runner.paths).
@@ -86,11 +93,11 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     # Every place the run writes, tried now: a read-only one found after the paid steps
     # ran would lose their record (the state), the album or the report.
     paths.can_write_dir(sdir, "the state directory")
-    if r.outputs and not opts.get("only"):
+    if r.outputs and not opts.only:
         paths.can_write_dir(odir, "the album folder")
     if report_path:
         paths.can_write_file(Path(report_path), "the report")
-    if not opts.get("frozen") and not opts.get("only"):
+    if not opts.frozen and not opts.only:
         paths.can_write_dir(lock.path_for(r.path).parent, "the lock file's folder")
     store = Store(sdir).open()
     crashlog.use(sdir)
@@ -120,27 +127,28 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     # adopted too (claims.seed), before --frozen asks whether there is anything to build
     # from and before the estimate.
     shared = _shared(cache, r, p, store, ui)
-    if lock_sha is None and opts.get("frozen") and not store.states:
+    if lock_sha is None and opts.frozen and not store.states:
         raise FrozenError(f"--frozen: no lock file ({lock_path.name}), an empty state "
                           "directory" + (" and nothing in the cache" if shared else "")
                           + ": nothing to build from")
     # What the plan says this run will cost (what is not paid yet): shown at the start and
     # held against --max-credits. Only a paid provider has anything to estimate.
-    estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.get("frozen") \
+    estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.frozen \
         else None
-    _check_budget(estimate, opts.get("max_credits"))
-    if opts.get("frozen"):
+    _check_budget(estimate, opts.max_credits)
+    if opts.frozen:
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
-        opts = {**opts, "keep_going": True}
-    provs: dict[str, Any] = {"local": providers.create(recipes.Provider(
+        opts = replace(opts, keep_going=True)
+    provs: dict[str, Any] = {"local": make_provider(recipes.Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
     clock = Clock()
     if r.provider.kind != "local":
-        provs[r.provider.kind] = providers.create(r.provider, env=dict(os.environ),
-                                                  store=store, clock=clock)
+        # The provider is handed the state directory's uploads cache, never the store.
+        provs[r.provider.kind] = make_provider(r.provider, env=dict(os.environ),
+                                               uploads=UploadsFile(store.root), clock=clock)
     remote = provs.get(r.provider.kind) if r.provider.kind != "local" else None
-    if remote is not None and not opts.get("frozen"):
+    if remote is not None and not opts.frozen:
         store.reserve()  # room for a paid task's id on a disk that fills up (runner.store.journal)
     callbacks: Callbacks | None = None
     listener: Listener | None = None
@@ -149,10 +157,13 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
 
         callbacks = Callbacks(remote.callback_task_id, r.provider.max_poll_interval)
         listener = Listener(callbacks, ui.always)
-    engine_opts = Options(state_dir=sdir, clock=clock, callbacks=callbacks, **opts,
+    engine_opts = replace(opts, clock=clock, callbacks=callbacks,
                           blobs=shared[0] if shared else None,
                           ledger=shared[1] if shared else None)
-    engine = Engine(p, store, provs, engine_opts, ui)
+    # The run's files client: the engine downloads results into the store through it (its
+    # HTTP client is made on the first download); closed with the providers below.
+    files = Downloader(r.provider.request_timeout)
+    engine = Engine(p, store, provs, engine_opts, ui, files)
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
@@ -161,7 +172,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
     ask_balance = shared is None or _to_submit(p, store)
 
     async def work() -> str:
-        if remote is not None and not opts.get("frozen") and ask_balance:
+        if remote is not None and not opts.frozen and ask_balance:
             credits["before"] = await _credits(remote)
             if not ignore_balance:
                 _check_balance(p, store, credits["before"],
@@ -189,6 +200,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
             with anyio.CancelScope(shield=True):
                 for prov in provs.values():
                     await prov.aclose()
+                await files.aclose()
 
     ui.spent = lambda: engine.spent
     ui.time_left = engine.time_left
@@ -197,7 +209,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         status = anyio.run(session)
     finally:
         ui.stop()
-        if status == "succeeded" and not opts.get("only") and \
+        if status == "succeeded" and not opts.only and \
                 not _lock_current(lock_path, r.path, store, engine):
             if lock.write(lock_path, p, engine.records, store):
                 ui.note(f"lock written: {lock_path.name}")
@@ -208,7 +220,7 @@ def execute(recipe_path: str, *, overrides: dict[str, Any], state_dir: str | Non
         store.close()
     exported: list[dict[str, Any]] = []
     error: str | None = None
-    if status == "succeeded" and not opts.get("only") and r.outputs:
+    if status == "succeeded" and not opts.only and r.outputs:
         try:
             exported = export.export(r, engine.steps_ctx, engine.results, odir,
                                      recipe_sha=_sha(r.path),
@@ -352,7 +364,7 @@ async def _credits(prov: Any) -> Any:
 
 
 def _paid(p: planner.Plan, iid: str) -> bool:
-    from runner.report.plan_table import price
+    from runner.plan.cost import price
 
     return price(p, p.instances[iid]) > 0
 
@@ -360,7 +372,7 @@ def _paid(p: planner.Plan, iid: str) -> bool:
 def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
     """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
     instances this run selects: --only)."""
-    from runner.report.plan_table import PAID_ALREADY, price
+    from runner.plan.cost import PAID_ALREADY, price
     from runner.store.status import resolve
 
     known = resolve(p, store)

@@ -70,7 +70,7 @@ class Instance:
     kind: str = "step"  # "step", or a call's two ends: "enter" (`with`), "leave" (outputs)
     # Of `deps`, the music steps this one reads only through their first track
     # (`tracks[0]`, `file`, `task_id`): it may start when that track is ready (the task's
-    # `first` stage, by callback or poll), before the other take is (runner.engine.core, "early
+    # `first` stage, by callback or poll), before the other take is (runner.engine, "early
     # release").
     early: tuple[str, ...] = ()
 
@@ -758,7 +758,7 @@ def _made_locally(step: Step, kind: str) -> bool:
         return False
     if step.type.support.get(kind) == "local":
         return True
-    return step.uses == "convert" and step.with_.get("format", "wav") != "wav"
+    return step.type.local_by_value(step.with_.get)  # convert to a non-WAV format
 
 
 def _check_service_tracks(ck: Checker, step: Step) -> None:

@@ -35,7 +35,7 @@ import httpx
 from runner.errors import PossiblySubmitted, ProviderError, StepError, TaskFailed
 
 if TYPE_CHECKING:
-    from runner.providers import First, Op, Result, Streams, Submitted
+    from runner.providers.base import First, Op, Result, Streams, Submitted
 
 MAX_ANSWER_BYTES = 8 << 20  # answers are a few KiB; a record with lyrics some 100 KiB
 MAX_DEPTH = 32  # the deepest documented answer nests 5 levels
@@ -256,7 +256,7 @@ def guard_submit(fn: F) -> F:
 
     @functools.wraps(fn)
     async def submit(self: Any, op: Op) -> Submitted:
-        from runner.providers import Submitted
+        from runner.providers.base import Submitted
 
         token = ANSWER.set(None)
         try:
@@ -346,7 +346,7 @@ def guard_callback(fn: C) -> C:
 def check_result(res: Any) -> None:
     """A reader's Result of the types the engine stores: every file to fetch a link
     given as a string, every duration a finite number or None. ValueError if not."""
-    from runner.providers import Fetch, First, Result
+    from runner.providers.base import Fetch, First, Result
 
     if isinstance(res, First):
         res = res.result

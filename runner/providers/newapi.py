@@ -40,7 +40,8 @@ from runner.errors import (
     UsageError,
 )
 from runner.pacing import Clock
-from runner.providers import Fetch, Op, Produced, Result, Submitted, answers, codes
+from runner.providers import answers, codes
+from runner.providers.base import Fetch, Op, Produced, Result, Submitted, Uploads
 from runner.providers.http import (
     GATEWAY,
     Answer,
@@ -52,8 +53,9 @@ from runner.providers.http import (
 )
 from runner.recipe.load import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
-from runner.store.journal import Store
-from runner.studio import media
+from runner.studio import edit
+from runner.studio.ffmpeg import MediaError
+from runner.studio.probe import probe
 
 log = logging.getLogger("sunoflow")
 
@@ -103,13 +105,15 @@ class NewApiProvider:
     batch_window = 0.05  # seconds a poll waits for others to share its fetch
 
     def __init__(self, config: ProviderConfig, *, env: dict[str, str],
-                 store: Store | None = None, clock: Clock | None = None) -> None:
+                 uploads: Uploads | None = None, clock: Clock | None = None) -> None:
+        # `uploads` is not kept: the relay takes audio by URL only (no file upload), so
+        # it has nothing to remember across runs; it is accepted as every remote
+        # provider is made alike (runner.providers.registry).
         if not config.base_url:
             raise UsageError("provider newapi needs base_url (the relay's address): set "
                              "provider.base_url in the recipe or pass --base-url")
         self.config = config
         self.clock = clock or Clock()
-        self.store = store
         self.api = ApiClient(config, env=env, clock=self.clock)
         self._files = files_client(config)
         self.remote_concat = config.concat == "remote"
@@ -513,18 +517,18 @@ class NewApiProvider:
         head = work / "head.wav"
         tracks = []
         try:
-            await anyio.to_thread.run_sync(lambda: media.trim(src, head, start=0.0, end=at))
+            await anyio.to_thread.run_sync(lambda: edit.trim(src, head, start=0.0, end=at))
             for n, part in enumerate(parts):
                 cont = work / f"continuation{n}{suffix(part['audio_url'], '.mp3')}"
                 await self._download(op, part["audio_url"], cont)
                 out = work / f"whole{n}.mp3"
-                await anyio.to_thread.run_sync(media.concat, [head, cont], out)
-                info = await anyio.to_thread.run_sync(media.probe, out)
+                await anyio.to_thread.run_sync(edit.concat, [head, cont], out)
+                info = await anyio.to_thread.run_sync(probe, out)
                 # The whole song exists only here: it has no URL of its own. Its ids stay
                 # the continuation's, which is what the relay can continue further.
                 tracks.append({**part, "duration": round(info.duration, 3), "audio_url": None,
                                "file": Produced(out)})
-        except media.MediaError as exc:
+        except MediaError as exc:
             raise StepError(f"joining the extension locally failed: {exc}",
                             step=op.step) from exc
         return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})

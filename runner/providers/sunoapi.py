@@ -2,9 +2,8 @@
 
 Shapes and codes follow shared/api/REFERENCE.md section 2. What this module must get right:
 
-- Each operation polls its own details endpoint and reads its own status family (2.22):
-  `status` for music and lyrics, a string `successFlag` for stems, WAV and MP4, an integer
-  `successFlag` for cover art. Unknown values mean "still running".
+- Each operation polls its own details endpoint; its answer is read, without I/O, by
+  sunoapi_answers.py (each family's status words, First, Streams, TaskFailed).
 - Two code tables (1.1, 1.2): on the classic endpoints (generate, extend, upload-*, add-*,
   lyrics, style) 429 means "insufficient credits"; on the newer ones (WAV, MP4, cover art,
   vocal removal, recovery) 402 does, and 429 is a rate limit.
@@ -16,17 +15,11 @@ Shapes and codes follow shared/api/REFERENCE.md section 2. What this module must
   recovery endpoint for new links to the same songs. Neither is a paid generation.
 - A callback (`sunoflow run --listen`) is read by the same readers as a poll: it is first
   rewritten into the record-info shape (sunoapi_callback.py).
-- A music task's FIRST_SUCCESS (its first clip finished) answers a First once that clip
-  has what a download needs, whether a poll or a `first` callback reports it: one reader
-  (`_read_music`) for both. Without the clip's audioUrl the task is simply still running.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +32,11 @@ from runner.errors import (
     AuthError,
     CreditsError,
     StepError,
-    TaskFailed,
     TransientError,
 )
 from runner.pacing import Clock
-from runner.providers import (
+from runner.providers import answers, codes, sunoapi_answers, sunoapi_callback
+from runner.providers.base import (
     Fetch,
     First,
     Op,
@@ -51,9 +44,7 @@ from runner.providers import (
     Result,
     Streams,
     Submitted,
-    answers,
-    codes,
-    sunoapi_callback,
+    Uploads,
 )
 from runner.providers.http import (
     GATEWAY,
@@ -66,8 +57,8 @@ from runner.providers.http import (
     suffix,
 )
 from runner.recipe.load import Provider as ProviderConfig
-from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
-from runner.store.journal import Store
+from runner.steps.models import DEFAULT_MODEL, custom_mode
+from runner.studio.textgen import lrc
 
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
@@ -76,23 +67,14 @@ CREDIT_PATHS = (f"{V1}/generate/credit", f"{V1}/get-credits")
 
 UPLOAD_PATH = "sunoflow"
 UPLOAD_MAX_AGE = 2.5 * 24 * 3600  # the host deletes uploads after 3 days; keep a margin
-UPLOADS_VERSION = 1
 RECOVERY_POLL = 2.0  # seconds between recovery polls (the docs recommend ~2 s)
 RECOVERY_MAX_POLLS = 90
-ADD_DEFAULT_MODEL = "V4_5PLUS"  # the service's default for add-vocals / add-instrumental
 
 # snake_case inputs -> the API's camelCase fields, for the optional music fields.
 OPTIONAL = {
     "negative_tags": "negativeTags", "vocal_gender": "vocalGender",
     "style_weight": "styleWeight", "weirdness_constraint": "weirdnessConstraint",
     "audio_weight": "audioWeight", "persona_id": "personaId", "persona_model": "personaModel",
-}
-STEMS = {
-    "vocalUrl": "vocals", "instrumentalUrl": "instrumental",
-    "backingVocalsUrl": "backing_vocals", "drumsUrl": "drums", "bassUrl": "bass",
-    "guitarUrl": "guitar", "keyboardUrl": "keyboard", "percussionUrl": "percussion",
-    "stringsUrl": "strings", "synthUrl": "synth", "fxUrl": "fx", "brassUrl": "brass",
-    "woodwindsUrl": "woodwinds",
 }
 
 
@@ -128,108 +110,15 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 
 
-def _failed(status: str) -> bool:
-    """A failure word by family (runner.providers.codes); CALLBACK_EXCEPTION reaches this
-    only when the record holds no finished work, and then the task has nothing to give."""
-    return status == "CALLBACK_EXCEPTION" or codes.failed(status)
-
-
-def _refunded(code: Any, message: str) -> bool:
-    # 531: "generation failed, credits refunded" (callback and record codes, REFERENCE 1.2).
-    return codes.task(code, message).outcome == codes.REFUNDED
-
-
-def music_items(response: Any) -> list[dict[str, Any]]:
-    """A music record's clips, in either documented shape: sunoapi.org's
-    `response.sunoData[]` (camelCase) or api.box's `response.data[]` (snake_case, the
-    callbacks' items; REFERENCE 5), read into the camelCase a reader expects."""
-    if not isinstance(response, dict):
-        return []
-    items = response.get("sunoData")
-    if items is None:
-        items = response.get("data")
-    if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
-        return []  # nothing readable: as if no clip were listed
-    return [sunoapi_callback.music_item(it) for it in items]
-
-
-def balance(data: Any) -> float | None:
-    """`data` of a credits answer: an integer (/generate/credit) or {credits: N}
-    (/get-credits)."""
-    if isinstance(data, dict):
-        data = data.get("credits")
-    if isinstance(data, bool) or not isinstance(data, (int, float)):
-        return None
-    return float(data)
-
-
-def stream_url(item: dict[str, Any]) -> str | None:
-    url = item.get("streamAudioUrl")
-    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
-
-
-def running_streams(items: list[dict[str, Any]]) -> Streams | None:
-    """The takes' stream links of a running music task, or None when it offers none."""
-    # Bounded like any text of an answer: a link too long for a browser is no preview.
-    tracks = tuple({"n": n, "id": str(it.get("id") or "")[:200],
-                    "title": str(it.get("title") or "")[:200], "stream_url": url}
-                   for n, it in enumerate(items)
-                   if (url := stream_url(it)) is not None and len(url) <= 4096)
-    return Streams(tracks) if tracks else None
-
-
-def _param(data: dict[str, Any]) -> dict[str, Any]:
-    """record-info's `param`: the original request, as a JSON *string*."""
-    raw = data.get("param")
-    if isinstance(raw, dict):
-        return raw
-    try:
-        value = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _cover_flag(raw: Any) -> int:
-    """Cover art's successFlag is an int (0 pending, 1 success, 2 generating, 3 failed)."""
-    if isinstance(raw, str) and not raw.strip().isdigit():
-        return {"SUCCESS": 1, "FAILED": 3}.get(raw.strip().upper(), 0)
-    try:
-        return int(raw or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _lrc_time(seconds: float) -> str:
-    minutes, rest = divmod(max(0.0, seconds), 60)
-    return f"[{int(minutes):02d}:{rest:05.2f}]"
-
-
-def lrc(words: list[dict[str, Any]]) -> str:
-    """Line-timed LRC from aligned words: a new line where a word starts one (its text
-    carries a newline) or after eight words."""
-    lines: list[tuple[float, list[str]]] = []
-    for w in words:
-        text = str(w["word"])
-        starts_line = not lines or "\n" in text or len(lines[-1][1]) >= 8
-        clean = " ".join(text.split())
-        if not clean:
-            continue
-        if starts_line:
-            lines.append((float(w["start"]), []))
-        lines[-1][1].append(clean)
-    return "".join(f"{_lrc_time(t)}{' '.join(ws)}\n" for t, ws in lines)
-
-
 class SunoApiProvider:
     kind = "sunoapi"
     reports_first = True  # record-info's FIRST_SUCCESS (REFERENCE 2.7, 2.22)
 
     def __init__(self, config: ProviderConfig, *, env: dict[str, str],
-                 store: Store | None = None, clock: Clock | None = None) -> None:
+                 uploads: Uploads | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or Clock()
-        self.store = store
+        self.uploads = uploads  # where uploaded files' URLs outlive the run (none: no cache)
         self.api = ApiClient(config, env=env, clock=self.clock)
         # Never the API host's by default: uploads carry the key, and only the upload host
         # the recipe names or runner.recipe.load.upload_host knows may receive it.
@@ -281,9 +170,7 @@ class SunoApiProvider:
         data = env.get("data")
         if not isinstance(data, dict):
             raise TransientError(f"GET {ep.details}: no data for task {task_id}", step=op.step)
-        read = getattr(self, f"_read_{ep.reader}")
-        result: Result | First | Streams | None = read(op, task_id, data)
-        return result
+        return sunoapi_answers.READERS[ep.reader](op, task_id, data)
 
     @answers.guard_poll
     async def refresh(self, op: Op, task_id: str) -> Result | None:
@@ -328,9 +215,7 @@ class SunoApiProvider:
         if got is None:
             return None
         reader, data = got
-        read = getattr(self, f"_read_{reader}")
-        result: Result | First | Streams | None = read(op, task_id, data)
-        return result
+        return sunoapi_answers.READERS[reader](op, task_id, data)
 
     def _callback_details(self, op: Op, task_id: str, body: Any
                           ) -> tuple[str, dict[str, Any]] | None:
@@ -357,7 +242,7 @@ class SunoApiProvider:
                     continue  # this host does not serve that endpoint: try the other
                 raise
             self._credit_path = path
-            return balance(env.get("data"))
+            return sunoapi_answers.balance(env.get("data"))
         return None
 
     async def aclose(self) -> None:
@@ -563,136 +448,6 @@ class SunoApiProvider:
 
     # --- results -------------------------------------------------------------------------
 
-    def _fail(self, op: Op, task_id: str, status: str, data: dict[str, Any]) -> TaskFailed:
-        code, msg = data.get("errorCode"), str(data.get("errorMessage") or "")
-        refunded = _refunded(code, msg)
-        detail = ", ".join(str(x) for x in (code, msg) if x not in (None, ""))
-        return TaskFailed(f"the service failed task {task_id}: {status}"
-                          + (f" ({detail})" if detail else "")
-                          + ("; the credits were refunded" if refunded else ""),
-                          step=op.step, refunded=refunded,
-                          code=int(code) if isinstance(code, int) else None)
-
-    def _read_music(self, op: Op, task_id: str, data: dict[str, Any]
-                    ) -> Result | First | Streams | None:
-        status = str(data.get("status") or "").upper()
-        items = music_items(data.get("response"))
-        complete = bool(items) and all(it.get("audioUrl") for it in items)
-        # CALLBACK_EXCEPTION: only the callback to us failed; the songs may well exist.
-        if status == "SUCCESS" or (status == "CALLBACK_EXCEPTION" and complete):
-            return Result(self._music_outputs(op, task_id, data, items)) if complete else None
-        if _failed(status):
-            raise self._fail(op, task_id, status, data)
-        # The stream links a running task offers (REFERENCE 1.3: at TEXT_SUCCESS, in
-        # record-info and in the `text` and `first` callbacks), for a preview only.
-        streams = running_streams(items)
-        if status == "FIRST_SUCCESS" and items and items[0].get("audioUrl") and \
-                items[0].get("id"):
-            # The first clip alone, read as the complete result will read it.
-            return First(Result(self._music_outputs(op, task_id, data, items[:1])),
-                         streams)
-        # PENDING, TEXT_SUCCESS, GENERATING, FIRST_SUCCESS without a URL, anything unknown:
-        # polled again, until the step's timeout (runner.engine.deadlines) ends the wait.
-        # Streams is that same "running" answer (runner.providers), links attached.
-        codes.note_unknown(status, self.kind)
-        return streams
-
-    def _model(self, op: Op, data: dict[str, Any]) -> str:
-        param = _param(data)
-        if param.get("model"):
-            return str(param["model"])
-        if op.inputs.get("model"):
-            return str(op.inputs["model"])
-        if op.type in ("add_vocals", "add_instrumental"):
-            return ADD_DEFAULT_MODEL
-        audio = op.inputs.get("audio")
-        return str(audio.get("model") or DEFAULT_MODEL) if isinstance(audio, dict) \
-            else DEFAULT_MODEL
-
-    def _music_outputs(self, op: Op, task_id: str, data: dict[str, Any],
-                       items: list[dict[str, Any]]) -> dict[str, Any]:
-        model = self._model(op, data)
-        tid = str(data.get("taskId") or task_id)
-        tracks = []
-        for it in items:
-            url, image = str(it["audioUrl"]), it.get("imageUrl") or None
-            duration = it.get("duration")
-            tracks.append({
-                "id": str(it.get("id")), "task_id": tid, "title": it.get("title") or "",
-                "duration": float(duration) if isinstance(duration, (int, float)) else None,
-                "tags": it.get("tags") or "", "prompt": it.get("prompt") or "",
-                "model": model, "model_name": it.get("modelName") or MODEL_NAMES.get(model, model),
-                "audio_url": url, "image_url": image, "file": Fetch(url, suffix(url, ".mp3")),
-                "image_file": Fetch(image, suffix(image, ".jpeg")) if image else None,
-                # Playable while the task runs (REFERENCE 1.3), for a preview; a plain
-                # string, never a Fetch: the stream is not the result and is not stored.
-                "stream_url": stream_url(it),
-            })
-        return {"tracks": tracks, "task_id": tid, "file": tracks[0]["file"]}
-
-    def _read_lyrics(self, op: Op, task_id: str, data: dict[str, Any]) -> Result | None:
-        status = str(data.get("status") or "").upper()
-        items = (data.get("response") or {}).get("data") or []
-        texts = [{"title": it.get("title") or "", "text": it.get("text") or ""}
-                 for it in items if str(it.get("status", "complete")).lower() != "failed"
-                 and it.get("text")]
-        if status == "SUCCESS" or (status == "CALLBACK_EXCEPTION" and texts):
-            if not texts:
-                raise TaskFailed(f"the service returned no lyrics for task {task_id}",
-                                 step=op.step)
-            return Result({"texts": texts, "text": texts[0]["text"],
-                           "title": texts[0]["title"], "task_id": task_id})
-        if _failed(status):
-            raise self._fail(op, task_id, status, data)
-        return None
-
-    def _read_flag(self, op: Op, task_id: str, data: dict[str, Any]) -> Result | None:
-        flag = str(data.get("successFlag") or "PENDING").upper()
-        response = data.get("response") or {}
-        outputs = self._flag_outputs(op, task_id, response)
-        if flag == "SUCCESS" or (flag == "CALLBACK_EXCEPTION" and outputs is not None):
-            return Result(outputs) if outputs is not None else None
-        if _failed(flag):
-            raise self._fail(op, task_id, flag, data)
-        return None
-
-    def _flag_outputs(self, op: Op, task_id: str, response: dict[str, Any]
-                      ) -> dict[str, Any] | None:
-        if op.type == "separate":
-            stems = {name: {"url": response[key], "file": Fetch(response[key],
-                                                                 suffix(response[key], ".mp3"))}
-                     for key, name in STEMS.items() if response.get(key)}
-            return {"stems": stems, "task_id": task_id} if stems else None
-        if op.type == "video":
-            url = response.get("videoUrl")
-            return {"url": url, "file": Fetch(url, suffix(url, ".mp4")),
-                    "task_id": task_id} if url else None
-        url = response.get("audioWavUrl")
-        if not url:
-            return None
-        audio = op.inputs.get("audio")
-        source: dict[str, Any] = audio if isinstance(audio, dict) else {}
-        wav = Fetch(url, suffix(url, ".wav"))
-        # The WAV is the same song: it keeps the source's ids (so later steps can still
-        # name it to the service) and its artwork, with the new audio file.
-        track = {**{k: source.get(k) for k in ("id", "task_id", "title", "duration", "tags",
-                                               "prompt", "model", "model_name", "image_url",
-                                               "image_file")},
-                 "audio_url": url, "file": wav}
-        return {"tracks": [track], "file": wav, "url": url, "task_id": task_id}
-
-    def _read_cover(self, op: Op, task_id: str, data: dict[str, Any]) -> Result | None:
-        flag = _cover_flag(data.get("successFlag"))
-        if flag == 1:
-            images = (data.get("response") or {}).get("images") or []
-            if not images:
-                return None
-            return Result({"images": [{"url": u, "file": Fetch(u, suffix(u, ".png"))}
-                                      for u in images], "task_id": task_id})
-        if flag == 3:
-            raise self._fail(op, task_id, "cover art failed", data)
-        return None  # 0 pending, 2 generating
-
     def _sync_result(self, op: Op, data: Any) -> Result:
         if not isinstance(data, dict):
             raise StepError(f"the service answered {op.type} without data", step=op.step)
@@ -704,8 +459,8 @@ class SunoApiProvider:
                               credits=float(credits) if isinstance(credits, (int, float))
                               else None)
             if flag == "2":
-                raise self._fail(op, str(data.get("taskId") or "?"), "style generation failed",
-                                 data)
+                raise sunoapi_answers.fail(op, str(data.get("taskId") or "?"),
+                                           "style generation failed", data)
             raise StepError("the service returned no style text (successFlag "
                             f"{flag or 'missing'})", step=op.step)
         aligned = [w for w in data.get("alignedWords") or [] if isinstance(w, dict)]
@@ -742,37 +497,14 @@ class SunoApiProvider:
         raise StepError(f"{op.type} needs 'audio': a track, a URL or a local path",
                         step=op.step)
 
-    def _cache_path(self) -> Path | None:
-        return self.store.root / "uploads.json" if self.store is not None else None
-
     def _load_uploads(self) -> dict[str, dict[str, Any]]:
         if self._uploads is None:
-            self._uploads = {}
-            path = self._cache_path()
-            if path is not None and path.exists():
-                try:
-                    doc = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    doc = {}  # a damaged cache only costs a re-upload
-                if isinstance(doc, dict) and doc.get("version") == UPLOADS_VERSION:
-                    self._uploads = dict(doc.get("uploads") or {})
+            self._uploads = self.uploads.load() if self.uploads is not None else {}
         return self._uploads
 
     def _save_uploads(self) -> None:
-        path = self._cache_path()
-        if path is None:
-            return
-        text = json.dumps({"version": UPLOADS_VERSION, "uploads": self._uploads}, indent=1,
-                          sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".uploads.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        if self.uploads is not None and self._uploads is not None:
+            self.uploads.save(self._uploads)
 
     async def _upload(self, op: Op, path: Path) -> str:
         if not self.upload_base:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,46 @@ def decide(root: Path, named: User) -> tuple[list[Verdict], list[str]]:
             out.append(Verdict(f, True, "no lock and no journal line refers to it"))
     return out, notes
 
+
+
+@dataclass(frozen=True)
+class Swept:
+    removed: int  # files deleted (or, on a dry run, that would be)
+    freed: int  # their bytes
+    kept: int
+
+
+def sweep(root: Path, named: User, *, dry_run: bool, say: Callable[[str], None],
+          keep_copies: Callable[[list[Path]], set[Path]] | None = None) -> Swept:
+    """`sunoflow clean`'s walk over the stored files: delete each one `decide` lets go
+    (with `dry_run`, only say so). `say` is told the notes and, on a dry run, every
+    file's verdict. `keep_copies` (clean --cache) is handed the files to delete and
+    returns those a cache now holds: only these go. The caller holds the state
+    directory's lock (runner.store.journal.Store.lock): a run must not record or read a
+    file while it is deleted."""
+    verdicts, notes = decide(root, named)
+    if keep_copies is not None and not dry_run:
+        # --cache: a file goes only once the cache holds it (pushed now if need be).
+        held = keep_copies([v.path for v in verdicts if v.delete])
+        verdicts = [v if not v.delete or v.path in held else
+                    Verdict(v.path, False, "the cache could not take it")
+                    for v in verdicts]
+    for note in notes:
+        say(f"note: {note}")
+    removed = freed = kept = 0
+    for v in verdicts:
+        if not v.delete:
+            kept += 1
+            if dry_run:
+                say(f"keep {v.path}: {v.why}")
+            continue
+        removed += 1
+        freed += v.path.stat().st_size
+        if dry_run:
+            say(f"would delete {v.path}: {v.why}")
+        else:
+            v.path.unlink()
+    return Swept(removed, freed, kept)
 
 def _journal_files(root: Path) -> dict[str, tuple[float, str]]:
     """sha256 -> (when last recorded, by which step) for every file a journal line names."""
