@@ -214,9 +214,9 @@ steps:
 
 
 def test_a_malformed_upload_answer_fails_before_anything_is_paid(suno, tmp_path):
-    from runner.studio import media
+    from runner.studio import compose
 
-    media.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
+    compose.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
     (tmp_path / "r.yaml").write_text(UPLOAD)
     suno.configure(faults=[once("/api/file-stream-upload", {"patch": {"data": [1, 2]}})])
     first = sunoflow(tmp_path, suno.url)

@@ -1,4 +1,5 @@
-"""runner.studio.media on real files: lengths, formats, stems, loudness, video, determinism.
+"""runner.studio (probe, compose, edit, art) on real files: lengths, formats, stems,
+loudness, video, determinism.
 
 Everything is measured by decoding with the same ffmpeg (there is no ffprobe): probe is
 checked first against WAV files written here with the standard library, so that the
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.studio import media
-from runner.studio.media import MediaError
+from runner.studio import art, compose, edit
+from runner.studio.ffmpeg import MediaError, ffmpeg_exe
+from runner.studio.probe import MediaInfo, probe, read_pcm
 
 MP3_FRAME = 1152 / 44100  # one MPEG-1 Layer III frame: the gapless tolerance
 AAC_FRAME = 1024 / 44100
@@ -53,7 +55,7 @@ def write_wav(
 
 
 def pcm(path: Path, rate: int = 44100, channels: int = 2) -> array.array[int]:
-    return array.array("h", media.read_pcm(path, sample_rate=rate, channels=channels))
+    return array.array("h", read_pcm(path, sample_rate=rate, channels=channels))
 
 
 def rms(samples: array.array[int] | list[int]) -> float:
@@ -64,7 +66,7 @@ def filtered(path: Path, afilter: str, rate: int = 44100) -> array.array[int]:
     """``path`` through an ffmpeg audio filter, decoded to mono s16."""
     out = subprocess.run(
         [
-            media.ffmpeg_exe(),
+            ffmpeg_exe(),
             "-hide_banner",
             "-loglevel",
             "error",
@@ -104,7 +106,7 @@ def flatness(path: Path) -> float:
     with_file = path.with_suffix(".flatness.txt")
     subprocess.run(
         [
-            media.ffmpeg_exe(),
+            ffmpeg_exe(),
             "-hide_banner",
             "-loglevel",
             "error",
@@ -158,7 +160,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def take30(studio: Path) -> Path:
     """A 30 s MP3 take: the length that the extend example is about."""
     out = studio / "take30.mp3"
-    media.synth(out, seed="take30", duration=30.0, style="indie folk")
+    compose.synth(out, seed="take30", duration=30.0, style="indie folk")
     return out
 
 
@@ -167,7 +169,7 @@ def take6(studio: Path) -> tuple[Path, Path]:
     """A 6 s WAV take and the folder of its stems."""
     out = studio / "take6.wav"
     stems = studio / "take6_stems"
-    media.synth(out, seed="take6", duration=6.0, style="synth pop", stems_dir=stems)
+    compose.synth(out, seed="take6", duration=6.0, style="synth pop", stems_dir=stems)
     return out, stems
 
 
@@ -175,8 +177,8 @@ def take6(studio: Path) -> tuple[Path, Path]:
 
 
 def test_probe_wav_of_known_length(tmp_path: Path) -> None:
-    info = media.probe(write_wav(tmp_path / "a.wav", 1.5))
-    assert info == media.MediaInfo(
+    info = probe(write_wav(tmp_path / "a.wav", 1.5))
+    assert info == MediaInfo(
         duration=1.5,
         format="wav",
         audio_codec="pcm_s16le",
@@ -190,14 +192,14 @@ def test_probe_wav_of_known_length(tmp_path: Path) -> None:
 
 
 def test_probe_mono_wav_at_another_rate_is_exact(tmp_path: Path) -> None:
-    info = media.probe(write_wav(tmp_path / "m.wav", 0.8, rate=22050, channels=1))
+    info = probe(write_wav(tmp_path / "m.wav", 0.8, rate=22050, channels=1))
     assert (info.duration, info.sample_rate, info.channels) == (0.8, 22050, 1)
 
 
 def test_probe_mp3_honours_the_gapless_header(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "b.wav", 2.0)
-    media.transcode(src, tmp_path / "b.mp3", fmt="mp3")
-    info = media.probe(tmp_path / "b.mp3")
+    edit.transcode(src, tmp_path / "b.mp3", fmt="mp3")
+    info = probe(tmp_path / "b.mp3")
     # Without the LAME header a decoder would count encoder delay and padding (~50 ms).
     assert abs(info.duration - 2.0) <= MP3_FRAME
     assert (info.format, info.audio_codec, info.bitrate_kbps) == ("mp3", "mp3", 192)
@@ -205,14 +207,14 @@ def test_probe_mp3_honours_the_gapless_header(tmp_path: Path) -> None:
 
 def test_probe_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match=r"^probe .*nope\.wav: no such file$"):
-        media.probe(tmp_path / "nope.wav")
+        probe(tmp_path / "nope.wav")
 
 
 def test_probe_rejects_a_file_that_is_not_media(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp3"
     bad.write_text("these are not sounds\n")
     with pytest.raises(MediaError) as err:
-        media.probe(bad)
+        probe(bad)
     message = str(err.value)
     assert message.startswith(f"probe {bad}: ffmpeg: ")
     assert "Invalid data found" in message
@@ -223,7 +225,7 @@ def test_probe_rejects_a_file_that_is_not_media(tmp_path: Path) -> None:
 
 
 def test_synth_30s_mp3(take30: Path) -> None:
-    info = media.probe(take30)
+    info = probe(take30)
     assert abs(info.duration - 30.0) <= MP3_FRAME
     assert (info.format, info.audio_codec, info.sample_rate, info.channels, info.bitrate_kbps) == (
         "mp3",
@@ -237,8 +239,8 @@ def test_synth_30s_mp3(take30: Path) -> None:
 @pytest.mark.parametrize(("suffix", "codec"), [(".wav", "pcm_s16le"), (".flac", "flac")])
 def test_synth_lossless_formats_are_sample_exact(tmp_path: Path, suffix: str, codec: str) -> None:
     out = tmp_path / f"t{suffix}"
-    media.synth(out, seed="fmt", duration=3.25)
-    info = media.probe(out)
+    compose.synth(out, seed="fmt", duration=3.25)
+    info = probe(out)
     assert (info.duration, info.audio_codec, info.sample_rate, info.channels) == (
         3.25,
         codec,
@@ -261,14 +263,14 @@ def test_synth_stems_have_the_take_length_and_add_up_to_it(take6: tuple[Path, Pa
 
 
 def test_synth_instrumental_has_no_vocals(tmp_path: Path) -> None:
-    media.synth(
+    compose.synth(
         tmp_path / "i.wav",
         seed="inst",
         duration=2.0,
         instrumental=True,
         stems_dir=tmp_path / "stems",
     )
-    media.synth(tmp_path / "v.wav", seed="inst", duration=2.0)
+    compose.synth(tmp_path / "v.wav", seed="inst", duration=2.0)
     assert sorted(p.stem for p in (tmp_path / "stems").iterdir()) == ["bass", "drums", "keyboard"]
     # The vocal band (measured at 400-1600 Hz, where the filters' skirts let little of the
     # other layers through) holds a few per cent of the instrumental, a third of the song.
@@ -291,7 +293,7 @@ def test_synth_sounds_like_music_not_noise(take6: tuple[Path, Path], tmp_path: P
     noise = tmp_path / "noise.wav"
     subprocess.run(
         [
-            media.ffmpeg_exe(),
+            ffmpeg_exe(),
             "-hide_banner",
             "-loglevel",
             "error",
@@ -309,7 +311,7 @@ def test_synth_sounds_like_music_not_noise(take6: tuple[Path, Path], tmp_path: P
 
 def test_synth_lead_sings_the_planned_melody(take6: tuple[Path, Path]) -> None:
     _, stems = take6
-    plan = media._plan("take6", "synth pop")
+    plan = compose._plan("take6", "synth pop")
     rate = 22050
     lead = pcm(stems / "vocals.wav", rate=rate, channels=1)
     checked = hits = 0
@@ -328,16 +330,16 @@ def test_synth_lead_sings_the_planned_melody(take6: tuple[Path, Path]) -> None:
 
 def test_synth_style_steers_tempo_and_mode() -> None:
     seeds = [f"s{n}" for n in range(12)]
-    assert all(media._plan(s, "punk rock").bpm >= 117 for s in seeds)
-    assert all(media._plan(s, "slow ballad").bpm <= 97 for s in seeds)
-    assert all(media._plan(s, "sad piano").minor for s in seeds)
-    assert len({round(media._plan(s, "").bpm) for s in seeds}) > 6
+    assert all(compose._plan(s, "punk rock").bpm >= 117 for s in seeds)
+    assert all(compose._plan(s, "slow ballad").bpm <= 97 for s in seeds)
+    assert all(compose._plan(s, "sad piano").minor for s in seeds)
+    assert len({round(compose._plan(s, "").bpm) for s in seeds}) > 6
 
 
 def test_synth_different_seeds_make_different_music(tmp_path: Path) -> None:
-    media.synth(tmp_path / "a.wav", seed="one", duration=1.0)
-    media.synth(tmp_path / "b.wav", seed="two", duration=1.0)
-    media.synth(tmp_path / "c.wav", seed="one", duration=1.0, style="jazz")
+    compose.synth(tmp_path / "a.wav", seed="one", duration=1.0)
+    compose.synth(tmp_path / "b.wav", seed="two", duration=1.0)
+    compose.synth(tmp_path / "c.wav", seed="one", duration=1.0, style="jazz")
     blobs = {(tmp_path / n).read_bytes() for n in ("a.wav", "b.wav", "c.wav")}
     assert len(blobs) == 3
 
@@ -345,14 +347,14 @@ def test_synth_different_seeds_make_different_music(tmp_path: Path) -> None:
 def test_synth_keeps_user_text_out_of_the_filter_graph(tmp_path: Path) -> None:
     hostile = "x'];[a]amovie=/etc/passwd[b];[b]anull,\\:'"
     out = tmp_path / "-odd [name];x.wav"
-    media.synth(out, seed=hostile, duration=0.5, style=hostile)
-    assert media.probe(out).duration == 0.5
+    compose.synth(out, seed=hostile, duration=0.5, style=hostile)
+    assert probe(out).duration == 0.5
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_synth_rejects_bad_durations(tmp_path: Path, bad: float) -> None:
     with pytest.raises(MediaError, match=r"^synth .*: duration must be a positive number"):
-        media.synth(tmp_path / "x.wav", seed="s", duration=bad)
+        compose.synth(tmp_path / "x.wav", seed="s", duration=bad)
 
 
 def test_unsupported_suffix(tmp_path: Path) -> None:
@@ -361,7 +363,7 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
         match=r"^synth .*x\.ogg: unsupported audio suffix '\.ogg' "
         r"\(use \.wav, \.flac or \.mp3\)$",
     ):
-        media.synth(tmp_path / "x.ogg", seed="s", duration=1.0)
+        compose.synth(tmp_path / "x.ogg", seed="s", duration=1.0)
 
 
 # ----------------------------------------------------------------------------- extend, mix
@@ -369,8 +371,8 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
 
 def test_extend_gives_the_whole_song(take30: Path, studio: Path) -> None:
     out = studio / "extended.mp3"
-    media.extend(take30, out, continue_at=20.0, seed="more", duration=30.0)
-    info = media.probe(out)
+    compose.extend(take30, out, continue_at=20.0, seed="more", duration=30.0)
+    info = probe(out)
     assert abs(info.duration - 50.0) <= MP3_FRAME
     assert info.audio_codec == "mp3"
     # The first 19.5 s are the source (re-encoded), the rest is new.
@@ -383,8 +385,8 @@ def test_extend_gives_the_whole_song(take30: Path, studio: Path) -> None:
 
 def test_extend_is_exact_in_wav_even_at_the_very_end(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "s.wav", 3.0)
-    media.extend(src, tmp_path / "e.wav", continue_at=2.9999, seed="x", duration=1.0)
-    assert media.probe(tmp_path / "e.wav").duration == round(3.9999 * 44100) / 44100
+    compose.extend(src, tmp_path / "e.wav", continue_at=2.9999, seed="x", duration=1.0)
+    assert probe(tmp_path / "e.wav").duration == round(3.9999 * 44100) / 44100
 
 
 @pytest.mark.parametrize("at", [0.0, -2.0, 3.0, 31.0])
@@ -392,16 +394,16 @@ def test_extend_rejects_continue_at_outside_the_source(tmp_path: Path, at: float
     src = write_wav(tmp_path / "s.wav", 3.0)
     expected = f"extend {src}: continue_at {at} must be inside the source (0 < continue_at < 3.000)"
     with pytest.raises(MediaError) as err:
-        media.extend(src, tmp_path / "e.wav", continue_at=at, seed="x", duration=1.0)
+        compose.extend(src, tmp_path / "e.wav", continue_at=at, seed="x", duration=1.0)
     assert str(err.value) == expected
     assert not (tmp_path / "e.wav").exists()
 
 
 def test_mix_adds_a_vocal_layer(tmp_path: Path) -> None:
     base = tmp_path / "base.wav"
-    media.synth(base, seed="bed", duration=4.0, instrumental=True)
-    media.mix(base, tmp_path / "sung.flac", seed="voice", layer="vocals")
-    assert media.probe(tmp_path / "sung.flac").duration == 4.0
+    compose.synth(base, seed="bed", duration=4.0, instrumental=True)
+    compose.mix(base, tmp_path / "sung.flac", seed="voice", layer="vocals")
+    assert probe(tmp_path / "sung.flac").duration == 4.0
     before, after = 1 - outside(base, 400, 1600), 1 - outside(tmp_path / "sung.flac", 400, 1600)
     assert before < 0.1
     assert after > max(0.12, 3 * before)
@@ -409,14 +411,14 @@ def test_mix_adds_a_vocal_layer(tmp_path: Path) -> None:
 
 def test_mix_adds_an_instrumental_layer(tmp_path: Path) -> None:
     base = write_wav(tmp_path / "voice.wav", 2.0, freq=660.0, amplitude=0.2)
-    media.mix(base, tmp_path / "band.wav", seed="band", layer="instrumental")
-    assert media.probe(tmp_path / "band.wav").duration == 2.0
+    compose.mix(base, tmp_path / "band.wav", seed="band", layer="instrumental")
+    assert probe(tmp_path / "band.wav").duration == 2.0
     assert band_share(tmp_path / "band.wav", None, 250) > 0.1 > band_share(base, None, 250)
 
 
 def test_mix_rejects_unknown_layers(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match=r"layer must be 'vocals' or 'instrumental', not 'x'"):
-        media.mix(write_wav(tmp_path / "b.wav", 0.5), tmp_path / "o.wav", seed="s", layer="x")
+        compose.mix(write_wav(tmp_path / "b.wav", 0.5), tmp_path / "o.wav", seed="s", layer="x")
 
 
 # ----------------------------------------------------------------------------- separate
@@ -433,7 +435,7 @@ def test_separate_stems_mix_back_to_the_source(
     take6: tuple[Path, Path], tmp_path: Path, mode: str, names: list[str]
 ) -> None:
     take, _ = take6
-    stems = media.separate(take, tmp_path / mode, mode=mode)
+    stems = edit.separate(take, tmp_path / mode, mode=mode)
     assert list(stems) == names
     assert all(p.parent == tmp_path / mode and p.suffix == ".wav" for p in stems.values())
     src = pcm(take)
@@ -448,12 +450,12 @@ def test_separate_finds_the_lead_in_the_vocal_stem(
     take6: tuple[Path, Path], tmp_path: Path
 ) -> None:
     take, stems = take6
-    sung = media.separate(take, tmp_path / "sung", mode="separate_vocal")["vocals"]
+    sung = edit.separate(take, tmp_path / "sung", mode="separate_vocal")["vocals"]
     # The band's filters shift phases, so compare levels, not waveforms.
     assert rms(pcm(sung)) == pytest.approx(rms(pcm(stems / "vocals.wav")), rel=0.2)
     bed = tmp_path / "bed.wav"
-    media.synth(bed, seed="take6", duration=2.0, style="synth pop", instrumental=True)
-    unsung = media.separate(bed, tmp_path / "unsung", mode="separate_vocal")["vocals"]
+    compose.synth(bed, seed="take6", duration=2.0, style="synth pop", instrumental=True)
+    unsung = edit.separate(bed, tmp_path / "unsung", mode="separate_vocal")["vocals"]
     assert rms(pcm(unsung)) < 0.15 * rms(pcm(bed))
 
 
@@ -464,7 +466,7 @@ def test_separate_rejects_unknown_modes(tmp_path: Path) -> None:
         match=r"^separate .*s\.wav: mode must be 'separate_vocal' "
         r"or 'split_stem', not 'karaoke'$",
     ):
-        media.separate(src, tmp_path / "out", mode="karaoke")
+        edit.separate(src, tmp_path / "out", mode="karaoke")
 
 
 # ----------------------------------------------------------------------------- transcode etc.
@@ -486,8 +488,8 @@ def test_transcode_formats(
     # Mono 48 kHz in: every output is 44.1 kHz stereo.
     src = write_wav(tmp_path / "in.wav", 1.5, rate=48000, channels=1)
     out = tmp_path / f"out.{fmt}"
-    media.transcode(src, out, fmt=fmt, bitrate_kbps=kbps)
-    info = media.probe(out)
+    edit.transcode(src, out, fmt=fmt, bitrate_kbps=kbps)
+    info = probe(out)
     assert (info.format, info.audio_codec, info.sample_rate, info.channels) == (
         fmt,
         codec,
@@ -518,7 +520,7 @@ def test_transcode_rejects_bad_arguments(
 ) -> None:
     src = write_wav(tmp_path / "in.wav", 0.2)
     with pytest.raises(MediaError) as err:
-        media.transcode(src, tmp_path / name, fmt=fmt, bitrate_kbps=kbps)
+        edit.transcode(src, tmp_path / name, fmt=fmt, bitrate_kbps=kbps)
     assert str(err.value) == f"transcode {tmp_path / name}: {message}"
 
 
@@ -526,38 +528,38 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     bad = tmp_path / "in.wav"
     bad.write_bytes(b"RIFF nonsense")
     with pytest.raises(MediaError, match=r"^transcode .*out\.mp3: ffmpeg: .+"):
-        media.transcode(bad, tmp_path / "out.mp3", fmt="mp3")
+        edit.transcode(bad, tmp_path / "out.mp3", fmt="mp3")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
 
 
 def test_concat_joins_any_formats(tmp_path: Path) -> None:
     a = write_wav(tmp_path / "a.wav", 1.5, rate=48000, channels=1)
-    media.transcode(write_wav(tmp_path / "b.wav", 2.0), tmp_path / "b.mp3", fmt="mp3")
-    media.concat([a, tmp_path / "b.mp3"], tmp_path / "ab.wav")
-    assert abs(media.probe(tmp_path / "ab.wav").duration - 3.5) <= 1 / 44100
+    edit.transcode(write_wav(tmp_path / "b.wav", 2.0), tmp_path / "b.mp3", fmt="mp3")
+    edit.concat([a, tmp_path / "b.mp3"], tmp_path / "ab.wav")
+    assert abs(probe(tmp_path / "ab.wav").duration - 3.5) <= 1 / 44100
 
 
 def test_concat_needs_clips(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match=r"^concat .*: nothing to join$"):
-        media.concat([], tmp_path / "x.wav")
+        edit.concat([], tmp_path / "x.wav")
 
 
 def test_trim(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "s.wav", 3.0)
-    media.trim(src, tmp_path / "t.wav", start=0.5, end=1.75)
-    assert media.probe(tmp_path / "t.wav").duration == 1.25
-    media.trim(src, tmp_path / "t2.flac", start=2.0, end=99.0)
-    assert media.probe(tmp_path / "t2.flac").duration == 1.0
+    edit.trim(src, tmp_path / "t.wav", start=0.5, end=1.75)
+    assert probe(tmp_path / "t.wav").duration == 1.25
+    edit.trim(src, tmp_path / "t2.flac", start=2.0, end=99.0)
+    assert probe(tmp_path / "t2.flac").duration == 1.0
     with pytest.raises(MediaError, match=r"start 3\.5 must be inside the source"):
-        media.trim(src, tmp_path / "t3.wav", start=3.5)
+        edit.trim(src, tmp_path / "t3.wav", start=3.5)
     with pytest.raises(MediaError, match=r"end 0\.5 must come after start 1\.0"):
-        media.trim(src, tmp_path / "t3.wav", start=1.0, end=0.5)
+        edit.trim(src, tmp_path / "t3.wav", start=1.0, end=0.5)
 
 
 def test_fade(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "s.wav", 2.0, amplitude=0.5)
-    media.fade(src, tmp_path / "f.wav", fade_in=0.5, fade_out=0.5)
-    assert media.probe(tmp_path / "f.wav").duration == 2.0
+    edit.fade(src, tmp_path / "f.wav", fade_in=0.5, fade_out=0.5)
+    assert probe(tmp_path / "f.wav").duration == 2.0
     before, after = pcm(src, channels=1), pcm(tmp_path / "f.wav", channels=1)
     edge = 441  # 10 ms
     assert rms(after[:edge]) < 0.05 * rms(before[:edge])
@@ -565,7 +567,7 @@ def test_fade(tmp_path: Path) -> None:
     middle = slice(44100 - edge, 44100 + edge)
     assert abs(rms(after[middle]) - rms(before[middle])) < 0.01 * rms(before[middle])
     with pytest.raises(MediaError, match=r"fade_out 3 must be between 0 and the length"):
-        media.fade(src, tmp_path / "g.wav", fade_out=3)
+        edit.fade(src, tmp_path / "g.wav", fade_out=3)
 
 
 # ----------------------------------------------------------------------------- loudness
@@ -574,7 +576,7 @@ def test_fade(tmp_path: Path) -> None:
 def test_loudness_of_a_known_sine(tmp_path: Path) -> None:
     # A 1 kHz sine at -20 dBFS in both channels reads -20 LUFS (K-weighting is flat there).
     src = write_wav(tmp_path / "k.wav", 3.0, freq=1000.0, amplitude=0.1)
-    assert media.loudness(src) == pytest.approx(-20.0, abs=0.3)
+    assert edit.loudness(src) == pytest.approx(-20.0, abs=0.3)
 
 
 @pytest.mark.parametrize(("target", "gain_db"), [(-14.0, 0.0), (-20.0, 0.0), (-14.0, -12.0)])
@@ -588,7 +590,7 @@ def test_normalize_hits_the_target(
         src = tmp_path / "quiet.wav"
         subprocess.run(
             [
-                media.ffmpeg_exe(),
+                ffmpeg_exe(),
                 "-hide_banner",
                 "-loglevel",
                 "error",
@@ -601,15 +603,15 @@ def test_normalize_hits_the_target(
             check=True,
         )
     out = tmp_path / "n.mp3"
-    media.normalize(src, out, lufs=target)
-    assert abs(media.loudness(out) - target) <= 1.0
-    assert abs(media.probe(out).duration - 6.0) <= MP3_FRAME
+    edit.normalize(src, out, lufs=target)
+    assert abs(edit.loudness(out) - target) <= 1.0
+    assert abs(probe(out).duration - 6.0) <= MP3_FRAME
 
 
 def test_normalize_copies_silence(tmp_path: Path) -> None:
     src = write_wav(tmp_path / "z.wav", 1.0, amplitude=0.0)
-    media.normalize(src, tmp_path / "n.wav")
-    assert media.loudness(tmp_path / "n.wav") == -70.0
+    edit.normalize(src, tmp_path / "n.wav")
+    assert edit.loudness(tmp_path / "n.wav") == -70.0
     assert pcm(tmp_path / "n.wav") == pcm(src)
 
 
@@ -620,8 +622,8 @@ def test_normalize_copies_silence(tmp_path: Path) -> None:
     ("name", "fmt", "codec"), [("c.png", "png", "png"), ("c.jpg", "jpeg", "mjpeg")]
 )
 def test_cover_image(tmp_path: Path, name: str, fmt: str, codec: str) -> None:
-    media.cover_image(tmp_path / name, seed="art", size=200)
-    info = media.probe(tmp_path / name)
+    art.cover_image(tmp_path / name, seed="art", size=200)
+    info = probe(tmp_path / name)
     assert (info.format, info.video_codec, info.width, info.height, info.duration) == (
         fmt,
         codec,
@@ -629,25 +631,25 @@ def test_cover_image(tmp_path: Path, name: str, fmt: str, codec: str) -> None:
         200,
         0.0,
     )
-    media.cover_image(tmp_path / f"other_{name}", seed="other art", size=200)
+    art.cover_image(tmp_path / f"other_{name}", seed="other art", size=200)
     assert (tmp_path / name).read_bytes() != (tmp_path / f"other_{name}").read_bytes()
 
 
 def test_cover_image_rejects_other_suffixes(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match=r"unsupported image suffix '\.gif'"):
-        media.cover_image(tmp_path / "c.gif", seed="s")
+        art.cover_image(tmp_path / "c.gif", seed="s")
 
 
 @pytest.mark.parametrize("with_image", [False, True])
 def test_video_is_h264_and_aac_as_long_as_the_audio(tmp_path: Path, with_image: bool) -> None:
     audio = tmp_path / "a.mp3"
-    media.synth(audio, seed="clip", duration=3.0)
+    compose.synth(audio, seed="clip", duration=3.0)
     image = None
     if with_image:
         image = tmp_path / "wide.jpg"
         subprocess.run(
             [
-                media.ffmpeg_exe(),
+                ffmpeg_exe(),
                 "-hide_banner",
                 "-loglevel",
                 "error",
@@ -661,8 +663,8 @@ def test_video_is_h264_and_aac_as_long_as_the_audio(tmp_path: Path, with_image: 
             ],
             check=True,
         )
-    media.video(audio, tmp_path / "v.mp4", seed="clip", image=image)
-    info = media.probe(tmp_path / "v.mp4")
+    art.video(audio, tmp_path / "v.mp4", seed="clip", image=image)
+    info = probe(tmp_path / "v.mp4")
     assert (info.format, info.video_codec, info.audio_codec, info.width, info.height) == (
         "mp4",
         "h264",
@@ -670,7 +672,7 @@ def test_video_is_h264_and_aac_as_long_as_the_audio(tmp_path: Path, with_image: 
         640,
         360,
     )
-    assert abs(info.duration - media.probe(audio).duration) <= AAC_FRAME
+    assert abs(info.duration - probe(audio).duration) <= AAC_FRAME
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -678,13 +680,13 @@ def test_video_is_h264_and_aac_as_long_as_the_audio(tmp_path: Path, with_image: 
 _MAKE_ALL = """
 import sys
 from pathlib import Path
-from runner.studio import media
+from runner.studio import art, compose, edit
 d = Path(sys.argv[1])
-media.synth(d / "s.mp3", seed="det", duration=3.0, style="lofi")
-media.extend(d / "s.mp3", d / "e.wav", continue_at=2.0, seed="det2", duration=2.0)
-media.transcode(d / "s.mp3", d / "t.flac", fmt="flac")
-media.cover_image(d / "c.jpg", seed="det", size=128)
-media.video(d / "s.mp3", d / "v.mp4", seed="det")
+compose.synth(d / "s.mp3", seed="det", duration=3.0, style="lofi")
+compose.extend(d / "s.mp3", d / "e.wav", continue_at=2.0, seed="det2", duration=2.0)
+edit.transcode(d / "s.mp3", d / "t.flac", fmt="flac")
+art.cover_image(d / "c.jpg", seed="det", size=128)
+art.video(d / "s.mp3", d / "v.mp4", seed="det")
 """
 
 
@@ -694,11 +696,11 @@ def test_same_arguments_same_bytes_across_processes(tmp_path: Path) -> None:
     there.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", _MAKE_ALL, str(there)], env=env)
-    media.synth(here / "s.mp3", seed="det", duration=3.0, style="lofi")
-    media.extend(here / "s.mp3", here / "e.wav", continue_at=2.0, seed="det2", duration=2.0)
-    media.transcode(here / "s.mp3", here / "t.flac", fmt="flac")
-    media.cover_image(here / "c.jpg", seed="det", size=128)
-    media.video(here / "s.mp3", here / "v.mp4", seed="det")
+    compose.synth(here / "s.mp3", seed="det", duration=3.0, style="lofi")
+    compose.extend(here / "s.mp3", here / "e.wav", continue_at=2.0, seed="det2", duration=2.0)
+    edit.transcode(here / "s.mp3", here / "t.flac", fmt="flac")
+    art.cover_image(here / "c.jpg", seed="det", size=128)
+    art.video(here / "s.mp3", here / "v.mp4", seed="det")
     assert child.wait(timeout=60) == 0
     names = ["c.jpg", "e.wav", "s.mp3", "t.flac", "v.mp4"]
     assert sorted(p.name for p in there.iterdir()) == names

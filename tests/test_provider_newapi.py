@@ -28,7 +28,7 @@ from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.newapi import NewApiProvider
 from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.types import TYPES
-from runner.studio import media
+from runner.studio.probe import probe
 
 KEY = "sk-relay-Zq81TestKey"
 
@@ -177,7 +177,7 @@ def test_extend_with_local_concat_joins_source_and_continuation(tmp_path):
     assert len(tracks) == 2
     for t in tracks:
         assert isinstance(t["file"], Produced)
-        whole = media.probe(t["file"].path).duration
+        whole = probe(t["file"].path).duration
         assert whole == pytest.approx(5 + 4, abs=0.1)
         assert t["duration"] == pytest.approx(whole, abs=0.01)
     assert res.outputs["file"] == tracks[0]["file"]
@@ -199,8 +199,8 @@ def test_invalid_action_falls_back_to_local_concat_and_says_so_once(tmp_path, ca
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert len(caplog.records) == 1
     assert "does not offer concat" in caplog.records[0].message
-    assert media.probe(first.outputs["file"].path).duration == pytest.approx(2 + 4, abs=0.1)
-    assert media.probe(second.outputs["file"].path).duration == pytest.approx(6 + 4, abs=0.1)
+    assert probe(first.outputs["file"].path).duration == pytest.approx(2 + 4, abs=0.1)
+    assert probe(second.outputs["file"].path).duration == pytest.approx(6 + 4, abs=0.1)
 
 
 def test_upload_extend_imports_the_audio_then_extends_it(srv, tmp_path):

@@ -82,7 +82,7 @@ outputs:
 def test_a_recovered_m4a_rebuilds_an_mp3_output_without_edits(tmp_path: Path):
     from mutagen.id3 import ID3
 
-    from runner.studio import media
+    from runner.studio.probe import probe
 
     (tmp_path / "r.yaml").write_text(KEPT)
     with FakeServer("sunoapi", api_key=KEY) as srv:
@@ -102,7 +102,7 @@ def test_a_recovered_m4a_rebuilds_an_mp3_output_without_edits(tmp_path: Path):
     assert [e for e in after if e["method"] == "POST" and e["path"] in SUBMITS] == []
     assert any(e["path"] == "/api/v1/suno/recovery" for e in after)
     kept = tmp_path / "out" / "r" / "kept.mp3"
-    assert media.probe(kept).format == "mp3"
+    assert probe(kept).format == "mp3"
     assert str(ID3(kept)["TIT2"]) == "Kept Forever"
     assert str(ID3(kept)["TALB"]) == "Old Links"
     assert "kept.mp3: the stored audio is .m4a" in out

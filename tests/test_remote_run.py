@@ -213,9 +213,9 @@ steps:
      "action": {"http_status": 403}},
 ], ids=["refused", "upload"])
 def test_a_submit_answered_no_is_not_possibly_submitted_on_the_next_run(srv, tmp_path, fault):
-    from runner.studio import media
+    from runner.studio import compose
 
-    media.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
+    compose.synth(tmp_path / "take.mp3", seed="take", duration=2.0, style="folk")
     (tmp_path / "ep.yaml").write_text(UPLOAD)
     srv.configure(faults=[{**fault, "times": 1}])
     failed = sunoflow(tmp_path, srv.url)

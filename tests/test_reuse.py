@@ -19,7 +19,8 @@ import pytest
 import yaml
 from project import git_init
 
-from runner.studio import media
+from runner.studio import compose
+from runner.studio.probe import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "provider: {kind: local, take_seconds: 3}"
@@ -75,7 +76,7 @@ outputs:
 """)
     r = sunoflow("run", "one.yaml", "--report", "r.json", cwd=album)
     assert r.returncode == 0, r.stderr
-    info = media.probe(album / "out" / "one" / "Harbour.flac")
+    info = probe(album / "out" / "one" / "Harbour.flac")
     assert info.format == "flac"
     # A 3 s take extended from 1 s before its end by a 3 s continuation: 5 s in all.
     assert abs(info.duration - 5.0) < 0.1
@@ -125,14 +126,14 @@ outputs:
     assert r.returncode == 0, r.stderr
     out = album / "out" / "k"
     assert (out / "Road (karaoke).lrc").read_text().startswith("[")
-    assert media.probe(out / "Road (karaoke).mp3").format == "mp3"
-    assert media.probe(out / "Road (vocals).mp3").format == "mp3"
-    video = media.probe(out / "Road.mp4")
+    assert probe(out / "Road (karaoke).mp3").format == "mp3"
+    assert probe(out / "Road (vocals).mp3").format == "mp3"
+    video = probe(out / "Road.mp4")
     assert video.video_codec is not None
 
 
 def test_remix_covers_a_local_file(album: Path):
-    media.synth(album / "demo.mp3", seed="demo", duration=3.0, style="folk")
+    compose.synth(album / "demo.mp3", seed="demo", duration=3.0, style="folk")
     write(album, "r.yaml", f"""\
 version: 1
 name: r
@@ -147,8 +148,8 @@ outputs:
 """)
     r = sunoflow("run", "r.yaml", cwd=album)
     assert r.returncode == 0, r.stderr
-    info = media.probe(album / "out" / "r" / "Demo (remix).mp3")
-    assert abs(info.duration - media.probe(album / "demo.mp3").duration) < 0.1
+    info = probe(album / "out" / "r" / "Demo (remix).mp3")
+    assert abs(info.duration - probe(album / "demo.mp3").duration) < 0.1
 
     write(album, "bad.yaml", (album / "r.yaml").read_text().replace("demo.mp3", "nope.mp3"))
     bad = sunoflow("validate", "bad.yaml", cwd=album)
@@ -180,7 +181,7 @@ outputs:
     # What the local provider's split_stem returns; the service returns up to twelve.
     assert folders == ["bass", "drums", "fx", "keyboard", "vocals"]
     for name in folders:
-        assert media.probe(album / "out" / "s" / "stems" / name / "Tide.mp3").format == "mp3"
+        assert probe(album / "out" / "s" / "stems" / name / "Tide.mp3").format == "mp3"
 
 
 def test_every_stock_recipe_validates_on_its_own(album: Path):
@@ -537,7 +538,7 @@ def test_a_stock_recipe_is_called_by_name_from_any_folder(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     st = statuses(tmp_path / "rep.json")
     assert st["song/first"] == st["song/whole"] == st["master/tagged"] == "succeeded"
-    info = media.probe(tmp_path / "out" / "r" / "tide.mp3")
+    info = probe(tmp_path / "out" / "r" / "tide.mp3")
     assert info.duration > 1
 
 

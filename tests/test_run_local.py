@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.studio import media
+from runner.studio.probe import probe
 
 SMALL = """\
 version: 1
@@ -71,7 +71,7 @@ def test_run_makes_the_album_and_a_rerun_reuses_everything(small: Path):
     # The title '../../Two/evil' becomes part of one file name: no folders, no escape.
     assert wavs == ["1 - One.wav", "2 - .._.._Two_evil.wav"]
     assert not (small.parent / "Two").exists()
-    info = media.probe(out / "1 - One.wav")
+    info = probe(out / "1 - One.wav")
     assert info.format == "wav"
     assert info.sample_rate == 44100
     # extend at 4 s of a 6 s take, plus a 6 s continuation: 10 s, within one MP3 frame.

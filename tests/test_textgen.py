@@ -150,3 +150,34 @@ def test_lrc_matches_a_services_own_word_split() -> None:
 
 def test_lrc_of_nothing() -> None:
     assert textgen.lrc([], "[Intro]\n\n") == ""
+
+
+# The one LRC writer without the lyrics' text: a service's aligned words alone (sunoapi).
+# These rules were sunoapi's own writer's; its mistakes (below) are what the tests pin.
+
+
+def test_lrc_from_words_alone_breaks_lines_where_the_words_do() -> None:
+    words = [
+        {"word": "[Verse]\nWaking ", "start": 1.36, "end": 1.79},
+        {"word": "city", "start": 1.8, "end": 2.0},
+        {"word": "lights\n", "start": 2.0, "end": 2.4},
+        {"word": "\n", "start": 2.4, "end": 2.4},
+        {"word": "[Chorus]\n", "start": 2.5, "end": 2.5},
+        {"word": "Oh ", "start": 3.0, "end": 3.2},
+        {"word": "oh", "start": 3.2, "end": 3.5},
+    ]
+    # A section tag is not a sung line; a word that ends its line with a break stays on it.
+    assert textgen.lrc(words) == "[00:01.36]Waking city lights\n[00:03.00]Oh oh\n"
+
+
+def test_lrc_from_words_alone_holds_at_most_eight_words_a_line() -> None:
+    words = [{"word": f"w{i}", "start": float(i), "end": i + 0.5} for i in range(10)]
+    assert textgen.lrc(words) == (
+        "[00:00.00]w0 w1 w2 w3 w4 w5 w6 w7\n[00:08.00]w8 w9\n")
+
+
+def test_lrc_times_round_before_they_split_into_minutes() -> None:
+    words = [{"word": "Late", "start": 59.996, "end": 60.5},
+             {"word": "\nLater", "start": 3599.999, "end": 3600.5}]
+    assert textgen.lrc(words) == "[01:00.00]Late\n[60:00.00]Later\n"
+    assert textgen.lrc(words, "Late\nLater") == "[01:00.00]Late\n[60:00.00]Later\n"

@@ -18,7 +18,8 @@ import pytest
 
 from runner.cli.main import main
 from runner.fake import FakeServer
-from runner.studio import media
+from runner.studio import compose
+from runner.studio.probe import probe
 
 
 def sunoflow(*args: str, cwd: Path, env: dict[str, str] | None = None
@@ -46,7 +47,7 @@ def layout(tmp_path: Path) -> Path:
     """tmp/recipe/ (the recipe's folder) and tmp/shared/take.mp3 outside it."""
     (tmp_path / "recipe").mkdir()
     (tmp_path / "shared").mkdir()
-    media.synth(tmp_path / "shared" / "take.mp3", seed="take", duration=2.0, style="folk")
+    compose.synth(tmp_path / "shared" / "take.mp3", seed="take", duration=2.0, style="folk")
     return tmp_path
 
 
@@ -84,7 +85,7 @@ def test_allow_path_widens_what_a_recipe_may_read(layout: Path) -> None:
         assert sunoflow(cmd, "r.yaml", "--allow-path", "../shared", cwd=recipe).returncode == 0
     done = sunoflow("run", "r.yaml", "--allow-path", "../shared", "--quiet", cwd=recipe)
     assert done.returncode == 0, done.stderr
-    assert 0.9 < media.probe(recipe / "out" / "r" / "cut.mp3").duration < 1.1
+    assert 0.9 < probe(recipe / "out" / "r" / "cut.mp3").duration < 1.1
     # The link case again, now allowed: the file is inside an allowed folder.
     (recipe / "take.mp3").symlink_to(layout / "shared" / "take.mp3")
     (recipe / "r.yaml").write_text(TRIM.format(audio="take.mp3"))

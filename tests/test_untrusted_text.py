@@ -15,7 +15,9 @@ from pathlib import Path
 from mutagen import id3
 from mutagen.mp4 import MP4
 
-from runner.studio import media
+from runner.studio import compose
+from runner.studio.ffmpeg import ffmpeg_exe
+from runner.studio.probe import probe
 
 # Run with the working directory where `pwned` would appear, had a shell seen the text.
 TEXT = "a'b\"c:d;e\nf -g $(touch pwned) `touch pwned` %{x} [x] , \\ : | & >x </dev/null"
@@ -68,10 +70,10 @@ def test_metacharacters_reach_tags_exactly_and_nothing_else(tmp_path: Path) -> N
     # The video decodes without a single error, and the text is only in its tags (the
     # song's title and the author, each on one line; the local studio draws nothing).
     teaser = out / "teaser.mp4"
-    check = subprocess.run([media.ffmpeg_exe(), "-v", "error", "-i", str(teaser), "-f", "null",
+    check = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(teaser), "-f", "null",
                             "-"], capture_output=True, text=True, timeout=120)
     assert (check.returncode, check.stderr) == (0, "")
-    assert media.probe(teaser).duration > 2.5
+    assert probe(teaser).duration > 2.5
     video_tags = MP4(teaser).tags
     assert video_tags["\xa9nam"] == [text.replace("\n", " ")]
     assert video_tags["\xa9ART"] == [("-x " + text[:20]).replace("\n", " ")]
@@ -86,7 +88,7 @@ def test_a_playlist_in_the_folder_cannot_make_ffmpeg_read_other_files(tmp_path: 
     `take.m3u8` would read any media file on the machine (or a URL) into the album."""
     outside = tmp_path / "elsewhere" / "secret.mp3"
     outside.parent.mkdir()
-    media.synth(outside, seed="secret", duration=2.0)
+    compose.synth(outside, seed="secret", duration=2.0)
     recipe = tmp_path / "recipe"
     recipe.mkdir()
     (recipe / "take.m3u8").write_text(

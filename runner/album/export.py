@@ -293,12 +293,13 @@ def recontainer(src_ext: str, dest_ext: str) -> bool:
 
 
 def _transcode(src: Path, dest: Path) -> None:
-    from runner.studio import media
+    from runner.studio import edit
+    from runner.studio.ffmpeg import MediaError
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        media.transcode(src, dest, fmt=dest.suffix.lower()[1:])
-    except media.MediaError as exc:
+        edit.transcode(src, dest, fmt=dest.suffix.lower()[1:])
+    except MediaError as exc:
         raise StepError(f"{dest.name}: transcoding the recovered {src.suffix} file to "
                         f"{dest.suffix} failed: {exc}") from None
 

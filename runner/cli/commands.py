@@ -85,10 +85,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_reroll(args: argparse.Namespace) -> int:
     from runner.cli import run
-    from runner.engine.core import Options, forceable, rerun
+    from runner.engine.force import forceable, rerun
+    from runner.engine.records import Options
     from runner.plan import build as planner
+    from runner.plan.cost import price
     from runner.recipe.messages import suggest
-    from runner.report import plan_table as report
 
     p = planner.check(args.recipe, overrides=overrides(args))
     r = p.recipe
@@ -97,9 +98,9 @@ def cmd_reroll(args: argparse.Namespace) -> int:
         raise UsageError(f"no step or step instance '{args.step}' in {args.recipe}"
                          + (f"; {s}" if (s := suggest(args.step, names)) else ""))
     rows = rerun(p, {args.step})
-    cost = sum(report.price(p, i) for i in rows)
+    cost = sum(price(p, i) for i in rows)
     pending = _unfinished_paid(p, args, {i.id for i in rows})
-    paid = [i.id for i in rows if report.price(p, i) > 0]
+    paid = [i.id for i in rows if price(p, i) > 0]
     print(f"reroll {args.step}: {plural(len(rows), 'step instance')} run again "
           f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
           f"), about {cost:g} credits"
@@ -107,7 +108,7 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     if pending:
         print(f"  and {plural(len(pending), 'paid step instance')} not done yet run too "
               f"({', '.join(_short(pending))}), about "
-              f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
+              f"{sum(price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("reroll spends credits: confirm with --yes")
@@ -124,7 +125,7 @@ def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> l
     """Paid step instances the reroll's run would submit besides the ones rerolled: those
     the state directory does not hold yet (a reroll runs the whole recipe)."""
     from runner.cli.run import state_dir_of
-    from runner.report import plan_table as report
+    from runner.plan.cost import price
     from runner.store import lock
     from runner.store.journal import Store
     from runner.store.status import resolve
@@ -132,7 +133,7 @@ def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> l
     store = lock.reading(Store(state_dir_of(args.state_dir, p.recipe.path), readonly=True),
                          p.recipe.path)
     known = resolve(p, store) if store.states else {}
-    return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
+    return [i.id for i in p.steps() if i.id not in rerun_ids and price(p, i) > 0
             and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
 
 
@@ -162,7 +163,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from runner.cli import run
-    from runner.engine.core import Options
+    from runner.engine.records import Options
     from runner.plan import build as planner
 
     if args.concurrency < 1:

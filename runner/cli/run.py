@@ -16,7 +16,8 @@ from runner import paths
 from runner.album import export
 from runner.callbacks.registry import Callbacks
 from runner.cli import crashlog
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import (
     BudgetError,
     CreditsError,
@@ -31,6 +32,7 @@ from runner.errors import (
 from runner.pacing import Clock
 from runner.plan import build as planner
 from runner.plan.model import Plan
+from runner.providers.download import Downloader
 from runner.providers.registry import create as make_provider
 from runner.recipe.messages import suggest
 from runner.recipe.model import Provider, Recipe
@@ -78,7 +80,7 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
     p = planner.build(r)
     if listen is not None:
         _check_listen(r.provider, listen)
-    from runner.engine.core import forceable
+    from runner.engine.force import forceable
 
     for sid in [*opts.only, *opts.force]:
         if sid not in p.paths and not (sid in opts.force and forceable(p, sid)):
@@ -160,7 +162,10 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
     engine_opts = replace(opts, clock=clock, callbacks=callbacks,
                           blobs=shared[0] if shared else None,
                           ledger=shared[1] if shared else None)
-    engine = Engine(p, store, provs, engine_opts, ui)
+    # The run's files client: the engine downloads results into the store through it (its
+    # HTTP client is made on the first download); closed with the providers below.
+    files = Downloader(r.provider.request_timeout)
+    engine = Engine(p, store, provs, engine_opts, ui, files)
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
@@ -197,6 +202,7 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
             with anyio.CancelScope(shield=True):
                 for prov in provs.values():
                     await prov.aclose()
+                await files.aclose()
 
     ui.spent = lambda: engine.spent
     ui.time_left = engine.time_left
@@ -360,7 +366,7 @@ async def _credits(prov: Any) -> Any:
 
 
 def _paid(p: Plan, iid: str) -> bool:
-    from runner.report.plan_table import price
+    from runner.plan.cost import price
 
     return price(p, p.instances[iid]) > 0
 
@@ -368,7 +374,7 @@ def _paid(p: Plan, iid: str) -> bool:
 def _estimate(p: Plan, store: Store, ids: set[str] | None = None) -> float:
     """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
     instances this run selects: --only)."""
-    from runner.report.plan_table import PAID_ALREADY, price
+    from runner.plan.cost import PAID_ALREADY, price
     from runner.store.status import resolve
 
     known = resolve(p, store)

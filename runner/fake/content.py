@@ -1,13 +1,14 @@
 """The words the fake invents: titles, style tags and lyrics, derived from the request.
 
-Deterministic (a hash of the input, never the RNG), so the same request gives the same
-song text whatever else the server has seen.
+Deterministic (the studio's one stream, runner.studio.dice, keyed by the input; never the
+RNG), so the same request gives the same song text whatever else the server has seen.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
+
+from runner.studio.dice import Dice
 
 _STYLES = [
     "indie pop, dreamy",
@@ -22,18 +23,13 @@ _STYLES = [
 _SECTION = re.compile(r"^\s*\[[^\]]*\]\s*$")
 
 
-def _pick(text: str, options: list[str]) -> str:
-    digest = hashlib.sha256(text.encode()).digest()
-    return options[digest[0] % len(options)]
-
-
 def title_from(prompt: str, limit: int = 80) -> str:
     words = re.findall(r"[\w']+", prompt)[:4]
     return (" ".join(w.capitalize() for w in words) or "Untitled")[:limit]
 
 
 def tags_from(prompt: str) -> str:
-    return _pick(prompt, _STYLES)
+    return Dice("fake-tags", prompt).pick(_STYLES)
 
 
 def lyrics_from(prompt: str, variant: int = 0) -> str:

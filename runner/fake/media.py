@@ -14,6 +14,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from runner.studio.ffmpeg import ffmpeg_exe
+
 MIME = {
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
@@ -31,20 +33,13 @@ class MediaError(RuntimeError):
     """ffmpeg could not make or read a file."""
 
 
-def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
-    return exe
-
-
 def _encode(args: list[str], suffix: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="sunoflow-fake-") as tmp:
         out = Path(tmp) / f"out.{suffix}"
         # A seekable output file (not a pipe) lets the muxers write their headers
         # (Xing for MP3, moov for MP4) the way a real download would have them.
         cmd = [
-            ffmpeg(),
+            ffmpeg_exe(),
             "-hide_banner",
             "-loglevel",
             "error",
@@ -136,7 +131,7 @@ def probe_duration(data: bytes) -> float | None:
         src = Path(tmp) / "in"
         src.write_bytes(data)
         proc = subprocess.run(
-            [ffmpeg(), "-hide_banner", "-nostdin", "-i", str(src)],
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(src)],
             capture_output=True,
             timeout=60,
             check=False,

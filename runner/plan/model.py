@@ -27,7 +27,7 @@ class Instance:
     kind: str = "step"  # "step", or a call's two ends: "enter" (`with`), "leave" (outputs)
     # Of `deps`, the music steps this one reads only through their first track
     # (`tracks[0]`, `file`, `task_id`): it may start when that track is ready (the task's
-    # `first` stage, by callback or poll), before the other take is (runner.engine.core, "early
+    # `first` stage, by callback or poll), before the other take is (runner.engine, "early
     # release").
     early: tuple[str, ...] = ()
 

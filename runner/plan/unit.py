@@ -274,7 +274,7 @@ def _made_locally(step: Step, kind: str) -> bool:
         return False
     if step.type.support.get(kind) == "local":
         return True
-    return step.uses == "convert" and step.with_.get("format", "wav") != "wav"
+    return step.type.local_by_value(step.with_.get)  # convert to a non-WAV format
 
 
 def _check_service_tracks(ck: Checker, step: Step) -> None:

@@ -1,15 +1,14 @@
 """The local provider: an offline studio that really performs every step type.
 
 Audio, images and video are made with the ffmpeg binary from the imageio-ffmpeg wheel
-(runner.studio.media); text with runner.studio.textgen. Everything is deterministic: the
-seed of a piece is a hash of the step type and its inputs, so the same recipe makes the
-same bytes on every machine. Nothing here costs money or touches the network.
+(runner.studio's compose, edit and art); text with runner.studio.textgen. Everything is
+deterministic: the seed of a piece is a hash of the step type and its inputs
+(runner.studio.dice), so the same recipe makes the same bytes on every machine. Nothing
+here costs money or touches the network.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,13 @@ from runner.providers.base import Op, Produced, Result, Submitted
 from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES
 from runner.steps.types import TAG_FIELDS
-from runner.studio import media, textgen
+from runner.studio import art, compose, dice, edit, textgen
+from runner.studio.ffmpeg import MediaError
+from runner.studio.probe import probe
 
 
 def _seed(op: Op, extra: str = "") -> str:
-    blob = json.dumps([op.type, _identity(op.inputs), extra], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return dice.digest([op.type, _identity(op.inputs), extra])
 
 
 def _identity(value: Any) -> Any:
@@ -62,7 +62,7 @@ class LocalProvider:
                 outputs = fn(op)  # microseconds of string work: a thread hop costs more
             else:
                 outputs = await anyio.to_thread.run_sync(fn, op, abandon_on_cancel=True)
-        except media.MediaError as exc:
+        except MediaError as exc:
             raise StepError(str(exc), step=op.step) from None
         return Submitted(None, Result(outputs))
 
@@ -101,7 +101,7 @@ class LocalProvider:
     def _track(self, op: Op, path: Path, n: int, *, title: str, prompt: str, style: str,
                image: Path | None = None, source: Any = None) -> dict[str, Any]:
         model = op.inputs.get("model") or (source or {}).get("model") or DEFAULT_MODEL
-        info = media.probe(path)
+        info = probe(path)
         return {
             "id": f"local-{op.key[:12]}-{n}", "task_id": f"local-{op.key[:12]}",
             "title": title, "duration": round(info.duration, 3), "tags": style,
@@ -121,7 +121,7 @@ class LocalProvider:
             img = op.workdir / f"take{n}.jpg"
             seed = _seed(op, f"take{n}")
             make(out, seed)
-            media.cover_image(img, seed=seed)
+            art.cover_image(img, seed=seed)
             tracks.append(self._track(op, out, n, title=title, prompt=prompt, style=style,
                                       image=img, source=source))
         return self._audio_out(tracks)
@@ -133,7 +133,7 @@ class LocalProvider:
         prompt = str(i.get("prompt") or "")
         title = str(i.get("title") or textgen.title_from(prompt or str(i.get("style") or "")))
         style = str(i.get("style") or "")
-        return self._takes(op, lambda out, seed: media.synth(
+        return self._takes(op, lambda out, seed: compose.synth(
             out, seed=seed + prompt + title, duration=self.take_seconds, style=style,
             instrumental=bool(i.get("instrumental"))), title=title, prompt=prompt, style=style)
 
@@ -143,14 +143,14 @@ class LocalProvider:
         audio = i.get("audio")
         source: dict[str, Any] = audio if isinstance(audio, dict) else {}
         at = i.get("continue_at")
-        dur = media.probe(src).duration
+        dur = probe(src).duration
         if not isinstance(at, (int, float)) or not 0 < at < dur:
             raise StepError(f"continue_at must be inside the source track (0 < continue_at < "
                             f"{dur:.2f} s); got {at}", step=op.step)
         title = str(i.get("title") or source.get("title") or "")
         style = str(i.get("style") or source.get("tags") or "")
         prompt = str(i.get("prompt") or "")
-        return self._takes(op, lambda out, seed: media.extend(
+        return self._takes(op, lambda out, seed: compose.extend(
             src, out, continue_at=float(at), seed=seed, duration=self.take_seconds, style=style,
             instrumental=bool(i.get("instrumental"))),
             title=title, prompt=prompt, style=style, source=source)
@@ -160,10 +160,10 @@ class LocalProvider:
     def _upload_cover(self, op: Op) -> dict[str, Any]:
         i = op.inputs
         src = self._audio(op)
-        dur = media.probe(src).duration
+        dur = probe(src).duration
         prompt, style = str(i.get("prompt") or ""), str(i.get("style") or "")
         title = str(i.get("title") or textgen.title_from(prompt or style))
-        return self._takes(op, lambda out, seed: media.synth(
+        return self._takes(op, lambda out, seed: compose.synth(
             out, seed=seed + src.name, duration=dur, style=style,
             instrumental=bool(i.get("instrumental"))), title=title, prompt=prompt, style=style)
 
@@ -176,7 +176,7 @@ class LocalProvider:
     def _layer(self, op: Op, layer: str, style: str) -> dict[str, Any]:
         src = self._audio(op)
         i = op.inputs
-        return self._takes(op, lambda out, seed: media.mix(src, out, seed=seed, layer=layer),
+        return self._takes(op, lambda out, seed: compose.mix(src, out, seed=seed, layer=layer),
                            title=str(i.get("title") or ""), prompt=str(i.get("prompt") or ""),
                            style=style)
 
@@ -184,7 +184,7 @@ class LocalProvider:
         images = []
         for n in range(2):
             out = op.workdir / f"cover{n}.png"
-            media.cover_image(out, seed=_seed(op, f"cover{n}"))
+            art.cover_image(out, seed=_seed(op, f"cover{n}"))
             images.append({"url": None, "file": Produced(out)})
         return {"images": images, "task_id": f"local-{op.key[:12]}"}
 
@@ -197,7 +197,7 @@ class LocalProvider:
         audio = op.inputs.get("audio")
         src = self._audio(op)
         text = str(audio.get("prompt") or "") if isinstance(audio, dict) else ""
-        dur = media.probe(src).duration
+        dur = probe(src).duration
         words = textgen.align_words(text, dur)
         lrc = op.workdir / "lyrics.lrc"
         lrc.write_text(textgen.lrc(words, text), encoding="utf-8")
@@ -207,12 +207,12 @@ class LocalProvider:
         src = self._audio(op)
         raw = op.workdir / "stems"
         raw.mkdir(exist_ok=True)
-        stems = media.separate(src, raw, mode=str(op.inputs.get("type") or "separate_vocal"))
+        stems = edit.separate(src, raw, mode=str(op.inputs.get("type") or "separate_vocal"))
         # The service hands out MP3 stems; so do we, so a recipe can switch provider as is.
         out: dict[str, Any] = {}
         for name, path in stems.items():
             mp3 = op.workdir / f"{name}.mp3"
-            media.transcode(path, mp3, fmt="mp3", bitrate_kbps=192)
+            edit.transcode(path, mp3, fmt="mp3", bitrate_kbps=192)
             out[name] = {"url": None, "file": Produced(mp3)}
         return {"stems": out, "task_id": f"local-{op.key[:12]}"}
 
@@ -226,8 +226,8 @@ class LocalProvider:
         fmt = str(op.inputs.get("format") or "wav")
         out = op.workdir / f"out.{fmt}"
         br = op.inputs.get("bitrate")
-        media.transcode(self._audio(op), out, fmt=fmt,
-                        bitrate_kbps=int(br) if isinstance(br, int) else None)
+        edit.transcode(self._audio(op), out, fmt=fmt,
+                       bitrate_kbps=int(br) if isinstance(br, int) else None)
         return self._processed(op, out)
 
     def _processed(self, op: Op, out: Path) -> dict[str, Any]:
@@ -250,10 +250,10 @@ class LocalProvider:
         out = op.workdir / "video.mp4"
         title = audio.get("title") if isinstance(audio, dict) else None
         author = op.inputs.get("author")
-        media.video(src, out, seed=_seed(op),
-                    image=op.local_file(image) if isinstance(image, str) and image else None,
-                    title=title if isinstance(title, str) else "",
-                    artist=author if isinstance(author, str) else "")
+        art.video(src, out, seed=_seed(op),
+                  image=op.local_file(image) if isinstance(image, str) and image else None,
+                  title=title if isinstance(title, str) else "",
+                  artist=author if isinstance(author, str) else "")
         return {"url": None, "file": Produced(out), "task_id": f"local-{op.key[:12]}"}
 
     def _concat(self, op: Op) -> dict[str, Any]:
@@ -265,7 +265,7 @@ class LocalProvider:
         paths = [self._audio(op, c.get("tracks", [c])[0] if isinstance(c, dict) and "tracks"
                              in c else c) for c in clips]
         out = op.workdir / "concat.mp3"
-        media.concat(paths, out)
+        edit.concat(paths, out)
         first = clips[0].get("tracks", [clips[0]])[0] if isinstance(clips[0], dict) else {}
         op.inputs = {**op.inputs, "audio": first}
         return self._processed(op, out)
@@ -273,20 +273,20 @@ class LocalProvider:
     def _trim(self, op: Op) -> dict[str, Any]:
         out = op.workdir / f"trim{self._ext(op)}"
         end = op.inputs.get("end")
-        media.trim(self._audio(op), out, start=float(op.inputs.get("start") or 0),
-                   end=float(end) if end is not None else None)
+        edit.trim(self._audio(op), out, start=float(op.inputs.get("start") or 0),
+                  end=float(end) if end is not None else None)
         return self._processed(op, out)
 
     def _fade(self, op: Op) -> dict[str, Any]:
         out = op.workdir / f"fade{self._ext(op)}"
-        media.fade(self._audio(op), out, fade_in=float(op.inputs.get("in") or 0),
-                   fade_out=float(op.inputs.get("out") or 0))
+        edit.fade(self._audio(op), out, fade_in=float(op.inputs.get("in") or 0),
+                  fade_out=float(op.inputs.get("out") or 0))
         return self._processed(op, out)
 
     def _normalize(self, op: Op) -> dict[str, Any]:
         out = op.workdir / f"normalized{self._ext(op)}"
         lufs = op.inputs.get("lufs")
-        media.normalize(self._audio(op), out, lufs=float(lufs) if lufs is not None else -14.0)
+        edit.normalize(self._audio(op), out, lufs=float(lufs) if lufs is not None else -14.0)
         return self._processed(op, out)
 
     def _tag(self, op: Op) -> dict[str, Any]:

@@ -53,7 +53,9 @@ from runner.providers.http import (
 )
 from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode
-from runner.studio import media
+from runner.studio import edit
+from runner.studio.ffmpeg import MediaError
+from runner.studio.probe import probe
 
 log = logging.getLogger("sunoflow")
 
@@ -515,18 +517,18 @@ class NewApiProvider:
         head = work / "head.wav"
         tracks = []
         try:
-            await anyio.to_thread.run_sync(lambda: media.trim(src, head, start=0.0, end=at))
+            await anyio.to_thread.run_sync(lambda: edit.trim(src, head, start=0.0, end=at))
             for n, part in enumerate(parts):
                 cont = work / f"continuation{n}{suffix(part['audio_url'], '.mp3')}"
                 await self._download(op, part["audio_url"], cont)
                 out = work / f"whole{n}.mp3"
-                await anyio.to_thread.run_sync(media.concat, [head, cont], out)
-                info = await anyio.to_thread.run_sync(media.probe, out)
+                await anyio.to_thread.run_sync(edit.concat, [head, cont], out)
+                info = await anyio.to_thread.run_sync(probe, out)
                 # The whole song exists only here: it has no URL of its own. Its ids stay
                 # the continuation's, which is what the relay can continue further.
                 tracks.append({**part, "duration": round(info.duration, 3), "audio_url": None,
                                "file": Produced(out)})
-        except media.MediaError as exc:
+        except MediaError as exc:
             raise StepError(f"joining the extension locally failed: {exc}",
                             step=op.step) from exc
         return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})

@@ -58,6 +58,7 @@ from runner.providers.http import (
 )
 from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, custom_mode
+from runner.studio.textgen import lrc
 
 V1 = "/api/v1"
 MUSIC_INFO = f"{V1}/generate/record-info"
@@ -468,7 +469,7 @@ class SunoApiProvider:
              "end": float(w.get("endS") or 0.0)} for w in aligned]
         path = op.workdir / "lyrics.lrc"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(sunoapi_answers.lrc(words), encoding="utf-8")
+        path.write_text(lrc(words), encoding="utf-8")
         return Result({"words": [{**w, "word": " ".join(w["word"].split())} for w in words
                                  if w["word"].strip()], "lrc": Produced(path)})
 

@@ -106,27 +106,6 @@ def _cover_flag(raw: Any) -> int:
         return 0
 
 
-def _lrc_time(seconds: float) -> str:
-    minutes, rest = divmod(max(0.0, seconds), 60)
-    return f"[{int(minutes):02d}:{rest:05.2f}]"
-
-
-def lrc(words: list[dict[str, Any]]) -> str:
-    """Line-timed LRC from aligned words: a new line where a word starts one (its text
-    carries a newline) or after eight words."""
-    lines: list[tuple[float, list[str]]] = []
-    for w in words:
-        text = str(w["word"])
-        starts_line = not lines or "\n" in text or len(lines[-1][1]) >= 8
-        clean = " ".join(text.split())
-        if not clean:
-            continue
-        if starts_line:
-            lines.append((float(w["start"]), []))
-        lines[-1][1].append(clean)
-    return "".join(f"{_lrc_time(t)}{' '.join(ws)}\n" for t, ws in lines)
-
-
 def fail(op: Op, task_id: str, status: str, data: dict[str, Any]) -> TaskFailed:
     code, msg = data.get("errorCode"), str(data.get("errorMessage") or "")
     refunded = _refunded(code, msg)

@@ -14,7 +14,7 @@ comments and layout, and its diff in a pull request is one line per choice. `run
 `status`, `reroll` and `review` read it through `recipe.load`; the plan applies each
 choice to its instance as if the step said `take: N` for that song only (runner.plan.expand), so
 a choice reruns only the free steps after it (a take is applied when read, never part of
-the key of the step that made it: runner.engine.core.apply_take).
+the key of the step that made it: runner.plan.scopes.apply_take).
 """
 
 from __future__ import annotations

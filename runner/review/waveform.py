@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from runner.studio.media import _child_env, _input, ffmpeg_exe
+from runner.studio.ffmpeg import child_env, ffmpeg_exe, input_args
 
 SIZE = "640x96"
 COLOUR = "0x2f5d8a"  # the page's take colour; the picture is decoration, not information
@@ -33,11 +33,11 @@ def make(state_dir: Path, audio: Path) -> Path | None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part.png")
         cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               *_input(audio), "-filter_complex",
+               *input_args(audio), "-filter_complex",
                f"aformat=channel_layouts=mono,showwavespic=s={SIZE}:colors={COLOUR}:scale=sqrt:filter=peak",
                "-frames:v", "1", str(tmp)]
         try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=60, env=_child_env())
+            subprocess.run(cmd, check=True, capture_output=True, timeout=60, env=child_env())
         except (subprocess.SubprocessError, OSError):
             tmp.unlink(missing_ok=True)
             return None

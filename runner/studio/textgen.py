@@ -1,17 +1,19 @@
-"""Deterministic text for the offline studio: lyrics, titles, style prompts, word timings.
+"""Deterministic text for the offline studio: lyrics, titles, style prompts, word timings;
+and the one LRC writer (:func:`lrc`), which the providers of services use too.
 
 The local provider answers the text-producing step types (``lyrics``, ``boost_style``,
 ``timestamped_lyrics``) with these functions. Everything is a pure function of its
-arguments: the choices come from a sha256 of the input, never from ``random`` or the clock,
-so the same recipe gives the same words on every machine.
+arguments: the choices come from :mod:`runner.studio.dice` keyed by the input, never from
+``random`` or the clock, so the same recipe gives the same words on every machine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
+
+from runner.studio.dice import Dice
 
 MAX_STYLE_CHARS = 999  # the services take fewer than 1000
 MAX_TITLE_CHARS = 60
@@ -186,26 +188,6 @@ class Word(TypedDict):
     end: float
 
 
-def _digest(*parts: str) -> bytes:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
-
-
-class _Picker:
-    """Deterministic choices from a sha256 stream (counter mode)."""
-
-    def __init__(self, *parts: str) -> None:
-        self._key = _digest(*parts)
-        self._counter = 0
-
-    def index(self, n: int) -> int:
-        self._counter += 1
-        block = hashlib.sha256(self._key + self._counter.to_bytes(8, "big")).digest()
-        return int.from_bytes(block[:8], "big") % n
-
-    def pick(self, items: Sequence[str]) -> str:
-        return items[self.index(len(items))]
-
-
 def _keywords(prompt: str) -> list[str]:
     """Content phrases of ``prompt`` in order of first appearance, lower case: runs of
     content words, cut into pairs ("first light over the harbour" gives "first light"
@@ -234,7 +216,7 @@ def _fill(template: str, a: str, b: str) -> str:
 def title_from(prompt: str) -> str:
     """A short title from the prompt's content words (at most 60 characters)."""
     words = _keywords(prompt) or list(_FALLBACK_WORDS)
-    pick = _Picker("title", prompt)
+    pick = Dice("title", prompt)
     a = words[0]
     b = words[1] if len(words) > 1 else pick.pick(_FALLBACK_WORDS)
     if b == a:
@@ -259,13 +241,13 @@ def lyrics(prompt: str, *, variants: int = 2) -> list[dict[str, str]]:
     words = _keywords(prompt) or list(_FALLBACK_WORDS)
     out = []
     for variant in range(variants):
-        pick = _Picker("lyrics", prompt, str(variant))
+        pick = Dice("lyrics", prompt, str(variant))
 
-        def word(pick: _Picker = pick) -> str:
+        def word(pick: Dice = pick) -> str:
             return pick.pick(words)
 
         def section(
-            pool: Sequence[str], n: int, first: str | None = None, pick: _Picker = pick
+            pool: Sequence[str], n: int, first: str | None = None, pick: Dice = pick
         ) -> list[str]:
             chosen: list[str] = []
             # Distinct templates within a section; pools are larger than n.
@@ -305,7 +287,7 @@ def boost_style(content: str) -> str:
     key, instrumentation, vocals, mood and production, under 1000 characters."""
     base = " ".join(content.split())
     low = base.lower()
-    pick = _Picker("style", base)
+    pick = Dice("style", base)
     tokens = set(_WORD_RE.findall(low))
     genre = next((g for g in _GENRES if g in tokens or (g == "hip" and "hip-hop" in low)), None)
     (lo, hi), instruments, mood = _GENRES[genre] if genre else _DEFAULT_GENRE
@@ -388,11 +370,28 @@ def _stamp(seconds: float) -> str:
     return f"[{minutes:02d}:{centis // 100:02d}.{centis % 100:02d}]"
 
 
-def lrc(words: Sequence[Mapping[str, Any]], text: str) -> str:
-    """LRC lyrics: one ``[mm:ss.xx] line`` per sung line of ``text``, timed by the start of
-    its first word in ``words`` (as :func:`align_words` returns, or a service's aligned
-    words: they are matched to the text in order, ignoring case and punctuation).
-    A line whose words cannot be found takes the time of the line before it."""
+# Without the lyrics' own lines, at most this many of the service's words make a line.
+_WORDS_PER_LINE = 8
+
+
+def lrc(words: Sequence[Mapping[str, Any]], text: str = "") -> str:
+    """LRC lyrics: one ``[mm:ss.xx]line`` per sung line, timed by the start of its first
+    word; the one LRC writer (the local provider and the services' aligned words).
+
+    The lines are those of ``text``, the lyrics as written (section tags such as
+    ``[Chorus]`` and blank lines dropped); ``words`` (as :func:`align_words` returns, or a
+    service's aligned words) are matched to it in order, ignoring case and punctuation,
+    and a line whose words cannot be found takes the time of the line before it. Without
+    a ``text`` that has a sung line, the lines come from the words themselves: a line
+    break inside a word ends a line, at most eight words make one, and a line that is
+    only a section tag is dropped. A time is rounded to whole hundredths before it is
+    split into minutes and seconds, so 59.996 s is ``[01:00.00]``, never ``[00:60.00]``.
+    """
+    rows = _rows_from_text(words, text) if _lyric_lines(text) else _rows_from_words(words)
+    return "".join(f"{_stamp(when)}{line}\n" for when, line in rows)
+
+
+def _rows_from_text(words: Sequence[Mapping[str, Any]], text: str) -> list[tuple[float, str]]:
     stream = [(_norm(str(w["word"])), float(w["start"])) for w in words if _norm(str(w["word"]))]
     pos = 0
     last = 0.0
@@ -413,5 +412,23 @@ def lrc(words: Sequence[Mapping[str, Any]], text: str) -> str:
             pos += len(tokens)
         if when is not None:
             last = max(last, when)
-        out.append(f"{_stamp(last)}{line.strip()}")
-    return "\n".join(out) + ("\n" if out else "")
+        out.append((last, line.strip()))
+    return out
+
+
+def _rows_from_words(words: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    rows: list[tuple[float, list[str]]] = []
+    new_line = True
+    for w in words:
+        # "[Verse]\nWaking ": the text before a break ends a line, the rest starts one.
+        for k, piece in enumerate(str(w["word"]).split("\n")):
+            new_line = new_line or k > 0
+            clean = " ".join(piece.split())
+            if not clean:
+                continue
+            if new_line or len(rows[-1][1]) >= _WORDS_PER_LINE:
+                rows.append((float(w["start"]), []))
+                new_line = False
+            rows[-1][1].append(clean)
+    lines = [(when, " ".join(ws)) for when, ws in rows]
+    return [(when, line) for when, line in lines if not _TAG_RE.match(line)]
