@@ -24,7 +24,7 @@ import httpx
 KEY = "sk-bench-album"
 RATE_REQUESTS = 20  # the service's limit: 20 requests per 10 s (REFERENCE 1.3)
 RATE_SECONDS = 10.0
-POLL_INTERVAL = 10.0  # sunoflow's defaults (runner.recipe.load.Provider), in model seconds
+POLL_INTERVAL = 10.0  # sunoflow's defaults (runner.recipe.model.Provider), in model seconds
 MAX_POLL_INTERVAL = 60.0
 SEED = 7
 

@@ -103,7 +103,7 @@ def child(args: list[str], out: Path, mode: str) -> int:
     import tracemalloc
 
     from runner.cli.main import main
-    from runner.engine import core as engine_mod
+    from runner.engine import scheduler as engine_mod
 
     frames = MODES[mode]
     held: dict[str, Any] = {}

@@ -386,6 +386,11 @@ class Poller:
     known, a task polls first at their median, then at rising quantiles (75 %, 87.5 %, ...),
     never more than a tenth of the median (or `max_interval`) apart: one or two polls for
     most tasks, and a late one is found late by a small fraction of the usual duration.
+    Three refinements (issue 21, measured in docs/BENCHMARKS.md): the brackets of the
+    first durations, learned while tasks took turns, are narrowed by the other tasks'
+    probes (`_floor`); a task past every duration seen looks next at the brackets' upper
+    edges; and a task of a new family is also polled once at its `prior` (the defaults'
+    figure scaled to the run's pace) once another family is learned.
 
     The first stage. A task whose dependants can start from its first track (engine rule
     7) gets one more poll, aimed at when that stage is expected (`wait_first`): the median
@@ -397,9 +402,21 @@ class Poller:
     """
 
     def __init__(self, interval: float, max_interval: float, clock: Clock, *,
-                 family: Callable[[str], str] = lambda op: op) -> None:
+                 family: Callable[[str], str] = lambda op: op,
+                 expected: Callable[[str], float] = lambda op: 0.0) -> None:
         self.interval, self.max_interval, self.clock = interval, max_interval, clock
         self.family = family
+        # The defaults' seconds an operation usually takes (runner.steps: `expected`; 0:
+        # none), for the prior of a family nothing is known about yet (`prior`).
+        self.expected = expected
+        self.defaults: dict[str, float] = {}  # family -> the defaults' seconds
+        # Ages at which probes found a family's tasks running while nothing was known of
+        # it, and when its first duration was learned (clock): see `_floor`.
+        self.probed: dict[str, deque[float]] = {}
+        self.learned_at: dict[str, float] = {}
+        # The upper edges of the brackets the durations were taken from ("done by then"):
+        # where to look next once a task has outlived every duration seen (`wait`).
+        self.upper: dict[str, deque[float]] = {}
         self.seen: dict[str, deque[float]] = {}
         self.first_seen: dict[str, deque[float]] = {}  # family -> when first stages came
         self.turn: dict[str, float] = {}  # family -> when its next probe is due
@@ -419,6 +436,34 @@ class Poller:
         d = self.durations(op)
         return d[min(len(d) - 1, int(q * len(d)))] if d else None
 
+    def prior(self, op: str) -> float | None:
+        """What a task of `op` is expected to take while nothing is known of its family:
+        the defaults' figure (`expected`) scaled by how the families already learned in
+        this run compare with theirs (the geometric mean of learned median / default, as
+        runner.priority does, weighted by the durations behind each median). None when
+        no family is learned yet, or `op` has no figure: the defaults alone say nothing
+        of the service's pace (a fake at a tenth of the time, a slow day)."""
+        base = self.expected(op)
+        if base <= 0:
+            return None
+        logs, weights = 0.0, 0
+        for fam, seen in self.seen.items():
+            default = self.defaults.get(fam, 0.0)
+            if seen and default > 0:
+                # Weighted by the durations behind each median: the first family is
+                # often learned from one probe of a short task, whose bracket is as wide
+                # as the interval (measured: lyrics of ~10 s learned as 17.7 s).
+                d = sorted(seen)
+                logs += len(d) * math.log(max(d[len(d) // 2], 1e-9) / default)
+                weights += len(d)
+        return base * math.exp(logs / weights) if weights else None
+
+    def saw_running(self, op: str, age: float) -> None:
+        """A poll sent `age` seconds after its task's submission found it running."""
+        fam = self.family(op)
+        if not self.seen.get(fam):
+            self.probed.setdefault(fam, deque(maxlen=WINDOW)).append(age)
+
     def learn(self, op: str, lo: float | None, hi: float, planned: bool = True,
               waited: float = 0.0) -> None:
         """A task of `op` was last seen running `lo` seconds after its submission (None:
@@ -430,11 +475,34 @@ class Poller:
         learning from it would make every later poll later still (the wait of polls behind
         more urgent requests, runner.engine.priority, is no part of the task's duration)."""
         fam = self.family(op)
-        guess = self._sample(op, lo, hi, planned, waited)
+        self._default(op)
+        guess = self._sample(op, self._floor(fam, lo, hi), hi, planned, waited)
         if guess is not None:
             self.version += 1
             self.seen.setdefault(fam, deque(maxlen=WINDOW)).append(guess)
+            self.upper.setdefault(fam, deque(maxlen=WINDOW)).append(hi)
+            self.learned_at.setdefault(fam, self.clock.now())
         self.learned.setdefault(fam, anyio.Event()).set()
+
+    def _default(self, op: str) -> None:
+        fam = self.family(op)
+        self.defaults[fam] = max(self.defaults.get(fam, 0.0), self.expected(op))
+
+    def _floor(self, fam: str, lo: float | None, hi: float) -> float | None:
+        """The lower edge of a duration's bracket, raised by what the probes saw. While a
+        family is unknown its tasks take turns, so a task's own last "running" is a probe
+        up to a cohort's worth of intervals old, and the midpoint of (lo, hi] is biased
+        low (measured: ~140 s learned for 150 s tasks, and every extend polled ~12 s
+        late). The other tasks probed meanwhile bound it better: the latest age at which
+        one was seen running, below `hi`. Only for a bracket that opened while nothing
+        was known (a first poll before the first duration; a `lo` seen before it): once
+        durations are known, samples keep their own edges, and the estimate its balance
+        (see DONE_AT_FIRST)."""
+        at = self.learned_at.get(fam)
+        if at is not None and (lo is None or self.clock.now() - (hi - lo) >= at):
+            return lo
+        below = [a for a in self.probed.get(fam, ()) if a < hi and (lo is None or a > lo)]
+        return max(below) if below else lo
 
     def _sample(self, op: str, lo: float | None, hi: float, planned: bool,
                 waited: float) -> float | None:
@@ -490,11 +558,20 @@ class Poller:
         sent late because the task waited for others to learn or was resumed late: only
         then does finding the task done at once say something about how long it took."""
         fam = self.family(op)
+        self._default(op)
         queued = False  # it waited in line while its family was learned by another's probe
         if not self.seen.get(fam):
             # Nothing known: the family's tasks take turns, first come first served, and a
             # task that was just probed goes to the back of the line. The first probe is one
             # interval after the first submission; each probe moves the turn on.
+            # Besides its turns, a task of a new family polls once when the defaults,
+            # scaled to this run's pace (`prior`), say it is about done, once another
+            # family is learned (measured: WAV took turns from zero knowledge, ~10 s late
+            # a step). At most one poll more a task; the turns go on as before, so a prior
+            # that is wrong costs that poll and nothing else.
+            prior = self.prior(op)
+            mine = t0 + prior if prior is not None and prior > self.clock.now() - t0 \
+                else None
             me = object()
             line = self.line.setdefault(fam, deque())
             line.append(me)
@@ -502,13 +579,18 @@ class Poller:
                 while not self.seen.get(fam):
                     now = self.clock.now()
                     due = self.turn.setdefault(fam, t0 + self.interval)
+                    if mine is not None and now >= mine:
+                        # (No probe of the family at the same moment: the turn moves on.)
+                        self.turn[fam] = max(due, now + self.interval / 5)
+                        return True  # placed by the prior: finding it done teaches
                     if now >= due and line[0] is me:
                         self.turn[fam] = now + self.interval
                         return True  # a probe: finding its task done teaches as usual
                     if due_in is not None:  # for the progress view: its turn, at the soonest
                         due_in(max(0.0, due - now) + self.interval * line.index(me))
+                    nap = max(due - now, self.interval / 5)
                     await sleep_or(self.clock, self.learned.setdefault(fam, anyio.Event()),
-                                   max(due - now, self.interval / 5))
+                                   nap if mine is None else min(nap, mine - now))
             finally:
                 line.remove(me)
             queued = True
@@ -531,7 +613,16 @@ class Poller:
         elif at > elapsed:
             due = min(at, elapsed + gap)
         else:
-            due = elapsed + gap  # later than every duration seen: poll every `gap`
+            # Later than every duration seen: poll every `gap`, or sooner where the tasks
+            # seen were all done by (the median of the upper edges of their brackets
+            # still ahead). A duration is a midpoint, so with little spread every one of
+            # them can lie just short of the truth (measured: fixed 150 s tasks learned
+            # as ~149 s, each found running at its first poll and done a whole `gap`,
+            # 15 s, later).
+            due = elapsed + gap
+            ahead = sorted(h for h in self.upper.get(fam, ()) if elapsed < h < due)
+            if ahead:
+                due = ahead[len(ahead) // 2]
         # (Later polls are not spread out while requests queue for the rate limit: there
         # submits go first (runner.engine.priority), so a poll takes no submission's place.)
         least = self.interval / 5 if n and not queued else 0.0

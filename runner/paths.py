@@ -166,7 +166,7 @@ def content_hashes(inputs: dict[str, Any], roots: Roots,
     """The sha256 of every local file a step's inputs name, by where it is named
     (`{"audio": "<sha>", "clips.1.file": ...}`): what enters the step's key, so that a
     file replaced under the same name reruns what reads it (DESIGN 5). Files in the state
-    store are left out: their path already is their content hash (plan.canonical). A file
+    store are left out: their path already is their content hash (plan.keys.canonical). A file
     that is not there hashes as "missing" (the step then fails when it reads it). `memo`
     (per run) holds each file's hash by identity, size and modification time, so a large
     file read by many steps is read once."""

@@ -1,5 +1,5 @@
 """Files an album entry reads are checked before anything is paid where their values are
-known before the run (runner.plan.build._static_album_paths), not only at export."""
+known before the run (runner.plan.unit._static_album_paths), not only at export."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from runner.pacing import FakeClock
 from runner.providers import First, Op, Result, Streams
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
 from runner.providers.sunoapi_answers import read_music
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
 pytestmark = pytest.mark.anyio

@@ -25,7 +25,7 @@ from runner.pacing import FakeClock
 from runner.providers import download
 from runner.providers.download import DownloadRejected, LinkExpired
 from runner.providers.http import ApiClient, http_failure
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.store.journal import Store
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).

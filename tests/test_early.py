@@ -24,6 +24,7 @@ from runner.fake import FakeServer
 from runner.pacing import SEND_CHECK, FakeClock
 from runner.providers.http import ApiClient
 from runner.recipe import load as recipes
+from runner.recipe.model import mode_of
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
 pytestmark = pytest.mark.anyio
@@ -71,7 +72,7 @@ def test_only_a_definite_answer_reads_as_a_refusal_for_being_early(exc: Provider
 
 
 def test_modes_and_hosts() -> None:
-    assert [early.mode_of(v) for v in ("auto", True, False)] == ["auto", "always", "never"]
+    assert [mode_of(v) for v in ("auto", True, False)] == ["auto", "always", "never"]
     assert early.host_of("HTTP://API.Example.org/") == "http://api.example.org"
     assert early.host_of("https://relay.example/v1/") == "https://relay.example/v1"
 

@@ -24,7 +24,9 @@ import pytest
 from doubles import Quiet
 from waiting import until
 
-from runner.engine.core import Engine, Options, pin_first
+from runner.engine.files import pin_first
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.fake import FakeServer
 from runner.pacing import DONE_AT_FIRST, FakeClock
 from runner.plan.build import build
@@ -386,7 +388,7 @@ async def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list
     store = Store(tmp / "state").open()
     clock = FakeClock()
     prov = Staged(clock)
-    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
                  Options(state_dir=tmp / "state", clock=clock, handle_signals=False),
                  PlainProgress(quiet=True))
     for _ in range(9):

@@ -6,7 +6,8 @@ not a mock: each test asserts on that ledger, which is what a user pays for.
 
 from __future__ import annotations
 
-import textwrap
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import anyio
 import pytest
 from doubles import Quiet, finished
 
-from runner.engine.core import Engine, Options
+from runner.engine.records import Counts, Options, StepRecord
+from runner.engine.scheduler import Engine
 from runner.errors import (
     AuthError,
     CreditsError,
@@ -103,24 +105,36 @@ class ScriptedProvider(Quiet):
         return finished(op, task_id, op.inputs.get("prompt", "la"))
 
 
+@dataclass(frozen=True)
+class Ran:
+    """One engine run as these tests read it: what `Engine.run` returned and the engine's
+    typed records of it."""
+
+    status: str  # succeeded | failed | interrupted
+    records: dict[str, StepRecord]
+    counts: Counts
+    stop_reason: str | None
+    slept: list[float]  # every sleep of the run's FakeClock (backoffs, Retry-After)
+
+
 # The scripted tasks run for as long as a test needs, on a fake clock that jumps ahead while
 # every task waits: the default deadlines (runner.engine.deadlines) are lifted, and the tests of
 # deadlines set a step's `timeout`.
 async def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
-                     **opts: Any) -> Engine:
+                     **opts: Any) -> Ran:
     path = tmp_path / "r.yaml"
     tmp_path.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     path.write_text(RECIPE % step_extra)
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
+    clock = FakeClock()
     # Every step here is remote; the local slot is never used.
-    providers = {"local": provider, "sunoapi": provider}
-    eng = Engine(plan, store, providers,  # type: ignore[dict-item]
-                 Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False,
+    eng = Engine(plan, store, {"local": provider, "sunoapi": provider},
+                 Options(state_dir=tmp_path / "state", clock=clock, handle_signals=False,
                          **opts), PlainProgress(quiet=True))
-    eng.status = await eng.run()  # type: ignore[attr-defined]
+    status = await eng.run()
     store.close()
-    return eng
+    return Ran(status, eng.records, eng.counts, eng.stop_reason, clock.slept)
 
 
 def submitted(ledger: Ledger, step: str) -> int:
@@ -130,7 +144,7 @@ def submitted(ledger: Ledger, step: str) -> int:
 async def test_each_instance_is_submitted_once_and_a_second_run_submits_nothing(tmp_path: Path):
     ledger = Ledger()
     eng = await run_engine(tmp_path, ScriptedProvider(ledger))
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
     assert len(ledger.created) == 6
     assert eng.counts.submissions == 6
     again = Ledger()
@@ -144,17 +158,17 @@ async def test_transient_submit_errors_are_retried_without_a_new_task(tmp_path: 
     prov = ScriptedProvider(ledger, {"song[1]": [TransientError("430", retry_after=7.0),
                                                  TransientError("connect refused")]})
     eng = await run_engine(tmp_path, prov)
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
     assert submitted(ledger, "song[1]") == 1
     assert eng.records["song[1]"].attempts == 1
-    assert 7.0 in eng.clock.slept  # type: ignore[attr-defined]  # Retry-After honoured
+    assert 7.0 in eng.slept  # Retry-After honoured
 
 
 async def test_possibly_submitted_is_counted_and_resubmitted_by_default(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("HTTP 504")]})
     eng = await run_engine(tmp_path, prov)
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
     assert submitted(ledger, "song[0]") == 2  # the lost one, and the resubmission
     assert eng.counts.possibly_submitted == 1
 
@@ -163,7 +177,7 @@ async def test_no_resubmit_uncertain_stops_instead(tmp_path: Path):
     ledger = Ledger()
     prov = ScriptedProvider(ledger, {"song[0]": [PossiblySubmitted("read timeout")]})
     eng = await run_engine(tmp_path, prov, resubmit_uncertain=False)
-    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.status == "failed"
     assert submitted(ledger, "song[0]") == 1
     assert "not resubmitting" in (eng.records["song[0]"].error or "")
 
@@ -173,7 +187,7 @@ async def test_a_failed_task_is_not_resubmitted_without_retry(tmp_path: Path):
     prov = ScriptedProvider(ledger, poll_script={
         "song[2]": [TaskFailed("GENERATE_AUDIO_FAILED")]})
     eng = await run_engine(tmp_path, prov, keep_going=True)
-    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.status == "failed"
     assert submitted(ledger, "song[2]") == 1
     assert eng.records["song[2]"].status == "failed"
     assert eng.records["song[0]"].status == "succeeded"  # keep-going finished the others
@@ -184,7 +198,7 @@ async def test_retry_pays_for_another_try_only_when_asked(tmp_path: Path):
     prov = ScriptedProvider(ledger, poll_script={
         "song[2]": [TaskFailed("SENSITIVE_WORD_ERROR")]})
     eng = await run_engine(tmp_path, prov, step_extra="retry: 1")
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
     assert submitted(ledger, "song[2]") == 2
 
 
@@ -193,7 +207,7 @@ async def test_a_refunded_failure_is_resubmitted_for_free(tmp_path: Path):
     prov = ScriptedProvider(ledger, poll_script={
         "song[0]": [TaskFailed("531 failed, refunded", refunded=True)]})
     eng = await run_engine(tmp_path, prov)
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
     assert submitted(ledger, "song[0]") == 2
 
 
@@ -204,7 +218,7 @@ async def test_auth_and_credit_errors_stop_every_new_submission(tmp_path: Path, 
     # The service answers words[0] with the error; nothing else may be submitted after it.
     prov = ScriptedProvider(ledger, {"words[0]": [exc]})
     eng = await run_engine(tmp_path, prov, keep_going=True, concurrency=1)
-    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.status == "failed"
     assert eng.stop_reason
     assert str(exc) in eng.stop_reason
     assert len(ledger.created) == 1
@@ -215,7 +229,7 @@ async def test_fail_fast_stops_submitting_but_keep_going_finishes_branches(tmp_p
     ledger = Ledger()
     prov = ScriptedProvider(ledger, poll_script={"words[0]": [TaskFailed("failed")]})
     eng = await run_engine(tmp_path / "a", prov, concurrency=1)
-    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.status == "failed"
     assert eng.records["song[0]"].status == "skipped"
     assert submitted(ledger, "song[1]") == 0
     ledger2 = Ledger()
@@ -237,7 +251,7 @@ async def test_resume_polls_a_recorded_task_and_never_resubmits_it(tmp_path: Pat
     ledger2 = Ledger()
     prov2 = ScriptedProvider(ledger2)
     eng2 = await run_engine(tmp_path, prov2, step_extra="timeout: 30")
-    assert eng2.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng2.status == "succeeded"
     assert ledger2.created == []
     assert eng2.records["song[1]"].task_ids == first
 
@@ -284,7 +298,7 @@ async def test_max_credits_refuses_to_submit_past_the_budget(tmp_path: Path):
     ledger = Ledger()
     # lyrics cost 1 credit each by default, generate 12: 3 + 12 fits, the second song not.
     eng = await run_engine(tmp_path, ScriptedProvider(ledger), max_credits=20, concurrency=1)
-    assert eng.status == "failed"  # type: ignore[attr-defined]
+    assert eng.status == "failed"
     assert len(ledger.created) == 4
     assert "--max-credits" in (eng.stop_reason or "")
 
@@ -292,14 +306,25 @@ async def test_max_credits_refuses_to_submit_past_the_budget(tmp_path: Path):
 async def test_journal_survives_a_torn_last_line(tmp_path: Path):
     await run_engine(tmp_path, ScriptedProvider(Ledger()))
     journal = tmp_path / "state" / "journal.jsonl"
+    torn = b'{"v":1,"e":"intent","key":"abc","step":"song[0]"'
     with journal.open("ab") as f:
-        f.write(b'{"v":1,"e":"intent","key":"abc","step":"song[0]"')  # killed mid-write
+        f.write(torn)  # killed mid-write
+    # The next run writes after the torn line (--force pays for song again): each of its
+    # events must be a line of its own, not glued onto the torn one.
     ledger = Ledger()
-    eng = await run_engine(tmp_path, ScriptedProvider(ledger))
-    assert ledger.created == []
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
-    lines = journal.read_bytes().split(b"\n")
-    assert all(line == b"" or line.startswith(b"{") for line in lines)
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger), force={"song"})
+    assert eng.status == "succeeded"
+    assert submitted(ledger, "song[0]") == 1
+    lines = [line for line in journal.read_bytes().split(b"\n") if line]
+    assert torn in lines  # left alone, on its own line
+    for line in lines:
+        if line != torn:
+            json.loads(line)  # every other line is a whole event
+    # And a third run reads those events: everything is done, nothing is paid again.
+    again = Ledger()
+    eng3 = await run_engine(tmp_path, ScriptedProvider(again))
+    assert again.created == []
+    assert {r.status for r in eng3.records.values()} == {"cached"}
 
 
 def test_newer_state_format_is_refused(tmp_path: Path):
@@ -311,8 +336,15 @@ def test_newer_state_format_is_refused(tmp_path: Path):
         Store(tmp_path / "state").open()
 
 
-def test_recipe_text_helper_is_valid():
-    assert "for_each" in textwrap.dedent(RECIPE)
+def test_the_recipe_these_tests_share_plans_three_lyrics_and_three_songs(tmp_path: Path):
+    # The counts the tests above assert (6 tasks, song[i] reading words[i]) rest on this.
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE % "")
+    plan = planner.build(recipes.load(path))
+    assert sorted(i.id for i in plan.steps()) == [
+        "song[0]", "song[1]", "song[2]", "words[0]", "words[1]", "words[2]"]
+    assert [plan.instances[f"song[{i}]"].deps for i in range(3)] == [
+        ("words[0]",), ("words[1]",), ("words[2]",)]
 
 
 async def test_a_service_that_never_answers_a_submit_is_not_paid_without_bound(tmp_path: Path):
@@ -331,7 +363,7 @@ async def test_concurrency_bounds_submits_not_tasks_running_at_the_service(tmp_p
     prov = ScriptedProvider(Ledger(), poll_script={
         f"words[{i}]": ["until_all_submitted"] for i in range(3)})
     eng = await run_engine(tmp_path, prov, concurrency=1)
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
     in_flight = peak = 0
     for kind, _step in prov.events:
         in_flight += 1 if kind == "submit" else -1
@@ -351,7 +383,7 @@ async def test_a_queued_instance_whose_key_is_in_flight_gives_its_place_back(tmp
     store = Store(tmp_path / "state").open()
     ledger = Ledger()
     prov = ScriptedProvider(ledger)
-    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
                  Options(state_dir=tmp_path / "state", clock=FakeClock(), concurrency=1,
                          handle_signals=False), PlainProgress(quiet=True))
 

@@ -27,7 +27,7 @@ from runner.pacing import FakeClock
 from runner.providers import Op
 from runner.providers.newapi import NewApiProvider
 from runner.providers.sunoapi import ENDPOINTS, SunoApiProvider
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,7 @@ import pytest
 from runner.pacing import FakeClock
 from runner.providers.http import ApiClient, files_client
 from runner.providers.httpclient import CachedStream, async_client, cheap_pool_checks, is_readable
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
 pytestmark = pytest.mark.anyio

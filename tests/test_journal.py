@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from test_engine import RECIPE, Ledger, ScriptedProvider, run_engine, submitted
 
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import JournalError, TaskFailed
 from runner.pacing import FakeClock
 from runner.plan import build as planner
@@ -59,7 +60,7 @@ async def test_a_line_of_the_wrong_shape_is_skipped_with_its_line_number(tmp_pat
     ledger = Ledger()
     eng = await run_engine(tmp_path, ScriptedProvider(ledger))
     assert ledger.created == []
-    assert eng.status == "succeeded"  # type: ignore[attr-defined]
+    assert eng.status == "succeeded"
 
 
 def test_a_wrong_line_is_reported_by_the_cli_and_the_run_goes_on(tmp_path: Path):
@@ -104,7 +105,7 @@ def engine_with(tmp_path: Path, store: Store, provider: ScriptedProvider,
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE % "")
     plan = planner.build(recipes.load(path))
-    return Engine(plan, store, {"local": provider, "sunoapi": provider},  # type: ignore[dict-item]
+    return Engine(plan, store, {"local": provider, "sunoapi": provider},
                   Options(state_dir=store.root, clock=FakeClock(), handle_signals=False,
                           concurrency=1), PlainProgress(stream=out))
 

@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.engine.core import instance_key
 from runner.fake import FakeServer
-from runner.recipe.load import Provider
+from runner.plan.scopes import instance_key
+from runner.recipe.model import Provider
 
 KEY = "sk-ledger-test-31"
 RECIPE = """\

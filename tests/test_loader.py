@@ -3,6 +3,8 @@ and values that must load unchanged."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runner.recipe import source
@@ -84,3 +86,30 @@ def test_dotted_chains_read_like_spaced_ones() -> None:
     for src in ("{{ steps.song._x }}", "{{ steps . song . _x }}"):
         with pytest.raises(TemplateError, match="attribute '_x'"):
             compile_template(src)
+
+
+def test_the_language_does_not_plan_and_check_adds_the_plan(tmp_path: Path) -> None:
+    """recipe.load reads and freezes: with a schema error it reports that alone, however
+    broken the references are. The plan's check (load, then plan) adds the plan's findings
+    in what did parse, in the recipe that is run and in a callee it loads alike."""
+    from runner.errors import RecipeError
+    from runner.plan import build as planner
+    from runner.recipe import load as recipe
+
+    (tmp_path / "inner.yaml").write_text(
+        "version: 1\nbogus: 1\nsteps:\n  w:\n    uses: lyrics\n"
+        "    with: {prompt: \"{{ vars.nope }}\"}\n")
+    (tmp_path / "r.yaml").write_text(
+        "version: 1\nname: r\nsteps:\n  a:\n    uses: lyrics\n    retry: 99\n"
+        "    with: {prompt: \"{{ steps.missing.text }}\"}\n  b:\n    uses: ./inner.yaml\n")
+    with pytest.raises(RecipeError) as plain:
+        recipe.load(tmp_path / "r.yaml", display="r.yaml")
+    with pytest.raises(RecipeError) as checked:
+        planner.check(tmp_path / "r.yaml", display="r.yaml")
+    said = {d.message for d in plain.value.diagnostics}
+    more = {d.message for d in checked.value.diagnostics} - said
+    assert any("retry must be at most 10" in m for m in said)
+    assert any("unknown key 'bogus'" in m for m in said)
+    assert not any("missing" in m or "nope" in m for m in said)
+    assert any("'missing'" in m for m in more), more  # the plan, in the recipe run
+    assert any("'nope'" in m for m in more), more  # the plan, in the callee

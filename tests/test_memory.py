@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import run as run_mod
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.plan import build as planner
 from runner.providers import registry as providers
 from runner.recipe import load as recipes

@@ -9,7 +9,6 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.engine.core import _pace
 from runner.pacing import (
     AHEAD,
     DONE_AT_FIRST,
@@ -21,6 +20,7 @@ from runner.pacing import (
     Slots,
     Urgency,
 )
+from runner.steps.types import pace_of as _pace
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
 pytestmark = pytest.mark.anyio
@@ -533,3 +533,109 @@ async def test_tasks_without_early_dependants_keep_their_schedule():
 
     assert await schedule(True) == await schedule(False)
     assert len(await schedule(True)) == 6
+
+
+
+# -- what is learned of a new family (issue 21) -------------------------------------------
+
+
+def _expected(op: str) -> float:
+    from runner.steps.types import TYPES
+    return TYPES[op].expected if op in TYPES else 0.0
+
+
+def test_a_cohort_that_took_turns_learns_the_bracket_the_probes_drew_not_its_own_stale_one():
+    """Four tasks submitted together at 0, all done at 155 s, one probe per 10 s while
+    nothing is known (task k probed at 10 (k + 1) + 40 j): each task's own last "running"
+    is up to 40 s old, so its midpoint said ~140 s (and every extend then polled ~12 s
+    late). Another task's probe found one running at 150 s: every duration learned is
+    within (150, 160]."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock, family=_pace)
+    last: dict[int, float] = {}
+    for t in range(10, 160, 10):  # probes at 10 ... 150: all running
+        clock.t = float(t)
+        last[(t // 10 - 1) % 4] = float(t)
+        poller.saw_running("generate", float(t))
+    clock.t = 160.0  # task 3's probe finds it done: its own last running was at 120
+    poller.learn("generate", last[3], 160.0)
+    for k in range(3):  # the others, told at once, poll and find theirs done
+        clock.t = 160.5 + k
+        poller.learn("generate", last[k], clock.t)
+    learned = poller.durations("extend")
+    assert len(learned) == 4
+    assert all(150.0 < d <= 163.0 for d in learned), learned
+
+
+def test_once_durations_are_known_samples_keep_their_own_edges():
+    """The probes' floor is for brackets that opened while nothing was known: later
+    samples (a task found done at its first poll; one seen running after the family was
+    learned) are as before, so the estimate keeps its balance (DONE_AT_FIRST)."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    poller.saw_running("lyrics", 50.0)
+    poller.learn("lyrics", None, 60.0)
+    assert poller.durations("lyrics") == [55.0]  # first: within (50, 60]
+    clock.t = 100.0
+    poller.learn("lyrics", None, 60.0)  # found done at its first poll, family known
+    poller.learn("lyrics", 45.0, 60.0)  # its "running" was seen after the first duration
+    poller.saw_running("lyrics", 58.0)  # known now: no floor for anyone
+    assert poller.durations("lyrics") == sorted([55.0, 60.0 * DONE_AT_FIRST, 52.5])
+
+
+async def test_a_new_family_polls_once_at_its_scaled_prior_besides_taking_turns():
+    """Music learned at 0.9 of the defaults' 150 s: a WAV (defaults: 30 s), nothing known
+    of WAV yet, is polled at 0.9 x 30 = 27 s after its submission, besides its turns (one
+    probe per interval for the family, which go on as before: a wrong prior costs that
+    one poll and delays nothing)."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock, family=_pace, expected=_expected)
+    assert poller.prior("convert") is None  # nothing learned: the defaults say nothing
+    for _ in range(5):
+        poller.learn("generate", None, 135.0 / DONE_AT_FIRST)
+    assert poller.prior("convert") == pytest.approx(27.0)
+    assert poller.prior("concat") is None  # no figure in the defaults
+    # A family learned from fewer durations counts for less (lyrics: 10 s by default).
+    poller.learn("lyrics", None, 20.0 / DONE_AT_FIRST)
+    assert poller.prior("convert") == pytest.approx(30.0 * (0.9 ** 5 * 2.0) ** (1 / 6))
+    poller.seen.pop("lyrics")
+
+    async def go() -> None:
+        clock.t = 100.0
+        assert await poller.wait("convert", 100.0, 0) is True
+        assert clock.t == pytest.approx(110.0)  # its turn, as before
+        assert await poller.wait("convert", 100.0, 1) is True
+        assert clock.t == pytest.approx(120.0)  # and the next
+        assert await poller.wait("convert", 100.0, 2) is True
+        assert clock.t == pytest.approx(127.0)  # the prior's poll
+        assert await poller.wait("convert", 100.0, 3) is True
+        assert clock.t == pytest.approx(130.0)  # turns go on; no second prior poll
+        # A prior's poll moves a turn due at that moment on by a fifth of the interval.
+        clock.t, poller.turn["convert"] = 200.0, 227.0
+        assert await poller.wait("convert", 200.0, 0) is True
+        assert clock.t == pytest.approx(227.0)
+        assert poller.turn["convert"] == pytest.approx(229.0)
+
+    await go()
+
+
+async def test_a_task_past_every_duration_looks_next_where_the_tasks_seen_were_all_done():
+    """Fixed 150 s tasks learned as midpoints just short of it, (146, 153] each: a task
+    found running at its first poll (the median, 149.5) polls next at 153, where every
+    task seen was done, not a whole spacing (15 s) later."""
+    clock = FakeClock()
+    poller = Poller(10.0, 60.0, clock)
+    for _ in range(8):
+        poller.learn("generate", 146.0, 153.0)
+    assert poller.estimate("generate") == 149.5
+
+    async def go() -> None:
+        await poller.wait("generate", 0.0, 0)
+        assert clock.t == pytest.approx(149.5)
+        await poller.wait("generate", 0.0, 1)
+        assert clock.t == pytest.approx(153.0)
+        # Past those edges too: every spacing, as before.
+        await poller.wait("generate", 0.0, 2)
+        assert clock.t == pytest.approx(153.0 + 14.95)
+
+    await go()

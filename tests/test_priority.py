@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 from doubles import Quiet, finished
 
-from runner.engine.core import Engine, Options, _pace
 from runner.engine.priority import CriticalPath
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.pacing import PRIORITY, FakeClock, Poller
 from runner.plan import build as planner
 from runner.providers import Op, Result, Submitted
 from runner.recipe import load as recipes
 from runner.report.progress import PlainProgress
 from runner.steps.types import TYPES
+from runner.steps.types import pace_of as _pace
 from runner.store.journal import Store
 
 # The async tests run on each backend of anyio (tests/conftest.py: anyio_backend).
@@ -234,7 +236,7 @@ steps:
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
     rec = Recorder()
-    eng = Engine(plan, store, {"local": rec, "sunoapi": rec},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": rec, "sunoapi": rec},
                  Options(state_dir=tmp_path / "state", clock=FakeClock(), handle_signals=False),
                  PlainProgress(quiet=True))
     assert await eng.run() == "succeeded"

@@ -26,7 +26,7 @@ from runner.fake import FakeServer
 from runner.pacing import FakeClock
 from runner.providers import Fetch, Op, Produced, Result
 from runner.providers.newapi import NewApiProvider
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.types import TYPES
 from runner.studio.probe import probe
 

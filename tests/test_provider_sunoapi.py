@@ -32,7 +32,7 @@ from runner.pacing import PRIORITY, FakeClock, Urgency
 from runner.providers import Fetch, First, Op, Produced, Result, Streams
 from runner.providers.http import PLACEHOLDER_CALLBACK
 from runner.providers.sunoapi import ENDPOINTS, UPLOAD_MAX_AGE, SunoApiProvider
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.types import TYPES
 from runner.store.journal import Store
 from runner.store.uploads import UploadsFile

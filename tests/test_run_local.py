@@ -207,7 +207,7 @@ outputs:
     from: "{{{{ vars.where }}}}"
 """)
     r = sunoflow("run", "r.yaml", cwd=tmp_path)
-    # Known before the run, so refused before it (runner.plan.build._static_album_paths).
+    # Known before the run, so refused before it (runner.plan.unit._static_album_paths).
     assert r.returncode == 2
     assert "outputs[0].from: " in r.stderr
     assert "is not a step's file output (it is known before the run)" in r.stderr

@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.pacing import AHEAD, FakeClock, Slots, Urgency
 from runner.plan import build as planner
 from runner.providers import Op, Submitted
@@ -193,7 +194,7 @@ steps:
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
     local = CountingLocal(Tasks())
-    eng = Engine(plan, store, {"local": local},  # type: ignore[dict-item]
+    eng = Engine(plan, store, {"local": local},
                  Options(state_dir=tmp_path / "state", concurrency=2, handle_signals=False),
                  PlainProgress(quiet=True))
     status = await eng.run()

@@ -18,7 +18,8 @@ from runner.album.tags import write_tags
 from runner.errors import Diagnostic, ExportError, StepError
 from runner.paths import Outside, Roots, replace_copy, replace_text, sha256_file
 from runner.recipe.blame import diagnose
-from runner.recipe.load import OutputFile, Recipe, _kind
+from runner.recipe.messages import kind
+from runner.recipe.model import OutputFile, Recipe
 from runner.recipe.template import TemplateError, compile_template, is_template, render, render_path
 
 AUDIO = (".mp3", ".flac", ".wav", ".m4a")
@@ -61,7 +62,7 @@ def _entries(recipe: Recipe, o: OutputFile, steps: dict[str, Any],
     if not isinstance(items, list):
         raise _Problem(recipe.doc.diag(
             ("outputs", o.index, "for_each"), f"outputs[{o.index}].for_each must give a "
-            f"list; it gives {_kind(items)}",
+            f"list; it gives {kind(items)}",
             "loop over a mapping's pairs with '| dictsort' (item[0] is the name, item[1] "
             "the value)" if isinstance(items, dict) else None))
     return [{**base, "item": it, "index": i} for i, it in enumerate(items)]

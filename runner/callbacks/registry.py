@@ -7,7 +7,7 @@ the engine registers each task it submits (`expect`), waits on it (`wait`) and c
 
 - Only tasks this run submitted are known. The URL's token is new for every run, so a
   task resumed from an earlier run is never called back: it is polled (resume rules of
-  runner.engine.core are unchanged).
+  runner.engine are unchanged).
 - A callback may overtake the answer to its own submit (a fast task, a slow network).
   While a submit is on the wire its task id is unknown, so a body for an unknown task is
   held in a small early buffer (bounded) until the submit returns and `expect` claims it;
@@ -16,7 +16,7 @@ the engine registers each task it submits (`expect`), waits on it (`wait`) and c
   takes the first one that completes or fails the task, and a finished task ignores the
   rest (answered 200, so the service stops retrying).
 - Nothing here decides on money. A failure reported by a callback is confirmed by a poll
-  before the engine acts on it (runner.engine.core `_callback`).
+  before the engine acts on it (runner.engine.poller `_callback`).
 
 Polling remains as a fallback, because a callback can be lost: a task with callbacks is
 polled first at 1.1 times the 90th percentile of the durations this run's callbacks showed

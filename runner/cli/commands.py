@@ -19,13 +19,12 @@ from runner.terminal import plural, safe
 def cmd_status(args: argparse.Namespace) -> int:
     from runner.cli.run import state_dir_of
     from runner.plan import build as planner
-    from runner.recipe import load as recipe
     from runner.store import cache, lock, sync
     from runner.store.journal import Store
     from runner.store.status import resolve
 
-    r = recipe.load(args.recipe, overrides=overrides(args))
-    p = planner.build(r)
+    p = planner.check(args.recipe, overrides=overrides(args))
+    r = p.recipe
     store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
     url = cache.choose(args.cache, r.provider.cache)
     rows = resolve(p, store) if url is None else sync.status_rows(p, store, cache.open_cache(url))
@@ -86,21 +85,22 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_reroll(args: argparse.Namespace) -> int:
     from runner.cli import run
-    from runner.engine.core import Options, forceable, rerun
+    from runner.engine.force import forceable, rerun
+    from runner.engine.records import Options
     from runner.plan import build as planner
-    from runner.recipe import load as recipe
-    from runner.report import plan_table as report
+    from runner.plan.cost import price
+    from runner.recipe.messages import suggest
 
-    r = recipe.load(args.recipe, overrides=overrides(args))
-    p = planner.build(r)
+    p = planner.check(args.recipe, overrides=overrides(args))
+    r = p.recipe
     if not forceable(p, args.step):
         names = p.paths | {i.id for i in p.instances.values() if i.kind in ("step", "leave")}
         raise UsageError(f"no step or step instance '{args.step}' in {args.recipe}"
-                         + (f"; {s}" if (s := recipe.suggest(args.step, names)) else ""))
+                         + (f"; {s}" if (s := suggest(args.step, names)) else ""))
     rows = rerun(p, {args.step})
-    cost = sum(report.price(p, i) for i in rows)
+    cost = sum(price(p, i) for i in rows)
     pending = _unfinished_paid(p, args, {i.id for i in rows})
-    paid = [i.id for i in rows if report.price(p, i) > 0]
+    paid = [i.id for i in rows if price(p, i) > 0]
     print(f"reroll {args.step}: {plural(len(rows), 'step instance')} run again "
           f"({', '.join(_short(sorted({i.path if args.step in p.paths else i.id for i in rows})))}"
           f"), about {cost:g} credits"
@@ -108,7 +108,7 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     if pending:
         print(f"  and {plural(len(pending), 'paid step instance')} not done yet run too "
               f"({', '.join(_short(pending))}), about "
-              f"{sum(report.price(p, p.instances[i]) for i in pending):g} credits more")
+              f"{sum(price(p, p.instances[i]) for i in pending):g} credits more")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("reroll spends credits: confirm with --yes")
@@ -125,7 +125,7 @@ def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> l
     """Paid step instances the reroll's run would submit besides the ones rerolled: those
     the state directory does not hold yet (a reroll runs the whole recipe)."""
     from runner.cli.run import state_dir_of
-    from runner.report import plan_table as report
+    from runner.plan.cost import price
     from runner.store import lock
     from runner.store.journal import Store
     from runner.store.status import resolve
@@ -133,7 +133,7 @@ def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> l
     store = lock.reading(Store(state_dir_of(args.state_dir, p.recipe.path), readonly=True),
                          p.recipe.path)
     known = resolve(p, store) if store.states else {}
-    return [i.id for i in p.steps() if i.id not in rerun_ids and report.price(p, i) > 0
+    return [i.id for i in p.steps() if i.id not in rerun_ids and price(p, i) > 0
             and known.get(i.id, {}).get("status") not in ("done", "missing", "skipped")]
 
 
@@ -142,7 +142,7 @@ def _short(ids: list[str], n: int = 12) -> list[str]:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from runner.recipe import load as recipe
+    from runner.plan import build as planner
     from runner.review.command import main as review
     from runner.store import cache, sync
 
@@ -151,7 +151,7 @@ def cmd_review(args: argparse.Namespace) -> int:
                 *(["--base-url", args.base_url] if args.base_url else []),
                 *(a for v in args.var for a in ("--var", v)),
                 *(a for d in args.allow_path for a in ("--allow-path", d))]
-    url = cache.choose(args.cache, recipe.load(args.recipe, overrides=overrides(args))
+    url = cache.choose(args.cache, planner.load(args.recipe, overrides=overrides(args))
                        .provider.cache)
     if url is not None:
         cli_args += ["--cache", url]  # the page's reroll claims through the same ledger
@@ -163,8 +163,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from runner.cli import run
-    from runner.engine.core import Options
-    from runner.recipe import load as recipe
+    from runner.engine.records import Options
+    from runner.plan import build as planner
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -173,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from runner.callbacks.listener import parse_address
 
         listen = parse_address(args.listen)
-    r = recipe.load(args.recipe, overrides=overrides(args))
+    r = planner.load(args.recipe, overrides=overrides(args))
     # The engine's options, from the command line (run.execute adds what the run makes).
     opts = Options(state_dir=run.state_dir_of(args.state_dir, r.path),
                    concurrency=args.concurrency, keep_going=args.keep_going,
@@ -192,10 +192,10 @@ def _state_of(args: argparse.Namespace) -> Path:
 
 
 def _cache_of(args: argparse.Namespace) -> str:
-    from runner.recipe import load as recipe
+    from runner.plan import build as planner
     from runner.store import cache
 
-    url = cache.choose(args.cache, recipe.load(args.recipe, overrides={}).provider.cache)
+    url = cache.choose(args.cache, planner.load(args.recipe, overrides={}).provider.cache)
     if url is None:
         raise UsageError(f"{args.command} needs a cache: --cache URL or SUNOFLOW_CACHE")
     return url
@@ -224,14 +224,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from runner.plan import build as planner
-    from runner.recipe import load as recipe
 
     failed = False
     for path in args.recipes:
         try:
-            r = recipe.load(path, overrides=overrides(args))
             # A reusable recipe validates on its own without values for its inputs.
-            p = planner.build(r, partial=True)
+            p = planner.check(path, overrides=overrides(args), partial=True)
+            r = p.recipe
         except RecipeError as exc:
             failed = True
             print(shown(exc), file=sys.stderr)
@@ -247,14 +246,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from runner.cli.run import state_dir_of
     from runner.plan import build as planner
-    from runner.recipe import load as recipe
     from runner.report import plan_table as report
     from runner.store import lock
     from runner.store.journal import Store
     from runner.store.status import resolve
 
-    r = recipe.load(args.recipe, overrides=overrides(args))
-    p = planner.build(r)
+    p = planner.check(args.recipe, overrides=overrides(args))
+    r = p.recipe
     store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
     done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
         if store.states else {}
@@ -264,10 +262,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from runner.plan import build as planner
-    from runner.recipe import load as recipe
     from runner.report import graph
 
-    p = planner.build(recipe.load(args.recipe, overrides=overrides(args)))
+    p = planner.check(args.recipe, overrides=overrides(args))
     fn = graph.mermaid if args.format == "mermaid" else graph.dot
     sys.stdout.write(fn(p, instances=args.instances))
     return 0
@@ -291,7 +288,7 @@ def shown(exc: SunoflowError) -> str:
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
-    from runner.recipe.load import suggest
+    from runner.recipe.messages import suggest
     from runner.steps import outputs_doc
     from runner.steps.types import TYPES
 
@@ -310,8 +307,8 @@ def _recipe_outputs(name: str) -> int:
     """`sunoflow steps lib/song.yaml` or `sunoflow steps sunoflow:master`: a reusable
     recipe's outputs, as a step that uses it gives them."""
     from runner.plan import build as planner
-    from runner.recipe import load as recipe
     from runner.recipe.include import STOCK, stock_dir, stock_names
+    from runner.recipe.messages import suggest
     from runner.steps import outputs_doc
 
     path = name
@@ -319,10 +316,10 @@ def _recipe_outputs(name: str) -> int:
         stem = name[len(STOCK):]
         if stem not in stock_names():
             raise UsageError(f"no stock recipe '{name}'"
-                             + (f"; {s}" if (s := recipe.suggest(stem, stock_names())) else "")
+                             + (f"; {s}" if (s := suggest(stem, stock_names())) else "")
                              + f" (stock recipes: {', '.join(stock_names())})")
         path = str(stock_dir() / f"{stem}.yaml")
-    r = recipe.load(path)
+    r = planner.load(path)
     sys.stdout.write(outputs_doc.recipe_listing(name, str(r.doc.data.get("description") or ""),
                                                 planner.output_types(r)))
     return 0

@@ -16,7 +16,8 @@ from runner import paths
 from runner.album import export
 from runner.callbacks.registry import Callbacks
 from runner.cli import crashlog
-from runner.engine.core import Engine, Options
+from runner.engine.records import Options
+from runner.engine.scheduler import Engine
 from runner.errors import (
     BudgetError,
     CreditsError,
@@ -30,8 +31,11 @@ from runner.errors import (
 )
 from runner.pacing import Clock
 from runner.plan import build as planner
+from runner.plan.model import Plan
+from runner.providers.download import Downloader
 from runner.providers.registry import create as make_provider
-from runner.recipe import load as recipes
+from runner.recipe.messages import suggest
+from runner.recipe.model import Provider, Recipe
 from runner.report import progress
 from runner.store import ledger, lock
 from runner.store.journal import Store
@@ -59,7 +63,7 @@ def default_out_dir(recipe_path: Path) -> Path:
     return Path(os.path.abspath(recipe_path)).parent / "out" / recipe_path.stem
 
 
-def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
+def execute(r: Recipe, *, opts: Options, out_dir: str | None,
             report_path: str | None, quiet: bool = False,
             listen: tuple[str, int] | None = None, ignore_balance: bool = False,
             cache: str | None = None) -> int:
@@ -76,12 +80,12 @@ def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
     p = planner.build(r)
     if listen is not None:
         _check_listen(r.provider, listen)
-    from runner.engine.core import forceable
+    from runner.engine.force import forceable
 
     for sid in [*opts.only, *opts.force]:
         if sid not in p.paths and not (sid in opts.force and forceable(p, sid)):
             raise UsageError(f"no step '{sid}' in {recipe_path}"
-                             + (f"; {s}" if (s := recipes.suggest(sid, p.paths)) else ""))
+                             + (f"; {s}" if (s := suggest(sid, p.paths)) else ""))
     sdir = opts.state_dir
     # As the user named the recipe (not where its links lead): messages show this path.
     odir = Path(out_dir) if out_dir else default_out_dir(r.path)
@@ -138,7 +142,7 @@ def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
         opts = replace(opts, keep_going=True)
-    provs: dict[str, Any] = {"local": make_provider(recipes.Provider(
+    provs: dict[str, Any] = {"local": make_provider(Provider(
         kind="local", take_seconds=r.provider.take_seconds), env={})}
     clock = Clock()
     if r.provider.kind != "local":
@@ -158,7 +162,10 @@ def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
     engine_opts = replace(opts, clock=clock, callbacks=callbacks,
                           blobs=shared[0] if shared else None,
                           ledger=shared[1] if shared else None)
-    engine = Engine(p, store, provs, engine_opts, ui)
+    # The run's files client: the engine downloads results into the store through it (its
+    # HTTP client is made on the first download); closed with the providers below.
+    files = Downloader(r.provider.request_timeout)
+    engine = Engine(p, store, provs, engine_opts, ui, files)
     status = "failed"
     credits: dict[str, Any] = {"before": None, "after": None}
 
@@ -195,6 +202,7 @@ def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
             with anyio.CancelScope(shield=True):
                 for prov in provs.values():
                     await prov.aclose()
+                await files.aclose()
 
     ui.spent = lambda: engine.spent
     ui.time_left = engine.time_left
@@ -265,7 +273,7 @@ def execute(r: recipes.Recipe, *, opts: Options, out_dir: str | None,
     return 0 if status == "succeeded" else 1
 
 
-def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
+def _shared(url: str | None, r: Recipe, p: Plan, store: Store,
             ui: Any) -> tuple[Any, Any] | None:
     """The cache's blobs and ledger for this run (None without a cache), with the keys it
     records as finished adopted into the store (runner.store.claims.seed)."""
@@ -291,7 +299,7 @@ def _shared(url: str | None, r: recipes.Recipe, p: planner.Plan, store: Store,
     return blobs, claims
 
 
-def _to_submit(p: planner.Plan, store: Store) -> bool:
+def _to_submit(p: Plan, store: Store) -> bool:
     """Whether any step instance is not known finished (it may need a submission)."""
     from runner.store.status import resolve
 
@@ -314,7 +322,7 @@ def _write_report(report: dict[str, Any], f: TextIO) -> None:
     f.write("".join(pieces))
 
 
-def _check_listen(provider: recipes.Provider, listen: tuple[str, int]) -> None:
+def _check_listen(provider: Provider, listen: tuple[str, int]) -> None:
     if provider.kind not in ("sunoapi", "newapi"):
         raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
                          "back; callbacks need provider sunoapi or newapi")
@@ -357,16 +365,16 @@ async def _credits(prov: Any) -> Any:
         return None
 
 
-def _paid(p: planner.Plan, iid: str) -> bool:
-    from runner.report.plan_table import price
+def _paid(p: Plan, iid: str) -> bool:
+    from runner.plan.cost import price
 
     return price(p, p.instances[iid]) > 0
 
 
-def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> float:
+def _estimate(p: Plan, store: Store, ids: set[str] | None = None) -> float:
     """The plan's estimate (credits) for what is not paid yet (given `ids`, only of the
     instances this run selects: --only)."""
-    from runner.report.plan_table import PAID_ALREADY, price
+    from runner.plan.cost import PAID_ALREADY, price
     from runner.store.status import resolve
 
     known = resolve(p, store)
@@ -378,7 +386,7 @@ def _estimate(p: planner.Plan, store: Store, ids: set[str] | None = None) -> flo
                and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped"))
 
 
-def _check_balance(p: planner.Plan, store: Store, balance: float | None,
+def _check_balance(p: Plan, store: Store, balance: float | None,
                    ids: set[str]) -> None:
     """Before the first paid submission: refuse to start a run the balance cannot cover
     (exit 1, nothing spent). Tasks in flight are paid already; an unknown balance (no

@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 from runner import paths
 from runner.errors import ProviderError, StepError, TransientError
 
-AUTO, ALWAYS, NEVER = "auto", "always", "never"
-# What the recipe may write: `auto`, or the booleans that older recipes hold.
-MODES: dict[Any, str] = {"auto": AUTO, True: ALWAYS, False: NEVER}
+# The modes are the recipe language's (`release_on_first`); the engine reads them here.
+from runner.recipe.model import ALWAYS as ALWAYS
+from runner.recipe.model import NEVER as NEVER
 
 FILE = "early.json"
 VERSION = 1
@@ -60,12 +60,6 @@ NOT_FINISHED = re.compile(
 # as what they are before this (AuthError, CreditsError, rate limits); 413 is about the
 # request's own text and never about time.
 TIMING_CODES = frozenset({400, 403, 404, 409, 412, 422, 425, 451})
-
-
-def mode_of(value: Any) -> str:
-    """The mode a provider block's `release_on_first` value names (the loader has checked
-    it against the schema)."""
-    return MODES.get(value, AUTO)
 
 
 def refusal(exc: ProviderError) -> str | None:

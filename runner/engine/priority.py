@@ -50,7 +50,7 @@ import math
 from collections.abc import Sequence
 
 from runner.pacing import Poller, Urgency
-from runner.plan.build import Instance, Plan
+from runner.plan.model import Instance, Plan
 
 MOVED = 0.1  # recompute the tails when an expected duration moved by more than this share
 

@@ -2,8 +2,8 @@
 which inputs its loops use, and, at each call, whether their values are known before the
 run, as every loop's length must be.
 
-The plan checks such a recipe once per distinct value of those inputs (runner.plan.build,
-`_check_unit`), and first, here, each call that uses it: a value that is known only during
+The plan checks such a recipe once per distinct value of those inputs (runner.plan.unit,
+`check_unit`), and first, here, each call that uses it: a value that is known only during
 the run (it comes from a step's outputs) is refused, and so is a loop that would not get a
 list; each message points at the call's `with` entry in the caller and at the callee's
 `for_each`.
@@ -15,8 +15,9 @@ import json
 from typing import Any
 
 from runner.errors import Diagnostic
-from runner.recipe.include import at
-from runner.recipe.load import Recipe, _kind, _show
+from runner.recipe.messages import kind, show
+from runner.recipe.model import Recipe
+from runner.recipe.source import at
 from runner.recipe.template import Compiled, TemplateError, compile_template, is_template
 
 
@@ -102,7 +103,7 @@ def check_call(caller: Recipe, sid: str, callee: Recipe, known: dict[str, Any],
             out.append(caller.doc.diag(
                 ("steps", sid, "with", name),
                 f"{prefix}steps.{sid}.with.{name}: steps.{lsid}.for_each of {callee.file} "
-                f"({loop_at}) must give a list; with this '{name}' it gives {_kind(value)} "
-                f"{_show(value)}",
+                f"({loop_at}) must give a list; with this '{name}' it gives {kind(value)} "
+                f"{show(value)}",
                 f"pass a list, e.g. {name}: [a, b]"))
     return out

@@ -7,12 +7,14 @@ positioned diagnostic in that file; the plan (runner.plan.build) collects them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from runner.errors import Diagnostic
 from runner.plan import fanin
-from runner.recipe.include import at
-from runner.recipe.load import Provider, Recipe, Step, _kind, _show, suggest
+from runner.recipe.messages import kind, show, suggest
+from runner.recipe.model import Provider, Recipe, Step
+from runner.recipe.source import at
 from runner.recipe.template import (
     SCOPE,
     Compiled,
@@ -26,9 +28,6 @@ from runner.recipe.template import (
 )
 from runner.steps import models
 from runner.steps.types import TRACK
-
-if TYPE_CHECKING:
-    from runner.plan.build import _Unit
 
 
 class Checker:
@@ -47,7 +46,7 @@ class Checker:
         self.deferred: set[str] = set()  # loops whose length depends on a call's inputs
         self.unset: dict[str, str] = {}  # step -> an input without default its loop uses
         self.doc = recipe.doc
-        self.calls: dict[str, _Unit] = {}  # call step id -> the checked callee
+        self.calls: dict[str, Unit] = {}  # call step id -> the checked callee
         self.diags: list[Diagnostic] = []
         self.fan: dict[str, int | None] = {}
         self.items: dict[str, list[Any] | None] = {}
@@ -139,7 +138,7 @@ class Checker:
         inputs: dict[str, Any] = {}
         if "inputs" in roots:
             if self.known is None:
-                self.deferred.add(path[1])  # checked again at each call (runner.plan.build)
+                self.deferred.add(path[1])  # checked again at each call (runner.plan.expand)
                 return 0, None, None
             missing = sorted(n for n in fanin.input_names(c, self.r) if n not in self.known)
             if missing:
@@ -157,8 +156,8 @@ class Checker:
             self.broken.add(path[1] if path[0] == "steps" else "")
             return 0, [], None
         if not isinstance(value, list):
-            self.err(path, f"for_each must give a list; '{fe}' gives {_kind(value)} "
-                     f"{_show(value)}")
+            self.err(path, f"for_each must give a list; '{fe}' gives {kind(value)} "
+                     f"{show(value)}")
             return 0, [], None
         return len(value), value, None
 
@@ -417,3 +416,27 @@ class Checker:
 def first_output(ck: Checker, x: str) -> str:
     outs = ck.outputs_of(x)
     return next(iter(outs), "<output>") if outs else "<output>"
+
+
+@dataclass
+class Unit:
+    """One recipe file, checked once however often it is used (a reusable recipe whose
+    loops use inputs: once per distinct value of those, runner.plan.fanin): its fan-outs,
+    compiled templates, order, and the checked recipes its steps use."""
+
+    recipe: Recipe
+    ck: Checker
+    compiled: dict[str, list[tuple[tuple[Any, ...], Compiled]]] = field(default_factory=dict)
+    step_deps: dict[str, set[str]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    exposed: dict[str, Compiled] = field(default_factory=dict)  # its outputs, compiled
+    _types: dict[str, Any] | None = None
+
+    def output_types(self) -> dict[str, Any]:
+        """Each output's type where it names a step's output directly, else "any" (not
+        checked further). Outputs that did not compile were reported; they count as any."""
+        if self._types is None:
+            self._types = {n: "any" for n in self.recipe.exposed}
+            self._types.update({n: self.ck.ref_type(c) or "any"
+                                for n, c in self.exposed.items()})
+        return self._types

@@ -4,20 +4,50 @@ reusable recipe, which has its own `steps`, `inputs` and `vars`.
 A call's two ends do no work. Entering it renders its `with` in the caller's scope, adds
 the callee's defaults and checks every value against the declared type (a rendered value
 can only be checked now); leaving it renders the callee's `outputs` in the call's scope and
-publishes them in the caller's scope, as the outputs of the calling step. The engine and
-`sunoflow status` share this, so they agree on every rendered input, hence on every key.
+publishes them in the caller's scope, as the outputs of the calling step.
+
+A step instance's identity is found once, here (`Scopes.identify`): render its inputs in
+its scope, route it (the step type's rule: the service, or ffmpeg here) and compute its
+key. The engine and `sunoflow status` both call it, so they agree on every rendered input,
+hence on every key; the journal and the lock are indexed by those keys, so the way a key is
+made never changes (a changed key would pay again for every step already done).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from runner import paths
 from runner.errors import StepError
-from runner.plan.build import Instance, Plan, context, truthy
+from runner.plan.keys import key
+from runner.plan.model import Instance, Plan, context, truthy
 from runner.recipe import blame
-from runner.recipe.include import INPUT_TYPES, at, fits
-from runner.recipe.load import NO_DEFAULT, _got
+from runner.recipe.messages import got as _got
+from runner.recipe.model import INPUT_TYPES, NO_DEFAULT, fits
+from runner.recipe.model import Provider as ProviderConfig
+from runner.recipe.source import at
 from runner.recipe.template import TemplateError, compile_template, is_template, render
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A step instance as the run knows it once its inputs are rendered."""
+
+    inputs: dict[str, Any]
+    route: str  # "remote": the provider's service does it; "local": ffmpeg here
+    key: str
+
+
+class Unrendered(Exception):
+    """A template of a step instance could not be rendered: `where` is its path in its
+    recipe (`("steps", id, "if")` or `("steps", id, "with", name)`), `ctx` the names it saw
+    (for the message: runner.recipe.blame)."""
+
+    def __init__(self, exc: TemplateError, where: tuple[Any, ...], ctx: dict[str, Any]) -> None:
+        super().__init__(str(exc))
+        self.exc, self.where, self.ctx = exc, where, ctx
 
 
 class Scopes:
@@ -101,3 +131,60 @@ class Scopes:
                 raise StepError(f"cannot render its outputs: {diag}", step=inst.id) from None
         self.publish(inst, outputs)
         return outputs
+
+    def identify(self, inst: Instance, item: Any, roots: paths.Roots,
+                 hashes: dict[tuple[Any, ...], str],
+                 check: Callable[[str, dict[str, Any]], None] | None = None
+                 ) -> Identity | None:
+        """Render a step instance's inputs, route it and compute its key; None when its
+        `if:` is false. Raises Unrendered. `hashes`: the run's memo of local files' hashes
+        (paths.content_hashes); `check(route, inputs)` runs before any local file is read
+        for the key (the engine refuses there what the provider would refuse)."""
+        step = inst.step
+        assert step.type is not None, "reusable recipes are expanded before the run"
+        ctx: dict[str, Any] = {}
+        where: tuple[Any, ...] = ("steps", step.id, "if")
+        try:
+            ctx = self.context(inst, item)
+            if not self.condition(inst, ctx):
+                return None
+            inputs = {}
+            for k, v in step.with_.items():
+                where = ("steps", step.id, "with", k)
+                inputs[k] = render(v, ctx)
+        except TemplateError as exc:
+            raise Unrendered(exc, where, ctx) from None
+        provider = self.plan.recipe.provider
+        route = step.type.route(provider.kind, inputs)
+        if check is not None:
+            check(route, inputs)
+        # A local file enters the key by content (read only where the recipe may read:
+        # content_hashes confines each path as check_inputs does).
+        k = instance_key(provider, step.uses, inputs, route,
+                         paths.content_hashes(inputs, roots, hashes))
+        return Identity(inputs, route, k)
+
+
+def instance_key(provider: ProviderConfig, uses: str, inputs: dict[str, Any],
+                 route: str, files: dict[str, str] | None = None) -> str:
+    """`files`: the content hash of each local file the inputs name (paths.content_hashes).
+    Added to the key only when there is one, so the keys of steps that read no local file
+    are those of earlier versions (no journal or lock entry is orphaned by this)."""
+    extra: dict[str, Any] = {"local_files": files} if files else {}
+    if route == "local":
+        # Local work depends on the take length, never on which service the recipe names:
+        # switching provider does not redo a free local step whose inputs are unchanged.
+        return key(uses, inputs, "local", None, {"take_seconds": provider.take_seconds,
+                                                 **extra})
+    return key(uses, inputs, provider.kind, provider.base_url, extra or None)
+
+
+def apply_take(outputs: Any, take: Any) -> Any:
+    """Keep one of the two takes. Applied when reading, so a changed choice of take reruns
+    nothing paid: the key (and the journal) hold both."""
+    if take in (0, 1) and isinstance(outputs, dict) and isinstance(outputs.get("tracks"), list):
+        tracks = outputs["tracks"]
+        if len(tracks) > take:
+            chosen = tracks[take]
+            return {**outputs, "tracks": [chosen], "file": chosen.get("file")}
+    return outputs

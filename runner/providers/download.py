@@ -1,4 +1,5 @@
-"""Downloading result files into the store.
+"""Downloading result files into the store (a Destination: this module never imports the
+store).
 
 A download streams to a temporary file in the store's tmp/ folder, hashing as it goes,
 checks the length the server announced, and only then is renamed into the
@@ -21,23 +22,38 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 
 from runner import paths
 from runner.errors import TransientError
 from runner.providers.httpclient import chunks
-from runner.recipe.load import DEFAULT_MAX_DOWNLOAD
-from runner.store.journal import Store
+from runner.recipe.model import DEFAULT_MAX_DOWNLOAD
+
+if TYPE_CHECKING:
+    import httpx  # imported when a download starts: a run that fetches nothing skips it
 
 MAX_BYTES = DEFAULT_MAX_DOWNLOAD
 MAX_REDIRECTS = 5
 DEADLINE = 3600.0  # seconds for one whole download, however slowly it trickles
 HTTP_SCHEMES = ("http", "https")
 WRITE_BATCH = 1 << 20  # bytes handed to the writer thread at a time
+
+
+class Destination(Protocol):
+    """Where downloads land (runner.store.journal.Store is one): a scratch folder on the
+    same file system, and `ingest`, which moves a finished file into content-addressed
+    storage and returns {path, sha256, size}."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def tmp(self) -> Path: ...
+
+    def ingest(self, path: Path) -> dict[str, Any]: ...
 
 
 class LinkExpired(Exception):
@@ -83,6 +99,8 @@ async def stream_to(client: httpx.AsyncClient, url: str, dest: Path, *,
     """Stream `url` into the new file `dest` (fsynced), following at most MAX_REDIRECTS
     http(s) redirects. Raises LinkExpired, DownloadRejected or TransientError; `dest` may
     then hold a partial file, which the caller removes."""
+    import httpx
+
     _check_scheme(url, "download of")
     try:
         with anyio.fail_after(deadline):
@@ -98,6 +116,8 @@ async def stream_to(client: httpx.AsyncClient, url: str, dest: Path, *,
 
 async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
                   max_bytes: int) -> Streamed:
+    import httpx
+
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         async with client.stream("GET", current, follow_redirects=False,
@@ -216,9 +236,9 @@ def _length(value: str | None, url: str) -> int | None:
     return n
 
 
-async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
+async def fetch(client: httpx.AsyncClient, url: str, store: Destination, *,
                 max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> dict[str, Any]:
-    """Download `url` into the store; return {path, sha256, size, url}."""
+    """Download `url` into `store`; return {path, sha256, size, url}."""
     _check_scheme(url, "download of")
     tmp = store.tmp / f"{secrets.token_hex(8)}.part"
     final: Path | None = None
@@ -239,3 +259,28 @@ async def fetch(client: httpx.AsyncClient, url: str, store: Store, *,
         tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - cleanup of a scratch file
         if final is not None:
             final.unlink(missing_ok=True)  # noqa: ASYNC240 - ingest moved it, or it failed
+
+
+class Downloader:
+    """A run's files client (the engine's records.FilesClient): downloads into a
+    Destination over one HTTP client, made on first use, so a run that downloads nothing
+    never makes one. Whoever makes it closes it (`aclose`)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def fetch(self, url: str, dest: Destination, *,
+                    max_bytes: int = MAX_BYTES) -> dict[str, Any]:
+        if self._client is None:
+            import httpx
+
+            from runner.providers.httpclient import async_client
+
+            self._client = async_client(timeout=httpx.Timeout(self.timeout, connect=10.0))
+        return await fetch(self._client, url, dest, max_bytes=max_bytes)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

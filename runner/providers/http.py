@@ -44,7 +44,7 @@ from runner.errors import (
 from runner.pacing import PRIORITY, SEND_CHECK, SENT_AT, Clock, RateLimiter
 from runner.providers import answers
 from runner.providers.httpclient import async_client
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 # The APIs require a callback URL on every submit, but sunoflow polls and runs no server.
 # `.invalid` is reserved (RFC 2606): it never resolves, so no callback can leak results

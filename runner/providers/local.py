@@ -19,7 +19,7 @@ from runner.album.tags import TAGGABLE, write_tags
 from runner.errors import StepError
 from runner.paths import is_url
 from runner.providers.base import Op, Produced, Result, Submitted
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, local_task_id
 from runner.steps.types import TAG_FIELDS
 from runner.studio import art, compose, dice, edit, textgen

@@ -52,7 +52,7 @@ from runner.providers.http import (
     lost,
     suffix,
 )
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode, is_local_task
 from runner.studio import edit
 from runner.studio.ffmpeg import MediaError

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runner.providers.base import Provider
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 
 
 def _local() -> Callable[..., Provider]:

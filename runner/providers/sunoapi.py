@@ -57,7 +57,7 @@ from runner.providers.http import (
     lost,
     suffix,
 )
-from runner.recipe.load import Provider as ProviderConfig
+from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, custom_mode, is_local_task
 from runner.studio.textgen import lrc
 
@@ -509,7 +509,7 @@ class SunoApiProvider:
 
     async def _upload(self, op: Op, path: Path) -> str:
         if not self.upload_base:
-            # Validation refuses this (runner.plan.build._check_upload_host); kept as the last
+            # Validation refuses this (runner.plan.unit._check_upload_host); kept as the last
             # guard: with no known upload host, the file and the key go nowhere.
             raise StepError(f"no upload host is known for {self.config.base_url}: set "
                             "provider.upload_base_url", step=op.step)

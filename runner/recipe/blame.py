@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from runner.errors import Diagnostic
-from runner.recipe.load import Recipe, suggest
+from runner.recipe.messages import suggest
+from runner.recipe.model import Recipe
 from runner.recipe.source import Path_
 from runner.recipe.template import SCOPE, TemplateError, compile_template
 

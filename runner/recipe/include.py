@@ -9,8 +9,8 @@ leaves it is refused before the file is even looked for. A callee is shown by th
 has from where the top recipe was named (`examples/album.yaml` using `../recipes/master.yaml`
 shows it as `recipes/master.yaml`), so every message points at a file the user can open.
 
-Input types are checked here too, for the loader (defaults), the plan (literal values) and
-the run (rendered values) alike.
+The loader that reads each callee is handed in (`Includes.read`): runner.recipe.load's own,
+or one that adds what the plan finds (runner.plan.build.check).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from runner.errors import Diagnostic, RecipeError
 from runner.paths import Outside, Roots
-from runner.recipe.source import Document, Mark
-
-if TYPE_CHECKING:
-    from runner.recipe.load import Recipe
+from runner.recipe.messages import suggest
+from runner.recipe.model import Recipe
+from runner.recipe.source import Document, at
 
 STOCK = "sunoflow:"  # `uses: sunoflow:full-song`: a recipe shipped with sunoflow
 
@@ -42,49 +41,17 @@ def stock_names() -> list[str]:
     return sorted(p.stem for p in stock_dir().glob("*.yaml"))
 
 
-# Declared input type -> (what it accepts, for messages).
-INPUT_TYPES: dict[str, str] = {
-    "string": "a string", "integer": "a whole number", "number": "a number",
-    "boolean": "true or false", "array": "a list", "object": "a mapping",
-    "track": "a track (a step's track object, a URL or a local path)",
-    "file": "a path to a local file (relative to the recipe that is run)", "any": "any value",
-}
-
-
-def fits(kind: str, value: Any) -> bool:
-    """Whether `value` is of the declared input type `kind`."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return number and float(value).is_integer()
-    if kind == "number":
-        return number
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "track":
-        return isinstance(value, str) or (isinstance(value, dict) and bool(value.get("file")
-                                                                           or value.get("id")))
-    if kind == "file":
-        return isinstance(value, str) and bool(value) and "://" not in value
-    return True
-
-
-def at(doc: Document, path: tuple[Any, ...], *, key: bool = False) -> str:
-    """`FILE:LINE:COL` of a node, for a message that points into a second file."""
-    m: Mark = doc.pos(path, key=key)
-    return f"{doc.file}:{m.line}:{m.col}"
-
-
 @dataclass
 class _Frame:
     path: Path  # resolved
     doc: Document
     step: str  # the step of this file whose callee is being loaded
+
+
+class Reader(Protocol):
+    """Reads one callee, loading what it uses through the same `includes`."""
+
+    def __call__(self, path: Path, *, display: str, includes: Includes) -> Recipe: ...
 
 
 @dataclass
@@ -93,6 +60,9 @@ class Includes:
     of files being loaded, to find a recipe that includes itself."""
 
     roots: Roots  # where callees may come from (paths.Roots.project)
+    # runner.recipe.load.load, or runner.plan.build's (which adds the plan's findings to a
+    # callee's errors): the language itself never plans.
+    read: Reader
     loaded: dict[Path, Recipe] = field(default_factory=dict)
     failed: dict[Path, list[Diagnostic]] = field(default_factory=dict)
     stack: list[_Frame] = field(default_factory=list)
@@ -122,8 +92,6 @@ class Includes:
             Recipe | None, list[Diagnostic]]:
         """`sunoflow:NAME`: a recipe shipped with sunoflow, trusted as its code is, shown
         by its file's path so that messages point at a file the user can open."""
-        from runner.recipe.load import suggest
-
         name = uses[len(STOCK):]
         target = stock_dir() / f"{name}.yaml"
         if not target.is_file():
@@ -135,8 +103,6 @@ class Includes:
 
     def _callee(self, doc: Document, path: Path, sid: str, uses: str, target: Path,
                 display: str) -> tuple[Recipe | None, list[Diagnostic]]:
-        from runner.recipe import load as recipes
-
         me = _Frame(path.resolve(), doc, sid)
         chain = [*self.stack, me]
         for k, frame in enumerate(chain):
@@ -150,7 +116,7 @@ class Includes:
             return None, self.failed[target]
         self.stack.append(me)
         try:
-            callee = recipes.load(target, display=display, includes=self)
+            callee = self.read(target, display=display, includes=self)
         except RecipeError as exc:
             self.failed[target] = exc.diagnostics
             return None, exc.diagnostics

@@ -1,32 +1,44 @@
 """Load a recipe: read it with positions, validate it against the schema, apply defaults and
-overrides, and freeze it. Everything after this works on the frozen dataclasses here.
+overrides, and freeze it into the records of runner.recipe.model, which everything after
+this works on.
 
 Every schema error is reported (not just the first), each at the YAML node it concerns:
-an unknown key points at the key, a missing one at the mapping that lacks it.
+an unknown key points at the key, a missing one at the mapping that lacks it. The language
+never plans: what templates refer to is the plan's to check (runner.plan.build.check runs
+both, and with errors here still plans what did parse, so the author sees every problem in
+one pass).
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jsonschema import ValidationError
-
-from runner.engine import early
 from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.paths import Outside, Roots
 from runner.recipe import schema as schemas
 from runner.recipe import source
 from runner.recipe.bulk import building
-from runner.recipe.include import INPUT_TYPES, Includes, at, fits
-from runner.recipe.source import Document
+from runner.recipe.include import Includes, Reader
+from runner.recipe.messages import describe, got, kind, schema_errors, show, suggest
+from runner.recipe.model import (
+    DEFAULT_MAX_DOWNLOAD,
+    INPUT_TYPES,
+    NO_DEFAULT,
+    Input,
+    OutputFile,
+    Provider,
+    Recipe,
+    Step,
+    fits,
+    mode_of,
+)
+from runner.recipe.source import Document, at
 from runner.recipe.template import TemplateError, compile_template, is_template
-from runner.steps.types import DEFAULTABLE, TYPES, StepType
+from runner.steps.types import DEFAULTABLE, TYPES
 
 PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "local": {"base_url": None, "rate_limit": None},
@@ -35,13 +47,10 @@ PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "newapi": {"base_url": None, "rate_limit": {"requests": 20, "per_seconds": 10}},
 }
 
-
-DEFAULT_MAX_DOWNLOAD = 512 * 2**20  # bytes of one result file
-
 # The hosts whose upload host is documented (REFERENCE 2.20): uploads carry the key, so
 # they go only where the API host's own documentation sends them. A host on this machine
 # (a fake, a tunnel's local end) is its own upload host; any other needs
-# `upload_base_url`, refused at validation when a step uploads (runner.plan.build).
+# `upload_base_url`, refused at validation when a step uploads (runner.plan.unit).
 UPLOAD_HOSTS = {"api.sunoapi.org": "https://sunoapiorg.redpandaai.co"}
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -56,336 +65,26 @@ def upload_host(base_url: str | None) -> str | None:
     return base_url.rstrip("/") if host in LOOPBACK else None
 
 
-@dataclass(frozen=True)
-class Provider:
-    kind: str = "local"
-    base_url: str | None = None
-    upload_base_url: str | None = None
-    api_key_env: str = "SUNO_API_KEY"
-    callback_url: str | None = None
-    # Whether a song's `first` stage starts its tracks[0] users (runner.engine.early): auto
-    # (default), always (`true` in the recipe) or never (`false`).
-    release_on_first: str = "auto"
-    rate_limit: tuple[int, float] | None = None
-    poll_interval: float = 10.0
-    max_poll_interval: float = 60.0
-    request_timeout: float = 30.0
-    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD
-    prices: dict[str, float] = field(default_factory=dict)
-    take_seconds: float = 30.0
-    concat: str = "remote"
-    # The shared cache (runner.store.cache); --cache and $SUNOFLOW_CACHE win.
-    cache: str | None = None
-    # Seconds a remote operation may be waited for, per step type or "*" (runner.engine.deadlines).
-    timeouts: dict[str, float] = field(default_factory=dict)
+class Unfinished(RecipeError):
+    """A recipe's errors, with what of it did parse (`partial`: its steps, vars, inputs and
+    outputs, without provider or defaults), for the plan to look for more problems in
+    (runner.plan.build.check)."""
 
-
-@dataclass(frozen=True)
-class Step:
-    id: str
-    uses: str
-    type: StepType | None  # None for a reusable recipe (`uses: ./x.yaml`)
-    with_: dict[str, Any]
-    needs: tuple[str, ...] = ()
-    for_each: Any = None
-    if_: Any = True
-    retry: int = 0
-    timeout: float | None = None
-    take: Any = "both"
-    name: str | None = None
-    callee: Recipe | None = None  # the recipe `uses` names, once it loaded without error
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "NO_DEFAULT"
-
-
-NO_DEFAULT: Any = _Missing()  # "no default" differs from `default: null`
-
-
-@dataclass(frozen=True)
-class Input:
-    """One declared input of a reusable recipe."""
-
-    name: str
-    type: str = "any"
-    default: Any = NO_DEFAULT
-    description: str | None = None
-    required: bool = True  # without a default, unless the recipe says `required: false`
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    index: int
-    path: str
-    from_: str
-    for_each: Any = None
-    if_: Any = True
-    tags: dict[str, Any] = field(default_factory=dict)
-    lrc: str | None = None
-
-
-@dataclass(frozen=True)
-class Recipe:
-    path: Path
-    file: str
-    name: str
-    provider: Provider
-    defaults: dict[str, Any]
-    vars: dict[str, Any]
-    steps: dict[str, Step]
-    outputs: tuple[OutputFile, ...]
-    doc: Document
-    inputs: dict[str, Input] = field(default_factory=dict)
-    exposed: dict[str, str] = field(default_factory=dict)  # a reusable recipe's outputs
-    allow_paths: tuple[Path, ...] = ()  # --allow-path: folders beside its own it may read
-    # NAME.takes.yaml beside it (runner.recipe.takes): step instance -> the take kept. Read for the
-    # recipe that is run only; the plan applies each to its instance.
-    takes: dict[str, int] = field(default_factory=dict)
-    takes_doc: Document | None = None
-
-    def input_defaults(self) -> dict[str, Any]:
-        """Each input's value when the caller gives none (null for an optional one)."""
-        return {k: (None if i.default is NO_DEFAULT else i.default)
-                for k, i in self.inputs.items() if not (i.required and i.default is NO_DEFAULT)}
-
-    @property
-    def roots(self) -> Roots:
-        """The folders its local paths may name (runner.paths)."""
-        return Roots.of(self.path, self.allow_paths)
-
-
-def suggest(word: str, choices: Any) -> str | None:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
-
-
-def _where(path: tuple[Any, ...]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "the recipe"
-
-
-def _show(v: Any) -> str:
-    text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_JSON_TYPES = {"object": "a mapping", "array": "a list", "string": "a string",
-               "number": "a number", "integer": "a whole number", "boolean": "true or false",
-               "null": "null"}
-_TEMPLATE_REF = "#/$defs/template"
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true/false"
-    if isinstance(v, dict):
-        return "a mapping"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, (int, float)):
-        return "a number"
-    return "null" if v is None else type(v).__name__
-
-
-def _got(v: Any) -> str:
-    """'a string 'x'', 'a number 3', 'a list', 'null': what the author wrote, briefly."""
-    if v is None or isinstance(v, (dict, list)):
-        return _kind(v)
-    return f"{_kind(v)} {_show(v)}"
-
-
-def _is_type(v: Any, t: str) -> bool:
-    number = isinstance(v, (int, float)) and not isinstance(v, bool)
-    return {"object": isinstance(v, dict), "array": isinstance(v, list),
-            "string": isinstance(v, str), "boolean": isinstance(v, bool),
-            "null": v is None, "number": number,
-            "integer": number and float(v).is_integer()}.get(t, False)
-
-
-def _fits(v: Any, branch: dict[str, Any]) -> bool:
-    """Whether `v` is of the kind a schema branch is about (so that its error is the one
-    to show): a string for an enum of strings, a list for an array, and so on."""
-    if "type" in branch:
-        ts = branch["type"] if isinstance(branch["type"], list) else [branch["type"]]
-        return any(_is_type(v, t) for t in ts)
-    values = branch.get("enum", [branch["const"]] if "const" in branch else None)
-    if values is not None:
-        return any(_kind(v) == _kind(e) for e in values)
-    return True
-
-
-def _expected(branch: dict[str, Any]) -> str:
-    if branch.get("$ref") == _TEMPLATE_REF:
-        return "a {{ template }}"
-    if "enum" in branch:
-        return "one of " + ", ".join(map(str, branch["enum"]))
-    t = branch.get("type")
-    ts: list[str] = t if isinstance(t, list) else [t] if t else []
-    return " or ".join(_JSON_TYPES.get(x, x) for x in ts) or "a value"
-
-
-def _either(kinds: list[str]) -> str:
-    kinds = list(dict.fromkeys(kinds))
-    if len(kinds) == 1:
-        return kinds[0]
-    if len(kinds) == 2 and not any(" or " in k for k in kinds):
-        return " or ".join(kinds)
-    return ", ".join(kinds[:-1]) + ", or " + kinds[-1]
-
-
-# What each pattern in the schema means, for people: (message, hint).
-_PATTERNS: dict[str, tuple[str, str | None]] = {
-    schemas.STEP_ID: ("is not a step id",
-                      "ids are lower case letters, digits and _, starting with a letter"),
-    schemas.DURATION: ("is not a duration", "seconds (a number), or e.g. '90s', '15m', '1h'"),
-    r"^https?://": ("is not an http(s) URL", "e.g. https://api.sunoapi.org"),
-    r"^[A-Za-z_][A-Za-z0-9_]*$": (
-        "is not an environment variable name",
-        "api_key_env names the variable that holds the key (e.g. SUNO_API_KEY); "
-        "never put the key itself in a recipe"),
-    r"^[A-Za-z0-9][A-Za-z0-9._ -]*$": (
-        "is not a valid name", "letters, digits, '.', '_', '-' and spaces, starting with a "
-        "letter or digit"),
-}
-
-_TYPE_HINTS: dict[tuple[Any, ...], str] = {
-    ("steps",): "map each step id to its step, e.g. song: {uses: generate, with: {...}}",
-    ("vars",): "map each name to a value, e.g. theme: rain",
-}
-
-_REQUIRED_HINTS = {
-    "version": "add 'version: 1' at the top",
-    "steps": "add 'steps:' with at least one step, e.g. song: {uses: generate, with: ...}",
-    "uses": "a step type (" + ", ".join(sorted(TYPES)) + "), ./path/to/recipe.yaml or "
-            "sunoflow:NAME (a stock recipe)",
-    "from": "the file to copy, e.g. from: \"{{ steps.song.tracks[0].file }}\"",
-    "path": "where to write it under --out, e.g. path: \"01 - Sunrise.mp3\"",
-}
-
-
-def _yaml11_hint(inst: Any, branches: list[dict[str, Any]]) -> str | None:
-    """YAML 1.1 read yes/no/on/off as booleans; recipes follow YAML 1.2, where they are
-    strings. Say so when a boolean was wanted."""
-    if isinstance(inst, str) and inst.lower() in ("yes", "no", "on", "off", "y", "n") \
-            and any(b.get("type") == "boolean" for b in branches):
-        return "write true or false: in YAML 1.2 'yes', 'no', 'on' and 'off' are strings"
-    return None
-
-
-def _describe(err: ValidationError, base: tuple[Any, ...], doc: Document) -> list[Diagnostic]:
-    """Turn one jsonschema error into positioned, human messages (one per problem)."""
-    path = (*base, *err.absolute_path)
-    where = _where(path)
-    v, s = err.validator, err.schema if isinstance(err.schema, dict) else {}
-    inst = err.instance
-    if v == "anyOf":
-        branches: list[dict[str, Any]] = s.get("anyOf", [])
-        fitting = [i for i, b in enumerate(branches)
-                   if b.get("$ref") != _TEMPLATE_REF and _fits(inst, b)]
-        if len(fitting) == 1:
-            # The author meant this branch (the value is of its kind): explain its errors.
-            inner = [e for e in err.context or () if e.relative_schema_path[0] == fitting[0]]
-            if inner:
-                return [d for e in inner for d in _describe(e, base, doc)]
-        kinds = [_expected(b) for b in branches]
-        return [doc.diag(path, f"{where} must be {_either(kinds)}; got {_got(inst)}",
-                         _yaml11_hint(inst, branches), key=inst is None)]
-    if v == "additionalProperties" and isinstance(inst, dict):
-        allowed = list(s.get("properties", {}))
-        out = []
-        for k in (k for k in inst if k not in allowed):
-            hint = suggest(k, allowed) or (f"allowed here: {', '.join(allowed)}"
-                                           if allowed else None)
-            out.append(doc.diag((*path, k), f"unknown key '{k}' in {where}", hint, key=True))
-        return out
-    if v == "required":
-        m = re.match(r"'(.+?)' is a required property", err.message)
-        k = m.group(1) if m else str(err.validator_value)
-        return [doc.diag(path, f"{where}: missing required key '{k}'", _REQUIRED_HINTS.get(k),
-                         key=True)]
-    if v == "type":
-        want = s.get("type")
-        wants: list[str] = want if isinstance(want, list) else [str(want)]
-        return [doc.diag(path, f"{where} must be "
-                         + " or ".join(_JSON_TYPES.get(w, w) for w in wants)
-                         + f"; got {_got(inst)}",
-                         _TYPE_HINTS.get(path) or _yaml11_hint(inst, [s]), key=inst is None)]
-    if v == "enum":
-        enum = s["enum"]
-        hint = suggest(inst, [e for e in enum if isinstance(e, str)]) \
-            if isinstance(inst, str) else None
-        return [doc.diag(path, f"{where}: unknown value {_show(inst)}; expected one of "
-                         # As YAML spells them: `true`, not Python's `True`.
-                         f"{', '.join(e if isinstance(e, str) else json.dumps(e) for e in enum)}",
-                         hint)]
-    if v == "const":
-        return [doc.diag(path, f"{where} must be {_show(s['const'])}; got {_show(inst)}",
-                         "this sunoflow reads recipe language version 1"
-                         if path == ("version",) else None)]
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        word = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
-                "exclusiveMaximum": "less than"}[v]
-        return [doc.diag(path, f"{where} must be {word} {s[v]}; got {_show(inst)}")]
-    if v == "multipleOf":
-        return [doc.diag(path, f"{where} must be a multiple of {s[v]}; got {_show(inst)}")]
-    if v == "minProperties":
-        return [doc.diag(path, f"{where} is empty", "add at least one step"
-                         if path == ("steps",) else None)]
-    if v == "uniqueItems" and isinstance(inst, list):
-        dup = next((x for i, x in enumerate(inst) if x in inst[:i]), None)
-        return [doc.diag(path, f"{where} lists {_show(dup)} twice")]
-    if v == "pattern":
-        what, hint = _PATTERNS.get(s[v], (f"does not match {s[v]}", s.get("description")))
-        if "needs" in path and isinstance(doc.data.get("steps"), dict):
-            hint = suggest(inst, doc.data["steps"]) or hint  # most likely a misspelt step
-        return [doc.diag(path, f"{where}: {_show(inst)} {what}", hint)]
-    return [doc.diag(path, f"{where}: {err.message}")]
-
-
-_NAMES = {"steps": ("step id", "ids are lower case letters, digits and _, starting with a letter"),
-          "vars": ("var name", "letters, digits and _, not starting with a digit, so that "
-                               "'vars.NAME' works in a template"),
-          "inputs": ("input name", "lower case letters, digits and _, starting with a letter"),
-          "outputs": ("output name", "lower case letters, digits and _, starting with a letter")}
-
-
-def _schema_errors(doc: Document) -> list[Diagnostic]:
-    if schemas.top_check()(doc.data):
-        return []  # valid: nothing for jsonschema to explain (runner.recipe.verdict)
-    out: list[Diagnostic] = []
-    for err in schemas.top_validator().iter_errors(doc.data):
-        parent = tuple(err.absolute_path)
-        if err.relative_schema_path and "propertyNames" in err.relative_schema_path \
-                and isinstance(err.instance, str) and parent:
-            what, hint = _NAMES.get(str(parent[0]), ("name", None))
-            out.append(doc.diag((*parent, err.instance), f"invalid {what} '{err.instance}'",
-                                hint, key=True))
-            continue
-        if err.validator == "anyOf" and parent[-1:] == ("uses",) and len(parent) == 3 \
-                and isinstance(err.instance, str):
-            out.append(doc.diag(parent, f"{_where(parent)}: unknown step type "
-                                f"{_show(err.instance)}", suggest(err.instance, TYPES)
-                                or "a step type (" + ", ".join(sorted(TYPES))
-                                + "), a path like ./recipes/x.yaml, or sunoflow:NAME"))
-            continue
-        out.extend(_describe(err, (), doc))
-    return out
+    def __init__(self, diagnostics: list[Diagnostic], partial: Recipe) -> None:
+        super().__init__(diagnostics)
+        self.partial = partial
 
 
 @building
 def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
-         display: str | None = None, includes: Includes | None = None) -> Recipe:
-    """Read, validate and freeze, with every recipe it uses. Raises RecipeError listing
-    every problem found."""
+         display: str | None = None, includes: Includes | None = None,
+         read: Reader | None = None) -> Recipe:
+    """Read, validate and freeze, with every recipe it uses (each read by `read`: this
+    function, unless the caller hands another). Raises RecipeError listing every problem
+    found: Unfinished, with what did parse, when the file is a recipe at all."""
     p = Path(path)
     doc = source.read(p, display=display or str(path))
-    r = from_document(doc, p, overrides or {}, includes)
+    r = from_document(doc, p, overrides or {}, includes, read)
     if includes is None:  # the recipe that is run, not one it uses
         from runner.recipe import takes
 
@@ -396,14 +95,15 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
 
 
 def from_document(doc: Document, path: Path, overrides: dict[str, Any],
-                  includes: Includes | None = None) -> Recipe:
+                  includes: Includes | None = None, read: Reader | None = None) -> Recipe:
     if includes is None:
-        includes = Includes(roots=Roots.project(path, overrides.get("allow_paths") or ()))
+        includes = Includes(roots=Roots.project(path, overrides.get("allow_paths") or ()),
+                            read=read or load)
     data = doc.data
     if not isinstance(data, dict):
-        raise RecipeError([doc.diag((), f"a recipe is a mapping; got {_kind(data)}",
+        raise RecipeError([doc.diag((), f"a recipe is a mapping; got {kind(data)}",
                                     "start with 'version: 1', a 'name' and 'steps'")])
-    diags = _schema_errors(doc) + _output_path_errors(
+    diags = schema_errors(doc) + _output_path_errors(
         data.get("outputs"), doc, Roots.of(path, overrides.get("allow_paths") or ()))
     defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
     steps: dict[str, Step] = {}
@@ -417,7 +117,7 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
         if stype is not None:
             if not schemas.with_check(uses)(with_):
                 for err in schemas.with_validator(uses).iter_errors(with_):
-                    diags.extend(_describe(err, ("steps", sid, "with"), doc))
+                    diags.extend(describe(err, ("steps", sid, "with"), doc))
             merged = {k: v for k, v in defaults.items() if k in stype.fields and k in DEFAULTABLE}
             merged.update(with_)
             for req in stype.required:
@@ -481,10 +181,10 @@ def from_document(doc: Document, path: Path, overrides: dict[str, Any],
         exposed = dict(outputs_raw)
     inputs = _inputs(data.get("inputs"), doc, diags)
     if diags:
-        seen = {(d.file, d.line, d.col) for d in diags}
-        raise RecipeError(diags + _later_diagnostics(data, doc, path, steps, vars_, inputs,
-                                                     exposed, seen,
-                                                     overrides.get("allow_paths") or ()))
+        raise Unfinished(diags, Recipe(
+            path=path, file=doc.file, name="", provider=Provider(), defaults={}, vars=vars_,
+            steps=steps, outputs=(), doc=doc, inputs=inputs, exposed=exposed,
+            allow_paths=tuple(overrides.get("allow_paths") or ())))
     return Recipe(
         path=path, file=doc.file, name=str(data.get("name") or path.stem),
         provider=provider_from(data.get("provider"), overrides), defaults=dict(defaults),
@@ -504,7 +204,7 @@ def _inputs(raw: Any, doc: Document, diags: list[Diagnostic]) -> dict[str, Input
         default = spec.get("default", NO_DEFAULT)
         if default is not NO_DEFAULT and default is not None and not fits(kind, default):
             diags.append(doc.diag(("inputs", name, "default"), f"inputs.{name}.default must "
-                                  f"be {INPUT_TYPES.get(kind, kind)}; got {_got(default)}"))
+                                  f"be {INPUT_TYPES.get(kind, kind)}; got {got(default)}"))
         out[name] = Input(name, kind, default, spec.get("description"),
                           bool(spec.get("required", default is NO_DEFAULT)))
     return out
@@ -547,11 +247,11 @@ def _output_path_errors(outputs: Any, doc: Document, roots: Roots) -> list[Diagn
             continue
         p, frm = o.get("path"), o.get("from")
         if isinstance(p, str) and _escapes(p):
-            out.append(doc.diag(("outputs", i, "path"), f"outputs[{i}].path: {_show(p)} "
+            out.append(doc.diag(("outputs", i, "path"), f"outputs[{i}].path: {show(p)} "
                                 "leaves the output folder", "use a path relative to --out, "
                                 "without '..'"))
         if isinstance(frm, str) and not is_template(frm):
-            out.append(doc.diag(("outputs", i, "from"), f"outputs[{i}].from: {_show(frm)} is "
+            out.append(doc.diag(("outputs", i, "from"), f"outputs[{i}].from: {show(frm)} is "
                                 "not a step's file output",
                                 "e.g. from: \"{{ steps.song.tracks[0].file }}\""))
         cover = o.get("tags", {}).get("cover") if isinstance(o.get("tags"), dict) else None
@@ -564,28 +264,6 @@ def _output_path_errors(outputs: Any, doc: Document, roots: Roots) -> list[Diagn
                                     "use a step's image (e.g. \"{{ steps.art.images[0].file "
                                     "}}\") or a file beside the recipe"))
     return out
-
-
-def _later_diagnostics(data: dict[str, Any], doc: Document, path: Path,
-                       steps: dict[str, Step], vars_: dict[str, Any], inputs: dict[str, Input],
-                       exposed: dict[str, str],
-                       seen: set[tuple[str, int, int]],
-                       allow_paths: tuple[Path, ...] = ()) -> list[Diagnostic]:
-    """With schema errors present, still look for reference errors in what did parse, so
-    the author sees every problem in one pass. A recipe too broken to plan yields none."""
-    from runner.plan import build as plan
-
-    try:
-        r = Recipe(path=path, file=doc.file, name="", provider=Provider(), defaults={},
-                   vars=vars_, steps=steps, outputs=(), doc=doc, inputs=inputs,
-                   exposed=exposed, allow_paths=allow_paths)
-        plan.build(r)
-    except RecipeError as exc:
-        # One message per position: where the schema already spoke, it said it better.
-        return [d for d in exc.diagnostics if (d.file, d.line, d.col) not in seen]
-    except Exception:  # noqa: BLE001 - best effort only; the schema errors stand on their own
-        return []
-    return []
 
 
 def _required_hint(uses: str, req: str) -> str | None:
@@ -621,7 +299,7 @@ def provider_from(raw: Any, overrides: dict[str, Any]) -> Provider:
         and str(base["upload_base_url"]).rstrip("/"),
         api_key_env=base.get("api_key_env", "SUNO_API_KEY"),
         callback_url=base.get("callback_url"),
-        release_on_first=early.mode_of(base.get("release_on_first", "auto")),
+        release_on_first=mode_of(base.get("release_on_first", "auto")),
         rate_limit=(int(rl["requests"]), float(rl["per_seconds"])) if rl else None,
         poll_interval=float(base.get("poll_interval", 10.0)),
         max_poll_interval=float(base.get("max_poll_interval", 60.0)),

@@ -19,7 +19,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from runner.recipe import verdict
-from runner.recipe.include import INPUT_TYPES
+from runner.recipe.model import INPUT_TYPES
 from runner.steps import outputs_doc
 from runner.steps.types import DEFAULTABLE, PROVIDER_KINDS, TYPES
 
@@ -282,9 +282,3 @@ def top_check() -> verdict.Check:
 def with_check(type_name: str) -> verdict.Check:
     """Whether a `with` is valid under with_validator(type_name)'s schema, quickly."""
     return _quick(with_validator(type_name).schema)
-
-
-@functools.cache
-def defaults_field_schema(field: str) -> dict[str, Any]:
-    props: dict[str, Any] = _top(STEP)["properties"]["defaults"]["properties"]
-    return dict(props[field])

@@ -115,6 +115,12 @@ class Document:
         return v
 
 
+def at(doc: Document, path: Path_, *, key: bool = False) -> str:
+    """`FILE:LINE:COL` of a node, for a message that points into a second file."""
+    m = doc.pos(path, key=key)
+    return f"{doc.file}:{m.line}:{m.col}"
+
+
 def _align(text: str, start: int, end: int, style: str, value: str, target: int) -> int | None:
     """Index in `text` of character `target` of the scalar `value` written at
     text[start:end]. The value is the source minus indentation, quotes and escape

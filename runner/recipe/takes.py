@@ -12,9 +12,9 @@ step is often inside a reusable recipe (`uses: sunoflow:full-song`) that is not 
 file to edit; a separate file also needs no round-trip YAML editor to keep the recipe's
 comments and layout, and its diff in a pull request is one line per choice. `run`, `plan`,
 `status`, `reroll` and `review` read it through `recipe.load`; the plan applies each
-choice to its instance as if the step said `take: N` for that song only (runner.plan.build), so
+choice to its instance as if the step said `take: N` for that song only (runner.plan.expand), so
 a choice reruns only the free steps after it (a take is applied when read, never part of
-the key of the step that made it: runner.engine.core.apply_take).
+the key of the step that made it: runner.plan.scopes.apply_take).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from runner import paths
 from runner.errors import Diagnostic, RecipeError
 from runner.recipe import source
+from runner.recipe.messages import suggest
 from runner.recipe.source import Document
 
 FORMAT = 1
@@ -73,8 +74,8 @@ def read(recipe_path: Path) -> tuple[dict[str, int], Document | None]:
     return out, doc
 
 
-def unknown(takes: dict[str, int], doc: Document | None, known: dict[str, Any],
-            suggest: Any) -> list[Diagnostic]:
+def unknown(takes: dict[str, int], doc: Document | None,
+            known: dict[str, Any]) -> list[Diagnostic]:
     """A diagnostic per kept take whose instance the plan does not have, or that makes no
     takes. `known`: instance id -> True when it makes two takes (a music step)."""
     out: list[Diagnostic] = []

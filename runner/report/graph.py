@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.plan.build import Plan
+from runner.plan.model import Plan
 
 
 def _label(plan: Plan, path: str, uses: str, count: int) -> str:

@@ -1,4 +1,4 @@
-"""What sunoflow tells people: the plan table, and the cost of a plan."""
+"""What sunoflow tells people: the plan table (its prices: runner.plan.cost)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,10 @@ import json
 import sys
 from typing import Any
 
-from runner.plan.build import Instance, Plan
+from runner.plan.cost import PAID_ALREADY, price
+from runner.plan.model import Instance, Plan
 from runner.recipe.template import is_template
 from runner.terminal import plural, safe
-
-# What `plan` and the budget count as already paid: a finished result, and a task the service
-# is working on (its id is journaled, so a resumed run polls it and never submits it again:
-# engine rule 2). A possibly-submitted step (no task id recorded) may be paid again, so it
-# still counts.
-PAID_ALREADY = ("done", "missing", "in flight")
-
-
-def price(plan: Plan, inst: Instance) -> float:
-    """Credits one submission of `inst` costs on the recipe's provider (0 when local)."""
-    t = inst.step.type
-    kind = plan.recipe.provider.kind
-    if t is None or not t.paid(kind):
-        return 0.0
-    prices = plan.recipe.provider.prices
-    if t.name == "convert" and plan.static_value(inst, "format", "wav") != "wav":
-        return 0.0  # only WAV is made by the service; other formats are local ffmpeg
-    if t.name == "separate":
-        mode = plan.static_value(inst, "type", "separate_vocal")
-        if mode == "split_stem":
-            return float(prices.get("split_stem", 50))
-    return float(prices.get(t.name, t.price))
 
 
 def _deps_text(plan: Plan, inst: Instance) -> str:

@@ -13,7 +13,7 @@ a click, a double click, a resent form or a second tab can never make it pay aga
    the state directory's lock, so it cannot run beside a `sunoflow run` (it stops with
    "another sunoflow run is using ..." before paying), and the engine's never-pay-twice
    rules hold inside it (a task it submitted and did not finish is polled by the next
-   run, never paid again: runner.engine.core, `_work`).
+   run, never paid again: runner.engine.scheduler, `_work`).
 4. It is refused when anything else would be paid for (a paid step of the album not done
    yet), so the run pays for exactly the steps the confirmation page listed.
 """

@@ -10,14 +10,13 @@ from runner import paths
 from runner.cli.run import default_out_dir, default_state_dir
 from runner.errors import UsageError
 from runner.plan import build as planner
-from runner.recipe import load as recipes
 
 
 def main(recipe: str, *, overrides: dict[str, Any], cli_args: list[str],
          state_dir: str | None, out_dir: str | None, host: str | None, port: int,
          open_browser: bool, export_dir: str | None) -> int:
-    r = recipes.load(recipe, overrides=overrides)
-    planner.build(r)  # a recipe that does not plan is refused here, positioned
+    # A recipe that does not plan is refused here, positioned.
+    r = planner.check(recipe, overrides=overrides).recipe
     rpath = Path(recipe)
     sdir = Path(state_dir) if state_dir else default_state_dir(r.path)
     odir = Path(out_dir) if out_dir else default_out_dir(r.path)

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from runner import paths
-from runner.engine.core import rerun
+from runner.engine.force import rerun
 from runner.plan import build as planner
-from runner.plan.build import Instance, Plan
-from runner.recipe import load as recipes
-from runner.report import plan_table as report
+from runner.plan.cost import price
+from runner.plan.model import Instance, Plan
 from runner.review.history import History, KeyHistory
 from runner.review.history import read as read_history
 from runner.store.journal import Store
@@ -140,8 +139,8 @@ def load(recipe_path: Path, state_dir: Path, out_dir: Path,
     from runner.store import previews
 
     version = signature(recipe_path, state_dir, out_dir)
-    r = recipes.load(recipe_path, overrides=overrides)
-    p = planner.build(r)
+    p = planner.check(recipe_path, overrides=overrides)
+    r = p.recipe
     store = Store(state_dir).open(create=False)
     known = resolve(p, store) if state_dir.exists() else {}
     hist = read_history(state_dir / "journal.jsonl")
@@ -153,7 +152,7 @@ def load(recipe_path: Path, state_dir: Path, out_dir: Path,
                    _song_state(states.get(inst.id, "to run")), r.takes, streams)
              for n, inst in enumerate(song_instances(p), 1)]
     nodes = [Node(i.id, f"{i.id}: {i.step.uses}", states.get(i.id, "to run"),
-                  step_deps(p, i.id), report.price(p, i) > 0) for i in p.steps()]
+                  step_deps(p, i.id), price(p, i) > 0) for i in p.steps()]
     counts: dict[str, int] = {}
     for n in nodes:
         counts[n.state] = counts.get(n.state, 0) + 1
@@ -302,10 +301,10 @@ def _card(p: Plan, n: int, inst: Instance, row: dict[str, Any], hist: History, s
     return Card(inst.id, n, title, str(style or ""), str(lyrics or ""), state, takes,
                 kept_takes.get(inst.id), used, t0.image if t0 else None, inst.step.uses,
                 credits, task_ids, earlier, hashlib.sha1(sig.encode()).hexdigest()[:12],
-                sum(report.price(p, i) for i in rows), [i.id for i in rows],
-                report.price(p, inst), error,
-                [i.id for i in rows if i.id != inst.id and report.price(p, i) > 0],
-                sum(report.price(p, i) for i in rows if i.id != inst.id))
+                sum(price(p, i) for i in rows), [i.id for i in rows],
+                price(p, inst), error,
+                [i.id for i in rows if i.id != inst.id and price(p, i) > 0],
+                sum(price(p, i) for i in rows if i.id != inst.id))
 
 
 def _first_track(outputs: Any) -> dict[str, Any]:

@@ -9,10 +9,11 @@ rendered (statically when they are literal), always before any request is sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.steps.models import MODELS
+from runner.steps.models import MODELS, is_local_task
 
 # --- output types: "str", "num", "bool", "file", "any", ("list", T) or a dict of fields ---
 
@@ -126,6 +127,17 @@ class StepType:
     # Seconds the service usually takes to do it (0: not a service task): what the
     # scheduler expects until the run has learned better (runner.engine.priority).
     expected: float = 0.0
+    # Routing exceptions, as data. A provider whose service supports the step does it only
+    # when each input named in `service_values` (its default when absent) has one of the
+    # values listed, and, with `service_tracks`, only on a track the service made (its task
+    # id and audio id): anything else is local ffmpeg (convert: the service makes WAV of
+    # its own tracks only).
+    service_values: tuple[tuple[str, Any, tuple[Any, ...]], ...] = ()
+    service_tracks: bool = False
+    # A price exception: (input, its default, {value: credits}). A value listed costs its
+    # own price, named by the value in the provider block's `prices` (separate's
+    # split_stem); the rest cost the type's.
+    price_by: tuple[str, Any, dict[str, int]] | None = None
 
     @property
     def fields(self) -> dict[str, dict[str, Any]]:
@@ -133,6 +145,48 @@ class StepType:
 
     def paid(self, provider: str) -> bool:
         return self.support.get(provider) == "remote" and self.price > 0
+
+    def local_by_value(self, value: Callable[[str, Any], Any]) -> bool:
+        """Whether the inputs' values (`value(name, default)`: rendered, or as known before
+        the run) make this step local ffmpeg where the service could do it."""
+        return any(value(name, default) not in allowed
+                   for name, default, allowed in self.service_values)
+
+    def route(self, provider: str, inputs: Mapping[str, Any]) -> str:
+        """"remote" when `provider`'s service performs this step on these rendered inputs,
+        "local" for ffmpeg here. The one routing rule: the engine, `status`, the plan's
+        checks and its prices all ask it (or `local_by_value`, before the run)."""
+        route = self.support.get(provider, "local")
+        if route == "remote" and (self.local_by_value(inputs.get) or
+                                  self.service_tracks and not own_track(inputs.get("audio"))):
+            return "local"
+        return route
+
+    def price_of(self, provider: str, prices: Mapping[str, Any],
+                 value: Callable[[str, Any], Any]) -> float:
+        """Credits one submission costs on `provider` (0 when local), given the provider
+        block's `prices` and the inputs' values (`value(name, default)`)."""
+        if not self.paid(provider) or self.local_by_value(value):
+            return 0.0
+        if self.price_by is not None:
+            name, default, table = self.price_by
+            v = value(name, default)
+            if isinstance(v, str) and v in table:
+                return float(prices.get(v, table[v]))
+        return float(prices.get(self.name, self.price))
+
+
+def own_track(audio: Any) -> bool:
+    """A track the service made (the service's task id and audio id; ``local-`` task ids
+    are this machine's)."""
+    return bool(isinstance(audio, dict) and audio.get("id") and audio.get("task_id") and
+                not is_local_task(audio.get("task_id", "")))
+
+
+def pace_of(op: str) -> str:
+    """The family whose durations a step type shares (extend learns from generate)."""
+    t = TYPES.get(op)
+    return (t.pace or t.name) if t is not None else op
 
 
 def _t(name: str, summary: str, inputs: dict[str, Any], outputs: dict[str, Any],
@@ -181,12 +235,14 @@ TYPES: dict[str, StepType] = {t.name: t for t in [
        {"type": choice("separate_vocal (2 stems) or split_stem (up to 12)",
                        "separate_vocal", "split_stem")},
        {"stems": {name: URL_FILE for name in STEM_NAMES}, "task_id": "str"},
-       required=("audio",), price=10, expected=90.0),
+       required=("audio",), price=10, expected=90.0,
+       price_by=("type", "separate_vocal", {"split_stem": 50})),
     _t("convert", "convert a track to WAV (by the service when it can), FLAC or MP3",
        {"format": FORMAT, "bitrate": BITRATE},
        {"tracks": ("list", TRACK), "file": "file", "url": "str", "task_id": "str"},
        required=("audio",), price=1, expected=30.0,
-       support={"local": "local", "sunoapi": "remote", "newapi": "local"}),
+       support={"local": "local", "sunoapi": "remote", "newapi": "local"},
+       service_values=(("format", "wav", ("wav",)),), service_tracks=True),
     _t("boost_style", "expand a few style words into a detailed style",
        {"content": text("style words to expand, e.g. 'Pop, Mysterious'")},
        {"text": "str"}, required=("content",), takes_audio=False, price=1, expected=5.0),

@@ -63,7 +63,7 @@ from runner.errors import JournalError, StoreError
 FORMAT = 1
 # Events a reader must understand to be safe carry a higher "v": an older sunoflow that
 # meets one stops with "event from a newer sunoflow" instead of ignoring it. ``first``
-# pins a step's first track (runner.engine.core, early release): ignoring it could re-key the
+# pins a step's first track (runner.engine, rule 7): ignoring it could re-key the
 # steps started from that track, and so pay for them twice.
 EVENT_VERSION = {"first": 2}
 READS = 2  # the highest event version this sunoflow understands

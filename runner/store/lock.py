@@ -24,7 +24,7 @@ import yaml
 
 from runner.errors import StoreError
 from runner.paths import fresh_file
-from runner.plan.build import Plan
+from runner.plan.model import Plan
 from runner.steps.models import is_local_task
 from runner.store import yamlout
 from runner.store.journal import Store

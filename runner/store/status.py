@@ -1,8 +1,9 @@
 """What the state store already holds for a plan: done, stale, or to run.
 
 A dry walk over the plan in order: an instance whose dependencies are all known renders
-its inputs from their recorded outputs, computes its key, and looks it up. Nothing is
-submitted and nothing is written.
+its inputs from their recorded outputs, computes its key, and looks it up: the engine's
+own identify() (runner.plan.scopes), so the keys are the run's. Nothing is submitted and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from runner import paths
-from runner.engine.core import apply_take, instance_key, route_of
 from runner.errors import StepError
-from runner.plan.build import Plan
-from runner.plan.scopes import Scopes
-from runner.recipe.template import TemplateError, render
+from runner.plan.model import Plan
+from runner.plan.scopes import Scopes, Unrendered, apply_take
+from runner.recipe.template import TemplateError
 from runner.store.journal import Store
 
 
@@ -49,17 +49,14 @@ def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
                 pass  # a call that cannot start: its steps stay unknown
             continue
         try:
-            ctx = scopes.context(inst, item)
-            if not scopes.condition(inst, ctx):
-                out[iid] = {"status": "skipped", "key": None, "route": None}
-                continue
-            inputs = {k: render(v, ctx) for k, v in inst.step.with_.items()}
-        except TemplateError:
+            ident = scopes.identify(inst, item, roots, hashes)
+        except Unrendered:
             out[iid] = {"status": "unknown", "key": None, "route": None}
             continue
-        route = route_of(plan.recipe.provider, inst.step.uses, inputs)
-        k = instance_key(plan.recipe.provider, inst.step.uses, inputs, route,
-                         paths.content_hashes(inputs, roots, hashes))
+        if ident is None:
+            out[iid] = {"status": "skipped", "key": None, "route": None}
+            continue
+        k, route = ident.key, ident.route
         st = store.states.get(k)
         if st is not None and st.status == "done":
             view = apply_take(st.outputs, inst.step.take)
