@@ -399,3 +399,19 @@ def test_a_longer_circle_is_reported_as_one_path(tmp_path: Path) -> None:
 def test_an_allowlist_entry_covers_only_its_own_break(
         entry: tuple[object, ...], key: tuple[object, ...], allowed: bool) -> None:
     assert _allows(entry, Violation(key, "")) is allowed
+
+
+def test_a_run_that_downloads_nothing_never_imports_the_http_stack() -> None:
+    """What a run imports is time every run pays: the local album, a resume, `validate`.
+    httpx and httpcore (which brings trio in when it is installed) cost ~0.15 s of a
+    20,000-instance resume (docs/BENCHMARKS.md, "Engine overhead and resume") when the
+    downloads module imported its chunk reader at the top; they load when a download or a
+    remote provider starts."""
+    import subprocess
+    import sys
+    code = ("import sys, runner.cli.main, runner.cli.commands, runner.cli.run, "
+            "runner.engine.scheduler, runner.providers.download, runner.providers.registry; "
+            "print(sorted(m for m in ('httpx', 'httpcore', 'trio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

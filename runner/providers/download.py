@@ -29,7 +29,6 @@ import anyio
 
 from runner import paths
 from runner.errors import TransientError
-from runner.providers.httpclient import chunks
 from runner.recipe.model import DEFAULT_MAX_DOWNLOAD
 
 if TYPE_CHECKING:
@@ -116,7 +115,9 @@ async def stream_to(client: httpx.AsyncClient, url: str, dest: Path, *,
 
 async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
                   max_bytes: int) -> Streamed:
-    import httpx
+    import httpx  # here, not at the top: a run that downloads nothing never imports httpx
+
+    from runner.providers import httpclient
 
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -158,7 +159,7 @@ async def _stream(client: httpx.AsyncClient, url: str, dest: Path,
                 # request, callback and rate-limit grant of the run (a 2 MB WAV: ~10 ms).
                 batch: list[bytes] = []
                 pending = 0
-                async with chunks(resp, 1 << 16, raw=True) as body:
+                async with httpclient.chunks(resp, 1 << 16, raw=True) as body:
                     async for chunk in body:
                         if got == 0 and chunk.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U"):
                             raise DownloadRejected(f"{_shown(url)} is an HLS playlist (#EXTM3U), "
