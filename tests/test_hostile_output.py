@@ -206,7 +206,7 @@ def crash(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kw: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("runner.cli.run.build_report", boom)
+    monkeypatch.setattr("runner.report.summary.build_report", boom)
 
 
 def test_the_crash_log_is_never_written_through_a_planted_link(tmp_path, monkeypatch,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import run as run_mod
 from runner.engine.records import Options
 from runner.engine.scheduler import Engine
 from runner.plan import build as planner
 from runner.providers import registry as providers
 from runner.recipe import load as recipes
+from runner.report import summary as summaries
 from runner.report.progress import PlainProgress
 from runner.store.journal import Store, compact
 
@@ -117,5 +117,5 @@ def test_the_report_is_streamed_as_the_same_text(tmp_path: Path):
         {"id": f"s[{i}]", "outputs": {"text": f"t{i}", "at": tmp_path}, "seconds": i / 3}
         for i in range(3000)]}
     out = io.StringIO()
-    run_mod._write_report(report, out)
+    summaries.write_report(report, out)
     assert out.getvalue() == json.dumps(report, indent=2, default=str) + "\n"

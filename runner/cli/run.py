@@ -4,11 +4,10 @@ providers, run the engine, export the album and write the report."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -37,10 +36,10 @@ from runner.providers.registry import create as make_provider
 from runner.recipe.messages import suggest
 from runner.recipe.model import Provider, Recipe
 from runner.report import progress
+from runner.report import summary as summaries
 from runner.store import ledger, lock
 from runner.store.journal import Store
 from runner.store.uploads import UploadsFile
-from runner.terminal import plural
 
 if TYPE_CHECKING:
     from runner.callbacks.listener import Listener
@@ -238,7 +237,7 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
                 ui.note(f"{w['path']}: the stored audio is {w['transcoded_from']} (links "
                         f"recovered after they expired); transcoded to "
                         f"{Path(w['path']).suffix} with the recipe's tags")
-    report = build_report(engine, status, exported, error)
+    report = summaries.build_report(engine, status, exported, error)
     report["credits"].update(credits)
     if shared is not None:
         blobs, claims = shared
@@ -250,14 +249,15 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
         report["credits"]["spent"] = credits["before"] - credits["after"]
     if callbacks is not None:
         report["callbacks"] = asdict(callbacks.stats)
-        _callback_summary(callbacks, ui)
+        summaries.callback_summary(callbacks, ui)
     unwritten: str | None = None
     if report_path:
         try:
-            paths.replace_with(Path(report_path), lambda f: _write_report(report, f))
+            paths.replace_with(Path(report_path), lambda f: summaries.write_report(report, f))
         except OSError as exc:  # tried before the run; a disk can still fill up since
             unwritten = f"cannot write the report {report_path}: {exc.strerror or exc}"
-    summary(engine, status, odir if exported else None, error, ui, report["credits"])
+    summaries.summary(engine, status, odir if exported else None, error, ui,
+                      report["credits"])
     if unwritten is not None:
         raise PathError(unwritten)
     if engine.failed_paid:
@@ -307,21 +307,6 @@ def _to_submit(p: Plan, store: Store) -> bool:
                for row in resolve(p, store).values())
 
 
-def _write_report(report: dict[str, Any], f: TextIO) -> None:
-    """Streamed into the file: the report lists every step instance with its outputs, and
-    its text whole was as large as everything else the run held. The same text as
-    `json.dumps(report, indent=2, default=str)`, written a few thousand pieces at a time
-    (a write per piece, as json.dump does, made a 10,000-step resume 0.3 s slower)."""
-    pieces: list[str] = []
-    for piece in json.JSONEncoder(indent=2, default=str).iterencode(report):
-        pieces.append(piece)
-        if len(pieces) >= 4096:
-            f.write("".join(pieces))
-            pieces.clear()
-    pieces.append("\n")
-    f.write("".join(pieces))
-
-
 def _check_listen(provider: Provider, listen: tuple[str, int]) -> None:
     if provider.kind not in ("sunoapi", "newapi"):
         raise UsageError(f"--listen: the {provider.kind} provider has no service to call "
@@ -332,15 +317,6 @@ def _check_listen(provider: Provider, listen: tuple[str, int]) -> None:
                          "sunoflow cannot tell the service where to call back: set "
                          "callback_url in the provider block to the public address that "
                          "forwards to the listener")
-
-
-def _callback_summary(callbacks: Callbacks, ui: Any) -> None:
-    st = callbacks.stats
-    rejected = sum(st.rejected.values())
-    reasons = ", ".join(f"{n} {why}" for why, n in sorted(st.rejected.items()))
-    ui.note(f"callbacks: {st.received} received, {st.used} completed a task, {st.ignored} "
-            f"ignored (duplicates or late)"
-            + (f", {rejected} rejected ({reasons})" if rejected else ""))
 
 
 def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:
@@ -411,117 +387,3 @@ def _check_budget(estimate: float | None, cap: float | None) -> None:
 
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def _reported(engine: Engine, rec: Any) -> bool:
-    """Every step instance; of a call's two ends, the call itself (its outputs), and its
-    entry only when it did not start (why its steps did not run)."""
-    kind = engine.plan.instances[rec.id].kind
-    return kind != "enter" or rec.status not in ("succeeded", "pending")
-
-
-def build_report(engine: Engine, status: str, exported: list[dict[str, Any]],
-                 error: str | None) -> dict[str, Any]:
-    return {
-        "status": status,
-        "recipe": engine.recipe.file,
-        "provider": engine.recipe.provider.kind,
-        "steps": [{"id": rec.id, "status": rec.status if rec.status != "pending" else "skipped",
-                   "task_ids": rec.task_ids, "attempts": rec.attempts, "outputs": rec.outputs,
-                   "error": rec.error, "key": rec.key, "seconds": rec.seconds,
-                   "notes": rec.notes}
-                  for rec in engine.records.values() if _reported(engine, rec)],
-        "counts": asdict(engine.counts),
-        "credits": {"before": None, "after": None, "estimated_spent": engine.spent},
-        "outputs": exported,
-        "error": error,
-        # Early release (runner.engine.early): the mode, the operations this host is known to
-        # refuse before a task finishes, and what this run learned.
-        "early_release": {"mode": engine.speculation.mode, "host": engine.speculation.host,
-                          "refusing": engine.speculation.refusing(),
-                          "learned": engine.speculation.learned},
-    }
-
-
-def summary_table(engine: Engine) -> list[str]:
-    """One row per step: its type and how its instances ended."""
-    cols = ("succeeded", "cached", "failed", "skipped")
-    rows: dict[str, dict[str, Any]] = {}
-    for rec in engine.records.values():
-        inst = engine.plan.instances[rec.id]
-        if inst.kind != "step":
-            continue
-        row = rows.setdefault(inst.path, {"uses": inst.step.uses, "n": 0, "seconds": 0.0,
-                                             **{c: 0 for c in cols}})
-        row["n"] += 1
-        row["seconds"] = max(row["seconds"], rec.seconds)
-        if rec.status in cols:
-            row[rec.status] += 1
-    if not rows:
-        return []
-    w = max(4, *(len(k) for k in rows))
-    t = max(4, *(len(r["uses"]) for r in rows.values()))
-    lines = [f"{'STEP':<{w}}  {'TYPE':<{t}}  {'N':>4}  {'DONE':>4}  {'CACHED':>6}  "
-             f"{'FAILED':>6}  {'SKIPPED':>7}  {'LONGEST':>8}"]
-    for sid, r in rows.items():
-        lines.append(f"{sid:<{w}}  {r['uses']:<{t}}  {r['n']:>4}  {r['succeeded']:>4}  "
-                     f"{r['cached']:>6}  {r['failed']:>6}  {r['skipped']:>7}  "
-                     f"{r['seconds']:>7.1f}s")
-    return lines
-
-
-def summary(engine: Engine, status: str, out: Path | None, error: str | None,
-            ui: Any, credits: dict[str, Any] | None = None) -> None:
-    for line in summary_table(engine):
-        ui.note(line)
-    by: dict[str, int] = {}
-    for rec in engine.records.values():
-        if engine.plan.instances[rec.id].kind == "step":
-            by[rec.status] = by.get(rec.status, 0) + 1
-    c = engine.counts
-    order = ("succeeded", "cached", "failed", "skipped", "pending")
-    parts = ", ".join(f"{by[s]} {s}" for s in order if by.get(s)) or "nothing to do"
-    total = sum(by.values())
-    ui.note(f"steps: {parts} (of {plural(total, 'step instance')}); "
-            f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
-            + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
-            + (f", {c.early_refused} early requests refused (none paid)"
-               if c.early_refused else ""))
-    for line in credit_lines(engine, credits or {}):
-        ui.note(line)
-    # Each error was shown when its step failed; here once more (a live view does not keep
-    # them on screen), each message once. Every message names its step.
-    for msg in dict.fromkeys(rec.error or f"{rec.id}: failed" for rec in
-                             engine.records.values() if rec.status == "failed"):
-        ui.note(f"failed: {msg}")
-    if error:
-        ui.note(f"export failed (the other album files were written):\n{error}"
-                if out is not None else f"export failed:\n{error}")
-    if out is not None:
-        ui.note(f"album written to {out}")
-    ui.note(f"run {status}")
-
-
-def credit_lines(engine: Engine, credits: dict[str, Any]) -> list[str]:
-    """What the run cost: the balance before and after and the spend where the service
-    reports a balance, else the spend at the plan's prices."""
-    line = credits_line(credits)
-    if line is not None:
-        return [line]
-    if engine.spent or engine.counts.submissions:
-        return [f"credits: about {engine.spent:g} spent (the plan's prices)"]
-    return []
-
-
-def credits_line(credits: dict[str, Any]) -> str | None:
-    """The balance before and after and the spend, where the service reports a balance."""
-    before, after = credits.get("before"), credits.get("after")
-    estimated = credits.get("estimated_spent") or 0
-    if before is None:
-        return None
-    if after is None:
-        return f"credits: {before:.10g} (nothing submitted)" if not estimated else \
-            f"credits: {before:.10g} before; estimated spend {estimated:.10g}"
-    return (f"credits: {before:.10g} before, {after:.10g} after: {before - after:.10g} spent "
-            f"(estimated {estimated:.10g})")
-
