@@ -168,7 +168,7 @@ def test_a_running_songs_stream_previews_load_then_give_way_to_the_takes(page, t
     import sys
 
     from tests.reviewing import env
-    from tests.test_review_previews import CONFIG, RECIPE, SONG, submits
+    from tests.test_review_previews import CONFIG, RECIPE, SONG, made, submits
     from tests.waiting import until
 
     with FakeServer("sunoapi", api_key=KEY, **CONFIG) as srv:
@@ -178,7 +178,7 @@ def test_a_running_songs_stream_previews_load_then_give_way_to_the_takes(page, t
                                     "--base-url", srv.url], cwd=tmp_path, env=env(),
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            until(lambda: submits(srv) == 2, "two submits")
+            until(lambda: made(srv) == 2, "two tasks made")
             srv.advance(0.3 * SONG)  # the text stage: stream links, no take yet
             with serving(tmp_path, remote=srv.url) as url:
                 page.goto(url)

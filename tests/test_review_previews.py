@@ -58,6 +58,13 @@ def submits(srv: FakeServer) -> int:
     return sum(1 for e in srv.log if e["method"] == "POST" and e["path"] == "/api/v1/generate")
 
 
+def made(srv: FakeServer) -> int:
+    """Generate tasks the fake has made. The request log counts a submit when it arrives,
+    before its task exists: moving the fake's clock then would leave that task at its
+    start, so the tests wait for the tasks themselves before advancing."""
+    return sum(1 for t in srv.tasks if t["op"] == "generate")
+
+
 def polls(srv: FakeServer) -> int:
     return sum(1 for e in srv.log if "record-info" in e["path"])
 
@@ -72,7 +79,7 @@ def running(tmp_path: Path, srv: FakeServer) -> Iterator[subprocess.Popen[str]]:
                                  "--base-url", srv.url], cwd=tmp_path, env=env(),
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        until(lambda: submits(srv) == 2 or proc.poll() is not None, "two submits")
+        until(lambda: made(srv) == 2 or proc.poll() is not None, "two tasks made")
         assert proc.poll() is None, (tmp_path / "run.log").read_text()
         srv.advance(0.3 * SONG)  # TEXT_SUCCESS: stream links, no take yet
         yield proc
@@ -173,7 +180,7 @@ def test_the_text_callback_alone_brings_the_previews(tmp_path):
                                     cwd=tmp_path, env=env(), stdout=log,
                                     stderr=subprocess.STDOUT, text=True)
         try:
-            until(lambda: submits(srv) == 2 or proc.poll() is not None, "two submits")
+            until(lambda: made(srv) == 2 or proc.poll() is not None, "two tasks made")
             srv.advance(0.3 * SONG)  # the text stage: its callback is sent
             until(lambda: len(recorded(tmp_path)) == 2, "the text callbacks' links recorded")
             assert proc.poll() is None  # a preview ends nothing
