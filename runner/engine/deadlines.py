@@ -39,3 +39,19 @@ def timeout_for(op: str, step_timeout: float | None, provider_timeouts: dict[str
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return DEFAULTS.get(op, FALLBACK)
+
+
+def local_timeout(op: str, step_timeout: float | None, provider_timeouts: dict[str, Any]
+                  ) -> float | None:
+    """Seconds a local step's work (its ffmpeg runs) may take: the step's `timeout`, else
+    the provider block's `timeouts[op]` (or `"*"`); None when the recipe sets neither,
+    and then each ffmpeg child has the studio's default, proportional to the media it
+    handles (runner.studio.ffmpeg.default_limit), since the remote defaults above are
+    about a service's queue, not this machine."""
+    if step_timeout is not None:
+        return step_timeout
+    for name in (op, "*"):
+        value = provider_timeouts.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from runner import paths
+from runner.engine import deadlines
 from runner.engine.records import StepRecord, Work
 from runner.engine.remote import Remote
 from runner.engine.state import SUBMIT_GRACE
@@ -337,7 +338,9 @@ class Engine(Remote):
             work.forced
         step = inst.step
         workdir = self.store.scratch(k)
-        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir, self.roots)
+        op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir, self.roots,
+                timeout=deadlines.local_timeout(step.uses, step.timeout,
+                                                self.recipe.provider.timeouts))
         if st is not None and st.status == "done" and not forced:
             # Some stored file went missing. Rule 1 holds here too: a finished remote task
             # is re-fetched (its URL, then the service's fresh links for the same task id),

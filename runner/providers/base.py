@@ -54,6 +54,9 @@ class Op:
     scratch: Path  # where this operation may write files; made on first use of `workdir`
     base_dir: Path  # the recipe's folder: local paths in inputs are relative to it
     roots: Roots | None = None  # what it may read (default: the recipe's folder only)
+    # Seconds this operation's local work (ffmpeg) may take, when the recipe sets a
+    # deadline (runner.engine.deadlines.local_timeout); None: each ffmpeg's own default.
+    timeout: float | None = None
 
     def local_file(self, text: str) -> Path:
         """The file a local path in the inputs names, resolved and confined (runner.paths):

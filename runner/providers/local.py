@@ -13,12 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from runner.album.tags import TAGGABLE, write_tags
 from runner.errors import StepError
 from runner.paths import is_url
 from runner.providers.base import Op, Produced, Result, Submitted
+from runner.providers.offload import in_studio
 from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, local_task_id
 from runner.steps.types import TAG_FIELDS
@@ -62,7 +61,9 @@ class LocalProvider:
             if op.type in TEXT_ONLY:
                 outputs = fn(op)  # microseconds of string work: a thread hop costs more
             else:
-                outputs = await anyio.to_thread.run_sync(fn, op, abandon_on_cancel=True)
+                # Every ffmpeg of the step under its deadline, and killed if the step is
+                # cancelled (runner.providers.offload).
+                outputs = await in_studio(fn, op, seconds=op.timeout)
         except MediaError as exc:
             raise StepError(str(exc), step=op.step) from None
         return Submitted(None, Result(outputs))

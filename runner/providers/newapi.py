@@ -52,6 +52,7 @@ from runner.providers.http import (
     lost,
     suffix,
 )
+from runner.providers.offload import in_studio
 from runner.recipe.model import Provider as ProviderConfig
 from runner.steps.models import DEFAULT_MODEL, MODEL_NAMES, custom_mode, is_local_task
 from runner.studio import edit
@@ -518,13 +519,13 @@ class NewApiProvider:
         head = work / "head.wav"
         tracks = []
         try:
-            await anyio.to_thread.run_sync(lambda: edit.trim(src, head, start=0.0, end=at))
+            await in_studio(lambda: edit.trim(src, head, start=0.0, end=at))
             for n, part in enumerate(parts):
                 cont = work / f"continuation{n}{suffix(part['audio_url'], '.mp3')}"
                 await self._download(op, part["audio_url"], cont)
                 out = work / f"whole{n}.mp3"
-                await anyio.to_thread.run_sync(edit.concat, [head, cont], out)
-                info = await anyio.to_thread.run_sync(probe, out)
+                await in_studio(edit.concat, [head, cont], out)
+                info = await in_studio(probe, out)
                 # The whole song exists only here: it has no URL of its own. Its ids stay
                 # the continuation's, which is what the relay can continue further.
                 tracks.append({**part, "duration": round(info.duration, 3), "audio_url": None,

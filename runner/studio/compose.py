@@ -515,7 +515,7 @@ def synth(
         for layer, label in stems.items():
             outs.append(Path(stems_dir) / f"{layer}{out.suffix}")
             maps.append(label)
-    render("synth", outs, maps, lines, [], fmt, fast=True)
+    render("synth", outs, maps, lines, [], fmt, fast=True, media_seconds=total / RATE)
 
 
 
@@ -569,7 +569,8 @@ def extend(
         lines.append(
             f"[head][{cont}]concat=n=2:v=0:a=1,apad=whole_len={total},atrim=end_sample={total}[mix]"
         )
-    render("extend", [out], ["mix"], lines, input_args(src), fmt, fast=True)
+    render("extend", [out], ["mix"], lines, input_args(src), fmt, fast=True,
+           media_seconds=total / RATE)
 
 
 def mix(base: Path, out: Path, *, seed: str, layer: str) -> None:
@@ -591,5 +592,6 @@ def mix(base: Path, out: Path, *, seed: str, layer: str) -> None:
         "aformat=sample_fmts=fltp,alimiter=limit=0.97:level=0:latency=1,"
         f"apad=whole_len={total},atrim=end_sample={total}[mix]"
     )
-    render("mix", [out], ["mix"], lines, input_args(base), fmt, fast=True)
+    render("mix", [out], ["mix"], lines, input_args(base), fmt, fast=True,
+           media_seconds=total / RATE)
 

@@ -27,6 +27,14 @@ Invariants that the studio's media modules (probe, compose, edit, art) rely on:
   (LAME CBR, 192 kb/s unless told otherwise, with the gapless header so that decoders,
   and :func:`runner.studio.probe.probe`, see the exact length).
 
+* **Every child is bounded.** Each ffmpeg runs in its own process group under a limit:
+  the deadline of the work it belongs to (a :class:`Bound`, entered with
+  :meth:`Bound.run` in the worker thread; the local provider makes one per step from the
+  step's ``timeout:``), else :func:`default_limit` of the media it handles. Past the
+  limit, or when the work is cancelled (:meth:`Bound.cancel`, from any thread), the whole
+  group is killed and the call raises MediaError; :func:`atomic` then removes the partial
+  outputs. No ffmpeg outlives the step that started it.
+
 Errors: every failure raises :class:`MediaError`, whose message is one line naming the
 operation and the file, followed by ``: `` and either the reason (a bad argument) or the
 last informative lines of ffmpeg's stderr joined with `` | ``, e.g.
@@ -42,9 +50,15 @@ import functools
 import os
 import re
 import secrets
+import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 RATE = 44100
 CHANNELS = 2
@@ -130,23 +144,167 @@ def argv(*args: str, level: str = "error") -> list[str]:
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", level, *args]
 
 
+# --------------------------------------------------------------------------- bounds
+
+# Without a deadline from the work, a child may take FLOOR_SECONDS, or PER_MEDIA_SECOND
+# seconds per second of the media it handles when that is more: ffmpeg at a fifth of
+# real time, which no render of ours comes near (a 30 s take costs well under a second).
+FLOOR_SECONDS = 120.0
+PER_MEDIA_SECOND = 5.0
+# An input's length is not known before it is probed; its size over the lowest bitrate
+# a media file of ours has (32 kb/s MP3) is an upper bound, and that is what a generous
+# limit needs.
+_MIN_BYTES_PER_SECOND = 32_000 // 8
+
+
+def default_limit(media_seconds: float) -> float:
+    """Seconds an ffmpeg child may run, with no deadline from its work, for
+    ``media_seconds`` of media."""
+    return max(FLOOR_SECONDS, PER_MEDIA_SECOND * media_seconds)
+
+
+def _media_seconds(cmd: Sequence[str], known: float | None) -> float:
+    """The longest of ``known`` and the upper bound of each input's length (by size)."""
+    longest = known or 0.0
+    for flag, value in zip(cmd, cmd[1:], strict=False):
+        if flag == "-i" and value.startswith("file:"):
+            try:
+                size = os.stat(value[len("file:"):]).st_size
+            except OSError:
+                continue
+            longest = max(longest, size / _MIN_BYTES_PER_SECOND)
+    return longest
+
+
+class Bound:
+    """The limits of the ffmpeg children that one piece of work starts: an optional
+    deadline (``timeout`` seconds from now, the whole work's, shared by all its children)
+    and a cancel switch. Thread-safe: the work runs in a worker thread, while
+    :meth:`cancel` comes from the event loop (Ctrl-C, a sibling step's failure)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._lock = threading.Lock()
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self.cancelled = False
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(*args)`` in this thread with every ffmpeg it starts under this bound."""
+        _current.bound = self
+        try:
+            return fn(*args)
+        finally:
+            _current.bound = None
+
+    def cancel(self) -> None:
+        """Kill every running child (and its process group) and refuse new ones."""
+        with self._lock:
+            self.cancelled = True
+            children = list(self._children)
+        for proc in children:
+            _kill(proc)
+
+    def _limit(self, op: str, target: Path, cmd: Sequence[str], media_seconds: float | None
+               ) -> tuple[float, str]:
+        if self._deadline is None:
+            limit = default_limit(_media_seconds(cmd, media_seconds))
+            return limit, f"its limit of {limit:g} s (README: Timeouts)"
+        left = self._deadline - time.monotonic()
+        why = f"the step's timeout of {self.timeout:g} s"
+        if left <= 0:
+            raise MediaError(f"{op} {target}: ffmpeg not started: past {why}")
+        return left, why
+
+    @contextlib.contextmanager
+    def child(self, op: str, target: Path, cmd: Sequence[str], media_seconds: float | None,
+              **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+        """Start ``cmd`` in its own process group; kill the group at the limit, on
+        cancel, or when the caller's block raises; raise MediaError if it was killed."""
+        limit, why = self._limit(op, target, cmd, media_seconds)
+        with self._lock:
+            if self.cancelled:
+                raise MediaError(f"{op} {target}: ffmpeg not started: the step was cancelled")
+            try:
+                # A session of its own: the kill reaches anything ffmpeg started, and the
+                # terminal's Ctrl-C reaches only us, who decide (we kill it, see cancel).
+                proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL,
+                                        start_new_session=True, **popen)
+            except OSError as exc:
+                raise MediaError(f"{op} {target}: cannot run ffmpeg: {exc}") from exc
+            self._children.add(proc)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _kill(proc)
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            with proc:
+                try:
+                    yield proc
+                except BaseException:
+                    _kill(proc)
+                    raise
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._children.discard(proc)
+        if expired.is_set():
+            raise MediaError(f"{op} {target}: ffmpeg ran past {why} and was killed")
+        if self.cancelled:
+            raise MediaError(f"{op} {target}: ffmpeg was killed: the step was cancelled")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows: no process groups to kill
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _Current(threading.local):
+    bound: Bound | None = None
+
+
+_current = _Current()
+
+
+def current() -> Bound:
+    """The bound of the work running in this thread (:meth:`Bound.run`), else a fresh one
+    with no deadline: every child is bounded either way."""
+    return _current.bound or Bound()
+
+
 def execute(
-    op: str, target: Path, cmd: Sequence[str], *, check: bool = True
+    op: str, target: Path, cmd: Sequence[str], *, check: bool = True,
+    media_seconds: float | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run the command line ``cmd`` (an :func:`argv`) in ffmpeg's environment, output
-    captured; with ``check``, a non-zero exit raises MediaError with its stderr's tail."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, check=False, env=child_env())
-    except OSError as exc:
-        raise MediaError(f"{op} {target}: cannot run ffmpeg: {exc}") from exc
+    captured, under this thread's :class:`Bound` (``media_seconds``: the length of what it
+    makes, when its inputs do not tell); with ``check``, a non-zero exit raises MediaError
+    with its stderr's tail."""
+    with current().child(op, target, cmd, media_seconds, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE) as child:
+        out, err = child.communicate()
+    proc = subprocess.CompletedProcess(list(cmd), child.returncode, out, err)
     if check and proc.returncode != 0:
         raise MediaError(f"{op} {target}: ffmpeg: {stderr_tail(proc.stderr)}")
     return proc
 
 
-def run(op: str, target: Path, args: Sequence[str], *, level: str = "error") -> bytes:
+def run(op: str, target: Path, args: Sequence[str], *, level: str = "error",
+        media_seconds: float | None = None) -> bytes:
     """Run ffmpeg with ``args``; return its stderr, raise MediaError on failure."""
-    return execute(op, target, argv(*args, level=level)).stderr
+    return execute(op, target, argv(*args, level=level), media_seconds=media_seconds).stderr
 
 
 def check_input(op: str, path: Path) -> None:
@@ -269,6 +427,7 @@ def render(
     bitrate_kbps: int | None = None,
     *,
     fast: bool = False,
+    media_seconds: float | None = None,
 ) -> None:
     """Run one ffmpeg graph writing ``outs`` (one per mapped label), atomically."""
     with atomic(outs) as tmps:
@@ -281,4 +440,4 @@ def render(
                 "-y",
                 file_url(tmp),
             ]
-        run(op, outs[0], args)
+        run(op, outs[0], args, media_seconds=media_seconds)

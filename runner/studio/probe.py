@@ -14,7 +14,7 @@ from runner.studio.ffmpeg import (
     MediaError,
     argv,
     check_input,
-    child_env,
+    current,
     execute,
     ffmpeg_exe,
     input_args,
@@ -84,7 +84,7 @@ def _decode_audio(path: Path) -> list[str]:
     return argv(*input_args(path), "-map", "0:a:0")
 
 
-def _count_samples(path: Path) -> int:
+def _count_samples(path: Path, seconds: float) -> int:
     """Decode the first audio stream to mono u8 at its own rate; return its sample count.
 
     Counting decoded samples is the only exact duration without ffprobe; the mp3
@@ -103,7 +103,8 @@ def _count_samples(path: Path) -> int:
     total = 0
     # stderr goes to a file: a damaged file can log more than a pipe buffer holds.
     with tempfile.TemporaryFile() as err:
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=child_env()) as proc:
+        with current().child("probe", path, cmd, seconds, stdout=subprocess.PIPE,
+                             stderr=err) as proc:
             assert proc.stdout is not None
             while chunk := proc.stdout.read(1 << 20):
                 total += len(chunk)
@@ -154,14 +155,15 @@ def probe(path: Path) -> MediaInfo:
         if stream_kbps is not None
         else (int(container_kbps.group(1)) if container_kbps else None)
     )
+    m = _DURATION_RE.search(header)
+    stated = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else 0.0
     if audio_codec is not None and sample_rate:
-        samples = _count_samples(path)
+        samples = _count_samples(path, stated)
         duration = samples / sample_rate
     elif _IMAGE_DEMUXERS.match(head.group(1)):
         duration = 0.0
     else:
-        m = _DURATION_RE.search(header)
-        duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else 0.0
+        duration = stated
     return MediaInfo(
         duration=duration,
         format=_container(head.group(1), video_codec),
