@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -196,3 +197,66 @@ def test_the_text_callback_alone_brings_the_previews(tmp_path):
                 proc.terminate()
                 proc.wait(timeout=30)
         assert submits(srv) == 2
+
+
+def previews_on_disk(tmp_path: Path) -> dict | None:
+    """The raw file (not `previews.read`, which hides what it cannot use); None if absent."""
+    path = tmp_path / ".sunoflow" / previews.FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_a_finished_run_leaves_no_previews_behind(tmp_path, srv, running):
+    until(lambda: len(recorded(tmp_path)) == 2, "both tasks' stream links recorded")
+    srv.advance(SONG)
+    assert running.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
+    # Both polls ended: their entries left the file, and with nothing left, the file.
+    assert previews_on_disk(tmp_path) is None
+    assert submits(srv) == 2
+
+
+def test_a_run_that_offers_no_streams_clears_an_earlier_runs_previews(tmp_path):
+    # A killed run left a line; the next run (local: no task offers streams) ends with the
+    # file reflecting itself: nothing.
+    state = tmp_path / ".sunoflow"
+    state.mkdir()
+    stale = {"v": 1, "tasks": {"t1": {"step": "song[0]", "key": "k", "t": 0, "tracks": [
+        {"n": 0, "id": "c", "title": "x", "stream_url": "https://example.com/s.mp3"}]}}}
+    (state / previews.FILE).write_text(json.dumps(stale))
+    (tmp_path / "ep.yaml").write_text("version: 1\nname: words\nprovider: local\nsteps:\n"
+                                      "  words: {uses: lyrics, with: {prompt: rain}}\n")
+    r = subprocess.run([sys.executable, "-m", "runner", "run", "ep.yaml", "-q"], cwd=tmp_path,
+                       env=env(), capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert previews_on_disk(tmp_path) is None
+
+
+@pytest.mark.anyio
+async def test_a_task_forgotten_mid_run_leaves_the_file_at_once(tmp_path):
+    # The engine runs `keep` beside its steps: a song that finishes while others still run
+    # loses its line then, not at the next song's new links.
+    import anyio
+
+    book = previews.Previews(tmp_path)
+    streams = SimpleNamespace(tracks=[{"n": 0, "id": "c", "title": "x",
+                                       "stream_url": "https://example.com/a.mp3"}])
+    await book.note("song[0]", "k0", "t0", streams)
+    await book.note("song[1]", "k1", "t1", streams)
+    assert set(previews.read(tmp_path)) == {"t0", "t1"}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(book.keep)
+        book.forget("t0")
+        await written(lambda: set(previews.read(tmp_path)) == {"t1"})
+        book.forget("t1")
+        await written(lambda: not (tmp_path / previews.FILE).exists())
+        tg.cancel_scope.cancel()
+
+
+async def written(cond) -> None:
+    """Wait for `keep`'s write (a worker thread's) to show; the bound only stops a hang."""
+    import anyio
+
+    for _ in range(3000):
+        if cond():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("the previews file was not rewritten")

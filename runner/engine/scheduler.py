@@ -63,6 +63,7 @@ class Engine(Remote):
             async with anyio.create_task_group() as tg:
                 if self.opts.handle_signals:
                     tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(self.previews.keep)  # ends with the group, like the above
 
                 def release(iid: str) -> None:
                     nonlocal left
@@ -127,6 +128,9 @@ class Engine(Remote):
         finally:
             with anyio.CancelScope(shield=True):
                 self.store.sync()
+                # Every poll has ended: the previews file loses what is left (sync, as the
+                # journal's above: one small write or unlink, once per run).
+                self.previews.close()
                 for step, task_id in self.rejournal():
                     self.ui.always(f"{step}: task {task_id} is paid for but NOT in the "
                                    "journal; before running again, check it on the service "

@@ -8,10 +8,14 @@ made (sunoapi's `streamAudioUrl`), kept in the state directory for `sunoflow rev
                                              "stream_url": "https://..."}]}}}
 
 The engine writes it (atomic replace) whenever a task's links change, and forgets a task
-once its poll ends; the review page reads it. It is not the journal and decides nothing:
-what is paid, done or resubmitted is the journal's alone (runner.engine), so losing or
-spoiling this file loses only previews. Links are http(s) only (the provider checks; the
-reader checks again) and are never fetched by sunoflow: the page's player points at them.
+once its poll ends: the file then loses that task's entry too (written by `keep`, which the
+engine runs beside its steps: the forgets of one moment make one write, never fsynced), and
+is removed once no task is left (`close`, at the end of every run, so a finished run, or
+one that offered no streams, leaves no previews behind). The review page reads it. It is
+not the journal and decides nothing: what is paid, done or resubmitted is the journal's
+alone (runner.engine), so losing or spoiling this file loses only previews. Links are
+http(s) only (the provider checks; the reader checks again) and are never fetched by
+sunoflow: the page's player points at them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Previews:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.lock = anyio.Lock()
         self.broken = False  # a write failed (a full disk): previews are not worth a retry
+        self.dirty = False  # a task was forgotten since the last write
+        self._wake: anyio.Event | None = None  # set by `forget` while `keep` runs
 
     async def note(self, step: str, key: str, task_id: str, streams: Any) -> None:
         """Record a running task's links (a runner.providers.Streams); written only when
@@ -52,17 +58,51 @@ class Previews:
 
     def forget(self, task_id: str) -> None:
         """The task's poll ended (its takes arrived, it failed, or the run stopped): its
-        links leave the next write. Memory only: the page shows previews of running songs
-        alone, so a line left in the file until then shows nothing."""
-        self.tasks.pop(task_id, None)
+        links leave the file at `keep`'s next write. Synchronous: it is called on the way
+        out of a poll, cancelled or not."""
+        if self.tasks.pop(task_id, None) is not None:
+            self.dirty = True
+            if self._wake is not None:
+                self._wake.set()
+
+    async def keep(self) -> None:
+        """Write the forgotten tasks out, for as long as the run lasts (the engine's task
+        group runs it and cancels it at the end). At most one write is in flight; every
+        forget meanwhile waits for the next, so many polls ending together cost one write,
+        and writes are not fsynced: a preview lost in a crash is only a preview."""
+        while True:
+            self._wake = anyio.Event()
+            if not self.dirty:
+                await self._wake.wait()
+            await self._save()
+
+    def close(self) -> None:
+        """The run is over: the file holds what is still recorded, and is removed when
+        nothing is (every poll has ended by now, so after any run: no previews left)."""
+        if self.broken:
+            return
+        try:
+            if not self.tasks:
+                self.path.unlink(missing_ok=True)
+            elif self.dirty:
+                paths.replace_text(self.path, self._text())
+            self.dirty = False
+        except OSError:
+            self.broken = True
+
+    def _text(self) -> str:
+        return json.dumps({"v": VERSION, "tasks": self.tasks}, ensure_ascii=False)
 
     async def _save(self) -> None:
         if self.broken:
             return
         async with self.lock:  # one writer at a time, each writing the latest whole state
-            text = json.dumps({"v": VERSION, "tasks": self.tasks}, ensure_ascii=False)
+            self.dirty = False
             try:
-                await anyio.to_thread.run_sync(paths.replace_text, self.path, text)
+                if self.tasks:
+                    await anyio.to_thread.run_sync(paths.replace_text, self.path, self._text())
+                else:
+                    await anyio.to_thread.run_sync(self.path.unlink, True)
             except OSError:
                 self.broken = True
 
