@@ -127,3 +127,24 @@ def test_a_child_without_a_deadline_is_killed_at_its_default_limit(tmp_path: Pat
     assert str(info.value) == (f"probe {tmp_path / 'x.mp3'}: ffmpeg ran past its limit of "
                                "0.5 s (README: Timeouts) and was killed")
     assert all(gone(int(p)) for p in pids.read_text().split())
+
+
+def test_the_fake_and_the_waveform_run_the_studios_bounded_ffmpeg(tmp_path: Path,
+                                                                 monkeypatch):
+    # Both build their command line with the studio's `argv` and run it with its
+    # `execute`: the same binary, environment and bound (no second copy to keep in step).
+    from runner.fake import media
+    from runner.review import waveform
+
+    take = tmp_path / ("a" * 64 + ".mp3")
+    take.write_bytes(media.render("mp3", 1.0))  # made by the real ffmpeg, before the swap
+    exe, pids = hung_ffmpeg(tmp_path)
+    monkeypatch.setattr(ffmpeg, "ffmpeg_exe", lambda: str(exe))
+    monkeypatch.setattr(ffmpeg, "FLOOR_SECONDS", 0.5)
+    with pytest.raises(media.MediaError, match="ffmpeg ran past its limit of 0.5 s"):
+        media._make("wav", 1.0)
+    assert all(gone(int(p)) for p in pids.read_text().split())
+    pids.unlink()
+    assert waveform.make(tmp_path / "state", take) is None  # no picture, no error
+    assert all(gone(int(p)) for p in pids.read_text().split())
+    assert not list((tmp_path / "state").rglob("*.png"))

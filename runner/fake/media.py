@@ -9,12 +9,12 @@ hashes within a run.
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
-from runner.studio.ffmpeg import ffmpeg_exe
+from runner.studio import ffmpeg
+from runner.studio.ffmpeg import argv
 
 MIME = {
     "mp3": "audio/mpeg",
@@ -37,24 +37,14 @@ def _encode(args: list[str], suffix: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="sunoflow-fake-") as tmp:
         out = Path(tmp) / f"out.{suffix}"
         # A seekable output file (not a pipe) lets the muxers write their headers
-        # (Xing for MP3, moov for MP4) the way a real download would have them.
-        cmd = [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-y",
-            *args,
-            "-fflags",
-            "+bitexact",
-            "-flags",
-            "+bitexact",
-            "-map_metadata",
-            "-1",
-            str(out),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+        # (Xing for MP3, moov for MP4) the way a real download would have them. The studio's
+        # command line and runner (bounded, killed with its process group past its limit).
+        cmd = argv("-y", *args, "-fflags", "+bitexact", "-flags", "+bitexact",
+                   "-map_metadata", "-1", str(out))
+        try:
+            proc = ffmpeg.execute("encode", out, cmd, check=False)
+        except ffmpeg.MediaError as exc:
+            raise MediaError(str(exc)) from exc
         if proc.returncode != 0:
             raise MediaError(proc.stderr.decode(errors="replace").strip() or "ffmpeg failed")
         return out.read_bytes()
@@ -130,12 +120,12 @@ def probe_duration(data: bytes) -> float | None:
     with tempfile.TemporaryDirectory(prefix="sunoflow-fake-") as tmp:
         src = Path(tmp) / "in"
         src.write_bytes(data)
-        proc = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(src)],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        try:
+            # At the default level (info), which prints the input's description.
+            proc = ffmpeg.execute("probe", src, argv("-i", str(src), level="info"),
+                                  check=False)
+        except ffmpeg.MediaError:
+            return None
     found = _DURATION.search(proc.stderr)
     if not found:
         return None

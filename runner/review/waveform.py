@@ -5,11 +5,10 @@ it is never made twice and never stale)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from pathlib import Path
 
-from runner.studio.ffmpeg import child_env, ffmpeg_exe, input_args
+from runner.studio.ffmpeg import MediaError, argv, execute, input_args
 
 SIZE = "640x96"
 COLOUR = "0x2f5d8a"  # the page's take colour; the picture is decoration, not information
@@ -32,13 +31,13 @@ def make(state_dir: Path, audio: Path) -> Path | None:
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part.png")
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               *input_args(audio), "-filter_complex",
-               f"aformat=channel_layouts=mono,showwavespic=s={SIZE}:colors={COLOUR}:scale=sqrt:filter=peak",
-               "-frames:v", "1", str(tmp)]
+        cmd = argv("-y", *input_args(audio), "-filter_complex",
+                   f"aformat=channel_layouts=mono,showwavespic=s={SIZE}:colors={COLOUR}"
+                   ":scale=sqrt:filter=peak", "-frames:v", "1", str(tmp))
         try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=60, env=child_env())
-        except (subprocess.SubprocessError, OSError):
+            # Bounded (killed past its limit, which grows with the take's size).
+            execute("waveform", audio, cmd)
+        except MediaError:
             tmp.unlink(missing_ok=True)
             return None
         os.replace(tmp, dest)
