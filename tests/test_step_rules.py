@@ -56,3 +56,26 @@ def test_convert_goes_to_the_service_only_for_wav_of_its_own_tracks():
     assert convert.route("newapi", {"audio": own}) == "local"
     assert TYPES["generate"].route("sunoapi", {}) == "remote"
     assert TYPES["trim"].route("sunoapi", {"audio": own}) == "local"
+
+
+def test_the_price_keys_a_recipe_may_set_come_from_the_step_types(tmp_path: Path):
+    # The schema's list is the step types' data (every type, then every value a type
+    # prices apart), not a name written by hand beside it.
+    from runner.recipe import schema
+    from runner.steps.types import PRICE_KEYS
+
+    apart = {v for t in TYPES.values() if t.price_by for v in t.price_by[2]}
+    assert apart == {"split_stem"}
+    assert set(PRICE_KEYS) == set(TYPES) | apart
+    prices = schema.published()["properties"]["provider"]["anyOf"]
+    enums = [p["properties"]["prices"]["propertyNames"]["enum"] for p in prices
+             if isinstance(p, dict) and "prices" in p.get("properties", {})]
+    assert enums == [list(PRICE_KEYS)]
+    # A misspelt key is refused, positioned, before anything is spent.
+    (tmp_path / "r.yaml").write_text(RECIPE % ", prices: {split_stems: 40}")
+    out = subprocess.run([sys.executable, "-m", "runner", "validate", "r.yaml"],
+                         env={**os.environ, "SUNO_API_KEY": "sk-rules"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "r.yaml:3:" in out.stderr
+    assert "split_stems" in out.stderr

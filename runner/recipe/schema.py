@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from runner.recipe import verdict
 from runner.recipe.model import INPUT_TYPES
 from runner.steps import outputs_doc
-from runner.steps.types import DEFAULTABLE, PROVIDER_KINDS, TYPES
+from runner.steps.types import DEFAULTABLE, PRICE_KEYS, PROVIDER_KINDS, TYPES
 
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%",
             "description": "a Jinja2 template, e.g. '{{ steps.song[index].tracks[0] }}'"}
@@ -96,7 +96,7 @@ PROVIDER = {
                                        "description": "refuse a result file larger than "
                                                       "this (default 512 MiB)"},
                 "prices": {"type": "object",
-                           "propertyNames": {"enum": sorted(TYPES) + ["split_stem"]},
+                           "propertyNames": {"enum": list(PRICE_KEYS)},
                            "additionalProperties": {"type": "number", "minimum": 0}},
                 "take_seconds": {"type": "number", "minimum": 1, "maximum": 480,
                                  "description": "local provider: length of a generated take"},

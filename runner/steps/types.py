@@ -278,6 +278,11 @@ TYPES: dict[str, StepType] = {t.name: t for t in [
 
 TAG_FIELDS = ("title", "artist", "album", "track", "genre", "year", "lyrics")
 
+# The names a provider block's `prices` may set: each type's, then each input value that a
+# type prices apart (`price_by`: separate's split_stem), in that order.
+PRICE_KEYS: tuple[str, ...] = (*sorted(TYPES), *(v for t in TYPES.values() if t.price_by
+                                                 for v in t.price_by[2] if v not in TYPES))
+
 PROVIDER_KINDS = ("local", "sunoapi", "newapi")
 
 # Fields whose literal or rendered value `defaults:` may supply.
