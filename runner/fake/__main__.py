@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--empty-required", choices=CHOICES["empty_required"],
                         help="whether an empty negativeTags (documented as required) counts "
                              "as given (default accept)")
+    parser.add_argument("--aligned-words", choices=CHOICES["aligned_words"],
+                        help="sunoapi timestamped lyrics: the words alone (plain, default), "
+                             "or carrying line breaks and section tags before a line's "
+                             "first word (leading) or after its last (trailing)")
     return parser
 
 
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             "relay_fail_status": args.relay_fail_status,
             "credits_endpoint": args.credits_endpoint,
             "empty_required": args.empty_required,
+            "aligned_words": args.aligned_words,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")

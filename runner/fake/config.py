@@ -65,6 +65,12 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            cover art of the task. Undocumented (REFERENCE 5), so both
                            readings are played. "refuse" answers with `unfinished_refusal`
                            and, like every refusal, creates no task and costs nothing.
+    aligned_words          sunoapi timestamped lyrics, what each `alignedWords[].word`
+                           holds (REFERENCE 2.10 does not say): "plain" (default: the sung
+                           word alone), "leading" (a word and its space; a line's first
+                           word carries the break and the section tags before it:
+                           "[Chorus]\\nWe ") or "trailing" (a line's last word ends with
+                           the break, "sky\\n"; a section tag is a word of its own)
     unfinished_refusal     how "refuse" answers: {"code": 400, "http_status": null,
                            "message": "task {task_id} has not finished"}; code is the
                            envelope code (an int or a string), http_status the HTTP status
@@ -158,6 +164,7 @@ DEFAULTS: dict[str, Any] = {
     "credits_endpoint": "credit",
     "unfinished_work": "accept",
     "unfinished_refusal": {},
+    "aligned_words": "plain",
 }
 CHOICES: dict[str, tuple[Any, ...]] = {
     "record_style": ("sunoapi", "apibox"),
@@ -165,6 +172,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "credits_endpoint": ("credit", "get-credits", "both", "none"),
     "unfinished_work": ("accept", "refuse"),
     "empty_required": ("accept", "refuse"),
+    "aligned_words": ("plain", "leading", "trailing"),
 }
 REFUSAL_KEYS: dict[str, Any] = {"code": 400, "http_status": None,
                                 "message": "task {task_id} has not finished"}

@@ -671,7 +671,8 @@ class SunoApi(Protocol):
         task_id = required_string(body, "taskId")
         clip = self._finished_clip(required_string(body, "audioId"), task_id)
         self._charge("timestamped_lyrics", CLASSIC)
-        words = [] if clip.instrumental else content.sung_words(clip.lyrics)
+        words = [] if clip.instrumental else content.aligned_words(
+            clip.lyrics, self.world.config["aligned_words"])
         # Spread the words evenly over the middle 90 % of the clip.
         step = clip.duration * 0.9 / max(len(words), 1)
         aligned = [
