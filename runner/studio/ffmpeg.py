@@ -45,6 +45,7 @@ input | Error opening input file file:/x/in.mp3. | ...``, or
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -233,6 +234,7 @@ class Bound:
             except OSError as exc:
                 raise MediaError(f"{op} {target}: cannot run ffmpeg: {exc}") from exc
             self._children.add(proc)
+            _LIVE.add(proc)
         expired = threading.Event()
 
         def expire() -> None:
@@ -253,10 +255,23 @@ class Bound:
             timer.cancel()
             with self._lock:
                 self._children.discard(proc)
+                _LIVE.discard(proc)
         if expired.is_set():
             raise MediaError(f"{op} {target}: ffmpeg ran past {why} and was killed")
         if self.cancelled:
             raise MediaError(f"{op} {target}: ffmpeg was killed: the step was cancelled")
+
+
+# Every child running now, whatever its bound. Its own session keeps the terminal's Ctrl-C
+# from reaching it, so a process that exits while one runs (a thread no bound cancels:
+# the review server's, the fake's) kills it on the way out.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _kill_live() -> None:
+    for proc in list(_LIVE):
+        _kill(proc)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
