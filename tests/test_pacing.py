@@ -11,6 +11,7 @@ import pytest
 
 from runner.pacing import (
     AHEAD,
+    COHORT_PROBES,
     DONE_AT_FIRST,
     FIRST_SHARE,
     PRIORITY,
@@ -389,9 +390,10 @@ def test_extend_learns_from_generate():
     assert poller.estimate("wav") is None  # a WAV takes its own time
 
 
-async def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interval():
-    """A cohort of 50 tasks with no duration known yet costs one poll per interval, not
-    one per task per interval; once one is found done, the others are told at once."""
+async def test_while_nothing_is_known_the_tasks_take_turns_a_few_probes_per_interval():
+    """A cohort of 50 tasks with no duration known yet costs COHORT_PROBES polls per
+    interval, not one per task per interval; once one is found done, the others are told
+    at once."""
     clock = FakeClock()
     poller = Poller(10.0, 60.0, clock)
     probes: list[float] = []
@@ -415,47 +417,9 @@ async def test_while_nothing_is_known_the_tasks_take_turns_one_probe_per_interva
 
     await go()
     before = [t for t in probes if t < done_at]
-    assert len(before) <= done_at / 10.0 + 1  # one probe per interval while unknown
+    # A few probes per interval while unknown (a cohort), against 50 a poll each.
+    assert len(before) <= COHORT_PROBES * done_at / 10.0 + 1
     assert poller.estimate("lyrics") is not None
-
-
-# asyncio only: FakeClock adds every sleeper's sleep to one shared time, so when four tasks
-# sleep at once the time each wakes at depends on the order the backend runs them in;
-# asyncio runs them in the order they were started, trio shuffles that order on purpose and
-# the spread of "at once" grows to two or three wake-ups. The poller is the same on both
-# (the other poller tests run on trio); a clock that jumps to the next deadline only when
-# every task waits would make this test portable (pacing.py is races2's, issue 21).
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_cohort_that_took_turns_polls_at_once_when_the_first_is_found_done():
-    """Four tasks submitted together, all done at 155 s: one probe per interval finds the
-    first done; the others, each probed (found running) while nothing was known, are past
-    the median just learned and poll at once, not a poll spacing later."""
-    clock = FakeClock()
-    poller = Poller(10.0, 60.0, clock)
-    found: list[float] = []
-    done_at = 155.0
-
-    async def task() -> None:
-        n, running = 0, None
-        while True:
-            await poller.wait("generate", 0.0, n)
-            n += 1
-            if clock.now() >= done_at:
-                poller.learn("generate", running, clock.now())
-                found.append(clock.now())
-                return
-            running = clock.now()
-
-    async def go() -> None:
-        async with anyio.create_task_group() as tg:
-            for _ in range(4):
-                tg.start_soon(task)
-
-    await go()
-    assert len(found) == 4
-    # (FakeClock adds up every waiter's sleep, so "at once" is within one of the waiters'
-    # wake-ups, interval / 5; a poll spacing is a tenth of the ~150 s median.)
-    assert max(found) - min(found) <= 10.0 / 5
 
 
 def test_a_poll_that_waited_long_for_the_rate_limit_teaches_nothing():
@@ -639,3 +603,36 @@ async def test_a_task_past_every_duration_looks_next_where_the_tasks_seen_were_a
         assert clock.t == pytest.approx(153.0 + 14.95)
 
     await go()
+
+
+async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_often():
+    """Durations known (median 150 s, spacing a tenth: 15 s). With no slack (it heads the
+    run's longest way) the polls past the median come three times as close; with 60 s of
+    slack the first poll waits half of it past the median, and the next ones go to the
+    rising quantiles or half the slack apart; without a figure (None) the schedule is the
+    usual one."""
+    async def schedule(slack: float | None) -> list[float]:
+        clock = FakeClock()
+        poller = Poller(10.0, 60.0, clock)
+        for d in range(100, 200, 5):  # 20 durations, median 150
+            poller.learn("wav", None, d / 0.85)
+
+        async def go() -> None:
+            for n in range(6):
+                await poller.wait("wav", 0.0, n, slack=slack)
+
+        await go()
+        return clock.slept
+
+    usual, critical, loose = await schedule(None), await schedule(0.0), await schedule(60.0)
+    median = usual[0]
+    assert critical[0] == pytest.approx(median)  # the first poll stays at the median
+    assert max(usual[1:]) == pytest.approx(0.1 * median, rel=0.05)
+    assert max(critical[1:]) <= 0.1 * median / 3 + 1e-9
+    assert min(critical[1:]) >= 10.0 / 5 - 1e-9  # never closer than a fifth of interval
+    assert loose[0] == pytest.approx(median + 30.0)
+    # Then the rising quantiles (185 s ...), or half the slack apart past them all.
+    assert loose[1] == pytest.approx(5.0)
+    assert max(loose[2:]) > max(usual[2:])
+    assert sum(critical) < sum(usual) < sum(loose)
+

@@ -253,3 +253,30 @@ steps:
     assert probe > max(got[("submit", "song")])
     assert polls == [0.0, 0.0]
     assert min(got[("poll", "words")]) > 0  # a song still to make after each
+
+
+def test_slack_is_what_a_task_in_flight_can_lose_without_moving_the_expected_end(
+        tmp_path: Path):
+    """Both songs' extends are in flight. The first song's chain ends in its video (60 s),
+    the second's in its WAV (30 s): the first heads the longest way, so it has no slack
+    and the second has 30 s; a task past its expected duration counts as about done, so
+    the longer it runs the less slack its rivals have."""
+    cp, poller = critical_path(tmp_path)
+    for op, lo, hi in (("lyrics", 9, 11), ("generate", 140, 160), ("convert", 29, 31),
+                       ("video", 59, 61)):
+        poller.learn(op, lo, hi)  # the defaults: the unit stays 1
+    clock = poller.clock
+    assert isinstance(clock, FakeClock)
+    clock.t = 100.0
+    both = {"long[0]": 0.0, "long[1]": 0.0}  # submitted together, 100 s ago
+    assert cp.cp.slack("long[0]", both) == pytest.approx(0.0)
+    assert cp.cp.slack("long[1]", both) == pytest.approx(30.0)
+    # The second submitted 40 s later: it now heads the way (90 s left + 30 against the
+    # first's 50 + 60).
+    later = {"long[0]": 0.0, "long[1]": 40.0}
+    assert cp.cp.slack("long[0]", later) == pytest.approx(10.0)
+    assert cp.cp.slack("long[1]", later) == pytest.approx(0.0)
+    # Not in flight, or its family not learned: nothing to say.
+    assert cp.cp.slack("song[0]", both) is None
+    fresh, _ = critical_path(tmp_path)
+    assert fresh.cp.slack("long[0]", both) is None

@@ -55,6 +55,7 @@ class Polling(Files):
             want_first = False
             await self._first_track(inst, op, task_id, part.result)
 
+        self.inflight[inst.id] = t0
         try:
             while True:
                 # The deadline is measured on the engine's clock, between polls; each
@@ -73,7 +74,8 @@ class Polling(Files):
                             op.type, t0, lambda s: self.ui.poll_due(inst.id, s))
                     if not aimed:
                         placed = await self.poller.wait(
-                            op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s))
+                            op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s),
+                            slack=self.urgency.slack(inst.id, self.inflight))
                         planned = placed if n == 0 else planned
                         n += 1
                 else:
@@ -133,6 +135,7 @@ class Polling(Files):
                     res.task_ids = [task_id]
                 return res
         finally:
+            self.inflight.pop(inst.id, None)
             if cb is not None:
                 cb.finish(task_id)  # later callbacks for it are duplicates: ignored
             self.previews.forget(task_id)

@@ -39,6 +39,12 @@ moves a mean) would let every newcomer outrank them or them outrank every newcom
 (measured: a poll waiting eight minutes behind newcomers). Before anything is learned the
 unit is 1: the defaults are the service's seconds.
 
+The same figures place polls (`slack`): for a task in flight, the longest way to the end
+through the tasks in flight less the way through its own, each way being what its task
+has left (its expected duration less how long it has run, at least 0) plus its tail. The
+poller looks closer at a task without slack and less often at one with it
+(runner.pacing.Poller).
+
 The tails take one pass over the instances in reverse topological order, O(instances +
 edges); they are computed when the first request asks and again only when a learned
 median has moved by more than a tenth from the one they used.
@@ -103,6 +109,26 @@ class CriticalPath:
             if fam is not None or way > 0:
                 best = way if best is None else max(best, way)
         return None if best is None else (best, bool(self.known))
+
+    def slack(self, iid: str, inflight: dict[str, float]) -> float | None:
+        """How many engine seconds instance `iid`'s task could be found done late without
+        moving the run's expected end: the longest way to the end through the tasks in
+        flight (`inflight`: instance id -> when its task was submitted, engine clock), less
+        the way through its own. A task past its expected duration counts as about done,
+        so the longest-running tasks of the longest way have none. None while its family
+        is not learned (its polls take turns: runner.pacing.Poller)."""
+        self._update()
+        fam = self.family.get(iid)
+        if fam is None or fam not in self.known or iid not in inflight:
+            return None
+        now = self.poller.clock.now()
+        ways = [self._way(j, now - t0) for j, t0 in inflight.items()]
+        return max(ways) - self._way(iid, now - inflight[iid])
+
+    def _way(self, iid: str, ran: float) -> float:
+        fam = self.family.get(iid)
+        own = max(0.0, self.used.get(fam, 0.0) * self.unit - ran) if fam else 0.0
+        return own + self.tails.get(iid, 0.0) * self.unit
 
     def _submit(self, iid: str) -> float:
         fam = self.family.get(iid)

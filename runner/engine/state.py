@@ -63,6 +63,9 @@ class EngineState:
         # when the run did (engine clock).
         self.task_started: dict[str, float] = {}
         self.t_start = self.clock.now()
+        # The tasks being polled, and when each was submitted (engine clock): their slack
+        # against the longest way to the end places their polls (runner.engine.priority).
+        self.inflight: dict[str, float] = {}
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
