@@ -1,7 +1,11 @@
 """The races of bench_races.py on a virtual clock: sunoflow's real engine, poller and rate
 limiter against an in-process service, with no wall time and no machine load in the figures.
 
-    python benchmarks/sim_races.py [--scene b-refuse] [--seeds 20] [--rtt 0.2]
+    PYTHONHASHSEED=0 python benchmarks/sim_races.py [--scene b-refuse] [--seeds 20] [-v]
+    PYTHONPATH=OTHER_TREE python benchmarks/sim_races.py ...   # another build's engine
+
+(Needs trio, from the test extra. -v prints each run and where the last song's time
+went: the wait before each submit, the task's latency, how late a poll found it done.)
 
 Why: the real benchmark (bench_races.py) runs the CLI against the HTTP fake at 0.05 wall s
 per model s, so a 1 % effect drowns in the run-to-run spread of five runs (each run's draws
@@ -19,7 +23,8 @@ it. The service counts requests in a sliding window of RATE_SECONDS and answers 
 rate-limited one with a 430 (counted). Scenes: a (4 songs, fixed latencies), b-refuse
 (16 songs, 15 % spread, work on an unfinished task's audio is refused with a 400 that says
 so, as the fake's `unfinished_work: refuse`), b-accept (the same, accepted), c (the
-100-song album without the video and stems: lyrics > generate > extend > WAV).
+100-song album of bench_album.py, with the video and the stems; its figure is also given
+over album_bound.rate_aware_bound).
 
 The bound is bench_races.py's: max(longest song chain of the drawn latencies, the rate
 limit on two requests per task).
@@ -43,8 +48,9 @@ import trio.testing
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from album_common import LATENCY, RATE_REQUESTS, RATE_SECONDS  # noqa: E402
-from bench_races import FIXED, SPREAD, chain_recipe  # noqa: E402
+from album_bound import rate_aware_bound  # noqa: E402
+from album_common import LATENCY, RATE_REQUESTS, RATE_SECONDS, recipe  # noqa: E402
+from bench_races import FIXED, SPREAD, STAGGER, chain_recipe  # noqa: E402
 
 from runner import pacing  # noqa: E402
 from runner.engine.records import Options  # noqa: E402
@@ -59,7 +65,8 @@ from runner.recipe import load as recipes  # noqa: E402
 from runner.report.progress import PlainProgress  # noqa: E402
 from runner.store.journal import Store  # noqa: E402
 
-FAKE_OP = {"lyrics": "lyrics", "generate": "generate", "extend": "extend", "convert": "wav"}
+FAKE_OP = {"lyrics": "lyrics", "generate": "generate", "extend": "extend", "convert": "wav",
+           "video": "mp4", "separate": "separate_vocal"}
 MUSIC = {"generate", "extend"}
 DEBUG = False
 LADDER: dict[str, list[tuple[float, float]]] = {}  # op -> (wait, late) of the last songs
@@ -67,7 +74,7 @@ SCENES = {  # songs, latencies, host refuses early work
     "a": (4, FIXED, False),
     "b-refuse": (16, SPREAD, True),
     "b-accept": (16, SPREAD, False),
-    "c": (100, LATENCY, False),
+    "c": (100, LATENCY, False),  # the whole album: also a video and stems of every 10th
 }
 
 
@@ -177,6 +184,10 @@ class SimProvider:
         return None
 
     def _result(self, op: Op, task_id: str, takes: int) -> Result:
+        if op.type in ("video", "separate"):
+            f = op.workdir / f"{task_id}.bin"
+            f.write_bytes(b"sim")
+            return Result({"file": Produced(f), "task_id": task_id}, task_ids=[task_id])
         if op.type == "lyrics":
             return Result({"texts": [{"title": "x", "text": "la"}], "text": "la", "title": "x",
                            "task_id": task_id}, task_ids=[task_id])
@@ -214,13 +225,29 @@ class Run:
     def x(self) -> float:
         return self.makespan / self.bound
 
+    @property
+    def tight(self) -> float:
+        """Over album_bound.rate_aware_bound (with polls): the bound that counts the rate
+        limit on every request a polling client must send, in order."""
+        return self.makespan / rate_aware_bound(chains(self.service), None, polls=True)
+
+
+def chains(service: Service) -> dict[int, dict[str, float]]:
+    """album_common.Analysis.chains: per song, the latency of each operation."""
+    out: dict[int, dict[str, float]] = {}
+    for t in service.tasks.values():
+        out.setdefault(t.song, {})[FAKE_OP[t.op]] = t.latency
+    return out
+
 
 def bound(service: Service) -> float:
-    chains: dict[int, float] = {}
-    for t in service.tasks.values():
-        chains[t.song] = chains.get(t.song, 0.0) + t.latency
+    """max(the longest song, the rate limit on two requests a task); a song's last stage
+    (WAV, video, stems) runs side by side."""
+    def song(c: dict[str, float]) -> float:
+        return c.get("lyrics", 0) + c.get("generate", 0) + c.get("extend", 0) + max(
+            c.get("wav", 0), c.get("mp4", 0), c.get("separate_vocal", 0))
     rate = 2 * len(service.tasks) * RATE_SECONDS / RATE_REQUESTS
-    return max(max(chains.values()), rate)
+    return max(max(song(c) for c in chains(service).values()), rate)
 
 
 async def _inline(fn: Any, *args: Any, **_: Any) -> Any:
@@ -230,7 +257,7 @@ async def _inline(fn: Any, *args: Any, **_: Any) -> Any:
 def run_once(scene: str, seed: int, rtt: float, root: Path, release: str | None) -> Run:
     songs, spec, refuse = SCENES[scene]
     work = Path(tempfile.mkdtemp(dir=root))
-    text = chain_recipe(songs, 1.0)
+    text = recipe(songs, 1.0) if scene == "c" else chain_recipe(songs, 1.0)
     if release is not None:
         text = text.replace("  kind: sunoapi\n",
                             f"  kind: sunoapi\n  release_on_first: {release}\n")
@@ -274,6 +301,53 @@ def run_once(scene: str, seed: int, rtt: float, root: Path, release: str | None)
                service.refused, status, service)
 
 
+def run_pool(scene: str, seed: int, rtt: float, p: float) -> Run:
+    """bench_races.py's thread pool on the same service and draws: one worker per song
+    (started STAGGER model s apart past 4 songs), each submitting its chain's next step
+    when the last is done and polling it every `p`; a rate-limited answer is retried 2 s
+    later (--pool-retry). No limiter of its own: that is what a user would write."""
+    songs, spec, refuse = SCENES[scene]
+    service = Service(seed, spec, refuse, rtt)
+    ops = ["lyrics", "generate", "extend", "convert"]
+
+    async def request() -> None:
+        while True:
+            ok = service.arrive(anyio.current_time())
+            await anyio.sleep(rtt)
+            if ok:
+                return
+            await anyio.sleep(2.0)
+
+    async def worker(i: int) -> None:
+        await anyio.sleep(i * STAGGER if songs > 4 else 0.0)
+        for op in ops:
+            await request()
+            task = Task(op, anyio.current_time() - rtt,
+                        draw_latency(service.rng, spec[FAKE_OP[op]]), i)
+            service.tasks[f"p{i}-{op}"] = task
+            while True:
+                await anyio.sleep(p)
+                await request()
+                service.polls += 1
+                task.polls += 1
+                if anyio.current_time() - rtt - task.t0 >= task.latency:
+                    task.found = anyio.current_time() - rtt
+                    break
+
+    async def main() -> float:
+        t0 = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for i in range(songs):
+                tg.start_soon(worker, i)
+        return anyio.current_time() - t0
+
+    trio_run._r.seed(seed)
+    took = anyio.run(main, backend="trio",
+                     backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)})
+    return Run(took, bound(service), service.requests, len(service.tasks), service.limited,
+               0, "succeeded", service)
+
+
 def ladder(r: Run) -> str:
     """Where the last song's time went: per task, the wait before its submit (since the
     one before it was found done), its latency, and how late a poll found it done."""
@@ -307,15 +381,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtt", type=float, default=0.2, help="model s a request takes")
     p.add_argument("--release", default=None, help="release_on_first: auto | true | false")
     p.add_argument("-v", action="store_true", help="one line per run")
+    p.add_argument("--pool", type=float, default=None, metavar="P",
+                   help="also run the thread pool polling every P model s on each seed "
+                   "(scenes a and b), side by side")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="try another value of a runner.pacing constant (FINE, "
+                   "COHORT_PROBES, DONE_AT_FIRST, ...): what-if runs for tuning")
     args = p.parse_args(argv)
+    for kv in args.set:
+        name, _, value = kv.partition("=")
+        if not hasattr(pacing, name):
+            p.error(f"--set {kv}: runner.pacing has no {name}")
+        setattr(pacing, name, type(getattr(pacing, name))(float(value)))
     global DEBUG
     DEBUG = args.v
     root = Path(tempfile.mkdtemp(prefix="sim-races-", dir="/dev/shm"
                                  if Path("/dev/shm").is_dir() else None))
-    runs = []
+    runs: list[Run] = []
+    pools: list[Run] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         r = run_once(args.scene, seed, args.rtt, root, args.release)
         runs.append(r)
+        if args.pool is not None:
+            pools.append(run_pool(args.scene, seed, args.rtt, args.pool))
         if args.v:
             print(f"seed {seed}: {r.makespan:.1f} / {r.bound:.1f} = {r.x:.3f}, "
                   f"{r.requests / r.tasks:.2f} req/task, {r.limited} limited, "
@@ -325,6 +413,20 @@ def main(argv: list[str] | None = None) -> int:
         print("last songs, mean wait before submit / late found: " + "; ".join(
             f"{op} {statistics.mean(w for w, _ in v):.1f} / {statistics.mean(x for _, x in v):.1f}"
             for op, v in LADDER.items()))
+    if args.scene == "c":
+        ts = sorted(r.tight for r in runs)
+        print(f"c: x rate-aware bound mean {statistics.mean(ts):.3f} median "
+              f"{statistics.median(ts):.3f} [{ts[0]:.3f}-{ts[-1]:.3f}], within 10 % in "
+              f"{sum(x <= 1.10 for x in ts)}/{len(ts)}")
+    if pools:
+        px = sorted(r.x for r in pools)
+        preq = statistics.mean(r.requests / r.tasks for r in pools)
+        below = sum(r.x < q.x for r, q in zip(runs, pools, strict=True))
+        flow = statistics.mean(r.requests / r.tasks for r in runs)
+        print(f"pool P={args.pool:g}: x bound mean {statistics.mean(px):.3f} median "
+              f"{statistics.median(px):.3f} [{px[0]:.3f}-{px[-1]:.3f}]; API requests/task "
+              f"{preq:.2f}; limited {sum(r.limited for r in pools)}. sunoflow below the "
+              f"pool in {below}/{len(runs)} runs, with {flow / preq:.2f}x its requests")
     xs = sorted(r.x for r in runs)
     req = statistics.mean(r.requests / r.tasks for r in runs)
     print(f"{args.scene}: x bound mean {statistics.mean(xs):.3f} median "

@@ -367,8 +367,11 @@ WINDOW = 64  # the durations remembered per family: the recent ones
 # Until a family's first stage has been seen: where to aim, as a share of its median
 # duration (the service's first clip is done about three quarters of the way through).
 FIRST_SHARE = 0.75
-# A task on the run's longest way (no slack) is polled past its median this much closer
-# together than the others; a task with slack waits half of it more (`wait`).
+# A task on the run's longest way (no slack) is polled first at this quantile of the
+# durations seen, not the median (a short task there costs the album what it is found
+# late), then this much closer together than the others; a task with slack waits half of
+# it more (`wait`).
+CRITICAL_FIRST = 0.25
 FINE = 1 / 3
 # While nothing at all is known (no family learned, so no prior), a family with this many
 # tasks waiting probes this many times as often: the first family is a whole cohort, and
@@ -401,13 +404,13 @@ class Poller:
 
     Slack (issue 21; the engine gives it, runner.engine.priority `slack`): how much later a
     task could be found done without moving the run's expected end. A task with none (it
-    heads the longest way, usually the longest-running of its stage) is polled past its
-    median three times as closely (`FINE`); one with slack polls first half its slack
+    heads the longest way, usually the longest-running of its stage) polls first at the
+    first quartile of the durations seen (`CRITICAL_FIRST`), then three times as closely
+    (`FINE`); one with slack polls first half its slack
     after the median, then at the rising quantiles or half its slack apart (at most
     `max_interval`), whichever comes first. The
     first family of a run, while nothing is known, probes three times per interval when
-    it is a cohort (`COHORT`). On benchmarks/sim_races.py's scene b, 60 seeds: 1.078x ->
-    1.053x the bound, 50 -> 57 runs of 60 within 1.10x, 3.83 -> 4.00 API requests a task.
+    it is a cohort (`COHORT`). Measured on benchmarks/sim_races.py (docs/BENCHMARKS.md).
 
     The first stage. A task whose dependants can start from its first track (engine rule
     7) gets one more poll, aimed at when that stage is expected (`wait_first`): the median
@@ -622,7 +625,7 @@ class Poller:
         if slack is not None:
             gap = max(self.interval / 5, gap * FINE) if critical else \
                 min(self.max_interval, max(gap, slack / 2))
-        level = 0.5
+        level = CRITICAL_FIRST if critical and n == 0 and not queued else 0.5
         while True:
             at = d[min(len(d) - 1, int(level * len(d)))]
             if at > elapsed or int(level * len(d)) >= len(d) - 1:

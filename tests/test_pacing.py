@@ -607,7 +607,8 @@ async def test_a_task_past_every_duration_looks_next_where_the_tasks_seen_were_a
 
 async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_often():
     """Durations known (median 150 s, spacing a tenth: 15 s). With no slack (it heads the
-    run's longest way) the polls past the median come three times as close; with 60 s of
+    run's longest way) the first poll goes at the first quartile and the next ones three
+    times as close; with 60 s of
     slack the first poll waits half of it past the median, and the next ones go to the
     rising quantiles or half the slack apart; without a figure (None) the schedule is the
     usual one."""
@@ -626,7 +627,9 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
 
     usual, critical, loose = await schedule(None), await schedule(0.0), await schedule(60.0)
     median = usual[0]
-    assert critical[0] == pytest.approx(median)  # the first poll stays at the median
+    assert median == pytest.approx(150.0)
+    # Without slack the first poll goes at the first quartile (a short task is found there).
+    assert critical[0] == pytest.approx(125.0)
     assert max(usual[1:]) == pytest.approx(0.1 * median, rel=0.05)
     assert max(critical[1:]) <= 0.1 * median / 3 + 1e-9
     assert min(critical[1:]) >= 10.0 / 5 - 1e-9  # never closer than a fifth of interval
