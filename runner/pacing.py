@@ -405,8 +405,9 @@ class Poller:
     Slack (issue 21; the engine gives it, runner.engine.priority `slack`): how much later a
     task could be found done without moving the run's expected end. A task with none (it
     heads the longest way, usually the longest-running of its stage) polls first at the
-    first quartile of the durations seen (`CRITICAL_FIRST`), then three times as closely
-    (`FINE`); one with slack polls first half its slack
+    first quartile of the durations seen (`CRITICAL_FIRST`; at the median while polls
+    queue for the rate limit, `crowded`), then three times as closely (`FINE`); one with
+    slack polls first half its slack
     after the median, then at the rising quantiles or half its slack apart (at most
     `max_interval`), whichever comes first. The
     first family of a run, while nothing is known, probes three times per interval when
@@ -573,7 +574,7 @@ class Poller:
 
     async def wait(self, op: str, t0: float, n: int,
                    due_in: Callable[[float], None] | None = None,
-                   slack: float | None = None) -> bool:
+                   slack: float | None = None, crowded: bool = False) -> bool:
         """Sleep before poll number `n` (0-based) of a task submitted at `t0`. Return
         whether a first poll was placed by the poller (a probe, or at the median) rather than
         sent late because the task waited for others to learn or was resumed late: only
@@ -625,7 +626,10 @@ class Poller:
         if slack is not None:
             gap = max(self.interval / 5, gap * FINE) if critical else \
                 min(self.max_interval, max(gap, slack / 2))
-        level = CRITICAL_FIRST if critical and n == 0 and not queued else 0.5
+        # (Not while polls queue for the rate limit, `crowded`: there an early poll takes
+        # a place a submission or a surer poll needs; measured on the 100-song album.)
+        level = CRITICAL_FIRST if critical and n == 0 and not queued and not crowded \
+            else 0.5
         while True:
             at = d[min(len(d) - 1, int(level * len(d)))]
             if at > elapsed or int(level * len(d)) >= len(d) - 1:

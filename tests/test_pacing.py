@@ -612,7 +612,7 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
     slack the first poll waits half of it past the median, and the next ones go to the
     rising quantiles or half the slack apart; without a figure (None) the schedule is the
     usual one."""
-    async def schedule(slack: float | None) -> list[float]:
+    async def schedule(slack: float | None, crowded: bool = False) -> list[float]:
         clock = FakeClock()
         poller = Poller(10.0, 60.0, clock)
         for d in range(100, 200, 5):  # 20 durations, median 150
@@ -620,7 +620,7 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
 
         async def go() -> None:
             for n in range(6):
-                await poller.wait("wav", 0.0, n, slack=slack)
+                await poller.wait("wav", 0.0, n, slack=slack, crowded=crowded)
 
         await go()
         return clock.slept
@@ -630,6 +630,8 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
     assert median == pytest.approx(150.0)
     # Without slack the first poll goes at the first quartile (a short task is found there).
     assert critical[0] == pytest.approx(125.0)
+    # ... unless polls queue for the rate limit: then an early poll takes another's place.
+    assert (await schedule(0.0, crowded=True))[0] == pytest.approx(median)
     assert max(usual[1:]) == pytest.approx(0.1 * median, rel=0.05)
     assert max(critical[1:]) <= 0.1 * median / 3 + 1e-9
     assert min(critical[1:]) >= 10.0 / 5 - 1e-9  # never closer than a fifth of interval

@@ -16,6 +16,8 @@ from runner.pacing import AHEAD, PRIORITY, SENT_AT, Backoff
 from runner.plan.model import Instance
 from runner.providers import CallbackProvider, First, Op, Result, Streams
 
+QUEUE_WEIGHT = 0.2  # of the latest poll's wait in the moving average of polls' waits
+
 
 class Polling(Files):
     async def _poll(self, inst: Instance, op: Op, task_id: str) -> Result:
@@ -75,7 +77,8 @@ class Polling(Files):
                     if not aimed:
                         placed = await self.poller.wait(
                             op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s),
-                            slack=self.urgency.slack(inst.id, self.inflight))
+                            slack=self.urgency.slack(inst.id, self.inflight),
+                            crowded=self.poll_queue > self.poller.interval / 5)
                         planned = placed if n == 0 else planned
                         n += 1
                 else:
@@ -102,6 +105,9 @@ class Polling(Files):
                 sent_at = SENT_AT.get()
                 sent = (sent_at or before) - t0
                 waited = sent_at - before if sent_at is not None else 0.0
+                # How long polls wait for the rate limit lately (a moving average): while
+                # they queue, a poll more takes a place another request needs.
+                self.poll_queue += (waited - self.poll_queue) * QUEUE_WEIGHT
                 if isinstance(res, Streams):
                     # A running task's stream links: written for the review page, and
                     # otherwise exactly the None below. Money: a Streams is never a

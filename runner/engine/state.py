@@ -66,6 +66,7 @@ class EngineState:
         # The tasks being polled, and when each was submitted (engine clock): their slack
         # against the longest way to the end places their polls (runner.engine.priority).
         self.inflight: dict[str, float] = {}
+        self.poll_queue = 0.0  # seconds polls wait for the rate limit, moving average
         self.inflight_submits = 0
         self.submits_idle = anyio.Event()
         self.submits_idle.set()
