@@ -24,7 +24,7 @@ from runner.errors import (
     TaskFailed,
     TransientError,
 )
-from runner.pacing import FakeClock
+from runner.pacing import SENT_AT, FakeClock
 from runner.plan import build as planner
 from runner.providers import Op, Result, Submitted
 from runner.recipe import load as recipes
@@ -395,3 +395,51 @@ async def test_a_queued_instance_whose_key_is_in_flight_gives_its_place_back(tmp
     store.close()
     assert submitted(ledger, "words[0]") + submitted(ledger, "words[1]") == 1
     assert eng.remote_slots.held == 0
+
+
+async def test_polls_that_queue_for_the_rate_limit_tell_the_poller_it_is_crowded(
+        tmp_path: Path):
+    """The engine keeps a moving average of how long its polls waited for the rate limit
+    (the provider's SENT_AT, set when a request leaves the limiter, minus when the poll
+    was asked for). While it is over a fifth of the poll interval, the poller is told the
+    limiter is crowded, and places no early poll (runner.pacing.Poller.wait); with polls
+    that leave at once it never is."""
+
+    class Queued(ScriptedProvider):
+        def __init__(self, ledger: Ledger, clock: FakeClock, wait: float) -> None:
+            super().__init__(ledger, poll_script={
+                f"song[{i}]": ["running"] * 4 for i in range(3)})
+            self.clock, self.wait = clock, wait
+
+        async def poll(self, op: Op, task_id: str) -> Result | None:
+            SENT_AT.set(self.clock.now() + self.wait)  # it waited this long in the limiter
+            return await super().poll(op, task_id)
+
+    async def crowding(wait: float) -> list[bool]:
+        path = tmp_path / f"w{wait:g}" / "r.yaml"
+        path.parent.mkdir()
+        path.write_text(RECIPE % "")
+        plan = planner.build(recipes.load(path))
+        store = Store(path.parent / "state").open()
+        clock = FakeClock()
+        prov = Queued(Ledger(), clock, wait)
+        eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
+                     Options(state_dir=path.parent / "state", clock=clock,
+                             handle_signals=False), PlainProgress(quiet=True))
+        seen: list[bool] = []
+        wait_of = eng.poller.wait
+
+        async def spy(*args: Any, crowded: bool = False, **kw: Any) -> bool:
+            seen.append(crowded)
+            return await wait_of(*args, crowded=crowded, **kw)
+
+        eng.poller.wait = spy  # type: ignore[method-assign]
+        assert await eng.run() == "succeeded"
+        store.close()
+        return seen
+
+    queued, free = await crowding(5.0), await crowding(0.0)
+    assert free
+    assert not any(free)
+    assert any(queued)
+    assert not queued[0]  # it takes polls that waited to say so
