@@ -372,11 +372,6 @@ FIRST_SHARE = 0.75
 # late), then this much closer together than the others; a task with slack waits half of
 # it more (`wait`).
 CRITICAL_FIRST = 0.25
-# A new family with a prior (`Poller.prior`) starts taking turns at this share of it, not
-# one interval after its first submission: the probes before could only find a task done
-# if the prior were off by more than twice (measured: a 3 % saving of requests on the
-# 16-song race, the same time).
-TURNS_FROM = 0.5
 FINE = 1 / 3
 # While nothing at all is known (no family learned, so no prior), a family with this many
 # tasks waiting probes this many times as often: the first family is a whole cohort, and
@@ -594,9 +589,8 @@ class Poller:
             # Besides its turns, a task of a new family polls once when the defaults,
             # scaled to this run's pace (`prior`), say it is about done, once another
             # family is learned (measured: WAV took turns from zero knowledge, ~10 s late
-            # a step). At most one poll more a task; the turns go on as before (from half
-            # the prior, `TURNS_FROM`), so a prior that is wrong costs that poll, and one
-            # off by more than twice costs the first of the family up to half of it.
+            # a step). At most one poll more a task; the turns go on as before, so a prior
+            # that is wrong costs that poll and nothing else.
             prior = self.prior(op)
             mine = t0 + prior if prior is not None and prior > self.clock.now() - t0 \
                 else None
@@ -606,8 +600,7 @@ class Poller:
             try:
                 while not self.seen.get(fam):
                     now = self.clock.now()
-                    due = self.turn.setdefault(fam, t0 + max(
-                        self.interval, (prior or 0.0) * TURNS_FROM))
+                    due = self.turn.setdefault(fam, t0 + self.interval)
                     if mine is not None and now >= mine:
                         # (No probe of the family at the same moment: the turn moves on.)
                         self.turn[fam] = max(due, now + self.interval / 5)

@@ -550,8 +550,8 @@ def test_once_durations_are_known_samples_keep_their_own_edges():
 async def test_a_new_family_polls_once_at_its_scaled_prior_besides_taking_turns():
     """Music learned at 0.9 of the defaults' 150 s: a WAV (defaults: 30 s), nothing known
     of WAV yet, is polled at 0.9 x 30 = 27 s after its submission, besides its turns (one
-    probe per interval for the family, from half the prior on: a wrong prior costs that
-    one poll, and one off by more than twice the first of the family half of it)."""
+    probe per interval for the family, which go on as before: a wrong prior costs that
+    one poll and delays nothing)."""
     clock = FakeClock()
     poller = Poller(10.0, 60.0, clock, family=_pace, expected=_expected)
     assert poller.prior("convert") is None  # nothing learned: the defaults say nothing
@@ -567,13 +567,13 @@ async def test_a_new_family_polls_once_at_its_scaled_prior_besides_taking_turns(
     async def go() -> None:
         clock.t = 100.0
         assert await poller.wait("convert", 100.0, 0) is True
-        assert clock.t == pytest.approx(113.5)  # its turn, from half the prior (TURNS_FROM)
+        assert clock.t == pytest.approx(110.0)  # its turn, as before
         assert await poller.wait("convert", 100.0, 1) is True
-        assert clock.t == pytest.approx(123.5)  # and the next, an interval on
+        assert clock.t == pytest.approx(120.0)  # and the next
         assert await poller.wait("convert", 100.0, 2) is True
         assert clock.t == pytest.approx(127.0)  # the prior's poll
         assert await poller.wait("convert", 100.0, 3) is True
-        assert clock.t == pytest.approx(133.5)  # turns go on; no second prior poll
+        assert clock.t == pytest.approx(130.0)  # turns go on; no second prior poll
         # A prior's poll moves a turn due at that moment on by a fifth of the interval.
         clock.t, poller.turn["convert"] = 200.0, 227.0
         assert await poller.wait("convert", 200.0, 0) is True

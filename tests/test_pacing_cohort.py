@@ -99,39 +99,3 @@ def test_a_cohort_that_took_turns_polls_at_once_when_the_first_is_found_done():
     assert len(found) == 4
     assert done_at <= min(found) < done_at + 10.0
     assert max(found) - min(found) < 1e-6  # at once (a poll spacing is ~15 s)
-
-
-def test_a_family_with_a_prior_takes_turns_from_half_of_it():
-    """Lyrics learned at their default pace: generate's prior is its default, 150 s. Its
-    eight tasks (done at 140 s) take turns from 75 s, not from 10 s: no probe before
-    half the prior, and the first found done at the first turn or prior poll after 140."""
-    clock = LoopClock()
-    poller = Poller(10.0, 60.0, clock,
-                    expected=lambda op: {"lyrics": 10.0, "generate": 150.0}.get(op, 0.0))
-    polls: list[float] = []
-
-    async def task(t0: float) -> None:
-        n, running = 0, None
-        while True:
-            await poller.wait("generate", t0, n)
-            n += 1
-            now = clock.now()
-            polls.append(now - t0)
-            if now - t0 >= 140.0:
-                poller.learn("generate", running, now - t0)
-                return
-            running = now - t0
-
-    async def go() -> None:
-        poller.learn("lyrics", 9.0, 11.0)
-        assert poller.prior("generate") == 150.0
-        t0 = clock.now()
-        async with anyio.create_task_group() as tg:
-            for _ in range(8):
-                tg.start_soon(task, t0)
-
-    anyio.run(go, backend="trio",
-              backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)})
-    assert min(polls) >= 75.0  # the turns start at half the prior
-    assert sum(1 for a in polls if a < 140.0) <= 140.0 / 10.0 - 75.0 / 10.0 + 1
-    assert max(polls) <= 150.0 + 1e-6  # everyone found by the prior's poll at the latest
