@@ -371,8 +371,7 @@ FIRST_SHARE = 0.75
 # durations seen, not the median (a short task there costs the album what it is found
 # late), then this much closer together than the others; a task with slack waits half of
 # it more (`wait`).
-CRITICAL_FIRST = 0.25
-FINE = 1 / 3
+CRITICAL_FIRST, FINE = 0.25, 1 / 3
 # While nothing at all is known (no family learned, so no prior), a family with this many
 # tasks waiting probes this many times as often: the first family is a whole cohort, and
 # each interval a probe waits is an interval every one of them may be found late.
@@ -407,11 +406,10 @@ class Poller:
     heads the longest way, usually the longest-running of its stage) polls first at the
     first quartile of the durations seen (`CRITICAL_FIRST`; at the median while polls
     queue for the rate limit, `crowded`), then three times as closely (`FINE`); one with
-    slack polls first half its slack
-    after the median, then at the rising quantiles or half its slack apart (at most
-    `max_interval`), whichever comes first. The
-    first family of a run, while nothing is known, probes three times per interval when
-    it is a cohort (`COHORT`). Measured on benchmarks/sim_races.py (docs/BENCHMARKS.md).
+    slack polls first half its slack after the median, then at the rising quantiles or
+    half its slack apart (at most `max_interval`), whichever comes first. The first family
+    of a run, while nothing is known, probes three times per interval when it is a cohort
+    (`COHORT`). Measured on benchmarks/sim_races.py (docs/BENCHMARKS.md).
 
     The first stage. A task whose dependants can start from its first track (engine rule
     7) gets one more poll, aimed at when that stage is expected (`wait_first`): the median
