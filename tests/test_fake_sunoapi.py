@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakecli import config_of
 
 from runner.fake import ConfigError, FakeServer
 
@@ -1283,16 +1284,8 @@ def test_a_bad_unfinished_setting_is_named(patch, word):
 
 
 def test_cli_flags_play_the_strict_reading():
-    proc = start_cli("--unfinished", "refuse", "--unfinished-code", "422",
-                     "--unfinished-http-status", "422", "--unfinished-message", "not yet")
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        with http(url) as c:
-            config = c.get("/_fake/config").json()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+    config = config_of("--unfinished", "refuse", "--unfinished-code", "422",
+                       "--unfinished-http-status", "422", "--unfinished-message", "not yet")
     assert config["unfinished_work"] == "refuse"
     assert config["unfinished_refusal"] == {"code": 422, "http_status": 422,
                                             "message": "not yet"}

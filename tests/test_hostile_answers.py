@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakecli import config_of
 
 from runner.fake import FakeServer
 
@@ -181,20 +182,9 @@ def test_the_key_echoed_as_json_escapes_is_redacted_everywhere(suno, tmp_path):
 
 def test_the_fakes_command_line_takes_hostile_faults() -> None:
     import json
-    import signal
-    import urllib.request
 
     rule = {"match": {"path": "/api/v1/generate"}, "action": {"nest": 50, "drip": 100}}
-    proc = subprocess.Popen([sys.executable, "-m", "runner.fake", "--fault", json.dumps(rule)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        with urllib.request.urlopen(f"{url}/_fake/config", timeout=10) as answer:
-            assert json.load(answer)["faults"] == [rule]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+    assert config_of("--fault", json.dumps(rule))["faults"] == [rule]
     bad = subprocess.run([sys.executable, "-m", "runner.fake", "--fault",
                           '{"match": {}, "action": {"nest": 0}}'],
                          capture_output=True, text=True, timeout=30, check=False)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakecli import config_of
 
 from runner.fake import FakeServer
 
@@ -75,19 +76,10 @@ def test_the_lrc_of_bare_words_runs_eight_words_to_a_line(tmp_path: Path):
 
 
 def test_the_reading_is_a_flag_of_the_fake_and_a_config_field():
-    import httpx
 
     from runner.fake.config import ConfigError, validate
 
-    with subprocess.Popen([sys.executable, "-m", "runner.fake", "--aligned-words",
-                           "trailing"], stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
-            config = httpx.get(f"{url}/_fake/config", timeout=10).json()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    config = config_of("--aligned-words", "trailing")
     assert config["aligned_words"] == "trailing"
     with pytest.raises(ConfigError, match="aligned_words"):
         validate({"aligned_words": "both"})

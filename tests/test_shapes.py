@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakecli import config_of
 
 from runner.engine import deadlines
 from runner.errors import TaskFailed
@@ -443,21 +444,11 @@ def test_ignore_balance_starts_anyway(tmp_path):
 # --- the fake's switches ---------------------------------------------------------------------
 
 def test_the_fake_takes_each_documented_reading_as_a_flag_and_a_config_field(tmp_path):
-    import httpx
 
     from runner.fake.config import ConfigError, validate
 
-    with subprocess.Popen(
-            [sys.executable, "-m", "runner.fake", "--record-style", "apibox",
-             "--running-status", "GENERATING", "--relay-fail-status", "FAIL",
-             "--credits-endpoint", "get-credits"], stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
-            config = httpx.get(f"{url}/_fake/config", timeout=10).json()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    config = config_of("--record-style", "apibox", "--running-status", "GENERATING",
+                       "--relay-fail-status", "FAIL", "--credits-endpoint", "get-credits")
     assert config["record_style"] == "apibox"
     assert config["running_status"] == "GENERATING"
     assert config["relay_fail_status"] == "FAIL"

@@ -32,13 +32,8 @@ def timeout_for(op: str, step_timeout: float | None, provider_timeouts: dict[str
                 ) -> float:
     """Seconds a remote `op` may be waited for: the step's `timeout`, else the provider
     block's `timeouts[op]` (or `timeouts["*"]`), else the default."""
-    if step_timeout is not None:
-        return step_timeout
-    for name in (op, "*"):
-        value = provider_timeouts.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return DEFAULTS.get(op, FALLBACK)
+    given = _given(op, step_timeout, provider_timeouts)
+    return DEFAULTS.get(op, FALLBACK) if given is None else given
 
 
 def local_timeout(op: str, step_timeout: float | None, provider_timeouts: dict[str, Any]
@@ -48,6 +43,13 @@ def local_timeout(op: str, step_timeout: float | None, provider_timeouts: dict[s
     and then each ffmpeg child has the studio's default, proportional to the media it
     handles (runner.studio.ffmpeg.default_limit), since the remote defaults above are
     about a service's queue, not this machine."""
+    return _given(op, step_timeout, provider_timeouts)
+
+
+def _given(op: str, step_timeout: float | None, provider_timeouts: dict[str, Any]
+           ) -> float | None:
+    """What the recipe says: the step's `timeout`, else `timeouts[op]`, else
+    `timeouts["*"]`; None when it says nothing."""
     if step_timeout is not None:
         return step_timeout
     for name in (op, "*"):
