@@ -38,3 +38,16 @@ def test_a_host_that_refuses_early_work_costs_a_refusal_per_operation_not_the_al
     assert 2 <= r.refused <= 16
     assert r.limited == 0
     assert r.x < 1.15
+
+
+def test_with_callbacks_the_album_ends_when_its_longest_song_does(tmp_path: Path):
+    """Scene b with callbacks (the service calls back each task's end and first stage):
+    nothing is found late, so the run ends with the longest song's chain, with about one
+    API request a task (its submit; a refused early one now and then) and no polls but
+    the fallbacks."""
+    r = sim_races.run_once("b-refuse", 7, 0.2, tmp_path, None, listen=True)
+    assert r.status == "succeeded"
+    assert r.tasks == 64
+    assert r.x < 1.02
+    assert r.requests / r.tasks < 1.3
+    assert r.service.polls < 16
