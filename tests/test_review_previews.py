@@ -260,3 +260,33 @@ async def written(cond) -> None:
             return
         await anyio.sleep(0.01)
     raise AssertionError("the previews file was not rewritten")
+
+
+@pytest.mark.anyio
+async def test_a_failed_write_does_not_spin_the_writer(tmp_path):
+    # A previews write that fails (a full disk, a read-only state directory) stops the
+    # previews for the run. A task forgotten after that must not send `keep` round a loop
+    # with nothing to await: that would hold the event loop, and the run, forever.
+    import anyio
+
+    book = previews.Previews(tmp_path / "gone")  # no such folder: every write fails
+    streams = SimpleNamespace(tracks=[{"n": 0, "id": "c", "title": "x",
+                                       "stream_url": "https://example.com/a.mp3"}])
+    await book.note("song[0]", "k0", "t0", streams)
+    assert book.broken
+    ticks = 0
+
+    async def clock() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    with anyio.fail_after(10):  # real seconds: only so that a regression fails, not hangs
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(book.keep)
+            tg.start_soon(clock)
+            book.forget("t0")
+            while ticks < 5:  # the loop still runs other tasks
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()

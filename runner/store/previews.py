@@ -70,7 +70,7 @@ class Previews:
         group runs it and cancels it at the end). At most one write is in flight; every
         forget meanwhile waits for the next, so many polls ending together cost one write,
         and writes are not fsynced: a preview lost in a crash is only a preview."""
-        while True:
+        while not self.broken:  # (a failed write ends the previews, and so this loop)
             self._wake = anyio.Event()
             if not self.dirty:
                 await self._wake.wait()
