@@ -274,19 +274,17 @@ async def test_a_failed_write_does_not_spin_the_writer(tmp_path):
                                        "stream_url": "https://example.com/a.mp3"}])
     await book.note("song[0]", "k0", "t0", streams)
     assert book.broken
-    ticks = 0
+    ticked = anyio.Event()
 
     async def clock() -> None:
-        nonlocal ticks
-        while True:
+        for _ in range(5):
             await anyio.sleep(0.01)
-            ticks += 1
+        ticked.set()
 
     with anyio.fail_after(10):  # real seconds: only so that a regression fails, not hangs
         async with anyio.create_task_group() as tg:
             tg.start_soon(book.keep)
             tg.start_soon(clock)
             book.forget("t0")
-            while ticks < 5:  # the loop still runs other tasks
-                await anyio.sleep(0.01)
+            await ticked.wait()  # the loop still runs other tasks
             tg.cancel_scope.cancel()
