@@ -104,8 +104,7 @@ class CriticalPath:
             fam = self.family.get(iid)
             if fam is None and iid not in self.tails:
                 continue
-            own = max(0.0, self.used.get(fam, 0.0) * self.unit - ran) if fam else 0.0
-            way = own + self.tails.get(iid, 0.0) * self.unit
+            way = self._way(iid, ran)
             if fam is not None or way > 0:
                 best = way if best is None else max(best, way)
         return None if best is None else (best, bool(self.known))
@@ -126,6 +125,8 @@ class CriticalPath:
         return max(ways) - self._way(iid, now - inflight[iid])
 
     def _way(self, iid: str, ran: float) -> float:
+        """Engine seconds from now to the end through `iid`, whose task has run `ran`: what
+        its own task has left (at least 0) plus its tail."""
         fam = self.family.get(iid)
         own = max(0.0, self.used.get(fam, 0.0) * self.unit - ran) if fam else 0.0
         return own + self.tails.get(iid, 0.0) * self.unit
