@@ -5,7 +5,8 @@ limiter against an in-process service, with no wall time and no machine load in 
     PYTHONPATH=OTHER_TREE python benchmarks/sim_races.py ...   # another build's engine
 
 (Needs trio, from the test extra. -v prints each run and where the last song's time
-went: the wait before each submit, the task's latency, how late a poll found it done.)
+went: the wait before each submit, the task's latency, how late a poll found it done;
+`-v --trace generate` also when each generate task was polled.)
 
 Why: the real benchmark (bench_races.py) runs the CLI against the HTTP fake at 0.05 wall s
 per model s, so a 1 % effect drowns in the run-to-run spread of five runs (each run's draws
@@ -81,6 +82,7 @@ FAKE_OP = {"lyrics": "lyrics", "generate": "generate", "extend": "extend", "conv
            "video": "mp4", "separate": "separate_vocal"}
 MUSIC = {"generate", "extend"}
 DEBUG = False
+TRACE: set[str] = set()  # --trace: operations whose every task's polls -v prints
 LADDER: dict[str, list[tuple[float, float]]] = {}  # op -> (wait, late) of the last songs
 SCENES = {  # songs, latencies, host refuses early work
     "a": (4, FIXED, False),
@@ -105,6 +107,7 @@ class Task:
     song: int
     polls: int = 0
     found: float | None = None  # when a poll first found it done
+    at: list[float] = field(default_factory=list)  # when its polls reached the service
 
 
 @dataclass
@@ -218,6 +221,7 @@ class SimProvider:
         self.s.polls += 1
         t = self.s.tasks[task_id]
         t.polls += 1
+        t.at.append(at - t.t0)
         frac = (at - t.t0) / t.latency
         if frac >= 1.0:
             if t.found is None:
@@ -423,6 +427,10 @@ def ladder(r: Run) -> str:
     for t in s.tasks.values():
         per.setdefault(t.op, []).append(t.polls)
     polls = ", ".join(f"{op} {statistics.mean(v):.2f}" for op, v in per.items())
+    for t in sorted(s.tasks.values(), key=lambda t: t.t0):
+        if t.op in TRACE:
+            print(f"    {t.op} of song {t.song}: submitted {t.t0:.1f}, latency {t.latency:.1f}, "
+                  "polled at " + " ".join(f"{a:.1f}" for a in t.at))
     return (f"  polls per task: {polls}\n  last song {last}: " + "; ".join(parts) +
             f"\n  all tasks: late mean {statistics.mean(late):.1f}, polls/task "
             f"{s.polls / len(s.tasks):.2f}")
@@ -439,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="callbacks instead of polls (the service calls back each task's "
                    "first stage and end), as `sunoflow run --listen`")
     p.add_argument("-v", action="store_true", help="one line per run")
+    p.add_argument("--trace", action="append", default=[], metavar="OP",
+                   help="with -v: when each task of OP (lyrics, generate, ...) was polled")
     p.add_argument("--pool", type=float, default=None, metavar="P",
                    help="also run the thread pool polling every P model s on each seed "
                    "(scenes a and b), side by side")
@@ -453,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         setattr(pacing, name, type(getattr(pacing, name))(float(value)))
     global DEBUG
     DEBUG = args.v
+    TRACE.update(args.trace)
     root = Path(tempfile.mkdtemp(prefix="sim-races-", dir="/dev/shm"
                                  if Path("/dev/shm").is_dir() else None))
     runs: list[Run] = []

@@ -17,18 +17,21 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import anyio
 import httpx
 import pytest
+import trio.testing
 from doubles import Quiet
 from waiting import until
 
 from runner.engine.files import pin_first
 from runner.engine.records import Options
 from runner.engine.scheduler import Engine
+from runner.errors import StepError
 from runner.fake import FakeServer
-from runner.pacing import DONE_AT_FIRST, FakeClock
+from runner.pacing import DONE_AT_FIRST, Clock, FakeClock
 from runner.plan.build import build
 from runner.providers import First, Op, Produced, Result, Submitted
 from runner.recipe import load as recipes
@@ -417,6 +420,101 @@ async def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_d
         assert prov.audio["long"] == f"task-song-{take}"
         assert "first song" not in events
         assert events.index("done song") < events.index("intent long")
+
+
+THEN = """\
+version: 1
+name: aim
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1}
+steps:
+  song:
+    uses: generate
+    with: {prompt: la}
+  long:
+    uses: extend
+    with: {audio: "{{ steps.song.tracks[0] }}", continue_at: 10, prompt: more, style: pop}
+  words:
+    uses: lyrics
+    with: {prompt: la}
+  song2:
+    uses: generate
+    with: {prompt: "{{ steps.words.text }}"}
+  long2:
+    uses: extend
+    with: {audio: "{{ steps.song2.tracks[0] }}", continue_at: 10, prompt: more, style: pop}
+"""
+WORDS_LAST = 20.0
+
+
+class Refusing(Staged):
+    """Staged, on a host that refuses an extend of a song that has not finished (a 400
+    that says so: rule 8's SAYS); lyrics are done WORDS_LAST after their submit."""
+
+    refused = 0
+
+    async def submit(self, op: Op) -> Submitted:
+        src = op.inputs.get("audio")
+        if isinstance(src, dict) and \
+                self.clock.now() - self.t0[src["task_id"].removeprefix("task-")] < TAKES_LAST:
+            self.refused += 1
+            raise StepError("the source task is not finished yet", step=op.step, code=400)
+        return await super().submit(op)
+
+    async def poll(self, op: Op, task_id: str) -> Result | First | None:
+        if op.type != "lyrics":
+            return await super().poll(op, task_id)
+        if self.clock.now() - self.t0[op.step] < WORDS_LAST:
+            return None
+        return Result({"texts": [{"title": "t", "text": "sung"}], "text": "sung",
+                       "title": "t", "task_id": task_id})
+
+
+class LoopClock(Clock):
+    """The event loop's own clock: trio's MockClock jumps it while every task sleeps (a
+    FakeClock jumps at the first sleep, before work started at the same moment has run)."""
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+
+async def _inline(fn: Any, *args: Any, **_: Any) -> Any:
+    return fn(*args)
+
+
+def test_no_aimed_poll_once_the_host_is_learned_to_refuse_what_it_was_for(tmp_path,
+                                                                          monkeypatch):
+    """Durations of music known (TAKES_LAST): `song` (submitted at 0) and `song2` (at ~20,
+    after the lyrics) each wait for an aimed poll at three quarters of it. `song`'s comes
+    first (75) and finds its first stage; `long` goes early and is refused, which teaches
+    the run that this host refuses early extends. `song2`'s aimed poll (due at ~95) would
+    now serve nothing, as `long2` waits for the whole song anyway: it is not sent, and
+    song2's one poll is the usual one at the median. (On trio's virtual clock; the
+    journal's thread work runs inline, so no jump of the clock overtakes it.)"""
+    (tmp_path / "aim.yaml").write_text(THEN)
+    plan = build(recipes.load(tmp_path / "aim.yaml"))
+    clock = LoopClock()
+    prov = Refusing(cast(FakeClock, clock))
+    monkeypatch.setattr(anyio.to_thread, "run_sync", _inline)
+
+    async def go() -> str:
+        store = Store(tmp_path / "state").open()
+        eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
+                     Options(state_dir=tmp_path / "state", clock=clock,
+                             handle_signals=False),
+                     PlainProgress(quiet=True))
+        for _ in range(9):
+            eng.poller.learn("generate", None, TAKES_LAST / DONE_AT_FIRST)
+        try:
+            return await eng.run()
+        finally:
+            store.close()
+
+    assert anyio.run(go, backend="trio", backend_options={
+        "clock": trio.testing.MockClock(autojump_threshold=0)}) == "succeeded"
+    assert prov.refused == 1  # `long`, once: `long2` waited for the whole song2
+    assert prov.polls["song"][0] == pytest.approx(0.75 * TAKES_LAST)  # aimed, and found
+    assert WORDS_LAST <= prov.t0["song2"] < 0.75 * TAKES_LAST  # submitted before the refusal
+    assert prov.polls["song2"] == [pytest.approx(TAKES_LAST)]  # and not aimed after it
 
 
 # --- what the plan releases early ------------------------------------------------------

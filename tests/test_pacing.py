@@ -612,7 +612,8 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
     slack the first poll waits half of it past the median, and the next ones go to the
     rising quantiles or half the slack apart; without a figure (None) the schedule is the
     usual one."""
-    async def schedule(slack: float | None, crowded: bool = False) -> list[float]:
+    async def schedule(slack: float | None, crowded: bool = False,
+                       rivals: int = 1) -> list[float]:
         clock = FakeClock()
         poller = Poller(10.0, 60.0, clock)
         for d in range(100, 200, 5):  # 20 durations, median 150
@@ -620,7 +621,8 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
 
         async def go() -> None:
             for n in range(6):
-                await poller.wait("wav", 0.0, n, slack=slack, crowded=crowded)
+                await poller.wait("wav", 0.0, n, slack=slack, crowded=crowded,
+                                  rivals=rivals)
 
         await go()
         return clock.slept
@@ -635,6 +637,13 @@ async def test_a_task_without_slack_is_polled_closer_and_one_with_slack_less_oft
     assert max(usual[1:]) == pytest.approx(0.1 * median, rel=0.05)
     assert max(critical[1:]) <= 0.1 * median / 3 + 1e-9
     assert min(critical[1:]) >= 10.0 / 5 - 1e-9  # never closer than a fifth of interval
+    # Tied with 3 others for the longest way (4 rivals): the run waits for this one about
+    # once in 4, so its polls go sqrt(4) = 2 times as far apart as a lone critical task's;
+    # with 16, no closer than the usual spacing.
+    four, many = await schedule(0.0, rivals=4), await schedule(0.0, rivals=16)
+    assert four[0] == critical[0]
+    assert max(four[1:]) == pytest.approx(2 * max(critical[1:]))
+    assert max(many[1:]) == pytest.approx(max(usual[1:]))
     assert loose[0] == pytest.approx(median + 30.0)
     # Then the rising quantiles (185 s ...), or half the slack apart past them all.
     assert loose[1] == pytest.approx(5.0)

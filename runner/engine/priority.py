@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from runner.pacing import Poller, Urgency
+from runner.pacing import SPACING, Poller, Urgency
 from runner.plan.model import Instance, Plan
 
 MOVED = 0.1  # recompute the tails when an expected duration moved by more than this share
@@ -116,13 +116,23 @@ class CriticalPath:
         the way through its own. A task past its expected duration counts as about done,
         so the longest-running tasks of the longest way have none. None while its family
         is not learned (its polls take turns: runner.pacing.Poller)."""
+        got = self.standing(iid, inflight)
+        return None if got is None else got[0]
+
+    def standing(self, iid: str, inflight: dict[str, float]) -> tuple[float, int] | None:
+        """`slack`, and how many tasks in flight (itself included) have a way to the end
+        as long as its own, give or take a poll's spacing (runner.pacing.SPACING of its
+        expected duration): its rivals. Of k rivals, the run waits for the last one done,
+        so each is that one about once in k (runner.pacing.Poller)."""
         self._update()
         fam = self.family.get(iid)
         if fam is None or fam not in self.known or iid not in inflight:
             return None
         now = self.poller.clock.now()
         ways = [self._way(j, now - t0) for j, t0 in inflight.items()]
-        return max(ways) - self._way(iid, now - inflight[iid])
+        mine = self._way(iid, now - inflight[iid])
+        near = SPACING * self.used.get(fam, 0.0) * self.unit
+        return max(ways) - mine, sum(1 for w in ways if w >= mine - near)
 
     def _way(self, iid: str, ran: float) -> float:
         """Engine seconds from now to the end through `iid`, whose task has run `ran`: what
