@@ -991,3 +991,131 @@ def test_a_task_taken_early_then_failed_for_it_is_learned_and_retried_after_the_
         assert srv.credits == 1_000_000 - 12 - 2
         assert remembered(tmp_path, srv) == ["convert"]
         assert_next_run_pays_nothing(tmp_path, srv)
+
+
+# --- a host whose record lags (engine rule 8) -------------------------------------------
+# The host says the song is done (record-info SUCCESS, the `complete` callback), but its
+# work endpoints refuse work on it as unfinished for `record_lag` more seconds: the fake's
+# reading of a host whose record lags its own answers. A request sent after the song was
+# seen finished is not early; refused so, it is sent again after growing waits (free: a
+# refusal makes no task), and nothing is learned of the host.
+
+LAG = 1000.0  # fake seconds: the record lags until the test moves the clock past it
+
+
+def write_paced(tmp: Path, interval: float, extra: str = "") -> None:
+    """The recipe with another poll interval: the lag's waits are a quarter of it, doubling
+    up to it (six resends: 4.75 intervals in all)."""
+    write(tmp, extra)
+    path = tmp / "early.yaml"
+    path.write_text(path.read_text().replace(
+        "poll_interval: 0.05, max_poll_interval: 0.2",
+        f"poll_interval: {interval}, max_poll_interval: {interval}"))
+
+
+def lag_refused(srv: FakeServer, task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The WAV requests refused after the song had finished: not early, the record lags."""
+    return [e for e in refused(srv) if e["t"] >= task["t_ready"]]
+
+
+@pytest.mark.parametrize(("mode", "reading", "listen"), [
+    ("false", "lenient", False), ("false", "lenient", True),
+    ("auto", "lenient", False), ("auto", "lenient", True), ("auto", "strict", False),
+], ids=["false-polling", "false-callbacks", "auto-polling", "auto-callbacks",
+        "auto-strict-polling"])
+def test_a_lagging_record_is_waited_for_and_each_task_paid_once(
+        tmp_path, mode, reading, listen):
+    """`false`: both WAVs are sent once the song is done, and refused while the record
+    lags. `auto`: the first take's WAV is taken early (lenient) or refused early and sent
+    after the song (strict), the other take's is sent after the song; every request sent
+    after the song is refused until the record catches up, then taken: one task each."""
+    write_paced(tmp_path, 1, f", release_on_first: {mode}")
+    with fake_server(reading, record_lag=LAG) as srv, \
+            running(tmp_path, srv, listen=listen) as proc:
+        task = song_task(srv)
+        srv.advance(0.8 * SONG)
+        if mode == "auto":
+            until(lambda: posts(srv, WAV), "the early WAV")
+        srv.advance(SONG)  # the song is done; its record lags for LAG more seconds
+        until(lambda: lag_refused(srv, task), "a WAV refused while the record lags")
+        srv.advance(LAG)  # the record catches up (within the run's waits: 4.75 s)
+        finish(proc)
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert len(accepted(srv)) == 2
+        rep = report(tmp_path)
+        counts = rep["counts"]
+        assert counts["possibly_submitted"] == 0
+        assert counts["lag_refused"] == len(lag_refused(srv, task))
+        early = {"false": 0, "auto": 1 if reading == "strict" else 0}[mode]
+        assert counts["early_refused"] == early == len(refused(srv)) - counts["lag_refused"]
+        notes = [n for s in rep["steps"] for n in s.get("notes", [])]
+        assert any("its record seems to lag" in n for n in notes), notes
+        assert any("(the host's record lagged); one task, paid once" in n for n in notes)
+        # Only an early refusal teaches the host; the lag teaches nothing.
+        assert remembered(tmp_path, srv) == (["convert"] if early else [])
+        assert [e["step"] for e in rep["early_release"]["learned"]] == \
+            (["first"] if early else [])
+        assert (tmp_path / "out" / "second.wav").read_bytes()[:4] == b"RIFF"
+        assert_next_run_pays_nothing(tmp_path, srv)
+
+
+def test_a_lag_past_the_bound_fails_the_step_and_the_next_run_pays_only_the_rest(
+        tmp_path):
+    """The record lags longer than the run waits: the step fails with exit 1, naming
+    itself, the song and the wait; nothing was paid for it. The next run, the lag gone,
+    pays for the WAVs only (the song is done and recorded)."""
+    write(tmp_path, ", release_on_first: false")  # poll_interval 0.05: 0.24 s of waits
+    with fake_server("lenient", record_lag=LAG) as srv:
+        with running(tmp_path, srv, listen=False) as proc:
+            task = song_task(srv)
+            srv.advance(2 * SONG)
+            err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 1, err
+        assert paid_tasks(srv) == Counter({"generate": 1})
+        clips = Counter(e["json"]["audioId"] for e in lag_refused(srv, task))
+        assert clips
+        assert max(clips.values()) <= 7  # the first request and six resends
+        failed = [s for s in report(tmp_path)["steps"] if s["status"] == "failed"]
+        assert failed
+        error = failed[0]["error"]
+        assert re.fullmatch(
+            rf"{failed[0]['id']}: the service refused convert 7 times as if song had not "
+            r"finished \(POST /api/v1/wav/generate: the service rejected the request "
+            rf"\(400: task {task['task_id']} has not finished\)\), waiting 0\.237 s in "
+            r"all after it said song had: its record may lag for longer, or something else "
+            r"is wrong; no task was made, so nothing was paid; run again later \(only what "
+            r"is not done is paid for\)", error), error
+        srv.configure(record_lag=0)
+        again = subprocess.run(command(tmp_path, srv.url), env=env(), capture_output=True,
+                               text=True, timeout=60, check=False)
+        assert again.returncode == 0, again.stderr
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert report(tmp_path)["counts"]["possibly_submitted"] == 0
+        assert (tmp_path / "out" / "second.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_kill_while_waiting_for_a_lagging_record_then_resume_pays_once(tmp_path):
+    """Killed between a lag refusal and its resend: the refusal is journaled as not
+    submitted, so the next run submits the step once and counts nothing as possibly
+    submitted."""
+    write_paced(tmp_path, 8, ", release_on_first: false")  # the first wait: 2 s
+    with fake_server("lenient", record_lag=LAG) as srv:
+        with running(tmp_path, srv, listen=True) as proc:
+            task = song_task(srv)
+            srv.advance(2 * SONG)
+            # Both WAVs are refused at once, then wait 2 s before their resends.
+            until(lambda: all(step_events(tmp_path, s)[-1:] == ["failed"]
+                              for s in ("first", "second")), "both refusals journaled")
+            assert proc.poll() is None  # waiting to send them again, not failed
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        assert len(lag_refused(srv, task)) == 2
+        for step in ("first", "second"):
+            assert step_events(tmp_path, step) == ["intent", "failed"]
+        assert paid_tasks(srv) == Counter({"generate": 1})
+        srv.advance(LAG)
+        with running(tmp_path, srv, listen=True) as proc:
+            finish(proc)
+        assert paid_tasks(srv) == Counter({"generate": 1, "wav": 2})
+        assert report(tmp_path)["counts"]["possibly_submitted"] == 0
+        assert_next_run_pays_nothing(tmp_path, srv)

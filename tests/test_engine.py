@@ -21,6 +21,7 @@ from runner.errors import (
     AuthError,
     CreditsError,
     PossiblySubmitted,
+    StepError,
     TaskFailed,
     TransientError,
 )
@@ -77,8 +78,8 @@ class ScriptedProvider(Quiet):
     async def submit(self, op: Op) -> Submitted:
         behaviours = self.script.get(op.step, [])
         b = behaviours.pop(0) if behaviours else "ok"
-        if isinstance(b, TransientError):
-            raise b  # nothing created
+        if isinstance(b, TransientError | StepError):
+            raise b  # answered "no task": nothing created
         self.n += 1
         task = f"task-{op.step}-{self.n}"
         self.ledger.created.append((op.step, task))
@@ -443,3 +444,74 @@ async def test_polls_that_queue_for_the_rate_limit_tell_the_poller_it_is_crowded
     assert not any(free)
     assert any(queued)
     assert not queued[0]  # it takes polls that waited to say so
+
+
+# --- a host whose record lags (engine rule 8) -----------------------------------------
+# song[i] reads words[i], which the run saw finished before song[i] was sent: a refusal
+# saying a task it reads "has not finished" is the host's record lagging its own answer.
+
+def lag_refusal() -> StepError:
+    return StepError("task words-task has not finished", code=400)
+
+
+def events_of(tmp_path: Path, step: str) -> list[str]:
+    lines = (tmp_path / "state" / "journal.jsonl").read_text().splitlines()
+    return [e["e"] for e in map(json.loads, lines) if e["step"] == step]
+
+
+async def test_a_lagging_record_is_waited_for_and_the_step_paid_once(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song[1]": [lag_refusal(), lag_refusal()]})
+    eng = await run_engine(tmp_path, prov)
+    assert eng.status == "succeeded"
+    assert submitted(ledger, "song[1]") == 1
+    # poll_interval 1: the waits start at a quarter of it and double.
+    waits = [w for w in eng.slept if w in (0.25, 0.5)]
+    assert waits == [0.25, 0.5]
+    rec = eng.records["song[1]"]
+    assert (rec.attempts, eng.counts.lag_refused, eng.counts.possibly_submitted) == (3, 2, 0)
+    assert "as if words[1] had not finished" in rec.notes[0]
+    assert rec.notes[1].startswith("song[1]: taken after 2 more tries, 0.75 s after")
+    # Each refusal is journaled as not submitted before the next intent.
+    assert events_of(tmp_path, "song[1]") == ["intent", "failed", "intent", "failed",
+                                              "intent", "submitted", "done"]
+    # A lagging record is no refusal of early work: nothing is learned of the host.
+    assert not (tmp_path / "state" / "early.json").exists()
+
+
+async def test_a_lag_past_the_bound_fails_the_step_and_the_next_run_pays_once(
+        tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song[1]": [lag_refusal()] * 8})
+    eng = await run_engine(tmp_path, prov, keep_going=True)
+    assert eng.status == "failed"
+    rec = eng.records["song[1]"]
+    assert rec.status == "failed"
+    assert submitted(ledger, "song[1]") == 0
+    assert eng.counts.lag_refused == 7  # the first request and six resends
+    assert rec.error == (
+        "song[1]: the service refused generate 7 times as if words[1] had not finished "
+        "(task words-task has not finished), waiting 4.75 s in all after it said words[1] "
+        "had: its record may lag for longer, or something else is wrong; no task was "
+        "made, so nothing was paid; run again later (only what is not done is paid for)")
+    assert events_of(tmp_path, "song[1]")[-2:] == ["intent", "failed"]
+    again = Ledger()
+    eng2 = await run_engine(tmp_path, ScriptedProvider(again))
+    assert eng2.status == "succeeded"
+    assert [s for s, _ in again.created] == ["song[1]"]
+    assert eng2.counts.possibly_submitted == 0
+
+
+@pytest.mark.parametrize(("step", "exc"), [
+    ("song[1]", StepError("conflict", code=409)),  # a bare refusal: not said to be time
+    ("words[1]", lag_refusal()),  # words read no task: "not finished" is not a lag
+], ids=["bare-4xx", "reads-no-task"])
+async def test_other_refusals_of_a_request_that_is_not_early_fail_at_once(
+        tmp_path: Path, step: str, exc: StepError):
+    ledger = Ledger()
+    eng = await run_engine(tmp_path, ScriptedProvider(ledger, {step: [exc]}),
+                           keep_going=True)
+    assert eng.records[step].status == "failed"
+    assert eng.records[step].attempts == 1
+    assert submitted(ledger, step) == 0
+    assert eng.counts.lag_refused == 0

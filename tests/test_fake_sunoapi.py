@@ -1272,7 +1272,28 @@ def test_the_strict_refusal_takes_other_codes_and_words(srv, client, refusal, st
     assert not [t for t in srv.tasks if t["op"] == "wav"]
 
 
+@pytest.mark.parametrize("reading", ["accept", "refuse"])
+def test_a_lagging_record_refuses_work_for_free_after_it_says_success(srv, client, reading):
+    """`record_lag`: record-info says SUCCESS, but for that long the work endpoints answer
+    as `unfinished_work: refuse` does (whatever the reading), then take the work."""
+    tid, (first, second) = first_stage_song(srv, client)
+    srv.configure(unfinished_work=reading, record_lag=10)
+    srv.advance(0.25 * UNFINISHED_SONG)  # 5 s past the song's end
+    assert record(client, tid)["status"] == "SUCCESS"
+    before, tasks = srv.credits, len(srv.tasks)
+    for path, body in [*work_on_first_clip(tid, first),
+                       (f"{V1}/wav/generate", {"taskId": tid, "audioId": second,
+                                               "callBackUrl": CB})]:
+        answer = post(client, path, body)
+        assert (answer["code"], answer["msg"]) == (400, f"task {tid} has not finished"), path
+    assert (srv.credits, len(srv.tasks)) == (before, tasks)  # no task, no charge
+    srv.advance(6)  # the record has caught up (10 s after the end)
+    for path, body in work_on_first_clip(tid, first):
+        assert post(client, path, body)["code"] == 200, path
+
+
 @pytest.mark.parametrize(("patch", "word"), [
+    ({"record_lag": -1}, "record_lag"),
     ({"unfinished_work": "sometimes"}, "unfinished_work"),
     ({"unfinished_refusal": {"code": 200}}, "unfinished_refusal.code"),
     ({"unfinished_refusal": {"http_status": 99}}, "unfinished_refusal.http_status"),
@@ -1281,6 +1302,11 @@ def test_the_strict_refusal_takes_other_codes_and_words(srv, client, refusal, st
 def test_a_bad_unfinished_setting_is_named(patch, word):
     with pytest.raises(ConfigError, match=word):
         FakeServer("sunoapi", **patch)
+
+
+def test_cli_flag_plays_a_lagging_record():
+    assert config_of("--record-lag", "7.5")["record_lag"] == 7.5
+    assert config_of()["record_lag"] == 0
 
 
 def test_cli_flags_play_the_strict_reading():

@@ -69,11 +69,21 @@ is known to refuse that operation; a refusal falls back, and is remembered.
    resubmission submits it once on resume, and does not count it possibly submitted.
    The resubmission renders nothing anew (the same inputs, the first track pinned by
    rule 7, so the same key) and is sent once, only after every task it reads has
-   finished: that request is not early, so it cannot be refused for being early; a
-   second refusal fails the step (`_remote`). A refused request paid nothing, and the
-   one resubmission is the only one that can pay. An early request whose answer was
-   lost stays under rule 3: on a host that accepts early work it may have made a task,
-   so it is resubmitted with a warning and counted like any other; a later refusal does
+   finished: that request is not early, so it cannot be refused for being early.
+   A host's record may lag its own answers: a request that is not early (every task it
+   reads was seen finished: a poll's SUCCESS, a `complete` callback, an earlier run)
+   refused by a definite answer that says a task it reads has not finished
+   (early.SAYS) made no task, and the journal says so (``failed``: `_submit` writes it
+   only when no attempt lost its answer, and `_remote` checks it); it is sent again
+   after growing waits (a quarter of the poll interval, at most 2 s, doubling up to the
+   poll interval), at most six times, then the step fails naming the task it reads and
+   how long it waited (`_lagging`). Nothing is learned from it: a lagging record is no
+   refusal of early work. Any other refusal of a request that is not early, a bare 4xx
+   that does not say why (early.MAYBE) included, fails the step at once. A refused
+   request paid nothing; only a request the service takes can pay, and the step stops
+   sending once one is taken. An early request whose answer was lost stays under rule
+   3: on a host that accepts early work it may have made a task, so it is resubmitted
+   with a warning and counted like any other; a later refusal does
    not clear it (a host's servers need not answer alike). After a refusal, the run sends
    that operation to that host early no more (`auto`): a request already waiting for the
    rate limiter is withdrawn before it leaves (errors.Withheld), and waits too. A task

@@ -58,6 +58,9 @@ class Counts:
     possibly_submitted: int = 0
     callbacks: int = 0  # tasks completed by a callback rather than a poll
     early_refused: int = 0  # early requests the service refused (rule 8): none was paid
+    # Requests refused as "not finished" although every task they read had been seen
+    # finished: the host's record lagging (rule 8); none was paid, each was sent again.
+    lag_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)

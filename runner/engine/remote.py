@@ -15,7 +15,13 @@ import anyio
 from runner.engine import early
 from runner.engine.poller import Polling
 from runner.engine.records import StepRecord
-from runner.engine.state import MAX_REFUND_RETRIES, MAX_SUBMIT_RETRIES, MAX_UNCERTAIN_RESUBMITS
+from runner.engine.state import (
+    LAG_FIRST_WAIT,
+    LAG_RESENDS,
+    MAX_REFUND_RETRIES,
+    MAX_SUBMIT_RETRIES,
+    MAX_UNCERTAIN_RESUBMITS,
+)
 from runner.errors import (
     JournalError,
     PossiblySubmitted,
@@ -28,6 +34,7 @@ from runner.errors import (
 from runner.pacing import AHEAD, PRIORITY, SEND_CHECK, SENT_AT, Backoff, Clock
 from runner.plan.model import Instance
 from runner.providers import Op, Provider, Result
+from runner.terminal import plural
 
 
 class Remote(Polling):
@@ -57,6 +64,7 @@ class Remote(Polling):
         refunds = failures = 0
         refused: str | None = None  # rule 8: how this step's early request was refused
         sent_early = False  # rule 8: the task being polled was submitted early
+        lagged: list[float] = []  # rule 8: the waits before resends the host's lag asked for
         result: Result | None = None
         claim: Any = None
         while result is None:
@@ -113,13 +121,29 @@ class Remote(Polling):
                 except Withheld:
                     continue  # never sent (rule 8): back to the top, where it waits
                 except ProviderError as exc:
-                    # Rule 8: only the answer to an early request, and only once; the
-                    # second request is not early, and its refusal fails the step.
-                    how = early.refusal(exc) if unfinished and refused is None else None
-                    if how is None:
+                    how = early.refusal(exc)
+                    if unfinished:
+                        # Rule 8: only the answer to an early request, and only once (the
+                        # next request waits for the tasks it reads: it is not early).
+                        if how is None or refused is not None:
+                            raise
+                        refused = how
+                        await self._refused_early(inst, op, rec, exc, how, unfinished)
+                        continue
+                    # Not early: every task this request reads was seen finished. Only an
+                    # answer that says one has not finished reads as the host's record
+                    # lagging; a bare 4xx (MAYBE) names no cause, and on a request whose
+                    # sources are done the likeliest one is the request itself (a bad
+                    # id, an input the host rejects): it fails the step as before, at
+                    # once. (A host whose lagging record answers a bare 404 would fail
+                    # here; none is known, and the fake can play one if it is met.) A
+                    # TransientError was retried by `_submit` (rule 4) already.
+                    if how != early.SAYS or isinstance(exc, TransientError):
                         raise
-                    refused = how
-                    await self._refused_early(inst, op, rec, exc, how, unfinished)
+                    sources = self._sources(inst)
+                    if not sources or not self._not_submitted(op.key):
+                        raise
+                    await self._lagging(inst, op, rec, exc, lagged, sources)
                     continue
                 finally:
                     SEND_CHECK.set(None)
@@ -133,6 +157,12 @@ class Remote(Polling):
                     await self._learn(inst, op, "refused while the task it reads ran, "
                                       "accepted once it finished")
                     refused = early.SAYS
+                if lagged:
+                    tries = plural(len(lagged), "more try", "more tries")
+                    rec.notes.append(f"{inst.id}: taken after {tries}, {_secs(sum(lagged))} "
+                                     "after the first refusal (the host's record lagged); "
+                                     "one task, paid once")
+                    lagged.clear()  # a later submission (rule 5) starts afresh
                 if sub.task_id is None:
                     assert sub.result is not None
                     result = sub.result
@@ -487,6 +517,71 @@ class Remote(Polling):
         if how == early.SAYS:
             await self._learn(inst, op, said)
 
+    def _sources(self, inst: Instance) -> list[str]:
+        """The instances with a service task that `inst` reads (through a call's ends): what
+        a refusal saying "not finished" can be about."""
+        found: list[str] = []
+        seen: set[str] = set()
+        todo = list(inst.deps)
+        while todo:
+            d = todo.pop(0)
+            dep = self.plan.instances.get(d)
+            if d in seen or dep is None:
+                continue
+            seen.add(d)
+            if dep.kind != "step":
+                todo.extend(dep.deps)  # a call's end: what flows through it
+            elif (rec := self.records.get(d)) is not None and rec.task_ids:
+                found.append(d)
+        return found
+
+    def _not_submitted(self, key_: str) -> bool:
+        """Does the journal's last word on `key_` say that nothing was submitted (`_submit`
+        writes ``failed`` only when every attempt of its call was answered "no task")?"""
+        st = self.store.states.get(key_)
+        return st is not None and st.status == "failed"
+
+    async def _lagging(self, inst: Instance, op: Op, rec: StepRecord, exc: ProviderError,
+                       lagged: list[float], sources: list[str]) -> None:
+        """Rule 8, a host whose record lags: a request that is not early was refused by an
+        answer saying that a task it reads has not finished, though `sources` were seen
+        finished (a poll's SUCCESS, a `complete` callback, or an earlier run). Wait and
+        let the caller send it again, at most LAG_RESENDS times (waits in `lagged`); then
+        fail the step. Nothing is learned: a lagging record is no refusal of early work."""
+        self.counts.lag_refused += 1
+        said = str(exc).removeprefix(f"{inst.id}: ")
+        what = ", ".join(sources)
+        if len(lagged) >= LAG_RESENDS:
+            raise StepError(
+                f"the service refused {op.type} {plural(len(lagged) + 1, 'time')} as if "
+                f"{what} had not finished ({said}), waiting {_secs(sum(lagged))} in all "
+                f"after it said {what} had: its record may lag for longer, or something "
+                "else is wrong; no task was made, so nothing was paid; run again later "
+                "(only what is not done is paid for)", step=inst.id) from None
+        pi = self.recipe.provider.poll_interval
+        delay = min(pi, min(LAG_FIRST_WAIT, pi / 4) * 2 ** len(lagged))
+        if not lagged:
+            note = (f"{inst.id}: the service refused the {op.type} request as if {what} had "
+                    f"not finished ({said}), though it said {what} had: its record seems to "
+                    "lag; the refusal made no task, so nothing was paid; submitting again "
+                    f"after growing waits (at most {LAG_RESENDS} times)")
+            rec.notes.append(note)
+            self.ui.note(note)
+        # Why sending it again cannot pay twice (rule 4's proof): `early.refusal` reads
+        # SAYS only from a definite answer, the service's own 4xx refusal (a TransientError
+        # never gets here), and such an answer made no task (DESIGN section 4). The caller
+        # checked that the journal's last word on the key is `_submit`'s ``failed`` (not
+        # submitted): no attempt of that call lost its answer, so no request of this run
+        # for the key may have made a task (one an earlier run may have made stays rule
+        # 3's: counted, and resubmitted only as that rule allows, before any of these). A
+        # kill during this wait leaves that record, and the next run submits the step once
+        # without counting it possibly submitted; the resend writes its own ``intent``
+        # first, and takes the ledger's claim again (rule 11), as any submit.
+        if self.stop_reason:
+            return  # the caller's next submit says "not submitted"; waiting would not help
+        await self.clock.sleep(delay)
+        lagged.append(delay)
+
     async def _learn(self, inst: Instance, op: Op, message: str) -> None:
         """Remember that this host refuses `op.type` early: in this run at once, and in
         the state directory for later runs (`auto` sends it early no more)."""
@@ -511,6 +606,10 @@ def _wall(clock: Clock, at: float | None) -> float | None:
     if at is None:
         return None
     return round(time.time() - (clock.now() - at), 3)
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.3g} s"
 
 
 def _said(step: str, exc: ProviderError) -> str:

@@ -33,6 +33,19 @@ from runner.store.journal import Store
 MAX_SUBMIT_RETRIES = 8
 MAX_REFUND_RETRIES = 2
 MAX_UNCERTAIN_RESUBMITS = 2  # each may have created a paid task: give up after this many
+# Rule 8, a host whose record lags: a request that is not early (every task it reads was
+# seen finished) refused by an answer that says a task it reads has not finished is sent
+# again after waits that start at LAG_FIRST_WAIT seconds (a quarter of the poll interval
+# when that is shorter) and double up to the poll interval, at most LAG_RESENDS times
+# (`Remote._lagging`). A record that lags its own SUCCESS (work endpoints reading a replica
+# or a cache behind the one that answered the poll or sent the callback) catches up in
+# seconds; the poll interval is the staleness the recipe already accepts in its view of a
+# task. With the defaults (10 s) that is 2+4+8+10+10+10 = 44 s, about four poll intervals
+# and a fraction of a song's 2-3 minutes: past any lag we should meet, yet a host that
+# refuses for a lasting reason fails the step within a minute. Each resend is one
+# rate-limited request and, being answered by a refusal, costs nothing.
+LAG_RESENDS = 6
+LAG_FIRST_WAIT = 2.0
 SUBMIT_GRACE = 0.8  # seconds an interrupt waits for a submit's answer (to record its task id)
 
 

@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="the HTTP status of that refusal (default 200, as envelopes)")
     parser.add_argument("--unfinished-message", metavar="TEXT",
                         help="its message; {task_id} names the task")
+    parser.add_argument("--record-lag", type=float, metavar="SECONDS",
+                        help="sunoapi: for this many model seconds after a music task "
+                             "succeeded, refuse work that reads it as unfinished (as "
+                             "--unfinished refuse answers) while record-info already says "
+                             "SUCCESS and callbacks are sent: a host whose record lags "
+                             "(config record_lag, default 0)")
     parser.add_argument("--empty-required", choices=CHOICES["empty_required"],
                         help="whether an empty negativeTags (documented as required) counts "
                              "as given (default accept)")
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "credits_endpoint": args.credits_endpoint,
             "empty_required": args.empty_required,
             "aligned_words": args.aligned_words,
+            "record_lag": args.record_lag,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")

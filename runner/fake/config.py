@@ -76,6 +76,14 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            envelope code (an int or a string), http_status the HTTP status
                            (null: 200, as the service's own envelopes), message a text in
                            which {task_id} names the unfinished task
+    record_lag             sunoapi: model seconds (x latency_scale, like latencies; default
+                           0) for which the work endpoints' record of a music task lags its
+                           end: record-info already says SUCCESS and the callbacks are sent,
+                           but an extend, WAV, MP4, stems, timestamps, replace-section or
+                           cover art request that reads the task is refused with
+                           `unfinished_refusal` (whatever `unfinished_work` says), creating
+                           no task and costing nothing, as a host whose work endpoints read
+                           a replica that has not caught up would
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -164,6 +172,7 @@ DEFAULTS: dict[str, Any] = {
     "credits_endpoint": "credit",
     "unfinished_work": "accept",
     "unfinished_refusal": {},
+    "record_lag": 0.0,
     "aligned_words": "plain",
 }
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -365,6 +374,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if word is not None and not (isinstance(word, str) and word.strip()):
         raise ConfigError("running_status: expected a status word or null")
     full["unfinished_refusal"] = _validate_refusal(full["unfinished_refusal"])
+    full["record_lag"] = _number(full["record_lag"], "record_lag")
     return full
 
 

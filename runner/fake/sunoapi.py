@@ -248,14 +248,18 @@ class SunoApi(Protocol):
         return task
 
     def _check_finished(self, task: Task, *, first: bool) -> None:
-        """Work on `task` (on its first clip when `first`) may start: it succeeded, or,
-        unless `unfinished_work` is "refuse", it has reached its first stage. A refusal
-        is raised before any task is made or any credit taken."""
+        """Work on `task` (on its first clip when `first`) may start: it succeeded (and
+        the work endpoints' record, `record_lag` behind, knows it), or, unless
+        `unfinished_work` is "refuse", it has reached its first stage. A refusal is raised
+        before any task is made or any credit taken."""
         now = self.world.now()
-        if task.succeeded(now):
-            return
         config = self.world.config
-        if config["unfinished_work"] == "refuse" and not task.done(now):
+        # The work endpoints learn of the task's end `record_lag` after record-info does.
+        lagging = now < task.created + task.wall + config["record_lag"] * config["latency_scale"]
+        if task.succeeded(now) and not lagging:
+            return
+        if task.succeeded(now) or (config["unfinished_work"] == "refuse"
+                                   and not task.done(now)):
             refusal = config["unfinished_refusal"]
             raise ApiError(refusal["code"], refusal["message"].replace("{task_id}", task.id),
                            http_status=refusal["http_status"])

@@ -131,7 +131,9 @@ def summary(engine: Finished, status: str, out: Path | None, error: str | None,
             f"{c.submissions} submissions, {c.polls} polls, {c.downloads} downloads"
             + (f", {c.possibly_submitted} possibly submitted" if c.possibly_submitted else "")
             + (f", {c.early_refused} early requests refused (none paid)"
-               if c.early_refused else ""))
+               if c.early_refused else "")
+            + (f", {c.lag_refused} refused while the host's record lagged (none paid)"
+               if c.lag_refused else ""))
     for line in credit_lines(engine, credits or {}):
         ui.note(line)
     # Each error was shown when its step failed; here once more (a live view does not keep
