@@ -548,19 +548,21 @@ def test_once_durations_are_known_samples_keep_their_own_edges():
 
 
 async def test_a_new_family_polls_once_at_its_scaled_prior_besides_taking_turns():
-    """Music learned at 0.9 of the defaults' 150 s: a WAV (defaults: 30 s), nothing known
-    of WAV yet, is polled at 0.9 x 30 = 27 s after its submission, besides its turns (one
-    probe per interval for the family, which go on as before: a wrong prior costs that
-    one poll and delays nothing)."""
+    """Music found done at 0.9 of the defaults' 150 s (the polls that found it done: the
+    upper edges of its brackets, not the "a bit less" learned from them): a WAV (defaults:
+    30 s), nothing known of WAV yet, is polled at 0.9 x 30 = 27 s after its submission,
+    besides its turns (one probe per interval for the family, which go on as before: a
+    wrong prior costs that one poll and delays nothing)."""
     clock = FakeClock()
     poller = Poller(10.0, 60.0, clock, family=_pace, expected=_expected)
     assert poller.prior("convert") is None  # nothing learned: the defaults say nothing
     for _ in range(5):
-        poller.learn("generate", None, 135.0 / DONE_AT_FIRST)
+        poller.learn("generate", None, 135.0)
+    assert poller.estimate("generate") == pytest.approx(135.0 * DONE_AT_FIRST)
     assert poller.prior("convert") == pytest.approx(27.0)
     assert poller.prior("concat") is None  # no figure in the defaults
     # A family learned from fewer durations counts for less (lyrics: 10 s by default).
-    poller.learn("lyrics", None, 20.0 / DONE_AT_FIRST)
+    poller.learn("lyrics", None, 20.0)
     assert poller.prior("convert") == pytest.approx(30.0 * (0.9 ** 5 * 2.0) ** (1 / 6))
     poller.seen.pop("lyrics")
 
@@ -581,6 +583,31 @@ async def test_a_new_family_polls_once_at_its_scaled_prior_besides_taking_turns(
         assert poller.turn["convert"] == pytest.approx(229.0)
 
     await go()
+
+
+async def test_a_new_family_whose_first_stage_is_wanted_also_aims_a_poll_at_it():
+    """Lyrics found done at 0.9 of the defaults' 10 s: nothing known of music yet, a song
+    (150 s by default, so 135 s here) whose first stage a step waits for (`first`) is
+    polled once at FIRST_SHARE of that, besides its turns and the prior's poll; without
+    `first`, no such poll."""
+    async def schedule(first: bool) -> list[float]:
+        clock = FakeClock()
+        poller = Poller(10.0, 60.0, clock, family=_pace, expected=_expected)
+        for _ in range(5):
+            poller.learn("lyrics", None, 9.0)
+        assert poller.prior("generate") == pytest.approx(135.0)
+        polls = []
+        for n in range(4):
+            if n == 1:
+                poller.turn["music"] = 500.0  # the next turns: later, out of the way
+            assert await poller.wait("generate", 0.0, n, first=first) is True
+            polls.append(clock.t)
+        return polls
+
+    assert await schedule(True) == [pytest.approx(10.0), pytest.approx(FIRST_SHARE * 135.0),
+                                    pytest.approx(135.0), pytest.approx(500.0)]
+    assert await schedule(False) == [pytest.approx(10.0), pytest.approx(135.0),
+                                     pytest.approx(500.0), pytest.approx(510.0)]
 
 
 async def test_a_task_past_every_duration_looks_next_where_the_tasks_seen_were_all_done():

@@ -51,3 +51,17 @@ def test_with_callbacks_the_album_ends_when_its_longest_song_does(tmp_path: Path
     assert r.x < 1.02
     assert r.requests / r.tasks < 1.3
     assert r.service.polls < 16
+
+
+def test_a_seed_is_one_album_and_one_run(tmp_path: Path):
+    """The simulator is an instrument: a seed gives the same album to every client (the
+    latencies are keyed by song and operation, not by the order of submissions) and the
+    same run each time (trio's scheduling seeded and sorted), so two policies compare on
+    equal terms and a repeat says nothing new."""
+    one = sim_races.run_once("b-refuse", 11, 0.2, tmp_path, None)
+    two = sim_races.run_once("b-refuse", 11, 0.2, tmp_path, None)
+    assert (one.makespan, one.requests) == (two.makespan, two.requests)
+    pool = sim_races.run_pool("b-refuse", 11, 0.2, 17.5)
+    assert pool.bound == one.bound
+    latencies = sorted((t.song, t.op, t.latency) for t in one.service.tasks.values())
+    assert sorted((t.song, t.op, t.latency) for t in pool.service.tasks.values()) == latencies

@@ -83,7 +83,9 @@ class Polling(Files):
                             op.type, t0, n, lambda s: self.ui.poll_due(inst.id, s),
                             slack=None if standing is None else standing[0],
                             crowded=self.poll_queue > self.poller.interval / 5,
-                            rivals=1 if standing is None else standing[1])
+                            rivals=1 if standing is None else standing[1],
+                            first=want_first and self.remote.reports_first and
+                            self._wants_first(inst, op, task_id))
                         planned = placed if n == 0 else planned
                         n += 1
                 else:
