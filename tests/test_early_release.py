@@ -422,6 +422,46 @@ async def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_d
         assert events.index("done song") < events.index("intent long")
 
 
+NEW = """\
+version: 1
+name: aim
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 40%s}
+steps:
+  song:
+    uses: generate
+    with: {prompt: la}
+  long:
+    uses: extend
+    with: {audio: "{{ steps.song.tracks[0] }}", continue_at: 10, prompt: more, style: pop}
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "false"])
+async def test_while_music_is_unknown_a_poll_is_aimed_at_the_first_stage_by_the_prior(
+        tmp_path, mode):
+    """Nothing known of music; lyrics were done by 2/3 of the defaults' 10 s, so a song
+    (150 s by default) should be done by 100 s: its prior, as the double's are. `long`
+    reads the first take: one poll is aimed at three quarters of the prior (75 s), besides
+    the turns (every 40 s) and the prior's poll (100 s), and finds the first stage there.
+    With release_on_first false nothing waits for the first stage: no such poll."""
+    (tmp_path / "aim.yaml").write_text(NEW % f", release_on_first: {mode}")
+    plan = build(recipes.load(tmp_path / "aim.yaml"))
+    store = Store(tmp_path / "state").open()
+    clock = FakeClock()
+    prov = Staged(clock)
+    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
+                 Options(state_dir=tmp_path / "state", clock=clock, handle_signals=False),
+                 PlainProgress(quiet=True))
+    eng.poller.learn("lyrics", None, 10.0 * 2 / 3)
+    assert await eng.run() == "succeeded"
+    store.close()
+    # (An aimed poll moves a turn due soon by at least a fifth of the interval: 80 -> 83.)
+    turns = [75.0, 83.0] if mode == "auto" else [80.0]
+    assert prov.polls["song"] == [pytest.approx(t) for t in (40.0, *turns, TAKES_LAST)]
+    events = [f"{e['e']} {e['step']}" for e in journal(tmp_path)]
+    assert ("first song" in events) is (mode == "auto")
+
+
 THEN = """\
 version: 1
 name: aim
