@@ -379,7 +379,7 @@ CRITICAL_FIRST, FINE, SLACK_SHARE = 0.25, 1 / 3, 0.5
 # apart as a lone critical task's (never further than the usual spacing). Spacing
 # s_i ~ 1 / sqrt(p_i) is what minimizes the expected lateness sum(p_i * s_i / 2) for a
 # number of polls sum(W / s_i). Measured (benchmarks/sim_races.py, 16 songs, strict host,
-# 60 seeds): 3.91 -> 3.52 API requests a task, 1.052 -> 1.060x the bound.
+# 60 seeds): 3.85 -> 3.48 API requests a task, 1.049 -> 1.059x the bound.
 RIVALS = 0.5
 # While nothing at all is known (no family learned, so no prior), a family with this many
 # tasks waiting probes this many times as often: the first family is a whole cohort, and
@@ -475,7 +475,7 @@ class Poller:
         do (a task found done at its first poll took "a bit less", DONE_AT_FIRST).
         Measured (benchmarks/sim_races.py): lyrics of 10 s learned as ~8.8 s put the 16
         generates' prior polls at ~128 s for tasks of 150 s, 2 of 16 found done; from
-        the upper edges, 3.52 -> 3.31 API requests a task on the 16-song album at the
+        the upper edges, 3.48 -> 3.31 API requests a task on the 16-song album at the
         same time. None when no family is learned yet, or `op` has no figure: the defaults
         alone say nothing of the service's pace (a fake at a tenth of the time, a slow
         day)."""

@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from runner.providers import offload
 from runner.studio import ffmpeg
 
 RECIPE = """\
@@ -109,6 +111,52 @@ def test_ctrl_c_during_a_hung_ffmpeg_kills_it_and_exits_130(tmp_path: Path):
     assert gone(leader)
     assert gone(child)
     assert leftovers(tmp_path) == []
+
+
+def test_abandon_kills_the_ffmpeg_a_worker_thread_is_in(tmp_path: Path):
+    """What a second Ctrl-C calls before os._exit (which runs no exit handler): every
+    ffmpeg child of the process is killed, whatever thread started it, and that thread
+    gets a MediaError and ends."""
+    exe, pids = hung_ffmpeg(tmp_path)
+    errors: list[Exception] = []
+
+    def work() -> None:
+        try:
+            ffmpeg.execute("probe", tmp_path / "x.mp3", [str(exe)])
+        except ffmpeg.MediaError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    end = time.monotonic() + 30
+    while not pids.exists():
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    offload.abandon()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert all(gone(int(p)) for p in pids.read_text().split())
+    assert len(errors) == 1
+
+
+def test_a_second_ctrl_c_leaves_at_once_without_leaving_ffmpeg_running(tmp_path: Path):
+    """Two Ctrl-C back to back: the second leaves at once (os._exit: no exit handler
+    runs), and no ffmpeg is left running. (Here the first's cancellation usually reaches
+    the thread in ffmpeg first; the second would beat it while a submit holds the first
+    in its grace window, which the test above covers by calling what it calls.)"""
+    proc, pids = start(tmp_path, "")
+    end = time.monotonic() + 60
+    while not pids.exists():  # ffmpeg has started
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    code, err = finish(proc, 60)
+    assert code == 130, err
+    leader, child = map(int, pids.read_text().split())
+    assert gone(leader)
+    assert gone(child)
 
 
 def test_the_default_limit_has_a_floor_and_grows_with_the_media():

@@ -29,7 +29,7 @@ from runner.errors import (
 from runner.pacing import ANY, Slots, Urgency
 from runner.plan.model import Instance
 from runner.plan.scopes import Unrendered
-from runner.providers import Op
+from runner.providers import Op, offload
 from runner.recipe import blame
 from runner.recipe.template import TemplateError
 from runner.steps import models
@@ -153,7 +153,11 @@ class Engine(Remote):
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _sig in signals:
                 if self.interrupted:
-                    os._exit(130)  # a second Ctrl-C: leave at once; the journal is synced
+                    # A second Ctrl-C: leave at once (the journal is synced), but not
+                    # leaving a local ffmpeg running: its own session keeps the terminal's
+                    # signal from it, and os._exit runs no exit handler.
+                    offload.abandon()
+                    os._exit(130)
                 self.interrupted = True
                 self.stop_reason = "interrupted"
                 self.ui.note("interrupted: stopping; in-flight tasks resume on the next run")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from runner.studio.ffmpeg import Bound
+from runner.studio.ffmpeg import Bound, kill_live
 
 T = TypeVar("T")
 
@@ -27,3 +27,10 @@ async def in_studio(fn: Callable[..., T], *args: Any, seconds: float | None = No
     finally:
         # Finished: nothing to kill. Cancelled: the thread is still in ffmpeg; kill it.
         bound.cancel()
+
+
+def abandon() -> None:
+    """Kill every ffmpeg child of this process at once: for a process about to leave
+    without running its exit handlers (a second Ctrl-C's `os._exit`), whose threads would
+    otherwise leave their ffmpeg running in sessions of their own."""
+    kill_live()

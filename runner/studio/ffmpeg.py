@@ -269,7 +269,9 @@ _LIVE: set[subprocess.Popen[bytes]] = set()
 
 
 @atexit.register
-def _kill_live() -> None:
+def kill_live() -> None:
+    """Kill every ffmpeg child of this process now (and its process group). At exit, and
+    by a process about to leave without its exit handlers (`os._exit`)."""
     for proc in list(_LIVE):
         _kill(proc)
 
