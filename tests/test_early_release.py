@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -31,7 +31,7 @@ from runner.engine.records import Options
 from runner.engine.scheduler import Engine
 from runner.errors import StepError
 from runner.fake import FakeServer
-from runner.pacing import DONE_AT_FIRST, Clock, FakeClock
+from runner.pacing import DONE_AT_FIRST, Clock, FakeClock, Poller
 from runner.plan.build import build
 from runner.providers import First, Op, Produced, Result, Submitted
 from runner.recipe import load as recipes
@@ -332,7 +332,7 @@ def test_a_callback_and_a_poll_of_the_same_first_stage_release_once(srv, tmp_pat
 TAKES = """\
 version: 1
 name: aim
-provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1%s}
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: %s}
 steps:
   song:
     uses: generate
@@ -382,11 +382,13 @@ class Staged(Quiet):
         return Result({"tracks": tracks, "task_id": task_id, "file": tracks[0]["file"]})
 
 
-async def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list[str]]:
+async def aimed_run(tmp: Path, take: int, extra: str = "", interval: str = "1",
+                    learned: Callable[[Poller], None] | None = None
+                    ) -> tuple[Staged, list[str]]:
     """Run TAKES (`long` reads the song's track `take`) with the durations of music already
-    learned (the median: TAKES_LAST), as later in a run."""
+    learned (the median: TAKES_LAST), as later in a run, or what `learned` teaches."""
     tmp.mkdir()  # noqa: ASYNC240
-    (tmp / "aim.yaml").write_text(TAKES % (extra, take))
+    (tmp / "aim.yaml").write_text(TAKES % (interval + extra, take))
     plan = build(recipes.load(tmp / "aim.yaml"))
     store = Store(tmp / "state").open()
     clock = FakeClock()
@@ -394,8 +396,11 @@ async def aimed_run(tmp: Path, take: int, extra: str = "") -> tuple[Staged, list
     eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
                  Options(state_dir=tmp / "state", clock=clock, handle_signals=False),
                  PlainProgress(quiet=True))
-    for _ in range(9):
-        eng.poller.learn("generate", None, TAKES_LAST / DONE_AT_FIRST)
+    if learned is not None:
+        learned(eng.poller)
+    else:
+        for _ in range(9):
+            eng.poller.learn("generate", None, TAKES_LAST / DONE_AT_FIRST)
     assert await eng.run() == "succeeded"
     store.close()
     return prov, [f"{e['e']} {e['step']}" for e in journal(tmp)]
@@ -422,20 +427,6 @@ async def test_one_poll_is_aimed_at_the_first_stage_only_for_a_task_with_early_d
         assert events.index("done song") < events.index("intent long")
 
 
-NEW = """\
-version: 1
-name: aim
-provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 40%s}
-steps:
-  song:
-    uses: generate
-    with: {prompt: la}
-  long:
-    uses: extend
-    with: {audio: "{{ steps.song.tracks[0] }}", continue_at: 10, prompt: more, style: pop}
-"""
-
-
 @pytest.mark.parametrize("mode", ["auto", "false"])
 async def test_while_music_is_unknown_a_poll_is_aimed_at_the_first_stage_by_the_prior(
         tmp_path, mode):
@@ -444,35 +435,15 @@ async def test_while_music_is_unknown_a_poll_is_aimed_at_the_first_stage_by_the_
     reads the first take: one poll is aimed at three quarters of the prior (75 s), besides
     the turns (every 40 s) and the prior's poll (100 s), and finds the first stage there.
     With release_on_first false nothing waits for the first stage: no such poll."""
-    (tmp_path / "aim.yaml").write_text(NEW % f", release_on_first: {mode}")
-    plan = build(recipes.load(tmp_path / "aim.yaml"))
-    store = Store(tmp_path / "state").open()
-    clock = FakeClock()
-    prov = Staged(clock)
-    eng = Engine(plan, store, {"local": prov, "sunoapi": prov},
-                 Options(state_dir=tmp_path / "state", clock=clock, handle_signals=False),
-                 PlainProgress(quiet=True))
-    eng.poller.learn("lyrics", None, 10.0 * 2 / 3)
-    assert await eng.run() == "succeeded"
-    store.close()
+    prov, events = await aimed_run(tmp_path / "run", 0, f", release_on_first: {mode}", "40",
+                                   lambda poller: poller.learn("lyrics", None, 10.0 * 2 / 3))
     # (An aimed poll moves a turn due soon by at least a fifth of the interval: 80 -> 83.)
     turns = [75.0, 83.0] if mode == "auto" else [80.0]
     assert prov.polls["song"] == [pytest.approx(t) for t in (40.0, *turns, TAKES_LAST)]
-    events = [f"{e['e']} {e['step']}" for e in journal(tmp_path)]
     assert ("first song" in events) is (mode == "auto")
 
 
-THEN = """\
-version: 1
-name: aim
-provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1}
-steps:
-  song:
-    uses: generate
-    with: {prompt: la}
-  long:
-    uses: extend
-    with: {audio: "{{ steps.song.tracks[0] }}", continue_at: 10, prompt: more, style: pop}
+THEN = TAKES % ("1", 0) + """\
   words:
     uses: lyrics
     with: {prompt: la}

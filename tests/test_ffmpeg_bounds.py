@@ -57,6 +57,15 @@ def gone(pid: int) -> bool:
     return False
 
 
+def started(pids: Path, proc: subprocess.Popen[str] | None = None) -> None:
+    """Wait until the hung ffmpeg has started (it wrote its pids), while `proc` runs."""
+    end = time.monotonic() + 60
+    while not pids.exists():
+        assert proc is None or proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end
+        time.sleep(0.05)
+
+
 def leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if p.name.endswith(".part")
                   or p.name.startswith("take"))
@@ -97,11 +106,7 @@ def test_a_step_timeout_kills_a_hung_ffmpeg_and_fails_the_step(tmp_path: Path):
 def test_ctrl_c_during_a_hung_ffmpeg_kills_it_and_exits_130(tmp_path: Path):
     # No `timeout:`: the default limit (minutes) would hold the run; Ctrl-C must not wait.
     proc, pids = start(tmp_path, "")
-    end = time.monotonic() + 60
-    while not pids.exists():  # ffmpeg has started
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < end
-        time.sleep(0.05)
+    started(pids, proc)
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     code, err = finish(proc, 60)
@@ -128,10 +133,7 @@ def test_abandon_kills_the_ffmpeg_a_worker_thread_is_in(tmp_path: Path):
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    end = time.monotonic() + 30
-    while not pids.exists():
-        assert time.monotonic() < end
-        time.sleep(0.05)
+    started(pids)
     offload.abandon()
     thread.join(30)
     assert not thread.is_alive()
@@ -145,11 +147,7 @@ def test_a_second_ctrl_c_leaves_at_once_without_leaving_ffmpeg_running(tmp_path:
     the thread in ffmpeg first; the second would beat it while a submit holds the first
     in its grace window, which the test above covers by calling what it calls.)"""
     proc, pids = start(tmp_path, "")
-    end = time.monotonic() + 60
-    while not pids.exists():  # ffmpeg has started
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < end
-        time.sleep(0.05)
+    started(pids, proc)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     code, err = finish(proc, 60)
