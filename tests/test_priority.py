@@ -269,13 +269,13 @@ def test_slack_is_what_a_task_in_flight_can_lose_without_moving_the_expected_end
     assert isinstance(clock, FakeClock)
     clock.t = 100.0
     both = {"long[0]": 0.0, "long[1]": 0.0}  # submitted together, 100 s ago
-    assert cp.cp.slack("long[0]", both) == pytest.approx(0.0)
-    assert cp.cp.slack("long[1]", both) == pytest.approx(30.0)
+    assert cp.cp.standing("long[0]", both)[0] == pytest.approx(0.0)
+    assert cp.cp.standing("long[1]", both)[0] == pytest.approx(30.0)
     # The second submitted 40 s later: it now heads the way (90 s left + 30 against the
     # first's 50 + 60).
     later = {"long[0]": 0.0, "long[1]": 40.0}
-    assert cp.cp.slack("long[0]", later) == pytest.approx(10.0)
-    assert cp.cp.slack("long[1]", later) == pytest.approx(0.0)
+    assert cp.cp.standing("long[0]", later)[0] == pytest.approx(10.0)
+    assert cp.cp.standing("long[1]", later)[0] == pytest.approx(0.0)
     # Its rivals: the tasks in flight whose way is at least its own less a poll's spacing
     # (a tenth of 150 s), itself included. Together, the first heads the way by 30 s,
     # alone; 40 s apart, the two ways (110 and 120 s) are within 15 s of each other.
@@ -283,6 +283,6 @@ def test_slack_is_what_a_task_in_flight_can_lose_without_moving_the_expected_end
     assert cp.cp.standing("long[1]", later) == (pytest.approx(0.0), 2)
     assert cp.cp.standing("long[0]", later) == (pytest.approx(10.0), 2)
     # Not in flight, or its family not learned: nothing to say.
-    assert cp.cp.slack("song[0]", both) is None
+    assert cp.cp.standing("song[0]", both) is None
     fresh, _ = critical_path(tmp_path)
-    assert fresh.cp.slack("long[0]", both) is None
+    assert fresh.cp.standing("long[0]", both) is None

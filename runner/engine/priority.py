@@ -39,11 +39,12 @@ moves a mean) would let every newcomer outrank them or them outrank every newcom
 (measured: a poll waiting eight minutes behind newcomers). Before anything is learned the
 unit is 1: the defaults are the service's seconds.
 
-The same figures place polls (`slack`): for a task in flight, the longest way to the end
-through the tasks in flight less the way through its own, each way being what its task
-has left (its expected duration less how long it has run, at least 0) plus its tail. The
-poller looks closer at a task without slack and less often at one with it
-(runner.pacing.Poller).
+The same figures place polls (`standing`). For a task in flight, its slack is the longest
+way to the end through the tasks in flight less the way through its own, each way being
+what its task has left (its expected duration less how long it has run, at least 0) plus
+its tail; its rivals are the tasks whose way is about as long. The poller looks closer at
+a task without slack, less closely the more rivals share its place, and less often at a
+task with slack (runner.pacing.Poller).
 
 The tails take one pass over the instances in reverse topological order, O(instances +
 edges); they are computed when the first request asks and again only when a learned
@@ -109,21 +110,17 @@ class CriticalPath:
                 best = way if best is None else max(best, way)
         return None if best is None else (best, bool(self.known))
 
-    def slack(self, iid: str, inflight: dict[str, float]) -> float | None:
-        """How many engine seconds instance `iid`'s task could be found done late without
-        moving the run's expected end: the longest way to the end through the tasks in
-        flight (`inflight`: instance id -> when its task was submitted, engine clock), less
-        the way through its own. A task past its expected duration counts as about done,
-        so the longest-running tasks of the longest way have none. None while its family
-        is not learned (its polls take turns: runner.pacing.Poller)."""
-        got = self.standing(iid, inflight)
-        return None if got is None else got[0]
-
     def standing(self, iid: str, inflight: dict[str, float]) -> tuple[float, int] | None:
-        """`slack`, and how many tasks in flight (itself included) have a way to the end
-        as long as its own, give or take a poll's spacing (runner.pacing.SPACING of its
-        expected duration): its rivals. Of k rivals, the run waits for the last one done,
-        so each is that one about once in k (runner.pacing.Poller)."""
+        """Where instance `iid`'s task stands on the run's longest way, as (slack, rivals).
+        Slack: how many engine seconds it could be found done late without moving the
+        run's expected end, the longest way to the end through the tasks in flight
+        (`inflight`: instance id -> when its task was submitted, engine clock) less the way
+        through its own. A task past its expected duration counts as about done, so the
+        longest-running tasks of the longest way have none. Rivals: how many tasks in
+        flight (itself included) have a way at least as long as its own less a poll's
+        spacing (runner.pacing.SPACING of its expected duration); of k rivals the run
+        waits for the last one done, so each is that one about once in k. None while its
+        family is not learned (its polls take turns: runner.pacing.Poller)."""
         self._update()
         fam = self.family.get(iid)
         if fam is None or fam not in self.known or iid not in inflight:

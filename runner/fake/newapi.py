@@ -455,7 +455,7 @@ class NewApi(Protocol):
             "fail_reason": fail_reason,
             "submit_time": world.epoch_ms(task.created),
             "start_time": world.epoch_ms(task.created + 0.15 * task.wall) if started else 0,
-            "finish_time": world.epoch_ms(task.created + task.wall)
+            "finish_time": world.epoch_ms(task.ends)
             if status in ("SUCCESS", "FAILURE")
             else 0,
             "progress": "100%"

@@ -64,6 +64,11 @@ class Task:
     refunded: bool = False
     callback_failed: bool = False  # the last stage's callback was not delivered
 
+    @property
+    def ends(self) -> float:
+        """When the task completes, on the fake's clock."""
+        return self.created + self.wall
+
     def fraction(self, now: float) -> float:
         if self.wall <= 0:
             return 1.0
@@ -461,7 +466,7 @@ class World:
                         "t_submit": round(task.created, 6),
                         "latency": task.latency,
                         "wall_latency": round(task.wall, 6),
-                        "t_ready": round(task.created + task.wall, 6),
+                        "t_ready": round(task.ends, 6),
                         "state": state,
                         "fail_status": task.fail["status"] if task.fail else None,
                         "price": task.price,

@@ -255,11 +255,11 @@ class SunoApi(Protocol):
         now = self.world.now()
         config = self.world.config
         # The work endpoints learn of the task's end `record_lag` after record-info does.
-        lagging = now < task.created + task.wall + config["record_lag"] * config["latency_scale"]
-        if task.succeeded(now) and not lagging:
+        succeeded = task.succeeded(now)
+        if succeeded and now >= task.ends + config["record_lag"] * config["latency_scale"]:
             return
-        if task.succeeded(now) or (config["unfinished_work"] == "refuse"
-                                   and not task.done(now)):
+        # Refused: succeeded, but the record lags; or unfinished on a host that refuses.
+        if succeeded or (config["unfinished_work"] == "refuse" and not task.done(now)):
             refusal = config["unfinished_refusal"]
             raise ApiError(refusal["code"], refusal["message"].replace("{task_id}", task.id),
                            http_status=refusal["http_status"])
@@ -313,7 +313,7 @@ class SunoApi(Protocol):
 
     def _times(self, task: Task) -> tuple[int, int | None]:
         now = self.world.now()
-        complete = self.world.epoch_ms(task.created + task.wall) if task.done(now) else None
+        complete = self.world.epoch_ms(task.ends) if task.done(now) else None
         return self.world.epoch_ms(task.created), complete
 
     def _flag(self, task: Task) -> str:
