@@ -35,6 +35,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts[status] = counts.get(status, 0) + 1
         print(safe(f"{iid:<{width}}  {status}"))
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    _say_elsewhere(p, store, sys.stdout)
     return 0
 
 
@@ -182,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    max_credits=args.max_credits)
     return run.execute(r, opts=opts, out_dir=args.out, report_path=args.report,
                        quiet=args.quiet, listen=listen, ignore_balance=args.ignore_balance,
-                       cache=args.cache)
+                       cache=args.cache, new_host=args.new_host)
 
 
 def _state_of(args: argparse.Namespace) -> Path:
@@ -257,7 +258,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
         if store.states else {}
     report.print_plan(p, as_json=args.json, done=done)
+    _say_elsewhere(p, store, sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _say_elsewhere(p: Any, store: Any, out: Any) -> None:
+    """`plan` and `status`: say when the lock records paid work at another provider than
+    this command's, which `run` would pay for again (and refuses to without --new-host)."""
+    from runner.cli.run import paid_elsewhere
+    from runner.store import lock
+
+    found = paid_elsewhere(lock.path_for(p.recipe.path), p.recipe, p, store)
+    if found is not None:
+        at, again, cost = found
+        print(safe(f"note: {lock.path_for(p.recipe.path).name} records {len(again)} of these "
+                   f"as paid for at {at}; at "
+                   f"{lock.where(p.recipe.provider.kind, p.recipe.provider.base_url)} they "
+                   f"would be paid for again (about {cost:g} credits): `run` refuses that "
+                   "without --new-host"), file=out)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

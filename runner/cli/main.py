@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "without its task id being recorded")
     p.add_argument("--max-credits", type=float, metavar="N",
                    help="refuse to submit beyond this many credits")
+    p.add_argument("--new-host", action="store_true",
+                   help="pay again at this run's provider for steps the lock records as "
+                   "paid at another (its kind or base URL differ); without it such a run "
+                   "refuses, exit 2, nothing spent")
     p.add_argument("--ignore-balance", action="store_true",
                    help="start even when the service's balance is below the plan's estimate "
                    "(by default the run refuses to start, exit 1, nothing spent)")

@@ -40,6 +40,7 @@ from runner.report import summary as summaries
 from runner.store import ledger, lock
 from runner.store.journal import Store
 from runner.store.uploads import UploadsFile
+from runner.terminal import plural
 
 if TYPE_CHECKING:
     from runner.callbacks.listener import Listener
@@ -65,7 +66,7 @@ def default_out_dir(recipe_path: Path) -> Path:
 def execute(r: Recipe, *, opts: Options, out_dir: str | None,
             report_path: str | None, quiet: bool = False,
             listen: tuple[str, int] | None = None, ignore_balance: bool = False,
-            cache: str | None = None) -> int:
+            cache: str | None = None, new_host: bool = False) -> int:
     """Run the loaded recipe `r` with the engine options the command line chose (`opts`,
     its state directory included); this adds what the run itself makes: the clock, the
     callback registry and the cache's blobs and ledger."""
@@ -137,6 +138,13 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
     estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.frozen \
         else None
     _check_budget(estimate, opts.max_credits)
+    if estimate and not new_host:
+        _check_host(lock_path, r, p, store)
+    # A lock that records paid work at another provider is that work's only ledger in a
+    # fresh checkout: this run's lock (of a local preview, or of steps paid elsewhere)
+    # does not replace it unless --new-host says to move.
+    kept = None if new_host or lock_path.is_symlink() else \
+        lock.paid_elsewhere(lock_path, r.provider.kind, r.provider.base_url)
     if opts.frozen:
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
@@ -210,7 +218,12 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
         status = anyio.run(session)
     finally:
         ui.stop()
-        if status == "succeeded" and not opts.only and \
+        if status == "succeeded" and not opts.only and kept is not None:
+            ui.always(f"lock not written: {lock_path.name} records "
+                      f"{plural(len(kept[1]), 'step')} paid for at {lock.where(*kept[0])}, "
+                      f"which this run's lock ({lock.where(r.provider.kind, r.provider.base_url)}) "
+                      "would replace (run with --new-host to replace it)")
+        elif status == "succeeded" and not opts.only and \
                 not _lock_current(lock_path, r.path, store, engine):
             if lock.write(lock_path, p, engine.records, store):
                 ui.note(f"lock written: {lock_path.name}")
@@ -320,10 +333,13 @@ def _check_listen(provider: Provider, listen: tuple[str, int]) -> None:
 
 
 def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:
-    """True when a rerun changed nothing the lock records: every instance was cached and the
-    lock is newer than both the journal and the recipe (the lock is derived from them)."""
+    """True when a rerun changed nothing the lock records: every instance was cached, the
+    lock was written for the run's provider (another provider's keys are other keys) and
+    it is newer than both the journal and the recipe (the lock is derived from them)."""
+    prov = engine.plan.recipe.provider
     if not lock_path.exists() or any(rec.status != "cached" for rec in engine.records.values()
-                                     if engine.plan.instances[rec.id].kind == "step"):
+                                     if engine.plan.instances[rec.id].kind == "step") or \
+            lock.made_at(lock_path) != (prov.kind, prov.base_url):
         return False
     newest = max(recipe_path.stat().st_mtime,
                  store.journal_path.stat().st_mtime if store.journal_path.exists() else 0.0)
@@ -374,6 +390,53 @@ def _check_balance(p: Plan, store: Store, balance: float | None,
         raise CreditsError(f"the balance is {balance:g} credits and this run is estimated at "
                            f"{estimate:g} (see `sunoflow plan`); nothing was submitted. Top "
                            "up, or pass --ignore-balance to start anyway")
+
+
+def paid_elsewhere(lock_path: Path, r: Recipe, p: Plan,
+                   store: Store) -> tuple[str, list[str], float] | None:
+    """When the lock records paid work at another provider than the run's (kind or base
+    URL) that this run would pay for again: that provider (as messages name it), those
+    step instances in plan order, and their estimate. Keys name the provider and its base
+    URL, so a forgotten `--base-url` (or a recipe's new `base_url`) finds none of the
+    lock's work and buys it all again. None otherwise (a local run never pays)."""
+    from runner.plan.cost import PAID_ALREADY
+    from runner.store.status import resolve
+
+    if r.provider.kind == "local" or not lock_path.is_file() or lock_path.is_symlink():
+        return None
+    found = lock.paid_elsewhere(lock_path, r.provider.kind, r.provider.base_url)
+    if found is None:
+        return None
+    (kind, base), recorded = found
+    known = resolve(p, store)
+    again = [iid for iid, inst in p.instances.items() if inst.kind == "step"
+             and iid in recorded
+             and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped")]
+    if not again:
+        return None
+    return lock.where(kind, base), again, _estimate(p, store, ids=set(again))
+
+
+def _check_host(lock_path: Path, r: Recipe, p: Plan, store: Store) -> None:
+    """Before anything is paid: refuse (exit 2, nothing spent) a run that would pay again,
+    at another host, for work the lock records as paid (`paid_elsewhere`). `--new-host`
+    pays on purpose."""
+    found = paid_elsewhere(lock_path, r, p, store)
+    if found is None:
+        return
+    at, again, cost = found
+    kind, base = lock.made_at(lock_path) or (r.provider.kind, None)
+    shown = ", ".join(again[:5]) + (f" and {len(again) - 5} more" if len(again) > 5 else "")
+    back = (f"--provider {kind} " if kind != r.provider.kind else "") + \
+        (f"--base-url {base}" if base else "")
+    raise UsageError(
+        f"{lock_path.name} records {plural(len(again), 'step')} paid for at {at} "
+        f"({shown}); this run's provider is "
+        f"{lock.where(r.provider.kind, r.provider.base_url)}, where none of them is "
+        f"recorded, so they would be paid for again (about {cost:g} credits): nothing was "
+        f"submitted. To build from what the lock records, run with {back.strip()} (or set "
+        "the recipe's provider block to it); to pay for them again at the new provider on "
+        "purpose, add --new-host")
 
 
 def _check_budget(estimate: float | None, cap: float | None) -> None:

@@ -188,6 +188,50 @@ def read(path: Path) -> dict[str, Any]:
     return data
 
 
+def made_at(path: Path) -> tuple[str, str | None] | None:
+    """The provider, (kind, base URL), that the lock at `path` was written for, read from its
+    head alone (the lines before `steps:`, so that a lock of 10,000 steps is not parsed for
+    it). None when there is no readable lock or its head does not say."""
+    head: list[str] = []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("steps:"):
+                    break
+                head.append(line)
+        data = yaml.safe_load("".join(head))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    prov = data.get("provider") if isinstance(data, dict) else None
+    if not isinstance(prov, dict) or not isinstance(prov.get("kind"), str):
+        return None
+    base = prov.get("base_url")
+    return prov["kind"], base if isinstance(base, str) else None
+
+
+def paid_elsewhere(path: Path, kind: str, base_url: str | None
+                   ) -> tuple[tuple[str, str | None], set[str]] | None:
+    """When the lock at `path` was written for another provider than (`kind`, `base_url`):
+    that provider, and the step instances the lock records as paid work there (the entries
+    of a remote provider). Keys name the provider and its base URL (runner.plan.keys), so
+    at this one none of that work is known, and all of it would be paid for again. None
+    when the lock was written for this provider, records nothing paid, or cannot tell."""
+    at = made_at(path)
+    if at is None or at == (kind, base_url):
+        return None
+    paid = {iid for iid, e in read(path)["steps"].items()
+            if isinstance(e, dict) and e.get("provider") not in (None, "local")}
+    return (at, paid) if paid else None
+
+
+def where(kind: str, base_url: str | None) -> str:
+    """A provider as messages name it: `sunoapi at https://api.sunoapi.org`, `the local
+    provider`."""
+    if kind == "local":
+        return "the local provider"
+    return f"{kind} at {base_url}" if base_url else f"{kind} (no base URL)"
+
+
 def seed(store: Store, data: dict[str, Any]) -> int:
     """Make the store know every locked result; return how many were added. Files are not
     fetched here: the engine re-downloads (by URL, or through the provider by task id) or
