@@ -12,24 +12,9 @@ import sys
 from pathlib import Path
 
 from runner.fake import FakeServer
+from tests.test_remote_restore import KEY, RECIPE, SUBMITS
 
-KEY = "sk-host-test-5"
-RECIPE = """\
-version: 1
-name: moved
-provider: {kind: sunoapi, poll_interval: 0.05, max_poll_interval: 0.2}
-steps:
-  song:
-    uses: generate
-    with: {title: Kept, style: dub, prompt: "la la la"}
-  master:
-    uses: convert
-    with: {audio: "{{ steps.song.tracks[0] }}", format: wav}
-outputs:
-  - path: kept.wav
-    from: "{{ steps.master.file }}"
-"""
-SUBMITS = ("/api/v1/generate", "/api/v1/wav/generate")
+# A song and its WAV (a paid convert on sunoapi): two paid steps, 13 credits.
 
 
 def sunoflow(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
