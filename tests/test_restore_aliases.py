@@ -138,15 +138,21 @@ def test_the_rewritten_lock_alone_carries_the_alias(tmp_path: Path):
         song = lock["steps"]["song"]["files"]
         assert {f["ext"] for f in song if f.get("stands_for")} == {".m4a"}
         assert all(f["stands_for"].endswith(".mp3") for f in song if f.get("stands_for"))
-        # `clean` keeps what the lock refers to; then the state directory goes again, and
-        # only the lock (rewritten by the restore) is left to seed the next run.
+        # `clean` keeps the file that stands for the recorded one: the next run finds
+        # every step done, with nothing to fetch and nothing to pay.
         cleaned = subprocess.run([sys.executable, "-m", "runner", "clean", "r.yaml"],
                                  cwd=tmp_path, text=True, capture_output=True, timeout=60)
         assert cleaned.returncode == 0, cleaned.stderr
-        lost(tmp_path)
         before = len(srv.log)
         third = run(tmp_path, srv.url)
         assert third.returncode == 0, third.stdout + third.stderr
+        assert [e["path"] for e in srv.log[before:]] == ["/api/v1/generate/credit"]
+        # The state directory goes again: only the lock, rewritten by the restore, is left
+        # to seed the next run.
+        lost(tmp_path)
+        before = len(srv.log)
+        fourth = run(tmp_path, srv.url)
+        assert fourth.returncode == 0, fourth.stdout + fourth.stderr
         assert paid(srv, before) == []
         assert (tmp_path / "out" / "r" / "kept.wav").stat().st_size > 0
     assert keys(tmp_path) == recorded
