@@ -13,7 +13,7 @@ before, so a method is found in the part that owns it):
 - files.py: results to stored files, through the files client the run hands in;
 - poller.py: waiting for a task (polls, callbacks) and its first stage (early release);
 - remote.py: the never-pay-twice path: intent, submit, the task id, the ledger's claims,
-  restoring a finished result, early requests refused (rules 2-11);
+  restoring a finished result, early requests refused (rules 2-12);
 - scheduler.py: Engine, the task group and its ready queue, one instance's lifecycle
   (render, key, cache, local work), rule 1;
 - force.py: what --force and reroll name; priority.py, deadlines.py, early.py: the
@@ -114,4 +114,18 @@ every runner that shares it.
     any re-download, recovery or local re-making (`_restore`), and every finished key's
     files and record are pushed (`_share`); a cache that is unreachable for files is only
     a warning.
+
+Restoring as other bytes (runner.store.aliases).
+
+12. A finished key obtained again as other bytes than recorded (the service's fresh links
+    or its recovery for the same task id, an `.m4a` for a recorded `.mp3`; a local step
+    made again from such a file) keeps its recorded outputs: each changed file takes the
+    recorded one's place, matched take by take, and its entry says which recorded file it
+    stands for (`_restore`, `_local`). Keys read a stored file through what it stands for
+    (runner.plan.keys), so every step that reads it renders its recorded key and is
+    restored under rules 1 and 10, never submitted; `--frozen` builds it. The alias is
+    written wherever the entry goes (the journal's ``done``, the lock, the cache's
+    record), so a later run, with the state directory or from the lock alone, keys alike.
+    Only a result whose files cannot be matched to the recorded ones take by take is taken
+    as it is, and its readers get new keys.
 """

@@ -1,4 +1,4 @@
-"""The never-pay-twice path (runner.engine's rules 2-11): the intent before a submit, the
+"""The never-pay-twice path (runner.engine's rules 2-12): the intent before a submit, the
 submit and its retries, the task id journaled the moment it is known, the task polled to
 its end and its files stored, a finished result restored without paying, the shared
 cache's claims, and early requests the service refused."""
@@ -34,6 +34,8 @@ from runner.errors import (
 from runner.pacing import AHEAD, PRIORITY, SEND_CHECK, SENT_AT, Backoff, Clock
 from runner.plan.model import Instance
 from runner.providers import Op, Provider, Result
+from runner.store import aliases
+from runner.store.lock import suffix
 from runner.terminal import plural
 
 
@@ -343,7 +345,8 @@ class Remote(Polling):
         (`_recover_blob`: other places that may hold it, then its recorded URL); failing
         that, a local step is made again (free, deterministic: None), a remote one gets the
         provider's fresh links for the same task id. Never a new submission: each file must
-        hash to what was recorded."""
+        hash to what was recorded, or, obtained again as other bytes for the same task,
+        stand for it (rule 12)."""
         missing = [f for f in st.files if not self.store.has_blob(f)]
         if missing and self.blobs is not None:
             missing = await self.blobs.pull(missing)  # the cache first: no service request
@@ -371,18 +374,29 @@ class Remote(Polling):
             return None
         outputs, files = await self._materialize(fresh, op, task_id,
                                                  self._first_of(op.key, task_id))
-        want = {f["field"]: f["sha256"] for f in st.files}
-        got = {f["field"]: f["sha256"] for f in files}
-        if any(got.get(fld) not in (None, sha) for fld, sha in want.items()):
+        # Keep the recorded outputs (rule 12). Fresh links, or other bytes for the same
+        # songs (the recovery's .m4a for a recorded .mp3), would change the inputs, hence
+        # the keys, of every step that reads them, and those would be paid for again. The
+        # same files keep their recorded entries (the lock is the same bytes after such a
+        # restore; the fresh links expire as well, and a later restore asks again); a file
+        # with other bytes takes the recorded one's place and stands for it.
+        kept = aliases.swap(st.outputs, st.files, outputs, files)
+        if kept is None:
+            # Two new files for one recorded take: no alias can say which stands for it.
+            # The new result is taken as it is (as before rule 12), so the steps that read
+            # it get new keys: `--frozen` refuses them (exit 3), and a plain run pays for
+            # those that are paid, each once, under rules 1-11 like any key it has not seen;
+            # README's "not guaranteed" names this case.
             self.ui.note(f"{inst.id}: the service's files for task {task_id} differ from the "
-                         "recorded ones")
+                         "recorded ones and cannot be matched to them take by take; taking "
+                         "them as they are: the steps that read them get new keys")
         else:
-            # Same files (by content): keep the recorded outputs. Fresh links would change
-            # the inputs, hence the keys, of every step that reads them, and those would be
-            # paid for again. The recorded file entries stay too: the lock is the same
-            # bytes after a restore (the fresh links expire as well; a later restore asks
-            # for fresh ones again).
-            outputs, files = st.outputs, st.files
+            outputs, files = kept.outputs, kept.files
+            if kept.changed:
+                self.ui.note(f"{inst.id}: the service gave task {task_id} back as other "
+                             f"bytes ({_exts(files)}); they stand for the recorded files, so "
+                             "the steps that read them keep their keys and are not paid for "
+                             "again")
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=list(st.task_ids), credits=st.credits)
         await self._share(op, outputs, files, st.task_ids, st.credits)
@@ -606,6 +620,13 @@ def _wall(clock: Clock, at: float | None) -> float | None:
     if at is None:
         return None
     return round(time.time() - (clock.now() - at), 3)
+
+
+def _exts(files: list[dict[str, Any]]) -> str:
+    """`.mp3 -> .m4a`, for each file that stands for another (each pair once)."""
+    seen = dict.fromkeys(f"{suffix(f['stands_for'])} -> {suffix(f['path'])}"
+                         for f in files if f.get("stands_for"))
+    return ", ".join(seen)
 
 
 def _secs(seconds: float) -> str:

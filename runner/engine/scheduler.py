@@ -33,6 +33,7 @@ from runner.providers import Op, offload
 from runner.recipe import blame
 from runner.recipe.template import TemplateError
 from runner.steps import models
+from runner.store import aliases
 from runner.store.journal import KeyState
 
 
@@ -292,9 +293,12 @@ class Engine(Remote):
     def _lookup(self, inst: Instance, rec: StepRecord) -> Work | None:
         step = inst.step
         try:
+            # Through the store's aliases (rule 12): a file obtained again as other bytes
+            # keys as the recorded file it stands for.
             ident = self.scopes.identify(inst, self._context_item(inst), self.roots,
                                          self.file_hashes, check=lambda route, inputs:
-                                         self._check_rendered(inst, route, inputs))
+                                         self._check_rendered(inst, route, inputs),
+                                         aliases=self.store.aliases)
         except Unrendered as exc:
             # Said as the validator says it: the template's position in its own file (a
             # reusable recipe's, inside a call) and the closest name that exists.
@@ -349,6 +353,7 @@ class Engine(Remote):
         op = Op(inst.id, step.uses, inputs, k, workdir, self.base_dir, self.roots,
                 timeout=deadlines.local_timeout(step.uses, step.timeout,
                                                 self.recipe.provider.timeouts))
+        recorded: KeyState | None = None
         if st is not None and st.status == "done" and not forced:
             # Some stored file went missing. Rule 1 holds here too: a finished remote task
             # is re-fetched (its URL, then the service's fresh links for the same task id),
@@ -362,9 +367,9 @@ class Engine(Remote):
                                 f"(task {', '.join(st.task_ids) or 'unknown'}); not paying for "
                                 "a new one: use --force or `sunoflow reroll` to do that on "
                                 "purpose", step=inst.id)
-            st = None
+            recorded, st = st, None
         if prov.kind == "local":
-            outputs = await self._local(op, rec)
+            outputs = await self._local(op, rec, recorded)
         else:
             if self.opts.frozen and self._price(inst) > 0 and \
                     not (st is not None and st.status == "submitted"):
@@ -380,7 +385,9 @@ class Engine(Remote):
         self.ui.event(inst.id, "succeeded", "")
         return outputs
 
-    async def _local(self, op: Op, rec: StepRecord) -> Any:
+    async def _local(self, op: Op, rec: StepRecord, recorded: KeyState | None = None) -> Any:
+        """Do local work; `recorded`: the journal's or lock's finished result of this key,
+        whose files went missing (made again here, free)."""
         async with self.cpu_slots:
             started = round(time.time(), 3)
             self.ui.event(op.step, "running", "")
@@ -389,6 +396,21 @@ class Engine(Remote):
         rec.attempts += 1
         finished = round(time.time(), 3)
         outputs, files = await self._materialize(sub.result, op)
+        if recorded is not None:
+            # Rule 12: made again from inputs that stand for the recorded ones (a song the
+            # service's recovery gave back as .m4a), the same work may write other bytes.
+            # The recorded outputs stay, each such file standing for the recorded one, so
+            # the steps that read it keep their recorded keys (a paid one is not paid
+            # again). A swap refused (two new files for one take: not one local step
+            # writes) leaves the new result as it is, as `_restore` does, and the readers
+            # get new keys: `--frozen` refuses the paid ones.
+            kept = aliases.swap(recorded.outputs, recorded.files, outputs, files)
+            if kept is not None:
+                outputs, files = kept.outputs, kept.files
+                if kept.changed:
+                    self.ui.note(f"{op.step}: made again as other bytes than recorded; they "
+                                 "stand for the recorded files, so the steps that read them "
+                                 "keep their keys")
         # Local work is free and deterministic: losing this line in a crash costs nothing.
         self.store.record("done", op.key, op.step, outputs=outputs, files=files, durable=False,
                           times={**self._times(op.step, finished), "started": started})

@@ -15,13 +15,13 @@ made never changes (a changed key would pay again for every step already done).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runner import paths
 from runner.errors import StepError
-from runner.plan.keys import key
+from runner.plan.keys import NO_ALIASES, key
 from runner.plan.model import Instance, Plan, context, truthy
 from runner.recipe import blame
 from runner.recipe.messages import got as _got
@@ -134,12 +134,14 @@ class Scopes:
 
     def identify(self, inst: Instance, item: Any, roots: paths.Roots,
                  hashes: dict[tuple[Any, ...], str],
-                 check: Callable[[str, dict[str, Any]], None] | None = None
-                 ) -> Identity | None:
+                 check: Callable[[str, dict[str, Any]], None] | None = None,
+                 aliases: Mapping[str, str] = NO_ALIASES) -> Identity | None:
         """Render a step instance's inputs, route it and compute its key; None when its
         `if:` is false. Raises Unrendered. `hashes`: the run's memo of local files' hashes
         (paths.content_hashes); `check(route, inputs)` runs before any local file is read
-        for the key (the engine refuses there what the provider would refuse)."""
+        for the key (the engine refuses there what the provider would refuse); `aliases`:
+        the store's (runner.store.aliases), so a file re-obtained as other bytes keys as
+        the file it stands for."""
         step = inst.step
         assert step.type is not None, "reusable recipes are expanded before the run"
         ctx: dict[str, Any] = {}
@@ -161,12 +163,13 @@ class Scopes:
         # A local file enters the key by content (read only where the recipe may read:
         # content_hashes confines each path as check_inputs does).
         k = instance_key(provider, step.uses, inputs, route,
-                         paths.content_hashes(inputs, roots, hashes))
+                         paths.content_hashes(inputs, roots, hashes), aliases)
         return Identity(inputs, route, k)
 
 
 def instance_key(provider: ProviderConfig, uses: str, inputs: dict[str, Any],
-                 route: str, files: dict[str, str] | None = None) -> str:
+                 route: str, files: dict[str, str] | None = None,
+                 aliases: Mapping[str, str] = NO_ALIASES) -> str:
     """`files`: the content hash of each local file the inputs name (paths.content_hashes).
     Added to the key only when there is one, so the keys of steps that read no local file
     are those of earlier versions (no journal or lock entry is orphaned by this)."""
@@ -175,8 +178,8 @@ def instance_key(provider: ProviderConfig, uses: str, inputs: dict[str, Any],
         # Local work depends on the take length, never on which service the recipe names:
         # switching provider does not redo a free local step whose inputs are unchanged.
         return key(uses, inputs, "local", None, {"take_seconds": provider.take_seconds,
-                                                 **extra})
-    return key(uses, inputs, provider.kind, provider.base_url, extra or None)
+                                                 **extra}, aliases)
+    return key(uses, inputs, provider.kind, provider.base_url, extra or None, aliases)
 
 
 def apply_take(outputs: Any, take: Any) -> Any:

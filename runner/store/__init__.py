@@ -8,6 +8,7 @@ shared cache with its ledger of claims (`--cache`, `push`, `pull`).
     cache.py    the shared cache             claims.py  who pays for a key, across machines
     blobsync.py files to and from the cache  sync.py    push, pull, status/clean with a cache
     previews.py stream previews              uploads.py  the uploads cache, handed to providers
+    aliases.py  a file obtained again as other bytes, standing for the recorded one
 
 Never imports the engine, the providers or the CLI: they use the store (tests/test_layout.py
 checks it). Its formats stay readable: no format change without a version bump.

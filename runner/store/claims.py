@@ -59,12 +59,13 @@ from runner import paths
 from runner.errors import StepError
 from runner.store.cache import Cache, CacheError, Exists
 from runner.store.journal import Store
-from runner.store.lock import _ref, _unref, suffix
+from runner.store.lock import _ref, _unref, file_entry, stored_file, suffix
 
 LEASE = 60.0
 SKEW = 300.0
 LEASE_ENV = "SUNOFLOW_CACHE_LEASE"
 FORMAT = 1
+ALIASED = 2  # a ``done`` record with a file that stands for another (`entry_version`)
 
 
 def lease_from_env(env: Any = None) -> float:
@@ -93,19 +94,23 @@ def entry_of(key: str, step: str, outputs: Any, files: list[dict[str, Any]],
     """A ``done`` record as the cache holds it: stored paths as sha256 references, as in
     the lock, so any machine reads it against its own store."""
     by_path = {f["path"]: f"sha256:{f['sha256']}{suffix(f['path'])}" for f in files}
-    return {"v": FORMAT, "key": key, "step": step, "task_ids": list(task_ids),
+    return {"v": entry_version(files), "key": key, "step": step, "task_ids": list(task_ids),
             "credits": credits, "outputs": _ref(outputs, by_path),
-            "files": [{"field": f.get("field", ""), "sha256": f["sha256"], "size": f["size"],
-                       "ext": suffix(f["path"]), **({"url": f["url"]} if f.get("url") else {})}
-                      for f in files]}
+            "files": [file_entry(f) for f in files]}
+
+
+def entry_version(files: list[dict[str, Any]]) -> int:
+    """A ``done`` record whose files stand for recorded ones (runner.store.aliases) says
+    version 2, as the lock does; an older sunoflow does not read the version of these
+    records, so one adopting such a record without its lock re-keys the steps that read
+    those files, as it would have before aliases existed."""
+    return ALIASED if any(f.get("stands_for") for f in files) else FORMAT
 
 
 def adopt(store: Store, entry: dict[str, Any], *, persist: bool = True) -> Any:
     """Record a cached ``done`` in this store (the journal, or only in memory for a
     read-only command); return the state."""
-    files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
-              "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
-              **({"url": f["url"]} if f.get("url") else {})} for f in entry["files"]]
+    files = [stored_file(store, f) for f in entry["files"]]
     data = {"outputs": _unref(entry.get("outputs"), store), "files": files,
             "task_ids": list(entry.get("task_ids") or []), "credits": entry.get("credits")}
     if persist:

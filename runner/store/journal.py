@@ -20,7 +20,8 @@ Journal events, per step key (see plan.key): ``intent`` (about to submit, attemp
 ``submitted`` (the service's task id), ``uncertain`` (a submit whose answer was lost),
 ``first`` (a music task's first track, ready before the second; the steps that read only
 that track have started from it), ``done`` (outputs, with the sha256 and size of every
-file), ``failed``.
+file; a file obtained again as other bytes than recorded says which recorded file it
+stands for, ``stands_for``: runner.store.aliases), ``failed``.
 
 Durability rule: ``intent`` and ``submitted`` are flushed and fsynced before the engine
 goes on, because they are what proves a task was paid for. A ``done`` of a local step may
@@ -59,14 +60,19 @@ from typing import Any
 
 from runner import paths
 from runner.errors import JournalError, StoreError
+from runner.store import aliases
 
 FORMAT = 1
 # Events a reader must understand to be safe carry a higher "v": an older sunoflow that
 # meets one stops with "event from a newer sunoflow" instead of ignoring it. ``first``
 # pins a step's first track (runner.engine, rule 7): ignoring it could re-key the
-# steps started from that track, and so pay for them twice.
+# steps started from that track, and so pay for them twice. A ``done`` whose files say
+# what they stand for (runner.store.aliases) is version 3, for the same reason: ignoring
+# ``stands_for`` re-keys the steps that read those files (rule 12). Every other ``done``
+# stays version 1, readable by any sunoflow.
 EVENT_VERSION = {"first": 2}
-READS = 2  # the highest event version this sunoflow understands
+STANDS_FOR = 3
+READS = 3  # the highest event version this sunoflow understands
 SYNC_EVERY = 0.2  # seconds between batched fsyncs of non-critical events
 INTERN_UP_TO = 256  # characters: longer strings (lyrics, say) are seldom repeated
 RESERVE_BYTES = 64 * 1024  # spare room for a few hundred journal lines on a full disk
@@ -119,6 +125,10 @@ class Store:
         self.tmp = root / "tmp"
         self.journal_path = root / "journal.jsonl"
         self.states: dict[str, KeyState] = {}
+        # Stored name -> the recorded stored name it stands for (runner.store.aliases), from
+        # every ``done`` applied: what keys read a stored file as (runner.plan.keys). An alias
+        # is a fact about two files, so a later ``done`` of the same key does not undo it.
+        self.aliases: dict[str, str] = {}
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._last_sync = 0.0
@@ -174,6 +184,7 @@ class Store:
 
     def load(self) -> None:
         self.states.clear()
+        self.aliases.clear()
         self.warnings.clear()
         if not self.journal_path.exists():
             return
@@ -251,6 +262,8 @@ class Store:
             st.status, st.outputs = "done", ev["outputs"]
             st.files = ev.get("files", [])
             st.credits = ev.get("credits")
+            for new, recorded in aliases.pairs(st.files):
+                self.aliases[sys.intern(new)] = sys.intern(recorded)
             if ev.get("task_ids"):
                 st.task_ids = list(ev["task_ids"])
         elif e == "first":
@@ -281,8 +294,11 @@ class Store:
 
     def record(self, event: str, key: str, step: str, *, durable: bool = True,
                **data: Any) -> None:
-        ev = {"v": EVENT_VERSION.get(event, FORMAT), "e": event, "key": key, "step": step,
-              "t": round(time.time(), 3), **data}
+        v = STANDS_FOR if event == "done" and any(
+            f.get("stands_for") for f in data.get("files", ())) else \
+            EVENT_VERSION.get(event, FORMAT)
+        ev = {"v": v, "e": event, "key": key, "step": step, "t": round(time.time(), 3),
+              **data}
         if self.readonly:
             self._apply(ev)
             return
@@ -454,7 +470,8 @@ def malformed(ev: Any) -> str | None:
             return "'files' is not a list of stored files"
         for f in files:
             if type(f) is not dict or type(f.get("path")) is not str or \
-                    type(f.get("sha256")) is not str or type(f.get("size", 0)) is not int:
+                    type(f.get("sha256")) is not str or type(f.get("size", 0)) is not int or \
+                    ("stands_for" in f and not aliases.valid(f["stands_for"])):
                 return "'files' is not a list of stored files"
         # Only what a reader relies on is checked: a line refused for a field nobody
         # reads (credits, say) would be a result paid for and then forgotten.

@@ -11,6 +11,13 @@ two runs that did the same work write the same bytes. Every run seeds the state 
 from it (store.record "done"; runner.cli.run), so a fresh checkout re-downloads or re-makes
 every file and checks it against the recorded hash, without submitting anything paid:
 the lock is the ledger of what was paid for.
+
+Format 2 adds one field to a file's entry, ``stands_for`` (runner.store.aliases): the file
+was obtained again as other bytes than recorded, and stands for the recorded file in the
+keys of the steps that read it. A lock is written as format 2 only when an entry has one,
+so every other lock stays format 1, readable by an older sunoflow; an older sunoflow
+refuses a format 2 lock ("written by a newer sunoflow") rather than ignore the field,
+which would re-key, and so pay for, the steps that read such a file.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from runner.errors import StoreError
 from runner.paths import fresh_file
 from runner.plan.model import Plan
 from runner.steps.models import is_local_task
-from runner.store import yamlout
+from runner.store import aliases, yamlout
 from runner.store.journal import Store
 
-FORMAT = 1
+FORMAT = 2  # the newest format this sunoflow reads and writes
+PLAIN = 1  # what a lock without ``stands_for`` is written as: any sunoflow reads it
 HEADER = ("# sunoflow lock file: what every step's work answered, and the hash of every file.\n"
           "# Written by `sunoflow run`; commit it. `sunoflow run --frozen` rebuilds the album\n"
           "# from it without paying for anything.\n")
@@ -75,18 +83,24 @@ def _unref(value: Any, store: Store) -> Any:
 
 def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
     """The whole lock as data (`write` streams the same, an entry at a time)."""
-    return {**_head(plan), "steps": dict(_entries(plan, records, store))}
+    return {**_head(plan, records, store), "steps": dict(_entries(plan, records, store))}
 
 
-def _head(plan: Plan) -> dict[str, Any]:
-    return {"version": FORMAT, "recipe": plan.recipe.path.name,
+def _head(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
+    return {"version": _version(plan, records, store), "recipe": plan.recipe.path.name,
             "provider": {"kind": plan.recipe.provider.kind,
                          "base_url": plan.recipe.provider.base_url}}
 
 
-def _entries(plan: Plan, records: dict[str, Any],
-             store: Store) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every finished step instance's entry, in plan order."""
+def _version(plan: Plan, records: dict[str, Any], store: Store) -> int:
+    """FORMAT when an entry's file stands for another, else PLAIN (the lock is streamed:
+    its head is written before its entries)."""
+    return FORMAT if any(f.get("stands_for") for _iid, st in _done(plan, records, store)
+                         for f in st.files) else PLAIN
+
+
+def _done(plan: Plan, records: dict[str, Any], store: Store) -> Iterator[tuple[str, Any]]:
+    """Every finished step instance with its journal state, in plan order."""
     for iid in plan.instances:
         rec = records.get(iid)
         if rec is None or rec.key is None or rec.status not in ("succeeded", "cached"):
@@ -94,6 +108,14 @@ def _entries(plan: Plan, records: dict[str, Any],
         st = store.states.get(rec.key)
         if st is None or st.status != "done":
             continue
+        yield iid, st
+
+
+def _entries(plan: Plan, records: dict[str, Any],
+             store: Store) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every finished step instance's entry, in plan order."""
+    for iid, st in _done(plan, records, store):
+        rec = records[iid]
         inst = plan.instances[iid]
         by_path = {f["path"]: f"sha256:{f['sha256']}{suffix(f['path'])}" for f in st.files}
         outputs = st.outputs
@@ -117,12 +139,30 @@ def _entries(plan: Plan, records: dict[str, Any],
             entry["take"] = inst.step.take
         if st.credits is not None:
             entry["credits"] = st.credits
-        entry["files"] = [{"field": f.get("field", ""), "sha256": f["sha256"], "size": f["size"],
-                           "ext": suffix(f["path"]),
-                           **({"url": f["url"]} if f.get("url") else {})}
+        entry["files"] = [file_entry(f)
                           for f in sorted(st.files, key=lambda f: f.get("field", ""))]
         entry["outputs"] = _ref(outputs, by_path)
         yield iid, entry
+
+
+def file_entry(f: dict[str, Any]) -> dict[str, Any]:
+    """A stored file as the lock (and the shared cache) records it: by content, wherever
+    the state directory is."""
+    return {"field": f.get("field", ""), "sha256": f["sha256"], "size": f["size"],
+            "ext": suffix(f["path"]), **({"url": f["url"]} if f.get("url") else {}),
+            **({"stands_for": f["stands_for"]} if f.get("stands_for") else {})}
+
+
+def stored_file(store: Store, f: dict[str, Any]) -> dict[str, Any]:
+    """A file entry of the lock (or of the shared cache) as a file of this store; raises
+    KeyError, TypeError or AttributeError for one not as sunoflow writes it."""
+    ref = f.get("stands_for")
+    if ref is not None and not aliases.valid(ref):
+        raise TypeError("stands_for")
+    return {"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
+            "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
+            **({"url": f["url"]} if f.get("url") else {}),
+            **({"stands_for": ref} if ref else {})}
 
 
 def dumps(data: dict[str, Any]) -> str:
@@ -138,7 +178,7 @@ def write(path: Path, plan: Plan, records: dict[str, Any], store: Store) -> bool
     fd, tmp = fresh_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(HEADER + yamlout.dumps(_head(plan)))
+            f.write(HEADER + yamlout.dumps(_head(plan, records, store)))
             empty = True
             for iid, entry in _entries(plan, records, store):
                 if empty:
@@ -251,10 +291,7 @@ def seed(store: Store, data: dict[str, Any]) -> int:
         if st is not None and st.status in ("done", "submitted"):
             continue
         try:
-            files = [{"path": str(store.blob_path(f["sha256"], f.get("ext", ""))),
-                      "sha256": f["sha256"], "size": f["size"], "field": f.get("field", ""),
-                      **({"url": f["url"]} if f.get("url") else {})}
-                     for f in entry.get("files", [])]
+            files = [stored_file(store, f) for f in entry.get("files", [])]
         except (KeyError, TypeError, AttributeError):
             # Refused rather than skipped: a skipped entry would be paid for again.
             raise StoreError(f"lock entry {iid}: its files are not as sunoflow writes them; "

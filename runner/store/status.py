@@ -49,7 +49,7 @@ def resolve(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
                 pass  # a call that cannot start: its steps stay unknown
             continue
         try:
-            ident = scopes.identify(inst, item, roots, hashes)
+            ident = scopes.identify(inst, item, roots, hashes, aliases=store.aliases)
         except Unrendered:
             out[iid] = {"status": "unknown", "key": None, "route": None}
             continue

@@ -64,10 +64,13 @@ def push(recipe_path: Path, state: Path, url: str) -> int:
 
 def _entry(iid: str, e: dict[str, Any]) -> dict[str, Any]:
     """A lock entry as the cache's ``done`` record (the same fields, runner.store.ledger)."""
-    return {"v": 1, "key": e["key"], "step": iid, "task_ids": list(e.get("task_ids") or []),
-            "credits": e.get("credits"), "outputs": e.get("outputs"),
-            "files": [{k: f[k] for k in ("field", "sha256", "size", "ext", "url") if k in f}
-                      for f in e.get("files", [])]}
+    from runner.store.claims import entry_version
+
+    files = [{k: f[k] for k in ("field", "sha256", "size", "ext", "url", "stands_for")
+              if k in f} for f in e.get("files", [])]
+    return {"v": entry_version(files), "key": e["key"], "step": iid,
+            "task_ids": list(e.get("task_ids") or []), "credits": e.get("credits"),
+            "outputs": e.get("outputs"), "files": files}
 
 
 def pull(recipe_path: Path, state: Path, url: str) -> int:
