@@ -75,8 +75,10 @@ def test_a_recipe_without_a_lock_holds_the_journals_files_until_forgotten(tmp_pa
     write(tmp_path, "a")
     assert sunoflow("run", "a.yaml", cwd=tmp_path).returncode == 0
     write(tmp_path, "b")
-    # --only writes no lock: b's paid results are known to the journal alone.
+    # b's lock is gone (never committed, deleted): its paid results are known to the
+    # journal alone.
     assert sunoflow("run", "b.yaml", "--only", "song", cwd=tmp_path).returncode == 0
+    (tmp_path / "b.lock").unlink()
     write(tmp_path, "a", end=3)
     assert sunoflow("run", "a.yaml", cwd=tmp_path).returncode == 0
     before = blobs(tmp_path)

@@ -24,6 +24,7 @@ from runner.errors import (
     FrozenError,
     Interrupted,
     PathError,
+    StoreError,
     SunoflowError,
     UsageError,
     WrongAddress,
@@ -99,7 +100,7 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
         paths.can_write_dir(odir, "the album folder")
     if report_path:
         paths.can_write_file(Path(report_path), "the report")
-    if not opts.frozen and not opts.only:
+    if not opts.frozen:
         paths.can_write_dir(lock.path_for(r.path).parent, "the lock file's folder")
     store = Store(sdir).open()
     crashlog.use(sdir)
@@ -173,7 +174,7 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
     # HTTP client is made on the first download); closed with the providers below.
     files = Downloader(r.provider.request_timeout)
     engine = Engine(p, store, provs, engine_opts, ui, files)
-    status = "failed"
+    status, ran = "failed", False
     credits: dict[str, Any] = {"before": None, "after": None}
 
     # With a cache that already holds the album, nothing may reach the music service, not
@@ -216,21 +217,11 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
     ui.start(sum(1 for i in engine.selected if i.kind == "step"), estimate)
     try:
         status = anyio.run(session)
+        ran = True
     finally:
         ui.stop()
-        if status == "succeeded" and not opts.only and kept is not None:
-            ui.always(f"lock not written: {lock_path.name} records "
-                      f"{plural(len(kept[1]), 'step')} paid for at {lock.where(*kept[0])}, "
-                      f"which this run's lock ({lock.where(r.provider.kind, r.provider.base_url)}) "
-                      "would replace (run with --new-host to replace it)")
-        elif status == "succeeded" and not opts.only and \
-                not _lock_current(lock_path, r.path, store, engine):
-            if lock.write(lock_path, p, engine.records, store):
-                ui.note(f"lock written: {lock_path.name}")
-            # The lock now is what this journal says (runner.store.ledger: the next run need not
-            # read it while neither changes).
-            store.sync()
-            ledger.absorb(store.root, _sha(lock_path))
+        if ran:
+            _record(lock_path, p, store, engine, status, opts, kept, ui)
         store.close()
     exported: list[dict[str, Any]] = []
     error: str | None = None
@@ -330,6 +321,50 @@ def _check_listen(provider: Provider, listen: tuple[str, int]) -> None:
                          "sunoflow cannot tell the service where to call back: set "
                          "callback_url in the provider block to the public address that "
                          "forwards to the listener")
+
+
+def _record(lock_path: Path, p: Plan, store: Store, engine: Engine, status: str,
+            opts: Options, kept: tuple[tuple[str, str | None], set[str]] | None,
+            ui: Any) -> None:
+    """Write the lock after a run: the ledger of what was paid for (DESIGN 5). A run that
+    succeeded writes it whole. One that failed, was interrupted or ran `--only` steps
+    writes what it finished over the lock's other entries, so that a step is in the ledger
+    from the run that paid for it (a fresh checkout does not pay for it again) and nothing
+    the lock recorded is lost. Never over a lock that records paid work at another
+    provider (`kept`), unless --new-host; never for --frozen, which makes nothing new."""
+    prov = p.recipe.provider
+    whole = status == "succeeded" and not opts.only
+    if kept is not None:
+        if whole:
+            ui.always(f"lock not written: {lock_path.name} records "
+                      f"{plural(len(kept[1]), 'step')} paid for at {lock.where(*kept[0])}, "
+                      f"which this run's lock ({lock.where(prov.kind, prov.base_url)}) "
+                      "would replace (run with --new-host to replace it)")
+        return
+    if whole:
+        if _lock_current(lock_path, p.recipe.path, store, engine):
+            return
+        if lock.write(lock_path, p, engine.records, store):
+            ui.note(f"lock written: {lock_path.name}")
+    else:
+        if opts.frozen or not any(rec.status == "succeeded" and p.instances[rec.id].kind ==
+                                  "step" for rec in engine.records.values()):
+            return  # nothing new to record
+        keep: lock.Kept = {}
+        if lock_path.is_file() and not lock_path.is_symlink() and \
+                lock.made_at(lock_path) == (prov.kind, prov.base_url):
+            try:
+                keep = lock.read(lock_path)["steps"]
+            except StoreError as exc:
+                ui.always(f"lock not written: {exc}")  # not replaced by a part of itself
+                return
+        if lock.write(lock_path, p, engine.records, store, keep=keep):
+            ui.note(f"lock written: {lock_path.name} (the steps that finished, and what it "
+                    "recorded of the others)")
+    # The lock now is what this journal says (runner.store.ledger: the next run need not
+    # read it while neither changes).
+    store.sync()
+    ledger.absorb(store.root, _sha(lock_path))
 
 
 def _lock_current(lock_path: Path, recipe_path: Path, store: Store, engine: Engine) -> bool:

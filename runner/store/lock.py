@@ -81,22 +81,31 @@ def _unref(value: Any, store: Store) -> Any:
     return value
 
 
-def build(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
+Kept = dict[str, Any]  # instance id -> its entry in the lock as it was (`write`'s `keep`)
+
+
+def build(plan: Plan, records: dict[str, Any], store: Store,
+          keep: Kept | None = None) -> dict[str, Any]:
     """The whole lock as data (`write` streams the same, an entry at a time)."""
-    return {**_head(plan, records, store), "steps": dict(_entries(plan, records, store))}
+    return {**_head(plan, records, store, keep),
+            "steps": dict(_entries(plan, records, store, keep))}
 
 
-def _head(plan: Plan, records: dict[str, Any], store: Store) -> dict[str, Any]:
-    return {"version": _version(plan, records, store), "recipe": plan.recipe.path.name,
+def _head(plan: Plan, records: dict[str, Any], store: Store,
+          keep: Kept | None = None) -> dict[str, Any]:
+    return {"version": _version(plan, records, store, keep), "recipe": plan.recipe.path.name,
             "provider": {"kind": plan.recipe.provider.kind,
                          "base_url": plan.recipe.provider.base_url}}
 
 
-def _version(plan: Plan, records: dict[str, Any], store: Store) -> int:
+def _version(plan: Plan, records: dict[str, Any], store: Store,
+             keep: Kept | None = None) -> int:
     """FORMAT when an entry's file stands for another, else PLAIN (the lock is streamed:
     its head is written before its entries)."""
-    return FORMAT if any(f.get("stands_for") for _iid, st in _done(plan, records, store)
-                         for f in st.files) else PLAIN
+    files = [f for _iid, st in _done(plan, records, store) for f in st.files]
+    files += [f for e in (keep or {}).values() if isinstance(e, dict)
+              for f in e.get("files") or () if isinstance(f, dict)]
+    return FORMAT if any(f.get("stands_for") for f in files) else PLAIN
 
 
 def _done(plan: Plan, records: dict[str, Any], store: Store) -> Iterator[tuple[str, Any]]:
@@ -111,10 +120,17 @@ def _done(plan: Plan, records: dict[str, Any], store: Store) -> Iterator[tuple[s
         yield iid, st
 
 
-def _entries(plan: Plan, records: dict[str, Any],
-             store: Store) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every finished step instance's entry, in plan order."""
-    for iid, st in _done(plan, records, store):
+def _entries(plan: Plan, records: dict[str, Any], store: Store,
+             keep: Kept | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every finished step instance's entry, in plan order; with `keep`, an instance this
+    run did not finish keeps its entry there (a run that stopped early)."""
+    done = dict(_done(plan, records, store))
+    for iid in plan.instances:
+        st = done.get(iid)
+        if st is None:
+            if keep is not None and isinstance(keep.get(iid), dict):
+                yield iid, keep[iid]
+            continue
         rec = records[iid]
         inst = plan.instances[iid]
         by_path = {f["path"]: f"sha256:{f['sha256']}{suffix(f['path'])}" for f in st.files}
@@ -169,18 +185,22 @@ def dumps(data: dict[str, Any]) -> str:
     return HEADER + yamlout.dumps(data)
 
 
-def write(path: Path, plan: Plan, records: dict[str, Any], store: Store) -> bool:
+def write(path: Path, plan: Plan, records: dict[str, Any], store: Store,
+          keep: Kept | None = None) -> bool:
     """Write the lock atomically; return True when the content changed. It is written an
     entry at a time: a lock lists every instance, and built whole (with its text) it was
-    the largest thing a run held in memory. The same bytes as `dumps(build(...))`."""
+    the largest thing a run held in memory. The same bytes as `dumps(build(...))`.
+    `keep`: the entries of the lock as it was, for the instances this run did not finish
+    (a run that failed, was interrupted or ran `--only` steps: what it paid for is
+    recorded, and nothing the lock recorded is lost)."""
     # Through a fresh name: a `NAME.lock` link committed beside the recipe is replaced,
     # never written through.
     fd, tmp = fresh_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(HEADER + yamlout.dumps(_head(plan, records, store)))
+            f.write(HEADER + yamlout.dumps(_head(plan, records, store, keep)))
             empty = True
-            for iid, entry in _entries(plan, records, store):
+            for iid, entry in _entries(plan, records, store, keep):
                 if empty:
                     f.write("steps:\n")
                     empty = False
