@@ -4,17 +4,12 @@ directory gone) pays for none of it again, and nothing the lock recorded is lost
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from runner.fake import FakeServer
 from tests.test_lock_host import paid, sunoflow
 from tests.test_remote_restore import KEY, RECIPE
-from tests.waiting import until
 
 WAV_FAILS = {"match": {"path": "/api/v1/wav/generate"}, "times": 1,
              "action": {"fail_task": "GENERATE_WAV_FAILED", "message": "no WAV today"}}
@@ -76,32 +71,3 @@ outputs:""").replace("steps:", "vars: {words: one}\nsteps:")
         assert back.returncode == 0, back.stderr
     assert len(paid(srv)) == 4
 
-
-def test_an_interrupted_run_records_what_it_finished(tmp_path):
-    (tmp_path / "r.yaml").write_text(RECIPE)
-    endless = {"match": {"path": "/api/v1/wav/generate"}, "times": 1,
-               "action": {"endless": True}}
-    env = {**os.environ, "SUNO_API_KEY": KEY}
-    with FakeServer("sunoapi", api_key=KEY, faults=[endless]) as srv:
-        with subprocess.Popen([sys.executable, "-m", "runner", "run", "r.yaml", "--base-url",
-                               srv.url], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) as proc:
-            try:
-                # Ctrl-C once the song is done and its WAV, which never ends, is submitted.
-                until(lambda: paid(srv) == ["/api/v1/generate", "/api/v1/wav/generate"],
-                      "the WAV to be submitted")
-                journal = tmp_path / ".sunoflow" / "journal.jsonl"
-                until(lambda: journal.read_text().count('"e":"submitted"') == 2,
-                      "the WAV's task id to be journaled")
-                proc.send_signal(signal.SIGINT)
-                assert proc.wait(timeout=30) == 130
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-        assert "\n  song:\n" in (tmp_path / "r.lock").read_text()
-        fresh_checkout(tmp_path)
-        again = sunoflow(tmp_path, "run", "r.yaml", "--base-url", srv.url)
-        assert again.returncode == 0, again.stderr
-    # The song came from the lock. The WAV was in flight: its task id was in the journal
-    # alone, which went with the state directory, so it is paid for again (README).
-    assert paid(srv) == ["/api/v1/generate", "/api/v1/wav/generate", "/api/v1/wav/generate"]

@@ -327,11 +327,14 @@ def _record(lock_path: Path, p: Plan, store: Store, engine: Engine, status: str,
             opts: Options, kept: tuple[tuple[str, str | None], set[str]] | None,
             ui: Any) -> None:
     """Write the lock after a run: the ledger of what was paid for (DESIGN 5). A run that
-    succeeded writes it whole. One that failed, was interrupted or ran `--only` steps
-    writes what it finished over the lock's other entries, so that a step is in the ledger
-    from the run that paid for it (a fresh checkout does not pay for it again) and nothing
-    the lock recorded is lost. Never over a lock that records paid work at another
-    provider (`kept`), unless --new-host; never for --frozen, which makes nothing new."""
+    succeeded writes it whole. One that failed or ran `--only` steps writes what it
+    finished over the lock's other entries, so that a step is in the ledger from the run
+    that paid for it (a fresh checkout does not pay for it again) and nothing the lock
+    recorded is lost. Not an interrupted run: Ctrl-C exits within a second, and reading a
+    large lock to keep its entries takes longer (2.6 s for 20,000 steps); its journal
+    keeps what finished, and the run that resumes it writes the lock. Never over a lock
+    that records paid work at another provider (`kept`), unless --new-host; never for
+    --frozen, which makes nothing new."""
     prov = p.recipe.provider
     whole = status == "succeeded" and not opts.only
     if kept is not None:
@@ -347,9 +350,10 @@ def _record(lock_path: Path, p: Plan, store: Store, engine: Engine, status: str,
         if lock.write(lock_path, p, engine.records, store):
             ui.note(f"lock written: {lock_path.name}")
     else:
-        if opts.frozen or not any(rec.status == "succeeded" and p.instances[rec.id].kind ==
-                                  "step" for rec in engine.records.values()):
-            return  # nothing new to record
+        if opts.frozen or status == "interrupted" or not any(
+                rec.status == "succeeded" and p.instances[rec.id].kind == "step"
+                for rec in engine.records.values()):
+            return  # nothing new to record, or no time to (see above)
         keep: lock.Kept = {}
         if lock_path.is_file() and not lock_path.is_symlink() and \
                 lock.made_at(lock_path) == (prov.kind, prov.base_url):
