@@ -61,9 +61,18 @@ class Ledger:
         self.polls = 0
 
 
+@dataclass(frozen=True)
+class Late:
+    """A submit behaviour: answer `exc` (no task) after `seconds` of the run's clock."""
+
+    seconds: float
+    exc: StepError
+
+
 class ScriptedProvider(Quiet):
     """A fake remote provider. `script` maps an instance id to a list of behaviours, used
-    one per submit: "ok", or an exception to raise (before or after creating a task)."""
+    one per submit: "ok", or an exception to raise (before or after creating a task), or
+    a Late one."""
 
     kind = "sunoapi"
 
@@ -74,10 +83,15 @@ class ScriptedProvider(Quiet):
         self.poll_script = poll_script or {}
         self.n = 0
         self.events: list[tuple[str, str]] = []  # ("submit" | "done", step), in order
+        self.clock: FakeClock | None = None  # the run's (run_engine sets it)
 
     async def submit(self, op: Op) -> Submitted:
         behaviours = self.script.get(op.step, [])
         b = behaviours.pop(0) if behaviours else "ok"
+        if isinstance(b, Late):
+            assert self.clock is not None
+            await self.clock.sleep(b.seconds)
+            b = b.exc
         if isinstance(b, TransientError | StepError):
             raise b  # answered "no task": nothing created
         self.n += 1
@@ -122,13 +136,13 @@ class Ran:
 # every task waits: the default deadlines (runner.engine.deadlines) are lifted, and the tests of
 # deadlines set a step's `timeout`.
 async def run_engine(tmp_path: Path, provider: ScriptedProvider, *, step_extra: str = "",
-                     **opts: Any) -> Ran:
+                     recipe: str = RECIPE, **opts: Any) -> Ran:
     path = tmp_path / "r.yaml"
     tmp_path.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-    path.write_text(RECIPE % step_extra)
+    path.write_text(recipe % step_extra)
     plan = planner.build(recipes.load(path))
     store = Store(tmp_path / "state").open()
-    clock = FakeClock()
+    clock = provider.clock = FakeClock()
     # Every step here is remote; the local slot is never used.
     eng = Engine(plan, store, {"local": provider, "sunoapi": provider},
                  Options(state_dir=tmp_path / "state", clock=clock, handle_signals=False,
@@ -502,10 +516,87 @@ async def test_a_lag_past_the_bound_fails_the_step_and_the_next_run_pays_once(
     assert eng2.counts.possibly_submitted == 0
 
 
+def bare_refusal() -> StepError:
+    return StepError("POST /api/v1/wav/generate: the service rejected the request (404: "
+                     "not found)", code=404)
+
+
+# One song read from one lyrics task: nothing else sleeps on the run's FakeClock between
+# `words` finishing and the answer to `song`, so the time between them is exact.
+ONE = """\
+version: 1
+name: t
+provider: {kind: sunoapi, base_url: "http://127.0.0.1:9", poll_interval: 1,
+           timeouts: {"*": 100h}}
+steps:
+  words:
+    uses: lyrics
+    with: {prompt: "about rain"}
+  song:
+    uses: generate
+    %s
+    with: {prompt: "{{ steps.words.text }}", title: T, style: pop}
+"""
+
+
+async def test_a_bare_refusal_soon_after_the_finish_is_waited_for_and_paid_once(
+        tmp_path: Path):
+    """A 404 that does not say why, 3 s after `words` finished (within the 4.75 s
+    the run waits out a lag at poll_interval 1), may be the host's record lagging
+    (early.MAYBE): sent again after the same waits, paid once."""
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song": [Late(3, bare_refusal()), bare_refusal()]})
+    eng = await run_engine(tmp_path, prov, recipe=ONE)
+    assert eng.status == "succeeded"
+    assert submitted(ledger, "song") == 1
+    assert [w for w in eng.slept if w in (0.25, 0.5)] == [0.25, 0.5]
+    rec = eng.records["song"]
+    assert (rec.attempts, eng.counts.lag_refused, eng.counts.possibly_submitted) == (3, 2, 0)
+    assert rec.notes[0] == (
+        "song: the service refused the generate request without saying why (POST "
+        "/api/v1/wav/generate: the service rejected the request (404: not found)), 3 s "
+        "after words finished: its record may lag; the refusal made no task, so nothing "
+        "was paid; submitting again after growing waits (at most 6 times)")
+    assert events_of(tmp_path, "song") == ["intent", "failed", "intent", "failed",
+                                           "intent", "submitted", "done"]
+    assert not (tmp_path / "state" / "early.json").exists()
+
+
+async def test_a_bare_refusal_past_the_bound_fails_the_step_naming_it(tmp_path: Path):
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song": [bare_refusal()] * 8})
+    eng = await run_engine(tmp_path, prov, recipe=ONE)
+    rec = eng.records["song"]
+    assert (rec.status, submitted(ledger, "song"), eng.counts.lag_refused) == \
+        ("failed", 0, 7)
+    assert rec.error == (
+        "song: the service refused generate 7 times without saying why (POST "
+        "/api/v1/wav/generate: the service rejected the request (404: not found)), "
+        "waiting 4.75 s in all after it said words had finished: its record may lag for "
+        "longer, or it refuses the request itself; no task was made, so nothing was "
+        "paid; run again later (only what is not done is paid for)")
+
+
+async def test_a_bare_refusal_long_after_the_finish_fails_at_once(tmp_path: Path):
+    """Past the 4.75 s the run waits out a lag, after `words` finished, a refusal
+    that does not say why is about the request: no resend."""
+    ledger = Ledger()
+    prov = ScriptedProvider(ledger, {"song": [Late(5, bare_refusal())]})
+    eng = await run_engine(tmp_path, prov, recipe=ONE)
+    rec = eng.records["song"]
+    assert (rec.status, rec.attempts, eng.counts.lag_refused) == ("failed", 1, 0)
+    assert rec.error == ("song: POST /api/v1/wav/generate: the service rejected the "
+                         "request (404: not found)")
+    assert rec.notes == [
+        "song: a refusal that does not say why, 5 s after words finished: not read as "
+        "the host's record lagging (the run waits out 4.75 s of lag)"]
+
+
 @pytest.mark.parametrize(("step", "exc"), [
-    ("song[1]", StepError("conflict", code=409)),  # a bare refusal: not said to be time
+    # "Record already exists": a record that lags cannot make one up (early.EXISTS).
+    ("song[1]", StepError("conflict", code=409)),
     ("words[1]", lag_refusal()),  # words read no task: "not finished" is not a lag
-], ids=["bare-4xx", "reads-no-task"])
+], ids=["exists-409", "reads-no-task"])
 async def test_other_refusals_of_a_request_that_is_not_early_fail_at_once(
         tmp_path: Path, step: str, exc: StepError):
     ledger = Ledger()

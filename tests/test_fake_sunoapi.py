@@ -1292,8 +1292,53 @@ def test_a_lagging_record_refuses_work_for_free_after_it_says_success(srv, clien
         assert post(client, path, body)["code"] == 200, path
 
 
+@pytest.mark.parametrize(("answer", "code", "msg"), [
+    ("unfinished", 400, "task {tid} has not finished"),
+    ("404", 404, "not found"),
+    ("400", 400, "validation error"),
+    ("422", 422, "validation error"),
+])
+def test_a_lagging_record_answers_in_the_shape_asked_for(srv, client, answer, code, msg):
+    """`record_lag_answer`: the lag's refusal says the task has not finished (as
+    `unfinished_refusal` words it), or is a bare code of REFERENCE 1.2's table that does
+    not say why; either way it makes no task and costs nothing. The early refusal of the
+    strict reading keeps its own answer."""
+    tid, (first, second) = first_stage_song(srv, client)
+    srv.configure(unfinished_work="refuse", record_lag=10, record_lag_answer=answer)
+    wav = {"taskId": tid, "audioId": first, "callBackUrl": CB}
+    early = post(client, f"{V1}/wav/generate", wav)
+    assert (early["code"], early["msg"]) == (400, f"task {tid} has not finished")
+    srv.advance(0.25 * UNFINISHED_SONG)  # 5 s past the song's end
+    assert record(client, tid)["status"] == "SUCCESS"
+    before, tasks = srv.credits, len(srv.tasks)
+    for path, body in work_on_first_clip(tid, first):
+        answer_ = client.post(path, json=body)
+        assert answer_.status_code == 200, path  # the service's envelope
+        assert (answer_.json()["code"], answer_.json()["msg"]) == \
+            (code, msg.format(tid=tid)), path
+    assert (srv.credits, len(srv.tasks)) == (before, tasks)  # no task, no charge
+    srv.advance(6)  # the record has caught up
+    assert post(client, f"{V1}/wav/generate", wav)["code"] == 200
+
+
+def test_a_lag_counted_in_refusals_ends_after_that_many_whatever_the_clock(srv, client):
+    """`record_lag_refusals`: the lag ends once it has refused N requests that read the
+    task (counted per task), though `record_lag` has not passed."""
+    tid, (first, second) = first_stage_song(srv, client)
+    srv.configure(record_lag=1000, record_lag_refusals=3, record_lag_answer="404")
+    srv.advance(UNFINISHED_SONG)
+    wavs = [{"taskId": tid, "audioId": clip, "callBackUrl": CB} for clip in (first, second)]
+    codes = [post(client, f"{V1}/wav/generate", wavs[n % 2])["code"] for n in range(3)]
+    assert codes == [404, 404, 404]
+    assert not [t for t in srv.tasks if t["op"] == "wav"]
+    assert [post(client, f"{V1}/wav/generate", body)["code"] for body in wavs] == [200, 200]
+
+
 @pytest.mark.parametrize(("patch", "word"), [
     ({"record_lag": -1}, "record_lag"),
+    ({"record_lag_answer": "410"}, "record_lag_answer"),
+    ({"record_lag_refusals": 0}, "record_lag_refusals"),
+    ({"record_lag_refusals": True}, "record_lag_refusals"),
     ({"unfinished_work": "sometimes"}, "unfinished_work"),
     ({"unfinished_refusal": {"code": 200}}, "unfinished_refusal.code"),
     ({"unfinished_refusal": {"http_status": 99}}, "unfinished_refusal.http_status"),
@@ -1306,7 +1351,12 @@ def test_a_bad_unfinished_setting_is_named(patch, word):
 
 def test_cli_flag_plays_a_lagging_record():
     assert config_of("--record-lag", "7.5")["record_lag"] == 7.5
-    assert config_of()["record_lag"] == 0
+    config = config_of()
+    assert (config["record_lag"], config["record_lag_answer"],
+            config["record_lag_refusals"]) == (0, "unfinished", None)
+    config = config_of("--record-lag", "7.5", "--record-lag-answer", "404",
+                       "--record-lag-refusals", "2")
+    assert (config["record_lag_answer"], config["record_lag_refusals"]) == ("404", 2)
 
 
 def test_cli_flags_play_the_strict_reading():

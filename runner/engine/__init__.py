@@ -73,13 +73,18 @@ is known to refuse that operation; a refusal falls back, and is remembered.
    A host's record may lag its own answers: a request that is not early (every task it
    reads was seen finished: a poll's SUCCESS, a `complete` callback, an earlier run)
    refused by a definite answer that says a task it reads has not finished
-   (early.SAYS) made no task, and the journal says so (``failed``: `_submit` writes it
-   only when no attempt lost its answer, and `_remote` checks it); it is sent again
-   after growing waits (a quarter of the poll interval, at most 2 s, doubling up to the
-   poll interval), at most six times, then the step fails naming the task it reads and
-   how long it waited (`_lagging`). Nothing is learned from it: a lagging record is no
-   refusal of early work. Any other refusal of a request that is not early, a bare 4xx
-   that does not say why (early.MAYBE) included, fails the step at once. A refused
+   (early.SAYS), or by a 4xx that does not say why (early.MAYBE: a bare 404, 400, 422)
+   within the run's waits for a lag (44 s with the defaults) of when the last task it
+   reads finished (`_lag_recent`), made no task, and the journal says so (``failed``:
+   `_submit` writes it only when no attempt lost its answer, and `_remote` checks it);
+   it is sent again after growing waits (a quarter of the poll interval, at most 2 s,
+   doubling up to the poll interval), at most six times, then the step fails naming the
+   task it reads and how long it waited (`_lagging`). Nothing is learned from it: a
+   lagging record is no refusal of early work. Any other refusal of a request that is
+   not early fails the step at once: a bare one later than that after the finish (a lag
+   longer than the run waits out, or far likelier a refusal of the request itself), a
+   409 "record already exists" (early.EXISTS: a record that lags cannot make one up,
+   and the same request would be answered the same way), any other 4xx. A refused
    request paid nothing; only a request the service takes can pay, and the step stops
    sending once one is taken. An early request whose answer was lost stays under rule
    3: on a host that accepts early work it may have made a task, so it is resubmitted

@@ -60,6 +60,13 @@ NOT_FINISHED = re.compile(
 # as what they are before this (AuthError, CreditsError, rate limits); 413 is about the
 # request's own text and never about time.
 TIMING_CODES = frozenset({400, 403, 404, 409, 412, 422, 425, 451})
+# 409, "record already exists" (REFERENCE 1.2: WAV, MP4, cover art, persona): plausible
+# from a host that refuses early work (a conflict with the task's state), but never the
+# lag of a record (engine rule 8): a record that has not caught up can fail to know a
+# finished task, not make up a record that exists, and the same request would be answered
+# the same way. (A 409 naming the existing task never reaches the engine: the provider
+# polls that task.)
+EXISTS = 409
 
 
 def refusal(exc: ProviderError) -> str | None:

@@ -16,11 +16,11 @@ from runner.engine import early
 from runner.engine.poller import Polling
 from runner.engine.records import StepRecord
 from runner.engine.state import (
-    LAG_FIRST_WAIT,
     LAG_RESENDS,
     MAX_REFUND_RETRIES,
     MAX_SUBMIT_RETRIES,
     MAX_UNCERTAIN_RESUBMITS,
+    lag_waits,
 )
 from runner.errors import (
     JournalError,
@@ -132,20 +132,27 @@ class Remote(Polling):
                         refused = how
                         await self._refused_early(inst, op, rec, exc, how, unfinished)
                         continue
-                    # Not early: every task this request reads was seen finished. Only an
+                    # Not early: every task this request reads was seen finished. An
                     # answer that says one has not finished reads as the host's record
-                    # lagging; a bare 4xx (MAYBE) names no cause, and on a request whose
-                    # sources are done the likeliest one is the request itself (a bad
-                    # id, an input the host rejects): it fails the step as before, at
-                    # once. (A host whose lagging record answers a bare 404 would fail
-                    # here; none is known, and the fake can play one if it is met.) A
-                    # TransientError was retried by `_submit` (rule 4) already.
-                    if how != early.SAYS or isinstance(exc, TransientError):
+                    # lagging. So may a bare 4xx (MAYBE): a record that does not know
+                    # the task yet may well answer "not found" or "invalid", and nothing
+                    # documents which; but it names no cause, and long after the finish
+                    # the likeliest one is the request itself (a bad id, an input the
+                    # host rejects), so only a first refusal that came soon after the
+                    # finish starts the waits (`_lag_recent`). A 409 says a record
+                    # exists: a record that lags cannot make one up, and it would be
+                    # answered again (early.EXISTS). A TransientError was retried by
+                    # `_submit` (rule 4) already.
+                    if how is None or isinstance(exc, TransientError) or \
+                            (how == early.MAYBE and exc.code == early.EXISTS):
                         raise
                     sources = self._sources(inst)
                     if not sources or not self._not_submitted(op.key):
                         raise
-                    await self._lagging(inst, op, rec, exc, lagged, sources)
+                    if how == early.MAYBE and not lagged and \
+                            not self._lag_recent(inst, rec, sources):
+                        raise
+                    await self._lagging(inst, op, rec, exc, how, lagged, sources)
                     continue
                 finally:
                     SEND_CHECK.set(None)
@@ -213,6 +220,7 @@ class Remote(Polling):
         await self._durable("done", op.key, op.step, outputs=outputs, files=files,
                             task_ids=rec.task_ids, credits=result.credits,
                             times=self._times(op.step, finished))
+        self.finished_at[inst.id] = self.clock.now()  # rule 8: how recent a finish is
         await self._share(op, outputs, files, rec.task_ids, result.credits)
         if claim is not None:
             claim.closed = True  # a result without a task id: the done record stands now
@@ -555,42 +563,93 @@ class Remote(Polling):
         st = self.store.states.get(key_)
         return st is not None and st.status == "failed"
 
+    def _since_finished(self, sources: list[str]) -> float | None:
+        """Engine seconds since the last of `sources` finished: in this run, since its
+        result was in hand (its ``done`` journaled, its files stored: when a request
+        reading it could first be sent, so this run's own downloads do not count against
+        the host); from an earlier run, since that run saw it finished (its ``done``'s
+        `times.finished`). None when no run recorded when (a lock seeded it, a restore,
+        an older journal)."""
+        seen = []
+        for d in sources:
+            if d in self.finished_at:
+                seen.append(self.finished_at[d])
+                continue
+            rec = self.records.get(d)
+            st = self.store.states.get(rec.key) if rec is not None and rec.key else None
+            if st is not None and st.finished is not None:
+                seen.append(self.clock.now() - max(0.0, time.time() - st.finished))
+        return self.clock.now() - max(seen) if seen else None
+
+    def _lag_recent(self, inst: Instance, rec: StepRecord, sources: list[str]) -> bool:
+        """Rule 8: may a first refusal that does not say why (early.MAYBE) of a request
+        that is not early be the host's record lagging? Only when it came within the
+        run's waits for a lag (the sum of `lag_waits`: 44 s with the defaults) of when the
+        last of `sources` finished (`_since_finished`). A lag longer than that is not
+        waited out anyway, so a later refusal is read as about the request itself and
+        fails the step at once, instead of costing the waits."""
+        since = self._since_finished(sources)
+        window = sum(lag_waits(self.recipe.provider.poll_interval))
+        if since is not None and since <= window:
+            return True
+        what = ", ".join(sources)
+        when = f"{_secs(since)} after {what} finished" if since is not None else \
+            f"and no run recorded when {what} finished"
+        rec.notes.append(f"{inst.id}: a refusal that does not say why, {when}: not read as "
+                         f"the host's record lagging (the run waits out {_secs(window)} of "
+                         "lag)")
+        return False
+
     async def _lagging(self, inst: Instance, op: Op, rec: StepRecord, exc: ProviderError,
-                       lagged: list[float], sources: list[str]) -> None:
-        """Rule 8, a host whose record lags: a request that is not early was refused by an
-        answer saying that a task it reads has not finished, though `sources` were seen
-        finished (a poll's SUCCESS, a `complete` callback, or an earlier run). Wait and
+                       how: str, lagged: list[float], sources: list[str]) -> None:
+        """Rule 8, a host whose record lags: a request that is not early was refused,
+        though `sources` were seen finished (a poll's SUCCESS, a `complete` callback, or
+        an earlier run), by an answer saying that a task it reads has not finished
+        (early.SAYS), or by a bare 4xx soon after (early.MAYBE, `_lag_recent`). Wait and
         let the caller send it again, at most LAG_RESENDS times (waits in `lagged`); then
         fail the step. Nothing is learned: a lagging record is no refusal of early work."""
         self.counts.lag_refused += 1
         said = str(exc).removeprefix(f"{inst.id}: ")
         what = ", ".join(sources)
+        says = how == early.SAYS
         if len(lagged) >= LAG_RESENDS:
+            why, had, cause = (f"as if {what} had not finished", "had", "something else is "
+                               "wrong") if says else \
+                ("without saying why", "had finished", "it refuses the request itself")
             raise StepError(
-                f"the service refused {op.type} {plural(len(lagged) + 1, 'time')} as if "
-                f"{what} had not finished ({said}), waiting {_secs(sum(lagged))} in all "
-                f"after it said {what} had: its record may lag for longer, or something "
-                "else is wrong; no task was made, so nothing was paid; run again later "
-                "(only what is not done is paid for)", step=inst.id) from None
-        pi = self.recipe.provider.poll_interval
-        delay = min(pi, min(LAG_FIRST_WAIT, pi / 4) * 2 ** len(lagged))
+                f"the service refused {op.type} {plural(len(lagged) + 1, 'time')} {why} "
+                f"({said}), waiting {_secs(sum(lagged))} in all after it said {what} {had}: "
+                f"its record may lag for longer, or {cause}; no task was made, so nothing "
+                "was paid; run again later (only what is not done is paid for)",
+                step=inst.id) from None
+        delay = lag_waits(self.recipe.provider.poll_interval)[len(lagged)]
         if not lagged:
-            note = (f"{inst.id}: the service refused the {op.type} request as if {what} had "
-                    f"not finished ({said}), though it said {what} had: its record seems to "
-                    "lag; the refusal made no task, so nothing was paid; submitting again "
-                    f"after growing waits (at most {LAG_RESENDS} times)")
+            why = (f"as if {what} had not finished ({said}), though it said {what} had: its "
+                   "record seems to lag") if says else \
+                (f"without saying why ({said}), {_secs(self._since_finished(sources) or 0)} "
+                 f"after {what} finished: its record may lag")
+            note = (f"{inst.id}: the service refused the {op.type} request {why}; the "
+                    "refusal made no task, so nothing was paid; submitting again after "
+                    f"growing waits (at most {LAG_RESENDS} times)")
             rec.notes.append(note)
             self.ui.note(note)
         # Why sending it again cannot pay twice (rule 4's proof): `early.refusal` reads
-        # SAYS only from a definite answer, the service's own 4xx refusal (a TransientError
-        # never gets here), and such an answer made no task (DESIGN section 4). The caller
-        # checked that the journal's last word on the key is `_submit`'s ``failed`` (not
-        # submitted): no attempt of that call lost its answer, so no request of this run
-        # for the key may have made a task (one an earlier run may have made stays rule
-        # 3's: counted, and resubmitted only as that rule allows, before any of these). A
-        # kill during this wait leaves that record, and the next run submits the step once
-        # without counting it possibly submitted; the resend writes its own ``intent``
-        # first, and takes the ledger's claim again (rule 11), as any submit.
+        # SAYS or MAYBE only from a definite answer, the service's own 4xx refusal (an
+        # exact StepError with a 4xx code; a TransientError never gets here, nor does a
+        # gateway 5xx, a timeout or a lost answer: those are PossiblySubmitted), and such
+        # an answer made no task (DESIGN section 4), whether or not its words say why:
+        # the words, and how recent the finish was (`_lag_recent`), decide only whether
+        # waiting may help, never whether a task exists. (A 409 never gets here: it says a
+        # record exists. On WAV, MP4 and cover art the host keeps one record per source
+        # and answers a second request 409 naming it, which the provider polls instead of
+        # paying: a second guard, not needed by this proof.) The caller checked that the
+        # journal's last word on the key is `_submit`'s ``failed`` (not submitted): no
+        # attempt of that call lost its answer, so no request of this run for the key may
+        # have made a task (one an earlier run may have made stays rule 3's: counted, and
+        # resubmitted only as that rule allows, before any of these). A kill during this
+        # wait leaves that record, and the next run submits the step once without
+        # counting it possibly submitted; the resend writes its own ``intent`` first, and
+        # takes the ledger's claim again (rule 11), as any submit.
         if self.stop_reason:
             return  # the caller's next submit says "not submitted"; waiting would not help
         await self.clock.sleep(delay)

@@ -44,9 +44,20 @@ MAX_UNCERTAIN_RESUBMITS = 2  # each may have created a paid task: give up after 
 # and a fraction of a song's 2-3 minutes: past any lag we should meet, yet a host that
 # refuses for a lasting reason fails the step within a minute. Each resend is one
 # rate-limited request and, being answered by a refusal, costs nothing.
+# A refusal that does not say why (early.MAYBE) is read as the lag only when it came
+# within the sum of those waits (`lag_waits`) of when the last task the request reads
+# finished: the run waits out a lag of about that long, so a refusal later than that
+# after the finish is either a longer lag than any the run would wait out, or (far
+# likelier) about the request itself, and it fails at once instead of costing 44 s.
 LAG_RESENDS = 6
 LAG_FIRST_WAIT = 2.0
 SUBMIT_GRACE = 0.8  # seconds an interrupt waits for a submit's answer (to record its task id)
+
+
+def lag_waits(poll_interval: float) -> list[float]:
+    """Rule 8: the waits before each resend to a host whose record lags, in order."""
+    first = min(LAG_FIRST_WAIT, poll_interval / 4)
+    return [min(poll_interval, first * 2 ** n) for n in range(LAG_RESENDS)]
 
 
 class EngineState:
@@ -127,6 +138,10 @@ class EngineState:
                                              early.Memory.load(opts.state_dir))
         self.over: set[str] = set()
         self._over_events: dict[str, anyio.Event] = {}
+        # Rule 8: when each instance's service task finished in this run, its result in
+        # hand (engine clock): how recent a finish is decides whether a bare refusal may
+        # be the host's record lagging (`Remote._since_finished`).
+        self.finished_at: dict[str, float] = {}
         # Running tasks' stream links, for `sunoflow review` (not the journal: they
         # decide nothing, see `_poll`).
         self.previews = previews.Previews(opts.state_dir)

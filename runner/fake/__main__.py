@@ -58,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
                              "--unfinished refuse answers) while record-info already says "
                              "SUCCESS and callbacks are sent: a host whose record lags "
                              "(config record_lag, default 0)")
+    parser.add_argument("--record-lag-answer", choices=CHOICES["record_lag_answer"],
+                        help="sunoapi: how that lag refuses: with words saying the task "
+                             "has not finished (unfinished, default: as --unfinished-code "
+                             "and --unfinished-message say), or a bare envelope code that "
+                             "does not say why: 404 not found, 400 or 422 validation error "
+                             "(config record_lag_answer)")
+    parser.add_argument("--record-lag-refusals", type=int, metavar="N",
+                        help="sunoapi: the lag also ends after it refused N requests that "
+                             "read the task, whatever the clock says (config "
+                             "record_lag_refusals)")
     parser.add_argument("--empty-required", choices=CHOICES["empty_required"],
                         help="whether an empty negativeTags (documented as required) counts "
                              "as given (default accept)")
@@ -94,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "empty_required": args.empty_required,
             "aligned_words": args.aligned_words,
             "record_lag": args.record_lag,
+            "record_lag_answer": args.record_lag_answer,
+            "record_lag_refusals": args.record_lag_refusals,
         }
         if not isinstance(config, dict):
             raise ConfigError("the configuration file must hold a JSON object")

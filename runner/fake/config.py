@@ -84,6 +84,16 @@ and from `POST /_fake/config`, which merges objects key by key and replaces list
                            `unfinished_refusal` (whatever `unfinished_work` says), creating
                            no task and costing nothing, as a host whose work endpoints read
                            a replica that has not caught up would
+    record_lag_answer      how that lag refuses (nothing documents it, so each plausible
+                           reading is played): "unfinished" (default: `unfinished_refusal`,
+                           words saying the task has not finished), or a bare envelope code
+                           that does not say why, as REFERENCE 1.2's table words it: "404"
+                           (`not found`: the replica does not know the clip yet), "400"
+                           (`validation error`) or "422" (`validation error`)
+    record_lag_refusals    null (default) or N: the lag also ends once it has refused N
+                           requests that read the task (counted per task), whatever the
+                           clock says. A lag measured in answers rather than time: a test
+                           decides how many refusals a run meets, not how fast it runs
 
 `validate` is the one place that checks it; every other module indexes it without checks.
 """
@@ -173,6 +183,8 @@ DEFAULTS: dict[str, Any] = {
     "unfinished_work": "accept",
     "unfinished_refusal": {},
     "record_lag": 0.0,
+    "record_lag_answer": "unfinished",
+    "record_lag_refusals": None,
     "aligned_words": "plain",
 }
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -182,7 +194,13 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "unfinished_work": ("accept", "refuse"),
     "empty_required": ("accept", "refuse"),
     "aligned_words": ("plain", "leading", "trailing"),
+    "record_lag_answer": ("unfinished", "404", "400", "422"),
 }
+# The bare answers of `record_lag_answer`: envelope code -> message, words from REFERENCE
+# 1.2's table that say nothing of why.
+BARE_REFUSALS: dict[str, tuple[int, str]] = {"404": (404, "not found"),
+                                             "400": (400, "validation error"),
+                                             "422": (422, "validation error")}
 REFUSAL_KEYS: dict[str, Any] = {"code": 400, "http_status": None,
                                 "message": "task {task_id} has not finished"}
 CALLBACK_KEYS = {"delay": 0.0, "jitter": 0.0, "duplicate": 0.0, "loss": 0.0, "timeout": 15.0}
@@ -375,6 +393,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("running_status: expected a status word or null")
     full["unfinished_refusal"] = _validate_refusal(full["unfinished_refusal"])
     full["record_lag"] = _number(full["record_lag"], "record_lag")
+    count = full["record_lag_refusals"]
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or count < 1):
+        raise ConfigError("record_lag_refusals: expected a positive integer or null")
     return full
 
 

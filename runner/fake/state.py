@@ -63,6 +63,7 @@ class Task:
     data: dict[str, Any] = field(default_factory=dict)
     refunded: bool = False
     callback_failed: bool = False  # the last stage's callback was not delivered
+    lag_refused: int = 0  # work refused while the record lagged (`record_lag_refusals`)
 
     @property
     def ends(self) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from runner.fake import content, sunoapi_callbacks
-from runner.fake.config import MUSIC_OPS
+from runner.fake.config import BARE_REFUSALS, MUSIC_OPS
 from runner.fake.courier import Courier
 from runner.fake.server import ApiError, Protocol, Request, Response, Route
 from runner.fake.state import FIRST_AT, TEXT_AT, Clip, NoCredits, Resource, Task
@@ -254,10 +254,19 @@ class SunoApi(Protocol):
         before any task is made or any credit taken."""
         now = self.world.now()
         config = self.world.config
-        # The work endpoints learn of the task's end `record_lag` after record-info does.
+        # The work endpoints learn of the task's end `record_lag` after record-info does,
+        # or once they have refused `record_lag_refusals` requests that read it.
         succeeded = task.succeeded(now)
-        if succeeded and now >= task.ends + config["record_lag"] * config["latency_scale"]:
-            return
+        if succeeded:
+            with self.world.lock:
+                count = config["record_lag_refusals"]
+                if now >= task.ends + config["record_lag"] * config["latency_scale"] or \
+                        (count is not None and task.lag_refused >= count):
+                    return
+                task.lag_refused += 1
+            answer = config["record_lag_answer"]
+            if answer in BARE_REFUSALS:
+                raise ApiError(*BARE_REFUSALS[answer])
         # Refused: succeeded, but the record lags; or unfinished on a host that refuses.
         if succeeded or (config["unfinished_work"] == "refuse" and not task.done(now)):
             refusal = config["unfinished_refusal"]

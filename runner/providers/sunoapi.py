@@ -287,8 +287,12 @@ class SunoApiProvider:
         """409: the record exists already. Use that task (it was paid for once)."""
         tid = self._existing_id(env)
         if tid is None:
+            # Sending it again gets the same answer: the engine never does (early.EXISTS).
             raise StepError(f"{answer.where}: the service says the record already exists "
-                            f"({env.get('msg')}) but does not name its task", step=step,
+                            f"({env.get('msg')}) but does not name its task, so it cannot be "
+                            "polled, and sending the request again would get the same answer "
+                            "(this one made no task: nothing was paid); an earlier request "
+                            "made it: find its result in the service's dashboard", step=step,
                             code=int(env["code"]))
         return {"code": 200, "msg": "existing", "data": {"taskId": tid}}
 

@@ -96,6 +96,9 @@ class KeyState:
     first_task: str | None = None
     first: Any = None
     first_files: list[dict[str, Any]] = field(default_factory=list)
+    # When the run that recorded ``done`` saw the task finished (epoch seconds, its
+    # `times.finished`); None when no run did (a restore, a lock, an older journal).
+    finished: float | None = None
 
 
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})  # as pathlib
@@ -264,6 +267,10 @@ class Store:
             st.credits = ev.get("credits")
             for new, recorded in aliases.pairs(st.files):
                 self.aliases[sys.intern(new)] = sys.intern(recorded)
+            times = ev.get("times")
+            at = times.get("finished") if isinstance(times, dict) else None
+            st.finished = float(at) if isinstance(at, int | float) and \
+                not isinstance(at, bool) else None
             if ev.get("task_ids"):
                 st.task_ids = list(ev["task_ids"])
         elif e == "first":
