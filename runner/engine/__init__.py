@@ -12,8 +12,10 @@ before, so a method is found in the part that owns it):
 - state.py: EngineState, what every part shares (made once, in its __init__);
 - files.py: results to stored files, through the files client the run hands in;
 - poller.py: waiting for a task (polls, callbacks) and its first stage (early release);
+- refusals.py: the service's refusals of requests that read unfinished tasks, early ones
+  and a lagging record's (rule 8);
 - remote.py: the never-pay-twice path: intent, submit, the task id, the ledger's claims,
-  restoring a finished result, early requests refused (rules 2-12);
+  restoring a finished result (rules 2-12);
 - scheduler.py: Engine, the task group and its ready queue, one instance's lifecycle
   (render, key, cache, local work), rule 1;
 - force.py: what --force and reroll name; priority.py, deadlines.py, early.py: the
