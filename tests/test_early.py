@@ -51,6 +51,8 @@ WAV = "POST /api/v1/wav/generate"
                code=404), early.MAYBE),
     (StepError(f"{WAV}: the service rejected the request (400: invalid audioId)",
                code=400), early.MAYBE),
+    (StepError(f"{WAV}: the service rejected the request (422: validation error)",
+               code=422), early.MAYBE),
     # Not a refusal for being early.
     (StepError(f"{WAV}: the service rejected the request (413: prompt too long)",
                code=413), None),
