@@ -99,6 +99,17 @@ def made(tmp: Path, srv: FakeServer, recipe: str) -> dict[str, str]:
     return keys(tmp)
 
 
+def again(tmp: Path, srv: FakeServer, *extra: str) -> tuple[str, list[dict[str, Any]]]:
+    """Run the recipe again; it must succeed and pay for nothing. Its output, and the
+    requests it made."""
+    before = len(srv.log)
+    done = run(tmp, srv.url, *extra)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert paid(srv, before) == []
+    return out, srv.log[before:]
+
+
 def lost(tmp: Path) -> None:
     shutil.rmtree(tmp / ".sunoflow")
     shutil.rmtree(tmp / "out", ignore_errors=True)
@@ -107,32 +118,22 @@ def lost(tmp: Path) -> None:
 def test_a_song_recovered_as_other_bytes_does_not_pay_for_its_wav_again(tmp_path: Path):
     with FakeServer("sunoapi", api_key=KEY) as srv:
         recorded = made(tmp_path, srv, MASTER)
-        before = len(srv.log)
-        second = run(tmp_path, srv.url)
-        out = second.stdout + second.stderr
-        assert second.returncode == 0, out
-        assert paid(srv, before) == []
-        assert any(e["path"] == "/api/v1/suno/recovery" for e in srv.log[before:])
+        out, sent = again(tmp_path, srv)
+        assert any(e["path"] == "/api/v1/suno/recovery" for e in sent)
         assert "song: the service gave task" in out
         assert "(.mp3 -> .m4a)" in out
         assert (tmp_path / "out" / "r" / "kept.wav").stat().st_size > 0
         assert keys(tmp_path) == recorded
         # Again, with the state directory kept: nothing to fetch, nothing to pay.
-        before = len(srv.log)
-        third = run(tmp_path, srv.url)
-        assert third.returncode == 0, third.stdout + third.stderr
-        assert paid(srv, before) == []
-        assert "master           cached" in third.stdout + third.stderr
+        out, _ = again(tmp_path, srv)
+        assert "master           cached" in out
     assert keys(tmp_path) == recorded
 
 
 def test_the_rewritten_lock_alone_carries_the_alias(tmp_path: Path):
     with FakeServer("sunoapi", api_key=KEY) as srv:
         recorded = made(tmp_path, srv, MASTER)
-        before = len(srv.log)
-        second = run(tmp_path, srv.url)
-        assert second.returncode == 0, second.stdout + second.stderr
-        assert paid(srv, before) == []
+        again(tmp_path, srv)
         lock = read_lock(tmp_path)
         assert lock["version"] == 2
         song = lock["steps"]["song"]["files"]
@@ -143,17 +144,12 @@ def test_the_rewritten_lock_alone_carries_the_alias(tmp_path: Path):
         cleaned = subprocess.run([sys.executable, "-m", "runner", "clean", "r.yaml"],
                                  cwd=tmp_path, text=True, capture_output=True, timeout=60)
         assert cleaned.returncode == 0, cleaned.stderr
-        before = len(srv.log)
-        third = run(tmp_path, srv.url)
-        assert third.returncode == 0, third.stdout + third.stderr
-        assert [e["path"] for e in srv.log[before:]] == ["/api/v1/generate/credit"]
+        _, sent = again(tmp_path, srv)
+        assert [e["path"] for e in sent] == ["/api/v1/generate/credit"]
         # The state directory goes again: only the lock, rewritten by the restore, is left
         # to seed the next run.
         lost(tmp_path)
-        before = len(srv.log)
-        fourth = run(tmp_path, srv.url)
-        assert fourth.returncode == 0, fourth.stdout + fourth.stderr
-        assert paid(srv, before) == []
+        again(tmp_path, srv)
         assert (tmp_path / "out" / "r" / "kept.wav").stat().st_size > 0
     assert keys(tmp_path) == recorded
 
@@ -163,27 +159,17 @@ def test_a_chain_of_paid_steps_after_a_recovered_song_is_not_paid_again(tmp_path
     # (WAV of long: paid). Both keep their recorded keys.
     with FakeServer("sunoapi", api_key=KEY) as srv:
         recorded = made(tmp_path, srv, CHAIN)
-        before = len(srv.log)
-        second = run(tmp_path, srv.url)
-        out = second.stdout + second.stderr
-        assert second.returncode == 0, out
-        assert paid(srv, before) == []
+        out, _ = again(tmp_path, srv)
         assert "long: the service gave task" in out
         assert (tmp_path / "out" / "r" / "long.wav").stat().st_size > 0
-        before = len(srv.log)
-        third = run(tmp_path, srv.url)
-        assert third.returncode == 0, third.stdout + third.stderr
-        assert paid(srv, before) == []
+        again(tmp_path, srv)
     assert keys(tmp_path) == recorded
 
 
 def test_frozen_rebuilds_from_a_recovered_song_without_paying(tmp_path: Path):
     with FakeServer("sunoapi", api_key=KEY) as srv:
         recorded = made(tmp_path, srv, MASTER)
-        before = len(srv.log)
-        frozen = run(tmp_path, srv.url, "--frozen")
-        assert frozen.returncode == 0, frozen.stdout + frozen.stderr
-        assert paid(srv, before) == []
+        again(tmp_path, srv, "--frozen")
         assert (tmp_path / "out" / "r" / "kept.wav").stat().st_size > 0
     assert keys(tmp_path) == recorded
 
@@ -193,11 +179,7 @@ def test_a_local_step_made_again_from_other_bytes_keeps_its_paid_reader(tmp_path
     # reads it (paid) keeps its recorded key and is restored.
     with FakeServer("sunoapi", api_key=KEY) as srv:
         recorded = made(tmp_path, srv, LOCAL_THEN_PAID)
-        before = len(srv.log)
-        second = run(tmp_path, srv.url)
-        out = second.stdout + second.stderr
-        assert second.returncode == 0, out
-        assert paid(srv, before) == []
+        out, _ = again(tmp_path, srv)
         assert "cut: made again as other bytes than recorded" in out
         assert (tmp_path / "out" / "r" / "remix.mp3").stat().st_size > 0
         cut = read_lock(tmp_path)["steps"]["cut"]["files"]
