@@ -81,3 +81,20 @@ def test_every_output_and_track_field_has_words():
     assert set(TRACK) == set(outputs_doc.TRACK_WORDS)
     names = {n for t in TYPES.values() for n in t.outputs}
     assert names <= set(outputs_doc.OUTPUT_WORDS), names - set(outputs_doc.OUTPUT_WORDS)
+
+
+def test_the_readmes_first_recipe_runs_as_written_on_the_local_provider(tmp_path):
+    """The recipe a new user copies first: free on the local provider (whose takes last 30
+    s: a `continue_at` of `duration - 30` there is 0, outside the take)."""
+    from runner.studio.probe import probe
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## A recipe\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "summer.yaml").write_text(block)
+    run = subprocess.run([sys.executable, "-m", "runner", "run", "summer.yaml", "--provider",
+                          "local"], capture_output=True, text=True, timeout=120,
+                         check=False, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    album = tmp_path / "out" / "summer"
+    for name in ("01 - Sunrise.mp3", "02 - Noon.mp3"):
+        assert probe(album / name).format == "mp3"
