@@ -98,3 +98,21 @@ def test_a_local_preview_keeps_the_paid_lock_and_a_fresh_checkout_pays_nothing(t
         fresh = sunoflow(tmp_path, "run", "r.yaml", "--base-url", a.url)
         assert fresh.returncode == 0, fresh.stderr
         assert paid(a, before) == []
+
+
+def test_a_reroll_at_another_host_refuses_too_and_takes_new_host(tmp_path):
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    with FakeServer("sunoapi", api_key=KEY) as a, FakeServer("sunoapi", api_key=KEY) as b:
+        assert sunoflow(tmp_path, "run", "r.yaml", "--base-url", a.url).returncode == 0
+        # A reroll of the WAV at b would also pay again for the song the lock records
+        # (and reroll has its own --new-host: the message names it).
+        moved = sunoflow(tmp_path, "reroll", "r.yaml", "master", "--base-url", b.url, "--yes")
+        assert moved.returncode == 2, moved.stderr
+        assert f"r.lock records 2 steps paid for at sunoapi at {a.url} (song, master)" \
+            in moved.stderr
+        assert b.log == []
+        again = sunoflow(tmp_path, "reroll", "r.yaml", "master", "--base-url", b.url, "--yes",
+                         "--new-host")
+        assert again.returncode == 0, again.stderr
+        assert sorted(paid(b)) == sorted(SUBMITS)
+        assert sorted(paid(a)) == sorted(SUBMITS)

@@ -119,7 +119,7 @@ def cmd_reroll(args: argparse.Namespace) -> int:
     return run.execute(r, opts=Options(state_dir=run.state_dir_of(args.state_dir, r.path),
                                        force={args.step}),
                        out_dir=args.out, report_path=None, quiet=args.quiet,
-                       cache=args.cache)
+                       cache=args.cache, new_host=args.new_host)
 
 
 def _unfinished_paid(p: Any, args: argparse.Namespace, rerun_ids: set[str]) -> list[str]:

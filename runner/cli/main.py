@@ -40,6 +40,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _new_host_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--new-host", action="store_true",
+                   help="pay again at this run's provider for steps the lock records as "
+                   "paid at another (its kind or base URL differ); without it such a run "
+                   "refuses, exit 2, nothing spent")
+
+
 def _recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", choices=["local", "sunoapi", "newapi"],
                    help="override the recipe's provider")
@@ -127,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="the album folder (default: out/NAME/ beside "
                    "NAME.yaml)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _new_host_option(p)
     _cache_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=commands.cmd_reroll)
@@ -173,10 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "without its task id being recorded")
     p.add_argument("--max-credits", type=float, metavar="N",
                    help="refuse to submit beyond this many credits")
-    p.add_argument("--new-host", action="store_true",
-                   help="pay again at this run's provider for steps the lock records as "
-                   "paid at another (its kind or base URL differ); without it such a run "
-                   "refuses, exit 2, nothing spent")
+    _new_host_option(p)
     p.add_argument("--ignore-balance", action="store_true",
                    help="start even when the service's balance is below the plan's estimate "
                    "(by default the run refuses to start, exit 1, nothing spent)")
