@@ -213,3 +213,28 @@ def test_the_strict_fake_refuses_an_empty_negative_tags():
             "prompt": "la", "title": "T", "style": "soul", "negativeTags": ""})
         assert answer.json()["code"] == 400
         assert answer.json()["msg"] == "negativeTags is required"
+
+
+NEWAPI = README_EXTEND.replace("provider: {kind: local,", "provider: {kind: newapi,")
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "run"])
+def test_a_provider_without_an_address_is_refused_by_validate_as_by_run(command, tmp_path,
+                                                                        capsys):
+    """What `run` would refuse about the provider, `validate` and `plan` refuse too: a
+    relay without its address (it has no default), a --base-url that is not http(s)."""
+    (tmp_path / "r.yaml").write_text(NEWAPI)
+    assert main([command, str(tmp_path / "r.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "r.yaml:3:11: provider newapi needs base_url (the relay's address)\n" \
+           "    hint: set provider.base_url, or pass --base-url" in err
+    (tmp_path / "l.yaml").write_text(README_EXTEND)
+    assert main([command, str(tmp_path / "l.yaml"), "--provider", "newapi"]) == 2
+    assert capsys.readouterr().err == (
+        "sunoflow: --provider newapi needs the relay's address: --base-url URL, or "
+        "base_url in the recipe's provider block\n")
+    assert main([command, str(tmp_path / "l.yaml"), "--base-url", "htps://api.sunoapi.org"]) \
+        == 2
+    assert capsys.readouterr().err == (
+        "sunoflow: --base-url htps://api.sunoapi.org: not an http(s) URL (e.g. "
+        "https://api.sunoapi.org)\n")

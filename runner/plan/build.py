@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner.errors import Diagnostic, RecipeError
+from runner.errors import Diagnostic, RecipeError, UsageError
 from runner.plan.expand import Expander, makes_takes
 from runner.plan.model import Plan
 from runner.plan.refs import Unit
@@ -54,6 +54,12 @@ def build(recipe: Recipe, *, partial: bool = False) -> Plan:
     units: dict[tuple[Path, str | None], Unit] = {}
     top = check_unit(recipe, recipe.provider, units, recipe.input_defaults())
     diags = [d for u in units.values() for d in u.ck.diags]
+    if recipe.provider.kind == "newapi" and not recipe.provider.base_url:
+        # A relay has no default address: said by `validate` and `plan` too, not only when
+        # `run` makes the provider.
+        diags.append(recipe.doc.diag(("provider",), "provider newapi needs base_url (the "
+                                     "relay's address)", "set provider.base_url, or pass "
+                                     "--base-url"))
     if not partial:
         diags += [recipe.doc.diag(("steps", sid, "for_each"), f"for_each uses input "
                                   f"'{name}', which has no default: its length is known only "
@@ -91,10 +97,19 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
     """The recipe at `path`, loaded (runner.recipe.load) with every recipe it uses. When
     one of them has errors, the plan still looks at what of it did parse, so the author
     sees every problem in one pass; the plan itself is not made."""
+    url = (overrides or {}).get("base_url")
+    if url and not str(url).lower().startswith(("http://", "https://")):
+        raise UsageError(f"--base-url {url}: not an http(s) URL (e.g. https://api.sunoapi.org)")
     try:
-        return recipes.load(path, overrides=overrides, display=display, read=_callee)
+        r = recipes.load(path, overrides=overrides, display=display, read=_callee)
     except recipes.Unfinished as exc:
         raise RecipeError(exc.diagnostics + _later(exc)) from None
+    if r.provider.kind == "newapi" and not r.provider.base_url and \
+            (overrides or {}).get("provider") == "newapi":
+        # A relay has no default address (the recipe's own block is checked by `build`).
+        raise UsageError("--provider newapi needs the relay's address: --base-url URL, "
+                         "or base_url in the recipe's provider block")
+    return r
 
 
 def _callee(path: Path, *, display: str, includes: Includes) -> Recipe:
