@@ -35,7 +35,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts[status] = counts.get(status, 0) + 1
         print(safe(f"{iid:<{width}}  {status}"))
     print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    _say_elsewhere(p, store, sys.stdout)
+    _say_elsewhere(p, store, sys.stdout, rows if url is None else None)
     return 0
 
 
@@ -255,24 +255,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     p = planner.check(args.recipe, overrides=overrides(args))
     r = p.recipe
     store = lock.reading(Store(state_dir_of(args.state_dir, r.path), readonly=True), r.path)
-    done = {iid: v["status"] for iid, v in resolve(p, store).items()} \
-        if store.states else {}
+    known = resolve(p, store) if store.states else None
+    done = {iid: v["status"] for iid, v in known.items()} if known is not None else {}
     report.print_plan(p, as_json=args.json, done=done)
-    _say_elsewhere(p, store, sys.stderr if args.json else sys.stdout)
+    _say_elsewhere(p, store, sys.stderr if args.json else sys.stdout, known)
     return 0
 
 
-def _say_elsewhere(p: Any, store: Any, out: Any) -> None:
+def _say_elsewhere(p: Any, store: Any, out: Any, known: dict[str, Any] | None) -> None:
     """`plan` and `status`: say when the lock records paid work at another provider than
-    this command's, which `run` would pay for again (and refuses to without --new-host)."""
+    this command's, which `run` would pay for again (and refuses to without --new-host).
+    `known`: the statuses the command resolved already."""
     from runner.cli.run import paid_elsewhere
     from runner.store import lock
 
-    found = paid_elsewhere(lock.path_for(p.recipe.path), p.recipe, p, store)
+    found = paid_elsewhere(lock.path_for(p.recipe.path), p.recipe, p, store, known=known)
     if found is not None:
         at, again, cost = found
         print(safe(f"note: {lock.path_for(p.recipe.path).name} records {len(again)} of these "
-                   f"as paid for at {at}; at "
+                   f"as paid for at {lock.where(*at)}; at "
                    f"{lock.where(p.recipe.provider.kind, p.recipe.provider.base_url)} they "
                    f"would be paid for again (about {cost:g} credits): `run` refuses that "
                    "without --new-host"), file=out)

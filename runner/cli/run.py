@@ -139,13 +139,14 @@ def execute(r: Recipe, *, opts: Options, out_dir: str | None,
     estimate = _estimate(p, store) if r.provider.kind != "local" and not opts.frozen \
         else None
     _check_budget(estimate, opts.max_credits)
-    if estimate and not new_host:
-        _check_host(lock_path, r, p, store)
-    # A lock that records paid work at another provider is that work's only ledger in a
-    # fresh checkout: this run's lock (of a local preview, or of steps paid elsewhere)
-    # does not replace it unless --new-host says to move.
+    # A lock that records paid work at another provider (read once: the head, and the
+    # whole lock only when the providers differ) is that work's only ledger in a fresh
+    # checkout: this run does not pay for it again (`_check_host`), and its lock (of a
+    # local preview, or of steps paid elsewhere) does not replace it, unless --new-host.
     kept = None if new_host or lock_path.is_symlink() else \
         lock.paid_elsewhere(lock_path, r.provider.kind, r.provider.base_url)
+    if estimate and kept is not None:
+        _check_host(lock_path, kept, r, p, store)
     if opts.frozen:
         # Nothing is paid in frozen mode, so go on past a missing step: the error then
         # lists every step that would need a paid submission, not just the first.
@@ -431,46 +432,52 @@ def _check_balance(p: Plan, store: Store, balance: float | None,
                            "up, or pass --ignore-balance to start anyway")
 
 
-def paid_elsewhere(lock_path: Path, r: Recipe, p: Plan,
-                   store: Store) -> tuple[str, list[str], float] | None:
+def paid_elsewhere(lock_path: Path, r: Recipe, p: Plan, store: Store,
+                   found: tuple[tuple[str, str | None], set[str]] | None = None,
+                   known: dict[str, dict[str, Any]] | None = None
+                   ) -> tuple[tuple[str, str | None], list[str], float] | None:
     """When the lock records paid work at another provider than the run's (kind or base
-    URL) that this run would pay for again: that provider (as messages name it), those
-    step instances in plan order, and their estimate. Keys name the provider and its base
-    URL, so a forgotten `--base-url` (or a recipe's new `base_url`) finds none of the
-    lock's work and buys it all again. None otherwise (a local run never pays)."""
-    from runner.plan.cost import PAID_ALREADY
+    URL) that this run would pay for again: that provider, those step instances in plan
+    order, and their estimate. Keys name the provider and its base URL, so a forgotten
+    `--base-url` (or a recipe's new `base_url`) finds none of the lock's work and buys it
+    all again. None otherwise (a local run never pays). `found`: lock.paid_elsewhere's
+    answer, when the caller has it; `known`: the plan's resolved statuses, likewise."""
+    from runner.plan.cost import PAID_ALREADY, price
     from runner.store.status import resolve
 
-    if r.provider.kind == "local" or not lock_path.is_file() or lock_path.is_symlink():
+    if r.provider.kind == "local":
         return None
-    found = lock.paid_elsewhere(lock_path, r.provider.kind, r.provider.base_url)
     if found is None:
-        return None
-    (kind, base), recorded = found
-    known = resolve(p, store)
+        if not lock_path.is_file() or lock_path.is_symlink():
+            return None
+        found = lock.paid_elsewhere(lock_path, r.provider.kind, r.provider.base_url)
+        if found is None:
+            return None
+    at, recorded = found
+    known = resolve(p, store) if known is None else known
     again = [iid for iid, inst in p.instances.items() if inst.kind == "step"
              and iid in recorded
              and known.get(iid, {}).get("status") not in (*PAID_ALREADY, "skipped")]
     if not again:
         return None
-    return lock.where(kind, base), again, _estimate(p, store, ids=set(again))
+    return at, again, sum(price(p, p.instances[i]) for i in again)
 
 
-def _check_host(lock_path: Path, r: Recipe, p: Plan, store: Store) -> None:
+def _check_host(lock_path: Path, found: tuple[tuple[str, str | None], set[str]],
+                r: Recipe, p: Plan, store: Store) -> None:
     """Before anything is paid: refuse (exit 2, nothing spent) a run that would pay again,
     at another host, for work the lock records as paid (`paid_elsewhere`). `--new-host`
     pays on purpose."""
-    found = paid_elsewhere(lock_path, r, p, store)
-    if found is None:
+    again = paid_elsewhere(lock_path, r, p, store, found=found)
+    if again is None:
         return
-    at, again, cost = found
-    kind, base = lock.made_at(lock_path) or (r.provider.kind, None)
-    shown = ", ".join(again[:5]) + (f" and {len(again) - 5} more" if len(again) > 5 else "")
+    (kind, base), steps, cost = again
+    shown = ", ".join(steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
     back = (f"--provider {kind} " if kind != r.provider.kind else "") + \
         (f"--base-url {base}" if base else "")
     raise UsageError(
-        f"{lock_path.name} records {plural(len(again), 'step')} paid for at {at} "
-        f"({shown}); this run's provider is "
+        f"{lock_path.name} records {plural(len(steps), 'step')} paid for at "
+        f"{lock.where(kind, base)} ({shown}); this run's provider is "
         f"{lock.where(r.provider.kind, r.provider.base_url)}, where none of them is "
         f"recorded, so they would be paid for again (about {cost:g} credits): nothing was "
         f"submitted. To build from what the lock records, run with {back.strip()} (or set "

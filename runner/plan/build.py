@@ -25,6 +25,7 @@ and resume need nothing more.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from runner.plan.model import Plan
 from runner.plan.refs import Unit
 from runner.plan.unit import check_unit
 from runner.recipe import load as recipes
+from runner.recipe import schema as schemas
 from runner.recipe.bulk import building
 from runner.recipe.include import Includes
 from runner.recipe.model import Recipe
@@ -98,7 +100,7 @@ def load(path: str | Path, *, overrides: dict[str, Any] | None = None,
     one of them has errors, the plan still looks at what of it did parse, so the author
     sees every problem in one pass; the plan itself is not made."""
     url = (overrides or {}).get("base_url")
-    if url and not str(url).lower().startswith(("http://", "https://")):
+    if url and not re.match(schemas.HTTP_URL, str(url)):  # as the recipe's base_url
         raise UsageError(f"--base-url {url}: not an http(s) URL (e.g. https://api.sunoapi.org)")
     try:
         r = recipes.load(path, overrides=overrides, display=display, read=_callee)

@@ -110,7 +110,7 @@ _PATTERNS: dict[str, tuple[str, str | None]] = {
     schemas.STEP_ID: ("is not a step id",
                       "ids are lower case letters, digits and _, starting with a letter"),
     schemas.DURATION: ("is not a duration", "seconds (a number), or e.g. '90s', '15m', '1h'"),
-    r"^https?://": ("is not an http(s) URL", "e.g. https://api.sunoapi.org"),
+    schemas.HTTP_URL: ("is not an http(s) URL", "e.g. https://api.sunoapi.org"),
     r"^[A-Za-z_][A-Za-z0-9_]*$": (
         "is not an environment variable name",
         "api_key_env names the variable that holds the key (e.g. SUNO_API_KEY); "

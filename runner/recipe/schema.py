@@ -26,6 +26,7 @@ from runner.steps.types import DEFAULTABLE, PRICE_KEYS, PROVIDER_KINDS, TYPES
 TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%",
             "description": "a Jinja2 template, e.g. '{{ steps.song[index].tracks[0] }}'"}
 STEP_ID = r"^[a-z][a-z0-9_]*$"
+HTTP_URL = r"^https?://"  # a service address; `--base-url` is held to it too (plan.build)
 RECIPE_PATH = r"^(\.{1,2}/.+\.ya?ml|sunoflow:[a-z0-9][a-z0-9-]*)$"  # a file, or a stock recipe
 DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
 
@@ -64,13 +65,13 @@ PROVIDER = {
             "required": ["kind"],
             "properties": {
                 "kind": {"enum": list(PROVIDER_KINDS)},
-                "base_url": {"type": "string", "pattern": "^https?://",
+                "base_url": {"type": "string", "pattern": HTTP_URL,
                              "description": "the service's address"},
-                "upload_base_url": {"type": "string", "pattern": "^https?://"},
+                "upload_base_url": {"type": "string", "pattern": HTTP_URL},
                 "api_key_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
                                 "description": "the NAME of the environment variable that "
                                                "holds the key (default SUNO_API_KEY)"},
-                "callback_url": {"type": "string", "pattern": "^https?://",
+                "callback_url": {"type": "string", "pattern": HTTP_URL,
                                  "description": "sunoapi with `run --listen`: the public "
                                                 "address that forwards to the listener"},
                 "release_on_first": {"enum": ["auto", True, False],
